@@ -1,0 +1,170 @@
+"""The command line as users run it (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medkit.core.checkpoint import load_tensors
+
+from ..conftest import make_dist, run_cli
+
+CRASHER = """
+import os, signal
+from medkit.core import hookimpl
+MEDKIT_API_VERSION = 1
+@hookimpl
+def medkit_on_step_end(run, stage, step, metrics):
+    if os.environ.get("CRASH_AT") == f"{stage.index}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+SYNTH = "from medkit.core.testing import *  # noqa\nfrom medkit.core.testing import medkit_register_modalities, MEDKIT_API_VERSION\n"
+SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
+         "trainer.eval_batches=1"]
+
+
+@pytest.fixture()
+def synth_env(tmp_path):
+    root = tmp_path / "site"
+    make_dist(root, "medkit-synthetic", "medkit_synth", SYNTH)
+    make_dist(root / "crash", "medkit-crasher", "medkit_crash", CRASHER)
+    sep = ":"
+    return {"PYTHONPATH": f"{root}{sep}{root / 'crash'}", "MEDKIT_DEMO_DIR": str(tmp_path / "demo")}
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = ("import sys, time; t=time.perf_counter(); from medkit.cli.main import cli\n"
+            "try:\n    cli(['--help'], standalone_mode=False)\nexcept SystemExit: pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("NOTORCH")
+    best = min(_timed([sys.executable, "-m", "medkit.cli.main", "--help"]) for _ in range(3))
+    assert best < 0.5, f"medkit --help took {best:.2f}s"
+
+
+def _timed(cmd):
+    t = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True)
+    return time.perf_counter() - t
+
+
+def test_plugins_list_json_does_not_import_torch():
+    code = ("import sys; from medkit.cli.main import cli\n"
+            "try:\n    cli(['plugins', 'list', '--json'], standalone_mode=False)\nexcept SystemExit: pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "NOTORCH" in out.stderr
+    data = json.loads(out.stdout)
+    builtin = next(p for p in data["plugins"] if p["name"] == "builtin")
+    assert builtin["provides"]["strategy"] == ["sequential", "joint", "tfs"]
+    assert all({"distribution", "version", "provides", "error"} <= set(p) for p in data["plugins"])
+
+
+def test_unknown_modality_is_one_line_naming_known(synth_env):
+    out = run_cli("run", "--modality", "nope", "--strategy", "sequential", env=synth_env)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "unknown modality 'nope'" in lines[0] and "synth_a" in lines[0]
+
+
+def test_bad_override_is_one_line(synth_env):
+    out = run_cli("config", "show", "--modality", "synth_a", "optim.lrr=3", env=synth_env)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    assert "did you mean optim.lr" in out.stderr
+
+
+def test_config_show_composes_overrides(synth_env):
+    out = run_cli("config", "show", "--modality", "synth_a", "--preset", "tiny", "optim.lr=0.5", env=synth_env)
+    assert out.returncode == 0, out.stderr
+    assert "lr: 0.5" in out.stdout and "synth_a" in out.stdout and "mask_ratio: 0.75" in out.stdout
+
+
+def _run_args(run_dir, steps=8):
+    return ["run", "--modality", "synth_a,synth_b", "--strategy", "sequential", "--preset", "tiny",
+            "--max-steps", str(steps), "--run-dir", str(run_dir), *SMALL, "trainer.checkpoint_every=3"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, synth_env):
+    full = run_cli(*_run_args(tmp_path / "full"), env=synth_env)
+    assert full.returncode == 0, full.stderr
+    assert f"run directory: {tmp_path / 'full'}" in full.stdout
+    crashed = run_cli(*_run_args(tmp_path / "crash"), env={**synth_env, "CRASH_AT": "1:5"})
+    assert crashed.returncode == -9
+    manifest = json.loads((tmp_path / "crash" / "manifest.json").read_text())
+    assert manifest["finished"] is False and manifest["current"] == {"stage": 2, "step": 3}
+    resumed = run_cli("run", "--resume", str(tmp_path / "crash"), env=synth_env)
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_tensors(tmp_path / "full" / "model.safetensors")
+    b = load_tensors(tmp_path / "crash" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = (tmp_path / "crash" / "metrics" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 16, "no step is lost or logged twice"
+    assert (tmp_path / "full" / "metrics" / "matrix.csv").read_text() == \
+        (tmp_path / "crash" / "metrics" / "matrix.csv").read_text()
+
+
+def test_broken_plugins_are_reported_and_isolated(tmp_path, synth_env):
+    site = tmp_path / "broken"
+    make_dist(site / "a", "medkit-plugin-boom", "boomplug", "raise ImportError('missing dependency xyz')")
+    make_dist(site / "b", "medkit-plugin-typo", "typoplug", """
+        from medkit.core import hookimpl
+        MEDKIT_API_VERSION = 1
+        @hookimpl
+        def medkit_register_strategys(register):
+            pass
+        """)
+    make_dist(site / "c", "medkit-plugin-future", "futureplug", """
+        from medkit.core import hookimpl, StrategySpec
+        MEDKIT_API_VERSION = 7
+        @hookimpl
+        def medkit_register_strategies(register):
+            register(StrategySpec("future", "x:y"))
+        """)
+    make_dist(site / "d", "medkit-plugin-dup", "dupplug", """
+        from medkit.core import hookimpl, StrategySpec
+        MEDKIT_API_VERSION = 1
+        @hookimpl
+        def medkit_register_strategies(register):
+            register(StrategySpec("sequential", "medkit.core.strategy:make_joint"))
+        """)
+    extra = ":".join(str(site / x) for x in "abcd")
+    env = {**synth_env, "PYTHONPATH": f"{synth_env['PYTHONPATH']}:{extra}"}
+    listed = run_cli("plugins", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    records = {p["distribution"]: p for p in json.loads(listed.stdout)["plugins"]}
+    assert "missing dependency xyz" in records["medkit-plugin-boom"]["error"]
+    assert "medkit_register_strategys" in records["medkit-plugin-typo"]["error"]
+    assert "API 7" in records["medkit-plugin-future"]["error"]
+    assert "also provided by medkit" in records["medkit-plugin-dup"]["error"]
+    check = run_cli("plugins", "check", env=env)
+    assert check.returncode != 0
+    for dist in ("boom", "typo", "future", "dup"):
+        assert f"medkit-plugin-{dist}" in check.stderr
+    # the good plugins still run; the clashing name is an error naming both distributions
+    ok = run_cli("run", "--modality", "synth_a", "--strategy", "joint", "--preset", "tiny", "--max-steps", "2",
+                 "--run-dir", str(tmp_path / "ok"), *SMALL, env=env)
+    assert ok.returncode == 0, ok.stderr
+    clash = run_cli("run", "--modality", "synth_a", "--strategy", "sequential", "--run-dir",
+                    str(tmp_path / "x"), env=env)
+    assert clash.returncode != 0 and "medkit-plugin-dup" in clash.stderr and "medkit" in clash.stderr
+    future = run_cli("run", "--modality", "synth_a", "--strategy", "future", env=env)
+    assert future.returncode != 0 and "medkit-plugin-future" in future.stderr
+
+
+def test_nproc_per_node_two_on_cpu(tmp_path, synth_env):
+    out = run_cli("run", "--modality", "synth_a", "--strategy", "sequential", "--preset", "tiny",
+                  "--max-steps", "4", "--run-dir", str(tmp_path / "ddp"), "--nproc-per-node", "2", *SMALL,
+                  env=synth_env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["finished"] is True
+    assert out.stdout.count("run directory:") == 1
+    assert sorted(p.name for p in (tmp_path).iterdir() if p.name.startswith("ddp")) == ["ddp"]

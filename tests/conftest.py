@@ -1,0 +1,50 @@
+"""Host test fixtures. Tests never depend on the user's environment variables for plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_host(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Each test starts with a fresh plugin host and no plugin selection from the environment."""
+    from medkit.registry import reset_host
+
+    monkeypatch.delenv("MEDKIT_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS", raising=False)
+    if "MEDKIT_DEMO_DIR" not in os.environ:
+        monkeypatch.setenv("MEDKIT_DEMO_DIR", str(tmp_path_factory.getbasetemp() / "demo"))
+    reset_host()
+    import medkit.core.config as config
+
+    config._STORE = None
+    yield
+    reset_host()
+    config._STORE = None
+
+
+def make_dist(root: Path, dist: str, module: str, source: str, *, ep_name: str | None = None) -> None:
+    """Write an installed-looking distribution (dist-info + module) under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[medkit]\n{ep_name or module} = {module}\n")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``medkit`` in a subprocess (the installed console script's module)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "medkit.cli.main", *args], capture_output=True,
+                          text=True, env=full_env, cwd=str(cwd) if cwd else None, timeout=timeout)
