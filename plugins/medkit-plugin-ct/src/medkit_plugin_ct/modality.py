@@ -1,0 +1,119 @@
+"""The CT modality: HU-windowed, resampled 3D sub-volumes of NIfTI files and DICOM series."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from medkit.core.errors import ConfigError
+
+from .volumes import Volume, find_volumes, load_volume
+from .windows import WindowDataset, pad_depth, resampled_slices, resize
+
+log = logging.getLogger(__name__)
+
+
+def hu_window(x: torch.Tensor, window: Sequence[float]) -> torch.Tensor:
+    """Clip Hounsfield units to ``window = (low, high)`` and map it linearly onto ``[-1, 1]``.
+
+    With the default ``(-1024, 1024)`` this is the reference's ``clip`` then ``/ 1024``.
+    """
+    low, high = float(window[0]), float(window[1])
+    centre, half = (low + high) / 2.0, (high - low) / 2.0
+    return (x.clamp(low, high) - centre) / half
+
+
+def _ints(value: Any, n: int, name: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"modality ct: {name} must be {n} integers, got {value!r}") from exc
+    if len(out) != n or min(out) < 1:
+        raise ConfigError(f"modality ct: {name} must be {n} positive integers, got {value!r}")
+    return out
+
+
+class CTModality:
+    """CT volumes (NIfTI ``.nii``/``.nii.gz``, DICOM series folders, single ``.dcm`` files).
+
+    Args:
+        spacing: millimetres between slices after resampling the slice axis (reference: 1 mm).
+            In-plane, every slice is resampled straight to ``input_size[1:]``.
+        window: HU window ``(low, high)``; values are clipped to it and mapped onto ``[-1, 1]``.
+        depth: slices per window, cut from the resampled volume.
+        depth_stride: slices between the starts of consecutive windows.
+        input_size: ``(D, H, W)`` of a sample; windows are resized to it (``D != depth`` resizes depth).
+        orientation: MONAI axcodes every volume is reoriented to; the third letter's axis is the
+            slice axis (``"RAS"``: axial windows).
+        flip_prob: training augmentation, probability of flipping each of the three axes.
+        cache_size: preprocessed volumes kept in memory (LRU); 0 disables the cache.
+        on_error: ``"raise"`` (unreadable or non-3D file is a DataError) or ``"skip"`` (logged and
+            listed in ``dataset.skipped``).
+    """
+
+    name = "ct"
+    dims = 3
+    default_tokenizer = "patch_3d"
+    default_objective = "mae"
+
+    def __init__(self, spacing: float = 1.0, window: tuple[float, float] = (-1024.0, 1024.0),
+                 depth: int = 16, depth_stride: int = 8,
+                 input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
+                 flip_prob: float = 0.5, cache_size: int = 4, on_error: str = "raise") -> None:
+        if float(spacing) <= 0:
+            raise ConfigError(f"modality ct: spacing must be > 0 mm, got {spacing!r}")
+        try:
+            low, high = (float(v) for v in window)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"modality ct: window must be [low, high] in HU, got {window!r}") from exc
+        if not low < high:
+            raise ConfigError(f"modality ct: window needs low < high, got {window!r}")
+        self.depth, self.depth_stride = _ints((depth, depth_stride), 2, "depth and depth_stride")
+        self.input_size = _ints(input_size, 3, "input_size")
+        if len(orientation) != 3 or set(orientation.upper()) - set("LRAPIS"):
+            raise ConfigError(f"modality ct: orientation must be 3 axcodes such as 'RAS', "
+                              f"got {orientation!r}")
+        if not 0.0 <= float(flip_prob) <= 1.0:
+            raise ConfigError(f"modality ct: flip_prob must be in [0, 1], got {flip_prob!r}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"modality ct: on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.spacing, self.window = float(spacing), (low, high)
+        self.orientation = orientation.upper()
+        self.flip_prob, self.cache_size, self.on_error = float(flip_prob), int(cache_size), on_error
+
+    def demo_data(self, root: Path) -> Path:
+        """Write six small synthetic CT volumes (NIfTI) with ``labels.csv`` under ``root/ct``."""
+        from .demo import write_demo
+
+        return write_demo(Path(root) / "ct")
+
+    def slices_after_resampling(self, vol: Volume) -> int:
+        """Depth of ``vol`` once resampled to ``spacing`` and padded to at least one window."""
+        return max(resampled_slices(vol.slices, vol.spacing, self.spacing), self.depth)
+
+    def prepare(self, vol: Volume) -> torch.Tensor:
+        """Read, reorient, clip HU, resample, scale to [-1, 1]: ``[1, D, H, W]``."""
+        x = load_volume(vol, self.orientation)  # [X, Y, Z] (Z: slices)
+        x = x.clamp(*self.window)  # clip before interpolation so out-of-FOV values cannot bleed in
+        x = x.permute(2, 0, 1)[None]  # [1, Z, X, Y], the reference's (1, z, x, y)
+        depth = resampled_slices(vol.slices, vol.spacing, self.spacing)
+        x = resize(x, (depth, *self.input_size[1:]))
+        x = hu_window(x, self.window)
+        return pad_depth(x, self.depth, value=-1.0)  # padding is air (the window's low end)
+
+    def finish(self, window: torch.Tensor) -> torch.Tensor:
+        return resize(window, self.input_size)
+
+    def dataset(self, data: Path, *, train: bool) -> WindowDataset:
+        """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
+        volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
+        ds = WindowDataset("ct", Path(data), volumes, [self.slices_after_resampling(v) for v in volumes],
+                           depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
+                           finish=self.finish, train=train,
+                           flip_prob=self.flip_prob, cache_size=self.cache_size, skipped=skipped)
+        log.info("ct: %d windows from %d volumes under %s (%d skipped)", len(ds), len(volumes), data,
+                 len(skipped))
+        return ds

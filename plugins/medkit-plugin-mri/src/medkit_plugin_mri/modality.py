@@ -1,0 +1,136 @@
+"""The MRI modality: percentile-clipped, z-scored 3D sub-volumes of NIfTI files and DICOM series."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from medkit.core.errors import ConfigError
+
+from .volumes import Volume, find_volumes, load_volume
+from .windows import WindowDataset, pad_depth, resampled_slices, resize
+
+log = logging.getLogger(__name__)
+
+
+def clip_zscore(x: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
+    """Clip ``x`` to its ``(low, high)`` percentiles (numpy's linear interpolation), then z-score it
+    (population std); a constant input becomes zeros."""
+    arr = x.detach().to(torch.float64).cpu().numpy()
+    low, high = np.percentile(arr, [float(percentiles[0]), float(percentiles[1])])
+    arr = np.clip(arr, low, high)
+    std = float(arr.std())
+    if std < 1e-8:
+        return torch.zeros_like(x, dtype=torch.float32)
+    return torch.from_numpy((arr - arr.mean()) / std).to(torch.float32)
+
+
+def _ints(value: Any, n: int, name: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"modality mri: {name} must be {n} integers, got {value!r}") from exc
+    if len(out) != n or min(out) < 1:
+        raise ConfigError(f"modality mri: {name} must be {n} positive integers, got {value!r}")
+    return out
+
+
+class MRIModality:
+    """MRI volumes (NIfTI ``.nii``/``.nii.gz``, DICOM series folders, single ``.dcm`` files).
+
+    Args:
+        spacing: millimetres between slices after resampling the slice axis; ``None`` (the
+            reference) keeps the native slices. In-plane, slices are resized to ``input_size[1:]``.
+        drop_fraction: fraction of slices dropped at each end of the slice axis (reference: 10 %).
+        percentiles: ``(low, high)`` percentiles the intensities are clipped to before the z-score.
+        normalize: ``"window"`` (reference: clip and z-score every window on its own) or
+            ``"volume"`` (once per volume, so windows of one volume share one scale).
+        depth: slices per window.
+        depth_stride: slices between the starts of consecutive windows.
+        input_size: ``(D, H, W)`` of a sample; windows are resized to it.
+        orientation: MONAI axcodes every volume is reoriented to; the third letter's axis is the
+            slice axis (``"RAS"``: axial windows).
+        flip_prob: training augmentation, probability of flipping each of the three axes.
+        cache_size: preprocessed volumes kept in memory (LRU); 0 disables the cache.
+        on_error: ``"raise"`` (unreadable or non-3D file is a DataError) or ``"skip"``.
+    """
+
+    name = "mri"
+    dims = 3
+    default_tokenizer = "patch_3d"
+    default_objective = "mae"
+
+    def __init__(self, spacing: float | None = None, drop_fraction: float = 0.1,
+                 percentiles: tuple[float, float] = (0.2, 99.8), normalize: str = "window",
+                 depth: int = 16, depth_stride: int = 8,
+                 input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
+                 flip_prob: float = 0.5, cache_size: int = 4, on_error: str = "raise") -> None:
+        if spacing is not None and float(spacing) <= 0:
+            raise ConfigError(f"modality mri: spacing must be > 0 mm or null, got {spacing!r}")
+        if not 0.0 <= float(drop_fraction) < 0.5:
+            raise ConfigError(f"modality mri: drop_fraction must be in [0, 0.5), got {drop_fraction!r}")
+        try:
+            low, high = (float(v) for v in percentiles)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"modality mri: percentiles must be [low, high], got {percentiles!r}") from exc
+        if not 0.0 <= low < high <= 100.0:
+            raise ConfigError(f"modality mri: percentiles need 0 <= low < high <= 100, got {percentiles!r}")
+        if normalize not in ("window", "volume"):
+            raise ConfigError(f"modality mri: normalize must be 'window' or 'volume', got {normalize!r}")
+        self.depth, self.depth_stride = _ints((depth, depth_stride), 2, "depth and depth_stride")
+        self.input_size = _ints(input_size, 3, "input_size")
+        if len(orientation) != 3 or set(orientation.upper()) - set("LRAPIS"):
+            raise ConfigError(f"modality mri: orientation must be 3 axcodes such as 'RAS', "
+                              f"got {orientation!r}")
+        if not 0.0 <= float(flip_prob) <= 1.0:
+            raise ConfigError(f"modality mri: flip_prob must be in [0, 1], got {flip_prob!r}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"modality mri: on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.spacing = None if spacing is None else float(spacing)
+        self.drop_fraction, self.percentiles, self.normalize = float(drop_fraction), (low, high), normalize
+        self.orientation = orientation.upper()
+        self.flip_prob, self.cache_size, self.on_error = float(flip_prob), int(cache_size), on_error
+
+    def demo_data(self, root: Path) -> Path:
+        """Write six small synthetic T1-like volumes (NIfTI) with ``labels.csv`` under ``root/mri``."""
+        from .demo import write_demo
+
+        return write_demo(Path(root) / "mri")
+
+    def _slices(self, vol: Volume) -> tuple[int, int]:
+        """(slices after optional resampling, slices dropped at each end)."""
+        total = resampled_slices(vol.slices, vol.spacing, self.spacing)
+        return total, int(total * self.drop_fraction)
+
+    def slices_kept(self, vol: Volume) -> int:
+        """Depth of ``vol`` once trimmed and padded to at least one window."""
+        total, drop = self._slices(vol)
+        return max(total - 2 * drop, self.depth)
+
+    def prepare(self, vol: Volume) -> torch.Tensor:
+        """Read, reorient, resize in-plane (and resample), trim the ends: ``[1, D, H, W]``."""
+        x = load_volume(vol, self.orientation)  # [X, Y, Z] (Z: slices)
+        x = x.permute(2, 0, 1)[None]  # [1, Z, X, Y]
+        total, drop = self._slices(vol)
+        x = resize(x, (total, *self.input_size[1:]))[:, drop:total - drop]
+        x = pad_depth(x, self.depth, value=float(x.min()))
+        return clip_zscore(x, self.percentiles) if self.normalize == "volume" else x
+
+    def finish(self, window: torch.Tensor) -> torch.Tensor:
+        window = resize(window, self.input_size)
+        return clip_zscore(window, self.percentiles) if self.normalize == "window" else window
+
+    def dataset(self, data: Path, *, train: bool) -> WindowDataset:
+        """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
+        volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
+        ds = WindowDataset("mri", Path(data), volumes, [self.slices_kept(v) for v in volumes],
+                           depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
+                           finish=self.finish, train=train, flip_prob=self.flip_prob,
+                           cache_size=self.cache_size, skipped=skipped)
+        log.info("mri: %d windows from %d volumes under %s (%d skipped)", len(ds), len(volumes), data,
+                 len(skipped))
+        return ds

@@ -1,0 +1,16 @@
+"""medkit plugin: the ``pathology`` modality (RGB histology images tiled into 224×224 samples)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from medkit.core import ModalitySpec, hookimpl
+
+MEDKIT_API_VERSION = 1
+
+
+@hookimpl
+def medkit_register_modalities(register: Callable[[Any], None]) -> None:
+    register(ModalitySpec("pathology", "medkit_plugin_pathology.modality:PathologyModality",
+                          summary="RGB histology (PNG/JPEG/TIFF) tiled 512→224, tissue filter, ≤100 tiles/patient",
+                          meta={"dims": 2, "default_tokenizer": "patch_2d", "default_objective": "mae"}))

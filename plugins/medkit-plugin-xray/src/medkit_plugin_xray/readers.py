@@ -1,0 +1,227 @@
+"""X-ray file readers: PNG/JPEG/TIFF through Pillow and DICOM through pydicom, to grey values in [0, 1]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from medkit.core.errors import DataError
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+#: Volume formats: recognised only to refuse them with a clear message (they belong to ct/mri).
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+INTENSITY_MODES = ("auto", "percentile", "minmax", "dtype")
+_FIX = "replace or remove the file, or set modality.xray.on_error=skip to skip such files"
+
+
+@dataclass(frozen=True)
+class Header:
+    """What indexing learns about one file without decoding its pixels."""
+
+    kind: str  # "raster" or "dicom"
+    width: int
+    height: int
+    view: str | None  # DICOM ViewPosition, None when absent
+
+
+def file_kind(path: Path) -> str | None:
+    """``"raster"``, ``"dicom"``, ``"volume"`` (refused later) or ``None`` (not an image: ignored).
+
+    Files without a suffix count as DICOM when they carry the ``DICM`` magic at byte 128.
+    """
+    name = path.name.lower()
+    if name.endswith(VOLUME_SUFFIXES):
+        return "volume"
+    suffix = path.suffix.lower()
+    if suffix in RASTER_SUFFIXES:
+        return "raster"
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    if suffix == "":
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            return None
+        if len(head) == 132 and head[128:] == b"DICM":
+            return "dicom"
+    return None
+
+
+def not_2d(path: Path, got: str) -> DataError:
+    """The error for a file that holds something other than one 2D image."""
+    return DataError(f"{path}: expected a 2D image (one X-ray: PNG/JPEG/TIFF page or single-frame DICOM), "
+                     f"got {got}; 3D data belong to the ct or mri modality — {_FIX}")
+
+
+def probe(path: Path, kind: str, *, verify: bool = False) -> Header:
+    """Read the header of ``path`` (and decode it fully when ``verify``).
+
+    Raises:
+        DataError: naming the file, for unreadable files and for anything that is not one 2D image.
+    """
+    if kind == "volume":
+        raise not_2d(path, "a volume file (NIfTI/NRRD/MetaImage)")
+    if kind == "dicom":
+        return _probe_dicom(path, verify)
+    return _probe_raster(path, verify)
+
+
+def _unreadable(path: Path, what: str, exc: BaseException) -> DataError:
+    return DataError(f"{path}: cannot read this file as {what} ({type(exc).__name__}: {exc}); {_FIX}")
+
+
+def _probe_raster(path: Path, verify: bool) -> Header:
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            frames = int(getattr(img, "n_frames", 1)) if img.format == "TIFF" else 1
+            if verify:
+                img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _unreadable(path, "a PNG/JPEG/TIFF image", exc) from exc
+    if frames > 1:
+        raise not_2d(path, f"a multi-page TIFF with {frames} pages (a stack)")
+    return Header("raster", width, height, None)
+
+
+def _read_dicom(path: Path, *, pixels: bool) -> Any:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged file
+        raise _unreadable(path, "DICOM", exc) from exc
+
+
+def _check_dicom(path: Path, ds: Any) -> None:
+    if ds.get("Rows") is None or ds.get("Columns") is None:
+        sop = ds.get("SOPClassUID", "unknown")
+        raise DataError(f"{path}: this DICOM holds no image (no Rows/Columns; SOP class {sop}); "
+                        f"expected a 2D X-ray image — {_FIX}")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise not_2d(path, f"a multi-frame DICOM with {frames} frames (a volume or cine)")
+
+
+def _probe_dicom(path: Path, verify: bool) -> Header:
+    ds = _read_dicom(path, pixels=verify)
+    _check_dicom(path, ds)
+    if verify:
+        _dicom_pixels(path, ds)
+    view = str(ds.get("ViewPosition", "") or "").strip() or None
+    return Header("dicom", int(ds.Columns), int(ds.Rows), view)
+
+
+# -- pixels ---------------------------------------------------------------------------------------
+def read_grey(path: Path, kind: str, *, intensity: str = "auto",
+              percentiles: Sequence[float] = (0.5, 99.5)) -> np.ndarray:
+    """Grey values of one X-ray as ``[H, W]`` float32 in [0, 1] (see the README for the scaling).
+
+    Raises:
+        DataError: naming the file when it cannot be decoded or is not one 2D image.
+    """
+    if kind == "volume":
+        raise not_2d(path, "a volume file (NIfTI/NRRD/MetaImage)")
+    if kind == "dicom":
+        return _dicom_grey(path, intensity, percentiles)
+    try:
+        with Image.open(path) as img:
+            frames = int(getattr(img, "n_frames", 1)) if img.format == "TIFF" else 1
+            if frames > 1:
+                raise not_2d(path, f"a multi-page TIFF with {frames} pages (a stack)")
+            img.load()
+            values, type_max = _raster_values(img)
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _unreadable(path, "a PNG/JPEG/TIFF image", exc) from exc
+    return scale_to_unit(values, intensity=intensity, percentiles=percentiles, type_max=type_max)
+
+
+def _raster_values(img: Image.Image) -> tuple[np.ndarray, float | None]:
+    """Grey values and the maximum of their integer type (``None`` for float images)."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return np.asarray(img).astype(np.float64), 65535.0
+    if mode in ("I", "I;32"):
+        arr = np.asarray(img).astype(np.float64)
+        return arr, (65535.0 if arr.size and arr.min() >= 0 and arr.max() <= 65535 else None)
+    if mode == "F":
+        return np.asarray(img).astype(np.float64), None
+    # 1, L, P, RGB, RGBA, LA, CMYK, YCbCr...: 8-bit; colour goes to ITU-R 601-2 luma, alpha is dropped
+    return np.asarray(img.convert("L")).astype(np.float64), 255.0
+
+
+def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:  # noqa: BLE001 - missing codec, truncated data, bad tags...
+        raise DataError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc}); "
+                        f"compressed transfer syntaxes need pylibjpeg/gdcm installed — {_FIX}") from exc
+
+
+def _first(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None
+    return None if value is None else float(value)
+
+
+def _dicom_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.ndarray:
+    ds = _read_dicom(path, pixels=True)
+    _check_dicom(path, ds)
+    stored = _dicom_pixels(path, ds).astype(np.float64)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples == 3 and stored.ndim == 3 and stored.shape[-1] == 3:
+        stored = stored @ np.array([0.299, 0.587, 0.114])  # colour DICOM (pydicom gives RGB) → luma
+    elif stored.ndim != 2:
+        raise not_2d(path, f"DICOM pixel data of shape {list(stored.shape)}")
+    if intensity == "dtype":
+        bits = int(ds.get("BitsStored", 16) or 16)
+        low = -(2.0 ** (bits - 1)) if int(ds.get("PixelRepresentation", 0) or 0) == 1 else 0.0
+        values = (stored - low) / (2.0 ** bits - 1.0)
+        out = np.clip(values, 0.0, 1.0)
+    else:
+        slope = _first(ds.get("RescaleSlope")) or 1.0
+        intercept = _first(ds.get("RescaleIntercept")) or 0.0
+        values = stored * slope + intercept
+        center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+        window = (center, width) if center is not None and width is not None and width > 0 else None
+        out = scale_to_unit(values, intensity=intensity, percentiles=percentiles, type_max=None,
+                            window=window)
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        out = 1.0 - out  # MONOCHROME1: low values are white; flip so that bone is bright everywhere
+    return out.astype(np.float32)
+
+
+def scale_to_unit(values: np.ndarray, *, intensity: str, percentiles: Sequence[float],
+                  type_max: float | None, window: tuple[float, float] | None = None) -> np.ndarray:
+    """Map intensities to [0, 1].
+
+    ``auto``: 8-bit images are divided by 255; a DICOM window ``(center, width)`` maps linearly
+    ``[c - w/2, c + w/2]`` → [0, 1]; anything else (16-bit, float, DICOM without a window) is clipped
+    to its ``percentiles`` and rescaled. ``percentile`` and ``minmax`` apply to every file;
+    ``dtype`` divides by the integer type's maximum (floats are clipped).
+    """
+    if intensity not in INTENSITY_MODES:
+        raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
+    values = values.astype(np.float64)
+    if intensity == "dtype" or (intensity == "auto" and type_max == 255.0):
+        scaled = values / type_max if type_max else values
+        return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+    if intensity == "auto" and window is not None:
+        low, high = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
+    elif intensity == "minmax":
+        low, high = float(values.min()), float(values.max())
+    else:
+        low, high = (float(v) for v in np.percentile(values, [percentiles[0], percentiles[1]]))
+    if not high > low:
+        return np.zeros(values.shape, np.float32)  # a constant image carries no contrast
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
