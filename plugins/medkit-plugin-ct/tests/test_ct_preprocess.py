@@ -1,4 +1,7 @@
-"""Known answers for the ct preprocessing: HU window, resampling, window count, flips, options."""
+"""Known answers for the ct preprocessing: HU window, resampling, window count, flips, options.
+
+The shared window helpers (window_starts, caches) are tested in tests/core/io.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import pytest
 import torch
 
 from medkit.core.errors import ConfigError
+from medkit.core.io.windows import read_labels
 from medkit_plugin_ct.modality import CTModality, hu_window
-from medkit_plugin_ct.windows import read_labels, window_starts
 
 nib = pytest.importorskip("nibabel")
 
@@ -26,13 +29,6 @@ def test_hu_window_known_answer() -> None:
                           torch.tensor([-1.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.0]))
     assert torch.allclose(hu_window(torch.tensor([-10.0, 0.0, 25.0, 50.0, 200.0]), (0, 100)),
                           torch.tensor([-1.0, -1.0, -0.5, 0.0, 1.0]))
-
-
-def test_window_starts_known_answer() -> None:
-    assert window_starts(40, 16, 8) == [0, 8, 16, 24]
-    assert window_starts(47, 16, 8) == [0, 8, 16, 24]  # slices 40..46 do not fill a window
-    assert window_starts(16, 16, 8) == [0]
-    assert window_starts(15, 16, 8) == []
 
 
 def test_window_count_and_values_end_to_end(tmp_path: Path) -> None:
@@ -118,3 +114,21 @@ def test_labels_csv(tmp_path: Path) -> None:
 def test_bad_options_are_config_errors(kwargs: dict) -> None:
     with pytest.raises(ConfigError, match="modality ct"):
         CTModality(**kwargs)
+
+
+def test_disk_cache_gives_identical_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDKIT_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    _nifti(data / "v.nii", np.random.default_rng(0).uniform(-1000, 1000, (8, 8, 24)), spacing=(1, 1, 1.5))
+    plain = CTModality(input_size=(16, 32, 32)).dataset(data, train=False)
+    ref = [plain.load(i)["input"] for i in range(len(plain))]
+    first = CTModality(input_size=(16, 32, 32), disk_cache=True).dataset(data, train=False)
+    assert all(torch.equal(first.load(i)["input"], ref[i]) for i in range(len(first)))
+    assert len(list((tmp_path / "cache" / "volumes").rglob("*.safetensors"))) == 1
+    later = CTModality(input_size=(16, 32, 32), disk_cache=True)
+    later.prepare = lambda vol: pytest.fail("a disk-cached volume was preprocessed again")
+    again = later.dataset(data, train=False)
+    assert all(torch.equal(again.load(i)["input"], ref[i]) for i in range(len(again)))
+    CTModality(input_size=(16, 32, 32), window=(-500.0, 500.0), disk_cache=True).dataset(data, train=False).load(0)
+    assert len(list((tmp_path / "cache" / "volumes").rglob("*.safetensors"))) == 2  # other options, other file

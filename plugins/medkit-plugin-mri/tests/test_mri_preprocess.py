@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medkit.core.errors import ConfigError
+from medkit.core.io.windows import window_starts
 from medkit_plugin_mri.modality import MRIModality, clip_zscore
-from medkit_plugin_mri.windows import window_starts
 
 nib = pytest.importorskip("nibabel")
 

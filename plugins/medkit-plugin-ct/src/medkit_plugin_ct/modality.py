@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -9,11 +10,14 @@ from typing import Any, Sequence
 import torch
 
 from medkit.core.errors import ConfigError
-
-from .volumes import Volume, find_volumes, load_volume
-from .windows import WindowDataset, pad_depth, resampled_slices, resize
+from medkit.core.io.cache import DEFAULT_CACHE_BYTES, DiskCache, VolumeCache, volume_cache_dir
+from medkit.core.io.volumes import Volume, find_volumes, load_volume
+from medkit.core.io.windows import WindowDataset, pad_depth, resampled_slices, resize
 
 log = logging.getLogger(__name__)
+
+#: Bump when :meth:`CTModality.prepare` changes its output for the same options (invalidates disk caches).
+PREPARE_VERSION = 1
 
 
 def hu_window(x: torch.Tensor, window: Sequence[float]) -> torch.Tensor:
@@ -49,7 +53,14 @@ class CTModality:
         orientation: MONAI axcodes every volume is reoriented to; the third letter's axis is the
             slice axis (``"RAS"``: axial windows).
         flip_prob: training augmentation, probability of flipping each of the three axes.
-        cache_size: preprocessed volumes kept in memory (LRU); 0 disables the cache.
+        cache_size: preprocessed volumes kept in memory at most (LRU); ``None``: as many as
+            ``cache_bytes`` allows; 0 disables the memory cache.
+        cache_bytes: bytes of preprocessed volumes kept in memory (LRU, shared by the training and
+            the evaluation dataset; default 1 GiB); 0 disables the memory cache.
+        disk_cache: also write every preprocessed volume once (float32 safetensors, values
+            unchanged) under ``$MEDKIT_CACHE_DIR/volumes`` (default ``~/.cache/medkit/volumes``),
+            keyed by the source files' contents and the preprocessing options; later runs read
+            only the windows they need from there.
         on_error: ``"raise"`` (unreadable or non-3D file is a DataError) or ``"skip"`` (logged and
             listed in ``dataset.skipped``).
     """
@@ -62,7 +73,9 @@ class CTModality:
     def __init__(self, spacing: float = 1.0, window: tuple[float, float] = (-1024.0, 1024.0),
                  depth: int = 16, depth_stride: int = 8,
                  input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
-                 flip_prob: float = 0.5, cache_size: int = 4, on_error: str = "raise") -> None:
+                 flip_prob: float = 0.5, cache_size: int | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool = False,
+                 on_error: str = "raise") -> None:
         if float(spacing) <= 0:
             raise ConfigError(f"modality ct: spacing must be > 0 mm, got {spacing!r}")
         try:
@@ -82,7 +95,9 @@ class CTModality:
             raise ConfigError(f"modality ct: on_error must be 'raise' or 'skip', got {on_error!r}")
         self.spacing, self.window = float(spacing), (low, high)
         self.orientation = orientation.upper()
-        self.flip_prob, self.cache_size, self.on_error = float(flip_prob), int(cache_size), on_error
+        self.flip_prob, self.on_error, self.disk_cache = float(flip_prob), on_error, bool(disk_cache)
+        self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size),
+                                 owner="modality ct")
 
     def demo_data(self, root: Path) -> Path:
         """Write six small synthetic CT volumes (NIfTI) with ``labels.csv`` under ``root/ct``."""
@@ -107,13 +122,22 @@ class CTModality:
     def finish(self, window: torch.Tensor) -> torch.Tensor:
         return resize(window, self.input_size)
 
+    def fingerprint(self) -> str:
+        """Every option that changes :meth:`prepare`'s output (the disk cache's key)."""
+        return json.dumps({"modality": "ct", "version": PREPARE_VERSION, "spacing": self.spacing,
+                           "window": list(self.window), "depth": self.depth,
+                           "size": list(self.input_size[1:]), "orientation": self.orientation})
+
+    def _disk_cache(self) -> DiskCache | None:
+        return DiskCache(volume_cache_dir(), self.fingerprint()) if self.disk_cache else None
+
     def dataset(self, data: Path, *, train: bool) -> WindowDataset:
         """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
         volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
         ds = WindowDataset("ct", Path(data), volumes, [self.slices_after_resampling(v) for v in volumes],
                            depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
-                           finish=self.finish, train=train,
-                           flip_prob=self.flip_prob, cache_size=self.cache_size, skipped=skipped)
+                           finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
+                           cache=self.cache, disk_cache=self._disk_cache())
         log.info("ct: %d windows from %d volumes under %s (%d skipped)", len(ds), len(volumes), data,
                  len(skipped))
         return ds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,11 +11,14 @@ import numpy as np
 import torch
 
 from medkit.core.errors import ConfigError
-
-from .volumes import Volume, find_volumes, load_volume
-from .windows import WindowDataset, pad_depth, resampled_slices, resize
+from medkit.core.io.cache import DEFAULT_CACHE_BYTES, DiskCache, VolumeCache, volume_cache_dir
+from medkit.core.io.volumes import Volume, find_volumes, load_volume
+from medkit.core.io.windows import WindowDataset, pad_depth, resampled_slices, resize
 
 log = logging.getLogger(__name__)
+
+#: Bump when :meth:`MRIModality.prepare` changes its output for the same options (invalidates disk caches).
+PREPARE_VERSION = 1
 
 
 def clip_zscore(x: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
@@ -55,7 +59,14 @@ class MRIModality:
         orientation: MONAI axcodes every volume is reoriented to; the third letter's axis is the
             slice axis (``"RAS"``: axial windows).
         flip_prob: training augmentation, probability of flipping each of the three axes.
-        cache_size: preprocessed volumes kept in memory (LRU); 0 disables the cache.
+        cache_size: preprocessed volumes kept in memory at most (LRU); ``None``: as many as
+            ``cache_bytes`` allows; 0 disables the memory cache.
+        cache_bytes: bytes of preprocessed volumes kept in memory (LRU, shared by the training and
+            the evaluation dataset; default 1 GiB); 0 disables the memory cache.
+        disk_cache: also write every preprocessed volume once (float32 safetensors, values
+            unchanged) under ``$MEDKIT_CACHE_DIR/volumes`` (default ``~/.cache/medkit/volumes``),
+            keyed by the source files' contents and the preprocessing options; later runs read
+            only the windows they need from there.
         on_error: ``"raise"`` (unreadable or non-3D file is a DataError) or ``"skip"``.
     """
 
@@ -68,7 +79,9 @@ class MRIModality:
                  percentiles: tuple[float, float] = (0.2, 99.8), normalize: str = "window",
                  depth: int = 16, depth_stride: int = 8,
                  input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
-                 flip_prob: float = 0.5, cache_size: int = 4, on_error: str = "raise") -> None:
+                 flip_prob: float = 0.5, cache_size: int | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool = False,
+                 on_error: str = "raise") -> None:
         if spacing is not None and float(spacing) <= 0:
             raise ConfigError(f"modality mri: spacing must be > 0 mm or null, got {spacing!r}")
         if not 0.0 <= float(drop_fraction) < 0.5:
@@ -93,7 +106,9 @@ class MRIModality:
         self.spacing = None if spacing is None else float(spacing)
         self.drop_fraction, self.percentiles, self.normalize = float(drop_fraction), (low, high), normalize
         self.orientation = orientation.upper()
-        self.flip_prob, self.cache_size, self.on_error = float(flip_prob), int(cache_size), on_error
+        self.flip_prob, self.on_error, self.disk_cache = float(flip_prob), on_error, bool(disk_cache)
+        self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size),
+                                 owner="modality mri")
 
     def demo_data(self, root: Path) -> Path:
         """Write six small synthetic T1-like volumes (NIfTI) with ``labels.csv`` under ``root/mri``."""
@@ -124,13 +139,23 @@ class MRIModality:
         window = resize(window, self.input_size)
         return clip_zscore(window, self.percentiles) if self.normalize == "window" else window
 
+    def fingerprint(self) -> str:
+        """Every option that changes :meth:`prepare`'s output (the disk cache's key)."""
+        return json.dumps({"modality": "mri", "version": PREPARE_VERSION, "spacing": self.spacing,
+                           "drop_fraction": self.drop_fraction, "percentiles": list(self.percentiles),
+                           "normalize": self.normalize, "depth": self.depth,
+                           "size": list(self.input_size[1:]), "orientation": self.orientation})
+
+    def _disk_cache(self) -> DiskCache | None:
+        return DiskCache(volume_cache_dir(), self.fingerprint()) if self.disk_cache else None
+
     def dataset(self, data: Path, *, train: bool) -> WindowDataset:
         """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
         volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
         ds = WindowDataset("mri", Path(data), volumes, [self.slices_kept(v) for v in volumes],
                            depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
-                           finish=self.finish, train=train, flip_prob=self.flip_prob,
-                           cache_size=self.cache_size, skipped=skipped)
+                           finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
+                           cache=self.cache, disk_cache=self._disk_cache())
         log.info("mri: %d windows from %d volumes under %s (%d skipped)", len(ds), len(volumes), data,
                  len(skipped))
         return ds

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from medkit.core.errors import DataError
+from medkit.core.io.image2d import make_view, normalize, to_tensor
+from medkit.core.io.tables import encode_labels, read_table
 from medkit_plugin_pathology.readers import file_kind, image_size, read_rgb, read_thumbnail
-from medkit_plugin_pathology.tables import encode_labels, read_table
 from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile_grid, tissue_fractions
-from medkit_plugin_pathology.transforms import make_view, normalize, to_tensor
 
 log = logging.getLogger(__name__)
 

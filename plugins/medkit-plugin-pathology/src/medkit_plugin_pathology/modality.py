@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medkit.core.errors import ConfigError
+from medkit.core.io.image2d import NORMALIZE_MODES
 from medkit_plugin_pathology.dataset import PathologyDataset, PathologyOptions, build_dataset
-from medkit_plugin_pathology.transforms import NORMALIZE_MODES
 
 ON_ERROR = ("raise", "skip")
 

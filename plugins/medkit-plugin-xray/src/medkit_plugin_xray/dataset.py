@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from medkit.core.errors import DataError
+from medkit.core.io.image2d import make_view, normalize, to_tensor
+from medkit.core.io.tables import encode_labels, read_table
 from medkit_plugin_xray.readers import file_kind, probe, read_grey
-from medkit_plugin_xray.tables import encode_labels, read_table
-from medkit_plugin_xray.transforms import make_view, normalize, to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medkit.core.errors import ConfigError
+from medkit.core.io.image2d import NORMALIZE_MODES
 from medkit_plugin_xray.dataset import XrayDataset, XrayOptions, build_dataset
 from medkit_plugin_xray.readers import INTENSITY_MODES
-from medkit_plugin_xray.transforms import NORMALIZE_MODES
 
 ON_ERROR = ("raise", "skip")
 

@@ -1,4 +1,4 @@
-"""Seeded RandomResizedCrop + horizontal flip on a PIL image, tensor conversion and normalisation."""
+"""2D views: seeded RandomResizedCrop + horizontal flip of a PIL image, tensor conversion, normalisation."""
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
-"""Sliding sub-volume windows over indexed volumes: ids, labels, an LRU volume cache, seeded flips."""
+"""Sliding sub-volume windows over indexed volumes: ids, labels, cached preprocessing, seeded flips."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import math
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -13,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from medkit.core.errors import DataError
+from medkit.core.io.cache import DiskCache, VolumeCache
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .volumes import Volume
+    from medkit.core.io.volumes import Volume
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +95,28 @@ class WindowDataset:
     """Samples are ``depth``-slice windows, ``stride`` apart, of preprocessed volumes.
 
     ``prepare(volume)`` returns the whole preprocessed volume ``[1, D, H, W]`` with ``D`` equal to
-    ``depths[i]`` (kept in a bounded LRU cache); ``finish(window)`` turns a ``[1, depth, H, W]`` cut
-    into the sample input. Sample ids are ``"<volume id>#w<k>"``.
+    ``depths[i]``; ``finish(window)`` turns a ``[1, depth, H, W]`` cut into the sample input. Sample
+    ids are ``"<volume id>#w<k>"``.
+
+    Preprocessed volumes are kept in ``cache`` (an LRU bounded by bytes; pass one cache to the
+    training and the evaluation dataset of a modality so that they share it) and, with a
+    ``disk_cache``, written once to disk, from where later processes read only the window they need.
     """
 
     def __init__(self, modality: str, root: Path, volumes: Sequence[Volume], depths: Sequence[int], *,
                  depth: int, stride: int, prepare: Callable[[Volume], torch.Tensor],
                  finish: Callable[[torch.Tensor], torch.Tensor], train: bool, flip_prob: float,
-                 cache_size: int, skipped: list[tuple[str, str]]) -> None:
+                 skipped: list[tuple[str, str]], cache: VolumeCache | None = None,
+                 disk_cache: DiskCache | None = None) -> None:
         self.modality, self.root = modality, Path(root)
         self.volumes, self.depths = list(volumes), list(depths)
         self.depth, self.stride = depth, stride
         self._prepare, self._finish = prepare, finish
-        self.train, self.flip_prob, self.cache_size = train, flip_prob, cache_size
+        self.train, self.flip_prob = train, flip_prob
         self.skipped = list(skipped)
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache = cache if cache is not None else VolumeCache(owner=f"modality {modality}")
+        self._disk = disk_cache
+        self._space = str(self.root.resolve())  # the cache may be shared by datasets of other roots
         self._windows = [(v, s) for v, d in enumerate(self.depths) for s in window_starts(d, depth, stride)]
         self.ids = [f"{self.volumes[v].id}#w{k}" for v, k in self._index_in_volume()]
         vol_labels, self.class_names = read_labels(self.root, [v.id for v in self.volumes])
@@ -121,30 +128,67 @@ class WindowDataset:
     def __len__(self) -> int:
         return len(self._windows)
 
+    def _shape_ok(self, v: int, shape: Sequence[int]) -> bool:
+        shape = tuple(shape)
+        return len(shape) == 4 and shape[0] == 1 and shape[1] == self.depths[v]
+
+    def _cached_shape_ok(self, v: int, shape: Sequence[int]) -> bool:
+        if self._shape_ok(v, shape):
+            return True
+        log.warning("%s: the disk cache holds shape %s, expected [1, %d, H, W]; rebuilding it",
+                    self.volumes[v].paths[0], tuple(shape), self.depths[v])
+        return False
+
     def volume(self, v: int) -> torch.Tensor:
-        """The preprocessed volume ``v`` ``[1, D, H, W]``, read once and kept in the LRU cache."""
-        if v in self._cache:
-            self._cache.move_to_end(v)
-            return self._cache[v]
-        x = self._prepare(self.volumes[v])
-        if x.ndim != 4 or x.shape[1] != self.depths[v]:
-            raise DataError(f"{self.volumes[v].paths[0]}: preprocessing gave shape {tuple(x.shape)}, "
-                            f"expected [1, {self.depths[v]}, H, W]")
-        if self.cache_size > 0:
-            self._cache[v] = x
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        """The preprocessed volume ``v`` ``[1, D, H, W]``, from the caches or read and preprocessed."""
+        key = (self._space, self.volumes[v].id)
+        x = self._cache.get(key)
+        if x is not None:
+            return x
+        vol = self.volumes[v]
+        if self._disk is not None:
+            x = self._disk.read(vol.paths)
+            if x is not None and not self._cached_shape_ok(v, x.shape):
+                x = None
+        if x is None:
+            x = self._prepare(vol)
+            if not self._shape_ok(v, x.shape):
+                raise DataError(f"{vol.paths[0]}: preprocessing gave shape {tuple(x.shape)}, "
+                                f"expected [1, {self.depths[v]}, H, W]")
+            if self._disk is not None:
+                self._disk.write(vol.paths, x)
+        self._cache.put(key, x)
         return x
+
+    def _window(self, v: int, start: int) -> tuple[torch.Tensor, bool]:
+        """Slices ``start:start + depth`` of volume ``v`` and whether they are a view of a cached
+        tensor. A disk-cached volume that the memory cache could not keep is read only in part."""
+        key = (self._space, self.volumes[v].id)
+        if self._disk is not None and key not in self._cache:
+            shape = self._disk.shape(self.volumes[v].paths)
+            if shape is not None and self._cached_shape_ok(v, shape) and not self._fits(shape):
+                part = self._disk.read(self.volumes[v].paths, start, start + self.depth)
+                if part is not None:
+                    return part, False
+        return self.volume(v)[:, start:start + self.depth], True
+
+    def _fits(self, shape: tuple[int, ...]) -> bool:
+        nbytes = 4 * math.prod(shape)
+        return self._cache.max_items != 0 and 0 < nbytes <= self._cache.max_bytes
 
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         """Window ``index``; with ``train=True`` and an int ``seed``, seeded random flips."""
         if not 0 <= index < len(self):
             raise IndexError(f"{self.modality} sample {index} out of range (0..{len(self) - 1})")
         v, start = self._windows[index]
-        x = self._finish(self.volume(v)[:, start:start + self.depth])
+        cut, shared = self._window(v, start)
+        x = self._finish(cut)
         if self.train and seed is not None:
             x = seeded_flips(x, seed, self.flip_prob)
-        sample: dict[str, Any] = {"input": x.to(torch.float32).clone().contiguous(), "id": self.ids[index]}
+        x = x.to(torch.float32)
+        if shared and x.untyped_storage().data_ptr() == cut.untyped_storage().data_ptr():
+            x = x.clone()  # never hand out a view of a cached volume
+        sample: dict[str, Any] = {"input": x.contiguous(), "id": self.ids[index]}
         if self.labels is not None:
             sample["label"] = int(self.labels[index])
         return sample

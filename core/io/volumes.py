@@ -1,8 +1,4 @@
-"""Finding 3D volumes (NIfTI files, DICOM series, single DICOM files) and reading them through MONAI.
-
-Indexing reads headers only (nibabel's lazy header, pydicom with ``stop_before_pixels``), so a folder
-is indexed without touching pixel data; :func:`load_volume` reads the pixels once.
-"""
+"""Indexing 3D volumes (NIfTI, DICOM series, DICOM files) from headers and reading them via MONAI."""
 
 from __future__ import annotations
 
@@ -230,6 +226,9 @@ def _dicom_folder(folder: Path, series_id: str, files: list[Path], base: Path, a
 def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
                  ) -> tuple[list[Volume], list[tuple[str, str]]]:
     """Index every volume under ``root`` (a folder, a NIfTI file or a DICOM file) from headers.
+
+    Only headers are read (nibabel's lazy header, pydicom with ``stop_before_pixels``), so a folder
+    is indexed without touching pixel data; :func:`load_volume` reads the pixels.
 
     Returns:
         (volumes sorted by id, skipped ``(file, reason)`` pairs when ``on_error="skip"``).

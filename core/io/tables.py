@@ -1,4 +1,4 @@
-"""Side tables next to the images: ``labels.csv`` and ``metadata.csv`` keyed by path or id."""
+"""Side tables next to 2D images (``labels.csv``, ``metadata.csv``...) keyed by path or file id."""
 
 from __future__ import annotations
 
