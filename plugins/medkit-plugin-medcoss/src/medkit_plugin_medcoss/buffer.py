@@ -1,0 +1,196 @@
+"""The k-means rehearsal buffer: features of a finished modality, selection, and ids ↔ indices."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from medkit.core.context import RunContext
+from medkit.core.distributed import all_gather_cat
+from medkit.core.errors import CheckpointError, ConfigError, DataError
+
+from medkit_plugin_medcoss import kmeans
+from medkit_plugin_medcoss.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BufferEntry:
+    """The buffer of one modality, selected once after the stage that trained it (spec §5.1).
+
+    Attributes:
+        modality: modality name.
+        stage: 0-based index of the stage after which it was selected.
+        ids: the selected sample ids (stable across file order; never paths or indices).
+        num_samples: N, the training samples clustered.
+        num_clusters, per_cluster: K and k.
+        inertia: the k-means inertia, for the record.
+        data: the data path the samples came from (for error messages).
+    """
+
+    modality: str
+    stage: int
+    ids: list[str]
+    num_samples: int
+    num_clusters: int
+    per_cluster: int
+    inertia: float
+    data: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], *, source: str = "strategy state") -> BufferEntry:
+        try:
+            return cls(modality=str(obj["modality"]), stage=int(obj["stage"]), ids=[str(i) for i in obj["ids"]],
+                       num_samples=int(obj["num_samples"]), num_clusters=int(obj["num_clusters"]),
+                       per_cluster=int(obj["per_cluster"]), inertia=float(obj["inertia"]),
+                       data=None if obj.get("data") is None else str(obj["data"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: a rehearsal buffer entry is malformed ({exc!r}); "
+                                  f"the strategy state is corrupted or from another strategy") from exc
+
+
+def data_path(ctx: RunContext, modality: str) -> str | None:
+    """Where ``modality``'s data lives: the run manifest's record, else the dataset's ``root``."""
+    manifest = Path(ctx.run_dir) / "manifest.json"
+    try:
+        found = json.loads(manifest.read_text(encoding="utf-8")).get("data", {}).get(modality)
+    except (OSError, ValueError):
+        found = None
+    if found:
+        return str(found)
+    root = getattr(ctx.train_sets.get(modality), "root", None)
+    return None if root is None else str(root)
+
+
+def indices_for_ids(ctx: RunContext, entry: BufferEntry, *, strategy: str) -> list[int]:
+    """Map a buffer's sample ids to indices of the modality's current training dataset."""
+    if entry.modality not in ctx.train_sets:
+        raise ConfigError(f"strategy {strategy}: the state holds a buffer of modality {entry.modality!r} "
+                          f"(selected after stage {entry.stage + 1}) but this run has no data for it; "
+                          f"include {entry.modality!r} in the run (with its --data) so it can be rehearsed")
+    ds = ctx.train_sets[entry.modality]
+    where = {str(sid): i for i, sid in enumerate(ds.ids)}
+    missing = [sid for sid in entry.ids if sid not in where]
+    if missing:
+        shown = ", ".join(repr(s) for s in missing[:8]) + (", ..." if len(missing) > 8 else "")
+        raise DataError(f"strategy {strategy}: {len(missing)} of the {len(entry.ids)} buffer samples of "
+                        f"modality {entry.modality!r} (selected after stage {entry.stage + 1} from "
+                        f"{entry.data or 'unknown data'}) are missing from the data at "
+                        f"{data_path(ctx, entry.modality) or 'unknown path'}: {shown}; the data changed "
+                        f"since the buffer was selected: restore those samples or start a new run")
+    return [where[sid] for sid in entry.ids]
+
+
+def _shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    return n * rank // world, n * (rank + 1) // world
+
+
+def extract_features(ctx: RunContext, modality: str, indices: Sequence[int], *, chunk: int = 4096,
+                     spill_threshold: int = 200_000, spill_dir: str | Path | None = None) -> FeatureStore:
+    """Eval-mode pooled features (mask ratio 0, mean over non-padding tokens, un-augmented input)
+    of ``indices``, in order. Each rank computes its share of every chunk; the shares are gathered
+    so that every rank holds all rows (spilled to disk above ``spill_threshold``)."""
+    store = FeatureStore(len(indices), int(ctx.encoder.embed_dim), spill_threshold=spill_threshold,
+                         spill_dir=spill_dir)
+    reporter = getattr(ctx, "reporter", None) if ctx.rank == 0 else None
+    chunks = range(0, len(indices), chunk)
+    if reporter is not None:
+        reporter.start(len(chunks), f"buffer features [{modality}], chunks of {chunk}")
+    try:
+        for done, start in enumerate(chunks, 1):
+            part = list(indices[start:start + chunk])
+            lo, hi = _shard(len(part), ctx.rank, ctx.world_size)
+            feats = ctx.features(modality, part[lo:hi])
+            if ctx.world_size > 1:
+                feats = all_gather_cat(feats.to(ctx.device)).cpu()
+            store.write(start, feats)
+            if reporter is not None:
+                reporter.update(done, {"samples": float(min(start + chunk, len(indices)))})
+    except BaseException:
+        store.close()
+        raise
+    finally:
+        if reporter is not None:
+            reporter.finish()
+    return store
+
+
+@dataclass
+class Selection:
+    """The result of :func:`select_buffer`: selected row positions and the clustering."""
+
+    rows: list[int]
+    centroids: torch.Tensor
+    num_clusters: int
+    per_cluster: int
+    inertia: float
+    iterations: int
+
+
+def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: float, iters: int = 50,
+                  batch: int = 4096, seed: int = 0, method: str = "lloyd",
+                  device: torch.device | str | None = None) -> Selection:
+    """K-means with ``K = max(1, int(num_center·N))``, then the ``k = max(1, int(buffer_ratio /
+    num_center))`` rows nearest each centroid (spec §5.1), deterministic for ``seed``."""
+    n = features.shape[0] if isinstance(features, torch.Tensor) else features.num_rows
+    if n == 0:
+        raise DataError("cannot select a rehearsal buffer from 0 training samples")
+    k_clusters, per_cluster = kmeans.buffer_sizes(n, buffer_ratio, num_center)
+    result = kmeans.fit(features, k_clusters, iters=iters, batch=batch, seed=seed, method=method, device=device)
+    rows = kmeans.select_nearest(result.labels, result.sq_dist, per_cluster, k_clusters)
+    return Selection(rows=[int(r) for r in rows], centroids=result.centroids, num_clusters=k_clusters,
+                     per_cluster=per_cluster, inertia=result.inertia, iterations=result.iterations)
+
+
+def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_center: float, iters: int,
+                 batch: int, seed: int, method: str, spill_threshold: int,
+                 spill_dir: str | None) -> tuple[BufferEntry, torch.Tensor]:
+    """Select ``modality``'s buffer from every training sample with the model as it is now."""
+    t0 = time.perf_counter()
+    indices = list(ctx.train_indices[modality])
+    ids = list(ctx.train_sets[modality].ids)
+    store = extract_features(ctx, modality, indices, chunk=max(batch, ctx.batch_size),
+                             spill_threshold=spill_threshold, spill_dir=spill_dir or ctx.run_dir)
+    try:
+        sel = select_buffer(store, buffer_ratio=buffer_ratio, num_center=num_center, iters=iters, batch=batch,
+                            seed=seed, method=method, device=ctx.device)
+    finally:
+        store.close()
+    rows, centroids = agree_across_ranks(ctx, sel.rows, sel.centroids)
+    chosen = [str(ids[indices[r]]) for r in rows]
+    log.info("rehearsal buffer of %s: %d of %d training samples (K=%d clusters × k=%d, inertia %.4g, "
+             "%d k-means iterations, %.1fs)", modality, len(chosen), len(indices), sel.num_clusters,
+             sel.per_cluster, sel.inertia, sel.iterations, time.perf_counter() - t0)
+    entry = BufferEntry(modality=modality, stage=ctx.stage_index, ids=chosen, num_samples=len(indices),
+                        num_clusters=sel.num_clusters, per_cluster=sel.per_cluster, inertia=sel.inertia,
+                        data=data_path(ctx, modality))
+    return entry, centroids
+
+
+def agree_across_ranks(ctx: RunContext, rows: list[int], centroids: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """Rank 0's selection on every rank. Every rank runs the same seeded k-means on the same
+    gathered features, but float reductions on a GPU need not be bit-identical, and the ranks must
+    rehearse the very same buffer."""
+    import torch.distributed as dist
+
+    if ctx.world_size <= 1 or not dist.is_initialized():
+        return rows, centroids
+    count = torch.tensor([len(rows)], dtype=torch.long, device=ctx.device)
+    dist.broadcast(count, src=0)
+    picked = torch.zeros(int(count.item()), dtype=torch.long, device=ctx.device)
+    if ctx.rank == 0:
+        picked.copy_(torch.tensor(rows, dtype=torch.long))
+    dist.broadcast(picked, src=0)
+    shared = centroids.to(ctx.device, torch.float32).contiguous()
+    dist.broadcast(shared, src=0)
+    return [int(r) for r in picked.cpu()], shared.cpu()
