@@ -1,0 +1,272 @@
+"""Data layouts of the segmentation task: paired ``images/`` + ``masks/`` folders (2D PNG, or NIfTI)
+and the Medical Segmentation Decathlon / nnU-Net layout (``dataset.json``, ``imagesTr``/``labelsTr``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from medkit.core.errors import ConfigError, DataError
+from medkit.core.finetune_io import (IMAGE_SUFFIXES, NIFTI_SUFFIXES, SPLITS, Item, ItemDataset, check_splits,
+                                     file_stem, generator, has_suffix, normalize, random_flips, read_array,
+                                     read_mask, split_three)
+
+log = logging.getLogger(__name__)
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+MASK_DIRS = ("masks", "labels", "mask", "label", "gt")
+MASK_SUFFIXES = ("", "_mask", "_seg", "_label", "_gt")
+
+
+@dataclass
+class SegReaderOptions:
+    dims: int
+    normalize: str = "zscore"
+    clip: tuple[float, float] | None = None
+    patch_size: tuple[int, ...] | None = None
+    fg_fraction: float = 0.5
+    augment: bool = True
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    class_names: list[str] | None = None
+    num_classes: int | None = None
+    on_error: str = "raise"
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def ceil16(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(math.ceil(s / 16) * 16) for s in shape)
+
+
+def crop_pad(x: torch.Tensor, mask: torch.Tensor, roi: Sequence[int], gen: torch.Generator,
+             fg_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``roi``-sized window of image ``[C, *S]`` and mask ``[*S]``: padded first where ``S`` is
+    smaller (image with its minimum, mask with 0), centred on a random foreground voxel with
+    probability ``fg_fraction``, otherwise placed uniformly at random."""
+    roi = [int(r) for r in roi]
+    pad = []
+    for s, r in zip(reversed(x.shape[1:]), reversed(roi)):
+        extra = max(0, r - int(s))
+        pad += [extra // 2, extra - extra // 2]
+    if any(pad):
+        x = torch.nn.functional.pad(x, pad, value=float(x.min()))
+        mask = torch.nn.functional.pad(mask, pad, value=0)
+    shape = x.shape[1:]
+    fg = torch.nonzero(mask > 0)
+    if len(fg) and float(torch.rand(1, generator=gen)) < fg_fraction:
+        centre = fg[int(torch.randint(len(fg), (1,), generator=gen))].tolist()
+        start = [min(max(c - r // 2, 0), s - r) for c, r, s in zip(centre, roi, shape)]
+    else:
+        start = [int(torch.randint(s - r + 1, (1,), generator=gen)) for r, s in zip(roi, shape)]
+    window = tuple(slice(a, a + r) for a, r in zip(start, roi))
+    return x[(slice(None), *window)], mask[window]
+
+
+class SegLoader:
+    """Reads an (image, mask) pair, checks it and returns ``{"input", "mask", "id"}``; training
+    samples are cropped/padded to the patch size and flipped, from the seed alone."""
+
+    def __init__(self, opts: SegReaderOptions) -> None:
+        self.opts = opts
+        self.class_names: list[str] = []
+
+    def __call__(self, item: Item, seed: int | None, train: bool) -> dict[str, Any]:
+        image_path, mask_path = item.source
+        arr = read_array(image_path)
+        mask = read_mask(mask_path)
+        if arr.ndim != self.opts.dims + 1:
+            raise DataError(f"{image_path}: the image is {arr.ndim - 1}D but this task reads {self.opts.dims}D data")
+        if tuple(arr.shape[1:]) != tuple(mask.shape):
+            raise DataError(f"{mask_path}: mask shape {list(mask.shape)} differs from its image {image_path} "
+                            f"shape {list(arr.shape[1:])}; they must be the same grid")
+        top = int(mask.max()) if mask.size else 0
+        if top >= len(self.class_names):
+            raise DataError(f"{mask_path}: label value {top} is outside the class list "
+                            f"[{', '.join(self.class_names)}] (values 0..{len(self.class_names) - 1}); fix the "
+                            f"mask or set task.num_classes / task.class_names")
+        x = normalize(arr, self.opts.normalize, clip=self.opts.clip)
+        m = torch.from_numpy(mask)
+        if train and seed is not None:  # seed None: the whole image (evaluation of any split)
+            roi = self.opts.patch_size or ceil16(m.shape)
+            gen = generator(seed)
+            x, m = crop_pad(x, m, roi, gen, self.opts.fg_fraction)
+            if self.opts.augment:
+                x, m = random_flips([x, m], gen, self.opts.dims)
+        return {"input": x.contiguous(), "mask": m.contiguous(), "id": item.id}
+
+
+def header_shape(path: Path) -> tuple[int, ...]:
+    """Spatial shape from the file header only (``[H, W]`` or ``[Z, X, Y]``)."""
+    try:
+        if has_suffix(path, NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            shape = nib.load(str(path)).shape
+            return (int(shape[2]), int(shape[0]), int(shape[1]))
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return (int(img.size[1]), int(img.size[0]))
+    except (OSError, ValueError, IndexError) as exc:
+        raise DataError(f"{path}: cannot read the header ({exc})") from exc
+
+
+def _pair(image: Path, mask: Path, root: Path, opts: SegReaderOptions) -> Item | None:
+    a, b = header_shape(image), header_shape(mask)
+    if a != b:
+        msg = (f"{mask}: mask shape {list(b)} differs from its image {image} shape {list(a)}; they must "
+               f"be the same grid")
+        if opts.on_error == "raise":
+            raise DataError(msg)
+        log.warning("skipping %s", msg)
+        opts.skipped.append((str(mask), msg))
+        return None
+    try:
+        rel = image.relative_to(root).as_posix()
+    except ValueError:
+        rel = image.as_posix()
+    return Item(id=rel, source=(image, mask), origin=str(image))
+
+
+def _suffixes(dims: int) -> tuple[str, ...]:
+    return NIFTI_SUFFIXES if dims == 3 else IMAGE_SUFFIXES
+
+
+def read_pairs(folder: Path, root: Path, opts: SegReaderOptions) -> list[Item]:
+    """``folder/images/<name>`` with ``folder/masks/<name>`` (or ``labels/``; the mask may end in
+    ``_mask``, ``_seg``, ``_label`` or ``_gt``)."""
+    image_dir = folder / "images"
+    mask_dir = next((folder / d for d in MASK_DIRS if (folder / d).is_dir()), None)
+    if mask_dir is None:
+        raise DataError(f"{folder}: found images/ but no masks/ (or labels/) folder next to it")
+    masks = {file_stem(p): p for p in mask_dir.iterdir() if p.is_file() and has_suffix(p, _suffixes(opts.dims))}
+    items = []
+    for image in sorted(p for p in image_dir.iterdir() if p.is_file() and has_suffix(p, _suffixes(opts.dims))):
+        stem = file_stem(image)
+        mask = next((masks[stem + s] for s in MASK_SUFFIXES if stem + s in masks), None)
+        if mask is None:
+            msg = f"{image}: no mask named {stem}.* in {mask_dir}"
+            if opts.on_error == "raise":
+                raise DataError(msg + "; add it or set task.on_error=skip")
+            opts.skipped.append((str(image), msg))
+            continue
+        item = _pair(image, mask, root, opts)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def _label_names(labels: Any, path: Path) -> list[str] | None:
+    """Class names in index order from MSD (``{"0": "background"}``) or nnU-Net v2 (``{"bg": 0}``)."""
+    if not isinstance(labels, dict) or not labels:
+        return None
+    try:
+        if all(str(k).isdigit() for k in labels):
+            pairs = {int(k): str(v) for k, v in labels.items()}
+        else:
+            pairs = {int(v): str(k) for k, v in labels.items()}
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: 'labels' must map indices to names (or names to integer indices)") from exc
+    if sorted(pairs) != list(range(len(pairs))):
+        raise DataError(f"{path}: label indices {sorted(pairs)} are not 0..{len(pairs) - 1}")
+    return [pairs[i] for i in range(len(pairs))]
+
+
+def read_msd(root: Path, opts: SegReaderOptions) -> tuple[list[Item], list[str] | None]:
+    """``dataset.json`` with a ``training`` list of ``{"image", "label"}`` (MSD), or nnU-Net v2
+    ``imagesTr/<case>_0000<ending>`` + ``labelsTr/<case><ending>``."""
+    meta_path = root / "dataset.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{meta_path}: not valid JSON ({exc})") from exc
+    names = _label_names(meta.get("labels"), meta_path)
+    items = []
+    if isinstance(meta.get("training"), list) and meta["training"]:
+        for k, entry in enumerate(meta["training"]):
+            if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+                raise DataError(f"{meta_path}: training entry {k} needs 'image' and 'label' paths")
+            image, mask = (root / entry["image"]).resolve(), (root / entry["label"]).resolve()
+            for p in (image, mask):
+                if not p.is_file():
+                    raise DataError(f"{meta_path}: training entry {k} names {p}, which does not exist")
+            item = _pair(image, mask, root.resolve(), opts)
+            if item is not None:
+                items.append(item)
+        return items, names
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    for mask in sorted((root / "labelsTr").glob(f"*{ending}")):
+        case = mask.name[: -len(ending)]
+        image = root / "imagesTr" / f"{case}_0000{ending}"
+        if not image.is_file():
+            raise DataError(f"{mask}: no image {image.name} in {root / 'imagesTr'}")
+        item = _pair(image, mask, root, opts)
+        if item is not None:
+            items.append(item)
+    return items, names
+
+
+def gather(data: Path, opts: SegReaderOptions) -> tuple[dict[str, list[Item]], dict[str, str], list[str] | None]:
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(f"{data}: segmentation data must be a folder (images/ + masks/, or dataset.json with "
+                        f"imagesTr/ and labelsTr/)")
+    if (data / "dataset.json").is_file():
+        items, names = read_msd(data, opts)
+        return {"all": items}, {"all": str(data / "dataset.json")}, names
+    if (data / "images").is_dir():
+        return {"all": read_pairs(data, data, opts)}, {"all": str(data / "images")}, None
+    split_dirs = {SPLIT_ALIASES[p.name.lower()]: p for p in data.iterdir()
+                  if p.is_dir() and p.name.lower() in SPLIT_ALIASES and (p / "images").is_dir()}
+    if "train" in split_dirs:
+        return ({s: read_pairs(p, data, opts) for s, p in split_dirs.items()},
+                {s: str(p / "images") for s, p in split_dirs.items()}, None)
+    raise DataError(f"{data}: the folder is empty for segmentation: expected images/ + masks/, "
+                    f"train|val|test/{{images,masks}}/, or an MSD/nnU-Net dataset.json")
+
+
+def scan_classes(items: Sequence[Item]) -> int:
+    """Number of classes = largest mask value + 1 (at least 2)."""
+    top = 1
+    for it in items:
+        mask = read_mask(it.source[1])
+        top = max(top, int(mask.max()) if mask.size else 0)
+    return top + 1
+
+
+def read_segmentation(data: Path, opts: SegReaderOptions) -> dict[str, ItemDataset]:
+    """Train/val/test datasets of (image, mask) pairs; every dataset's ``class_names`` includes
+    ``background`` at index 0."""
+    opts.skipped = []
+    raw, origin, names = gather(Path(data), opts)
+    if "all" in raw:
+        pool = raw.pop("all")
+        if not pool:
+            raise DataError(f"{origin['all']}: the data are empty (no image with a mask)")
+        idx = split_three([it.id for it in pool], val_fraction=opts.val_fraction,
+                          test_fraction=opts.test_fraction, origin=origin["all"])
+        for s in SPLITS:
+            raw[s] = [pool[i] for i in idx[s]]
+            origin.setdefault(s, origin["all"])
+    if opts.class_names:
+        names = list(opts.class_names)
+    if names is None:
+        n = int(opts.num_classes) if opts.num_classes else scan_classes(raw.get("train", []))
+        names = ["background", "foreground"] if n == 2 else ["background"] + [f"class{c}" for c in range(1, n)]
+    if opts.num_classes is not None and len(names) != int(opts.num_classes):
+        raise ConfigError(f"{data}: the data define {len(names)} classes ({', '.join(names)}) but "
+                          f"task.num_classes is {opts.num_classes}")
+    if len(names) < 2:
+        raise ConfigError(f"{data}: segmentation needs background and at least one class, got {names}")
+    loader = SegLoader(opts)
+    loader.class_names = list(names)
+    splits = {s: ItemDataset(raw.get(s, []), loader, list(names), train=s == "train", name=s,
+                             skipped=list(opts.skipped)) for s in SPLITS}
+    return check_splits(splits, origin)
+
