@@ -11,6 +11,7 @@ from torch import nn
 
 from medkit.core.encoder import Tokens, interpolate_grid, sincos_init
 from medkit.core.errors import ConfigError, DataError
+from medkit.core.legacy import FlatPositions
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,17 @@ class PatchTokenizer(nn.Module):
         patch_size: patch edge (an int for cubic/square patches, or one int per spatial axis).
         base_size: input size whose grid the position table is stored at.
         name: registry name, used in error messages.
+        legacy: the reference's positions instead (spec §2.2, §10.1 items 6-7): a flat table indexed by
+            the row-major patch index plus a temporal row (random 0..7 per forward in ``train()``, 0 in
+            ``eval()``), see :class:`medkit.core.legacy.FlatPositions`.
+        legacy_position_rows: rows of that flat table (legacy only).
     """
 
     adds_cls = True
 
     def __init__(self, embed_dim: int, *, spatial_dims: int, in_chans: int,
-                 patch_size: int | Sequence[int], base_size: Sequence[int], name: str) -> None:
+                 patch_size: int | Sequence[int], base_size: Sequence[int], name: str,
+                 legacy: bool = False, legacy_position_rows: int = 0) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ConfigError(f"tokenizer {name}: spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -75,7 +81,11 @@ class PatchTokenizer(nn.Module):
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         # PyTorch's default conv init, as MedCoSS (spec §1.3).
         self.proj = conv(self.in_chans, self.embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
-        self.pos_embed = nn.Parameter(sincos_init(self.embed_dim, self.base_grid))  # [1, D, *g0]
+        self.legacy = bool(legacy)
+        if self.legacy:
+            self.pos = FlatPositions(legacy_position_rows, self.embed_dim, name=name)  # [R, D] + [8, D]
+        else:
+            self.pos_embed = nn.Parameter(sincos_init(self.embed_dim, self.base_grid))  # [1, D, *g0]
         self.norm = nn.LayerNorm(self.embed_dim)
 
     # -- shapes --------------------------------------------------------------------------
@@ -139,7 +149,11 @@ class PatchTokenizer(nn.Module):
 
     # -- positions -----------------------------------------------------------------------
     def position_table(self, grid: Sequence[int]) -> torch.Tensor:
-        """Positions of a ``grid``, ``[1, prod(grid), D]`` (the stored table, resampled if needed)."""
+        """Positions of a ``grid``, ``[1, prod(grid), D]`` (the stored table, resampled if needed;
+        in legacy mode the flat rows ``0..N-1`` plus the temporal row of this call)."""
+        if self.legacy:
+            return self.pos(math.prod(int(g) for g in grid), device=self.proj.weight.device,
+                            dtype=self.proj.weight.dtype)
         return interpolate_grid(self.pos_embed, tuple(int(g) for g in grid))
 
     # -- forward -------------------------------------------------------------------------
@@ -152,7 +166,11 @@ class PatchTokenizer(nn.Module):
         x = self.proj(inputs)  # [B, D, *grid]
         grid = tuple(int(g) for g in x.shape[2:])
         x = x.flatten(2).transpose(1, 2)  # [B, N, D], row-major over (h, w) or (d, h, w)
-        x = x + self.position_table(grid).to(x.dtype)  # positions before the norm (spec §2.2)
+        if self.legacy:  # flat rows 0..N-1 + one temporal row, summed in x's dtype as the reference
+            pos = self.pos(x.shape[1], device=x.device, dtype=x.dtype)
+        else:
+            pos = self.position_table(grid).to(x.dtype)
+        x = x + pos  # positions before the norm (spec §2.2)
         x = self.norm(x)  # [B, N, D]
         return Tokens(x=x, padding_mask=None, grid=grid)
 
@@ -199,23 +217,30 @@ class Patch2D(PatchTokenizer):
 
     The position table lives at the grid of ``base_size`` (224² → 14×14) and is resampled
     bicubically for other sizes (512² → 32×32, 1024 tokens). Grey ``[1, H, W]`` samples are
-    replicated to ``in_chans`` channels in :meth:`collate`.
+    replicated to ``in_chans`` channels in :meth:`collate`. With ``legacy`` the positions are the
+    reference's flat ``legacy_position_rows``-row table ((512/16)² = 1024) + an 8-row temporal table.
     """
 
     def __init__(self, embed_dim: int, in_chans: int = 3, patch_size: int | tuple[int, ...] = 16,
-                 base_size: tuple[int, ...] = (224, 224)) -> None:
+                 base_size: tuple[int, ...] = (224, 224), legacy: bool = False,
+                 legacy_position_rows: int = 1024) -> None:
         super().__init__(embed_dim, spatial_dims=2, in_chans=in_chans, patch_size=patch_size,
-                         base_size=base_size, name="patch_2d")
+                         base_size=base_size, name="patch_2d", legacy=legacy,
+                         legacy_position_rows=legacy_position_rows)
 
 
 class Patch3D(PatchTokenizer):
     """``patch_3d``: ``Conv3d(in_chans, D, 16, stride 16)`` (cubic) on ``[B, C, D, H, W]`` (spec §2.3).
 
     The position table lives at the grid of ``base_size`` (16×192×192 → 1×12×12) and is resampled
-    trilinearly for other sizes (64×192×192 → 4×12×12, 576 tokens).
+    trilinearly for other sizes (64×192×192 → 4×12×12, 576 tokens). With ``legacy`` the positions
+    are the reference's flat ``legacy_position_rows``-row table ((256/16)³ = 4096) + an 8-row
+    temporal table.
     """
 
     def __init__(self, embed_dim: int, in_chans: int = 1, patch_size: int | tuple[int, ...] = 16,
-                 base_size: tuple[int, ...] = (16, 192, 192)) -> None:
+                 base_size: tuple[int, ...] = (16, 192, 192), legacy: bool = False,
+                 legacy_position_rows: int = 4096) -> None:
         super().__init__(embed_dim, spatial_dims=3, in_chans=in_chans, patch_size=patch_size,
-                         base_size=base_size, name="patch_3d")
+                         base_size=base_size, name="patch_3d", legacy=legacy,
+                         legacy_position_rows=legacy_position_rows)

@@ -205,6 +205,13 @@ class TextTokenizer(nn.Module):
     absolute position (rows ``0..L-1``) → LayerNorm (eps 1e-5) → no dropout. Both tables are
     initialised N(0, 0.02). The word-piece ``[CLS]`` is the first token, so ``adds_cls`` is False.
 
+    With ``legacy`` the module has the reference's ``token_embed`` layout (spec §1.2, §2.1): a
+    ``legacy_vocab_rows``-row token table (49,411; the vocabulary's ids must be below it), a
+    ``legacy_position_rows``-row position table (512) and a 2-row type table whose row 0 is added to
+    every token, before the LayerNorm; tables keep PyTorch's N(0, 1) init. ``vocab_size`` is then the
+    table's row count (the reference's MLM head predicts over all of it) and ``num_pieces`` the
+    vocabulary's. The official weights expect Bio_ClinicalBERT's ``vocab.txt`` as ``vocab_file``.
+
     Args:
         embed_dim: trunk width ``D`` (supplied by the engine).
         vocab_file: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one; ``None``
@@ -212,33 +219,56 @@ class TextTokenizer(nn.Module):
             ``medkit tokenizer train``).
         max_length: every text is truncated/padded to this many word-pieces ([CLS] and [SEP] included).
         lowercase: lowercase texts (built-in vocabulary and ``vocab.txt`` files).
+        legacy: the reference's embedding (type row added, big tables, N(0, 1) init).
+        legacy_vocab_rows: rows of the token table in legacy mode.
+        legacy_position_rows: rows of the position table in legacy mode (>= ``max_length``).
     """
 
     dims = 1
     adds_cls = False
 
     def __init__(self, embed_dim: int, vocab_file: str | None = None, max_length: int = 112,
-                 lowercase: bool = True) -> None:
+                 lowercase: bool = True, legacy: bool = False, legacy_vocab_rows: int = 49411,
+                 legacy_position_rows: int = 512) -> None:
         super().__init__()
         if max_length < 3:
             raise ConfigError(f"tokenizer text_1d: max_length must be >= 3 ([CLS] word [SEP]), got {max_length}")
         self.embed_dim, self.max_length, self.lowercase = int(embed_dim), int(max_length), bool(lowercase)
+        self.legacy = bool(legacy)
+        self.legacy_vocab_rows, self.legacy_position_rows = int(legacy_vocab_rows), int(legacy_position_rows)
+        if self.legacy and self.max_length > self.legacy_position_rows:
+            raise ConfigError(f"tokenizer text_1d (legacy): max_length {max_length} exceeds the position table's "
+                              f"{legacy_position_rows} rows; lower tokenizer.text_1d.max_length")
+        if self.legacy and vocab_file is None:
+            log.warning("tokenizer text_1d (legacy): no vocab_file, using the built-in vocabulary; its ids are not "
+                        "the official MedCoSS ones (set tokenizer.text_1d.vocab_file to Bio_ClinicalBERT's vocab.txt)")
         self.vocab_file = None if vocab_file is None else str(vocab_file)
         self._tok = default_vocab(self.lowercase) if vocab_file is None else load_vocab(vocab_file,
                                                                                       lowercase=self.lowercase)
         self._configure()
         self.word_embed = nn.Embedding(self.vocab_size, self.embed_dim)  # [V, D]
-        self.pos_embed = nn.Embedding(self.max_length, self.embed_dim)  # [L_max, D]
+        rows = self.legacy_position_rows if self.legacy else self.max_length
+        self.pos_embed = nn.Embedding(rows, self.embed_dim)  # [L_max, D] (legacy: [512, D])
+        if self.legacy:
+            self.type_embed = nn.Embedding(2, self.embed_dim)  # [2, D], row 0 added to every token
         self.norm = nn.LayerNorm(self.embed_dim, eps=1e-5)
-        nn.init.normal_(self.word_embed.weight, std=0.02)
-        nn.init.normal_(self.pos_embed.weight, std=0.02)
+        if not self.legacy:  # legacy tables keep nn.Embedding's N(0, 1), as the reference (spec §1.3)
+            nn.init.normal_(self.word_embed.weight, std=0.02)
+            nn.init.normal_(self.pos_embed.weight, std=0.02)
 
     def _configure(self) -> None:
         tok = self._tok
         tok.enable_truncation(self.max_length)
         tok.enable_padding(pad_id=tok.token_to_id(PAD), pad_token=PAD, length=self.max_length)
         # max id + 1, not the count: a vocab.txt with a repeated line leaves an unused id behind
-        self.vocab_size = max(tok.get_vocab(with_added_tokens=True).values()) + 1
+        self.num_pieces = max(tok.get_vocab(with_added_tokens=True).values()) + 1
+        self.vocab_size = self.num_pieces
+        if self.legacy:
+            if self.num_pieces > self.legacy_vocab_rows:
+                raise ConfigError(f"tokenizer text_1d (legacy): the vocabulary has ids up to {self.num_pieces - 1} "
+                                  f"but the token table has {self.legacy_vocab_rows} rows; use the vocabulary the "
+                                  f"weights were trained with or raise tokenizer.text_1d.legacy_vocab_rows")
+            self.vocab_size = self.legacy_vocab_rows
         ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
         self.pad_token_id, self.unk_token_id = ids[PAD], ids[UNK]
         self.cls_token_id, self.sep_token_id, self.mask_token_id = ids[CLS], ids[SEP], ids[MASK]
@@ -246,10 +276,10 @@ class TextTokenizer(nn.Module):
         prefix = tok.model.continuing_subword_prefix
         special = torch.zeros(self.vocab_size, dtype=torch.bool)
         special[list(self.special_ids)] = True
+        continuing = [i for token, i in tok.get_vocab(with_added_tokens=True).items()
+                      if token.startswith(prefix) and len(token) > len(prefix)]
         cont = torch.zeros(self.vocab_size, dtype=torch.bool)
-        for token, i in tok.get_vocab(with_added_tokens=True).items():
-            if token.startswith(prefix) and len(token) > len(prefix):
-                cont[i] = True
+        cont[continuing] = True
         self.register_buffer("special_mask", special, persistent=False)  # [V] True = special token
         self.register_buffer("continuation_mask", cont & ~special, persistent=False)  # [V] "##..."
 
@@ -294,6 +324,8 @@ class TextTokenizer(nn.Module):
                             f"{self.max_length}; raise tokenizer.text_1d.max_length")
         positions = torch.arange(length, device=inputs.device)
         x = self.word_embed(inputs.long()) + self.pos_embed(positions)[None]  # [B, L, D]
+        if self.legacy:
+            x = x + self.type_embed.weight[0][None, None].to(x.dtype)  # reference: type row 0 for every token
         x = self.norm(x)
         if attention_mask is not None:
             padding = attention_mask == 0  # [B, L] True = pad
@@ -317,7 +349,8 @@ class TextTokenizer(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write(out / TOKENIZER_FILE, self._tok.to_str(pretty=True))
         config = {"name": "text_1d", "format": 1, "max_length": self.max_length, "lowercase": self.lowercase,
-                  "vocab_size": self.vocab_size, "embed_dim": self.embed_dim}
+                  "vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "legacy": self.legacy,
+                  "legacy_vocab_rows": self.legacy_vocab_rows, "legacy_position_rows": self.legacy_position_rows}
         _atomic_write(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return out
 
@@ -331,7 +364,10 @@ class TextTokenizer(nn.Module):
             raise ConfigError(f"tokenizer text_1d: cannot read {directory / CONFIG_FILE}: {exc}") from exc
         return cls(embed_dim=int(embed_dim if embed_dim is not None else config["embed_dim"]),
                    vocab_file=str(directory / TOKENIZER_FILE), max_length=int(config["max_length"]),
-                   lowercase=bool(config.get("lowercase", True)))
+                   lowercase=bool(config.get("lowercase", True)), legacy=bool(config.get("legacy", False)),
+                   legacy_vocab_rows=int(config.get("legacy_vocab_rows", 49411)),
+                   legacy_position_rows=int(config.get("legacy_position_rows", 512)))
 
     def extra_repr(self) -> str:
-        return f"vocab_size={self.vocab_size}, max_length={self.max_length}, embed_dim={self.embed_dim}"
+        legacy = ", legacy=True" if self.legacy else ""
+        return f"vocab_size={self.vocab_size}, max_length={self.max_length}, embed_dim={self.embed_dim}{legacy}"
