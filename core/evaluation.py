@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import zlib
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,8 +13,20 @@ import torch
 
 from medkit.core.checkpoint import atomic_write_text
 from medkit.core.context import RunContext
+from medkit.core.probes import probe_modality
+
+log = logging.getLogger(__name__)
 
 MATRIX_FILES = {"pretext_loss": "matrix.csv"}
+#: trainer config keys -> evaluate_seen keywords (the probes' options)
+PROBE_KEYS = {"probe_knn_k": "knn_k", "probe_linear_steps": "linear_steps", "probe_knn_vote": "knn_vote",
+              "probe_unseen": "probe_unseen", "probe_max_train": "probe_max_train",
+              "probe_max_query": "probe_max_query"}
+
+
+def probe_options(trainer: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate_seen`` keywords from the ``trainer.probe_*`` keys present in a config."""
+    return {kw: trainer[key] for key, kw in PROBE_KEYS.items() if key in trainer}
 
 
 @torch.no_grad()
@@ -40,13 +53,40 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int) -> float:
     return total / max(count, 1)
 
 
-def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int) -> dict[str, dict[str, float]]:
-    """``{metric: {modality: value}}`` for every modality seen so far."""
-    out: dict[str, dict[str, float]] = {"pretext_loss": {}}
-    for m in ctx.seen:
+def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: int = 5,
+                  linear_steps: int = 100, knn_vote: str = "weighted", probe_unseen: bool = True,
+                  probe_max_train: int = 512, probe_max_query: int = 256) -> dict[str, dict[str, float]]:
+    """``{metric: {modality: value}}`` after a stage.
+
+    ``pretext_loss`` for every modality seen so far; ``knn_acc`` and ``linear_acc`` (frozen-encoder
+    probes, see :mod:`medkit.core.probes`) for every labelled modality seen so far and, with
+    ``probe_unseen``, also for the modalities of later stages (their values before training on them
+    are what forward transfer needs). Each modality is evaluated inside ``strategy.eval_context``.
+    A modality that cannot be probed (no labels, one class, too few samples) is skipped with one
+    logged reason; ``knn_k <= 0`` and ``linear_steps <= 0`` turn the probes off. The probes' memory
+    / training set is the modality's training split (at most ``probe_max_train`` labelled samples,
+    an even stride), their queries its held-out split (at most ``probe_max_query``).
+    """
+    out: dict[str, dict[str, float]] = {"pretext_loss": {}, "knn_acc": {}, "linear_acc": {}}
+    seen = ctx.seen
+    probed = [] if knn_k <= 0 and linear_steps <= 0 else (list(ctx.modalities) if probe_unseen else seen)
+    skipped = ctx.extras.setdefault("probe_skipped", {})
+    for m in [*seen, *[p for p in probed if p not in seen]]:
         with strategy.eval_context(ctx, m):
-            out["pretext_loss"][m] = pretext_loss(ctx, m, max_batches=max_batches)
-    return out
+            if m in seen:
+                out["pretext_loss"][m] = pretext_loss(ctx, m, max_batches=max_batches)
+            if m not in probed or m in skipped:
+                continue
+            values, reason = probe_modality(ctx, m, knn_k=knn_k, linear_steps=linear_steps,
+                                            knn_vote=knn_vote, max_train=probe_max_train,
+                                            max_query=probe_max_query)
+        if reason is not None:
+            skipped[m] = reason
+            log.info("%s: no kNN/linear probe (%s)", m, reason)
+            continue
+        for metric, value in values.items():
+            out[metric][m] = value
+    return {k: v for k, v in out.items() if v or k == "pretext_loss"}
 
 
 def matrix_csv(rows: Sequence[dict[str, Any]], modalities: Sequence[str], metric: str) -> str:
@@ -76,3 +116,14 @@ def read_matrix(path: Path) -> tuple[list[str], list[list[float | None]]]:
         mods = header[2:]
         rows = [[float(v) if v != "" else None for v in r[2:]] for r in reader]
     return mods, rows
+
+
+def read_matrix_stages(path: Path) -> tuple[list[str], list[list[str]], list[list[float | None]]]:
+    """(modalities, the modalities trained in each row's stage, rows) of a matrix CSV."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        body = list(reader)
+    stages = [[m for m in r[1].split("+") if m] for r in body]
+    rows = [[float(v) if v != "" else None for v in r[2:]] for r in body]
+    return header[2:], stages, rows
