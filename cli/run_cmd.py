@@ -51,11 +51,14 @@ def _relaunch(nproc: int, run_dir: str) -> None:
               help="Run directory (default: runs/<time>-<strategy>-<modalities>).")
 @click.option("--resume", "resume", type=click.Path(file_okay=False, exists=True), default=None,
               help="Continue an interrupted run directory exactly where its last checkpoint left it.")
+@click.option("--from", "from_ref", default=None,
+              help="Continue a finished model with new stages: a run directory, local-dir:PATH or "
+                   "hf-hub:USER/NAME[@REV].")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True,
               help="Processes on this machine (re-launches itself through torch.distributed.run).")
 def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset: str,
         max_steps: int | None, seed: int, overrides: tuple[str, ...], run_dir: str | None,
-        resume: str | None, nproc_per_node: int) -> None:
+        resume: str | None, from_ref: str | None, nproc_per_node: int) -> None:
     """Pre-train the shared encoder, one stage per modality (OVERRIDES are KEY=VALUE, e.g.
     optim.lr=1e-4 strategy.buffer_ratio=0.1).
 
@@ -64,17 +67,28 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
       medkit run --modality ct --strategy sequential --preset tiny --max-steps 20
       medkit run --modality report,xray,ct --strategy rehearsal --data ct=/data/ct
       medkit run --resume runs/my-run
+      medkit run --from runs/my-run --modality pathology --strategy rehearsal
     """
     from medkit.core.config import compose
     from medkit.core.engine import Engine, load_config
     from medkit.core.errors import ConfigError
 
+    if resume and from_ref:
+        raise ConfigError("--resume and --from do not mix: --resume continues an interrupted run, --from "
+                          "adds stages to a finished one")
     if resume:
         if modality or overrides or data:
             raise ConfigError(f"--resume continues {resume} exactly as its config.yaml says; drop "
                               f"--modality/--data/overrides")
         cfg = load_config(Path(resume))
         target = Path(resume)
+    elif from_ref:
+        from medkit.core.continuation import compose_continuation
+        from medkit.core.hub import resolve_checkpoint
+
+        sel = make_selection(modality, strategy, data, preset, max_steps, seed, overrides)
+        cfg = compose_continuation(from_ref, resolve_checkpoint(from_ref), sel)
+        target = Path(run_dir or default_run_dir(strategy, sel.modalities))
     else:
         cfg = compose(make_selection(modality, strategy, data, preset, max_steps, seed, overrides))
         target = Path(run_dir or default_run_dir(strategy, cfg["run"]["modalities"]))

@@ -102,10 +102,11 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
                        strict: bool = True) -> None:
     """Load ``state`` into ``module``, refusing a mismatch with the first offending key and shapes."""
     own = module.state_dict()
-    for key, value in state.items():
-        if key in own and tuple(own[key].shape) != tuple(value.shape):
+    for key, expected in own.items():  # model order, so "the first mismatch" is stable
+        value = state.get(key)
+        if value is not None and tuple(expected.shape) != tuple(value.shape):
             raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)} but the model built "
-                                  f"from the config expects {tuple(own[key].shape)}; the checkpoint "
+                                  f"from the config expects {tuple(expected.shape)}; the checkpoint "
                                   f"does not match this architecture")
     if strict:
         missing = sorted(set(own) - set(state))

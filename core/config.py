@@ -24,10 +24,16 @@ PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_steps": 1000, "batch_size": 8, "checkpoint_every": 50, "log_every": 10,
     "eval_batches": 4, "val_fraction": 0.1, "num_workers": 0, "device": "auto", "amp": False,
+    # frozen-encoder probes after each stage (0 steps and k=0 turn them off); probe_unseen also
+    # probes modalities before their own stage, which forward transfer needs
+    "probe_knn_k": 5, "probe_linear_steps": 100, "probe_unseen": False, "probe_max_train": 256,
+    "probe_max_query": 128,
 }
 ENCODER_DEFAULTS: dict[str, Any] = {
     "preset": "base", "depth": None, "embed_dim": None, "num_heads": None, "mlp_ratio": None,
     "drop_path": 0.1, "layer_scale_init": 1e-3, "final_norm": False,
+    # the reference's numerics, to use the official weights (spec §10.1; medkit convert medcoss)
+    "legacy": False,
 }
 _STORE: Any = None
 

@@ -40,6 +40,7 @@ class RunContext:
         device, seed, rank, world_size: where and how the run executes.
         model: the module the optimizer trains (encoder + heads, DDP-wrapped when distributed).
         optimizer: the current stage's optimizer (``None`` outside a stage).
+        data_paths: the folder each modality was read from.
     """
 
     run_dir: Path
@@ -64,6 +65,7 @@ class RunContext:
     model: nn.Module | None = None
     optimizer: torch.optim.Optimizer | None = None
     reporter: Any = None
+    data_paths: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from medkit.core.errors import ConfigError
+from medkit.core.legacy import legacy_text_attention_mask
 from medkit.core.masking import gather_tokens
 
 #: Trunk shapes per preset. ``base`` is ViT-B (85,072,896 trunk parameters, spec §1.1).
@@ -74,15 +75,23 @@ class UniversalEncoder(nn.Module):
         drop_path: stochastic-depth rate, the same for every block (spec §1.1).
         layer_scale_init: initial LayerScale value (1e-3 in MedCoSS).
         final_norm: add a LayerNorm after the last block (MedCoSS has none).
+        legacy: attend to padded tokens (text) as the reference does: causal AND padding, additive
+            -10000, with its batch-scrambled mask layout (spec §10.1 items 1-2,
+            :func:`medkit.core.legacy.legacy_text_attention_mask`). Images get no mask either way.
     """
 
     def __init__(self, tokenizers: Mapping[str, nn.Module], *, depth: int, embed_dim: int,
                  num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.1,
-                 layer_scale_init: float = 1e-3, final_norm: bool = False) -> None:
+                 layer_scale_init: float = 1e-3, final_norm: bool = False, legacy: bool = False) -> None:
         super().__init__()
         from timm.models.vision_transformer import Block
 
+        if legacy and final_norm:
+            raise ConfigError("encoder.legacy reproduces the reference, which has no final LayerNorm; "
+                              "set encoder.final_norm=false")
         self.embed_dim = embed_dim
+        self.num_heads = int(num_heads)
+        self.legacy = bool(legacy)
         self.tokenizers = nn.ModuleDict(dict(tokenizers))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.blocks = nn.ModuleList([
@@ -136,7 +145,9 @@ class UniversalEncoder(nn.Module):
                 pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], dim=1)
             num_prefix = 1
         attn_mask = None
-        if pad is not None and bool(pad.any()):
+        if self.legacy and pad is not None:
+            attn_mask = legacy_text_attention_mask(pad, self.num_heads, x.dtype)  # [B, H, T, T]
+        elif pad is not None and bool(pad.any()):
             attn_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device)
             attn_mask = attn_mask.masked_fill(pad, float("-inf"))[:, None, None, :]  # [B, 1, 1, T]
         hidden: list[torch.Tensor] = []

@@ -20,7 +20,7 @@ from medkit.core.context import RunContext
 from medkit.core.data import StepBatches, StepPlan, split_indices
 from medkit.core.distributed import World, average_gradients, barrier, broadcast_parameters, init_world
 from medkit.core.errors import CheckpointError, ConfigError
-from medkit.core.evaluation import evaluate_seen, write_matrices
+from medkit.core.evaluation import evaluate_seen, probe_options, write_matrices
 from medkit.core.events import RunInfo, StageInfo
 from medkit.core.model import Model, build_model, load_model_state, save_model
 from medkit.core.progress import LogReporter, Reporter
@@ -134,20 +134,25 @@ class Engine:
             train_idx[m], val_idx[m] = split_indices(list(train_sets[m].ids), val_fraction)
             log.info("%s: %d training / %d held-out samples from %s", m, len(train_idx[m]),
                      len(val_idx[m]), path)
-        self.model: Model = build_model(cfg, assets_dir=self.run_dir if self.resume else None)
+        origin = cfg["run"].get("from")
+        assets = self.run_dir if self.resume else (Path(origin["path"]) if origin else None)
+        self.model: Model = build_model(cfg, assets_dir=assets)
         device = self._device()
         self.model.modules().to(device)
         broadcast_parameters(self.model.modules().parameters())
         strategy_cfg = dict(cfg["strategy"])
-        self.strategy = create("strategy", cfg["run"]["strategy"], **strategy_cfg)
-        stages = self.strategy.plan(names)
+        self.strategy = self._fresh_strategy()
+        if origin:
+            stages = [list(s) for s in origin["stages"]] + self.strategy.plan(cfg["run"]["new_modalities"])
+        else:
+            stages = self.strategy.plan(names)
         return RunContext(
             run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads,
             modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=train_sets,
             eval_sets=eval_sets, train_indices=train_idx, val_indices=val_idx, stages=stages,
             config=strategy_cfg, device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=int(cfg["trainer"]["batch_size"]),
-            model=self.model.modules(), reporter=self.reporter)
+            model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths))
 
     # -- persistence ---------------------------------------------------------------------------
     def _manifest(self, ctx: RunContext, *, stage: int, step: int, finished: bool) -> dict[str, Any]:
@@ -160,8 +165,14 @@ class Engine:
         for rel in ["model.safetensors", "config.json", "config.yaml"]:
             if (self.run_dir / rel).exists():
                 files[rel] = ck.sha256_file(self.run_dir / rel)
+        origin = self.cfg["run"].get("from")
+        if origin:
+            for i in range(len(origin["stages"])):
+                stages[i]["source"] = origin["ref"]
         return {
-            "format": 1, "strategy": self.cfg["run"]["strategy"], "modalities": self.cfg["run"]["modalities"],
+            "format": 1, "strategy": self.cfg["run"]["strategy"],
+            "from": ({"ref": origin["ref"], "stages": origin["stages"], "strategy": origin.get("strategy")}
+                     if origin else None), "modalities": self.cfg["run"]["modalities"],
             "stages": stages, "stages_done": [s["modalities"] for s in stages if s["status"] == "done"],
             "current": {"stage": stage + 1, "step": step}, "finished": finished,
             "config_hash": config_hash(self.cfg), "versions": package_versions(),
@@ -201,9 +212,10 @@ class Engine:
         write_matrices(metrics, self.evaluations, self.cfg["run"]["modalities"])
         ck.atomic_write_json(metrics / "eval.json", self.evaluations)
         save_model(self.model, self.run_dir, self.cfg)
-        strategy_dir = self.run_dir / "strategy"
-        ck.save_tensors(strategy_dir / "state.safetensors", s_tensors)
-        ck.atomic_write_json(strategy_dir / "state.json", s_meta)
+        if step == 0:  # stage boundaries only: what --from continues with (resume uses checkpoint/)
+            strategy_dir = self.run_dir / "strategy"
+            ck.save_tensors(strategy_dir / "state.safetensors", s_tensors)
+            ck.atomic_write_json(strategy_dir / "state.json", s_meta)
         ck.atomic_write_json(self.run_dir / "manifest.json",
                              self._manifest(ctx, stage=stage, step=step, finished=finished))
         barrier()
@@ -223,6 +235,48 @@ class Engine:
         self._resume_dir = found
         log.info("resuming %s at stage %d, step %d", self.run_dir, trainer["stage"] + 1, trainer["step"])
         return int(trainer["stage"]), int(trainer["step"]), trainer
+
+    def _continue_from(self, ctx: RunContext) -> int:
+        """Load the weights (and, where it was kept, the strategy state) of the model this run
+        continues; returns the index of the first new stage."""
+        from medkit.core.hub import load_pretrained_weights
+
+        origin = self.cfg["run"]["from"]
+        src = Path(origin["path"])
+        report = load_pretrained_weights(self.model, src)
+        log.info("continuing %s: %d earlier stage(s) %s; fresh: %s", origin["ref"], len(origin["stages"]),
+                 origin["stages"], ", ".join(report["new"]) or "nothing")
+        state = src / "strategy" / "state.json"
+        name = self.cfg["run"]["strategy"]
+        if state.exists() and origin.get("strategy") == name:
+            try:
+                self.strategy.load_state_dict(ck.load_tensors(src / "strategy" / "state.safetensors"),
+                                              ck.read_json(state))
+            except (KeyError, ValueError, TypeError, CheckpointError) as exc:
+                # a published repo ships only the parts of the state that carry no patient data
+                log.info("%s ships only part of the %s state (%s): %s starts with no state from earlier "
+                         "stages", origin["ref"], name, exc, name)
+                self.strategy = self._fresh_strategy()
+            else:
+                log.info("restored the %s state of %s (buffers, teachers, Fisher, masks as kept)", name,
+                         origin["ref"])
+        elif state.exists():
+            log.info("%s was trained with strategy %r, not %r: %s starts with no state from earlier stages",
+                     origin["ref"], origin.get("strategy"), name, name)
+        else:
+            log.info("%s ships no strategy state: %s starts with no state from earlier stages "
+                     "(no buffers, teachers or Fisher of them)", origin["ref"], name)
+        eval_file = src / "metrics" / "eval.json"
+        if eval_file.exists():
+            self.evaluations = [r for r in ck.read_json(eval_file) if r["stage"] < len(origin["stages"])]
+        for i in range(len(origin["stages"])):
+            self.stage_steps.setdefault(i, 0)
+        return len(origin["stages"])
+
+    def _fresh_strategy(self) -> Any:
+        from medkit.registry import create
+
+        return create("strategy", self.cfg["run"]["strategy"], **dict(self.cfg["strategy"]))
 
     def _truncate_steps_log(self, stage: int, step: int) -> None:
         path = self.run_dir / "metrics" / "steps.jsonl"
@@ -245,6 +299,8 @@ class Engine:
         start_stage, start_step, trainer_state = 0, 0, None
         if self.resume:
             start_stage, start_step, trainer_state = self._restore(ctx)
+        elif cfg["run"].get("from"):
+            start_stage = self._continue_from(ctx)
         self.strategy.setup(ctx)
         info = RunInfo(run_dir=self.run_dir, config=cfg, stages=ctx.stages, resumed=self.resume)
         self.host.emit("run_start", run=info)
@@ -289,7 +345,8 @@ class Engine:
             self._train_steps(ctx, info, stage, base_lr)
         self.stage_steps[si] = max_steps
         self.strategy.after_stage(ctx)
-        metrics = evaluate_seen(ctx, self.strategy, max_batches=int(tr.get("eval_batches", 4)))
+        metrics = evaluate_seen(ctx, self.strategy, max_batches=int(tr.get("eval_batches", 4)),
+                                **probe_options(tr))
         self.evaluations.append({"stage": si, "modalities": list(ctx.stage), "metrics": metrics})
         ctx.optimizer = None
         last = si == len(ctx.stages) - 1

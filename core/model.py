@@ -12,6 +12,7 @@ from torch import nn
 
 from medkit.core.checkpoint import atomic_write_json, load_state_checked, load_tensors, save_tensors
 from medkit.core.encoder import UniversalEncoder, resolve_trunk
+from medkit.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 TOKENIZER_ASSETS = "tokenizers"
@@ -54,30 +55,45 @@ def build_model(cfg: dict[str, Any], *, modalities: Sequence[str] | None = None,
     uses: dict[str, dict[str, str]] = cfg["run"]["uses"]
     modalities = list(modalities if modalities is not None else uses)
     shape = trunk_shape(cfg)
+    enc_cfg = cfg["encoder"]
+    legacy = bool(enc_cfg.get("legacy", False))
     tokenizers: dict[str, nn.Module] = {}
     for m in modalities:
         name = uses[m]["tokenizer"]
         if name in tokenizers:
             continue
         params = dict(cfg["tokenizer"].get(name, {}))
-        if assets_dir is not None and "vocab_file" in params and not params["vocab_file"]:
+        if legacy:  # the reference numerics need every tokenizer in its legacy mode (spec §10.1)
+            if "legacy" not in params:
+                raise ConfigError(f"encoder.legacy=true needs tokenizers with a legacy mode; tokenizer {name!r} "
+                                  f"(modality {m}) has none; set encoder.legacy=false")
+            params["legacy"] = True
+        if assets_dir is not None and "vocab_file" in params:
+            # a run's own copy of its vocabulary wins: the file the config named may be gone
             candidate = Path(assets_dir) / TOKENIZER_ASSETS / name / "tokenizer.json"
             if candidate.exists():
                 params["vocab_file"] = str(candidate)
         tokenizers[name] = create("tokenizer", name, embed_dim=shape["embed_dim"], **params)
-    enc_cfg = cfg["encoder"]
     encoder = UniversalEncoder(tokenizers, **shape, drop_path=enc_cfg.get("drop_path", 0.1),
                                layer_scale_init=enc_cfg.get("layer_scale_init", 1e-3),
-                               final_norm=bool(enc_cfg.get("final_norm", False)))
+                               final_norm=bool(enc_cfg.get("final_norm", False)), legacy=legacy)
     heads = nn.ModuleDict()
     if with_heads:
         for m in modalities:
-            obj = uses[m]["objective"]
-            heads[m] = create("objective", obj, encoder=encoder, tokenizer=uses[m]["tokenizer"],
-                              **dict(cfg["objective"].get(obj, {})))
+            heads[m] = build_head(cfg, m, encoder)
     return Model(encoder=encoder, heads=heads,
                  tokenizer_of={m: uses[m]["tokenizer"] for m in modalities},
                  objective_of={m: uses[m]["objective"] for m in modalities})
+
+
+def build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder) -> nn.Module:
+    """The pretext head (objective module) of ``modality`` for ``encoder``, through the registry."""
+    from medkit.registry import create
+
+    use = cfg["run"]["uses"][modality]
+    obj = use["objective"]
+    return create("objective", obj, encoder=encoder, tokenizer=use["tokenizer"],
+                  **dict(cfg["objective"].get(obj, {})))
 
 
 def architecture(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -81,8 +81,11 @@ class MLMObjective(nn.Module):
         self.mlm_probability, self.mask_prob, self.random_prob = mlm_probability, mask_prob, random_prob
         self.vocab_size = int(tok.vocab_size)
         self.head = MLMHead(encoder.embed_dim, self.vocab_size)
-        special = torch.zeros(self.vocab_size, dtype=torch.bool)
-        special[list(tok.special_ids)] = True
+        # random replacements come from the vocabulary's own pieces: a legacy table (49,411 rows for a
+        # 28,996-piece vocabulary) has rows no token ever uses
+        pieces = int(getattr(tok, "num_pieces", self.vocab_size))
+        special = torch.zeros(pieces, dtype=torch.bool)
+        special[[i for i in tok.special_ids if i < pieces]] = True
         self.register_buffer("random_ids", torch.nonzero(~special).flatten(), persistent=False)  # [K]
 
     def mask(self, encoder: UniversalEncoder, batch: Batch, *,
