@@ -108,10 +108,11 @@ class Engine:
                 paths[name] = str(path.resolve())
                 continue
             root = demo_root() / name
-            if self.world.is_main:
+            if self.world.is_main:  # one writer; the others wait, then only look it up
                 path = modality.demo_data(root)
             barrier()
-            path = modality.demo_data(root)
+            if not self.world.is_main:
+                path = modality.demo_data(root)
             log.info("%s: no --data given, using the built-in demo data at %s", name, path)
             paths[name] = str(path)
         return paths

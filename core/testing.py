@@ -205,10 +205,13 @@ class SyntheticModality:
     def demo_data(self, root: Path) -> Path:
         import json
 
+        from medkit.core.checkpoint import atomic_write_text
+
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        ids = [f"{self.name}/{i:03d}" for i in range(self.num_samples)]
-        (root / "index.json").write_text(json.dumps({"ids": ids}))
+        index = root / "index.json"
+        text = json.dumps({"ids": [f"{self.name}/{i:03d}" for i in range(self.num_samples)]})
+        if not index.exists() or index.read_text() != text:  # idempotent; atomic for concurrent ranks
+            atomic_write_text(index, text)
         return root
 
     def dataset(self, data: Path, *, train: bool) -> SyntheticDataset:
