@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
@@ -13,6 +14,18 @@ from medkit.core.errors import DataError
 #: One sample as a modality's dataset returns it: ``{"input": tensor or str, "id": str,
 #: "label": int (optional)}``. Images are ``[C, H, W]`` or ``[C, D, H, W]``; text is a ``str``.
 Sample = dict[str, Any]
+
+
+class TrainViewMixin:
+    """Gives a dataset ``view(train)``: the same index with augmentation on or off, without reading
+    the folder again (the engine needs both views of every modality)."""
+
+    train: bool
+
+    def view(self, train: bool) -> Any:
+        other = copy.copy(self)
+        other.train = bool(train)
+        return other
 
 
 @dataclass

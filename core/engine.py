@@ -131,7 +131,8 @@ class Engine:
         for m, modality in modalities.items():
             path = Path(self.data_paths[m])
             train_sets[m] = modality.dataset(path, train=True)
-            eval_sets[m] = modality.dataset(path, train=False)
+            view = getattr(train_sets[m], "view", None)
+            eval_sets[m] = view(train=False) if callable(view) else modality.dataset(path, train=False)
             train_idx[m], val_idx[m] = split_indices(list(train_sets[m].ids), val_fraction)
             log.info("%s: %d training / %d held-out samples from %s", m, len(train_idx[m]),
                      len(val_idx[m]), path)

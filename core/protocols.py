@@ -29,6 +29,9 @@ class SampleDataset(Protocol):
 
     def __len__(self) -> int: ...
 
+    # Optional: ``view(train: bool) -> SampleDataset``, the same index with augmentation on or off
+    # (see medkit.core.data.TrainViewMixin); without it the engine indexes the folder twice.
+
     def load(self, index: int, seed: int | None = None) -> Sample:
         """Return sample ``index``; ``seed=None`` gives the un-augmented view, otherwise augmentation
         is drawn from ``seed`` alone (so a resumed run sees the same batches)."""

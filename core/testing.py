@@ -156,7 +156,10 @@ class ObjectiveContract:
 MEDKIT_API_VERSION = 1
 
 
-class SyntheticDataset:
+from medkit.core.data import TrainViewMixin  # noqa: E402
+
+
+class SyntheticDataset(TrainViewMixin):
     """Samples generated from their index: a noisy volume (or image) with a bright quadrant whose
     position is the label. ``load(i, seed)`` flips along the last axis when the seed says so."""
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from medkit.core.data import TrainViewMixin
 from medkit.core.errors import DataError
 from medkit.core.io.cache import DiskCache, VolumeCache
 
@@ -91,7 +92,7 @@ def read_labels(root: Path, volume_ids: Sequence[str]) -> tuple[list[int] | None
     return [index[table[v]] if v in table else -1 for v in volume_ids], class_names
 
 
-class WindowDataset:
+class WindowDataset(TrainViewMixin):
     """Samples are ``depth``-slice windows, ``stride`` apart, of preprocessed volumes.
 
     ``prepare(volume)`` returns the whole preprocessed volume ``[1, D, H, W]`` with ``D`` equal to

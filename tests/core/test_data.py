@@ -41,3 +41,15 @@ def test_ranks_take_disjoint_slices():
     r1 = StepPlan(srcs, batch_size=4, max_steps=2, seed=0, stage=0, rank=1, world_size=2)
     for s in range(2):
         assert set(r0.step(s)[1]).isdisjoint(r1.step(s)[1])
+
+
+def test_train_view_shares_the_index_and_switches_augmentation(tmp_path):
+    from medkit.core.testing import SyntheticModality
+
+    modality = SyntheticModality("synth_a", num_samples=8, size=(16, 16, 16))
+    train = modality.dataset(modality.demo_data(tmp_path), train=True)
+    evaluation = train.view(train=False)
+    assert evaluation.ids is train.ids and train.train and not evaluation.train
+    flipped = [i for i in range(50) if not (train.load(0, seed=i)["input"] == train.load(0)["input"]).all()]
+    assert flipped, "the training view augments"
+    assert all((evaluation.load(0, seed=i)["input"] == evaluation.load(0)["input"]).all() for i in range(10))

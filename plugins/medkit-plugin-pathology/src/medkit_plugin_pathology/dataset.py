@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from medkit.core.data import TrainViewMixin
 from medkit.core.errors import DataError
 from medkit.core.io.image2d import make_view, normalize, to_tensor
 from medkit.core.io.tables import encode_labels, read_table
@@ -71,7 +72,7 @@ def folder_patient(rel: str, level: int) -> str:
     return "/".join(folders[:level + 1]) if len(folders) > level else rel
 
 
-class PathologyDataset:
+class PathologyDataset(TrainViewMixin):
     """Pathology samples ``{"input": [3, S, S] float32 RGB, "id": "<path>#x<col>_y<row>", "label"}``.
 
     Attributes:

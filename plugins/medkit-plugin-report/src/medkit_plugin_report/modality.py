@@ -42,6 +42,10 @@ class ReportDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def view(self, train: bool) -> ReportDataset:
+        """Texts have no augmentation: the training and evaluation views are the same dataset."""
+        return self
+
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         """Sample ``index``; there is no text augmentation (MLM masking is drawn by the objective),
         so every ``seed`` gives the same sample."""

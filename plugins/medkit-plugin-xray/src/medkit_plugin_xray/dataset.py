@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from medkit.core.data import TrainViewMixin
 from medkit.core.errors import DataError
 from medkit.core.io.image2d import make_view, normalize, to_tensor
 from medkit.core.io.tables import encode_labels, read_table
@@ -66,7 +67,7 @@ def list_files(root: Path) -> list[Path]:
     return sorted(out, key=lambda p: p.relative_to(root).as_posix())
 
 
-class XrayDataset:
+class XrayDataset(TrainViewMixin):
     """X-ray samples ``{"input": [3, S, S] float32, "id": relative path, "label": int}``.
 
     Attributes:
