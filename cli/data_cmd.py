@@ -49,11 +49,10 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
         click.echo(f"  shape {shape}: {n} of the first {min(limit, len(ds))}")
     if lo != float("inf"):
         click.echo(f"  value range: [{lo:.4g}, {hi:.4g}]")
-    for attr in ("describe",):
-        fn = getattr(ds, attr, None)
-        if callable(fn):
-            for line in fn():
-                click.echo(f"  {line}")
+    describe = getattr(ds, "describe", None)  # optional: a modality's own summary lines
+    if callable(describe):
+        for line in describe():
+            click.echo(f"  {line}")
     labels = getattr(ds, "labels", None)
     if labels is not None:
         names = list(getattr(ds, "class_names", None) or [])

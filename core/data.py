@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -181,13 +181,3 @@ class StepBatches(torch.utils.data.Dataset):
         ds = self.datasets[src.modality]
         samples = [ds.load(j, seed=aug_seed + k) for k, j in enumerate(indices)]
         return collate(samples, src.modality, self.tokenizers[src.modality], role=src.role)
-
-
-def iterate_eval(dataset: Any, indices: Sequence[int], modality: str, tokenizer: Any,
-                 batch_size: int) -> Callable[[], Any]:
-    """Batches of the un-augmented samples ``indices``, in order."""
-    def gen() -> Any:
-        for k in range(0, len(indices), batch_size):
-            chunk = indices[k:k + batch_size]
-            yield collate([dataset.load(j, seed=None) for j in chunk], modality, tokenizer)
-    return gen

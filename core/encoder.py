@@ -183,11 +183,6 @@ def interpolate_grid(table: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor
     return table.flatten(2).transpose(1, 2)
 
 
-def patch_grid(shape: tuple[int, ...], patch: tuple[int, ...]) -> tuple[int, ...]:
-    """Token grid of a spatial ``shape`` cut in ``patch``-sized pieces (sizes must divide)."""
-    return tuple(s // p for s, p in zip(shape, patch))
-
-
 def sincos_init(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
     """A fixed sin-cos table ``[1, D, *grid]`` used to initialise learned position tables."""
     coords = torch.meshgrid(*[torch.arange(g, dtype=torch.float32) for g in grid], indexing="ij")

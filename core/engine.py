@@ -223,6 +223,7 @@ class Engine:
         barrier()
 
     def _restore(self, ctx: RunContext) -> tuple[int, int, dict[str, Any] | None]:
+        remove_incomplete(self.run_dir)
         found = ck.recover_directory(self.run_dir / CHECKPOINT_DIR)
         if found is None:
             raise CheckpointError(f"{self.run_dir} has no checkpoint/ to resume from; start it again "
@@ -421,6 +422,6 @@ def load_config(run_dir: Path) -> dict[str, Any]:
 
 
 def remove_incomplete(run_dir: Path) -> None:
-    """Remove temp directories a crash left behind."""
+    """Remove the half-written checkpoint directories a crash left behind."""
     for p in Path(run_dir).glob(".checkpoint-*"):
         shutil.rmtree(p, ignore_errors=True)

@@ -90,3 +90,17 @@ def test_weight_decay_groups_follow_timm_rule():
     groups = param_groups([("l.weight", lin.weight), ("l.bias", lin.bias), ("n.weight", ln.weight)], 0.05)
     assert groups[0]["weight_decay"] == 0.05 and groups[0]["params"] == [lin.weight]
     assert groups[1]["weight_decay"] == 0.0 and len(groups[1]["params"]) == 2
+
+
+def test_resume_cleans_half_written_checkpoints_and_keeps_results(tmp_path):
+    from medkit.core.engine import Engine, load_config
+    from medkit.core.progress import NullReporter
+
+    run = run_synthetic(tmp_path / "r", "sequential", ("synth_a",), max_steps=2, demo_dir=tmp_path / "demo")
+    junk = run / ".checkpoint-crashed"
+    junk.mkdir()
+    (junk / "model.safetensors").write_bytes(b"half")
+    before = (run / "metrics" / "matrix.csv").read_text()
+    Engine(load_config(run), run, reporter=NullReporter(), resume=True).run()
+    assert not junk.exists()
+    assert (run / "metrics" / "matrix.csv").read_text() == before
