@@ -151,6 +151,29 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def save_optimizer(directory: Path, opt: torch.optim.Optimizer) -> None:
+    """``optimizer.safetensors`` + ``optimizer.json`` in ``directory``."""
+    tensors, meta = optimizer_to_tensors(opt)
+    save_tensors(Path(directory) / "optimizer.safetensors", tensors)
+    atomic_write_json(Path(directory) / "optimizer.json", meta)
+
+
+def load_optimizer(directory: Path, opt: torch.optim.Optimizer, device: str | torch.device = "cpu") -> None:
+    """Restore what :func:`save_optimizer` wrote into ``opt``."""
+    optimizer_from_tensors(opt, load_tensors(Path(directory) / "optimizer.safetensors", device),
+                           read_json(Path(directory) / "optimizer.json"))
+
+
+def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append one JSON line per record and fsync, so the log matches the checkpoint written with it."""
+    if not records:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def rng_state() -> dict[str, torch.Tensor]:
     out = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -191,9 +191,7 @@ class Engine:
         tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.run_dir))
         ck.save_tensors(tmp / "model.safetensors", self.model.state_dict())
         if ctx.optimizer is not None:
-            tensors, meta = ck.optimizer_to_tensors(ctx.optimizer)
-            ck.save_tensors(tmp / "optimizer.safetensors", tensors)
-            ck.atomic_write_json(tmp / "optimizer.json", meta)
+            ck.save_optimizer(tmp, ctx.optimizer)
         ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
         s_tensors, s_meta = self.strategy.state_dict()
         ck.save_tensors(tmp / "strategy.safetensors", s_tensors)
@@ -205,12 +203,8 @@ class Engine:
         ck.swap_directory(tmp, self.run_dir / CHECKPOINT_DIR)
         metrics = self.run_dir / "metrics"
         metrics.mkdir(exist_ok=True)
-        if self.pending_steps:
-            with open(metrics / "steps.jsonl", "a", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in self.pending_steps)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.pending_steps = []
+        ck.append_jsonl(metrics / "steps.jsonl", self.pending_steps)
+        self.pending_steps = []
         write_matrices(metrics, self.evaluations, self.cfg["run"]["modalities"])
         ck.atomic_write_json(metrics / "eval.json", self.evaluations)
         save_model(self.model, self.run_dir, self.cfg)
@@ -320,7 +314,7 @@ class Engine:
 
     def _run_stage(self, ctx: RunContext, info: RunInfo, si: int, start_step: int,
                    trainer_state: dict[str, Any] | None) -> None:
-        cfg, tr, opt_cfg = self.cfg, self.cfg["trainer"], self.cfg["optim"]
+        tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
         ctx.stage_index, ctx.step = si, start_step
         max_steps = int(tr["max_steps"]) if self.strategy.trains else 0
         ctx.max_steps = max_steps
@@ -340,8 +334,7 @@ class Engine:
             g.setdefault("lr_scale", 1.0)
         ctx.optimizer = torch.optim.AdamW(groups, lr=base_lr, betas=tuple(opt_cfg["betas"]))
         if resumed_mid:
-            ck.optimizer_from_tensors(ctx.optimizer, ck.load_tensors(self._resume_dir / "optimizer.safetensors"),
-                                      ck.read_json(self._resume_dir / "optimizer.json"))
+            ck.load_optimizer(self._resume_dir, ctx.optimizer, ctx.device)
             ck.set_rng_state(ck.load_tensors(self._resume_dir / "rng.safetensors"))
 
         if start_step < max_steps:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -134,21 +133,15 @@ class Finetuner:
     def _save_checkpoint(self, s: FinetuneSession, opt: torch.optim.Optimizer, finished: bool) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.run_dir))
         ck.save_tensors(tmp / "model.safetensors", s.model.state_dict())
-        tensors, meta = ck.optimizer_to_tensors(opt)
-        ck.save_tensors(tmp / "optimizer.safetensors", tensors)
-        ck.atomic_write_json(tmp / "optimizer.json", meta)
+        ck.save_optimizer(tmp, opt)
         ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
         ck.atomic_write_json(tmp / "trainer.json", {"step": self.step, "best": self.best, "finished": finished,
                                                     "history": self.history})
         ck.swap_directory(tmp, self.run_dir / CHECKPOINT_DIR)
         metrics = self.run_dir / "metrics"
         metrics.mkdir(exist_ok=True)
-        if self.pending:
-            with open(metrics / "steps.jsonl", "a", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in self.pending)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.pending = []
+        ck.append_jsonl(metrics / "steps.jsonl", self.pending)
+        self.pending = []
         ck.atomic_write_text(metrics / "val.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
 
     def _restore(self, s: FinetuneSession, opt: torch.optim.Optimizer) -> bool:
@@ -158,8 +151,7 @@ class Finetuner:
                                   f"without --resume")
         trainer = ck.read_json(found / "trainer.json")
         s.load_weights(found / "model.safetensors")
-        ck.optimizer_from_tensors(opt, ck.load_tensors(found / "optimizer.safetensors", s.device),
-                                  ck.read_json(found / "optimizer.json"))
+        ck.load_optimizer(found, opt, s.device)
         ck.set_rng_state(ck.load_tensors(found / "rng.safetensors"))
         self.step, self.best = int(trainer["step"]), trainer.get("best")
         self.history = list(trainer.get("history", []))

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from medkit.core.context import RunContext
     from medkit.core.data import Batch, Sample, Source
-    from medkit.core.encoder import EncoderOutput, Tokens, UniversalEncoder
+    from medkit.core.encoder import Tokens, UniversalEncoder
 
 
 @runtime_checkable

@@ -326,7 +326,6 @@ class StrategyContract:
                             demo_dir=tmp_path / "demo")
         tensors = load_tensors(run / "strategy" / "state.safetensors")
         meta = json.loads((run / "strategy" / "state.json").read_text())
-        from medkit.core.config import component_config  # noqa: F401 - config must build
         fresh = create("strategy", self.name)
         fresh.load_state_dict(tensors, meta)
         t2, m2 = fresh.state_dict()
