@@ -22,7 +22,7 @@ from medkit.core.distributed import World, average_gradients, barrier, broadcast
 from medkit.core.errors import CheckpointError, ConfigError
 from medkit.core.evaluation import evaluate_seen, probe_options, write_matrices
 from medkit.core.events import RunInfo, StageInfo
-from medkit.core.model import Model, build_model, load_model_state, save_model
+from medkit.core.model import MODEL_METADATA, Model, build_model, load_model_state, save_model
 from medkit.core.progress import LogReporter, Reporter
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class Engine:
             barrier()
             return
         tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.run_dir))
-        ck.save_tensors(tmp / "model.safetensors", self.model.state_dict())
+        ck.save_tensors(tmp / "model.safetensors", self.model.state_dict(), metadata=MODEL_METADATA)
         if ctx.optimizer is not None:
             ck.save_optimizer(tmp, ctx.optimizer)
         ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
@@ -207,7 +207,8 @@ class Engine:
         self.pending_steps = []
         write_matrices(metrics, self.evaluations, self.cfg["run"]["modalities"])
         ck.atomic_write_json(metrics / "eval.json", self.evaluations)
-        save_model(self.model, self.run_dir, self.cfg)
+        checkpointed = self.run_dir / CHECKPOINT_DIR / "model.safetensors"
+        save_model(self.model, self.run_dir, self.cfg, weights=checkpointed)  # linked, not written twice
         if step == 0:  # stage boundaries only: what --from continues with (resume uses checkpoint/)
             strategy_dir = self.run_dir / "strategy"
             ck.save_tensors(strategy_dir / "state.safetensors", s_tensors)

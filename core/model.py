@@ -10,12 +10,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from medkit.core.checkpoint import atomic_write_json, load_state_checked, load_tensors, save_tensors
+from medkit.core.checkpoint import (atomic_link, atomic_write_json, load_state_checked, load_tensors,
+                                     save_tensors)
 from medkit.core.encoder import UniversalEncoder, resolve_trunk
 from medkit.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 TOKENIZER_ASSETS = "tokenizers"
+MODEL_METADATA = {"format": "medkit-1"}
 
 
 @dataclass
@@ -102,11 +104,19 @@ def architecture(cfg: dict[str, Any]) -> dict[str, Any]:
             "uses": cfg["run"]["uses"], "tokenizer": cfg["tokenizer"], "objective": cfg["objective"]}
 
 
-def save_model(model: Model, run_dir: Path, cfg: dict[str, Any], *, path: Path | None = None) -> Path:
-    """Write ``model.safetensors`` (and ``config.json`` and tokenizer assets) into ``run_dir``."""
+def save_model(model: Model, run_dir: Path, cfg: dict[str, Any], *, path: Path | None = None,
+               weights: Path | None = None) -> Path:
+    """Write ``model.safetensors`` (and ``config.json`` and tokenizer assets) into ``run_dir``.
+
+    ``weights``: a ``model.safetensors`` already written from this very model (the checkpoint's);
+    it is linked into place instead of serialising the tensors a second time.
+    """
     run_dir = Path(run_dir)
     target = path or run_dir / "model.safetensors"
-    save_tensors(target, model.state_dict(), metadata={"format": "medkit-1"})
+    if weights is not None:
+        atomic_link(weights, target)
+    else:
+        save_tensors(target, model.state_dict(), metadata=MODEL_METADATA)
     atomic_write_json(run_dir / "config.json", architecture(cfg))
     for name, tok in model.encoder.tokenizers.items():
         saver = getattr(tok, "save_pretrained", None)

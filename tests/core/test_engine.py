@@ -29,6 +29,9 @@ def test_sequential_two_stages(tmp_path):
     steps = _steps(run)
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 1, 2, 3, 4]
     assert {s["modality"] for s in steps if s["stage"] == 2} == {"synth_b"}
+    top, kept = run / "model.safetensors", run / "checkpoint" / "model.safetensors"
+    assert top.read_bytes() == kept.read_bytes(), "the published weights are the last checkpoint's"
+    assert top.stat().st_ino == kept.stat().st_ino, "linked, not serialised twice"
     state = load_tensors(run / "model.safetensors")
     assert any(k.startswith("encoder.blocks.") for k in state)
     assert any(k.startswith("heads.synth_a.") for k in state) and any(k.startswith("heads.synth_b.") for k in state)
