@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from medkit.core.errors import ConfigError
-from medkit.core.io.cache import DEFAULT_CACHE_BYTES, DiskCache, VolumeCache, volume_cache_dir
-from medkit.core.io.volumes import Volume, find_volumes, load_volume
-from medkit.core.io.windows import WindowDataset, pad_depth, resampled_slices, resize
+from medkit.core.io.cache import DEFAULT_CACHE_BYTES
+from medkit.core.io.volume_modality import WindowedVolumeModality
+from medkit.core.io.volumes import Volume, load_volume
+from medkit.core.io.windows import pad_depth, resampled_slices, resize
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +31,8 @@ def hu_window(x: torch.Tensor, window: Sequence[float]) -> torch.Tensor:
     return (x.clamp(low, high) - centre) / half
 
 
-def _ints(value: Any, n: int, name: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"modality ct: {name} must be {n} integers, got {value!r}") from exc
-    if len(out) != n or min(out) < 1:
-        raise ConfigError(f"modality ct: {name} must be {n} positive integers, got {value!r}")
-    return out
 
-
-class CTModality:
+class CTModality(WindowedVolumeModality):
     """CT volumes (NIfTI ``.nii``/``.nii.gz``, DICOM series folders, single ``.dcm`` files).
 
     Args:
@@ -66,9 +58,6 @@ class CTModality:
     """
 
     name = "ct"
-    dims = 3
-    default_tokenizer = "patch_3d"
-    default_objective = "mae"
 
     def __init__(self, spacing: float = 1.0, window: tuple[float, float] = (-1024.0, 1024.0),
                  depth: int = 16, depth_stride: int = 8,
@@ -84,20 +73,10 @@ class CTModality:
             raise ConfigError(f"modality ct: window must be [low, high] in HU, got {window!r}") from exc
         if not low < high:
             raise ConfigError(f"modality ct: window needs low < high, got {window!r}")
-        self.depth, self.depth_stride = _ints((depth, depth_stride), 2, "depth and depth_stride")
-        self.input_size = _ints(input_size, 3, "input_size")
-        if len(orientation) != 3 or set(orientation.upper()) - set("LRAPIS"):
-            raise ConfigError(f"modality ct: orientation must be 3 axcodes such as 'RAS', "
-                              f"got {orientation!r}")
-        if not 0.0 <= float(flip_prob) <= 1.0:
-            raise ConfigError(f"modality ct: flip_prob must be in [0, 1], got {flip_prob!r}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"modality ct: on_error must be 'raise' or 'skip', got {on_error!r}")
+        self._set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
+                                 orientation=orientation, flip_prob=flip_prob, cache_size=cache_size,
+                                 cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error)
         self.spacing, self.window = float(spacing), (low, high)
-        self.orientation = orientation.upper()
-        self.flip_prob, self.on_error, self.disk_cache = float(flip_prob), on_error, bool(disk_cache)
-        self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size),
-                                 owner="modality ct")
 
     def demo_data(self, root: Path) -> Path:
         """Write six small synthetic CT volumes (NIfTI) with ``labels.csv`` under ``root/ct``."""
@@ -105,7 +84,7 @@ class CTModality:
 
         return write_demo(Path(root) / "ct")
 
-    def slices_after_resampling(self, vol: Volume) -> int:
+    def window_slices(self, vol: Volume) -> int:
         """Depth of ``vol`` once resampled to ``spacing`` and padded to at least one window."""
         return max(resampled_slices(vol.slices, vol.spacing, self.spacing), self.depth)
 
@@ -127,17 +106,3 @@ class CTModality:
         return json.dumps({"modality": "ct", "version": PREPARE_VERSION, "spacing": self.spacing,
                            "window": list(self.window), "depth": self.depth,
                            "size": list(self.input_size[1:]), "orientation": self.orientation})
-
-    def _disk_cache(self) -> DiskCache | None:
-        return DiskCache(volume_cache_dir(), self.fingerprint()) if self.disk_cache else None
-
-    def dataset(self, data: Path, *, train: bool) -> WindowDataset:
-        """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
-        volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
-        ds = WindowDataset("ct", Path(data), volumes, [self.slices_after_resampling(v) for v in volumes],
-                           depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
-                           finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
-                           cache=self.cache, disk_cache=self._disk_cache())
-        log.info("ct: %d windows from %d volumes under %s (%d skipped)", len(ds), len(volumes), data,
-                 len(skipped))
-        return ds

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from medkit.core.io.volume_modality import write_nifti_demo
 
 #: (x, y, z) voxels and spacing in mm: 60 slices, 6 dropped at each end -> 48 -> 5 windows each.
 SHAPE = (64, 64, 60)
@@ -51,29 +48,5 @@ def _volume(index: int) -> tuple[np.ndarray, str]:
 
 def write_demo(root: Path) -> Path:
     """Write the demo volumes and ``labels.csv`` under ``root`` once; later calls only check them."""
-    import nibabel as nib
-
-    root = Path(root)
-    labels_path = root / "labels.csv"
     names = [f"head_{i:02d}.nii.gz" for i in range(N_VOLUMES)]
-    if labels_path.is_file() and all((root / n).is_file() for n in names):
-        return root
-    root.mkdir(parents=True, exist_ok=True)
-    affine = np.diag([*SPACING, 1.0])
-    rows = []
-    for i, name in enumerate(names):
-        data, label = _volume(i)
-        img = nib.Nifti1Image(data, affine)
-        img.header.set_xyzt_units("mm")
-        tmp = root / f".{name}.tmp.nii.gz"
-        nib.save(img, str(tmp))
-        os.replace(tmp, root / name)
-        rows.append((name, label))
-    tmp = root / ".labels.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "label"])
-        writer.writerows(rows)
-    os.replace(tmp, labels_path)  # written last: its presence marks the demo as complete
-    log.info("wrote %d demo MRI volumes to %s", len(names), root)
-    return root
+    return write_nifti_demo(root, names, _volume, SPACING, "MRI")

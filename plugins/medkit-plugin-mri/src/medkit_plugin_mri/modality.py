@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from medkit.core.errors import ConfigError
-from medkit.core.io.cache import DEFAULT_CACHE_BYTES, DiskCache, VolumeCache, volume_cache_dir
-from medkit.core.io.volumes import Volume, find_volumes, load_volume
-from medkit.core.io.windows import WindowDataset, pad_depth, resampled_slices, resize
+from medkit.core.io.cache import DEFAULT_CACHE_BYTES
+from medkit.core.io.volume_modality import WindowedVolumeModality
+from medkit.core.io.volumes import Volume, load_volume
+from medkit.core.io.windows import pad_depth, resampled_slices, resize
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,8 @@ def clip_zscore(x: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
     return torch.from_numpy((arr - arr.mean()) / std).to(torch.float32)
 
 
-def _ints(value: Any, n: int, name: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"modality mri: {name} must be {n} integers, got {value!r}") from exc
-    if len(out) != n or min(out) < 1:
-        raise ConfigError(f"modality mri: {name} must be {n} positive integers, got {value!r}")
-    return out
 
-
-class MRIModality:
+class MRIModality(WindowedVolumeModality):
     """MRI volumes (NIfTI ``.nii``/``.nii.gz``, DICOM series folders, single ``.dcm`` files).
 
     Args:
@@ -71,9 +63,6 @@ class MRIModality:
     """
 
     name = "mri"
-    dims = 3
-    default_tokenizer = "patch_3d"
-    default_objective = "mae"
 
     def __init__(self, spacing: float | None = None, drop_fraction: float = 0.1,
                  percentiles: tuple[float, float] = (0.2, 99.8), normalize: str = "window",
@@ -94,21 +83,11 @@ class MRIModality:
             raise ConfigError(f"modality mri: percentiles need 0 <= low < high <= 100, got {percentiles!r}")
         if normalize not in ("window", "volume"):
             raise ConfigError(f"modality mri: normalize must be 'window' or 'volume', got {normalize!r}")
-        self.depth, self.depth_stride = _ints((depth, depth_stride), 2, "depth and depth_stride")
-        self.input_size = _ints(input_size, 3, "input_size")
-        if len(orientation) != 3 or set(orientation.upper()) - set("LRAPIS"):
-            raise ConfigError(f"modality mri: orientation must be 3 axcodes such as 'RAS', "
-                              f"got {orientation!r}")
-        if not 0.0 <= float(flip_prob) <= 1.0:
-            raise ConfigError(f"modality mri: flip_prob must be in [0, 1], got {flip_prob!r}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"modality mri: on_error must be 'raise' or 'skip', got {on_error!r}")
+        self._set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
+                                 orientation=orientation, flip_prob=flip_prob, cache_size=cache_size,
+                                 cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error)
         self.spacing = None if spacing is None else float(spacing)
         self.drop_fraction, self.percentiles, self.normalize = float(drop_fraction), (low, high), normalize
-        self.orientation = orientation.upper()
-        self.flip_prob, self.on_error, self.disk_cache = float(flip_prob), on_error, bool(disk_cache)
-        self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size),
-                                 owner="modality mri")
 
     def demo_data(self, root: Path) -> Path:
         """Write six small synthetic T1-like volumes (NIfTI) with ``labels.csv`` under ``root/mri``."""
@@ -121,7 +100,7 @@ class MRIModality:
         total = resampled_slices(vol.slices, vol.spacing, self.spacing)
         return total, int(total * self.drop_fraction)
 
-    def slices_kept(self, vol: Volume) -> int:
+    def window_slices(self, vol: Volume) -> int:
         """Depth of ``vol`` once trimmed and padded to at least one window."""
         total, drop = self._slices(vol)
         return max(total - 2 * drop, self.depth)
@@ -145,17 +124,3 @@ class MRIModality:
                            "drop_fraction": self.drop_fraction, "percentiles": list(self.percentiles),
                            "normalize": self.normalize, "depth": self.depth,
                            "size": list(self.input_size[1:]), "orientation": self.orientation})
-
-    def _disk_cache(self) -> DiskCache | None:
-        return DiskCache(volume_cache_dir(), self.fingerprint()) if self.disk_cache else None
-
-    def dataset(self, data: Path, *, train: bool) -> WindowDataset:
-        """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
-        volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
-        ds = WindowDataset("mri", Path(data), volumes, [self.slices_kept(v) for v in volumes],
-                           depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
-                           finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
-                           cache=self.cache, disk_cache=self._disk_cache())
-        log.info("mri: %d windows from %d volumes under %s (%d skipped)", len(ds), len(volumes), data,
-                 len(skipped))
-        return ds
