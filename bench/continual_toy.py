@@ -2,7 +2,7 @@
 
 Each strategy runs ``medkit run`` (tiny preset, a few steps per stage, built-in demo data) in its own
 subprocess and run directory; a ``tfs`` run (no training) provides FWT's untrained baseline
-``b_j``. The metrics come from :mod:`medkit.core.clmetrics` (docs/continual-metrics.md). Prints
+``b_j``. The metrics come from :mod:`medkit.eval.metrics` (docs/continual-metrics.md). Prints
 the comparison and a forgetting table per metric, and writes JSON.
 
     python bench/continual_toy.py --max-steps 4 --out bench/results/continual_toy.json
@@ -40,7 +40,7 @@ def installed_strategies() -> list[str]:
 
 def probe_overrides(args: argparse.Namespace) -> tuple[list[str], str | None]:
     """``trainer.probe_*`` overrides when this medkit's config has those keys, else a note."""
-    from medkit.core.config import TRAINER_DEFAULTS
+    from medkit.config.compose import TRAINER_DEFAULTS
 
     wanted = {"probe_max_train": args.probe_max_train, "probe_max_query": args.probe_max_query,
               "probe_unseen": "true"}  # forward transfer needs R[j-1, j]

@@ -23,7 +23,7 @@ def _isolated_host(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
     if "MEDKIT_DEMO_DIR" not in os.environ:
         monkeypatch.setenv("MEDKIT_DEMO_DIR", str(tmp_path_factory.getbasetemp() / "demo"))
     reset_host()
-    import medkit.core.config as config
+    import medkit.config.compose as config
 
     config._STORE = None
     yield

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.core.evaluation import read_matrix
+from medkit.eval.evaluate import read_matrix
 
 from .conftest import run_cli
 

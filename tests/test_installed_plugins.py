@@ -21,8 +21,8 @@ def test_installed_plugins_are_healthy():
 
 @pytest.mark.parametrize("name", MODALITIES)
 def test_modality_flows_through_tokenizer_and_objective(name, tmp_path_factory):
-    from medkit.core.data import collate
-    from medkit.core.encoder import UniversalEncoder
+    from medkit.api.batch import collate
+    from medkit.models.encoder import UniversalEncoder
     from medkit.registry import create
 
     modality = create("modality", name)
@@ -43,8 +43,8 @@ def test_modality_flows_through_tokenizer_and_objective(name, tmp_path_factory):
 
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_strategy_runs_two_stages(name, tmp_path):
-    from medkit.core.evaluation import read_matrix
-    from medkit.core.testing import run_synthetic
+    from medkit.eval.evaluate import read_matrix
+    from medkit.testing.contracts import run_synthetic
 
     run = run_synthetic(tmp_path / "run", name, max_steps=2, demo_dir=tmp_path / "demo")
     mods, rows = read_matrix(run / "metrics" / "matrix.csv")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TOP = {"core": "medkit/core", "registry": "medkit/registry", "cli": "medkit/cli"}
 
 
 @pytest.mark.slow
@@ -20,17 +19,16 @@ def test_wheel_contains_every_module(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for top in TOP:
-        shutil.copytree(REPO / top, src / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     out = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
                           str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("medkit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"{TOP[top]}/{p.relative_to(REPO / top).as_posix()}"
-                for top in TOP for p in (REPO / top).rglob("*.py") if "__pycache__" not in p.parts}
+    expected = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src").rglob("*.py")
+                if "__pycache__" not in p.parts}
     missing = sorted(expected - names)
-    assert not missing, f"modules missing from the wheel (add their package to pyproject.toml): {missing}"
+    assert not missing, f"modules missing from the wheel (a folder without __init__.py?): {missing}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "medkit = medkit.cli.main:main" in text and "builtin = medkit.core.builtin" in text
+    assert "medkit = medkit.cli.main:main" in text and "builtin = medkit.strategies.builtin" in text

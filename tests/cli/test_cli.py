@@ -10,20 +10,20 @@ import time
 import pytest
 import torch
 
-from medkit.core.checkpoint import load_tensors
+from medkit.storage.files import load_tensors
 
 from ..conftest import make_dist, run_cli
 
 CRASHER = """
 import os, signal
-from medkit.core import hookimpl
+from medkit.api import hookimpl
 MEDKIT_API_VERSION = 1
 @hookimpl
 def medkit_on_step_end(run, stage, step, metrics):
     if os.environ.get("CRASH_AT") == f"{stage.index}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
 """
-SYNTH = "from medkit.core.testing import *  # noqa\nfrom medkit.core.testing import medkit_register_modalities, MEDKIT_API_VERSION\n"
+SYNTH = "from medkit.testing.contracts import *  # noqa\nfrom medkit.testing.contracts import medkit_register_modalities, MEDKIT_API_VERSION\n"
 SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
          "trainer.eval_batches=1"]
 
@@ -114,25 +114,25 @@ def test_broken_plugins_are_reported_and_isolated(tmp_path, synth_env):
     site = tmp_path / "broken"
     make_dist(site / "a", "medkit-plugin-boom", "boomplug", "raise ImportError('missing dependency xyz')")
     make_dist(site / "b", "medkit-plugin-typo", "typoplug", """
-        from medkit.core import hookimpl
+        from medkit.api import hookimpl
         MEDKIT_API_VERSION = 1
         @hookimpl
         def medkit_register_strategys(register):
             pass
         """)
     make_dist(site / "c", "medkit-plugin-future", "futureplug", """
-        from medkit.core import hookimpl, StrategySpec
+        from medkit.api import hookimpl, StrategySpec
         MEDKIT_API_VERSION = 7
         @hookimpl
         def medkit_register_strategies(register):
             register(StrategySpec("future", "x:y"))
         """)
     make_dist(site / "d", "medkit-plugin-dup", "dupplug", """
-        from medkit.core import hookimpl, StrategySpec
+        from medkit.api import hookimpl, StrategySpec
         MEDKIT_API_VERSION = 1
         @hookimpl
         def medkit_register_strategies(register):
-            register(StrategySpec("sequential", "medkit.core.strategy:make_joint"))
+            register(StrategySpec("sequential", "medkit.strategies.base:make_joint"))
         """)
     extra = ":".join(str(site / x) for x in "abcd")
     env = {**synth_env, "PYTHONPATH": f"{synth_env['PYTHONPATH']}:{extra}"}

@@ -24,10 +24,10 @@ def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-stage pre-training run (synthetic 3D then 2D data, depth 2, width 48)."""
     import torch
 
-    from medkit.core.testing import run_synthetic
+    from medkit.testing.contracts import run_synthetic
     from medkit.registry import reset_host
 
-    import medkit.core.config as config
+    import medkit.config.compose as config
 
     root = tmp_path_factory.mktemp("pretrained")
     saved = os.environ.get("MEDKIT_DEMO_DIR")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.core.checkpoint import load_tensors
-from medkit.core.errors import ConfigError
-from medkit.core.finetune_backbones import (EncoderBackbone, MonaiBackbone, TimmBackbone, load_encoder,
+from medkit.storage.files import load_tensors
+from medkit.api.errors import ConfigError
+from medkit.finetune.backbones import (EncoderBackbone, MonaiBackbone, TimmBackbone, load_encoder,
                                             modality_info)
-from medkit.core.finetune_config import component_defaults
+from medkit.finetune.config import component_defaults
 
 
 def test_load_encoder_takes_the_runs_weights(pretrained_run: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -28,7 +28,7 @@ def test_load_encoder_takes_the_runs_weights(pretrained_run: Path, caplog: pytes
 
 
 def test_feature_maps_are_token_grids_without_cls() -> None:
-    from medkit.core.finetune_testing import tiny_backbone
+    from medkit.testing.tasks import tiny_backbone
 
     torch.manual_seed(0)
     bb = tiny_backbone(3).eval()

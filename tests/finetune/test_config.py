@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from medkit.core.errors import CheckpointError, ConfigError
-from medkit.core.finetune_config import FinetuneSelection, compose_finetune, load_recipe, recipe_names
+from medkit.api.errors import CheckpointError, ConfigError
+from medkit.finetune.config import FinetuneSelection, compose_finetune, load_recipe, recipe_names
 
 #: Table 1: learning rate, batch size, iterations.
 TABLE_1 = {"pudmed20k": (2e-4, 64, 14065), "chestxr": (5e-5, 32, 35840), "qata": (1e-4, 16, 25000),

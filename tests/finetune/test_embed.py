@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from medkit.core.errors import ConfigError
-from medkit.core.finetune_embed import pca2, tsne, tsne_torch
+from medkit.api.errors import ConfigError
+from medkit.finetune.embed import pca2, tsne, tsne_torch
 
 
 def _nn_purity(y: np.ndarray, labels: np.ndarray) -> float:
@@ -46,7 +46,7 @@ def test_pca_and_method_choice() -> None:
 
 
 def test_embed_command(medkit, pretrained_run: Path, tmp_path: Path) -> None:
-    from medkit.core.testing import use_synthetic_host
+    from medkit.testing.contracts import use_synthetic_host
 
     use_synthetic_host()  # synth_a / synth_2d, the modalities the run was trained on
     out = tmp_path / "tsne.png"

@@ -70,10 +70,10 @@ def test_segmentation_2d_from_pretrained_run_and_evaluate(medkit, pretrained_run
 
 
 def test_resume_matches_an_uninterrupted_run(medkit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.core.checkpoint import load_tensors
-    from medkit.core.engine import load_config
-    from medkit.core.finetune import Finetuner
-    from medkit.core.finetune_config import FinetuneSelection, compose_finetune
+    from medkit.storage.files import load_tensors
+    from medkit.engine.engine import load_config
+    from medkit.finetune.trainer import Finetuner
+    from medkit.finetune.config import FinetuneSelection, compose_finetune
     from medkit_plugin_classification.task import ClassificationTask
 
     sel = FinetuneSelection(task="classification", modality="xray", scratch=True, preset="tiny", max_steps=4,

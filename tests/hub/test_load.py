@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.core.checkpoint import load_tensors
-from medkit.core.errors import CheckpointError, ConfigError, PluginError
+from medkit.storage.files import load_tensors
+from medkit.api.errors import CheckpointError, ConfigError, PluginError
 
 
 def _edit_config(run: Path, edit) -> None:  # noqa: ANN001
@@ -20,7 +20,7 @@ def _edit_config(run: Path, edit) -> None:  # noqa: ANN001
 
 
 def test_parse_reference() -> None:
-    from medkit.core.hub import Reference, parse_reference
+    from medkit.hub.hub import Reference, parse_reference
 
     assert parse_reference("hf-hub:alice/ct-tiny") == Reference("hf-hub", repo_id="alice/ct-tiny")
     assert parse_reference("hf-hub:alice/ct-tiny@v1.2") == Reference("hf-hub", "alice/ct-tiny", "v1.2")
@@ -33,7 +33,7 @@ def test_parse_reference() -> None:
 
 
 def test_resolve_local_references(synthetic_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.core.hub import resolve_checkpoint
+    from medkit.hub.hub import resolve_checkpoint
 
     assert resolve_checkpoint(synthetic_run) == synthetic_run.resolve()
     assert resolve_checkpoint(f"local-dir:{synthetic_run}") == synthetic_run.resolve()
@@ -48,7 +48,7 @@ def test_resolve_local_references(synthetic_run: Path, tmp_path: Path, monkeypat
 
 
 def test_pull_a_local_run_copies_only_the_checkpoint(synthetic_run: Path, tmp_path: Path) -> None:
-    from medkit.core.hub import pull
+    from medkit.hub.hub import pull
 
     out = pull(f"local-dir:{synthetic_run}", to=tmp_path / "copy")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
@@ -62,7 +62,7 @@ def test_pull_a_local_run_copies_only_the_checkpoint(synthetic_run: Path, tmp_pa
 
 
 def test_load_pretrained_rebuilds_the_run_exactly(synthetic_run: Path) -> None:
-    from medkit.core.hub import load_pretrained
+    from medkit.hub.hub import load_pretrained
 
     saved = load_tensors(synthetic_run / "model.safetensors")
     model = load_pretrained(f"local-dir:{synthetic_run}")
@@ -77,7 +77,7 @@ def test_load_pretrained_rebuilds_the_run_exactly(synthetic_run: Path) -> None:
 
 
 def test_a_missing_plugin_names_the_distribution(run_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.core.hub import load_pretrained
+    from medkit.hub.hub import load_pretrained
     from medkit.registry import reset_host
 
     monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-mae")  # as if it were not installed
@@ -92,7 +92,7 @@ def test_a_missing_plugin_names_the_distribution(run_copy: Path, monkeypatch: py
 
 
 def test_a_target_in_the_config_is_refused(run_copy: Path) -> None:
-    from medkit.core.hub import load_pretrained
+    from medkit.hub.hub import load_pretrained
 
     _edit_config(run_copy, lambda a: a["tokenizer"]["patch_3d"].update(_target_="os.system"))
     with pytest.raises(CheckpointError, match=r"tokenizer\.patch_3d holds a _target_"):
@@ -100,7 +100,7 @@ def test_a_target_in_the_config_is_refused(run_copy: Path) -> None:
 
 
 def test_architecture_mismatch_names_the_first_key_and_shapes(run_copy: Path) -> None:
-    from medkit.core.hub import load_pretrained
+    from medkit.hub.hub import load_pretrained
 
     def wider(arch: dict) -> None:
         arch["encoder"]["embed_dim"] = 96
@@ -113,7 +113,7 @@ def test_architecture_mismatch_names_the_first_key_and_shapes(run_copy: Path) ->
 
 
 def test_inconsistent_config_is_refused(run_copy: Path) -> None:
-    from medkit.core.hub import load_pretrained
+    from medkit.hub.hub import load_pretrained
 
     _edit_config(run_copy, lambda a: a["encoder"].update(embed_dim=96))
     with pytest.raises(CheckpointError, match="inconsistent: encoder resolves to embed_dim=96 but trunk says"):
@@ -122,7 +122,7 @@ def test_inconsistent_config_is_refused(run_copy: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupted_weights_are_a_checkpoint_error(run_copy: Path, damage: str) -> None:
-    from medkit.core.hub import load_pretrained
+    from medkit.hub.hub import load_pretrained
 
     path = run_copy / "model.safetensors"
     data = path.read_bytes()
@@ -135,8 +135,8 @@ def test_corrupted_weights_are_a_checkpoint_error(run_copy: Path, damage: str) -
 
 def test_load_pretrained_weights_into_a_model_with_a_new_modality(synthetic_run: Path) -> None:
     """What ``medkit run --from`` needs: old weights in, new tokenizer and head left fresh."""
-    from medkit.core.hub import load_pretrained_weights, pretrained_config
-    from medkit.core.model import build_model
+    from medkit.hub.hub import load_pretrained_weights, pretrained_config
+    from medkit.models.build import build_model
 
     cfg = pretrained_config(synthetic_run)
     cfg["run"]["uses"] = {"synth_b": cfg["run"]["uses"]["synth_b"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.core.errors import CheckpointError, ConfigError
+from medkit.api.errors import CheckpointError, ConfigError
 
 
 @pytest.mark.parametrize("name, allowed", [
@@ -25,13 +25,13 @@ from medkit.core.errors import CheckpointError, ConfigError
     ("masks.sample_index", False),
 ])
 def test_strategy_tensor_allow_list(name: str, allowed: bool) -> None:
-    from medkit.core.publish import strategy_tensor_allowed
+    from medkit.hub.publish import strategy_tensor_allowed
 
     assert strategy_tensor_allowed(name) is allowed
 
 
 def test_filter_strategy_meta_known_answer() -> None:
-    from medkit.core.publish import filter_strategy_state
+    from medkit.hub.publish import filter_strategy_state
 
     meta = {"stage": 3, "momentum": 0.996, "buffer": {"synth_a": ["a/1.nii.gz#w3"]}, "name": "kmeans",
             "centroids_k": [4, 4], "chosen": ["a/1", "a/2"], "root": "/mnt/pacs", "note": "ok#1",
@@ -44,7 +44,7 @@ def test_filter_strategy_meta_known_answer() -> None:
 
 
 def test_sanitizers_remove_local_paths(tmp_path: Path) -> None:
-    from medkit.core.publish import sanitize_config, sanitize_manifest
+    from medkit.hub.publish import sanitize_config, sanitize_manifest
 
     cfg = {"run": {"data": {"ct": "/data/ct", "mri": None}, "uses": {}},
            "modality": {"ct": {"window": [-1000, 1000], "cache_dir": "~/cache", "sub": "rel/dir"}},
@@ -60,7 +60,7 @@ def test_sanitizers_remove_local_paths(tmp_path: Path) -> None:
 
 
 def test_a_local_vocabulary_is_replaced_by_the_published_assets(tmp_path: Path) -> None:
-    from medkit.core.publish import sanitize_architecture
+    from medkit.hub.publish import sanitize_architecture
 
     arch = {"tokenizer": {"text_1d": {"vocab_file": "/home/me/vocab.json", "max_length": 64}}}
     with pytest.raises(CheckpointError, match="no tokenizers/text_1d/tokenizer.json"):
@@ -72,7 +72,7 @@ def test_a_local_vocabulary_is_replaced_by_the_published_assets(tmp_path: Path) 
 
 
 def test_matrix_markdown_known_answer(tmp_path: Path) -> None:
-    from medkit.core.modelcard import matrix_markdown, metric_of
+    from medkit.hub.card import matrix_markdown, metric_of
 
     path = tmp_path / "matrix_knn_accuracy.csv"
     path.write_text("after_stage,stage_modalities,ct,mri\n1,ct,0.5,\n2,mri,0.25,0.875\n")
@@ -85,7 +85,7 @@ def test_matrix_markdown_known_answer(tmp_path: Path) -> None:
 
 
 def test_heatmap_is_a_png(tmp_path: Path) -> None:
-    from medkit.core.modelcard import render_heatmap
+    from medkit.hub.card import render_heatmap
 
     path = tmp_path / "matrix.csv"
     path.write_text("after_stage,stage_modalities,ct,mri\n1,ct,1.5,\n2,mri,1.25,0.9\n")
@@ -95,7 +95,7 @@ def test_heatmap_is_a_png(tmp_path: Path) -> None:
 
 
 def test_license_and_card_metadata(synthetic_run: Path) -> None:
-    from medkit.core.modelcard import card_metadata, check_license
+    from medkit.hub.card import card_metadata, check_license
 
     assert check_license("Apache-2.0") == "apache-2.0" and check_license("other") == "other"
     with pytest.raises(ConfigError, match="did you mean 'mit'"):

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from medkit.core.errors import PluginError
+from medkit.api.errors import PluginError
 from medkit.registry.host import PluginHost
 
 GOOD = """
-from medkit.core import hookimpl, StrategySpec
+from medkit.api import hookimpl, StrategySpec
 MEDKIT_API_VERSION = 1
 @hookimpl
 def medkit_register_strategies(register):
-    register(StrategySpec("toy", "medkit.core.strategy:make_sequential", summary="toy"))
+    register(StrategySpec("toy", "medkit.strategies.base:make_sequential", summary="toy"))
 """
 
 
@@ -28,7 +28,7 @@ def _host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, modules: dict[str, st
     for name in modules:
         sys.modules.pop(name, None)
     eps = [md.EntryPoint(name=n, value=n, group="medkit") for n in modules]
-    eps.append(md.EntryPoint(name="builtin", value="medkit.core.builtin", group="medkit"))
+    eps.append(md.EntryPoint(name="builtin", value="medkit.strategies.builtin", group="medkit"))
     return PluginHost(eps)
 
 
@@ -53,7 +53,7 @@ def test_import_error_is_recorded_and_skipped(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("source, reason", [
     ("""
-    from medkit.core import hookimpl
+    from medkit.api import hookimpl
     MEDKIT_API_VERSION = 1
     @hookimpl
     def medkit_register_strategys(register):
@@ -65,14 +65,14 @@ def test_import_error_is_recorded_and_skipped(tmp_path, monkeypatch):
         pass
     """, "not marked with @hookimpl"),
     ("""
-    from medkit.core import hookimpl
+    from medkit.api import hookimpl
     MEDKIT_API_VERSION = 99
     @hookimpl
     def medkit_register_strategies(register):
         pass
     """, "written for medkit plugin API 99"),
     ("""
-    from medkit.core import hookimpl
+    from medkit.api import hookimpl
     @hookimpl
     def medkit_register_strategies(register):
         pass

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.core.checkpoint import load_tensors
-from medkit.core.errors import ConfigError
-from medkit.core.testing import StrategyContract, run_synthetic
+from medkit.storage.files import load_tensors
+from medkit.api.errors import ConfigError
+from medkit.testing.contracts import StrategyContract, run_synthetic
 from medkit_plugin_cassle.strategy import CaSSLe, distill_loss, make_predictor
 
 
@@ -109,8 +109,8 @@ def test_predictor_group_teacher_and_exact_resume(tmp_path: Path, monkeypatch: p
     assert any(k.startswith("teacher.blocks.") for k in state) and any(k.startswith("predictor.") for k in state)
     monkeypatch.setattr(CaSSLe, "loss", original_loss)
 
-    from medkit.core.engine import Engine, load_config
-    from medkit.core.progress import NullReporter
+    from medkit.engine.engine import Engine, load_config
+    from medkit.api.progress import NullReporter
 
     run = tmp_path / "resumed"
     Engine(load_config(run), run, reporter=NullReporter(), resume=True).run()

@@ -11,7 +11,7 @@ def _one_thread_fresh_host(monkeypatch: pytest.MonkeyPatch):
 
     from medkit.registry import reset_host
 
-    import medkit.core.config as config
+    import medkit.config.compose as config
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

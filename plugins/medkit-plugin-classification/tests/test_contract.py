@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.core.finetune_testing import TaskContract, tiny_backbone
+from medkit.testing.tasks import TaskContract, tiny_backbone
 
 
 class TestClassification(TaskContract):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from medkit.core.errors import ConfigError
-from medkit.core.finetune_testing import tiny_backbone
+from medkit.api.errors import ConfigError
+from medkit.testing.tasks import tiny_backbone
 from medkit_plugin_classification.heads import (Classifier, OneLayerHead, TwoLayerHead, build_head,
                                                resolve_head)
 

@@ -1,6 +1,6 @@
 """Known answers for the ct preprocessing: HU window, resampling, window count, flips, options.
 
-The shared window helpers (window_starts, caches) are tested in tests/core/io.
+The shared window helpers (window_starts, caches) are tested in tests/data.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from medkit.core.errors import ConfigError
-from medkit.core.io.windows import read_labels
+from medkit.api.errors import ConfigError
+from medkit.data.windows import read_labels
 from medkit_plugin_ct.modality import CTModality, hu_window
 
 nib = pytest.importorskip("nibabel")

@@ -9,7 +9,7 @@ import pytest
 def _fresh_host(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     from medkit.registry import reset_host
 
-    import medkit.core.config as config
+    import medkit.config.compose as config
 
     monkeypatch.delenv("MEDKIT_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS", raising=False)

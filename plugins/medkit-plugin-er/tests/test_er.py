@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.core.data import StepPlan, split_indices
-from medkit.core.errors import CheckpointError, ConfigError, DataError
-from medkit.core.testing import StrategyContract, run_synthetic
+from medkit.api.batch import StepPlan, split_indices
+from medkit.api.errors import CheckpointError, ConfigError, DataError
+from medkit.testing.contracts import StrategyContract, run_synthetic
 from medkit_plugin_er.strategy import ReplayBuffer, buffer_size, make_er, reservoir
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from medkit.core.checkpoint import load_tensors
-from medkit.core.errors import ConfigError
-from medkit.core.testing import StrategyContract, run_synthetic
+from medkit.storage.files import load_tensors
+from medkit.api.errors import ConfigError
+from medkit.testing.contracts import StrategyContract, run_synthetic
 from medkit_plugin_ewc.fisher import diagonal_fisher, ewc_penalty, online_update
 
 

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.core.data import collate
-from medkit.core.encoder import UniversalEncoder, count_parameters
-from medkit.core.errors import ConfigError
-from medkit.core.masking import make_noise, random_masking
-from medkit.core.testing import ObjectiveContract
+from medkit.api.batch import collate
+from medkit.models.encoder import UniversalEncoder, count_parameters
+from medkit.api.errors import ConfigError
+from medkit.models.masking import make_noise, random_masking
+from medkit.testing.contracts import ObjectiveContract
 from medkit.registry import create
 
 
@@ -160,7 +160,7 @@ def test_constant_patches_have_zero_normalised_target() -> None:
 
 # -- decoder positions ----------------------------------------------------------------------
 def test_decoder_positions_are_grid_aware() -> None:
-    from medkit.core.encoder import sincos_init
+    from medkit.models.encoder import sincos_init
 
     encoder, objective, _ = _setup("patch_3d")
     assert objective.base_grid == (1, 12, 12)

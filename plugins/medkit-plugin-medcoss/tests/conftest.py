@@ -14,7 +14,7 @@ import torch
 def _fresh_host(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     from medkit.registry import reset_host
 
-    import medkit.core.config as config
+    import medkit.config.compose as config
 
     monkeypatch.delenv("MEDKIT_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS", raising=False)
@@ -41,8 +41,8 @@ class IdsDataset:
 def make_ctx(tmp_path: Path) -> Callable[..., Any]:
     """``make_ctx(tokenizer="patch_2d", ids={modality: ids}, stage=[...])`` → a real ``RunContext``
     with a tiny encoder (width 32, depth 2), no heads, and id-only datasets."""
-    from medkit.core.context import RunContext
-    from medkit.core.encoder import UniversalEncoder
+    from medkit.api.context import RunContext
+    from medkit.models.encoder import UniversalEncoder
     from medkit.registry import create
 
     def build(tokenizer: str = "patch_2d", ids: dict[str, list[str]] | None = None,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.core.data import StepPlan, split_indices
-from medkit.core.errors import CheckpointError, ConfigError, DataError
-from medkit.core.testing import StrategyContract, run_synthetic
+from medkit.api.batch import StepPlan, split_indices
+from medkit.api.errors import CheckpointError, ConfigError, DataError
+from medkit.testing.contracts import StrategyContract, run_synthetic
 from medkit_plugin_medcoss.buffer import BufferEntry
 from medkit_plugin_medcoss.strategy import make_rehearsal
 
@@ -133,9 +133,9 @@ def test_two_stage_run_distils_only_on_buffer_steps(two_stage_run: Path) -> None
 
 def test_mid_stage_resume_reproduces_the_uninterrupted_run(two_stage_run: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.core.checkpoint import load_tensors
-    from medkit.core.engine import Engine, load_config
-    from medkit.core.progress import NullReporter
+    from medkit.storage.files import load_tensors
+    from medkit.engine.engine import Engine, load_config
+    from medkit.api.progress import NullReporter
     from medkit_plugin_medcoss.strategy import Rehearsal
 
     whole, demo = two_stage_run, two_stage_run.parent / "demo"

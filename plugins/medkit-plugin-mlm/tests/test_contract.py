@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from medkit.core.testing import ObjectiveContract
+from medkit.testing.contracts import ObjectiveContract
 from medkit.registry import get_host
 
 if "text_1d" not in get_host().names("tokenizer"):  # pragma: no cover - depends on the environment

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from medkit.core.data import collate
-from medkit.core.encoder import UniversalEncoder
-from medkit.core.errors import ConfigError
+from medkit.api.batch import collate
+from medkit.models.encoder import UniversalEncoder
+from medkit.api.errors import ConfigError
 from medkit.registry import create, get_host
 from medkit_plugin_mlm.masking import (
     IGNORE_INDEX,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from medkit.core.testing import ModalityContract
+from medkit.testing.contracts import ModalityContract
 
 
 class TestMRIContract(ModalityContract):

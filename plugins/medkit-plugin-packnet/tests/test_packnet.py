@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.core.errors import ConfigError
-from medkit.core.evaluation import read_matrix
-from medkit.core.testing import StrategyContract, run_synthetic
+from medkit.api.errors import ConfigError
+from medkit.eval.evaluate import read_matrix
+from medkit.testing.contracts import StrategyContract, run_synthetic
 from medkit_plugin_packnet.masks import FREE, assign_owners, default_ratios, eval_keep
 from medkit_plugin_packnet.strategy import PackNet
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.core.testing import ModalityContract
+from medkit.testing.contracts import ModalityContract
 from medkit.registry import create
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medkit.core.errors import ConfigError, DataError
+from medkit.api.errors import ConfigError, DataError
 from medkit.registry import create
 from medkit_plugin_pathology.readers import to_rgb
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medkit.core.testing import ModalityContract
+from medkit.testing.contracts import ModalityContract
 
 
 class TestReportModality(ModalityContract):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medkit.core.finetune_testing import TaskContract
+from medkit.testing.tasks import TaskContract
 
 
 class TestSegmentation(TaskContract):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.core.errors import ConfigError
-from medkit.core.finetune_backbones import MonaiBackbone, default_blocks
-from medkit.core.finetune_testing import tiny_backbone
+from medkit.api.errors import ConfigError
+from medkit.finetune.backbones import MonaiBackbone, default_blocks
+from medkit.testing.tasks import tiny_backbone
 from medkit_plugin_segmentation.decoder import FusionSegmentationModel, UNETRDecoder
 
 

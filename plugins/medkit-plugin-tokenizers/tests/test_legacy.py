@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.testing import TokenizerContract
+from medkit.api.errors import ConfigError, DataError
+from medkit.testing.contracts import TokenizerContract
 from medkit.registry import create
 from medkit_plugin_tokenizers.text import TextTokenizer
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.testing import TokenizerContract
+from medkit.api.errors import ConfigError, DataError
+from medkit.testing.contracts import TokenizerContract
 from medkit.registry import create
 
 
@@ -47,7 +47,7 @@ def test_attributes_and_base_grids() -> None:
 
 
 def test_position_table_starts_as_sincos() -> None:
-    from medkit.core.encoder import sincos_init
+    from medkit.models.encoder import sincos_init
 
     t = _tok("patch_2d", embed_dim=16, base_size=(64, 32))
     assert torch.equal(t.pos_embed.detach(), sincos_init(16, (4, 2)))

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.io.image2d import IMAGENET_MEAN, IMAGENET_STD
+from medkit.api.errors import ConfigError, DataError
+from medkit.data.image2d import IMAGENET_MEAN, IMAGENET_STD
 from medkit.registry import create
 from medkit_plugin_xray.dataset import is_frontal
 from medkit_plugin_xray.demo import write_dicom

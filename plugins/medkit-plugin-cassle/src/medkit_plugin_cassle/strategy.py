@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medkit.core.checkpoint import load_state_checked
-from medkit.core.context import LossOutput, RunContext
-from medkit.core.data import Batch
-from medkit.core.encoder import UniversalEncoder
-from medkit.core.errors import CheckpointError, ConfigError
-from medkit.core.masking import make_noise, random_masking
-from medkit.core.strategy import BaseStrategy
+from medkit.storage.files import load_state_checked
+from medkit.api.context import LossOutput, RunContext
+from medkit.api.batch import Batch
+from medkit.models.encoder import UniversalEncoder
+from medkit.api.errors import CheckpointError, ConfigError
+from medkit.models.masking import make_noise, random_masking
+from medkit.strategies.base import BaseStrategy
 
 log = logging.getLogger(__name__)
 LOSSES = ("predictive", "mse")

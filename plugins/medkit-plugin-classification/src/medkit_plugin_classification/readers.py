@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.finetune_io import (IMAGE_SUFFIXES, NIFTI_SUFFIXES, SPLITS, Item, ItemDataset, check_splits,
+from medkit.api.errors import ConfigError, DataError
+from medkit.finetune.io import (IMAGE_SUFFIXES, NIFTI_SUFFIXES, SPLITS, Item, ItemDataset, check_splits,
                                      generator, has_suffix, normalize, random_flips, read_array, resize,
                                      split_three)
 

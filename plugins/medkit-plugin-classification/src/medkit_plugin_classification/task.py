@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medkit.core.context import LossOutput
-from medkit.core.data import Batch
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.finetune_io import NORMALIZE_MODES
+from medkit.api.context import LossOutput
+from medkit.api.batch import Batch
+from medkit.api.errors import ConfigError, DataError
+from medkit.finetune.io import NORMALIZE_MODES
 
 from medkit_plugin_classification.heads import Classifier, build_head, resolve_head
 from medkit_plugin_classification.metrics import classification_metrics, confusion_matrix, selection_score

@@ -9,11 +9,11 @@ from typing import Sequence
 
 import torch
 
-from medkit.core.errors import ConfigError
-from medkit.core.io.cache import DEFAULT_CACHE_BYTES
-from medkit.core.io.volume_modality import WindowedVolumeModality
-from medkit.core.io.volumes import Volume, load_volume
-from medkit.core.io.windows import pad_depth, resampled_slices, resize
+from medkit.api.errors import ConfigError
+from medkit.data.cache import DEFAULT_CACHE_BYTES
+from medkit.data.volume_modality import WindowedVolumeModality
+from medkit.data.volumes import Volume, load_volume
+from medkit.data.windows import pad_depth, resampled_slices, resize
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from medkit.core import StrategySpec, hookimpl
+from medkit.api import StrategySpec, hookimpl
 
 MEDKIT_API_VERSION = 1
 

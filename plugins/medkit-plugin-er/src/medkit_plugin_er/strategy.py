@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from medkit.core.context import RunContext
-from medkit.core.data import Source
-from medkit.core.errors import CheckpointError, ConfigError, DataError
-from medkit.core.strategy import BaseStrategy
+from medkit.api.context import RunContext
+from medkit.api.batch import Source
+from medkit.api.errors import CheckpointError, ConfigError, DataError
+from medkit.strategies.base import BaseStrategy
 
 log = logging.getLogger(__name__)
 

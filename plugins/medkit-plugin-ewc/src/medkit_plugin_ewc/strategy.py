@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from medkit.core.context import LossOutput, RunContext
-from medkit.core.data import Batch
-from medkit.core.errors import CheckpointError, ConfigError
-from medkit.core.strategy import BaseStrategy
+from medkit.api.context import LossOutput, RunContext
+from medkit.api.batch import Batch
+from medkit.api.errors import CheckpointError, ConfigError
+from medkit.strategies.base import BaseStrategy
 
 from medkit_plugin_ewc.fisher import Anchor, diagonal_fisher, ewc_penalty, online_update
 

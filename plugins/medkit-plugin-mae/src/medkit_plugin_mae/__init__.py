@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from medkit.core import ObjectiveSpec, hookimpl
+from medkit.api import ObjectiveSpec, hookimpl
 
 MEDKIT_API_VERSION = 1
 

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from medkit.core.context import LossOutput
-from medkit.core.data import Batch
-from medkit.core.encoder import UniversalEncoder, interpolate_grid, sincos_init
-from medkit.core.errors import ConfigError
-from medkit.core.masking import Masking, gather_tokens, make_noise, random_masking
+from medkit.api.context import LossOutput
+from medkit.api.batch import Batch
+from medkit.models.encoder import UniversalEncoder, interpolate_grid, sincos_init
+from medkit.api.errors import ConfigError
+from medkit.models.masking import Masking, gather_tokens, make_noise, random_masking
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MAEObjective(nn.Module):
     (zero-initialised, like the zero CLS row of MAE's sin-cos table).
 
     Args:
-        encoder: the shared :class:`~medkit.core.encoder.UniversalEncoder` (engine-supplied; only its
+        encoder: the shared :class:`~medkit.models.encoder.UniversalEncoder` (engine-supplied; only its
             width and the tokenizer's geometry are read here).
         tokenizer: name of the image tokenizer (``patch_2d`` / ``patch_3d``) in ``encoder.tokenizers``.
         mask_ratio: fraction of tokens removed; ``int(N * (1 - mask_ratio))`` are kept.

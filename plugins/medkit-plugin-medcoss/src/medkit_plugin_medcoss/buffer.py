@@ -11,9 +11,9 @@ from typing import Any, Sequence
 
 import torch
 
-from medkit.core.context import RunContext
-from medkit.core.distributed import all_gather_cat
-from medkit.core.errors import CheckpointError, ConfigError, DataError
+from medkit.api.context import RunContext
+from medkit.engine.distributed import all_gather_cat
+from medkit.api.errors import CheckpointError, ConfigError, DataError
 
 from medkit_plugin_medcoss import kmeans
 from medkit_plugin_medcoss.store import FeatureStore

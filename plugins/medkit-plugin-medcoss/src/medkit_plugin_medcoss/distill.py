@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from medkit.core.context import RunContext
-from medkit.core.data import Batch
-from medkit.core.encoder import UniversalEncoder
-from medkit.core.masking import make_noise, random_masking
+from medkit.api.context import RunContext
+from medkit.api.batch import Batch
+from medkit.models.encoder import UniversalEncoder
+from medkit.models.masking import make_noise, random_masking
 
 
 def snapshot_teacher(encoder: UniversalEncoder) -> UniversalEncoder:

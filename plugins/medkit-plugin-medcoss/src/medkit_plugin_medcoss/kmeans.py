@@ -9,7 +9,7 @@ from typing import Iterator, Protocol, Union, runtime_checkable
 
 import torch
 
-from medkit.core.errors import ConfigError
+from medkit.api.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

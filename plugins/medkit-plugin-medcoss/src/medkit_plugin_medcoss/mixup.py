@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medkit.core.errors import ConfigError
+from medkit.api.errors import ConfigError
 
 DISTRIBUTIONS = ("uniform", "beta")
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from medkit.core.context import LossOutput, RunContext
-from medkit.core.data import Batch, Source
-from medkit.core.encoder import UniversalEncoder
-from medkit.core.errors import CheckpointError, ConfigError, PluginError
-from medkit.core.strategy import BaseStrategy
+from medkit.api.context import LossOutput, RunContext
+from medkit.api.batch import Batch, Source
+from medkit.models.encoder import UniversalEncoder
+from medkit.api.errors import CheckpointError, ConfigError, PluginError
+from medkit.strategies.base import BaseStrategy
 
 from medkit_plugin_medcoss.buffer import BufferEntry, build_buffer, indices_for_ids
 from medkit_plugin_medcoss.distill import distillation_loss, is_text, snapshot_teacher

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medkit.core.context import LossOutput
-from medkit.core.data import Batch
-from medkit.core.encoder import UniversalEncoder
-from medkit.core.errors import ConfigError, DataError
+from medkit.api.context import LossOutput
+from medkit.api.batch import Batch
+from medkit.models.encoder import UniversalEncoder
+from medkit.api.errors import ConfigError, DataError
 
 from medkit_plugin_mlm.masking import WordMasking, whole_word_mask
 

@@ -10,10 +10,10 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from medkit.core.context import RunContext
-from medkit.core.distributed import average_gradients
-from medkit.core.errors import CheckpointError, ConfigError
-from medkit.core.strategy import BaseStrategy
+from medkit.api.context import RunContext
+from medkit.engine.distributed import average_gradients
+from medkit.api.errors import CheckpointError, ConfigError
+from medkit.strategies.base import BaseStrategy
 
 from medkit_plugin_packnet.masks import FREE, MAX_STAGES, assign_owners, default_ratios, eval_keep
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medkit.core.errors import DataError
+from medkit.api.errors import DataError
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Volume formats: recognised only to refuse them with a clear message (they belong to ct/mri).

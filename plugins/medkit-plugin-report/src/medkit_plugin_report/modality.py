@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from medkit.core.errors import ConfigError, DataError
+from medkit.api.errors import ConfigError, DataError
 
 from medkit_plugin_report.cleaning import SECTION_CHOICES, clean_report, select_text
 

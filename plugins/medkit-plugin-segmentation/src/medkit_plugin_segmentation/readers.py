@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.finetune_io import (IMAGE_SUFFIXES, NIFTI_SUFFIXES, SPLITS, Item, ItemDataset, check_splits,
+from medkit.api.errors import ConfigError, DataError
+from medkit.finetune.io import (IMAGE_SUFFIXES, NIFTI_SUFFIXES, SPLITS, Item, ItemDataset, check_splits,
                                      file_stem, generator, has_suffix, normalize, random_flips, read_array,
                                      read_mask, split_three)
 

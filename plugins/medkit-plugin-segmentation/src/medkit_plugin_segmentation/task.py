@@ -10,10 +10,10 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from medkit.core.context import LossOutput
-from medkit.core.data import Batch
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.finetune_io import NORMALIZE_MODES
+from medkit.api.context import LossOutput
+from medkit.api.batch import Batch
+from medkit.api.errors import ConfigError, DataError
+from medkit.finetune.io import NORMALIZE_MODES
 
 from medkit_plugin_segmentation.decoder import (FusionSegmentationModel, SegmentationModel, UNETRDecoder,
                                                 build_cnn, check_patch)

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import click
 
-from medkit.core.errors import ConfigError, DataError
+from medkit.api.errors import ConfigError, DataError
 
 
 @click.group("tokenizer")

@@ -9,9 +9,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from medkit.core.encoder import Tokens, interpolate_grid, sincos_init
-from medkit.core.errors import ConfigError, DataError
-from medkit.core.legacy import FlatPositions
+from medkit.models.encoder import Tokens, interpolate_grid, sincos_init
+from medkit.api.errors import ConfigError, DataError
+from medkit.models.legacy import FlatPositions
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class PatchTokenizer(nn.Module):
         name: registry name, used in error messages.
         legacy: the reference's positions instead (spec §2.2, §10.1 items 6-7): a flat table indexed by
             the row-major patch index plus a temporal row (random 0..7 per forward in ``train()``, 0 in
-            ``eval()``), see :class:`medkit.core.legacy.FlatPositions`.
+            ``eval()``), see :class:`medkit.models.legacy.FlatPositions`.
         legacy_position_rows: rows of that flat table (legacy only).
     """
 

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from medkit.core.encoder import Tokens
-from medkit.core.errors import ConfigError, DataError
+from medkit.models.encoder import Tokens
+from medkit.api.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from medkit.core.data import TrainViewMixin
-from medkit.core.errors import DataError
-from medkit.core.io.image2d import make_view, normalize, to_tensor
-from medkit.core.io.tables import encode_labels, read_table
+from medkit.api.batch import TrainViewMixin
+from medkit.api.errors import DataError
+from medkit.data.image2d import make_view, normalize, to_tensor
+from medkit.data.tables import encode_labels, read_table
 from medkit_plugin_xray.readers import file_kind, probe, read_grey
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from medkit.core.errors import ConfigError
-from medkit.core.io.image2d import NORMALIZE_MODES
+from medkit.api.errors import ConfigError
+from medkit.data.image2d import NORMALIZE_MODES
 from medkit_plugin_xray.dataset import XrayDataset, XrayOptions, build_dataset
 from medkit_plugin_xray.readers import INTENSITY_MODES
 

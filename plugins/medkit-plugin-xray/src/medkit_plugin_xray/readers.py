@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from medkit.core.errors import DataError
+from medkit.api.errors import DataError
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")

@@ -1,1 +1,0 @@
-"""medkit.core.io: readers, caches and sample views shared by the modality plugins."""

@@ -1,0 +1,129 @@
+"""What the engine hands strategies: the live model, data and stage of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from medkit.api.batch import Batch, collate
+from medkit.models.encoder import EncoderOutput, UniversalEncoder
+
+
+@dataclass
+class LossOutput:
+    """A scalar loss and the float metrics to log with it (``{"mae": 0.8}``)."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """The live state of a run, passed to every strategy call.
+
+    Attributes:
+        run_dir: the run directory (rank 0 writes there).
+        encoder: the shared encoder (unwrapped, never DDP).
+        heads: pretext objectives by modality name (each an ``nn.Module`` with its heads).
+        modalities: modality components by name.
+        tokenizer_of: tokenizer name by modality name.
+        train_sets / eval_sets: datasets by modality (with / without augmentation).
+        train_indices / val_indices: the split of each modality's dataset.
+        stages: every stage of the run, as lists of modality names.
+        stage_index: 0-based index of the current stage; ``stage`` its modalities.
+        step: optimizer steps done in the current stage; ``max_steps`` its length.
+        config: the strategy's own config values.
+        device, seed, rank, world_size: where and how the run executes.
+        model: the module the optimizer trains (encoder + heads, DDP-wrapped when distributed).
+        optimizer: the current stage's optimizer (``None`` outside a stage).
+        data_paths: the folder each modality was read from.
+    """
+
+    run_dir: Path
+    encoder: UniversalEncoder
+    heads: nn.ModuleDict
+    modalities: dict[str, Any]
+    tokenizer_of: dict[str, str]
+    train_sets: dict[str, Any]
+    eval_sets: dict[str, Any]
+    train_indices: dict[str, list[int]]
+    val_indices: dict[str, list[int]]
+    stages: list[list[str]]
+    config: dict[str, Any]
+    device: torch.device
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    stage_index: int = 0
+    step: int = 0
+    max_steps: int = 0
+    batch_size: int = 8
+    model: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    reporter: Any = None
+    data_paths: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage(self) -> list[str]:
+        return self.stages[self.stage_index]
+
+    @property
+    def seen(self) -> list[str]:
+        """Modalities trained so far, including the current stage, in order."""
+        out: list[str] = []
+        for stage in self.stages[: self.stage_index + 1]:
+            out += [m for m in stage if m not in out]
+        return out
+
+    @property
+    def previous(self) -> list[str]:
+        """Modalities of earlier stages only."""
+        out: list[str] = []
+        for stage in self.stages[: self.stage_index]:
+            out += [m for m in stage if m not in out]
+        return out
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def pretext_loss(self, batch: Batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """The modality's own self-supervised loss on ``batch``."""
+        return self.heads[batch.modality](self.encoder, batch, generator=generator)
+
+    def encode(self, batch: Batch, *, encoder: UniversalEncoder | None = None,
+               ids_keep: torch.Tensor | None = None, return_hidden: bool = False) -> EncoderOutput:
+        """Encode ``batch`` with its modality's tokenizer (``encoder`` defaults to the student)."""
+        enc = encoder if encoder is not None else self.encoder
+        return enc(self.tokenizer_of[batch.modality], batch.inputs, batch.attention_mask,
+                   ids_keep=ids_keep, return_hidden=return_hidden)
+
+    def load_batch(self, modality: str, indices: Sequence[int], *, seed: int | None = None,
+                   train: bool = False, role: str = "current") -> Batch:
+        """Load samples ``indices`` of ``modality`` as one batch on the run's device."""
+        ds = (self.train_sets if train else self.eval_sets)[modality]
+        samples = [ds.load(i, seed=None if seed is None else seed + k) for k, i in enumerate(indices)]
+        tok = self.encoder.tokenizers[self.tokenizer_of[modality]]
+        return collate(samples, modality, tok, role=role).to(self.device)
+
+    @torch.no_grad()
+    def features(self, modality: str, indices: Sequence[int], *, batch_size: int | None = None,
+                 encoder: UniversalEncoder | None = None) -> torch.Tensor:
+        """Pooled eval-mode features ``[N, D]`` (mask ratio 0, mean over non-padding tokens)."""
+        enc = encoder if encoder is not None else self.encoder
+        was_training = enc.training
+        enc.eval()
+        out = []
+        bs = batch_size or self.batch_size
+        try:
+            for k in range(0, len(indices), bs):
+                batch = self.load_batch(modality, indices[k:k + bs])
+                out.append(self.encode(batch, encoder=enc).pooled().float().cpu())
+        finally:
+            enc.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, enc.embed_dim)

@@ -1,0 +1,105 @@
+"""Shared CLI pieces: logging setup, the selection options of run/config show, progress."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+_SELECTION_OPTIONS = [
+    click.option("--modality", "modality", multiple=True,
+                 help="Modality of each stage, in order (repeat or comma-separate)."),
+    click.option("--strategy", default="sequential", show_default=True, help="Continual strategy."),
+    click.option("--data", "data", multiple=True,
+                 help="Data folder: PATH for a single modality, or MODALITY=PATH (repeatable)."),
+    click.option("--preset", type=click.Choice(["tiny", "small", "base"]), default="base",
+                 show_default=True, help="Encoder size (tiny trains in seconds on a CPU)."),
+    click.option("--max-steps", type=int, default=None, help="Optimizer steps per stage."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+    click.argument("overrides", nargs=-1),
+]
+
+
+def selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_SELECTION_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def make_selection(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset: str,
+                   max_steps: int | None, seed: int, overrides: tuple[str, ...]) -> Any:
+    from medkit.config.compose import Selection, parse_data, parse_modalities
+    from medkit.api.errors import ConfigError
+
+    mods = parse_modalities(modality)
+    if not mods:
+        raise ConfigError("select at least one modality, e.g. --modality ct (see medkit plugins list)")
+    return Selection(modalities=mods, strategy=strategy, preset=preset, data=parse_data(data, mods),
+                     seed=seed, max_steps=max_steps, overrides=list(overrides))
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {record.getMessage()}"
+        return record.getMessage()
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The CLI is the only place that configures logging: medkit's and its plugins' messages
+    (loggers ``medkit.*`` and ``medkit_plugin_*``) at ``level`` on stderr, other libraries' at WARNING."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_medkit", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("medkit"))
+    handler._medkit = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # MONAI warns on every DICOM read that an optional GPU decoder is absent: not actionable here
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+
+
+class RichReporter:
+    """A progress bar on a terminal (rich)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
+                                 transient=False)
+        self.task: Any = None
+
+    def start(self, total: int, description: str, completed: int = 0) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total, completed=completed, metrics="")
+
+    def update(self, completed: int, metrics: dict[str, float]) -> None:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        self.progress.update(self.task, completed=completed, metrics=shown)
+
+    def finish(self) -> None:
+        self.progress.stop()
+
+
+def make_reporter(log_every: int) -> Any:
+    from medkit.api.progress import LogReporter
+
+    if sys.stderr.isatty():
+        try:
+            return RichReporter()
+        except ImportError:  # pragma: no cover
+            pass
+    return LogReporter(every=log_every)
+
+
+def default_run_dir(strategy: str, modalities: list[str]) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"runs/{stamp}-{strategy}-{'-'.join(modalities)}"

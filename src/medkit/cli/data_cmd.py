@@ -1,0 +1,67 @@
+"""``medkit data inspect``: what a run would read from a folder, and what it would skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def data() -> None:
+    """Inspect data folders."""
+
+
+@data.command("inspect")
+@click.option("--modality", required=True, help="Modality whose readers to use.")
+@click.option("--data", "path", required=False, type=click.Path(), default=None,
+              help="Folder to inspect (default: the modality's built-in demo data).")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="skip", show_default=True,
+              help="Stop at the first unreadable file, or list every skipped file.")
+@click.option("--limit", type=int, default=16, show_default=True, help="Samples to load for ranges.")
+def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
+    """Print sample count, shapes, value ranges, labels and skipped files."""
+    import inspect as pyinspect
+
+    import torch
+
+    from medkit.engine.engine import demo_root
+    from medkit.registry import create, get_host
+
+    spec = get_host().spec("modality", modality)
+    factory = spec.load_factory()
+    kwargs = {"on_error": on_error} if "on_error" in pyinspect.signature(factory).parameters else {}
+    mod = create("modality", modality, **kwargs)
+    root = Path(path) if path else mod.demo_data(demo_root() / modality)
+    ds = mod.dataset(root, train=False)
+    click.echo(f"modality: {modality}  data: {root}")
+    click.echo(f"samples: {len(ds)}")
+    shapes: dict[str, int] = {}
+    lo, hi = float("inf"), float("-inf")
+    for i in range(min(limit, len(ds))):
+        x = ds.load(i, seed=None)["input"]
+        if torch.is_tensor(x):
+            shapes[str(list(x.shape))] = shapes.get(str(list(x.shape)), 0) + 1
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+        else:
+            shapes[f"text ({len(str(x).split())} words)"] = shapes.get(f"text ({len(str(x).split())} words)", 0) + 1
+    for shape, n in shapes.items():
+        click.echo(f"  shape {shape}: {n} of the first {min(limit, len(ds))}")
+    if lo != float("inf"):
+        click.echo(f"  value range: [{lo:.4g}, {hi:.4g}]")
+    describe = getattr(ds, "describe", None)  # optional: a modality's own summary lines
+    if callable(describe):
+        for line in describe():
+            click.echo(f"  {line}")
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        names = list(getattr(ds, "class_names", None) or [])
+        counts: dict[int, int] = {}
+        for y in labels:
+            counts[int(y)] = counts.get(int(y), 0) + 1
+        shown = ", ".join(f"{names[k] if 0 <= k < len(names) else k}: {v}" for k, v in sorted(counts.items()))
+        click.echo(f"labels: {shown}")
+    skipped = list(getattr(ds, "skipped", []) or [])
+    click.echo(f"skipped: {len(skipped)}")
+    for file, reason in skipped:
+        click.echo(f"  {file}: {reason}")

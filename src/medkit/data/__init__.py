@@ -1,0 +1,1 @@
+"""medkit.data: readers, transforms, caches, labels, splits and the 2D/3D modality bases plugins build on."""

@@ -1,0 +1,119 @@
+"""What the 3D modalities share: window, cache and error options, and indexing a folder into windows."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medkit.api.errors import ConfigError
+from medkit.data.cache import DiskCache, VolumeCache, volume_cache_dir
+from medkit.data.volumes import Volume, find_volumes
+from medkit.data.windows import WindowDataset
+
+log = logging.getLogger(__name__)
+
+
+def positive_ints(value: Any, n: int, what: str, owner: str) -> tuple[int, ...]:
+    """``value`` as ``n`` positive integers, or a :class:`ConfigError` naming ``owner`` and ``what``."""
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{owner}: {what} must be {n} integers, got {value!r}") from exc
+    if len(out) != n or min(out) < 1:
+        raise ConfigError(f"{owner}: {what} must be {n} positive integers, got {value!r}")
+    return out
+
+
+class WindowedVolumeModality:
+    """Base of a 3D modality whose samples are windows of ``depth`` slices cut from volumes.
+
+    A subclass sets ``name``, calls :meth:`_set_window_options` from its ``__init__`` and defines
+    ``window_slices`` (the depth a volume has once prepared), ``prepare``, ``finish`` and
+    ``fingerprint`` (every option that changes ``prepare``'s output: the disk cache's key).
+    """
+
+    name = ""
+    dims = 3
+    default_tokenizer = "patch_3d"
+    default_objective = "mae"
+
+    def _set_window_options(self, *, depth: int, depth_stride: int, input_size: Any, orientation: str,
+                            flip_prob: float, cache_size: int | None, cache_bytes: int, disk_cache: bool,
+                            on_error: str) -> None:
+        owner = f"modality {self.name}"
+        self.depth, self.depth_stride = positive_ints((depth, depth_stride), 2, "depth and depth_stride", owner)
+        self.input_size = positive_ints(input_size, 3, "input_size", owner)
+        if len(orientation) != 3 or set(orientation.upper()) - set("LRAPIS"):
+            raise ConfigError(f"{owner}: orientation must be 3 axcodes such as 'RAS', got {orientation!r}")
+        if not 0.0 <= float(flip_prob) <= 1.0:
+            raise ConfigError(f"{owner}: flip_prob must be in [0, 1], got {flip_prob!r}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"{owner}: on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.orientation = orientation.upper()
+        self.flip_prob, self.on_error, self.disk_cache = float(flip_prob), on_error, bool(disk_cache)
+        self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size), owner=owner)
+
+    def window_slices(self, vol: Volume) -> int:
+        raise NotImplementedError
+
+    def prepare(self, vol: Volume) -> torch.Tensor:
+        raise NotImplementedError
+
+    def finish(self, window: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def _disk_cache(self) -> DiskCache | None:
+        return DiskCache(volume_cache_dir(), self.fingerprint()) if self.disk_cache else None
+
+    def dataset(self, data: Path, *, train: bool) -> WindowDataset:
+        """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
+        volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
+        ds = WindowDataset(self.name, Path(data), volumes, [self.window_slices(v) for v in volumes],
+                           depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
+                           finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
+                           cache=self.cache, disk_cache=self._disk_cache())
+        log.info("%s: %d windows from %d volumes under %s (%d skipped)", self.name, len(ds), len(volumes),
+                 data, len(skipped))
+        return ds
+
+
+def write_nifti_demo(root: Path, names: list[str], make: Any, spacing: tuple[float, float, float],
+                     what: str) -> Path:
+    """Write ``make(i) -> (array [X, Y, Z], label)`` as NIfTI ``names[i]`` with ``spacing`` mm, and
+    ``labels.csv`` last (its presence marks the demo complete), under ``root`` once; later calls
+    only check that every file is there. Each file is written to a temp name and renamed."""
+    import csv
+    import os
+
+    import nibabel as nib
+    import numpy as np
+
+    root = Path(root)
+    labels_path = root / "labels.csv"
+    if labels_path.is_file() and all((root / n).is_file() for n in names):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([*spacing, 1.0])
+    rows = []
+    for i, name in enumerate(names):
+        data, label = make(i)
+        img = nib.Nifti1Image(data, affine)
+        img.header.set_xyzt_units("mm")
+        tmp = root / f".{name}.tmp.nii.gz"
+        nib.save(img, str(tmp))
+        os.replace(tmp, root / name)
+        rows.append((name, label))
+    tmp = root / ".labels.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "label"])
+        writer.writerows(rows)
+    os.replace(tmp, labels_path)
+    log.info("wrote %d demo %s volumes to %s", len(names), what, root)
+    return root

@@ -1,0 +1,329 @@
+"""Indexing 3D volumes (NIfTI, DICOM series, DICOM files) from headers and reading them via MONAI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medkit.api.errors import DataError
+
+log = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+EXPECTED = ("expected a 3D volume (a NIfTI .nii/.nii.gz file, a folder of DICOM .dcm slices "
+            "or one single- or multi-frame .dcm file)")
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One volume found under a data root, described from its header alone.
+
+    Attributes:
+        id: posix path relative to the data root (the file, or the folder of a DICOM series).
+        kind: ``"nifti"``, ``"series"`` (a folder of single-frame slices) or ``"dicom"`` (one file).
+        paths: the file, or every slice of the series.
+        slices: slices along the slice axis (the last axis after reorientation).
+        spacing: millimetres between those slices.
+        frames: frames of a 4D NIfTI (only the first is used), else 1.
+        affine: for ``"dicom"`` files, the RAS affine built from the header (MONAI's reader does
+            not place multi-frame files correctly); ``None`` otherwise.
+    """
+
+    id: str
+    kind: str
+    paths: tuple[str, ...]
+    slices: int
+    spacing: float
+    frames: int = 1
+    affine: tuple[float, ...] | None = None
+
+
+def slice_axis(affine: np.ndarray, axcodes: str) -> int:
+    """Array axis that becomes the last (slice) axis once MONAI's ``Orientation(axcodes)`` ran."""
+    import nibabel as nib
+
+    src = nib.orientations.io_orientation(np.asarray(affine, dtype=float))
+    world = nib.orientations.axcodes2ornt(tuple(axcodes))[2, 0]
+    hits = np.nonzero(src[:, 0] == world)[0]
+    return int(hits[0]) if len(hits) else 2
+
+
+def _spacing(affine: np.ndarray, axis: int) -> float:
+    step = float(np.linalg.norm(np.asarray(affine)[:3, axis]))
+    return step if step > 1e-6 else 1.0
+
+
+# -- NIfTI -------------------------------------------------------------------------------------
+def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))  # lazy: header only
+        shape = tuple(int(s) for s in img.shape)
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem
+        raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "
+                        f"re-export the file, remove it, or set on_error=skip") from exc
+    if len(shape) < 3 or len(shape) > 4:
+        raise DataError(f"{path}: {EXPECTED}, got a {len(shape)}D image of shape {shape}; "
+                        f"4D files are read as their first frame, other dimensions are not supported")
+    frames = shape[3] if len(shape) == 4 else 1
+    if frames > 1:
+        log.info("%s: 4D NIfTI with %d frames; using the first frame only", path, frames)
+    axis = slice_axis(affine, axcodes)
+    return Volume(rel, "nifti", (str(path),), shape[axis], _spacing(affine, axis), frames)
+
+
+# -- DICOM -------------------------------------------------------------------------------------
+def is_dicom_file(path: Path) -> bool:
+    """``.dcm`` files, and extension-less files with the DICOM preamble (``DICM`` at byte 128)."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    if path.suffix:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _header(path: Path) -> Any:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read it as DICOM ({type(exc).__name__}: {exc}); {EXPECTED}; "
+                        f"remove the file or set on_error=skip") from exc
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise DataError(f"{path}: {EXPECTED} with one grey channel, got SamplesPerPixel="
+                        f"{ds.get('SamplesPerPixel')} (a colour image)")
+    return ds
+
+
+def _first(ds: Any, seq: str, item: str, attr: str) -> Any:
+    """``ds.<seq>[0].<item>[0].<attr>`` of the (shared) functional groups, or ``None``."""
+    try:
+        return getattr(getattr(ds, seq)[0], item)[0].get(attr)
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def _in_plane(ds: Any) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(row direction, column direction, row spacing, column spacing) in LPS, with fallbacks."""
+    shared = "SharedFunctionalGroupsSequence"
+    iop = ds.get("ImageOrientationPatient") or _first(ds, shared, "PlaneOrientationSequence",
+                                                       "ImageOrientationPatient")
+    px = ds.get("PixelSpacing") or _first(ds, shared, "PixelMeasuresSequence", "PixelSpacing")
+    iop = [float(v) for v in iop] if iop is not None and len(iop) == 6 else [1, 0, 0, 0, 1, 0]
+    dr, dc = (float(px[0]), float(px[1])) if px is not None and len(px) == 2 else (1.0, 1.0)
+    return np.array(iop[:3]), np.array(iop[3:]), dr, dc
+
+
+def _file_affine(ds: Any) -> np.ndarray:
+    """RAS affine of one single- or multi-frame file, array laid out (column, row, frame)."""
+    row, col, dr, dc = _in_plane(ds)
+    shared = "SharedFunctionalGroupsSequence"
+    step = None
+    for value in (_first(ds, shared, "PixelMeasuresSequence", "SpacingBetweenSlices"),
+                  ds.get("SpacingBetweenSlices"),
+                  _first(ds, shared, "PixelMeasuresSequence", "SliceThickness")):
+        if value not in (None, "") and float(value) > 0:
+            step = float(value)
+            break
+    offsets = ds.get("GridFrameOffsetVector")
+    if step is None and offsets is not None and len(offsets) > 1:
+        step = abs(float(offsets[1]) - float(offsets[0])) or None
+    if step is None and ds.get("SliceThickness") not in (None, "") and float(ds.SliceThickness) > 0:
+        step = float(ds.SliceThickness)
+    affine = np.eye(4)
+    affine[:3, 0] = row * dc
+    affine[:3, 1] = col * dr
+    affine[:3, 2] = np.cross(row, col) * (step or 1.0)
+    ipp = ds.get("ImagePositionPatient")
+    if ipp is not None and len(ipp) == 3:
+        affine[:3, 3] = [float(v) for v in ipp]
+    affine[:2] *= -1  # LPS -> RAS
+    return affine
+
+
+def _dicom_file(path: Path, rel: str, axcodes: str, ds: Any) -> Volume:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    affine = _file_affine(ds)
+    shape = (int(ds.Columns), int(ds.Rows), frames)
+    axis = slice_axis(affine, axcodes)
+    return Volume(rel, "dicom", (str(path),), shape[axis], _spacing(affine, axis),
+                  affine=tuple(float(v) for v in affine.ravel()))
+
+
+def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcodes: str) -> Volume:
+    """A folder of single-frame slices, ordered by InstanceNumber as MONAI's PydicomReader does."""
+    uids = {str(ds.get("SeriesInstanceUID", "")) for ds in headers}
+    if len(uids) > 1:
+        raise DataError(f"{folder}: holds {len(uids)} DICOM series (SeriesInstanceUID differs); "
+                        f"put each series in its own folder")
+    pairs = [(ds, p) for ds, p in zip(headers, files) if "InstanceNumber" in ds]
+    if len(pairs) < len(files):
+        log.warning("%s: %d slices have no InstanceNumber and are ignored", folder, len(files) - len(pairs))
+    if not pairs:
+        raise DataError(f"{folder}: no slice has an InstanceNumber, so the series cannot be ordered")
+    pairs.sort(key=lambda t: int(t[0].InstanceNumber))
+    first, last = pairs[0][0], pairs[-1][0]
+    if {(int(ds.Rows), int(ds.Columns)) for ds, _ in pairs} != {(int(first.Rows), int(first.Columns))}:
+        raise DataError(f"{folder}: slices of one series must share Rows x Columns")
+    row, col, dr, dc = _in_plane(first)
+    affine = np.eye(4)
+    affine[:3, 0] = row * dc
+    affine[:3, 1] = col * dr
+    affine[:3, 2] = [0.0, 0.0, 1.0]
+    ipp0, ipp1 = first.get("ImagePositionPatient"), last.get("ImagePositionPatient")
+    if ipp0 is not None and ipp1 is not None and len(pairs) > 1:
+        affine[:3, 2] = (np.array(ipp1, dtype=float) - np.array(ipp0, dtype=float)) / (len(pairs) - 1)
+        if np.linalg.norm(affine[:3, 2]) < 1e-6:
+            raise DataError(f"{folder}: every slice has the same ImagePositionPatient; "
+                            f"slices of one series must be at distinct positions")
+    affine[:2] *= -1
+    shape = (int(first.Columns), int(first.Rows), len(pairs))
+    axis = slice_axis(affine, axcodes)
+    # MONAI globs the folder itself: keep its spelling of each path so our regex selects them
+    paths = tuple(os.path.join(str(folder), p.name) for _, p in pairs)
+    return Volume(rel, "series", paths, shape[axis], _spacing(affine, axis))
+
+
+def _dicom_folder(folder: Path, series_id: str, files: list[Path], base: Path, axcodes: str
+                  ) -> list[Volume]:
+    """Multi-frame files are volumes of their own; the single-frame images of a folder form one
+    series; DICOM objects without an image (DICOMDIR, RTSTRUCT, SR, ...) are ignored."""
+    def rel(p: Path) -> str:
+        return p.relative_to(base).as_posix()
+
+    pairs = [(p, _header(p)) for p in files]
+    images = [(p, ds) for p, ds in pairs if "Rows" in ds and "Columns" in ds]
+    for p, _ in pairs:
+        if all(p != q for q, _ in images):
+            log.info("%s: DICOM object without an image (no Rows/Columns), ignored", p)
+    multi = [(p, ds) for p, ds in images if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    single = [(p, ds) for p, ds in images if int(ds.get("NumberOfFrames", 1) or 1) <= 1]
+    out = [_dicom_file(p, rel(p), axcodes, ds) for p, ds in multi]
+    if len(single) == 1:
+        out.append(_dicom_file(single[0][0], rel(single[0][0]), axcodes, single[0][1]))
+    elif single:
+        out.append(_series(folder, series_id, [p for p, _ in single], [ds for _, ds in single], axcodes))
+    return out
+
+
+# -- discovery ---------------------------------------------------------------------------------
+def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
+                 ) -> tuple[list[Volume], list[tuple[str, str]]]:
+    """Index every volume under ``root`` (a folder, a NIfTI file or a DICOM file) from headers.
+
+    Only headers are read (nibabel's lazy header, pydicom with ``stop_before_pixels``), so a folder
+    is indexed without touching pixel data; :func:`load_volume` reads the pixels.
+
+    Returns:
+        (volumes sorted by id, skipped ``(file, reason)`` pairs when ``on_error="skip"``).
+
+    Raises:
+        DataError: ``root`` is missing or empty, or (``on_error="raise"``) a file is unreadable or not
+            a 3D volume; the message names the file and what was expected.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder; {EXPECTED}")
+    base = root.parent if root.is_file() else root
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*") if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    tasks: list[tuple[str, Any]] = []
+    dicom_groups: dict[Path, list[Path]] = {}
+    for p in files:
+        name = p.name.lower()
+        rel = p.relative_to(base).as_posix()
+        if name.endswith(NIFTI_SUFFIXES):
+            tasks.append((rel, lambda p=p, rel=rel: [_nifti(p, rel, axcodes)]))
+        elif p.suffix.lower() in IMAGE_2D_SUFFIXES:
+            tasks.append((rel, lambda p=p: _reject_2d(p)))
+        elif is_dicom_file(p):
+            dicom_groups.setdefault(p.parent, []).append(p)
+    for folder, group in dicom_groups.items():
+        series_id = folder.relative_to(base).as_posix()
+        series_id = root.name if series_id == "." else series_id  # root itself is a series folder
+        tasks.append((series_id, lambda f=folder, s=series_id, g=group:
+                      _dicom_folder(f, s, g, base, axcodes)))
+    if not tasks:
+        what = "is not a volume file" if root.is_file() else "is empty: found no .nii, .nii.gz or .dcm files"
+        raise DataError(f"{root}: {what}; {EXPECTED}")
+    volumes: list[Volume] = []
+    skipped: list[tuple[str, str]] = []
+    for rel, task in tasks:
+        try:
+            volumes.extend(task())
+        except DataError as exc:
+            if on_error != "skip":
+                raise
+            log.warning("skipping %s: %s", rel, exc)
+            skipped.append((rel, str(exc)))
+    if not volumes and skipped:
+        raise DataError(f"{root}: no readable volume (all {len(skipped)} candidates skipped; first: "
+                        f"{skipped[0][1]})")
+    if not volumes:
+        raise DataError(f"{root}: the folder is empty of volumes: its DICOM files hold no image; "
+                        f"{EXPECTED}")
+    return sorted(volumes, key=lambda v: v.id), skipped
+
+
+def _reject_2d(path: Path) -> list[Volume]:
+    raise DataError(f"{path}: {EXPECTED}, got a 2D image file ({path.suffix}); "
+                    f"move 2D images to a 2D modality's folder or set on_error=skip")
+
+
+# -- reading pixels ----------------------------------------------------------------------------
+def load_volume(vol: Volume, axcodes: str) -> Any:
+    """Read ``vol`` through MONAI and return a float32 tensor ``[X, Y, Z]`` oriented to ``axcodes``
+    (so ``Z``, the last axis, is the slice axis)."""
+    import torch
+    from monai.data import MetaTensor, NibabelReader, PydicomReader
+    from monai.transforms import LoadImage, Orientation
+
+    where = os.path.dirname(vol.paths[0]) if vol.kind == "series" else vol.paths[0]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if vol.kind == "nifti":
+                img = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)(where)
+                img = img[:1]  # the first frame of a 4D file
+            elif vol.kind == "series":
+                pattern = "^(" + "|".join(re.escape(p) for p in vol.paths) + ")$"
+                reader = PydicomReader(fname_regex=pattern)
+                img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(where)
+            else:
+                raw = LoadImage(reader=PydicomReader(), image_only=True, ensure_channel_first=True)(where)
+                data = raw.as_tensor()
+                # MONAI gives (1, col, row) for one slice and (1, row, frame, col) for multi-frame
+                data = data.unsqueeze(-1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
+                affine = torch.tensor(vol.affine, dtype=torch.float64).reshape(4, 4)
+                img = MetaTensor(data, affine=affine, meta={"space": "RAS"})
+            if img.ndim != 4:
+                raise DataError(f"{where}: {EXPECTED}, read an array of shape {tuple(img.shape[1:])}")
+            out = Orientation(axcodes=axcodes)(img)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{where}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
+                        f"{EXPECTED}") from exc
+    for w in caught:
+        log.debug("%s: %s", where, w.message)
+    arr = out.as_tensor()[0].to(torch.float32)
+    if arr.shape[-1] != vol.slices:
+        log.debug("%s: header predicted %d slices, read %d", where, vol.slices, arr.shape[-1])
+    return arr

@@ -1,0 +1,195 @@
+"""Sliding sub-volume windows over indexed volumes: ids, labels, cached preprocessing, seeded flips."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from medkit.api.batch import TrainViewMixin
+from medkit.api.errors import DataError
+from medkit.data.cache import DiskCache, VolumeCache
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medkit.data.volumes import Volume
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = "labels.csv"
+
+
+def window_starts(depth_total: int, depth: int, stride: int) -> list[int]:
+    """First slice of every ``depth``-slice window, ``stride`` apart; trailing slices that do not fill
+    a whole window are not used (a volume shorter than ``depth`` is padded to one window first)."""
+    if depth_total < depth:
+        return []
+    return list(range(0, depth_total - depth + 1, stride))
+
+
+def resampled_slices(slices: int, spacing: float, target: float | None) -> int:
+    """Slices after resampling ``slices`` at ``spacing`` mm to ``target`` mm (``None``: unchanged)."""
+    if target is None:
+        return slices
+    return max(1, int(math.floor(slices * spacing / target + 0.5)))
+
+
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Trilinear resize of ``[C, D, H, W]`` to ``[C, *size]`` (a no-op when already that size)."""
+    if tuple(x.shape[1:]) == tuple(size):
+        return x
+    return F.interpolate(x[None], size=tuple(int(s) for s in size), mode="trilinear",
+                         align_corners=False)[0]
+
+
+def pad_depth(x: torch.Tensor, depth: int, value: float) -> torch.Tensor:
+    """Pad ``[C, D, H, W]`` evenly on both ends of ``D`` with ``value`` up to ``depth`` slices."""
+    missing = depth - x.shape[1]
+    if missing <= 0:
+        return x
+    before = missing // 2
+    return F.pad(x, (0, 0, 0, 0, before, missing - before), value=value)
+
+
+def seeded_flips(x: torch.Tensor, seed: int, prob: float) -> torch.Tensor:
+    """Flip each of the three spatial axes of ``[C, D, H, W]`` with probability ``prob``, drawn from
+    ``seed`` alone."""
+    draws = torch.rand(3, generator=torch.Generator().manual_seed(int(seed)))
+    dims = [axis + 1 for axis in range(3) if draws[axis] < prob]
+    return torch.flip(x, dims) if dims else x
+
+
+def read_labels(root: Path, volume_ids: Sequence[str]) -> tuple[list[int] | None, list[str] | None]:
+    """Per-volume labels from ``<root>/labels.csv`` (columns ``id,label``), or ``(None, None)``.
+
+    Labels may be class names or non-negative integers; ids not in the file get ``-1``.
+    """
+    path = Path(root) / LABELS_FILE
+    if not Path(root).is_dir() or not path.is_file():
+        return None, None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the label file: {exc}") from exc
+    if rows and not {"id", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: expected the columns 'id,label', got {sorted(rows[0])}")
+    table = {str(r["id"]).strip(): str(r["label"]).strip() for r in rows if r.get("label") not in (None, "")}
+    values = sorted(set(table.values()))
+    if values and all(v.isdigit() for v in values):
+        class_names = [str(i) for i in range(max(int(v) for v in values) + 1)]
+        index = {v: int(v) for v in values}
+    else:
+        class_names = values
+        index = {v: i for i, v in enumerate(values)}
+    unknown = set(table) - set(volume_ids)
+    if unknown:
+        log.warning("%s: %d ids match no volume (e.g. %s)", path, len(unknown), sorted(unknown)[0])
+    return [index[table[v]] if v in table else -1 for v in volume_ids], class_names
+
+
+class WindowDataset(TrainViewMixin):
+    """Samples are ``depth``-slice windows, ``stride`` apart, of preprocessed volumes.
+
+    ``prepare(volume)`` returns the whole preprocessed volume ``[1, D, H, W]`` with ``D`` equal to
+    ``depths[i]``; ``finish(window)`` turns a ``[1, depth, H, W]`` cut into the sample input. Sample
+    ids are ``"<volume id>#w<k>"``.
+
+    Preprocessed volumes are kept in ``cache`` (an LRU bounded by bytes; pass one cache to the
+    training and the evaluation dataset of a modality so that they share it) and, with a
+    ``disk_cache``, written once to disk, from where later processes read only the window they need.
+    """
+
+    def __init__(self, modality: str, root: Path, volumes: Sequence[Volume], depths: Sequence[int], *,
+                 depth: int, stride: int, prepare: Callable[[Volume], torch.Tensor],
+                 finish: Callable[[torch.Tensor], torch.Tensor], train: bool, flip_prob: float,
+                 skipped: list[tuple[str, str]], cache: VolumeCache | None = None,
+                 disk_cache: DiskCache | None = None) -> None:
+        self.modality, self.root = modality, Path(root)
+        self.volumes, self.depths = list(volumes), list(depths)
+        self.depth, self.stride = depth, stride
+        self._prepare, self._finish = prepare, finish
+        self.train, self.flip_prob = train, flip_prob
+        self.skipped = list(skipped)
+        self._cache = cache if cache is not None else VolumeCache(owner=f"modality {modality}")
+        self._disk = disk_cache
+        self._space = str(self.root.resolve())  # the cache may be shared by datasets of other roots
+        self._windows = [(v, s) for v, d in enumerate(self.depths) for s in window_starts(d, depth, stride)]
+        self.ids = [f"{self.volumes[v].id}#w{k}" for v, k in self._index_in_volume()]
+        vol_labels, self.class_names = read_labels(self.root, [v.id for v in self.volumes])
+        self.labels = None if vol_labels is None else [vol_labels[v] for v, _ in self._windows]
+
+    def _index_in_volume(self) -> list[tuple[int, int]]:
+        return [(v, s // self.stride) for v, s in self._windows]
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def _shape_ok(self, v: int, shape: Sequence[int]) -> bool:
+        shape = tuple(shape)
+        return len(shape) == 4 and shape[0] == 1 and shape[1] == self.depths[v]
+
+    def _cached_shape_ok(self, v: int, shape: Sequence[int]) -> bool:
+        if self._shape_ok(v, shape):
+            return True
+        log.warning("%s: the disk cache holds shape %s, expected [1, %d, H, W]; rebuilding it",
+                    self.volumes[v].paths[0], tuple(shape), self.depths[v])
+        return False
+
+    def volume(self, v: int) -> torch.Tensor:
+        """The preprocessed volume ``v`` ``[1, D, H, W]``, from the caches or read and preprocessed."""
+        key = (self._space, self.volumes[v].id)
+        x = self._cache.get(key)
+        if x is not None:
+            return x
+        vol = self.volumes[v]
+        if self._disk is not None:
+            x = self._disk.read(vol.paths)
+            if x is not None and not self._cached_shape_ok(v, x.shape):
+                x = None
+        if x is None:
+            x = self._prepare(vol)
+            if not self._shape_ok(v, x.shape):
+                raise DataError(f"{vol.paths[0]}: preprocessing gave shape {tuple(x.shape)}, "
+                                f"expected [1, {self.depths[v]}, H, W]")
+            if self._disk is not None:
+                self._disk.write(vol.paths, x)
+        self._cache.put(key, x)
+        return x
+
+    def _window(self, v: int, start: int) -> tuple[torch.Tensor, bool]:
+        """Slices ``start:start + depth`` of volume ``v`` and whether they are a view of a cached
+        tensor. A disk-cached volume that the memory cache could not keep is read only in part."""
+        key = (self._space, self.volumes[v].id)
+        if self._disk is not None and key not in self._cache:
+            shape = self._disk.shape(self.volumes[v].paths)
+            if shape is not None and self._cached_shape_ok(v, shape) and not self._fits(shape):
+                part = self._disk.read(self.volumes[v].paths, start, start + self.depth)
+                if part is not None:
+                    return part, False
+        return self.volume(v)[:, start:start + self.depth], True
+
+    def _fits(self, shape: tuple[int, ...]) -> bool:
+        nbytes = 4 * math.prod(shape)
+        return self._cache.max_items != 0 and 0 < nbytes <= self._cache.max_bytes
+
+    def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
+        """Window ``index``; with ``train=True`` and an int ``seed``, seeded random flips."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.modality} sample {index} out of range (0..{len(self) - 1})")
+        v, start = self._windows[index]
+        cut, shared = self._window(v, start)
+        x = self._finish(cut)
+        if self.train and seed is not None:
+            x = seeded_flips(x, seed, self.flip_prob)
+        x = x.to(torch.float32)
+        if shared and x.untyped_storage().data_ptr() == cut.untyped_storage().data_ptr():
+            x = x.clone()  # never hand out a view of a cached volume
+        sample: dict[str, Any] = {"input": x.contiguous(), "id": self.ids[index]}
+        if self.labels is not None:
+            sample["label"] = int(self.labels[index])
+        return sample

@@ -1,0 +1,1 @@
+"""medkit.finetune: downstream fine-tuning, backbones, recipes, evaluation and embeddings."""

@@ -1,0 +1,204 @@
+"""The config of a fine-tuning run: defaults (spec §8.1), named recipes (supplement Table 1), the
+pre-trained run's architecture, and ``KEY=VALUE`` overrides."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medkit.api.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: AdamW, weight decay 1e-4 on every parameter, default betas, poly decay (power 0.9), clip 12.
+FT_OPTIM: dict[str, Any] = {"lr": 1e-4, "weight_decay": 1e-4, "betas": [0.9, 0.999], "clip_grad": 12.0,
+                            "poly_power": 0.9}
+FT_TRAINER: dict[str, Any] = {
+    "max_steps": 1000, "batch_size": 8, "eval_batch_size": None, "val_every": 100,
+    "checkpoint_every": 100, "log_every": 10, "num_workers": 0, "device": "auto", "max_eval_samples": None,
+}
+FT_BACKBONE: dict[str, Any] = {"name": "medkit", "pretrained": False, "features": 256, "in_chans": None}
+RECIPE_GROUP = "recipe"
+#: Recipe field → where it lands in the fine-tuning config.
+RECIPE_TARGETS: dict[str, str] = {"lr": "optim.lr", "batch_size": "trainer.batch_size",
+                                  "iterations": "trainer.max_steps"}
+
+
+@dataclass
+class FinetuneSelection:
+    """What ``medkit finetune`` was asked for on the command line."""
+
+    task: str | None = None
+    modality: str | None = None
+    data: str | None = None
+    source: str | None = None  # --from: a run directory or hf-hub:ID
+    scratch: bool = False
+    recipe: str | None = None
+    backbone: str = "medkit"
+    preset: str | None = None
+    max_steps: int | None = None
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)
+
+
+def recipe_names() -> list[str]:
+    from medkit.config.compose import get_store
+
+    return sorted({e["name"] for e in get_store() if e["group"] == RECIPE_GROUP})
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """A recipe registered by a task plugin (``medkit_register_configs``) as a plain dict."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    from medkit.config.compose import _strip_targets, get_store
+
+    store = get_store()
+    if (RECIPE_GROUP, name) not in store:
+        known = recipe_names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown recipe {name!r}{hint} known recipes: {', '.join(known) or 'none'} "
+                          f"(they come from medkit-plugin-classification and medkit-plugin-segmentation)")
+    return _strip_targets(OmegaConf.to_container(OmegaConf.structured(store[RECIPE_GROUP, name]), resolve=True))
+
+
+def component_defaults(kind: str, name: str) -> dict[str, Any]:
+    """Every config field of a registered component with its default value."""
+    from omegaconf import OmegaConf
+
+    from medkit.config.compose import _strip_targets, component_config
+
+    return _strip_targets(OmegaConf.to_container(OmegaConf.structured(component_config(kind, name)),
+                                                 resolve=True))
+
+
+def _encoder_section(sel: FinetuneSelection, tokenizer: str, *, require_source: bool
+                     ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """(encoder, tokenizer config, resolved --from) of the selection."""
+    from medkit.config.compose import ENCODER_DEFAULTS
+    from medkit.finetune.backbones import pretrain_config, resolve_source
+
+    if sel.backbone != "medkit":
+        if sel.source:
+            raise ConfigError(f"--from {sel.source} loads a medkit encoder; drop it with --backbone "
+                              f"{sel.backbone} (external backbones are built by their library)")
+        return {}, {}, None
+    if sel.source and sel.scratch:
+        raise ConfigError("choose one of --from RUN_DIR (a pre-trained run) and --scratch")
+    if sel.source:
+        run_dir = resolve_source(sel.source)
+        run_cfg = pretrain_config(run_dir)
+        tok_cfg = run_cfg.get("tokenizer", {}).get(tokenizer)
+        if tok_cfg is None:
+            tok_cfg = component_defaults("tokenizer", tokenizer)
+        return dict(run_cfg["encoder"]), {tokenizer: dict(tok_cfg)}, str(run_dir.resolve())
+    if not sel.scratch and require_source:
+        raise ConfigError("give --from RUN_DIR (a pre-trained medkit run or hf-hub:ID), --scratch (random "
+                          "init of the same architecture) or --backbone timm:NAME / monai:NAME")
+    encoder = dict(ENCODER_DEFAULTS, preset=sel.preset or "base")
+    return encoder, {tokenizer: component_defaults("tokenizer", tokenizer)}, None
+
+
+def _recipe_into(cfg: dict[str, Any], recipe: dict[str, Any], tokenizer: str) -> None:
+    """Copy the recipe's values onto the sections they configure (only fields the task knows)."""
+    for key, target in RECIPE_TARGETS.items():
+        if recipe.get(key) is not None:
+            section, leaf = target.split(".")
+            cfg[section][leaf] = recipe[key]
+    task_cfg = cfg["task"]
+    size = recipe.get("input_size")
+    if size is not None:
+        if int(cfg["run"]["dims"]) == 1:
+            if tokenizer in cfg["tokenizer"] and "max_length" in cfg["tokenizer"][tokenizer]:
+                cfg["tokenizer"][tokenizer]["max_length"] = int(size[0] if isinstance(size, list) else size)
+        else:
+            for key in ("input_size", "patch_size"):
+                if key in task_cfg:
+                    task_cfg[key] = list(size)
+    for key, value in (recipe.get("task_options") or {}).items():
+        if key not in task_cfg:
+            raise ConfigError(f"recipe {recipe.get('name')!r}: task option {key!r} is not a field of task "
+                              f"{cfg['run']['task']!r} ({', '.join(task_cfg)})")
+        task_cfg[key] = value
+
+
+def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> dict[str, Any]:
+    """The resolved fine-tuning config as a plain dict.
+
+    Order: built-in defaults → the recipe (task, modality, input size, lr, batch size, iterations,
+    task options) → the pre-trained run's encoder and tokenizer config → ``--max-steps`` →
+    ``KEY=VALUE`` overrides.
+    """
+    from omegaconf import OmegaConf
+
+    from medkit.config.compose import _apply_overrides, _strip_targets
+    from medkit.finetune.backbones import modality_info
+
+    recipe = load_recipe(sel.recipe) if sel.recipe else {}
+    task = sel.task or recipe.get("task")
+    if recipe and sel.task and recipe.get("task") != sel.task:
+        raise ConfigError(f"recipe {sel.recipe!r} is a {recipe.get('task')} recipe, but --task {sel.task} "
+                          f"was given; drop --task or choose another recipe")
+    if not task:
+        raise ConfigError("choose a task with --task classification|segmentation (or a --recipe)")
+    modality = sel.modality or recipe.get("modality")
+    if not modality:
+        raise ConfigError("choose the data's modality with --modality (report, xray, ct, mri, pathology) "
+                          "or a --recipe")
+    dims, tokenizer = modality_info(modality)
+    encoder, tok_cfg, source = _encoder_section(sel, tokenizer, require_source=require_source)
+    task_cfg = component_defaults("task", task)
+    trainer = dict(FT_TRAINER)
+    if encoder.get("preset") == "tiny":
+        trainer["batch_size"] = 4
+    cfg: dict[str, Any] = {
+        "run": {"task": task, "modality": modality, "dims": dims, "tokenizer": tokenizer,
+                "data": sel.data, "from": source, "scratch": bool(sel.scratch), "recipe": sel.recipe,
+                "seed": int(sel.seed)},
+        "backbone": dict(FT_BACKBONE, name=sel.backbone), "encoder": encoder, "tokenizer": tok_cfg,
+        "task": task_cfg, "optim": dict(FT_OPTIM), "trainer": trainer,
+    }
+    if recipe:
+        _recipe_into(cfg, recipe, tokenizer)
+    if sel.max_steps is not None:
+        cfg["trainer"]["max_steps"] = int(sel.max_steps)
+    node = OmegaConf.create(cfg)
+    OmegaConf.set_struct(node, True)
+    node = _apply_overrides(node, list(sel.overrides))
+    out = _strip_targets(OmegaConf.to_container(node, resolve=True))
+    for key in ("max_steps", "batch_size", "val_every", "checkpoint_every"):
+        if int(out["trainer"][key]) < 1:
+            raise ConfigError(f"trainer.{key} must be >= 1, got {out['trainer'][key]}")
+    return out
+
+
+def describe_recipe(name: str) -> str:
+    """The recipe's values, one ``key: value`` per line (``medkit finetune --recipe R --show``)."""
+    recipe = load_recipe(name)
+    width = max(len(k) for k in recipe)
+    lines = [f"recipe {name}"]
+    for key, value in recipe.items():
+        lines.append(f"  {key.ljust(width)}  {value}")
+    return "\n".join(lines)
+
+
+def resolve_data(cfg: dict[str, Any], task: Any, override: str | None = None) -> Path:
+    """The data folder: ``override``, ``run.data`` or the task's demo data (logged)."""
+    from medkit.engine.engine import demo_root
+
+    given = override or cfg["run"].get("data")
+    if given:
+        path = Path(given).expanduser()
+        if not path.exists():
+            raise ConfigError(f"--data {given}: {path} does not exist")
+        return path.resolve()
+    root = demo_root() / f"finetune-{cfg['run']['task']}-{cfg['run']['dims']}d"
+    path = Path(task.demo_data(root))
+    log.info("no --data given: using the %s task's built-in %dD demo data at %s", cfg["run"]["task"],
+             cfg["run"]["dims"], path)
+    return path

@@ -1,0 +1,420 @@
+"""Checkpoints that travel: push a run to the Hugging Face Hub, resolve ``hf-hub:``/``local-dir:``
+references and rebuild models from ``config.json`` through the plugin registry only."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medkit.storage import files as ck
+from medkit.api.errors import CheckpointError, ConfigError, PluginError
+from medkit.hub.publish import prepare_push
+
+if TYPE_CHECKING:
+    from medkit.models.build import Model
+
+log = logging.getLogger(__name__)
+
+HF_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
+MODEL_FILE = "model.safetensors"
+ARCH_FILE = "config.json"
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: What a pull fetches: the files ``medkit push`` writes, nothing else a repository may hold.
+PULL_PATTERNS = ["config.json", "config.yaml", "model.safetensors", "manifest.json", "README.md",
+                 "matrix.png", "tokenizers/*", "strategy/*", "metrics/eval.json", "metrics/matrix*.csv"]
+#: Repository paths a push owns: stale ones (e.g. an earlier push's strategy state) are deleted.
+MANAGED = ("strategy/", "tokenizers/", "metrics/", "matrix.png")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A parsed checkpoint reference: ``hf-hub:USER/NAME[@REV]``, ``local-dir:PATH`` or a path."""
+
+    kind: str  # "hf-hub" | "local"
+    repo_id: str | None = None
+    revision: str | None = None
+    path: str | None = None
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    revision: str
+    commit: str
+    url: str
+    files: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not REPO_ID.match(repo_id or "") or ".." in repo_id or repo_id.endswith((".git", ".")):
+        raise ConfigError(f"--repo-id {repo_id!r} is not USER/NAME (letters, digits, '-', '_', '.'), "
+                          f"e.g. --repo-id alice/medkit-ct-tiny")
+    return repo_id
+
+
+def parse_reference(ref: str | os.PathLike[str]) -> Reference:
+    """Split a checkpoint reference into its kind, repository/revision or path."""
+    text = os.fspath(ref)
+    if text.startswith(HF_PREFIX):
+        repo, at, rev = text[len(HF_PREFIX):].partition("@")
+        if at and not rev:
+            raise ConfigError(f"{text}: empty revision after '@' (use hf-hub:USER/NAME@main or drop the '@')")
+        try:
+            check_repo_id(repo)
+        except ConfigError:
+            raise ConfigError(f"{text}: expected hf-hub:USER/NAME[@REVISION], e.g. "
+                              f"hf-hub:alice/medkit-ct-tiny@v1") from None
+        return Reference("hf-hub", repo_id=repo, revision=rev or None)
+    if text.startswith(LOCAL_PREFIX):
+        path = text[len(LOCAL_PREFIX):]
+        if not path:
+            raise ConfigError(f"{text}: expected local-dir:PATH")
+        return Reference("local", path=path)
+    return Reference("local", path=text)
+
+
+# -- Hub settings, read when used (the library reads its environment once, at import) ---------
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    return constants.HF_HUB_CACHE
+
+
+def _etag_timeout() -> float:
+    from huggingface_hub import constants
+
+    try:
+        return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or constants.HF_HUB_ETAG_TIMEOUT)
+    except ValueError:
+        return float(constants.HF_HUB_ETAG_TIMEOUT)
+
+
+def _medkit_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("medkit")
+    except md.PackageNotFoundError:
+        return "0"
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network errors of whichever HTTP client this huggingface_hub uses (httpx2, httpx, requests)."""
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def _redact(text: str) -> str:
+    """Remove the Hub token from an error message, whatever produced it."""
+    try:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    except Exception:  # noqa: BLE001
+        token = None
+    return text.replace(token, "<token>") if token else text
+
+
+def _hub_error(exc: Exception, what: str, *, repo_id: str, revision: str | None = None) -> CheckpointError:
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    endpoint = hub_endpoint()
+    if isinstance(exc, GatedRepoError):
+        msg = f"{what}: {repo_id} is gated on {endpoint}; request access on its page, then set HF_TOKEN"
+    elif isinstance(exc, RepositoryNotFoundError):
+        msg = (f"{what}: repository {repo_id} not found on {endpoint} (or it is private and no valid token "
+               f"was given: set HF_TOKEN or run `hf auth login`)")
+    elif isinstance(exc, RevisionNotFoundError):
+        msg = f"{what}: {repo_id} has no revision {revision!r}; check the branch, tag or commit"
+    elif isinstance(exc, LocalEntryNotFoundError):
+        msg = (f"{what}: cannot reach {endpoint} and {repo_id} is not in the cache {hub_cache_dir()}; "
+               f"check the connection (or HF_HUB_OFFLINE)")
+    else:
+        msg = f"{what}: {' '.join(str(exc).split())}"
+    return CheckpointError(_redact(msg))
+
+
+# -- resolving ----------------------------------------------------------------------------------
+def _check_checkpoint_dir(path: Path, ref: str) -> Path:
+    if not path.is_dir():
+        raise CheckpointError(f"{ref}: {path} is not a directory; give the run directory (or the folder "
+                              f"a pull wrote), not a file inside it")
+    missing = [f for f in (ARCH_FILE, MODEL_FILE) if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{ref}: {path} is not a medkit checkpoint ({', '.join(missing)} missing); "
+                              f"expected a run directory or a repository written by `medkit push`")
+    return path
+
+
+def resolve_checkpoint(ref: str | os.PathLike[str], *, local_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A local directory holding ``config.json`` and ``model.safetensors`` for ``ref``.
+
+    Args:
+        ref: ``hf-hub:USER/NAME[@REV]`` (downloaded into the Hugging Face cache, ``HF_HOME``/
+            ``HF_HUB_CACHE``, from ``HF_ENDPOINT``), ``local-dir:PATH`` or a bare path.
+        local_dir: for ``hf-hub:`` references, download into this folder instead of the cache.
+    """
+    parsed = parse_reference(ref)
+    text = os.fspath(ref)
+    if parsed.kind == "hf-hub":
+        assert parsed.repo_id is not None
+        return _check_checkpoint_dir(_download(parsed.repo_id, parsed.revision, local_dir), text)
+    path = Path(parsed.path or "").expanduser()
+    if not path.exists():
+        hint = ""
+        if parsed.path and not text.startswith(LOCAL_PREFIX) and REPO_ID.match(parsed.path):
+            hint = f"; for a Hub repository write hf-hub:{parsed.path}"
+        raise CheckpointError(f"{text}: {path} does not exist{hint}")
+    return _check_checkpoint_dir(path.resolve(), text)
+
+
+def _download(repo_id: str, revision: str | None, local_dir: str | os.PathLike[str] | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
+    log.info("fetching %s from %s", where, hub_endpoint())
+    try:
+        path = snapshot_download(repo_id, revision=revision, repo_type="model", endpoint=hub_endpoint(),
+                                 cache_dir=hub_cache_dir(), local_dir=local_dir,
+                                 allow_patterns=PULL_PATTERNS, library_name="medkit",
+                                 library_version=_medkit_version(), etag_timeout=_etag_timeout())
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError, *_transport_errors()) as exc:
+        raise _hub_error(exc, f"cannot fetch {where}", repo_id=repo_id, revision=revision) from exc
+    return Path(path)
+
+
+def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
+    """Fetch ``ref`` (into the cache, or into ``to``) and check that its weights are readable."""
+    parsed = parse_reference(ref)
+    if parsed.kind == "hf-hub" or to is None:
+        path = resolve_checkpoint(ref, local_dir=to)
+    else:
+        src = resolve_checkpoint(ref)
+        path = Path(to).expanduser().resolve()
+        if path == src:
+            raise ConfigError(f"--to {to} is the checkpoint itself")
+        for rel in _matching_files(src):
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, path / rel)
+    ck.load_tensors(path / MODEL_FILE)  # a corrupted download is a CheckpointError now, not later
+    read_architecture(path)
+    return path
+
+
+def _matching_files(root: Path) -> list[str]:
+    import fnmatch
+
+    rels = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    return sorted(r for r in rels if any(fnmatch.fnmatch(r, pat) for pat in PULL_PATTERNS))
+
+
+# -- rebuilding ---------------------------------------------------------------------------------
+def _find_target(node: Any, where: str = "") -> str | None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "_target_":
+                return where or "<top>"
+            found = _find_target(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found = _find_target(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def read_architecture(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """``config.json`` of a checkpoint, checked: medkit format 1, every section present, no ``_target_``."""
+    path = Path(root) / ARCH_FILE
+    arch = ck.read_json(path)
+    if not isinstance(arch, dict) or arch.get("library") != "medkit":
+        raise CheckpointError(f"{path} is not a medkit architecture file (no \"library\": \"medkit\")")
+    if arch.get("format") != 1:
+        raise CheckpointError(f"{path} has format {arch.get('format')!r}; this medkit reads format 1, "
+                              f"upgrade medkit")
+    for key in ("encoder", "uses", "tokenizer", "objective"):
+        if not isinstance(arch.get(key), dict):
+            raise CheckpointError(f"{path}: section {key!r} is missing or not a mapping")
+    target = _find_target(arch)
+    if target:
+        raise CheckpointError(f"{path}: {target} holds a _target_; medkit builds components by their "
+                              f"registered name only and never imports code named in a file")
+    for m, use in arch["uses"].items():
+        if not (isinstance(use, dict) and isinstance(use.get("tokenizer"), str)
+                and isinstance(use.get("objective"), str)):
+            raise CheckpointError(f"{path}: uses.{m} must name a tokenizer and an objective")
+    return arch
+
+
+def pretrained_config(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run-config-shaped dict (``encoder``, ``tokenizer``, ``objective``, ``run.uses``) rebuilt from
+    ``config.json``; what :func:`medkit.models.build.build_model` takes."""
+    from medkit.models.build import trunk_shape
+
+    arch = read_architecture(root)
+    cfg = {"run": {"uses": copy.deepcopy(arch["uses"])}, "encoder": copy.deepcopy(arch["encoder"]),
+           "tokenizer": copy.deepcopy(arch["tokenizer"]), "objective": copy.deepcopy(arch["objective"])}
+    try:
+        shape = trunk_shape(cfg)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{Path(root) / ARCH_FILE}: encoder section cannot be resolved: {exc}") from exc
+    stored = arch.get("trunk")
+    if isinstance(stored, dict):
+        for key, value in shape.items():
+            if key in stored and float(stored[key]) != float(value):
+                raise CheckpointError(f"{Path(root) / ARCH_FILE} is inconsistent: encoder resolves to "
+                                      f"{key}={value} but trunk says {key}={stored[key]}")
+    for name, params in cfg["tokenizer"].items():  # a vocabulary path from another machine → the assets
+        vocab = params.get("vocab_file") if isinstance(params, dict) else None
+        asset = Path(root) / "tokenizers" / name / "tokenizer.json"
+        if vocab and not Path(str(vocab)).expanduser().exists() and asset.is_file():
+            log.info("tokenizer %s: %s is not here, using %s", name, vocab, asset)
+            params["vocab_file"] = None
+    return cfg
+
+
+def _build(cfg: dict[str, Any], root: Path, ref: str, with_heads: bool) -> Model:
+    from medkit.models.build import build_model
+
+    try:
+        return build_model(cfg, assets_dir=root, with_heads=with_heads)
+    except PluginError as exc:
+        raise PluginError(f"{ref}: its config.json needs a component that is not available: {exc}") from exc
+
+
+def _in_model_order(state: dict[str, Any], model: Model) -> dict[str, Any]:
+    """Checkpoint tensors in the model's parameter order, so the first mismatch reported is the first
+    in the architecture (safetensors headers come in no fixed order)."""
+    order = {k: i for i, k in enumerate(model.state_dict())}
+    return dict(sorted(state.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def load_pretrained(ref: str | os.PathLike[str], *, with_heads: bool = True) -> Model:
+    """Rebuild the encoder (and pretext heads) of ``ref`` through the registry and load its weights.
+
+    Components are created by their registered names in ``config.json``; a name whose plugin is not
+    installed is a :class:`PluginError` naming the distribution to install. Weights that do not fit
+    the architecture are a :class:`CheckpointError` naming the first mismatching key and shapes.
+    The model is returned in ``eval()`` mode.
+    """
+    text = os.fspath(ref)
+    root = resolve_checkpoint(ref)
+    cfg = pretrained_config(root)
+    model = _build(cfg, root, text, with_heads)
+    state = ck.load_tensors(root / MODEL_FILE)
+    if not with_heads:
+        state = {k: v for k, v in state.items() if not k.startswith("heads.")}
+    ck.load_state_checked(model.modules(), _in_model_order(state, model), source=f"{text} ({root / MODEL_FILE})",
+                          strict=True)
+    model.modules().eval()
+    return model
+
+
+def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Load a checkpoint into a model that may add modalities (``medkit run --from``).
+
+    Every tensor of ``model`` must come from the checkpoint except the pretext heads of modalities and
+    the tokenizers the checkpoint does not have (they keep their fresh initialisation). Heads in the
+    checkpoint for modalities ``model`` lacks are left out. Shapes are checked key by key.
+
+    Returns:
+        ``{"new": [...], "dropped": [...]}``: model key prefixes left fresh, checkpoint prefixes unused.
+    """
+    root = Path(root)
+    arch = read_architecture(root)
+    state = ck.load_tensors(root / MODEL_FILE)
+    source_tokenizers = {u["tokenizer"] for u in arch["uses"].values()}
+    source_heads = set(arch["uses"])
+    fresh = {f"heads.{m}." for m in model.heads.keys() if m not in source_heads}
+    fresh |= {f"encoder.tokenizers.{t}." for t in model.encoder.tokenizers.keys() if t not in source_tokenizers}
+    dropped = {f"heads.{m}." for m in source_heads if m not in model.heads}
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in dropped)}
+    required = [k for k in own if not any(k.startswith(p) for p in fresh)]
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{root / MODEL_FILE}: missing key {missing[0]} (and {len(missing) - 1} more); "
+                              f"the checkpoint does not match this architecture")
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise CheckpointError(f"{root / MODEL_FILE}: unexpected key {unexpected[0]} (and "
+                              f"{len(unexpected) - 1} more); the checkpoint does not match this architecture")
+    ck.load_state_checked(model.modules(), _in_model_order(state, model), source=str(root / MODEL_FILE),
+                          strict=False)
+    return {"new": sorted(fresh), "dropped": sorted(dropped)}
+
+
+# -- pushing ------------------------------------------------------------------------------------
+def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
+         license: str = "apache-2.0", include_strategy_state: bool = False,
+         commit_message: str | None = None) -> PushResult:
+    """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
+
+    The token comes from huggingface_hub's usual sources (``HF_TOKEN``, the stored login) and is never
+    logged. Rehearsal buffers, cached features, Fisher information, optimizer/RNG state and data paths
+    are never uploaded (see :func:`medkit.hub.publish.prepare_push`).
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    check_repo_id(repo_id)
+    run_dir = Path(run_dir)
+    # Refuse early a run that would not rebuild on the other side.
+    load_pretrained(LOCAL_PREFIX + str(run_dir))
+    api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
+    branch = revision or "main"
+    with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:
+        files = prepare_push(run_dir, Path(tmp), repo_id=repo_id, license=license,
+                             include_strategy_state=include_strategy_state)
+        try:
+            user = api.whoami().get("name", "?")
+            log.info("pushing %s to %s@%s on %s as %s (%d files)", run_dir, repo_id, branch, hub_endpoint(),
+                     user, len(files))
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if branch != "main":
+                api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type="model")
+            existing = set(api.list_repo_files(repo_id, revision=branch, repo_type="model"))
+            stale = sorted(p for p in existing - set(files) if p.startswith(MANAGED))
+            ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(src))
+                              for p, src in sorted(files.items())]
+            ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
+            info = api.create_commit(repo_id, operations=ops, revision=branch, repo_type="model",
+                                     commit_message=commit_message or f"medkit push of {run_dir.name}")
+        except LocalTokenNotFoundError:
+            raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before "
+                              "`medkit push`") from None
+        except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
+            raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}", repo_id=repo_id) from exc
+    log.info("pushed %s@%s (commit %s)", repo_id, branch, info.oid[:12])
+    return PushResult(repo_id=repo_id, revision=branch, commit=info.oid, url=str(url), files=sorted(files),
+                      deleted=stale)

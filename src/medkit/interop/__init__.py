@@ -1,0 +1,1 @@
+"""medkit.interop: bridges to other codebases' checkpoints."""

@@ -1,0 +1,1 @@
+"""medkit.interop.medcoss: the official MedCoSS checkpoint layout and its conversion."""

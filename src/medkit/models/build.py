@@ -1,0 +1,130 @@
+"""Build the encoder, tokenizers and pretext heads of a run from its config, and save/load them."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from medkit.storage.files import (atomic_link, atomic_write_json, load_state_checked, load_tensors,
+                                     save_tensors)
+from medkit.models.encoder import UniversalEncoder, resolve_trunk
+from medkit.api.errors import ConfigError
+
+log = logging.getLogger(__name__)
+TOKENIZER_ASSETS = "tokenizers"
+MODEL_METADATA = {"format": "medkit-1"}
+
+
+@dataclass
+class Model:
+    """Everything ``model.safetensors`` holds."""
+
+    encoder: UniversalEncoder
+    heads: nn.ModuleDict  # modality -> objective module
+    tokenizer_of: dict[str, str]
+    objective_of: dict[str, str]
+
+    def modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"encoder": self.encoder, "heads": self.heads})
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.modules().state_dict())
+
+
+def trunk_shape(cfg: dict[str, Any]) -> dict[str, Any]:
+    enc = cfg["encoder"]
+    return resolve_trunk(enc["preset"], depth=enc.get("depth"), embed_dim=enc.get("embed_dim"),
+                         num_heads=enc.get("num_heads"), mlp_ratio=enc.get("mlp_ratio"))
+
+
+def build_model(cfg: dict[str, Any], *, modalities: Sequence[str] | None = None,
+                assets_dir: Path | None = None, with_heads: bool = True) -> Model:
+    """Create tokenizers, the encoder and one pretext head per modality through the registry.
+
+    Args:
+        cfg: a composed run config (:func:`medkit.config.compose.compose`).
+        modalities: the modalities to build for (default: all of ``cfg["run"]["uses"]``).
+        assets_dir: a run directory whose ``tokenizers/<name>/`` assets (vocabularies) are reused.
+        with_heads: build the pretext heads too.
+    """
+    from medkit.registry import create
+
+    uses: dict[str, dict[str, str]] = cfg["run"]["uses"]
+    modalities = list(modalities if modalities is not None else uses)
+    shape = trunk_shape(cfg)
+    enc_cfg = cfg["encoder"]
+    legacy = bool(enc_cfg.get("legacy", False))
+    tokenizers: dict[str, nn.Module] = {}
+    for m in modalities:
+        name = uses[m]["tokenizer"]
+        if name in tokenizers:
+            continue
+        params = dict(cfg["tokenizer"].get(name, {}))
+        if legacy:  # the reference numerics need every tokenizer in its legacy mode (spec §10.1)
+            if "legacy" not in params:
+                raise ConfigError(f"encoder.legacy=true needs tokenizers with a legacy mode; tokenizer {name!r} "
+                                  f"(modality {m}) has none; set encoder.legacy=false")
+            params["legacy"] = True
+        if assets_dir is not None and "vocab_file" in params:
+            # a run's own copy of its vocabulary wins: the file the config named may be gone
+            candidate = Path(assets_dir) / TOKENIZER_ASSETS / name / "tokenizer.json"
+            if candidate.exists():
+                params["vocab_file"] = str(candidate)
+        tokenizers[name] = create("tokenizer", name, embed_dim=shape["embed_dim"], **params)
+    encoder = UniversalEncoder(tokenizers, **shape, drop_path=enc_cfg.get("drop_path", 0.1),
+                               layer_scale_init=enc_cfg.get("layer_scale_init", 1e-3),
+                               final_norm=bool(enc_cfg.get("final_norm", False)), legacy=legacy)
+    heads = nn.ModuleDict()
+    if with_heads:
+        for m in modalities:
+            heads[m] = build_head(cfg, m, encoder)
+    return Model(encoder=encoder, heads=heads,
+                 tokenizer_of={m: uses[m]["tokenizer"] for m in modalities},
+                 objective_of={m: uses[m]["objective"] for m in modalities})
+
+
+def build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder) -> nn.Module:
+    """The pretext head (objective module) of ``modality`` for ``encoder``, through the registry."""
+    from medkit.registry import create
+
+    use = cfg["run"]["uses"][modality]
+    obj = use["objective"]
+    return create("objective", obj, encoder=encoder, tokenizer=use["tokenizer"],
+                  **dict(cfg["objective"].get(obj, {})))
+
+
+def architecture(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``config.json``: what rebuilds the encoder, tokenizers and heads with no other file."""
+    return {"format": 1, "library": "medkit", "encoder": cfg["encoder"], "trunk": trunk_shape(cfg),
+            "uses": cfg["run"]["uses"], "tokenizer": cfg["tokenizer"], "objective": cfg["objective"]}
+
+
+def save_model(model: Model, run_dir: Path, cfg: dict[str, Any], *, path: Path | None = None,
+               weights: Path | None = None) -> Path:
+    """Write ``model.safetensors`` (and ``config.json`` and tokenizer assets) into ``run_dir``.
+
+    ``weights``: a ``model.safetensors`` already written from this very model (the checkpoint's);
+    it is linked into place instead of serialising the tensors a second time.
+    """
+    run_dir = Path(run_dir)
+    target = path or run_dir / "model.safetensors"
+    if weights is not None:
+        atomic_link(weights, target)
+    else:
+        save_tensors(target, model.state_dict(), metadata=MODEL_METADATA)
+    atomic_write_json(run_dir / "config.json", architecture(cfg))
+    for name, tok in model.encoder.tokenizers.items():
+        saver = getattr(tok, "save_pretrained", None)
+        if callable(saver):
+            saver(run_dir / TOKENIZER_ASSETS / name)
+    return target
+
+
+def load_model_state(model: Model, path: Path, *, strict: bool = True) -> None:
+    """Load ``model.safetensors`` into ``model`` (mismatches name the first key and shapes)."""
+    load_state_checked(model.modules(), load_tensors(path), source=str(path), strict=strict)

@@ -1,0 +1,199 @@
+"""The shared transformer trunk (spec §1) with one tokenizer per dimensionality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from medkit.api.errors import ConfigError
+from medkit.models.legacy import legacy_text_attention_mask
+from medkit.models.masking import gather_tokens
+
+#: Trunk shapes per preset. ``base`` is ViT-B (85,072,896 trunk parameters, spec §1.1).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"depth": 4, "embed_dim": 192, "num_heads": 3, "mlp_ratio": 4.0},
+    "small": {"depth": 12, "embed_dim": 384, "num_heads": 6, "mlp_ratio": 4.0},
+    "base": {"depth": 12, "embed_dim": 768, "num_heads": 12, "mlp_ratio": 4.0},
+}
+
+
+@dataclass
+class Tokens:
+    """Output of a tokenizer."""
+
+    x: torch.Tensor  # [B, N, D], positions already added
+    padding_mask: torch.Tensor | None = None  # [B, N] bool, True = padding (text only)
+    grid: tuple[int, ...] = ()  # token grid (h, w) or (d, h, w); (L,) for text
+
+
+@dataclass
+class EncoderOutput:
+    """Output of the trunk."""
+
+    x: torch.Tensor  # [B, P + n, D]; P = num_prefix (1 when the CLS was prepended)
+    padding_mask: torch.Tensor | None  # [B, P + n] bool, True = padding
+    num_prefix: int
+    grid: tuple[int, ...] = ()
+    hidden: list[torch.Tensor] = field(default_factory=list)  # per-block outputs when asked
+
+    @property
+    def patch_tokens(self) -> torch.Tensor:
+        """Tokens without the CLS prefix, ``[B, n, D]``."""
+        return self.x[:, self.num_prefix:]
+
+    def pooled(self) -> torch.Tensor:
+        """Mean over non-padding, non-prefix tokens, ``[B, D]``."""
+        tokens = self.patch_tokens
+        if self.padding_mask is None:
+            return tokens.mean(dim=1)
+        keep = (~self.padding_mask[:, self.num_prefix:]).to(tokens.dtype).unsqueeze(-1)
+        return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+
+
+def resolve_trunk(preset: str, **overrides: Any) -> dict[str, Any]:
+    """Trunk shape of ``preset`` with explicit (non-``None``) overrides applied."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown encoder preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    shape = dict(PRESETS[preset])
+    shape.update({k: v for k, v in overrides.items() if v is not None})
+    if shape["embed_dim"] % shape["num_heads"]:
+        raise ConfigError(f"encoder embed_dim {shape['embed_dim']} is not divisible by "
+                          f"num_heads {shape['num_heads']}; change encoder.embed_dim or encoder.num_heads")
+    return shape
+
+
+class UniversalEncoder(nn.Module):
+    """One pre-norm ViT trunk (timm blocks, layer scale, bidirectional attention) shared by all
+    modalities, plus the tokenizers of the run keyed by tokenizer name.
+
+    Args:
+        tokenizers: tokenizer modules by name (``patch_3d``, ``text_1d``...).
+        depth, embed_dim, num_heads, mlp_ratio: trunk shape (see :data:`PRESETS`).
+        drop_path: stochastic-depth rate, the same for every block (spec §1.1).
+        layer_scale_init: initial LayerScale value (1e-3 in MedCoSS).
+        final_norm: add a LayerNorm after the last block (MedCoSS has none).
+        legacy: attend to padded tokens (text) as the reference does: causal AND padding, additive
+            -10000, with its batch-scrambled mask layout (spec §10.1 items 1-2,
+            :func:`medkit.models.legacy.legacy_text_attention_mask`). Images get no mask either way.
+    """
+
+    def __init__(self, tokenizers: Mapping[str, nn.Module], *, depth: int, embed_dim: int,
+                 num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.1,
+                 layer_scale_init: float = 1e-3, final_norm: bool = False, legacy: bool = False) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        if legacy and final_norm:
+            raise ConfigError("encoder.legacy reproduces the reference, which has no final LayerNorm; "
+                              "set encoder.final_norm=false")
+        self.embed_dim = embed_dim
+        self.num_heads = int(num_heads)
+        self.legacy = bool(legacy)
+        self.tokenizers = nn.ModuleDict(dict(tokenizers))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, init_values=layer_scale_init,
+                  drop_path=drop_path, norm_layer=nn.LayerNorm, act_layer=nn.GELU)
+            for _ in range(depth)
+        ])
+        self.norm: nn.Module = nn.LayerNorm(embed_dim) if final_norm else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.cls_token, std=0.02)
+        for module in [self.blocks, self.norm]:
+            for m in module.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.LayerNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def trunk_parameters(self) -> dict[str, nn.Parameter]:
+        """The shared trunk's parameters (blocks and final norm), by name."""
+        return {n: p for n, p in self.named_parameters() if n.startswith(("blocks.", "norm."))}
+
+    def tokenize(self, tokenizer: str, inputs: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None) -> Tokens:
+        """Embed ``inputs`` with the named tokenizer."""
+        if tokenizer not in self.tokenizers:
+            raise ConfigError(f"the encoder has no tokenizer {tokenizer!r}; it has "
+                              f"{', '.join(self.tokenizers) or 'none'}")
+        return self.tokenizers[tokenizer](inputs, attention_mask)
+
+    def forward_tokens(self, tokens: Tokens, *, ids_keep: torch.Tensor | None = None,
+                       add_cls: bool = True, return_hidden: bool = False) -> EncoderOutput:
+        """Run the trunk on ``tokens``, keeping only ``ids_keep`` (``[B, n]``) when given."""
+        x, pad = tokens.x, tokens.padding_mask  # [B, N, D], [B, N]
+        if ids_keep is not None:
+            x = gather_tokens(x, ids_keep)  # [B, n, D]
+            if pad is not None:
+                pad = torch.gather(pad, 1, ids_keep)
+        num_prefix = 0
+        if add_cls:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            if pad is not None:
+                pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], dim=1)
+            num_prefix = 1
+        attn_mask = None
+        if self.legacy and pad is not None:
+            attn_mask = legacy_text_attention_mask(pad, self.num_heads, x.dtype)  # [B, H, T, T]
+        elif pad is not None and bool(pad.any()):
+            attn_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device)
+            attn_mask = attn_mask.masked_fill(pad, float("-inf"))[:, None, None, :]  # [B, 1, 1, T]
+        hidden: list[torch.Tensor] = []
+        for block in self.blocks:
+            x = block(x, attn_mask=attn_mask)
+            if return_hidden:
+                hidden.append(x)
+        x = self.norm(x)
+        return EncoderOutput(x=x, padding_mask=pad, num_prefix=num_prefix, grid=tokens.grid, hidden=hidden)
+
+    def forward(self, tokenizer: str, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                *, ids_keep: torch.Tensor | None = None, return_hidden: bool = False) -> EncoderOutput:
+        """Tokenize then encode; images get the CLS token prepended after masking."""
+        tokens = self.tokenize(tokenizer, inputs, attention_mask)
+        add_cls = bool(getattr(self.tokenizers[tokenizer], "adds_cls", True))
+        return self.forward_tokens(tokens, ids_keep=ids_keep, add_cls=add_cls, return_hidden=return_hidden)
+
+
+def count_parameters(module: nn.Module, prefix: str = "") -> int:
+    """Number of parameters whose name starts with ``prefix``."""
+    return sum(p.numel() for n, p in module.named_parameters() if n.startswith(prefix))
+
+
+def interpolate_grid(table: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """Resample a position table ``[1, D, *g0]`` to ``grid`` and flatten to ``[1, prod(grid), D]``.
+
+    Used by tokenizers so that one table serves every input size (224² and 512², 16 or 64 slices).
+    """
+    if tuple(table.shape[2:]) != tuple(grid):
+        mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(grid)]
+        table = nn.functional.interpolate(table.float(), size=grid, mode=mode,
+                                          align_corners=False).to(table.dtype)
+    return table.flatten(2).transpose(1, 2)
+
+
+def sincos_init(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
+    """A fixed sin-cos table ``[1, D, *grid]`` used to initialise learned position tables."""
+    coords = torch.meshgrid(*[torch.arange(g, dtype=torch.float32) for g in grid], indexing="ij")
+    n_axes = len(grid)
+    per_axis = (dim // (2 * n_axes)) * 2
+    parts = []
+    for c in coords:
+        omega = 1.0 / (10000 ** (torch.arange(per_axis // 2, dtype=torch.float32) / max(per_axis // 2, 1)))
+        angles = c.reshape(-1, 1) * omega.reshape(1, -1)
+        parts += [torch.sin(angles), torch.cos(angles)]
+    table = torch.cat(parts, dim=1)
+    if table.shape[1] < dim:
+        table = torch.cat([table, torch.zeros(table.shape[0], dim - table.shape[1])], dim=1)
+    return table.T.reshape(1, dim, *grid)

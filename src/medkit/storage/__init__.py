@@ -1,0 +1,1 @@
+"""medkit.storage: atomic, pickle-free files (safetensors for tensors, JSON for the rest)."""

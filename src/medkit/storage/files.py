@@ -1,0 +1,230 @@
+"""Atomic, pickle-free persistence: safetensors for tensors, JSON for everything else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from medkit.api.errors import CheckpointError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename (never a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_link(source: Path, path: Path) -> None:
+    """Make ``path`` the same file as ``source`` (a hard link swapped in atomically; a copy where the
+    file system has no hard links). Safe because medkit never rewrites a file in place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path} is missing") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the file is corrupted") from exc
+
+
+def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write ``tensors`` as safetensors (contiguous CPU copies; shared storage is fine)."""
+    from safetensors.torch import save
+
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(Path(path), save(flat, metadata=metadata))
+
+
+def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a corrupted or truncated file is a :class:`CheckpointError`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path} is missing") from exc
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); it is corrupted or "
+                              f"truncated — re-download or re-create it") from exc
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
+                       strict: bool = True) -> None:
+    """Load ``state`` into ``module``, refusing a mismatch with the first offending key and shapes."""
+    own = module.state_dict()
+    for key, expected in own.items():  # model order, so "the first mismatch" is stable
+        value = state.get(key)
+        if value is not None and tuple(expected.shape) != tuple(value.shape):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)} but the model built "
+                                  f"from the config expects {tuple(expected.shape)}; the checkpoint "
+                                  f"does not match this architecture")
+    if strict:
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing:
+            raise CheckpointError(f"{source}: missing key {missing[0]} (and {len(missing) - 1} more); the "
+                                  f"checkpoint does not match this architecture")
+        if unexpected:
+            raise CheckpointError(f"{source}: unexpected key {unexpected[0]} (and {len(unexpected) - 1} "
+                                  f"more); the checkpoint does not match this architecture")
+    module.load_state_dict(dict(state), strict=strict)
+
+
+# -- optimizer and RNG state without pickle -------------------------------------------------
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (safetensors) and JSON-able metadata."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        pid, _, name = key.partition(".")
+        state.setdefault(int(pid), {})[name] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = meta["param_groups"]
+    if len(groups) != len(opt.param_groups) or any(
+            len(g["params"]) != len(o["params"]) for g, o in zip(groups, opt.param_groups)):
+        raise CheckpointError("optimizer state does not match the parameters being trained; was the "
+                              "run resumed with a different config?")
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_optimizer(directory: Path, opt: torch.optim.Optimizer) -> None:
+    """``optimizer.safetensors`` + ``optimizer.json`` in ``directory``."""
+    tensors, meta = optimizer_to_tensors(opt)
+    save_tensors(Path(directory) / "optimizer.safetensors", tensors)
+    atomic_write_json(Path(directory) / "optimizer.json", meta)
+
+
+def load_optimizer(directory: Path, opt: torch.optim.Optimizer, device: str | torch.device = "cpu") -> None:
+    """Restore what :func:`save_optimizer` wrote into ``opt``."""
+    optimizer_from_tensors(opt, load_tensors(Path(directory) / "optimizer.safetensors", device),
+                           read_json(Path(directory) / "optimizer.json"))
+
+
+def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append one JSON line per record and fsync, so the log matches the checkpoint written with it."""
+    if not records:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    if "torch" in tensors:
+        torch.set_rng_state(tensors["torch"].to(torch.uint8).cpu())
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"].to(torch.uint8).cpu())
+
+
+def swap_directory(new: Path, final: Path) -> None:
+    """Replace directory ``final`` by ``new`` so that one complete version always exists:
+    ``final`` → ``final.old``, ``new`` → ``final``, then ``final.old`` is removed."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    _fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recover_directory(final: Path) -> Path | None:
+    """The complete checkpoint directory after a crash mid-swap, or ``None`` if there is none."""
+    if final.exists():
+        return final
+    old = final.with_name(final.name + ".old")
+    return old if old.exists() else None

@@ -1,0 +1,1 @@
+"""medkit.strategies: the strategy base class and the host's reference strategies."""

@@ -1,0 +1,94 @@
+"""The strategy base class and the host's reference strategies: sequential, joint, tfs."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Sequence
+
+import torch
+
+from medkit.api.context import LossOutput, RunContext
+from medkit.api.batch import Batch, Source
+
+
+class BaseStrategy:
+    """Every strategy method as a no-op: one stage per modality, pretext loss on its own data.
+
+    Subclasses override what they need. State returned by :meth:`state_dict` is saved as
+    safetensors (tensors) + JSON (``meta``) in the run directory and restored on resume/--from.
+    """
+
+    name = "base"
+    #: Whether the encoder is pre-trained at all (``tfs`` sets False).
+    trains = True
+
+    def plan(self, modalities: Sequence[str]) -> list[list[str]]:
+        return [[m] for m in modalities]
+
+    def setup(self, ctx: RunContext) -> None:
+        return None
+
+    def before_stage(self, ctx: RunContext) -> None:
+        return None
+
+    def sources(self, ctx: RunContext) -> list[Source]:
+        return [Source(m, list(ctx.train_indices[m])) for m in ctx.stage]
+
+    def loss(self, ctx: RunContext, batch: Batch) -> LossOutput:
+        return ctx.pretext_loss(batch)
+
+    def after_backward(self, ctx: RunContext) -> None:
+        return None
+
+    def after_stage(self, ctx: RunContext) -> None:
+        return None
+
+    def eval_context(self, ctx: RunContext, modality: str) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def parameters_groups(self, ctx: RunContext) -> list[dict[str, Any]]:
+        return []
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        return None
+
+
+class Sequential(BaseStrategy):
+    """Stages one after another with no protection against forgetting (the lower reference)."""
+
+    name = "sequential"
+
+
+class Joint(BaseStrategy):
+    """All selected modalities in one stage, batches interleaved in proportion to their sizes
+    (the upper reference: no continual constraint)."""
+
+    name = "joint"
+
+    def plan(self, modalities: Sequence[str]) -> list[list[str]]:
+        return [list(modalities)]
+
+
+class TrainFromScratch(BaseStrategy):
+    """No pre-training at all: writes a randomly initialised model (the downstream baseline)."""
+
+    name = "tfs"
+    trains = False
+
+
+def make_sequential() -> Sequential:
+    """Sequential training: no protection against forgetting."""
+    return Sequential()
+
+
+def make_joint() -> Joint:
+    """Joint training of all modalities at once."""
+    return Joint()
+
+
+def make_tfs() -> TrainFromScratch:
+    """Train-from-scratch: an untrained encoder, for downstream comparison."""
+    return TrainFromScratch()

@@ -1,0 +1,334 @@
+"""Contract suites every plugin's tests subclass (one base class per plugin kind).
+
+Usage in a plugin's ``tests/test_contract.py``::
+
+    from medkit.testing.contracts import ModalityContract
+
+    class TestCT(ModalityContract):
+        name = "ct"            # the component is built through its registered spec
+
+Pytest collects the inherited ``test_*`` methods. Override ``make_*`` to build components by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _create(kind: str, name: str, **kwargs: Any) -> Any:
+    from medkit.registry import create
+
+    return create(kind, name, **kwargs)
+
+
+class ModalityContract:
+    """What every modality guarantees: demo data that its own readers read, stable ids, seeded
+    augmentation, and a :class:`~medkit.api.errors.DataError` for an empty folder."""
+
+    name: str = ""
+
+    def make_modality(self) -> Any:
+        return _create("modality", self.name)
+
+    def test_declares_dims_and_defaults(self) -> None:
+        m = self.make_modality()
+        assert m.name == self.name
+        assert m.dims in (1, 2, 3)
+        assert isinstance(m.default_tokenizer, str) and m.default_tokenizer
+        assert isinstance(m.default_objective, str) and m.default_objective
+
+    def test_demo_data_is_readable(self, tmp_path: Path) -> None:
+        m = self.make_modality()
+        root = m.demo_data(tmp_path / "demo")
+        ds = m.dataset(root, train=True)
+        assert len(ds) >= 4
+        assert len(set(ds.ids)) == len(ds.ids), "sample ids must be unique"
+        sample = ds.load(0, seed=None)
+        assert sample["id"] == ds.ids[0]
+        if m.dims > 1:
+            assert sample["input"].ndim == m.dims + 1, "images are [C, H, W] or [C, D, H, W]"
+        else:
+            assert isinstance(sample["input"], str) and sample["input"]
+
+    def test_augmentation_is_seeded(self, tmp_path: Path) -> None:
+        m = self.make_modality()
+        ds = m.dataset(m.demo_data(tmp_path / "demo"), train=True)
+        a, b = ds.load(1, seed=123), ds.load(1, seed=123)
+        if m.dims > 1:
+            assert (a["input"] == b["input"]).all()
+        else:
+            assert a["input"] == b["input"]
+
+    def test_demo_data_is_idempotent(self, tmp_path: Path) -> None:
+        m = self.make_modality()
+        first = m.demo_data(tmp_path / "demo")
+        again = m.demo_data(tmp_path / "demo")
+        assert first == again
+        assert len(m.dataset(again, train=False)) == len(m.dataset(first, train=False))
+
+    def test_empty_folder_is_a_clear_error(self, tmp_path: Path) -> None:
+        from medkit.api.errors import DataError
+
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        with pytest.raises(DataError, match="empty"):
+            self.make_modality().dataset(empty, train=True)
+
+
+class TokenizerContract:
+    """What every tokenizer guarantees: ``collate`` → ``forward`` gives ``[B, N, D]`` tokens and a
+    wrong-shaped input is a :class:`~medkit.api.errors.DataError` naming the modality."""
+
+    name: str = ""
+    embed_dim: int = 32
+
+    def make_tokenizer(self) -> Any:
+        return _create("tokenizer", self.name, embed_dim=self.embed_dim)
+
+    def make_samples(self) -> list[dict[str, Any]]:
+        raise NotImplementedError("return two or more valid samples")
+
+    def make_bad_sample(self) -> dict[str, Any]:
+        raise NotImplementedError("return one sample of the wrong shape")
+
+    def test_tokens_have_the_trunk_width(self) -> None:
+        tok = self.make_tokenizer()
+        parts = tok.collate(self.make_samples(), "demo")
+        out = tok(parts["inputs"], parts.get("attention_mask"))
+        assert out.x.ndim == 3 and out.x.shape[0] == len(self.make_samples())
+        assert out.x.shape[-1] == self.embed_dim
+        assert tok.embed_dim == self.embed_dim and tok.dims in (1, 2, 3)
+
+    def test_wrong_shape_names_the_modality(self) -> None:
+        from medkit.api.errors import DataError
+
+        tok = self.make_tokenizer()
+        with pytest.raises(DataError, match="mymod"):
+            tok.collate([self.make_bad_sample()], "mymod")
+
+
+class ObjectiveContract:
+    """What every objective guarantees: a finite scalar loss that trains the encoder, and the same
+    value for the same masking generator."""
+
+    name: str = ""
+    tokenizer: str = ""
+
+    def make_samples(self) -> list[dict[str, Any]]:
+        raise NotImplementedError("return two or more samples for the tokenizer")
+
+    def build(self) -> tuple[Any, Any, Any]:
+        from medkit.api.batch import collate
+        from medkit.models.encoder import UniversalEncoder
+
+        tok = _create("tokenizer", self.tokenizer, embed_dim=48)
+        encoder = UniversalEncoder({self.tokenizer: tok}, depth=2, embed_dim=48, num_heads=3)
+        objective = _create("objective", self.name, encoder=encoder, tokenizer=self.tokenizer)
+        batch = collate(self.make_samples(), "demo", tok)
+        return encoder, objective, batch
+
+    def test_loss_is_finite_and_trains_the_trunk(self) -> None:
+        import torch
+
+        encoder, objective, batch = self.build()
+        out = objective(encoder, batch, generator=torch.Generator().manual_seed(0))
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        out.loss.backward()
+        grads = [p.grad for n, p in encoder.named_parameters() if n.startswith("blocks.")]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    def test_same_generator_same_loss(self) -> None:
+        import torch
+
+        encoder, objective, batch = self.build()
+        encoder.eval()
+        objective.eval()
+        a = objective(encoder, batch, generator=torch.Generator().manual_seed(3)).loss
+        b = objective(encoder, batch, generator=torch.Generator().manual_seed(3)).loss
+        assert torch.equal(a, b)
+
+
+# -- synthetic modalities and the real engine, for strategy and host tests -----------------------
+
+MEDKIT_API_VERSION = 1
+
+
+from medkit.api.batch import TrainViewMixin  # noqa: E402
+
+
+class SyntheticDataset(TrainViewMixin):
+    """Samples generated from their index: a noisy volume (or image) with a bright quadrant whose
+    position is the label. ``load(i, seed)`` flips along the last axis when the seed says so."""
+
+    def __init__(self, root: Path, train: bool, size: tuple[int, ...], offset: float) -> None:
+        import json
+
+        index = json.loads((Path(root) / "index.json").read_text())
+        self.ids = list(index["ids"])
+        self.labels = [i % 2 for i in range(len(self.ids))]
+        self.class_names = ["upper", "lower"]
+        self.skipped: list[tuple[str, str]] = []
+        self.train, self.size, self.offset = train, tuple(size), offset
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
+        import torch
+
+        g = torch.Generator().manual_seed(1000 + index)
+        channels = 3 if len(self.size) == 2 else 1
+        x = torch.randn(channels, *self.size, generator=g) * 0.1 + self.offset
+        half = self.size[-2] // 2
+        if self.labels[index]:
+            x[..., half:, :] += 1.0
+        else:
+            x[..., :half, :] += 1.0
+        if self.train and seed is not None:
+            if torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5:
+                x = x.flip(-1)
+        return {"input": x, "id": self.ids[index], "label": self.labels[index]}
+
+
+class SyntheticModality:
+    """A modality whose demo data is an index of ids (samples are generated): engine tests in
+    seconds. ``synth_a``/``synth_b`` are 3D (``patch_3d``), ``synth_2d`` is 2D (``patch_2d``)."""
+
+    default_objective = "mae"
+
+    def __init__(self, name: str = "synth_a", num_samples: int = 24,
+                 size: tuple[int, ...] = (16, 32, 32), offset: float = 0.0) -> None:
+        self.name, self.num_samples, self.size, self.offset = name, num_samples, tuple(size), offset
+        self.dims = len(self.size)
+        self.default_tokenizer = "patch_3d" if self.dims == 3 else "patch_2d"
+
+    def demo_data(self, root: Path) -> Path:
+        import json
+
+        from medkit.storage.files import atomic_write_text
+
+        root = Path(root)
+        index = root / "index.json"
+        text = json.dumps({"ids": [f"{self.name}/{i:03d}" for i in range(self.num_samples)]})
+        if not index.exists() or index.read_text() != text:  # idempotent; atomic for concurrent ranks
+            atomic_write_text(index, text)
+        return root
+
+    def dataset(self, data: Path, *, train: bool) -> SyntheticDataset:
+        from medkit.api.errors import DataError
+
+        if not (Path(data) / "index.json").exists():
+            raise DataError(f"{data}: empty folder (no index.json of synthetic ids)")
+        return SyntheticDataset(Path(data), train, self.size, self.offset)
+
+
+def make_synth_a(num_samples: int = 24, size: tuple[int, int, int] = (16, 32, 32)) -> SyntheticModality:
+    return SyntheticModality("synth_a", num_samples, size, 0.0)
+
+
+def make_synth_b(num_samples: int = 24, size: tuple[int, int, int] = (16, 32, 32)) -> SyntheticModality:
+    return SyntheticModality("synth_b", num_samples, size, 0.5)
+
+
+def make_synth_2d(num_samples: int = 24, size: tuple[int, int] = (32, 32)) -> SyntheticModality:
+    return SyntheticModality("synth_2d", num_samples, size, 0.0)
+
+
+def medkit_register_modalities(register: Any) -> None:
+    from medkit.api.specs import ModalitySpec
+
+    for name, factory, dims in [("synth_a", "make_synth_a", 3), ("synth_b", "make_synth_b", 3),
+                                ("synth_2d", "make_synth_2d", 2)]:
+        register(ModalitySpec(name, f"medkit.testing.contracts:{factory}", summary="synthetic test data",
+                              meta={"dims": dims, "default_tokenizer": "patch_3d" if dims == 3 else "patch_2d",
+                                    "default_objective": "mae"}))
+
+
+from medkit.api.hookspecs import hookimpl as _hookimpl  # noqa: E402
+
+medkit_register_modalities = _hookimpl(medkit_register_modalities)
+
+
+def use_synthetic_host() -> Any:
+    """Install a process-wide plugin host with every installed plugin plus the synthetic modalities."""
+    import importlib.metadata as md
+
+    from medkit.registry import reset_host
+    from medkit.registry.host import PluginHost
+
+    import medkit.config.compose as config
+
+    eps = [ep for ep in md.entry_points(group="medkit")]
+    eps.append(md.EntryPoint(name="synthetic", value="medkit.testing.contracts", group="medkit"))
+    host = PluginHost(eps)
+    reset_host(host)
+    config._STORE = None
+    return host
+
+
+def run_synthetic(run_dir: Path, strategy: str, modalities: tuple[str, ...] = ("synth_a", "synth_b"),
+                  *, max_steps: int = 6, overrides: tuple[str, ...] = (), seed: int = 0,
+                  demo_dir: Path | None = None) -> Path:
+    """Run the real engine at a very small size over synthetic modalities; returns the run dir."""
+    import os
+
+    from medkit.config.compose import Selection, compose
+    from medkit.engine.engine import Engine
+    from medkit.api.progress import NullReporter
+
+    previous = os.environ.get("MEDKIT_DEMO_DIR")
+    if demo_dir is not None:
+        os.environ["MEDKIT_DEMO_DIR"] = str(demo_dir)
+    try:
+        use_synthetic_host()
+        base = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
+                "trainer.eval_batches=1", "trainer.checkpoint_every=1000"]
+        cfg = compose(Selection(modalities=list(modalities), strategy=strategy, preset="tiny",
+                                max_steps=max_steps, seed=seed, overrides=base + list(overrides)))
+        Engine(cfg, Path(run_dir), reporter=NullReporter()).run()
+    finally:
+        if previous is None:
+            os.environ.pop("MEDKIT_DEMO_DIR", None)
+        else:
+            os.environ["MEDKIT_DEMO_DIR"] = previous
+    return Path(run_dir)
+
+
+class StrategyContract:
+    """What every strategy guarantees on the real engine: a two-stage run over synthetic
+    modalities finishes, writes one matrix row per stage, and its state survives a round trip
+    through safetensors + JSON."""
+
+    name: str = ""
+    overrides: tuple[str, ...] = ()
+
+    def test_two_stage_run_writes_matrix(self, tmp_path: Path) -> None:
+        from medkit.eval.evaluate import read_matrix
+
+        run = run_synthetic(tmp_path / "run", self.name, overrides=self.overrides,
+                            demo_dir=tmp_path / "demo")
+        mods, rows = read_matrix(run / "metrics" / "matrix.csv")
+        assert mods == ["synth_a", "synth_b"]
+        assert len(rows) >= 1
+        assert rows[-1][0] is not None and rows[-1][1] is not None
+        assert (run / "model.safetensors").exists() and (run / "manifest.json").exists()
+
+    def test_state_round_trips(self, tmp_path: Path) -> None:
+        import json
+
+        from medkit.storage.files import load_tensors
+        from medkit.registry import create
+
+        run = run_synthetic(tmp_path / "run", self.name, overrides=self.overrides,
+                            demo_dir=tmp_path / "demo")
+        tensors = load_tensors(run / "strategy" / "state.safetensors")
+        meta = json.loads((run / "strategy" / "state.json").read_text())
+        fresh = create("strategy", self.name)
+        fresh.load_state_dict(tensors, meta)
+        t2, m2 = fresh.state_dict()
+        assert set(t2) == set(tensors)
+        assert all((t2[k] == tensors[k]).all() for k in tensors)
+        assert json.loads(json.dumps(m2)) == meta

@@ -1,0 +1,55 @@
+"""Deterministic splits and step plans."""
+
+from __future__ import annotations
+
+from medkit.api.batch import Source, StepPlan, split_indices
+
+
+def test_split_is_stable_and_order_independent():
+    ids = [f"s{i}" for i in range(200)]
+    train, val = split_indices(ids, 0.1)
+    assert set(train).isdisjoint(val) and len(train) + len(val) == 200
+    assert 5 <= len(val) <= 40
+    rev = list(reversed(ids))
+    _, val_rev = split_indices(rev, 0.1)
+    assert {ids[i] for i in val} == {rev[i] for i in val_rev}
+
+
+def test_split_holds_out_at_least_one_of_two():
+    train, val = split_indices(["a", "b"], 0.0001)
+    assert len(val) == 1 and len(train) == 1
+
+
+def test_step_plan_is_a_pure_function_of_step():
+    srcs = [Source("a", list(range(10))), Source("b", list(range(100, 130)), role="buffer")]
+    p1 = StepPlan(srcs, batch_size=4, max_steps=50, seed=3, stage=1)
+    p2 = StepPlan(srcs, batch_size=4, max_steps=50, seed=3, stage=1)
+    assert [p1.step(s)[1] for s in range(50)] == [p2.step(s)[1] for s in range(50)]
+    shares = sum(1 for s in range(50) if p1.step(s)[0].modality == "b") / 50
+    assert 0.5 < shares < 0.95, "sources interleave in proportion to their sizes (30 vs 10)"
+
+
+def test_epoch_covers_every_sample_once():
+    p = StepPlan([Source("a", list(range(12)))], batch_size=4, max_steps=3, seed=0, stage=0)
+    seen = sorted(i for s in range(3) for i in p.step(s)[1])
+    assert seen == list(range(12))
+
+
+def test_ranks_take_disjoint_slices():
+    srcs = [Source("a", list(range(16)))]
+    r0 = StepPlan(srcs, batch_size=4, max_steps=2, seed=0, stage=0, rank=0, world_size=2)
+    r1 = StepPlan(srcs, batch_size=4, max_steps=2, seed=0, stage=0, rank=1, world_size=2)
+    for s in range(2):
+        assert set(r0.step(s)[1]).isdisjoint(r1.step(s)[1])
+
+
+def test_train_view_shares_the_index_and_switches_augmentation(tmp_path):
+    from medkit.testing.contracts import SyntheticModality
+
+    modality = SyntheticModality("synth_a", num_samples=8, size=(16, 16, 16))
+    train = modality.dataset(modality.demo_data(tmp_path), train=True)
+    evaluation = train.view(train=False)
+    assert evaluation.ids is train.ids and train.train and not evaluation.train
+    flipped = [i for i in range(50) if not (train.load(0, seed=i)["input"] == train.load(0)["input"]).all()]
+    assert flipped, "the training view augments"
+    assert all((evaluation.load(0, seed=i)["input"] == evaluation.load(0)["input"]).all() for i in range(10))

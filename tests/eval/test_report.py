@@ -1,0 +1,82 @@
+"""Probes in a real engine run, then ``medkit report`` and ``medkit compare`` on the runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from medkit.eval.evaluate import read_matrix
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from medkit.testing.contracts import run_synthetic
+
+    root = tmp_path_factory.mktemp("runs")
+    return {s: run_synthetic(root / s, s, max_steps=2, demo_dir=root / "demo",
+                             overrides=("trainer.probe_unseen=true",)) for s in ("sequential", "joint")}
+
+
+def test_engine_writes_probe_matrices_in_unit_range(runs: dict[str, Path]) -> None:
+    for metric in ("knn_acc", "linear_acc"):
+        mods, rows = read_matrix(runs["sequential"] / "metrics" / f"matrix_{metric}.csv")
+        assert mods == ["synth_a", "synth_b"]
+        assert len(rows) == 2
+        # the probes also run on synth_b before its own stage (forward transfer needs it)
+        assert all(v is not None and 0.0 <= v <= 1.0 for row in rows for v in row)
+    mods, rows = read_matrix(runs["sequential"] / "metrics" / "matrix.csv")
+    assert rows[0][1] is None  # the pretext loss stays seen-only
+
+
+def test_report_writes_pngs_and_markdown(runs: dict[str, Path]) -> None:
+    from medkit.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["report", str(runs["sequential"])])
+    assert result.exit_code == 0, result.output
+    out = runs["sequential"] / "report"
+    for name in ("matrix_pretext_loss.png", "matrix_knn_acc.png", "matrix_linear_acc.png", "loss_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    md = (out / "report.md").read_text()
+    assert "| after stage 2 (synth_b) |" in md
+    assert "|  | synth_a | synth_b |" in md
+    assert "forgetting (first)" in md and "BWT" in md
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pretext_loss"]["stages"] == 2 and metrics["pretext_loss"]["bwt"] is not None
+
+
+def test_compare_prints_both_strategies(runs: dict[str, Path], tmp_path: Path) -> None:
+    from medkit.cli.main import cli
+
+    out = tmp_path / "cmp.json"
+    result = CliRunner().invoke(cli, ["compare", str(runs["sequential"]), str(runs["joint"]),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["run", "strategy", "stages"]
+    assert any(line.split()[:3] == ["sequential", "sequential", "2"] for line in lines)
+    assert any(line.split()[:3] == ["joint", "joint", "1"] for line in lines)
+    data = json.loads(out.read_text())
+    joint = next(r for r in data["runs"] if r["strategy"] == "joint")
+    assert joint["metrics"]["pretext_loss"]["forgetting_first"] is None
+    assert "one stage" in joint["metrics"]["pretext_loss"]["reasons"]["forgetting"]
+
+
+def test_compare_rejects_unknown_out_suffix(runs: dict[str, Path], tmp_path: Path) -> None:
+    from medkit.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["compare", str(runs["joint"]), "--out", str(tmp_path / "x.txt")])
+    assert result.exit_code != 0 and ".md or .json" in result.output
+
+
+def test_loss_curves_distinguish_buffer_role(tmp_path: Path) -> None:
+    from medkit.cli.report_cmd import plot_losses
+
+    steps = [{"stage": s, "step": k, "modality": m, "role": "current", "loss": 1.0 / k}
+             for s, m in ((1, "a"), (2, "b")) for k in range(1, 5)]
+    steps += [{"stage": 2, "step": k, "modality": "a", "role": "buffer", "loss": 0.5} for k in (2, 4)]
+    styles = plot_losses(tmp_path / "loss.png", steps)
+    assert styles == {"a (current)": "-", "a (buffer)": "--", "b (current)": "-"}
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
