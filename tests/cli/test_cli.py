@@ -132,7 +132,7 @@ def test_broken_plugins_are_reported_and_isolated(tmp_path, synth_env):
         MEDKIT_API_VERSION = 1
         @hookimpl
         def medkit_register_strategies(register):
-            register(StrategySpec("sequential", "medkit.strategies.base:make_joint"))
+            register(StrategySpec("sequential", "medkit.strategies.reference:make_joint"))
         """)
     extra = ":".join(str(site / x) for x in "abcd")
     env = {**synth_env, "PYTHONPATH": f"{synth_env['PYTHONPATH']}:{extra}"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from medkit.api.batch import Source, StepPlan, split_indices
+from medkit.api.batch import Source
+from medkit.data.split import split_indices
+from medkit.engine.plan import StepPlan
 
 
 def test_split_is_stable_and_order_independent():

@@ -17,7 +17,7 @@ from medkit.api import hookimpl, StrategySpec
 MEDKIT_API_VERSION = 1
 @hookimpl
 def medkit_register_strategies(register):
-    register(StrategySpec("toy", "medkit.strategies.base:make_sequential", summary="toy"))
+    register(StrategySpec("toy", "medkit.strategies.reference:make_sequential", summary="toy"))
 """
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.batch import StepPlan, split_indices
+from medkit.data.split import split_indices
+from medkit.engine.plan import StepPlan
 from medkit.api.errors import CheckpointError, ConfigError, DataError
 from medkit.testing.contracts import StrategyContract, run_synthetic
 from medkit_plugin_medcoss.buffer import BufferEntry

@@ -25,7 +25,7 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
 
     import torch
 
-    from medkit.engine.engine import demo_root
+    from medkit.data.demo import demo_root
     from medkit.registry import create, get_host
 
     spec = get_host().spec("modality", modality)

@@ -17,7 +17,9 @@ import torch
 from medkit.storage import files as ck
 from medkit.config.compose import config_hash, to_yaml
 from medkit.api.context import RunContext
-from medkit.api.batch import StepBatches, StepPlan, split_indices
+from medkit.data.demo import demo_root
+from medkit.data.split import split_indices
+from medkit.engine.plan import StepBatches, StepPlan
 from medkit.engine.distributed import World, average_gradients, barrier, broadcast_parameters, init_world
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.eval.evaluate import evaluate_seen, probe_options, write_matrices
@@ -27,12 +29,6 @@ from medkit.api.progress import LogReporter, Reporter
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
-
-
-def demo_root() -> Path:
-    """Where built-in demo data is generated (``MEDKIT_DEMO_DIR`` or ``~/.cache/medkit/demo``)."""
-    env = os.environ.get("MEDKIT_DEMO_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "medkit" / "demo"
 
 
 def package_versions() -> dict[str, str]:

@@ -189,7 +189,7 @@ def describe_recipe(name: str) -> str:
 
 def resolve_data(cfg: dict[str, Any], task: Any, override: str | None = None) -> Path:
     """The data folder: ``override``, ``run.data`` or the task's demo data (logged)."""
-    from medkit.engine.engine import demo_root
+    from medkit.data.demo import demo_root
 
     given = override or cfg["run"].get("data")
     if given:

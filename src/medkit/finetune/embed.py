@@ -146,7 +146,7 @@ def embed_modalities(run_dir: Path, modalities: Sequence[str], data: dict[str, s
                      seed: int = 0) -> dict[str, Any]:
     """Embed up to ``max_samples`` evenly spaced samples of every modality with the pre-trained
     encoder of ``run_dir``; write the t-SNE PNG and a JSON of its points."""
-    from medkit.engine.engine import demo_root
+    from medkit.data.demo import demo_root
     from medkit.finetune.backbones import load_encoder, modality_info, pretrain_config
     from medkit.finetune.config import component_defaults
     from medkit.registry import create

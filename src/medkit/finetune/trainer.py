@@ -26,7 +26,8 @@ import torch
 
 from medkit.storage import files as ck
 from medkit.config.compose import config_hash, to_yaml
-from medkit.api.batch import Batch, Source, StepPlan
+from medkit.api.batch import Batch, Source
+from medkit.engine.plan import StepPlan
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.finetune.backbones import build_backbone
 from medkit.finetune.config import resolve_data

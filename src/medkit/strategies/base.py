@@ -1,4 +1,4 @@
-"""The strategy base class and the host's reference strategies: sequential, joint, tfs."""
+"""The strategy base class: every strategy point as a no-op."""
 
 from __future__ import annotations
 
@@ -54,41 +54,3 @@ class BaseStrategy:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         return None
-
-
-class Sequential(BaseStrategy):
-    """Stages one after another with no protection against forgetting (the lower reference)."""
-
-    name = "sequential"
-
-
-class Joint(BaseStrategy):
-    """All selected modalities in one stage, batches interleaved in proportion to their sizes
-    (the upper reference: no continual constraint)."""
-
-    name = "joint"
-
-    def plan(self, modalities: Sequence[str]) -> list[list[str]]:
-        return [list(modalities)]
-
-
-class TrainFromScratch(BaseStrategy):
-    """No pre-training at all: writes a randomly initialised model (the downstream baseline)."""
-
-    name = "tfs"
-    trains = False
-
-
-def make_sequential() -> Sequential:
-    """Sequential training: no protection against forgetting."""
-    return Sequential()
-
-
-def make_joint() -> Joint:
-    """Joint training of all modalities at once."""
-    return Joint()
-
-
-def make_tfs() -> TrainFromScratch:
-    """Train-from-scratch: an untrained encoder, for downstream comparison."""
-    return TrainFromScratch()

@@ -12,9 +12,9 @@ MEDKIT_API_VERSION = 1
 
 @hookimpl
 def medkit_register_strategies(register: Callable[[Any], None]) -> None:
-    register(StrategySpec("sequential", "medkit.strategies.base:make_sequential",
+    register(StrategySpec("sequential", "medkit.strategies.reference:make_sequential",
                           summary="stages in order, no protection against forgetting"))
-    register(StrategySpec("joint", "medkit.strategies.base:make_joint",
+    register(StrategySpec("joint", "medkit.strategies.reference:make_joint",
                           summary="all modalities in one stage (upper reference)"))
-    register(StrategySpec("tfs", "medkit.strategies.base:make_tfs",
+    register(StrategySpec("tfs", "medkit.strategies.reference:make_tfs",
                           summary="no pre-training (downstream baseline)"))
