@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -37,20 +36,13 @@ def synth_env(tmp_path):
     return {"PYTHONPATH": f"{root}{sep}{root / 'crash'}", "MEDKIT_DEMO_DIR": str(tmp_path / "demo")}
 
 
-def test_help_is_fast_and_does_not_import_torch():
-    code = ("import sys, time; t=time.perf_counter(); from medkit.cli.main import cli\n"
+def test_help_does_not_import_heavy_modules():
+    """What keeps ``medkit --help`` fast (its time is measured by bench/cli_startup.py, not here)."""
+    code = ("import sys; from medkit.cli.main import cli\n"
             "try:\n    cli(['--help'], standalone_mode=False)\nexcept SystemExit: pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH')")
+            "print(sorted(m for m in ('torch', 'timm', 'monai', 'numpy', 'safetensors') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().endswith("NOTORCH")
-    best = min(_timed([sys.executable, "-m", "medkit.cli.main", "--help"]) for _ in range(3))
-    assert best < 0.5, f"medkit --help took {best:.2f}s"
-
-
-def _timed(cmd):
-    t = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, check=True)
-    return time.perf_counter() - t
+    assert out.stdout.strip().endswith("[]"), out.stdout
 
 
 def test_plugins_list_json_does_not_import_torch():

@@ -165,7 +165,7 @@ class Finetuner:
         return bool(trainer.get("finished"))
 
     def _manifest(self, s: FinetuneSession, finished: bool) -> dict[str, Any]:
-        from medkit.engine.engine import package_versions
+        from medkit.engine.checkpoint import package_versions
 
         files = {rel: ck.sha256_file(self.run_dir / rel) for rel in
                  ("config.yaml", "model.safetensors", "best.safetensors") if (self.run_dir / rel).exists()}

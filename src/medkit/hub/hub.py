@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medkit.storage import files as ck
+from medkit.api.components import Create
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
 from medkit.hub.publish import prepare_push
 
@@ -232,7 +233,14 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
 def _matching_files(root: Path) -> list[str]:
     import fnmatch
 
-    rels = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    # walk through symlinked folders too (a run directory reads metrics/, strategy/… through its
+    # current generation), but not into the generations themselves
+    rels = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        rel_dir = Path(folder).relative_to(root)
+        if rel_dir == Path("."):
+            dirs[:] = [d for d in dirs if d not in ("generations", "current")]
+        rels += [(rel_dir / n).as_posix() for n in names if (Path(folder) / n).is_file()]
     return sorted(r for r in rels if any(fnmatch.fnmatch(r, pat) for pat in PULL_PATTERNS))
 
 
@@ -303,11 +311,11 @@ def pretrained_config(root: str | os.PathLike[str]) -> dict[str, Any]:
     return cfg
 
 
-def _build(cfg: dict[str, Any], root: Path, ref: str, with_heads: bool) -> Model:
+def _build(cfg: dict[str, Any], root: Path, ref: str, with_heads: bool, create: Create) -> Model:
     from medkit.models.build import build_model
 
     try:
-        return build_model(cfg, assets_dir=root, with_heads=with_heads)
+        return build_model(cfg, create=create, assets_dir=root, with_heads=with_heads)
     except PluginError as exc:
         raise PluginError(f"{ref}: its config.json needs a component that is not available: {exc}") from exc
 
@@ -319,8 +327,9 @@ def _in_model_order(state: dict[str, Any], model: Model) -> dict[str, Any]:
     return dict(sorted(state.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
-def load_pretrained(ref: str | os.PathLike[str], *, with_heads: bool = True) -> Model:
-    """Rebuild the encoder (and pretext heads) of ``ref`` through the registry and load its weights.
+def load_pretrained(ref: str | os.PathLike[str], *, create: Create, with_heads: bool = True) -> Model:
+    """Rebuild the encoder (and pretext heads) of ``ref`` by registered names and load its weights
+    (``create``: ``PluginHost.create``; :func:`medkit.load_pretrained` passes the installed plugins').
 
     Components are created by their registered names in ``config.json``; a name whose plugin is not
     installed is a :class:`PluginError` naming the distribution to install. Weights that do not fit
@@ -330,7 +339,7 @@ def load_pretrained(ref: str | os.PathLike[str], *, with_heads: bool = True) -> 
     text = os.fspath(ref)
     root = resolve_checkpoint(ref)
     cfg = pretrained_config(root)
-    model = _build(cfg, root, text, with_heads)
+    model = _build(cfg, root, text, with_heads, create)
     state = ck.load_tensors(root / MODEL_FILE)
     if not with_heads:
         state = {k: v for k, v in state.items() if not k.startswith("heads.")}
@@ -377,7 +386,7 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
 # -- pushing ------------------------------------------------------------------------------------
 def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
          license: str = "apache-2.0", include_strategy_state: bool = False,
-         commit_message: str | None = None) -> PushResult:
+         commit_message: str | None = None, create: Create) -> PushResult:
     """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
 
     The token comes from huggingface_hub's usual sources (``HF_TOKEN``, the stored login) and is never
@@ -390,7 +399,7 @@ def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
     # Refuse early a run that would not rebuild on the other side.
-    load_pretrained(LOCAL_PREFIX + str(run_dir))
+    load_pretrained(LOCAL_PREFIX + str(run_dir), create=create)
     api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
     branch = revision or "main"
     with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:

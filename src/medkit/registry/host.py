@@ -203,6 +203,10 @@ class PluginHost:
                               f"{spec.factory!r}: {exc}") from exc
         return factory(**overrides)
 
+    def distributions(self) -> list[str]:
+        """Names of the loaded plugin distributions (manifests record their versions)."""
+        return [r.dist for r in self.records]
+
     def call_guarded(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of ``hook``; an observer that raises is logged, not fatal."""
         caller: Callable[..., Any] = getattr(self.pm.hook, hook)
