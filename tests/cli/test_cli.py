@@ -159,3 +159,42 @@ def test_nproc_per_node_two_on_cpu(tmp_path, synth_env):
     assert manifest["world_size"] == 2 and manifest["finished"] is True
     assert out.stdout.count("run directory:") == 1
     assert sorted(p.name for p in (tmp_path).iterdir() if p.name.startswith("ddp")) == ["ddp"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_localhost_meet_through_c10d(tmp_path, synth_env):
+    """Two "nodes" (one process each) on 127.0.0.1: one run, written once, by global rank 0."""
+    import os
+
+    port = _free_port()
+    args = ["run", "--modality", "synth_a", "--strategy", "sequential", "--preset", "tiny", "--max-steps", "3",
+            "--run-dir", str(tmp_path / "multi"), "--nnodes", "2", "--master-addr", "127.0.0.1",
+            "--master-port", str(port), *SMALL]
+    env = {**os.environ, **synth_env, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "medkit.cli.main", *args, "--node-rank", str(r)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for r in (0, 1)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[1][-2000:] for o in outs)
+    manifest = json.loads((tmp_path / "multi" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["finished"] is True
+    steps = (tmp_path / "multi" / "metrics" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 3, "one writer: every step logged once"
+
+
+def test_resume_under_another_world_size_keeps_the_global_batch(tmp_path, synth_env):
+    crashed = run_cli(*_run_args(tmp_path / "r", steps=6), env={**synth_env, "CRASH_AT": "1:5"})
+    assert crashed.returncode == -9
+    resumed = run_cli("run", "--resume", str(tmp_path / "r"), "--nproc-per-node", "2", env=synth_env, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "keep the global batch of 4" in resumed.stderr
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["finished"] is True and manifest["world_size"] == 2
+    steps = [json.loads(x) for x in (tmp_path / "r" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    assert [(s["stage"], s["step"]) for s in steps] == [(1, i) for i in range(1, 7)] + [(2, i) for i in range(1, 7)]

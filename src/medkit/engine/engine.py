@@ -157,6 +157,8 @@ class Engine:
             from medkit.config.compose import to_yaml
 
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
+        if self.resume:
+            self._keep_global_batch()
         ctx = self._build()
         ctx.step_factory = self._step_factory(ctx)
         start_stage, start_step = 0, 0
@@ -179,6 +181,26 @@ class Engine:
         results = self._results()
         self.components.emit("run_end", run=info, results=results)
         return results
+
+    def _keep_global_batch(self) -> None:
+        """Resume under another world size with the same global batch, so the step plan (a pure
+        function of the seed, the stage, the step and the global batch) is the one the run started."""
+        current = self.store.current()
+        if current is None or not (current / "manifest.json").is_file():
+            return
+        before = int(ck.read_json(current / "manifest.json").get("world_size", 1))
+        now = self.world.world_size
+        if before == now:
+            return
+        tr = self.cfg["trainer"]
+        global_batch = int(tr["batch_size"]) * before
+        if global_batch % now:
+            raise ConfigError(f"{self.run_dir} ran on {before} process(es) with a global batch of {global_batch}; "
+                              f"it cannot be split over {now} processes — resume with a world size that divides "
+                              f"{global_batch}")
+        tr["batch_size"] = global_batch // now
+        log.info("resuming on %d process(es) instead of %d: %d samples per process keep the global batch of %d",
+                 now, before, tr["batch_size"], global_batch)
 
     def _results(self) -> dict[str, Any]:
         matrix = {row["stage"] + 1: row["metrics"] for row in self.record.evaluations}
