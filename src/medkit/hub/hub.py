@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medkit.storage import files as ck
+from medkit.storage.lock import run_lock
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
 from medkit.hub.publish import prepare_push
 
@@ -224,7 +225,7 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
         for rel in _matching_files(src):
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, path / rel)
-    ck.load_tensors(path / MODEL_FILE)  # a corrupted download is a CheckpointError now, not later
+    ck.scan_tensors_file(path / MODEL_FILE)  # corrupted, crafted or non-finite: an error now, not later
     read_architecture(path)
     return path
 
@@ -384,11 +385,18 @@ def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False
     logged. Rehearsal buffers, cached features, Fisher information, optimizer/RNG state and data paths
     are never uploaded (see :func:`medkit.hub.publish.prepare_push`).
     """
+    check_repo_id(repo_id)
+    run_dir = Path(run_dir)
+    with run_lock(run_dir, "push", read_only=True):  # no run may write it while it is uploaded
+        return _push(run_dir, repo_id, private=private, revision=revision, license=license,
+                     include_strategy_state=include_strategy_state, commit_message=commit_message)
+
+
+def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str,
+          include_strategy_state: bool, commit_message: str | None) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-    check_repo_id(repo_id)
-    run_dir = Path(run_dir)
     # Refuse early a run that would not rebuild on the other side.
     load_pretrained(LOCAL_PREFIX + str(run_dir))
     api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
