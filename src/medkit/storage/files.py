@@ -168,8 +168,8 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
         if unexpected:
             raise CheckpointError(f"{source}: unexpected key {unexpected[0]} (and {len(unexpected) - 1} "
                                   f"more); the checkpoint does not match this architecture")
-    if finite:
-        check_finite(state, source=source)
+    if finite:  # in the model's order, so "the first" non-finite tensor is stable
+        check_finite({k: state[k] for k in [*own, *state] if k in state}, source=source)
     module.load_state_dict(dict(state), strict=strict)
 
 
