@@ -167,10 +167,11 @@ def _check_checkpoint_dir(path: Path, ref: str) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"{ref}: {path} is not a directory; give the run directory (or the folder "
                               f"a pull wrote), not a file inside it")
-    missing = [f for f in (ARCH_FILE, MODEL_FILE) if not (path / f).is_file()]
+    missing = [f for f in (ARCH_FILE, MODEL_FILE) if not os.path.lexists(path / f)]
     if missing:
         raise CheckpointError(f"{ref}: {path} is not a medkit checkpoint ({', '.join(missing)} missing); "
                               f"expected a run directory or a repository written by `medkit push`")
+    ck.check_tensors_file(path / MODEL_FILE)  # a regular file with a sane header, before anything reads it
     return path
 
 
@@ -222,7 +223,12 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
         path = Path(to).expanduser().resolve()
         if path == src:
             raise ConfigError(f"--to {to} is the checkpoint itself")
+        ck.scan_tensors_file(src / MODEL_FILE)  # refuse before copying anything
         for rel in _matching_files(src):
+            real = Path(os.path.realpath(src / rel))
+            if src.resolve() not in real.parents:
+                raise CheckpointError(f"{src / rel} resolves to {real}, outside {src}; a checkpoint's files "
+                                      f"must be inside it — replace the link by the file itself")
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, path / rel)
     ck.scan_tensors_file(path / MODEL_FILE)  # corrupted, crafted or non-finite: an error now, not later

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -123,11 +124,22 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """Parse a JSON file of a run directory; missing, non-regular (FIFO, device) or invalid is a
+    :class:`CheckpointError` naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path} is missing") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {os.strerror(exc.errno or 0)}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path} is not a regular file (a FIFO, device or directory); replace it by "
+                                  f"the JSON file itself")
+        data = fh.read()
+    try:
+        return json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the file is corrupted") from exc
 

@@ -73,13 +73,13 @@ def _header_length(path: Path, fd: int, size: int) -> int:
                               f"not a weight file — re-download or re-create it")
     n = int.from_bytes(head, "little")
     if n > MAX_HEADER_BYTES:
-        raise CheckpointError(f"{path} declares a {n}-byte safetensors header, more than the "
-                              f"{MAX_HEADER_BYTES // (1024 * 1024)} MB medkit accepts; it is corrupted or "
-                              f"crafted — re-download or re-create it")
-    if 8 + n > size:
-        raise CheckpointError(f"{path} declares a {n}-byte safetensors header but has only {size} bytes; it "
-                              f"is truncated or corrupted — re-download or re-create it")
-    return n
+        why = f"it declares a {n}-byte header, more than the {MAX_HEADER_BYTES // (1024 * 1024)} MB medkit accepts"
+    elif 8 + n > size:
+        why = f"it declares a {n}-byte header but has only {size} bytes"
+    else:
+        return n
+    raise CheckpointError(f"{path} is not a valid safetensors file ({why}); it is corrupted or truncated "
+                          f"(or crafted) — re-download or re-create it")
 
 
 def check_tensors_file(path: Path, *, root: Path | None = None) -> dict[str, Any]:
