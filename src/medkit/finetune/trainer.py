@@ -11,7 +11,11 @@ Run directory::
     metrics/steps.jsonl    loss and lr of every step; metrics/val.jsonl every validation
     pictures/*.png         confusion matrix (classification) or overlays (segmentation)
     tokenizers/<name>/     tokenizer assets (vocabularies)
-    checkpoint/            resume state (model, optimizer, RNG, trainer), swapped in atomically
+    checkpoint/            resume state (model, optimizer, RNG, trainer, best weights), swapped in atomically
+    .medkit.lock           held by the one process writing the run (see medkit.storage.lock)
+
+A run killed before its first checkpoint is started over in place (fresh or ``--resume``); ``--resume``
+of a finished run changes nothing (docs/run-safety.md).
 """
 
 from __future__ import annotations
