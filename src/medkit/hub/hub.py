@@ -171,7 +171,6 @@ def _check_checkpoint_dir(path: Path, ref: str) -> Path:
     if missing:
         raise CheckpointError(f"{ref}: {path} is not a medkit checkpoint ({', '.join(missing)} missing); "
                               f"expected a run directory or a repository written by `medkit push`")
-    ck.check_tensors_file(path / MODEL_FILE)  # a regular file with a sane header, before anything reads it
     return path
 
 
