@@ -182,3 +182,20 @@ def test_two_finetunes_started_together_one_runs(tmp_path: Path) -> None:
     assert f"{run} is in use by PID {ok[0].pid} on host {socket.gethostname()} (medkit finetune" in errors[0]
     assert _steps(run) == list(range(1, 25)), "no step is logged twice"
     assert json.loads((run / "manifest.json").read_text())["finished"] is True
+
+
+def test_a_foreign_run_directory_is_never_cleared(medkit, pretrained_run: Path, tmp_path: Path) -> None:
+    def snapshot(root: Path) -> dict[str, int]:
+        return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")
+                if p.is_file() and p.name != ".medkit.lock"}
+
+    before = snapshot(pretrained_run)
+    res = _finetune(medkit, pretrained_run)
+    assert res.exit_code == 1 and "is not a `medkit finetune` run; choose another --run-dir" in res.output
+    assert snapshot(pretrained_run) == before
+    half = tmp_path / "half"  # a pre-training run killed before its first checkpoint
+    half.mkdir()
+    (half / "manifest.json").write_text(json.dumps({"format": 1, "finished": False}))
+    (half / "model.safetensors").write_bytes(b"keep")
+    res = _finetune(medkit, half)
+    assert res.exit_code == 1 and (half / "model.safetensors").read_bytes() == b"keep"

@@ -191,8 +191,11 @@ class Finetuner:
         """What the run directory holds: ``empty``, ``unstarted`` (stopped before its first
         checkpoint), ``checkpointed``, ``finished`` (checkpoint, manifest and metrics all final)."""
         found = ck.recover_directory(self.run_dir / CHECKPOINT_DIR)
+        held = [f for f in ("manifest.json", "config.yaml", CHECKPOINT_DIR) if (self.run_dir / f).exists()]
+        if held and not self._is_finetune():
+            raise ConfigError(f"{self.run_dir} holds {', '.join(held)} of something that is not a `medkit "
+                              f"finetune` run; choose another --run-dir (nothing was changed)")
         if found is None or not (found / "trainer.json").exists():
-            held = any((self.run_dir / f).exists() for f in ("manifest.json", "config.yaml", "metrics"))
             return ("unstarted" if held else "empty"), {}
         trainer = ck.read_json(found / "trainer.json")
         manifest = self.run_dir / "manifest.json"
@@ -200,6 +203,19 @@ class Finetuner:
                 and (self.run_dir / "metrics.json").exists():
             return "finished", trainer
         return "checkpointed", trainer
+
+    def _is_finetune(self) -> bool:
+        manifest = self.run_dir / "manifest.json"
+        if manifest.exists():
+            return ck.read_json(manifest).get("kind") == "finetune"
+        if not (self.run_dir / "config.yaml").exists():
+            return False  # a checkpoint/ with neither: not ours to clear
+        from medkit.engine.engine import load_config
+
+        try:
+            return "task" in load_config(self.run_dir).get("run", {})
+        except Exception:  # noqa: BLE001 - unreadable: certainly not a fine-tune to start over
+            return False
 
     def _clear(self) -> None:
         """Remove what a run that never reached a checkpoint left (it is started over in place)."""
