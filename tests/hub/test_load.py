@@ -82,9 +82,10 @@ def test_a_missing_plugin_names_the_distribution(run_copy: Path, monkeypatch: py
     from medkit.hub.hub import load_pretrained
     from medkit.registry import reset_host
 
-    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-mae")  # as if it were not installed
+    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-mae")  # installed, but left out
     reset_host()
-    with pytest.raises(PluginError, match=r"objective 'mae'.*pip install medkit-plugin-mae"):
+    with pytest.raises(PluginError, match=r"objective 'mae' comes from plugin medkit-plugin-mae, which is "
+                                          r"installed but disabled by MEDKIT_DISABLE_PLUGINS"):
         load_pretrained(run_copy, create=get_host().create)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS")
     reset_host()

@@ -32,10 +32,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     for metric, path in matrix_files(run_dir).items():
         mods, stages, rows = read_matrix_stages(path)
         matrices[metric] = {"modalities": mods, "stages": stages, "rows": rows}
-    steps = []
-    steps_path = run_dir / "metrics" / "steps.jsonl"
-    if steps_path.exists():
-        steps = [json.loads(line) for line in steps_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from medkit.storage.jsonl import read_jsonl
+
+    steps = read_jsonl(run_dir / "metrics" / "steps.jsonl")  # a torn last line is dropped, with a warning
     return {"dir": run_dir, "config": cfg, "manifest": manifest, "matrices": matrices, "steps": steps,
             "strategy": cfg["run"]["strategy"]}
 

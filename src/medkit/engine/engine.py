@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from medkit.engine.step import TrainStep
 from medkit.eval.evaluate import evaluate_seen, probe_options, write_matrices
 from medkit.models.build import Model, build_model, load_model_state
 from medkit.storage import files as ck
+from medkit.storage.lock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +150,16 @@ class Engine:
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
+        """Run or resume; one writer per run directory (the lock of :mod:`medkit.storage.lock`,
+        held by rank 0 for the whole run)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = run_lock(self.run_dir, "run --resume" if self.resume else "run") if self.world.is_main \
+            else nullcontext()
+        with lock:
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
         if self.world.is_main and not self.resume:
             if self.store.current() is not None or (self.run_dir / "manifest.json").exists():
                 raise ConfigError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} to "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from medkit.storage import files as ck
 from medkit.api.components import Create
+from medkit.storage.lock import run_lock
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
 from medkit.hub.publish import prepare_push
 
@@ -167,7 +168,7 @@ def _check_checkpoint_dir(path: Path, ref: str) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"{ref}: {path} is not a directory; give the run directory (or the folder "
                               f"a pull wrote), not a file inside it")
-    missing = [f for f in (ARCH_FILE, MODEL_FILE) if not (path / f).is_file()]
+    missing = [f for f in (ARCH_FILE, MODEL_FILE) if not os.path.lexists(path / f)]
     if missing:
         raise CheckpointError(f"{ref}: {path} is not a medkit checkpoint ({', '.join(missing)} missing); "
                               f"expected a run directory or a repository written by `medkit push`")
@@ -222,10 +223,15 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
         path = Path(to).expanduser().resolve()
         if path == src:
             raise ConfigError(f"--to {to} is the checkpoint itself")
+        ck.scan_tensors_file(src / MODEL_FILE)  # refuse before copying anything
         for rel in _matching_files(src):
+            real = Path(os.path.realpath(src / rel))
+            if src.resolve() not in real.parents:
+                raise CheckpointError(f"{src / rel} resolves to {real}, outside {src}; a checkpoint's files "
+                                      f"must be inside it — replace the link by the file itself")
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, path / rel)
-    ck.load_tensors(path / MODEL_FILE)  # a corrupted download is a CheckpointError now, not later
+    ck.scan_tensors_file(path / MODEL_FILE)  # corrupted, crafted or non-finite: an error now, not later
     read_architecture(path)
     return path
 
@@ -393,11 +399,19 @@ def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False
     logged. Rehearsal buffers, cached features, Fisher information, optimizer/RNG state and data paths
     are never uploaded (see :func:`medkit.hub.publish.prepare_push`).
     """
+    check_repo_id(repo_id)
+    run_dir = Path(run_dir)
+    with run_lock(run_dir, "push", read_only=True):  # no run may write it while it is uploaded
+        return _push(run_dir, repo_id, private=private, revision=revision, license=license,
+                     include_strategy_state=include_strategy_state, commit_message=commit_message,
+                     create=create)
+
+
+def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str,
+          include_strategy_state: bool, commit_message: str | None, create: Create) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-    check_repo_id(repo_id)
-    run_dir = Path(run_dir)
     # Refuse early a run that would not rebuild on the other side.
     load_pretrained(LOCAL_PREFIX + str(run_dir), create=create)
     api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
