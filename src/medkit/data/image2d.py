@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medkit.data.transforms import zscore
+
 #: (left, upper, right, lower) in pixels of the source image (floats allowed).
 Box = tuple[float, float, float, float]
 NORMALIZE_MODES = ("none", "imagenet", "zscore")
@@ -90,7 +92,5 @@ def normalize(x: torch.Tensor, how: str) -> torch.Tensor:
         std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(-1, 1, 1)
         return (x - mean) / std
     if how == "zscore":
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        std = x.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-        return (x - mean) / std
+        return zscore(x, unbiased=True, eps=1e-6)
     raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {how!r}")

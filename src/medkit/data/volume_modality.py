@@ -10,6 +10,7 @@ import torch
 
 from medkit.api.errors import ConfigError
 from medkit.data.cache import DiskCache, VolumeCache, volume_cache_dir
+from medkit.data.demo import write_csv
 from medkit.data.volumes import Volume, find_volumes
 from medkit.data.windows import WindowDataset
 
@@ -88,7 +89,6 @@ def write_nifti_demo(root: Path, names: list[str], make: Any, spacing: tuple[flo
     """Write ``make(i) -> (array [X, Y, Z], label)`` as NIfTI ``names[i]`` with ``spacing`` mm, and
     ``labels.csv`` last (its presence marks the demo complete), under ``root`` once; later calls
     only check that every file is there. Each file is written to a temp name and renamed."""
-    import csv
     import os
 
     import nibabel as nib
@@ -109,11 +109,6 @@ def write_nifti_demo(root: Path, names: list[str], make: Any, spacing: tuple[flo
         nib.save(img, str(tmp))
         os.replace(tmp, root / name)
         rows.append((name, label))
-    tmp = root / ".labels.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "label"])
-        writer.writerows(rows)
-    os.replace(tmp, labels_path)
+    write_csv(labels_path, ["id", "label"], rows)
     log.info("wrote %d demo %s volumes to %s", len(names), what, root)
     return root

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from medkit.api.errors import DataError
+from medkit.data.walk import walk
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +242,7 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; {EXPECTED}")
     base = root.parent if root.is_file() else root
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = walk(root)[1]
     tasks: list[tuple[str, Any]] = []
     dicom_groups: dict[Path, list[Path]] = {}
     for p in files:

@@ -13,7 +13,7 @@ from torch import nn
 from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
 from medkit.api.errors import ConfigError, DataError
-from medkit.finetune.io import NORMALIZE_MODES
+from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
 
 from medkit_plugin_classification.heads import Classifier, build_head, resolve_head
 from medkit_plugin_classification.metrics import classification_metrics, confusion_matrix, selection_score

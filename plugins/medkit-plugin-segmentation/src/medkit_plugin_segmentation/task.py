@@ -13,7 +13,7 @@ from torch import nn
 from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
 from medkit.api.errors import ConfigError, DataError
-from medkit.finetune.io import NORMALIZE_MODES
+from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
 
 from medkit_plugin_segmentation.decoder import (FusionSegmentationModel, SegmentationModel, UNETRDecoder,
                                                 build_cnn, check_patch)
