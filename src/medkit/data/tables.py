@@ -67,7 +67,7 @@ def read_table(source: Path, value_columns: Sequence[str], *, labels: bool = Fal
     for line, row in enumerate(rows, start=2):
         v = (row.get(value) or "").strip()
         if labels:
-            v = parse_label(v, f"{source} row {line}") or ""
+            v = parse_label(v, f"{source} line {line}") or ""
         if path_col and (row.get(path_col) or "").strip():
             by_path[_norm_path(row[path_col])] = v
         if id_col and (row.get(id_col) or "").strip():

@@ -82,7 +82,7 @@ def read_labels(root: Path, volume_ids: Sequence[str]) -> tuple[list[int] | None
         raise DataError(f"{path}: cannot read the label file: {exc}") from exc
     if rows and not {"id", "label"} <= set(rows[0][1]):
         raise DataError(f"{path}: expected the columns 'id,label', got {sorted(rows[0][1])}")
-    table = {str(r["id"]).strip(): (r.get("label"), f"{path} row {line}") for line, r in rows}
+    table = {str(r["id"]).strip(): (r.get("label"), f"{path} line {line}") for line, r in rows}
     unknown = set(table) - set(volume_ids)
     if unknown:
         log.warning("%s: %d ids match no volume (e.g. %s)", path, len(unknown), sorted(unknown)[0])

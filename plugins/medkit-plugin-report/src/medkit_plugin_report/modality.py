@@ -210,5 +210,5 @@ class ReportModality:
         if rows and ("id" not in rows[0] or col not in rows[0]):
             raise DataError(f"{path}: expected columns 'id' and {col!r} (relative .txt path and label), got "
                             f"{', '.join(rows[0])}; fix the header or set modality.report.label_column")
-        labels = {r["id"].strip(): parse_label(r[col], f"{path} row {k + 2}") for k, r in enumerate(rows)}
+        labels = {r["id"].strip(): parse_label(r[col], f"{path} line {k + 2}") for k, r in enumerate(rows)}
         return {k: v for k, v in labels.items() if v is not None}
