@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -14,8 +15,18 @@ from medkit.data.transforms import zscore
 #: (left, upper, right, lower) in pixels of the source image (floats allowed).
 Box = tuple[float, float, float, float]
 NORMALIZE_MODES = ("none", "imagenet", "zscore")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Volume formats: recognised by 2D modalities only to refuse them with a clear message.
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def raster_kind(path: Path) -> str | None:
+    """``"raster"`` (PNG/JPEG/TIFF), ``"volume"`` (a 3D format, to be refused) or ``None``."""
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
+        return "volume"
+    return "raster" if path.suffix.lower() in RASTER_SUFFIXES else None
 
 
 def _uniform(g: torch.Generator, low: float, high: float) -> float:
