@@ -122,3 +122,20 @@ def test_segmentation_inputs_and_masks_are_the_same(roots: dict[str, Path]) -> N
         for i in range(len(a[split])):
             x, y = a[split].load(i, seed=None), b[split].load(i, seed=None)
             assert torch.equal(x["input"], y["input"]) and torch.equal(x["mask"], y["mask"])
+
+
+def test_fine_tuning_spacing_resamples_both_orientations_alike(roots: dict[str, Path]) -> None:
+    from medkit_plugin_classification.task import ClassificationTask
+    from medkit_plugin_segmentation.task import SegmentationTask
+
+    cls = ClassificationTask(dims=3, modality="ct", normalize="none", spacing=[1.0, 1.0, 1.0])
+    a, b = (cls.splits(roots[n] / "cls", seed=0) for n in ("ras", "lps"))
+    x, y = a["train"].load(0)["input"], b["train"].load(0)["input"]
+    # [C, Z, X, Y]: x at 2 mm and y at 1.5 mm become 1 mm; z is already 1 mm
+    assert x.shape[1] == SHAPE[2] and abs(x.shape[2] - 2 * SHAPE[0]) <= 1 and abs(x.shape[3] - 1.5 * SHAPE[1]) <= 1
+    assert torch.allclose(x, y, atol=1e-3)
+    seg = SegmentationTask(dims=3, modality="ct", normalize="none", num_classes=2, spacing=[1.0, 1.0, 1.0])
+    a, b = (seg.splits(roots[n] / "seg", seed=0) for n in ("ras", "lps"))
+    s, t = a["train"].load(0, seed=None), b["train"].load(0, seed=None)
+    assert s["mask"].shape == s["input"].shape[1:] == x.shape[1:]
+    assert set(s["mask"].unique().tolist()) <= {0, 1} and torch.equal(s["mask"], t["mask"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -56,13 +57,17 @@ def read_image(path: Path) -> np.ndarray:
     raise DataError(f"{path}: image has shape {list(arr.shape)}; expected [H, W] or [H, W, C]")
 
 
-def read_volume(path: Path, axcodes: str = ORIENTATION) -> np.ndarray:
+def read_volume(path: Path, axcodes: str = ORIENTATION, *, spacing: Sequence[float] | None = None,
+                nearest: bool = False) -> np.ndarray:
     """A NIfTI volume ``(x, y, z[, c])`` reoriented to ``axcodes`` (MONAI ``LoadImage`` +
     ``Orientation``, as pre-training reads it), as ``[C, Z, X, Y]`` (MedCoSS's (1, z, x, y) order)
-    in its stored dtype. A volume stored LPS and the same volume stored RAS give the same array."""
+    in its stored dtype. A volume stored LPS and the same volume stored RAS give the same array.
+
+    With ``spacing`` (mm along the reoriented x, y, z), MONAI ``Spacing`` resamples it
+    (trilinear, or ``nearest`` for label maps; the result is float32, nearest keeps the dtype)."""
     try:
         from monai.data import NibabelReader
-        from monai.transforms import LoadImage, Orientation
+        from monai.transforms import LoadImage, Orientation, Spacing
     except ImportError as exc:
         raise ConfigError("reading NIfTI needs monai and nibabel: pip install monai nibabel") from exc
     try:
@@ -74,6 +79,11 @@ def read_volume(path: Path, axcodes: str = ORIENTATION) -> np.ndarray:
                 raise DataError(f"{path}: NIfTI has shape {list(img.shape[1:])}; expected (x, y, z) or "
                                 f"(x, y, z, c)")
             img = Orientation(axcodes=axcodes)(img)
+            if spacing is not None:
+                dtype = img.dtype
+                img = Spacing(pixdim=tuple(float(v) for v in spacing), mode="nearest" if nearest else "bilinear",
+                              dtype=np.float32)(img.float())
+                img = img.to(dtype) if nearest else img
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - nibabel and MONAI raise many kinds
@@ -81,15 +91,17 @@ def read_volume(path: Path, axcodes: str = ORIENTATION) -> np.ndarray:
     return np.ascontiguousarray(img.as_tensor().numpy().transpose(0, 3, 1, 2))
 
 
-def read_array(path: Path) -> np.ndarray:
-    """``[C, H, W]`` or ``[C, Z, X, Y]`` depending on the file type."""
-    return read_volume(path) if image_dims(path) == 3 else read_image(path)
+def read_array(path: Path, *, spacing: Sequence[float] | None = None, nearest: bool = False) -> np.ndarray:
+    """``[C, H, W]`` or ``[C, Z, X, Y]`` depending on the file type (``spacing``: volumes only)."""
+    if image_dims(path) == 3:
+        return read_volume(path, spacing=spacing, nearest=nearest)
+    return read_image(path)
 
 
-def read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path, *, spacing: Sequence[float] | None = None) -> np.ndarray:
     """A label map ``[*S]`` of non-negative ints. Masks holding only 0 and 255 (binary PNGs) become
-    0/1; colour masks use their first channel."""
-    arr = read_array(path)[0]
+    0/1; colour masks use their first channel. ``spacing`` resamples a volume (nearest)."""
+    arr = read_array(path, spacing=spacing, nearest=True)[0]
     if np.issubdtype(arr.dtype, np.floating):
         rounded = np.rint(arr)
         if not np.allclose(arr, rounded, atol=1e-3):

@@ -33,6 +33,7 @@ class ReaderOptions:
     input_size: tuple[int, ...] | None = None
     normalize: str = "unit"
     clip: tuple[float, float] | None = None
+    spacing: tuple[float, float, float] | None = None
     augment: bool = True
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -54,7 +55,7 @@ class Loader:
         if self.opts.dims == 1:
             sample["input"] = item.source
             return sample
-        arr = read_array(item.source)
+        arr = read_array(item.source, spacing=self.opts.spacing)
         if arr.ndim != self.opts.dims + 1:
             raise DataError(f"{item.source}: the image is {arr.ndim - 1}D but this task reads "
                             f"{self.opts.dims}D data; choose a --modality of the right dimension")

@@ -31,6 +31,7 @@ class SegReaderOptions:
     dims: int
     normalize: str = "zscore"
     clip: tuple[float, float] | None = None
+    spacing: tuple[float, float, float] | None = None
     patch_size: tuple[int, ...] | None = None
     fg_fraction: float = 0.5
     augment: bool = True
@@ -80,8 +81,8 @@ class SegLoader:
 
     def __call__(self, item: Item, seed: int | None, train: bool) -> dict[str, Any]:
         image_path, mask_path = item.source
-        arr = read_array(image_path)
-        mask = read_mask(mask_path)
+        arr = read_array(image_path, spacing=self.opts.spacing)
+        mask = read_mask(mask_path, spacing=self.opts.spacing)
         if arr.ndim != self.opts.dims + 1:
             raise DataError(f"{image_path}: the image is {arr.ndim - 1}D but this task reads {self.opts.dims}D data")
         if tuple(arr.shape[1:]) != tuple(mask.shape):
