@@ -14,6 +14,7 @@ from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
 from medkit.api.errors import ConfigError, DataError
 from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
+from medkit.data.walk import check_on_error
 
 from medkit_plugin_classification.heads import Classifier, build_head, resolve_head
 from medkit_plugin_classification.metrics import classification_metrics, confusion_matrix, selection_score
@@ -69,8 +70,7 @@ class ClassificationTask:
             raise ConfigError(f"task classification: dims must be 1, 2 or 3, got {dims}")
         if normalize not in NORMALIZE_MODES:
             raise ConfigError(f"task classification: normalize must be one of {', '.join(NORMALIZE_MODES)}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"task classification: on_error must be raise or skip, got {on_error!r}")
+        check_on_error(on_error, "task classification")
         self.dims, self.modality = int(dims), str(modality)
         self.head_kind = resolve_head(head, self.modality, self.dims)
         self.pooling = pooling

@@ -14,6 +14,7 @@ from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
 from medkit.api.errors import ConfigError, DataError
 from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
+from medkit.data.walk import check_on_error
 
 from medkit_plugin_segmentation.decoder import (FusionSegmentationModel, SegmentationModel, UNETRDecoder,
                                                 build_cnn, check_patch)
@@ -97,7 +98,8 @@ class SegmentationTask:
             spacing=None if spacing is None else _spacing(spacing),
             fg_fraction=float(fg_fraction), augment=bool(augment), val_fraction=float(val_fraction),
             test_fraction=float(test_fraction), class_names=list(class_names) if class_names else None,
-            num_classes=None if num_classes is None else int(num_classes), on_error=on_error)
+            num_classes=None if num_classes is None else int(num_classes),
+            on_error=check_on_error(on_error, "task segmentation"))
         self.ce_loss = DiceCELoss(to_onehot_y=True, softmax=True)  # Dice + cross-entropy over classes
         self.dice_loss = DiceLoss(sigmoid=True)  # multilabel: per-channel sigmoid Dice ...
         self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE (spec §8.3)
