@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,28 +57,45 @@ def read_image(path: Path) -> np.ndarray:
     raise DataError(f"{path}: image has shape {list(arr.shape)}; expected [H, W] or [H, W, C]")
 
 
+def load_nifti(path: Path | str, dtype: Any = None) -> Any:
+    """A NIfTI file through MONAI ``LoadImage`` (``NibabelReader``): a ``MetaTensor [C, X, Y, Z]``
+    carrying its affine; a 4D file's frames are its channels; ``dtype=None`` keeps the stored type.
+
+    The one NIfTI reader of pre-training (:func:`medkit.data.volumes.load_volume`) and fine-tuning
+    (:func:`read_volume`)."""
+    from monai.data import NibabelReader
+    from monai.transforms import LoadImage
+
+    return LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True, dtype=dtype)(str(path))
+
+
+def orient(img: Any, axcodes: str = ORIENTATION) -> Any:
+    """MONAI ``Orientation(axcodes)`` of a ``MetaTensor [C, *S]``: the one reorientation step."""
+    from monai.transforms import Orientation
+
+    return Orientation(axcodes=axcodes)(img)
+
+
 def read_volume(path: Path, axcodes: str = ORIENTATION, *, spacing: Sequence[float] | None = None,
                 nearest: bool = False) -> np.ndarray:
-    """A NIfTI volume ``(x, y, z[, c])`` reoriented to ``axcodes`` (MONAI ``LoadImage`` +
-    ``Orientation``, as pre-training reads it), as ``[C, Z, X, Y]`` (MedCoSS's (1, z, x, y) order)
-    in its stored dtype. A volume stored LPS and the same volume stored RAS give the same array.
+    """A NIfTI volume ``(x, y, z[, c])`` read by :func:`load_nifti` and reoriented by :func:`orient`
+    to ``axcodes`` (exactly as pre-training reads it), as ``[C, Z, X, Y]`` (MedCoSS's (1, z, x, y)
+    order) in its stored dtype. A volume stored LPS and the same volume stored RAS give the same array.
 
     With ``spacing`` (mm along the reoriented x, y, z), MONAI ``Spacing`` resamples it
-    (trilinear, or ``nearest`` for label maps; the result is float32, nearest keeps the dtype)."""
+    (trilinear, or ``nearest`` for label maps, which keep their dtype; otherwise float32)."""
     try:
-        from monai.data import NibabelReader
-        from monai.transforms import LoadImage, Orientation, Spacing
+        from monai.transforms import Spacing
     except ImportError as exc:
         raise ConfigError("reading NIfTI needs monai and nibabel: pip install monai nibabel") from exc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True,
-                            dtype=None)(str(path))  # [C, X, Y, Z]
+            img = load_nifti(path)  # [C, X, Y, Z]
             if img.ndim != 4:
                 raise DataError(f"{path}: NIfTI has shape {list(img.shape[1:])}; expected (x, y, z) or "
                                 f"(x, y, z, c)")
-            img = Orientation(axcodes=axcodes)(img)
+            img = orient(img, axcodes)
             if spacing is not None:
                 dtype = img.dtype
                 img = Spacing(pixdim=tuple(float(v) for v in spacing), mode="nearest" if nearest else "bilinear",
