@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.data.split import split_indices
 from medkit.engine.plan import StepPlan
 from medkit.api.errors import CheckpointError, ConfigError, DataError
 from medkit.testing.contracts import StrategyContract, run_synthetic
@@ -106,9 +105,9 @@ def test_two_stage_run_replays_first_modality_with_its_pretext_loss(tmp_path: Pa
     run = run_synthetic(tmp_path / "run", "er", demo_dir=tmp_path / "demo", overrides=("strategy.seed=5",))
     meta = json.loads((run / "strategy" / "state.json").read_text())
     assert [(b["modality"], b["stage"]) for b in meta["buffers"]] == [("synth_a", 0), ("synth_b", 1)]
+    split = json.loads((run / "metrics" / "split.json").read_text())["modalities"]
     for b in meta["buffers"]:
-        all_ids = json.loads((Path(b["data"]) / "index.json").read_text())["ids"]
-        train_ids = {all_ids[i] for i in split_indices(all_ids, 0.1)[0]}
+        train_ids = set(split[b["modality"]]["train"])  # synthetic samples are their own sources
         assert len(b["ids"]) == buffer_size(len(train_ids), 0.05, 0.01) and set(b["ids"]) <= train_ids
     steps = [json.loads(x) for x in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
     replayed = [s for s in steps if s["role"] == "buffer"]

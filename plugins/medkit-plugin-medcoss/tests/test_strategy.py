@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.data.split import split_indices
 from medkit.engine.plan import StepPlan
 from medkit.api.errors import CheckpointError, ConfigError, DataError
 from medkit.testing.contracts import StrategyContract, run_synthetic
@@ -114,10 +113,9 @@ def two_stage_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_stage_buffers_come_from_each_modalitys_training_ids(two_stage_run: Path) -> None:
     meta = json.loads((two_stage_run / "strategy" / "state.json").read_text())
     assert [(b["modality"], b["stage"]) for b in meta["buffers"]] == [("synth_a", 0), ("synth_b", 1)]
+    split = json.loads((two_stage_run / "metrics" / "split.json").read_text())["modalities"]
     for b in meta["buffers"]:
-        all_ids = json.loads((Path(b["data"]) / "index.json").read_text())["ids"]
-        train, _ = split_indices(all_ids, 0.1)
-        train_ids = {all_ids[i] for i in train}
+        train_ids = set(split[b["modality"]]["train"])  # synthetic samples are their own sources
         assert b["num_samples"] == len(train_ids)
         assert (b["num_clusters"], b["per_cluster"]) == (1, 5)  # K = max(1, int(0.01 N)), k = 5
         assert len(b["ids"]) == 5 == len(set(b["ids"])) and set(b["ids"]) <= train_ids

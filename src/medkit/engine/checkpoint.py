@@ -48,6 +48,7 @@ class RunRecord:
     stage_steps: dict[int, int] = field(default_factory=dict)
     pending_steps: list[dict[str, Any]] = field(default_factory=list)
     realised_mix: dict[int, dict[str, int]] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)
 
 
 def _sha256(data_path: Path) -> str:
@@ -119,6 +120,8 @@ def write_generation(store: GenerationStore, *, cfg: dict[str, Any], ctx: RunCon
     gen.extend_lines("metrics/steps.jsonl", record.pending_steps)
     write_matrices(gen.path / "metrics", record.evaluations, cfg["run"]["modalities"])
     gen.write_json("metrics/eval.json", record.evaluations)
+    if record.split:
+        gen.write_json("metrics/split.json", record.split)
     files = {"model.safetensors": _sha256(model_file), "config.json": _sha256(gen.path / "config.json")}
     if (store.run_dir / "config.yaml").is_file():
         files["config.yaml"] = _sha256(store.run_dir / "config.yaml")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medkit.api.collectives import barrier
 from medkit.api.errors import ConfigError
 from medkit.data.demo import demo_root
-from medkit.data.split import split_indices
+from medkit.data.split import sources_of, split_by_source
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,9 @@ class RunData:
     eval: dict[str, Any]
     train_indices: dict[str, list[int]]
     val_indices: dict[str, list[int]]
+    #: ``metrics/split.json``: per modality, the sources on each side (whole volumes, images,
+    #: patients or reports; never windows or tiles of one source on both sides).
+    split: dict[str, Any] = field(default_factory=dict)
 
 
 def data_paths(cfg: dict[str, Any], modalities: dict[str, Any], *, is_main: bool) -> dict[str, str]:
@@ -48,15 +51,33 @@ def data_paths(cfg: dict[str, Any], modalities: dict[str, Any], *, is_main: bool
     return paths
 
 
-def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fraction: float) -> RunData:
-    """Index each modality's folder once (the eval view shares the index) and split it."""
+def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fraction: float, seed: int,
+                   previous: dict[str, Any] | None = None) -> RunData:
+    """Index each modality's folder once (the eval view shares the index) and split it by source.
+
+    ``previous``: the ``split.json`` of the run this one continues (``--from``) or resumes: a source
+    it held out stays held out and a source it trained on stays in training, so "held-out" keeps
+    meaning data no stage of the model ever trained on; only new sources are split by the hash.
+    """
     out = RunData({}, {}, {}, {})
+    out.split = {"format": 1, "seed": int(seed), "val_fraction": float(val_fraction), "modalities": {}}
+    kept = (previous or {}).get("modalities", {})
     for m, modality in modalities.items():
         path = Path(paths[m])
         out.train[m] = modality.dataset(path, train=True)
         view = getattr(out.train[m], "view", None)
         out.eval[m] = view(train=False) if callable(view) else modality.dataset(path, train=False)
-        out.train_indices[m], out.val_indices[m] = split_indices(list(out.train[m].ids), val_fraction)
-        log.info("%s: %d training / %d held-out samples from %s", m, len(out.train_indices[m]),
-                 len(out.val_indices[m]), path)
+        ids, sources = list(out.train[m].ids), sources_of(out.train[m])
+        train, val = split_by_source(ids, sources, val_fraction, seed)
+        if m in kept:
+            was_val, was_train = set(kept[m].get("val", [])), set(kept[m].get("train", []))
+            val = [i for i in range(len(ids)) if sources[i] in was_val
+                   or (sources[i] not in was_train and i in set(val))]
+            val_set = set(val)
+            train = [i for i in range(len(ids)) if i not in val_set]
+        out.train_indices[m], out.val_indices[m] = train, val
+        out.split["modalities"][m] = {"data": str(path), "train": sorted({sources[i] for i in train}),
+                                      "val": sorted({sources[i] for i in val})}
+        log.info("%s: %d training / %d held-out samples (%d / %d sources) from %s", m, len(train), len(val),
+                 len(out.split["modalities"][m]["train"]), len(out.split["modalities"][m]["val"]), path)
     return out

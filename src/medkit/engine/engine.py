@@ -52,6 +52,7 @@ class Engine:
         self.record = cp.RunRecord()
         self.store = GenerationStore(self.run_dir, keep=int(cfg["trainer"].get("keep_checkpoints", 2)))
         self.restored: cp.Restored | None = None
+        self.recovered: Path | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -70,7 +71,9 @@ class Engine:
         names = list(cfg["run"]["modalities"])
         modalities = {m: self.components.create("modality", m, **cfg["modality"].get(m, {})) for m in names}
         self.data_paths = data_paths(cfg, modalities, is_main=self.world.is_main)
-        sets = build_datasets(modalities, self.data_paths, val_fraction=float(cfg["trainer"].get("val_fraction", 0.1)))
+        sets = build_datasets(modalities, self.data_paths, val_fraction=float(cfg["trainer"].get("val_fraction", 0.1)),
+                              seed=seed, previous=self._previous_split())
+        self.record.split = sets.split
         origin = cfg["run"].get("from")
         assets = self.run_dir if self.resume else (Path(origin["path"]) if origin else None)
         self.model: Model = build_model(cfg, create=self.components.create, assets_dir=assets)
@@ -89,6 +92,14 @@ class Engine:
             world_size=self.world.world_size, batch_size=int(cfg["trainer"]["batch_size"]),
             model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths))
         return ctx
+
+    def _previous_split(self) -> dict[str, Any] | None:
+        """The split this run must keep: its own (resume) or that of the model it continues (--from)."""
+        origin = self.cfg["run"].get("from")
+        where = self.recovered if self.resume else (Path(origin["path"]) if origin else None)
+        if where is None or not (where / "metrics" / "split.json").is_file():
+            return None
+        return ck.read_json(where / "metrics" / "split.json")
 
     def _step_factory(self, ctx: RunContext) -> Any:
         tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
@@ -123,10 +134,8 @@ class Engine:
         barrier()
 
     def _restore(self) -> cp.Restored:
-        found = self.store.recover()
-        if found is None:
-            raise CheckpointError(f"{self.run_dir} has no committed checkpoint to resume from (it stopped before "
-                                  f"its first one); start it again without --resume in a new --run-dir")
+        found = self.recovered
+        assert found is not None
         restored = cp.read_generation(found, self.record)
         load_model_state(self.model, found / "model.safetensors")
         self.strategy.load_state_dict(ck.load_tensors(found / "checkpoint" / "strategy.safetensors"),
@@ -168,6 +177,10 @@ class Engine:
 
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
         if self.resume:
+            self.recovered = self.store.recover()
+            if self.recovered is None:
+                raise CheckpointError(f"{self.run_dir} has no committed checkpoint to resume from (it stopped "
+                                      f"before its first one); start it again without --resume")
             self._keep_global_batch()
         ctx = self._build()
         ctx.step_factory = self._step_factory(ctx)
@@ -195,7 +208,7 @@ class Engine:
     def _keep_global_batch(self) -> None:
         """Resume under another world size with the same global batch, so the step plan (a pure
         function of the seed, the stage, the step and the global batch) is the one the run started."""
-        current = self.store.current()
+        current = self.recovered
         if current is None or not (current / "manifest.json").is_file():
             return
         before = int(ck.read_json(current / "manifest.json").get("world_size", 1))
