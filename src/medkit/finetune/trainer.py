@@ -35,6 +35,8 @@ from medkit.storage.lock import run_lock
 from medkit.config.compose import config_hash, to_yaml
 from medkit.api.batch import Batch, Source
 from medkit.engine.plan import StepPlan
+from medkit.engine.schedule import poly_lr
+from medkit.engine.step import TrainStep
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.finetune.backbones import build_backbone
 from medkit.finetune.config import resolve_data
@@ -44,11 +46,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
 BEST_FILE = "best.safetensors"
 BEST_PENDING = ".best-pending.safetensors"
-
-
-def poly_lr(step: int, max_steps: int, base_lr: float, power: float = 0.9) -> float:
-    """``base_lr · (1 − step / max_steps) ** power`` (spec §8.1; applied per step here)."""
-    return base_lr * max(0.0, 1.0 - step / max(max_steps, 1)) ** power
 
 
 def _device(want: str) -> torch.device:
@@ -301,26 +298,19 @@ class Finetuner:
         loader = torch.utils.data.DataLoader(_Steps(plan, train, s.task, s.backbone, self.step), batch_size=None,
                                              shuffle=False, num_workers=int(tr.get("num_workers", 0)),
                                              generator=torch.Generator().manual_seed(s.seed))
-        clip = oc.get("clip_grad")
+        # the one training-step primitive every loop uses (medkit.engine.step)
+        step = TrainStep(opt, params=[p for g in opt.param_groups for p in g["params"]], device=s.device,
+                         clip_grad=oc.get("clip_grad"), amp=bool(tr.get("amp")),
+                         describe=lambda b: f"finetune batch {', '.join(b.ids[:4])}")
         val_every, ck_every = int(tr["val_every"]), int(tr["checkpoint_every"])
         self.reporter.start(max_steps, f"finetune [{self.cfg['run']['task']}:{self.cfg['run']['modality']}]",
                             completed=self.step)
         s.model.train()
         for batch in loader:
             lr = poly_lr(self.step, max_steps, float(oc["lr"]), float(oc.get("poly_power", 0.9)))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            out = s.task.loss(s.model, batch.to(s.device))
-            if not torch.isfinite(out.loss):
-                raise ConfigError(f"finetune step {self.step + 1}: the loss is {float(out.loss)}; lower "
-                                  f"optim.lr (now {lr:.3g}) or check the data")
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(s.model.parameters(), float(clip))
-            opt.step()
+            out = step(lambda b: s.task.loss(s.model, b), batch, lr=lr)
             self.step += 1
-            metrics = {"loss": float(out.loss.detach()), "lr": lr, **_floats(out.metrics)}
+            metrics = {"loss": float(out.loss), "lr": lr, **_floats(out.metrics)}
             self.pending.append({"step": self.step, **metrics})
             self.reporter.update(self.step, metrics)
             validated = False
