@@ -1,5 +1,6 @@
-"""The contract over every installed plugin: each modality's demo data flows through its default
-tokenizer and objective, and each strategy runs two stages on the real engine."""
+"""The contract over every installed plugin: every component satisfies its protocol
+(medkit.api.protocols), each modality passes the ModalityContract and its demo data flows through its
+default tokenizer and objective, and each strategy runs two stages on the real engine."""
 
 from __future__ import annotations
 
@@ -8,9 +9,43 @@ import torch
 
 from medkit.registry.host import PluginHost
 
+from medkit.testing.contracts import ModalityContract
+
 _HOST = PluginHost()
 MODALITIES = _HOST.names("modality")
 STRATEGIES = _HOST.names("strategy")
+TOKENIZERS = _HOST.names("tokenizer")
+
+# one ModalityContract subclass per installed modality (pytest collects Test* classes of the module)
+for _name in MODALITIES:
+    globals()[f"TestInstalled_{_name}"] = type(f"TestInstalled_{_name}", (ModalityContract,), {"name": _name})
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_tokenizer_satisfies_the_protocol(name):
+    from medkit.api.protocols import Tokenizer
+    from medkit.registry import create
+
+    tok = create("tokenizer", name, embed_dim=48)
+    assert isinstance(tok, Tokenizer) and tok.embed_dim == 48 and tok.dims in (1, 2, 3)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_strategy_satisfies_the_protocol(name):
+    from medkit.api.protocols import Strategy
+    from medkit.registry import create
+
+    assert isinstance(create("strategy", name), Strategy)
+
+
+@pytest.mark.parametrize("name", _HOST.names("task"))
+def test_task_satisfies_the_protocol(name):
+    from medkit.api.protocols import Task
+    from medkit.registry import create
+
+    dims = 2
+    task = create("task", name, dims=dims, modality="xray")
+    assert isinstance(task, Task) and task.backbone_output in ("pooled", "maps")
 
 
 def test_installed_plugins_are_healthy():
@@ -35,6 +70,9 @@ def test_modality_flows_through_tokenizer_and_objective(name, tmp_path_factory):
     encoder = UniversalEncoder({tok_name: tok}, depth=1, embed_dim=48, num_heads=3)
     objective = create("objective", modality.default_objective, encoder=encoder, tokenizer=tok_name)
     batch = collate([ds.load(i, seed=i) for i in range(2)], name, tok)
+    from medkit.api.protocols import Objective
+
+    assert isinstance(objective, Objective)
     out = objective(encoder, batch, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.loss)
     out.loss.backward()

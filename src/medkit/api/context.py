@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
 from medkit.api.batch import Batch, collate
 from medkit.models.encoder import EncoderOutput, UniversalEncoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medkit.api.protocols import Modality, SampleDataset
 
 
 @dataclass
@@ -49,10 +52,10 @@ class RunContext:
     run_dir: Path
     encoder: UniversalEncoder
     heads: nn.ModuleDict
-    modalities: dict[str, Any]
+    modalities: dict[str, Modality]
     tokenizer_of: dict[str, str]
-    train_sets: dict[str, Any]
-    eval_sets: dict[str, Any]
+    train_sets: dict[str, SampleDataset]
+    eval_sets: dict[str, SampleDataset]
     train_indices: dict[str, list[int]]
     val_indices: dict[str, list[int]]
     stages: list[list[str]]

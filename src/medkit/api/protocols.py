@@ -21,9 +21,12 @@ class SampleDataset(Protocol):
     ``ids[i]`` is a string that identifies sample ``i`` across runs (a path relative to the data root
     plus a window index, say): buffers store ids, never copies. ``labels`` is ``None`` when the data
     carry no labels, otherwise one int per sample (``-1`` for unlabelled ones) and ``class_names``.
+    ``sources[i]`` names the volume / image / patient / report sample ``i`` comes from: held-out
+    splits take whole sources (:func:`medkit.data.split.split_by_source`).
     """
 
     ids: Sequence[str]
+    sources: Sequence[str]
     labels: Sequence[int] | None
     class_names: Sequence[str] | None
 

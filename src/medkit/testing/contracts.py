@@ -25,13 +25,52 @@ def _create(kind: str, name: str, **kwargs: Any) -> Any:
 
 
 class ModalityContract:
-    """What every modality guarantees: demo data that its own readers read, stable ids, seeded
-    augmentation, and a :class:`~medkit.api.errors.DataError` for an empty folder."""
+    """What every modality guarantees: the :class:`~medkit.api.protocols.Modality` protocol, demo
+    data that its own readers read and its default tokenizer collates, stable ids with a source per
+    sample, augmentation drawn from the seed alone (the same seed: the same view; other seeds: other
+    views), and a :class:`~medkit.api.errors.DataError` for an empty folder."""
 
     name: str = ""
 
     def make_modality(self) -> Any:
         return _create("modality", self.name)
+
+    def test_satisfies_the_protocols(self, tmp_path: Path) -> None:
+        from medkit.api.protocols import Modality, SampleDataset
+
+        m = self.make_modality()
+        assert isinstance(m, Modality), f"{self.name}: not a Modality (name, dims, defaults, demo_data, dataset)"
+        ds = m.dataset(m.demo_data(tmp_path / "demo"), train=True)
+        assert isinstance(ds, SampleDataset), f"{self.name}: its dataset lacks ids/sources/labels/load"
+        assert len(ds.sources) == len(ds.ids), "one source per sample"
+        if ds.labels is not None:
+            assert len(ds.labels) == len(ds.ids) and all(int(v) >= -1 for v in ds.labels)
+            assert ds.class_names, "labelled data name their classes"
+
+    def test_demo_data_goes_through_the_default_tokenizer(self, tmp_path: Path) -> None:
+        from medkit.api.batch import collate
+
+        m = self.make_modality()
+        ds = m.dataset(m.demo_data(tmp_path / "demo"), train=True)
+        tok = _create("tokenizer", m.default_tokenizer, embed_dim=48)
+        for view in (ds, getattr(ds, "view", lambda train: ds)(False)):
+            samples = [view.load(i, seed=7 + i if view is ds else None) for i in range(min(2, len(view)))]
+            batch = collate(samples, m.name, tok)
+            out = tok(batch.inputs, batch.attention_mask)
+            assert out.x.shape[0] == len(samples) and out.x.shape[-1] == 48
+
+    def test_augmentation_differs_across_seeds(self, tmp_path: Path) -> None:
+        import torch
+
+        m = self.make_modality()
+        if m.dims == 1:
+            pytest.skip("text is not augmented; its randomness is the objective's masking")
+        ds = m.dataset(m.demo_data(tmp_path / "demo"), train=True)
+        differs = False
+        for i in range(min(3, len(ds))):
+            views = [ds.load(i, seed=s)["input"] for s in (11, 12, 13, 14)]
+            differs = differs or any(not torch.equal(views[0], v) for v in views[1:])
+        assert differs, f"{self.name}: seeds 11-14 give the same training view: augmentation is off or ignores the seed"
 
     def test_declares_dims_and_defaults(self) -> None:
         m = self.make_modality()
@@ -299,12 +338,44 @@ def run_synthetic(run_dir: Path, strategy: str, modalities: tuple[str, ...] = ("
 
 
 class StrategyContract:
-    """What every strategy guarantees on the real engine: a two-stage run over synthetic
-    modalities finishes, writes one matrix row per stage, and its state survives a round trip
-    through safetensors + JSON."""
+    """What every strategy guarantees on the real engine: the
+    :class:`~medkit.api.protocols.Strategy` protocol; a two-stage run over synthetic modalities
+    finishes, writes one matrix row per stage with every seen modality evaluated, trains each stage
+    at least ``min_current_fraction`` of its steps on its own data, is reproducible from its seed, and
+    its state survives a round trip through safetensors + JSON."""
 
     name: str = ""
     overrides: tuple[str, ...] = ()
+
+    def test_satisfies_the_protocol(self) -> None:
+        from medkit.api.protocols import Strategy
+
+        strategy = _create("strategy", self.name)
+        assert isinstance(strategy, Strategy), f"{self.name}: not a Strategy (subclass BaseStrategy)"
+        assert 0.0 <= float(strategy.min_current_fraction) <= 1.0
+
+    def test_each_stage_trains_on_its_own_data_and_runs_reproduce(self, tmp_path: Path) -> None:
+        import json
+
+        import torch
+
+        from medkit.storage.files import load_tensors
+
+        runs = [run_synthetic(tmp_path / f"run{i}", self.name, overrides=self.overrides, demo_dir=tmp_path / "demo")
+                for i in range(2)]
+        manifest = json.loads((runs[0] / "manifest.json").read_text())
+        strategy = _create("strategy", self.name)
+        steps_file = runs[0] / "metrics" / "steps.jsonl"
+        steps = [json.loads(x) for x in steps_file.read_text().splitlines()] if steps_file.exists() else []
+        for stage in manifest["stages"]:
+            mine = [s for s in steps if s["stage"] == stage["index"]]
+            if mine:
+                own = sum(1 for s in mine if s["role"] == "current")
+                assert own >= float(strategy.min_current_fraction) * len(mine) - 1e-9, \
+                    f"stage {stage['index']} trained {own} of {len(mine)} steps on its own data"
+        a, b = (load_tensors(r / "model.safetensors") for r in runs)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "same seed, same weights"
+        assert (runs[0] / "metrics" / "matrix.csv").read_text() == (runs[1] / "metrics" / "matrix.csv").read_text()
 
     def test_two_stage_run_writes_matrix(self, tmp_path: Path) -> None:
         from medkit.eval.evaluate import read_matrix
