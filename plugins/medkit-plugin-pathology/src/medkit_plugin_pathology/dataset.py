@@ -14,6 +14,7 @@ from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data.image2d import make_view, normalize, to_tensor
 from medkit.data.tables import encode_labels, read_table
+from medkit_plugin_pathology import wsi
 from medkit_plugin_pathology.readers import file_kind, image_size, read_rgb, read_thumbnail
 from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile_grid, tissue_fractions
 
@@ -39,6 +40,8 @@ class PathologyOptions:
     crop_scale: tuple[float, float] = (0.2, 1.0)
     hflip: bool = True
     on_error: str = "raise"
+    tile_mpp: float = 0.5  # whole-slide images: µm/px of a tile_size tile (see wsi.py)
+    slide_mpp: float | None = None  # override of a slide's µm/px
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,12 @@ class PathologyDataset(TrainViewMixin):
         state["_cache"] = None  # never ship a decoded image to DataLoader workers
         return state
 
+    def describe(self) -> list[str]:
+        per = {}
+        for e in self.entries:
+            per[e.rel] = per.get(e.rel, 0) + 1
+        return [f"tiles of {rel}: {n}" for rel, n in sorted(per.items())]
+
     def _image(self, path: Path) -> Image.Image:
         if self._cache is None or self._cache[0] != path:
             self._cache = (path, read_rgb(path))
@@ -111,9 +120,10 @@ class PathologyDataset(TrainViewMixin):
         """Tile ``index`` resized to ``input_size``²: un-augmented with ``seed=None`` or when not
         training, otherwise a RandomResizedCrop within the tile + flip drawn only from ``seed``."""
         entry, opts = self.entries[index], self.options
-        img = self._image(entry.path)
+        img = wsi.read_tile(entry) if isinstance(entry, wsi.TileRef) else self._image(entry.path)
         gen = torch.Generator().manual_seed(int(seed)) if self.train and seed is not None else None
-        box = tuple(float(v) for v in entry.box)
+        box = (0.0, 0.0, float(img.width), float(img.height)) if isinstance(entry, wsi.TileRef) else \
+            tuple(float(v) for v in entry.box)
         view = make_view(img, box, opts.input_size, gen, crop_scale=opts.crop_scale, hflip=opts.hflip)
         sample: dict[str, Any] = {"input": normalize(to_tensor(view), opts.normalize), "id": entry.id}
         if self.labels is not None:
@@ -141,7 +151,15 @@ def build_dataset(data: Path, options: PathologyOptions, *, train: bool) -> Path
     tiles: list[TileEntry] = []
     skipped: list[tuple[str, str]] = []
     stats = {"images": 0, "tiles": 0, "background": 0, "over_cap": 0}
-    candidates = 0
+    slides, files = wsi.split_slides(files)
+    refs, skipped, grids = wsi.index_slides(
+        slides, root, on_error=options.on_error, tile_size=options.tile_size, tile_mpp=options.tile_mpp,
+        slide_mpp=options.slide_mpp, min_tissue=options.min_tissue, saturation=options.tissue_saturation)
+    tiles.extend(wsi.with_patient(refs, lambda rel: (patient_table.get(rel) if patient_table is not None
+                                                     else None) or folder_patient(rel, options.patient_level)))
+    stats["images"], stats["tiles"] = len(grids), sum(grids.values())
+    stats["background"] = stats["tiles"] - len(refs)
+    candidates = len(slides)
     for path in files:
         kind = file_kind(path)
         if kind is None:

@@ -53,6 +53,9 @@ class PathologyModality:
         normalize: ``none`` ([0, 1], the MedCoSS convention), ``imagenet`` or ``zscore`` (per image).
         crop_scale: area range of the training RandomResizedCrop.
         hflip: random horizontal flip in training.
+        tile_mpp: whole-slide images (SVS, NDPI, MRXS, pyramidal TIFF, DICOM-WSI): µm per pixel of a
+            ``tile_size`` tile (0.5: 256 µm tiles at 20×); tiles are read at the best pyramid level.
+        slide_mpp: µm per level-0 pixel of every slide, for slides whose header does not say it.
         on_error: ``raise`` (stop at the first bad file) or ``skip`` (log it, record it in
             ``dataset.skipped``).
     """
@@ -66,7 +69,7 @@ class PathologyModality:
                  tile_seed: int = 0, min_tissue: float = 0.25, tissue_saturation: float = 0.07,
                  patient_level: int = 0, folder_labels: bool = True, normalize: str = "none",
                  crop_scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", tile_mpp: float = 0.5, slide_mpp: float | None = None) -> None:
         for name, value in (("input_size", input_size), ("tile_size", tile_size)):
             if int(value) < 1:
                 raise ConfigError(f"modality pathology: {name} must be a positive int, got {value!r}")
@@ -78,7 +81,8 @@ class PathologyModality:
             patient_level=int(_number(patient_level, "patient_level", 0)),
             folder_labels=bool(folder_labels), normalize=_choice(normalize, "normalize", NORMALIZE_MODES),
             crop_scale=_pair(crop_scale, "crop_scale", 0.0, 1.0), hflip=bool(hflip),
-            on_error=_choice(on_error, "on_error", ON_ERROR))
+            on_error=_choice(on_error, "on_error", ON_ERROR), tile_mpp=_number(tile_mpp, "tile_mpp", 1e-3),
+            slide_mpp=None if slide_mpp is None else _number(slide_mpp, "slide_mpp", 1e-3))
 
     def demo_data(self, root: Path) -> Path:
         """Write synthetic H&E-like slides and tiles in two class folders under ``root``."""
