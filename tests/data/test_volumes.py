@@ -101,3 +101,19 @@ def test_nonfinite_complex_tiny_and_truncated_volumes_name_the_file(tmp_path: Pa
     cut = find_volumes(tmp_path / "cut.nii.gz", "RAS")[0][0]  # the header is intact
     with pytest.raises(DataError, match=r"cut\.nii\.gz: cannot read its pixel data"):
         load_volume(cut, "RAS")
+
+
+def test_on_error_skip_survives_a_truncated_volume_at_read_time(tmp_path: Path, caplog) -> None:
+    from medkit_plugin_ct.modality import CTModality
+
+    for name in ("a", "b"):
+        _nifti(tmp_path / f"{name}.nii", np.ones((16, 16, 16), np.float32))
+    blob = (tmp_path / "b.nii").read_bytes()
+    (tmp_path / "b.nii").write_bytes(blob[:1000])  # header intact, pixels cut
+    strict = CTModality(input_size=(16, 16, 16)).dataset(tmp_path, train=False)
+    with pytest.raises(DataError, match=r"b\.nii: cannot read its pixel data"):
+        [strict.load(i) for i in range(len(strict))]
+    ds = CTModality(input_size=(16, 16, 16), on_error="skip").dataset(tmp_path, train=False)
+    samples = [ds.load(i) for i in range(len(ds))]
+    assert all(s["id"].startswith("a.nii#") for s in samples)
+    assert [f for f, _ in ds.skipped] == ["b.nii"] and "skipping b.nii" in caplog.text
