@@ -385,7 +385,10 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
         raise DataError(f"{root}: no readable volume (all {len(skipped)} candidates skipped; first: "
                         f"{skipped[0][1]})")
     if not volumes:
-        raise DataError(f"{root}: the folder is empty of volumes: its DICOM files hold no image; "
+        some = sorted(p for g in dicom_groups.values() for p in g)[:1]
+        example = f" (e.g. {some[0]}: no Rows/Columns — a DICOMDIR, SR or RTSTRUCT, or a truncated header)" \
+            if some else ""
+        raise DataError(f"{root}: the folder is empty of volumes: its DICOM files hold no image{example}; "
                         f"{EXPECTED}")
     return sorted(volumes, key=lambda v: v.id), skipped
 

@@ -76,6 +76,9 @@ def read_labels(root: Path, volume_ids: Sequence[str]) -> tuple[list[int] | None
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the label file: {exc}") from exc
+    if not rows:
+        raise DataError(f"{path}: the label file is empty; expected a header 'id,label' and one row per "
+                        f"volume, or remove the file to train without labels")
     if rows and not {"id", "label"} <= set(rows[0]):
         raise DataError(f"{path}: expected the columns 'id,label', got {sorted(rows[0])}")
     table = {str(r["id"]).strip(): str(r["label"]).strip() for r in rows if r.get("label") not in (None, "")}

@@ -14,6 +14,7 @@ from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data.image2d import make_view, normalize, to_tensor
 from medkit.data.tables import encode_labels, read_table
+from medkit.data.volumes import check_edges
 from medkit_plugin_pathology import wsi
 from medkit_plugin_pathology.readers import file_kind, image_size, read_rgb, read_thumbnail
 from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile_grid, tissue_fractions
@@ -204,6 +205,7 @@ def build_dataset(data: Path, options: PathologyOptions, *, train: bool) -> Path
 def _tiles_of(path: Path, rel: str, kind: str, options: PathologyOptions) -> list[tuple[Any, float]]:
     """The tile grid of one image with each tile's tissue fraction (1.0 when the test is off)."""
     width, height = image_size(path, kind)
+    check_edges(path, (width, height), "image")
     grid = tile_grid(width, height, options.tile_size)
     if options.min_tissue <= 0:
         return [(t, 1.0) for t in grid]

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from medkit.api.errors import DataError
+from medkit.data.volumes import check_edges, check_finite
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -87,6 +88,7 @@ def _probe_raster(path: Path, verify: bool) -> Header:
         raise _unreadable(path, "a PNG/JPEG/TIFF image", exc) from exc
     if frames > 1:
         raise not_2d(path, f"a multi-page TIFF with {frames} pages (a stack)")
+    check_edges(path, (width, height), "image")
     return Header("raster", width, height, None)
 
 
@@ -115,6 +117,7 @@ def _probe_dicom(path: Path, verify: bool) -> Header:
     if verify:
         _dicom_pixels(path, ds)
     view = str(ds.get("ViewPosition", "") or "").strip() or None
+    check_edges(path, (int(ds.Columns), int(ds.Rows)), "image")
     return Header("dicom", int(ds.Columns), int(ds.Rows), view)
 
 
@@ -137,6 +140,7 @@ def read_grey(path: Path, kind: str, *, intensity: str = "auto",
                 raise not_2d(path, f"a multi-page TIFF with {frames} pages (a stack)")
             img.load()
             values, type_max = _raster_values(img)
+            check_finite(path, values, "pixels")
     except DataError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
