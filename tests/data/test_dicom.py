@@ -99,3 +99,20 @@ def test_bad_pixels_name_the_file(tmp_path: Path) -> None:
     path.write_bytes(blob[:-1000])
     with pytest.raises(DataError, match=r"cut\.dcm: cannot"):
         dicom.decode(path)
+
+
+def test_the_disk_cache_serves_a_new_process_without_decoding(tmp_path: Path) -> None:
+    from medkit.data.cache import DiskCache
+
+    path = xray_demo.write_dicom(tmp_path / "a.dcm", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    disk = DiskCache(tmp_path / "cache", "xray-test")
+    made: list[int] = []
+
+    def make() -> np.ndarray:
+        made.append(1)
+        return dicom.decode(path).values / 63.0
+
+    first = dicom.cached(dicom.file_key(path), make, disk, [str(path)])
+    dicom.clear_cache()  # as a fresh worker process
+    again = dicom.cached(dicom.file_key(path), make, disk, [str(path)])
+    assert made == [1] and np.array_equal(first, again) and not again.flags.writeable

@@ -6,13 +6,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import torch
 
 from medkit.api.errors import DataError
-from medkit.data.cache import VolumeCache
+from medkit.data.cache import DiskCache, VolumeCache
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,21 @@ def file_key(path: Path, *extra: Hashable) -> tuple[Hashable, ...]:
     return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, *extra)
 
 
-def cached(key: tuple[Hashable, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
-    """``make()`` (a float32 image) once per process for ``key``, then from the bounded LRU."""
+def cached(key: tuple[Hashable, ...], make: Callable[[], np.ndarray], disk: DiskCache | None = None,
+           sources: Sequence[str] = ()) -> np.ndarray:
+    """``make()`` (a float32 image) once per process for ``key``, then from the bounded LRU.
+
+    With a ``disk`` cache (keyed by the contents of ``sources`` and its fingerprint, which must
+    cover every option ``make`` depends on), the decoded image also outlives the process, so
+    DataLoader workers and later runs do not decode it again."""
     hit = _CACHE.get(key)
+    if hit is None and disk is not None:
+        hit = disk.read(sources)
     if hit is None:
         hit = torch.from_numpy(np.ascontiguousarray(make(), dtype=np.float32))
+        if disk is not None:
+            disk.write(sources, hit)
+    if _CACHE.get(key) is None:
         _CACHE.put(key, hit)
     out = hit.numpy()
     out.flags.writeable = False  # shared with the cache

@@ -275,3 +275,24 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
 def test_the_corpus_is_large_enough() -> None:
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert {c.modality for c in CASES} == {"ct", "mri", "xray", "pathology", "report"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_id", ["ct-nan-run", "pathology-unreadable-svs", "ct-truncated-skipped"])
+def test_bad_input_in_a_real_process(case_id: str, tmp_path: Path) -> None:
+    """The same contract through the installed entry point (logging, warnings and exit code of a real
+    process, not click's runner)."""
+    import os
+    import subprocess
+    import sys
+
+    case = next(c for c in CASES if c.id == case_id)
+    case.build(tmp_path / "data")
+    out = subprocess.run([sys.executable, "-m", "medkit.cli.main", *_args(case, tmp_path / "data", tmp_path / "run")],
+                         capture_output=True, text=True, env=dict(os.environ), timeout=900)
+    assert "Traceback" not in out.stderr, out.stderr
+    if case.how == "skip":
+        assert out.returncode == 0 and re.search(rf"warning: .*{re.escape(case.names)}", out.stderr), out.stderr
+    else:
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert out.returncode == 1 and len(errors) == 1 and case.names in errors[0], out.stderr
