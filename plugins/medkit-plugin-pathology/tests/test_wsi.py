@@ -212,3 +212,17 @@ def test_cli_run_trains_on_slides(slides: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     steps = (tmp_path / "run" / "metrics" / "steps.jsonl").read_text().splitlines()
     assert len(steps) == 5
+
+
+def test_cli_run_on_the_svs_dicom_wsi_and_tiff_fixtures(tmp_path: Path) -> None:
+    data = tmp_path / "fixtures"
+    data.mkdir()
+    for name in ("small.svs", "boxes_0.dcm", "boxes_1.dcm", "boxes.tiff"):
+        shutil.copy(FIXTURES / name, data / name)
+    tiny = ["modality.pathology.tile_size=8", "modality.pathology.slide_mpp=0.5", "modality.pathology.tile_mpp=0.5",
+            "modality.pathology.max_tiles_per_patient=20", "encoder.depth=2", "encoder.embed_dim=48",
+            "encoder.num_heads=3", "trainer.batch_size=4", "trainer.eval_batches=1"]
+    out = _cli("run", "--modality", "pathology", "--data", str(data), "--preset", "tiny", "--max-steps", "2",
+               "--run-dir", str(tmp_path / "run"), *tiny)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "pathology: " in out.stderr and "from 3 images" in out.stderr  # svs, one DICOM-WSI series, tiff

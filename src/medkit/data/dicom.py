@@ -13,6 +13,7 @@ import torch
 
 from medkit.api.errors import DataError
 from medkit.data.cache import DiskCache, VolumeCache
+from medkit.data.checks import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,7 @@ def decode(path: Path, ds: Any | None = None) -> DicomPixels:
     else:
         native = np.asarray(apply_modality_lut(stored, ds))  # integers unless rescaled
         values = native.astype(np.float64)
-    check = native if not colour and native.dtype.kind == "f" else None
-    if check is not None and not np.isfinite(check).all():
-        nan, inf = int(np.isnan(check).sum()), int(np.isinf(check).sum())
-        raise DataError(f"{path}: non-finite pixels: {nan} NaN and {inf} Inf of {check.size} — {_FIX}")
+    check_finite(path, values, "pixels")
     mono1 = str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1"
     span = None if colour else _voi_range(ds, values)
     if span is None:

@@ -13,16 +13,12 @@ from typing import Any
 import numpy as np
 
 from medkit.api.errors import DataError
+from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-#: Smallest edge (pixels) of the two largest axes of a volume or image. Below it there is no
-#: structure left to learn (a 1×1 image or a 1×1×1 volume resized to 224² is one flat colour). A
-#: quarter of the reference's 16-pixel patch: the tokenizer's patch is not known at indexing time,
-#: and small synthetic volumes (4×4×16) are legitimate test data.
-MIN_EDGE = 4
 #: Largest relative deviation of one DICOM slice gap from the series' median gap.
 SPACING_TOLERANCE = 0.1
 EXPECTED = ("expected a 3D volume (a NIfTI .nii/.nii.gz file, a folder of DICOM .dcm slices "
@@ -72,31 +68,6 @@ def _uids(ds: Any) -> dict[str, str | None]:
         value = str(ds.get(key, "") or "").strip()
         return value or None
     return {"patient": text("PatientID"), "study": text("StudyInstanceUID"), "series": text("SeriesInstanceUID")}
-
-
-def check_edges(where: Any, shape: tuple[int, ...], what: str = "volume") -> None:
-    """A :class:`DataError` naming ``where`` when the second-largest axis is below one patch (a
-    3D volume needs two axes of at least :data:`MIN_EDGE`; a 2D image both)."""
-    if len(shape) >= 2 and sorted(shape, reverse=True)[1] < MIN_EDGE:
-        raise DataError(f"{where}: the {what} is {'×'.join(str(s) for s in shape)} pixels, below the "
-                        f"{MIN_EDGE}-pixel minimum on its two largest axes; it would only be upscaled — remove it "
-                        f"or set on_error=skip")
-
-
-def nonfinite_counts(x: Any) -> tuple[int, int]:
-    """``(NaN count, ±Inf count)`` of an array or tensor."""
-    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
-    if arr.dtype.kind not in "fc":
-        return 0, 0
-    return int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
-
-
-def check_finite(where: Any, x: Any, what: str = "voxels") -> None:
-    """A :class:`DataError` naming ``where`` with the NaN/Inf counts when ``x`` is not all finite."""
-    nan, inf = nonfinite_counts(x)
-    if nan or inf:
-        raise DataError(f"{where}: non-finite {what}: {nan} NaN and {inf} Inf of {int(np.asarray(x.shape).prod())}; "
-                        f"they would make the loss NaN — fix or remove the file, or set on_error=skip")
 
 
 def slice_axis(affine: np.ndarray, axcodes: str) -> int:

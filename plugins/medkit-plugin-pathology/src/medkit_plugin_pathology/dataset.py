@@ -14,7 +14,7 @@ from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data.image2d import make_view, normalize, to_tensor
 from medkit.data.tables import encode_labels, read_table
-from medkit.data.volumes import check_edges
+from medkit.data.checks import check_edges
 from medkit_plugin_pathology import wsi
 from medkit_plugin_pathology.readers import file_kind, image_size, read_rgb, read_thumbnail
 from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile_grid, tissue_fractions

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from medkit.api.errors import DataError
-from medkit.data.volumes import check_edges, check_finite
+from medkit.data.checks import check_edges, check_finite
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
