@@ -26,7 +26,8 @@ def _edit(path: Path, **tags) -> Path:
     ds = pydicom.dcmread(path)
     for key, value in tags.items():
         if value is None:
-            delattr(ds, key)
+            if key in ds:
+                delattr(ds, key)
         else:
             setattr(ds, key, value)
     ds.save_as(path)
@@ -116,3 +117,15 @@ def test_the_disk_cache_serves_a_new_process_without_decoding(tmp_path: Path) ->
     dicom.clear_cache()  # as a fresh worker process
     again = dicom.cached(dicom.file_key(path), make, disk, [str(path)])
     assert made == [1] and np.array_equal(first, again) and not again.flags.writeable
+
+
+def test_modality_lut_sequence_is_applied(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+
+    path = xray_demo.write_dicom(tmp_path / "mlut.dcm", np.array([[0, 1], [2, 3]], np.uint16))
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 16]
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "US", [10, 40, 20, 30])  # LUTData: stored 0..3 -> these values
+    _edit(path, ModalityLUTSequence=pydicom.Sequence([item]), RescaleSlope=None, RescaleIntercept=None)
+    assert dicom.decode(path).values.tolist() == [[10.0, 40.0], [20.0, 30.0]]
