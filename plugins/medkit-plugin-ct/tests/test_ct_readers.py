@@ -88,11 +88,11 @@ def test_multiframe_dicom_file(tmp_path: Path) -> None:
     assert bool((means[1:] > means[:-1]).all())
 
 
-def test_two_series_in_one_folder_is_an_error(tmp_path: Path) -> None:
+def test_two_series_in_one_folder_are_two_volumes(tmp_path: Path) -> None:
     shutil.copy(_testdata("CT_small.dcm"), tmp_path / "a.dcm")
     shutil.copy(_testdata("MR_small.dcm"), tmp_path / "b.dcm")
-    with pytest.raises(DataError, match="2 DICOM series"):
-        CTModality().dataset(tmp_path, train=False)
+    ds = CTModality().dataset(tmp_path, train=False)
+    assert [v.id for v in ds.volumes] == ["a.dcm", "b.dcm"]  # one single-slice series each
 
 
 def test_nibabel_anatomical() -> None:

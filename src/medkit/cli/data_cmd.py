@@ -38,8 +38,13 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
     click.echo(f"samples: {len(ds)}")
     shapes: dict[str, int] = {}
     lo, hi = float("inf"), float("-inf")
+    bad: dict[str, tuple[int, int]] = {}  # sample id -> (NaN, Inf) in the loaded input
     for i in range(min(limit, len(ds))):
-        x = ds.load(i, seed=None)["input"]
+        sample = ds.load(i, seed=None)
+        x = sample["input"]
+        if torch.is_tensor(x) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            bad[str(sample.get("id", i))] = (int(torch.isnan(x).sum()), int(torch.isinf(x).sum()))
+            x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         if torch.is_tensor(x):
             shapes[str(list(x.shape))] = shapes.get(str(list(x.shape)), 0) + 1
             lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
@@ -65,3 +70,16 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
     click.echo(f"skipped: {len(skipped)}")
     for file, reason in skipped:
         click.echo(f"  {file}: {reason}")
+    _fail_on_nonfinite(bad, [f for f, reason in skipped if "non-finite" in reason])
+
+
+def _fail_on_nonfinite(samples: dict[str, tuple[int, int]], files: list[str]) -> None:
+    """Report NaN/Inf counts and exit non-zero (a run would stop on a NaN loss)."""
+    from medkit.api.errors import DataError
+
+    for sid, (nan, inf) in samples.items():
+        click.echo(f"  non-finite: {sid}: {nan} NaN, {inf} Inf")
+    if samples or files:
+        names = ", ".join(sorted(files) + sorted(samples))
+        raise DataError(f"non-finite values (NaN/Inf) in {len(files) + len(samples)} file(s): {names}; "
+                        f"fix or remove them before training")

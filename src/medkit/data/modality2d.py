@@ -8,6 +8,7 @@ what samples one file gives (:meth:`entries_of`) and how an image is decoded (:m
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -49,7 +50,10 @@ class Entry2D:
         path: the file.
         source: what a split keeps together: the image itself, or its patient.
         box: ``(left, upper, right, lower)`` pixels of the region; ``None`` for the whole image.
-        kind: a reader hint of the modality (``"raster"``, ``"dicom"``...).
+        kind: a reader hint of the modality (``"raster"``, ``"dicom"``...); ``"region"``: the
+            modality's :meth:`Image2DModality.read_image` returns the region itself (a whole-slide
+            tile read at its pyramid level), so ``box`` is ``None`` and decoded images are cached
+            per sample, not per file.
     """
 
     id: str
@@ -90,7 +94,7 @@ class Image2DDataset(TrainViewMixin):
         self.sources = [e.source for e in entries]
         self.labels, self.class_names = labels, class_names
         self.skipped, self.filtered, self.stats = skipped, index.filtered, index.stats
-        self._cache: tuple[Path, Image.Image] | None = None  # last decoded image (regions come in order)
+        self._cache: tuple[Any, Image.Image] | None = None  # last decoded image (regions come in order)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -101,9 +105,18 @@ class Image2DDataset(TrainViewMixin):
         return state
 
     def _image(self, entry: Entry2D) -> Image.Image:
-        if self._cache is None or self._cache[0] != entry.path:
-            self._cache = (entry.path, self.modality.read_image(entry))
+        if entry.kind == "region":
+            key: Any = entry.id
+        else:  # a file changed on disk is decoded again, never served stale
+            st = os.stat(entry.path)
+            key = (entry.path, st.st_mtime_ns, st.st_size)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.modality.read_image(entry))
         return self._cache[1]
+
+    def describe(self) -> list[str]:
+        """Summary lines for ``medkit data inspect`` (default: none)."""
+        return []
 
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         """Sample ``index`` resized to ``input_size``²: un-augmented with ``seed=None`` or when not
@@ -130,6 +143,9 @@ class Image2DModality:
     :meth:`set_image_options`, and define :meth:`file_kind`, :meth:`entries_of` and
     :meth:`read_image`; :meth:`side_tables`, :meth:`select` and :meth:`nothing_left` are optional.
     """
+
+    #: The dataset type :meth:`dataset` builds (a subclass may add :meth:`Image2DDataset.describe`).
+    dataset_class: type = Image2DDataset
 
     name = ""
     dims = 2
@@ -241,7 +257,7 @@ class Image2DModality:
         if not entries:
             raise DataError(f"{self.name} data folder {root}: {self.nothing_left(index, len(errors.skipped))}")
         labels, names = self.labels(root, entries)
-        ds = Image2DDataset(self, entries, labels, names, train, errors.skipped, index)
+        ds = self.dataset_class(self, entries, labels, names, train, errors.skipped, index)
         log.info("%s: %d samples from %d files under %s (%d skipped, %d filtered)", self.name, len(ds),
                  candidates, root, len(errors.skipped), len(index.filtered))
         return ds

@@ -78,7 +78,7 @@ class WindowedVolumeModality:
         ds = WindowDataset(self.name, Path(data), volumes, [self.window_slices(v) for v in volumes],
                            depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
                            finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
-                           cache=self.cache, disk_cache=self._disk_cache())
+                           cache=self.cache, disk_cache=self._disk_cache(), on_error=self.on_error)
         log.info("%s: %d windows from %d volumes under %s (%d skipped)", self.name, len(ds), len(volumes),
                  data, len(skipped))
         return ds

@@ -14,11 +14,14 @@ import numpy as np
 
 from medkit.api.errors import DataError
 from medkit.data.walk import walk
+from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: Largest relative deviation of one DICOM slice gap from the series' median gap.
+SPACING_TOLERANCE = 0.1
 EXPECTED = ("expected a 3D volume (a NIfTI .nii/.nii.gz file, a folder of DICOM .dcm slices "
             "or one single- or multi-frame .dcm file)")
 
@@ -36,6 +39,9 @@ class Volume:
         frames: frames of a 4D NIfTI (only the first is used), else 1.
         affine: for ``"dicom"`` files, the RAS affine built from the header (MONAI's reader does
             not place multi-frame files correctly); ``None`` otherwise.
+        patient: DICOM PatientID (for patient-level splits), ``None`` when unknown (NIfTI).
+        study: DICOM StudyInstanceUID, ``None`` when unknown.
+        series: DICOM SeriesInstanceUID, ``None`` for NIfTI.
     """
 
     id: str
@@ -45,6 +51,24 @@ class Volume:
     spacing: float
     frames: int = 1
     affine: tuple[float, ...] | None = None
+    patient: str | None = None
+    study: str | None = None
+    series: str | None = None
+
+    @property
+    def where(self) -> str:
+        """The file, or the folder and series UID of a DICOM series, for messages."""
+        if self.kind == "series":
+            return f"{os.path.dirname(self.paths[0])} (series {self.series})" if self.series \
+                else os.path.dirname(self.paths[0])
+        return self.paths[0]
+
+
+def _uids(ds: Any) -> dict[str, str | None]:
+    def text(key: str) -> str | None:
+        value = str(ds.get(key, "") or "").strip()
+        return value or None
+    return {"patient": text("PatientID"), "study": text("StudyInstanceUID"), "series": text("SeriesInstanceUID")}
 
 
 def slice_axis(affine: np.ndarray, axcodes: str) -> int:
@@ -70,12 +94,19 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
         img = nib.load(str(path))  # lazy: header only
         shape = tuple(int(s) for s in img.shape)
         affine = np.asarray(img.affine, dtype=float)
+        dtype = np.dtype(img.get_data_dtype())
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem
         raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"re-export the file, remove it, or set on_error=skip") from exc
     if len(shape) < 3 or len(shape) > 4:
         raise DataError(f"{path}: {EXPECTED}, got a {len(shape)}D image of shape {shape}; "
                         f"4D files are read as their first frame, other dimensions are not supported")
+    if dtype.kind == "c":
+        raise DataError(f"{path}: holds complex values ({dtype}); {EXPECTED} of real intensities — "
+                        f"export the magnitude (np.abs) or remove the file")
+    if dtype.names:
+        raise DataError(f"{path}: holds structured (e.g. RGB) voxels ({dtype}); {EXPECTED} of one channel")
+    check_edges(path, shape[:3])
     frames = shape[3] if len(shape) == 4 else 1
     if frames > 1:
         log.info("%s: 4D NIfTI with %d frames; using the first frame only", path, frames)
@@ -162,26 +193,26 @@ def _dicom_file(path: Path, rel: str, axcodes: str, ds: Any) -> Volume:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     affine = _file_affine(ds)
     shape = (int(ds.Columns), int(ds.Rows), frames)
+    check_edges(path, shape)
     axis = slice_axis(affine, axcodes)
     return Volume(rel, "dicom", (str(path),), shape[axis], _spacing(affine, axis),
-                  affine=tuple(float(v) for v in affine.ravel()))
+                  affine=tuple(float(v) for v in affine.ravel()), **_uids(ds))
 
 
 def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcodes: str) -> Volume:
-    """A folder of single-frame slices, ordered by InstanceNumber as MONAI's PydicomReader does."""
-    uids = {str(ds.get("SeriesInstanceUID", "")) for ds in headers}
-    if len(uids) > 1:
-        raise DataError(f"{folder}: holds {len(uids)} DICOM series (SeriesInstanceUID differs); "
-                        f"put each series in its own folder")
+    """Single-frame slices of one series, ordered by InstanceNumber as MONAI's PydicomReader does;
+    the slice gaps along the slice normal must be even (within :data:`SPACING_TOLERANCE`)."""
+    uids = _uids(headers[0])
+    where = f"{folder} (series {uids['series']})" if uids["series"] else str(folder)
     pairs = [(ds, p) for ds, p in zip(headers, files) if "InstanceNumber" in ds]
     if len(pairs) < len(files):
-        log.warning("%s: %d slices have no InstanceNumber and are ignored", folder, len(files) - len(pairs))
+        log.warning("%s: %d slices have no InstanceNumber and are ignored", where, len(files) - len(pairs))
     if not pairs:
-        raise DataError(f"{folder}: no slice has an InstanceNumber, so the series cannot be ordered")
+        raise DataError(f"{where}: no slice has an InstanceNumber, so the series cannot be ordered")
     pairs.sort(key=lambda t: int(t[0].InstanceNumber))
     first, last = pairs[0][0], pairs[-1][0]
     if {(int(ds.Rows), int(ds.Columns)) for ds, _ in pairs} != {(int(first.Rows), int(first.Columns))}:
-        raise DataError(f"{folder}: slices of one series must share Rows x Columns")
+        raise DataError(f"{where}: slices of one series must share Rows x Columns")
     row, col, dr, dc = _in_plane(first)
     affine = np.eye(4)
     affine[:3, 0] = row * dc
@@ -191,36 +222,80 @@ def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcod
     if ipp0 is not None and ipp1 is not None and len(pairs) > 1:
         affine[:3, 2] = (np.array(ipp1, dtype=float) - np.array(ipp0, dtype=float)) / (len(pairs) - 1)
         if np.linalg.norm(affine[:3, 2]) < 1e-6:
-            raise DataError(f"{folder}: every slice has the same ImagePositionPatient; "
+            raise DataError(f"{where}: every slice has the same ImagePositionPatient; "
                             f"slices of one series must be at distinct positions")
+        _check_gaps(where, [ds for ds, _ in pairs], np.cross(row, col))
     affine[:2] *= -1
     shape = (int(first.Columns), int(first.Rows), len(pairs))
+    check_edges(where, shape, "series")
     axis = slice_axis(affine, axcodes)
     # MONAI globs the folder itself: keep its spelling of each path so our regex selects them
     paths = tuple(os.path.join(str(folder), p.name) for _, p in pairs)
-    return Volume(rel, "series", paths, shape[axis], _spacing(affine, axis))
+    return Volume(rel, "series", paths, shape[axis], _spacing(affine, axis), **uids)
 
 
-def _dicom_folder(folder: Path, series_id: str, files: list[Path], base: Path, axcodes: str
-                  ) -> list[Volume]:
+def _check_gaps(where: str, headers: list[Any], normal: np.ndarray) -> None:
+    """Refuse a series whose slice positions (in InstanceNumber order) are not evenly spaced."""
+    pos = [float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal))
+           for ds in headers if ds.get("ImagePositionPatient") is not None]
+    if len(pos) < 3:
+        return
+    gaps = np.diff(np.array(pos))
+    median = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - median)))
+    if abs(median) < 1e-6 or abs(gaps[worst] - median) > SPACING_TOLERANCE * abs(median):
+        raise DataError(f"{where}: uneven slice spacing: the gap after slice {worst + 1} of {len(pos)} is "
+                        f"{abs(gaps[worst]):.4g} mm, the series' median gap is {abs(median):.4g} mm "
+                        f"(tolerance {SPACING_TOLERANCE:.0%}); missing or duplicated slices — re-export the "
+                        f"series, remove it, or set on_error=skip")
+
+
+def _dicom_folder(folder: Path, folder_id: str, files: list[Path], base: Path, axcodes: str,
+                  on_error: str = "raise") -> tuple[list[Volume], list[tuple[str, str]]]:
     """Multi-frame files are volumes of their own; the single-frame images of a folder form one
-    series; DICOM objects without an image (DICOMDIR, RTSTRUCT, SR, ...) are ignored."""
+    volume per SeriesInstanceUID (id: the folder when it holds one series, else
+    ``<folder>/<SeriesInstanceUID>``); DICOM objects without an image (DICOMDIR, RTSTRUCT, SR, ...)
+    are ignored. A bad file or series is skipped with ``on_error="skip"``."""
     def rel(p: Path) -> str:
         return p.relative_to(base).as_posix()
 
-    pairs = [(p, _header(p)) for p in files]
+    out: list[Volume] = []
+    skipped: list[tuple[str, str]] = []
+
+    def attempt(what: str, make: Any) -> Any:
+        try:
+            return make()
+        except DataError as exc:
+            if on_error != "skip":
+                raise
+            log.warning("skipping %s: %s", what, exc)
+            skipped.append((what, str(exc)))
+            return None
+
+    pairs = [(p, ds) for p in files if (ds := attempt(rel(p), lambda p=p: _header(p))) is not None]
     images = [(p, ds) for p, ds in pairs if "Rows" in ds and "Columns" in ds]
-    for p, _ in pairs:
-        if all(p != q for q, _ in images):
+    for p, ds in pairs:
+        if "Rows" not in ds or "Columns" not in ds:
             log.info("%s: DICOM object without an image (no Rows/Columns), ignored", p)
-    multi = [(p, ds) for p, ds in images if int(ds.get("NumberOfFrames", 1) or 1) > 1]
-    single = [(p, ds) for p, ds in images if int(ds.get("NumberOfFrames", 1) or 1) <= 1]
-    out = [_dicom_file(p, rel(p), axcodes, ds) for p, ds in multi]
-    if len(single) == 1:
-        out.append(_dicom_file(single[0][0], rel(single[0][0]), axcodes, single[0][1]))
-    elif single:
-        out.append(_series(folder, series_id, [p for p, _ in single], [ds for _, ds in single], axcodes))
-    return out
+    single: dict[str, list[tuple[Path, Any]]] = {}
+    for p, ds in images:
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            vol = attempt(rel(p), lambda p=p, ds=ds: _dicom_file(p, rel(p), axcodes, ds))
+            out.extend([vol] if vol is not None else [])
+        else:
+            single.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((p, ds))
+    for uid, members in sorted(single.items()):
+        sid = folder_id if len(single) == 1 else f"{folder_id}/{uid or 'no-series-uid'}"
+        if len(members) == 1:
+            p, ds = members[0]
+            vol = attempt(rel(p), lambda p=p, ds=ds: _dicom_file(p, rel(p), axcodes, ds))
+        else:
+            vol = attempt(sid, lambda sid=sid, m=members: _series(folder, sid, [p for p, _ in m],
+                                                                   [ds for _, ds in m], axcodes))
+        out.extend([vol] if vol is not None else [])
+    if len(single) > 1:
+        log.info("%s: %d DICOM series, one volume each", folder, len(single))
+    return out, skipped
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -258,7 +333,7 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
         series_id = folder.relative_to(base).as_posix()
         series_id = root.name if series_id == "." else series_id  # root itself is a series folder
         tasks.append((series_id, lambda f=folder, s=series_id, g=group:
-                      _dicom_folder(f, s, g, base, axcodes)))
+                      _dicom_folder(f, s, g, base, axcodes, on_error)))
     if not tasks:
         what = "is not a volume file" if root.is_file() else "is empty: found no .nii, .nii.gz or .dcm files"
         raise DataError(f"{root}: {what}; {EXPECTED}")
@@ -266,7 +341,11 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
     skipped: list[tuple[str, str]] = []
     for rel, task in tasks:
         try:
-            volumes.extend(task())
+            found = task()
+            if isinstance(found, tuple):  # a DICOM folder: (volumes, skipped)
+                found, bad = found
+                skipped.extend(bad)
+            volumes.extend(found)
         except DataError as exc:
             if on_error != "skip":
                 raise
@@ -276,7 +355,10 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
         raise DataError(f"{root}: no readable volume (all {len(skipped)} candidates skipped; first: "
                         f"{skipped[0][1]})")
     if not volumes:
-        raise DataError(f"{root}: the folder is empty of volumes: its DICOM files hold no image; "
+        some = sorted(p for g in dicom_groups.values() for p in g)[:1]
+        example = f" (e.g. {some[0]}: no Rows/Columns — a DICOMDIR, SR or RTSTRUCT, or a truncated header)" \
+            if some else ""
+        raise DataError(f"{root}: the folder is empty of volumes: its DICOM files hold no image{example}; "
                         f"{EXPECTED}")
     return sorted(volumes, key=lambda v: v.id), skipped
 
@@ -297,6 +379,7 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     from medkit.data.readers import load_nifti, orient
 
     where = os.path.dirname(vol.paths[0]) if vol.kind == "series" else vol.paths[0]
+    name = vol.where
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -315,16 +398,20 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
                 affine = torch.tensor(vol.affine, dtype=torch.float64).reshape(4, 4)
                 img = MetaTensor(data, affine=affine, meta={"space": "RAS"})
             if img.ndim != 4:
-                raise DataError(f"{where}: {EXPECTED}, read an array of shape {tuple(img.shape[1:])}")
+                raise DataError(f"{name}: {EXPECTED}, read an array of shape {tuple(img.shape[1:])}")
+            if torch.is_complex(img.as_tensor()):
+                raise DataError(f"{name}: holds complex values; {EXPECTED} of real intensities — "
+                                f"export the magnitude or remove it")
             out = orient(img, axcodes)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{where}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
-                        f"{EXPECTED}") from exc
+        raise DataError(f"{name}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
+                        f"{EXPECTED}; re-export or remove it, or set on_error=skip") from exc
     for w in caught:
         log.debug("%s: %s", where, w.message)
     arr = out.as_tensor()[0].to(torch.float32)
+    check_finite(name, arr)
     if arr.shape[-1] != vol.slices:
         log.debug("%s: header predicted %d slices, read %d", where, vol.slices, arr.shape[-1])
     return arr

@@ -80,6 +80,9 @@ def read_labels(root: Path, volume_ids: Sequence[str]) -> tuple[list[int] | None
             rows = [(reader.line_num, r) for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the label file: {exc}") from exc
+    if not rows:
+        raise DataError(f"{path}: the label file is empty; expected a header 'id,label' and one row per "
+                        f"volume, or remove the file to train without labels")
     if rows and not {"id", "label"} <= set(rows[0][1]):
         raise DataError(f"{path}: expected the columns 'id,label', got {sorted(rows[0][1])}")
     table = {str(r["id"]).strip(): (r.get("label"), f"{path} line {line}") for line, r in rows}
@@ -107,13 +110,14 @@ class WindowDataset(TrainViewMixin):
                  depth: int, stride: int, prepare: Callable[[Volume], torch.Tensor],
                  finish: Callable[[torch.Tensor], torch.Tensor], train: bool, flip_prob: float,
                  skipped: list[tuple[str, str]], cache: VolumeCache | None = None,
-                 disk_cache: DiskCache | None = None) -> None:
+                 disk_cache: DiskCache | None = None, on_error: str = "raise") -> None:
         self.modality, self.root = modality, Path(root)
         self.volumes, self.depths = list(volumes), list(depths)
         self.depth, self.stride = depth, stride
         self._prepare, self._finish = prepare, finish
         self.train, self.flip_prob = train, flip_prob
         self.skipped = list(skipped)
+        self.on_error, self._bad = on_error, set()  # volumes whose pixels failed with on_error="skip"
         self._cache = cache if cache is not None else VolumeCache(owner=f"modality {modality}")
         self._disk = disk_cache
         self._space = str(self.root.resolve())  # the cache may be shared by datasets of other roots
@@ -182,7 +186,23 @@ class WindowDataset(TrainViewMixin):
         if not 0 <= index < len(self):
             raise IndexError(f"{self.modality} sample {index} out of range (0..{len(self) - 1})")
         v, start = self._windows[index]
-        cut, shared = self._window(v, start)
+        if self.on_error == "skip":  # a bad volume's windows are served by the next readable ones
+            first = index
+            for k in range(len(self)):
+                index = (first + k) % len(self)
+                v, start = self._windows[index]
+                try:
+                    if v not in self._bad:
+                        cut, shared = self._window(v, start)
+                        break
+                except DataError as exc:
+                    self._bad.add(v)
+                    self.skipped.append((self.volumes[v].id, str(exc)))
+                    log.warning("skipping %s: %s", self.volumes[v].id, exc)
+            else:
+                raise DataError(f"{self.root}: no readable volume left (every one failed; first: {self.skipped[0][1]})")
+        else:
+            cut, shared = self._window(v, start)
         x = self._finish(cut)
         if self.train and seed is not None:
             x = seeded_flips(x, seed, self.flip_prob)

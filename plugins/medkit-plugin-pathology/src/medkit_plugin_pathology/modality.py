@@ -7,8 +7,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from medkit.data.checks import check_edges
 from medkit.data.modality2d import Entry2D, Image2DDataset, Image2DModality, Index
 from medkit.data.tables import Table, read_table
+from medkit_plugin_pathology import wsi
 from medkit_plugin_pathology.readers import file_kind, image_size, read_rgb, read_thumbnail
 from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile_grid, tissue_fractions
 
@@ -24,8 +26,20 @@ def folder_patient(rel: str, level: int) -> str:
     return "/".join(folders[:level + 1]) if len(folders) > level else rel
 
 
+class PathologyDataset(Image2DDataset):
+    """Pathology samples; ``data inspect`` lists the tiles kept per slide or image."""
+
+    def describe(self) -> list[str]:
+        per: dict[str, int] = {}
+        for e in self.entries:
+            per[e.rel] = per.get(e.rel, 0) + 1
+        return [f"tiles of {rel}: {n}" for rel, n in sorted(per.items())]
+
+
 class PathologyModality(Image2DModality):
-    """RGB histology: PNG/JPEG/TIFF tiles or larger images cut into tiles, values in [0, 1].
+    """RGB histology: whole-slide images (SVS, NDPI, MRXS, pyramidal TIFF, DICOM-WSI, through
+    OpenSlide; see :mod:`medkit_plugin_pathology.wsi`), PNG/JPEG/TIFF tiles, or larger images cut into
+    tiles; values in [0, 1].
 
     Sample ids are ``"<relative path>#x<col>_y<row>"``; a sample's source is its patient
     (``patients.csv``, else the folder at ``patient_level``), so a split never divides a patient.
@@ -45,17 +59,21 @@ class PathologyModality(Image2DModality):
         hflip: random horizontal flip in training.
         on_error: ``raise`` (stop at the first bad file) or ``skip`` (log it, record it in
             ``dataset.skipped``).
+        tile_mpp: whole-slide images: µm per pixel of a ``tile_size`` tile (0.5: 256 µm tiles at
+            20×); tiles are read at the best pyramid level, never the whole slide.
+        slide_mpp: µm per level-0 pixel of every slide, for slides whose header does not say it.
     """
 
     name = "pathology"
-    files = "PNG/JPEG/TIFF images"
+    files = "whole-slide images or PNG/JPEG/TIFF images"
+    dataset_class = PathologyDataset
     folder_labels_need_all = True
 
     def __init__(self, input_size: int = 224, tile_size: int = 512, max_tiles_per_patient: int = 100,
                  tile_seed: int = 0, min_tissue: float = 0.25, tissue_saturation: float = 0.07,
                  patient_level: int = 0, folder_labels: bool = True, normalize: str = "none",
                  crop_scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", tile_mpp: float = 0.5, slide_mpp: float | None = None) -> None:
         self.set_image_options(input_size=input_size, normalize=normalize, crop_scale=crop_scale,
                                hflip=hflip, folder_labels=folder_labels, on_error=on_error)
         self.tile_size = int(self.number(tile_size, "tile_size", 1))
@@ -64,6 +82,9 @@ class PathologyModality(Image2DModality):
         self.min_tissue = self.number(min_tissue, "min_tissue", 0.0, 1.0)
         self.tissue_saturation = self.number(tissue_saturation, "tissue_saturation", 0.0, 1.0)
         self.patient_level = int(self.number(patient_level, "patient_level", 0))
+        self.tile_mpp = self.number(tile_mpp, "tile_mpp", 1e-3)
+        self.slide_mpp = None if slide_mpp is None else self.number(slide_mpp, "slide_mpp", 1e-3)
+        self._slide_tiles: dict[str, wsi.TileRef] = {}  # sample id -> where to read it in its slide
 
     def demo_data(self, root: Path) -> Path:
         """Write synthetic H&E-like slides and tiles in two class folders under ``root``."""
@@ -72,7 +93,7 @@ class PathologyModality(Image2DModality):
         return write_demo(Path(root))
 
     def file_kind(self, path: Path) -> str | None:
-        return file_kind(path)
+        return "slide" if wsi.split_slides([path])[0] else file_kind(path)
 
     def side_tables(self, root: Path) -> dict[str, Table]:
         table = read_table(root / PATIENTS_CSV, ("patient", "patient_id")) \
@@ -80,16 +101,20 @@ class PathologyModality(Image2DModality):
         return {} if table is None else {"patients": table}
 
     def entries_of(self, path: Path, rel: str, kind: str, index: Index) -> list[Entry2D]:
-        """The tissue tiles of one image: grid from the header, tissue test on a thumbnail."""
+        """The tissue tiles of one image: grid from the header, tissue test on a thumbnail (for a
+        whole-slide image: on a low-resolution pyramid level)."""
+        patient = (index.tables["patients"].get(rel) if "patients" in index.tables else None) \
+            or folder_patient(rel, self.patient_level)
+        if kind == "slide":
+            return self._slide_entries(path, rel, patient, index)
         width, height = image_size(path, kind)
+        check_edges(path, (width, height), "image")
         grid = tile_grid(width, height, self.tile_size)
         if self.min_tissue <= 0:
             fractions = [1.0] * len(grid)
         else:
             thumb, size = read_thumbnail(path, thumbnail_factor(width, height, self.tile_size))
             fractions = tissue_fractions(thumb, size, grid, self.tissue_saturation)
-        patient = (index.tables["patients"].get(rel) if "patients" in index.tables else None) \
-            or folder_patient(rel, self.patient_level)
         stats = index.stats
         for key in ("images", "tiles", "background"):
             stats.setdefault(key, 0)
@@ -99,6 +124,23 @@ class PathologyModality(Image2DModality):
         stats["background"] += len(grid) - len(kept)
         return [Entry2D(f"{rel}#x{t.col}_y{t.row}", rel, path, patient, tuple(float(v) for v in t.box))
                 for t in kept]
+
+    def _slide_entries(self, path: Path, rel: str, patient: str, index: Index) -> list[Entry2D]:
+        seen: set[str] = index.__dict__.setdefault("slides_seen", set())
+        key = wsi.series_key(path)  # the files of one DICOM-WSI series are one slide
+        if key in seen:
+            return []
+        seen.add(key)
+        refs, grid = wsi.slide_tiles(path, rel, tile_size=self.tile_size, tile_mpp=self.tile_mpp,
+                                     slide_mpp=self.slide_mpp, min_tissue=self.min_tissue,
+                                     saturation=self.tissue_saturation, patient=patient)
+        for key in ("images", "tiles", "background"):
+            index.stats.setdefault(key, 0)
+        index.stats["images"] += 1
+        index.stats["tiles"] += grid
+        index.stats["background"] += grid - len(refs)
+        self._slide_tiles.update({r.id: r for r in refs})
+        return [Entry2D(r.id, rel, path, patient, None, kind="region") for r in refs]
 
     def select(self, entries: list[Entry2D], index: Index) -> list[Entry2D]:
         """At most ``max_tiles_per_patient`` tiles per patient (a seeded choice)."""
@@ -113,6 +155,8 @@ class PathologyModality(Image2DModality):
                 f"{skipped} files skipped); lower modality.pathology.min_tissue or check the files")
 
     def read_image(self, entry: Entry2D) -> Image.Image:
+        if entry.kind == "region":
+            return wsi.read_tile(self._slide_tiles[entry.id])
         return read_rgb(entry.path)
 
     def dataset(self, data: Path, *, train: bool) -> Image2DDataset:

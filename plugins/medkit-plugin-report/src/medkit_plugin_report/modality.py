@@ -147,6 +147,9 @@ class ReportModality:
                 ds.texts.append(text)
                 ds.ids.append(sid)
                 raw_labels.append(label)
+        if not ds.texts and not ds.skipped:
+            raise DataError(f"no reports under {data}: {', '.join(str(f) for f in files[:3])} hold no rows "
+                            f"(an empty file?); expected text in the column {self.text_column!r}")
         if not ds.texts:
             raise DataError(f"no usable reports under {data}: {len(ds.skipped)} file(s)/report(s) skipped "
                             f"({ds.skipped[0][0]}: {ds.skipped[0][1]}); check the files and "

@@ -11,6 +11,7 @@ from PIL import Image
 
 from medkit.api.errors import DataError
 from medkit.data.image2d import raster_kind
+from medkit.data.checks import check_edges, check_finite
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 INTENSITY_MODES = ("auto", "percentile", "minmax", "dtype")
@@ -83,6 +84,7 @@ def _probe_raster(path: Path, verify: bool) -> Header:
         raise _unreadable(path, "a PNG/JPEG/TIFF image", exc) from exc
     if frames > 1:
         raise not_2d(path, f"a multi-page TIFF with {frames} pages (a stack)")
+    check_edges(path, (width, height), "image")
     return Header("raster", width, height, None)
 
 
@@ -111,6 +113,7 @@ def _probe_dicom(path: Path, verify: bool) -> Header:
     if verify:
         _dicom_pixels(path, ds)
     view = str(ds.get("ViewPosition", "") or "").strip() or None
+    check_edges(path, (int(ds.Columns), int(ds.Rows)), "image")
     return Header("dicom", int(ds.Columns), int(ds.Rows), view)
 
 
@@ -133,6 +136,7 @@ def read_grey(path: Path, kind: str, *, intensity: str = "auto",
                 raise not_2d(path, f"a multi-page TIFF with {frames} pages (a stack)")
             img.load()
             values, type_max = _raster_values(img)
+            check_finite(path, values, "pixels")
     except DataError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -171,27 +175,34 @@ def _first(value: Any) -> float | None:
 
 
 def _dicom_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.ndarray:
+    """Decoded once per process (a JPEG-2000 CR takes seconds), then served from the LRU."""
+    from medkit.data.dicom import cached, file_key
+
+    try:
+        key = file_key(path, "xray", intensity, tuple(float(p) for p in percentiles))
+    except OSError as exc:
+        raise _unreadable(path, "DICOM", exc) from exc
+    return cached(key, lambda: _decode_grey(path, intensity, percentiles))
+
+
+def _decode_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.ndarray:
+    from medkit.data.dicom import decode
+
     ds = _read_dicom(path, pixels=True)
     _check_dicom(path, ds)
-    stored = _dicom_pixels(path, ds).astype(np.float64)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples == 3 and stored.ndim == 3 and stored.shape[-1] == 3:
-        stored = stored @ np.array([0.299, 0.587, 0.114])  # colour DICOM (pydicom gives RGB) → luma
-    elif stored.ndim != 2:
-        raise not_2d(path, f"DICOM pixel data of shape {list(stored.shape)}")
     if intensity == "dtype":
+        stored = _dicom_pixels(path, ds).astype(np.float64)
+        if stored.ndim != 2:
+            raise not_2d(path, f"DICOM pixel data of shape {list(stored.shape)}")
         bits = int(ds.get("BitsStored", 16) or 16)
         low = -(2.0 ** (bits - 1)) if int(ds.get("PixelRepresentation", 0) or 0) == 1 else 0.0
-        values = (stored - low) / (2.0 ** bits - 1.0)
-        out = np.clip(values, 0.0, 1.0)
+        out = np.clip((stored - low) / (2.0 ** bits - 1.0), 0.0, 1.0)
     else:
-        slope = _first(ds.get("RescaleSlope")) or 1.0
-        intercept = _first(ds.get("RescaleIntercept")) or 0.0
-        values = stored * slope + intercept
-        center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-        window = (center, width) if center is not None and width is not None and width > 0 else None
-        out = scale_to_unit(values, intensity=intensity, percentiles=percentiles, type_max=None,
-                            window=window)
+        px = decode(path, ds)  # Modality LUT, then VOI LUT / window with VOILUTFunction (pydicom)
+        if intensity == "auto" and px.voi is not None:
+            out = px.voi
+        else:
+            out = scale_to_unit(px.values, intensity=intensity, percentiles=percentiles, type_max=None)
     if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
         out = 1.0 - out  # MONOCHROME1: low values are white; flip so that bone is bright everywhere
     return out.astype(np.float32)
