@@ -377,7 +377,7 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
 # -- pushing ------------------------------------------------------------------------------------
 def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
          license: str = "apache-2.0", include_strategy_state: bool = False,
-         commit_message: str | None = None) -> PushResult:
+         commit_message: str | None = None, provider: Any = None) -> PushResult:
     """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
 
     The token comes from huggingface_hub's usual sources (``HF_TOKEN``, the stored login) and is never
@@ -395,7 +395,7 @@ def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False
     branch = revision or "main"
     with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:
         files = prepare_push(run_dir, Path(tmp), repo_id=repo_id, license=license,
-                             include_strategy_state=include_strategy_state)
+                             include_strategy_state=include_strategy_state, provider=provider)
         try:
             user = api.whoami().get("name", "?")
             log.info("pushing %s to %s@%s on %s as %s (%d files)", run_dir, repo_id, branch, hub_endpoint(),
