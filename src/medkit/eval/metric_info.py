@@ -50,7 +50,7 @@ METRICS: dict[str, MetricInfo] = {
 #: Name parts of a metric that is lower-is-better when it is not in :data:`METRICS`.
 LOWER_IS_BETTER_PARTS = ("loss", "error", "perplexity", "mse", "hd95", "distance")
 #: The loss each built-in pretext objective reports (unknown objectives: "<name> loss").
-OBJECTIVE_UNITS = {"mae": "MAE: MSE of normalised pixels", "mlm": "MLM: cross-entropy, nats"}
+OBJECTIVE_UNITS = {"mae": "MAE loss (MSE, normalised pixels)", "mlm": "MLM loss (cross-entropy, nats)"}
 
 
 def metric_info(name: str) -> MetricInfo:
@@ -70,7 +70,7 @@ def higher_is_better(name: str) -> bool:
 
 
 def objective_unit(objective: str | None) -> str:
-    """The unit of a pretext objective's loss (``"MAE: MSE of normalised pixels"``)."""
+    """The unit of a pretext objective's loss (``"MAE loss (MSE, normalised pixels)"``)."""
     if not objective:
         return "loss"
     return OBJECTIVE_UNITS.get(objective, f"{objective} loss")

@@ -44,18 +44,32 @@ def save_png(fig: Any, path: Path) -> Path:
     return Path(path)
 
 
-def fmt_cell(value: float) -> str:
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
+def fmt_cell(value: float, decimals: int = 3) -> str:
+    return f"{value:.{decimals}f}" if abs(value) < 100 else f"{value:.4g}"
+
+
+def cell_decimals(column: np.ndarray) -> int:
+    """3 decimals, more (at most 6) when that is what tells the column's different values apart."""
+    values = sorted({float(v) for v in column if np.isfinite(v)})
+    for d in range(3, 7):
+        if len({round(v, d) for v in values}) == len(values):
+            return d
+    return 6
 
 
 def text_colour(rgba: Sequence[float]) -> str:
-    """Black on light cells, white on dark ones (relative luminance of the cell's own colour)."""
-    r, g, b = rgba[:3]
-    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+    """Black or white, whichever contrasts more with the cell's own colour (WCAG relative luminance)."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return "black" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "white"
 
 
-def _decimals(span: float) -> int:
-    return int(min(6, max(0, math.ceil(-math.log10(span)) + 1))) if span > 0 else 4
+def _decimals(values: Sequence[float], span: float) -> int:
+    """The fewest decimals (at most 6) that write every tick value exactly (to 1e-6 of the span)."""
+    for d in range(0, 7):
+        if all(abs(round(v, d) - v) <= 1e-6 * span for v in values):
+            return d
+    return 6
 
 
 def colour_scale(matrix: Matrix, data: np.ndarray, per_column: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -70,7 +84,7 @@ def colour_scale(matrix: Matrix, data: np.ndarray, per_column: bool) -> tuple[np
                 continue
             lo, hi = float(col.min()), float(col.max())
             span = hi - lo
-            rel = (data[:, j] - lo) / span if span > 0 else np.full(data.shape[0], 0.5)
+            rel = (data[:, j] - lo) / span if span > 0 else np.where(finite[:, j], 0.5, np.nan)
             pos[:, j] = rel if info.higher_is_better else 1.0 - rel
         return pos, {"ticks": [0.0, 1.0], "labels": ["worst in\ncolumn", "best in\ncolumn"],
                      "label": "colour scaled per column\n(each modality's own loss)"}
@@ -88,8 +102,11 @@ def colour_scale(matrix: Matrix, data: np.ndarray, per_column: bool) -> tuple[np
         return pos, bar
     rel = (data - lo) / (hi - lo)
     pos = rel if info.higher_is_better else 1.0 - rel
-    d = _decimals(hi - lo)
-    values = np.linspace(lo, hi, 5)
+    from matplotlib.ticker import MaxNLocator
+
+    span = hi - lo
+    values = [float(v) for v in MaxNLocator(5).tick_values(lo, hi) if lo - 1e-9 * span <= v <= hi + 1e-9 * span]
+    d = _decimals(values, span)  # nice ticks (0.62, 0.64, ...) with just the decimals they need
     bar["ticks"] = [float((v - lo) / (hi - lo)) if info.higher_is_better else float(1 - (v - lo) / (hi - lo))
                     for v in values]
     bar["labels"] = [f"{v:.{d}f}" for v in values]
@@ -108,16 +125,18 @@ def draw_heatmap(fig: Any, ax: Any, matrix: Matrix, *, objectives: Mapping[str, 
     pos, bar = colour_scale(matrix, data, per_column)
     cmap = matplotlib.colormaps[CMAP].with_extremes(bad="0.93")
     image = ax.imshow(np.ma.masked_invalid(pos), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    decimals = [cell_decimals(data[:, j]) for j in range(data.shape[1])]
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             if np.isfinite(data[i, j]):
-                ax.text(j, i, fmt_cell(data[i, j]), ha="center", va="center", fontsize=8,
+                ax.text(j, i, fmt_cell(data[i, j], decimals[j]), ha="center", va="center", fontsize=8,
                         color=text_colour(cmap(float(pos[i, j]))))
             else:
                 na = matrix.na[i][j] if i < len(matrix.na) else False
                 ax.text(j, i, NOT_AVAILABLE if na else NOT_EVALUATED_MARK, ha="center", va="center",
-                        fontsize=8, color="0.25" if na else "0.55", style="italic" if na else "normal")
-    columns = [f"{m}\n{units[m]}" if info.per_objective else m for m in matrix.modalities]
+                        fontsize=8, color="0.2" if na else "0.45", style="italic" if na else "normal")
+    columns = [f"{m}\n{units[m]}" + (f"\ncolumn span {_span(data[:, j])}" if per_column else "")
+               if info.per_objective else m for j, m in enumerate(matrix.modalities)]
     ax.set_xticks(range(len(matrix.modalities)), columns, fontsize=8)
     ax.set_yticks(range(len(matrix.rows)), matrix.row_labels(), fontsize=8)
     ax.set_xlabel(f"evaluated modality ({info.split})", fontsize=8)
@@ -128,6 +147,11 @@ def draw_heatmap(fig: Any, ax: Any, matrix: Matrix, *, objectives: Mapping[str, 
     return bar
 
 
+def _span(column: np.ndarray) -> str:
+    values = column[np.isfinite(column)]
+    return f"{float(values.max() - values.min()):.2g}" if values.size else NOT_AVAILABLE
+
+
 def heatmap_figure(matrices: Sequence[Matrix], *, objectives: Mapping[str, str] | None = None,
                    title: str | None = None) -> Any:
     """One panel per matrix (stacked), each with its own colour scale, and the cell legend."""
@@ -135,7 +159,7 @@ def heatmap_figure(matrices: Sequence[Matrix], *, objectives: Mapping[str, str] 
     label_len = max([len(s) for m in matrices for s in m.row_labels()] + [10])
     cols = max([len(m.modalities) for m in matrices] + [1])
     heights = [1.3 + 0.45 * max(len(m.rows), 1) for m in matrices] or [1.5]
-    fig = new_figure(2.6 + 0.07 * label_len + 1.35 * cols, sum(heights) + 0.55 + (0.3 if title else 0))
+    fig = new_figure(2.6 + 0.07 * label_len + 1.9 * cols, sum(heights) + 0.55 + (0.3 if title else 0))
     for k, matrix in enumerate(matrices):
         ax = fig.add_subplot(len(matrices), 1, k + 1)
         draw_heatmap(fig, ax, matrix, objectives=objectives)
@@ -181,10 +205,15 @@ def loss_curves_figure(steps: Sequence[Mapping[str, Any]], *, objectives: Mappin
         xs.append(offset[int(r["stage"])] + int(r["step"]))
         ys.append(float(r["loss"]))
     mods = sorted({m for m, _ in series})
-    unit_of = {m: objective_unit((objectives or {}).get(m)) if objectives else "loss" for m in mods}
-    units = sorted(set(unit_of.values())) or ["loss"]
+    from matplotlib.ticker import MaxNLocator
+
+    unknown = "training loss (each modality's own objective)"
+    unit_of = {m: objective_unit((objectives or {}).get(m)) if objectives else unknown for m in mods}
+    units = sorted(set(unit_of.values())) or [unknown]
     fig = new_figure(9.0, 1.2 + 2.8 * len(units))
-    axes = [fig.add_subplot(len(units), 1, k + 1) for k in range(len(units))]
+    axes = [fig.add_subplot(len(units), 1, 1)]
+    axes += [fig.add_subplot(len(units), 1, k + 1, sharex=axes[0]) for k in range(1, len(units))]
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     colours = {m: f"C{k % 10}" for k, m in enumerate(mods)}
     styles: dict[str, str] = {}
     for (m, role), (xs, ys) in sorted(series.items()):
