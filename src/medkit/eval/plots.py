@@ -149,7 +149,10 @@ def draw_heatmap(fig: Any, ax: Any, matrix: Matrix, *, objectives: Mapping[str, 
 
 def _span(column: np.ndarray) -> str:
     values = column[np.isfinite(column)]
-    return f"{float(values.max() - values.min()):.2g}" if values.size else NOT_AVAILABLE
+    if values.size == 0:
+        return NOT_AVAILABLE
+    span = float(values.max() - values.min())
+    return ("one value" if values.size == 1 else "0 (no change)") if span == 0 else f"{span:.2g}"
 
 
 def heatmap_figure(matrices: Sequence[Matrix], *, objectives: Mapping[str, str] | None = None,

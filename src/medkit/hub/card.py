@@ -93,7 +93,7 @@ def eval_results(matrices: Mapping[str, Matrix], *, objectives: Mapping[str, str
                 task_type="feature-extraction", task_name="continual self-supervised pre-training",
                 dataset_type=f"{m}-held-out", dataset_name=f"{m} (held-out split of the training data)",
                 dataset_split="held-out", metric_type=metric,
-                metric_name=f"{info.title} ({units[m]}, {info.better})", metric_value=round(float(value), 6),
+                metric_name=f"{info.title}: {units[m]}, {info.better}", metric_value=round(float(value), 6),
                 metric_config=f"after stage {matrix.after[-1]}"))
     return out
 
@@ -202,8 +202,9 @@ def render_card(*, repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str,
         mi = metric_info(metric)
         units = column_units(metric, matrix.modalities, objectives)
         unit = "; ".join(f"{m}: {u}" for m, u in units.items()) if mi.per_objective else mi.unit
-        lines += [f"**{mi.title}** on the {mi.split} of every modality seen so far, after each stage "
-                  f"({mi.better}; unit: {unit}):", "", matrix_markdown(matrix), ""]
+        lines += [f"**{mi.title}** ({mi.better}) of each modality (columns) after each stage (rows); "
+                  f"measured on the {mi.split}; unit: {unit}. `–`: not evaluated at that stage, "
+                  f"`{NOT_AVAILABLE}`: could not be evaluated.", "", matrix_markdown(matrix), ""]
         notes = (unavailable or {}).get(metric, {})
         lines += [f"- {NOT_AVAILABLE} {m}: {why}" for m, why in notes.items()] + ([""] if notes else [])
     if heatmap:
