@@ -121,13 +121,20 @@ def test_evaluate_seen_probes_labelled_and_unseen_and_skips_unlabelled(
 
 
 def test_probe_defaults_live_in_one_place() -> None:
-    from medkit.config.compose import TRAINER_DEFAULTS
-    from medkit.eval.evaluate import evaluate_seen
-    from medkit.eval.probes import PROBE_TRAINER_DEFAULTS, ProbeOptions
+    import dataclasses
     import inspect
 
+    from medkit.eval.evaluate import evaluate_seen
+    from medkit.eval.probes import PROBE_TRAINER_DEFAULTS, ProbeOptions
+
+    try:  # the typed trainer schema, where there is one; the defaults dict otherwise
+        from medkit.config.schemas import TrainerConfig  # type: ignore[import-not-found]
+
+        trainer = {f.name: f.default for f in dataclasses.fields(TrainerConfig)}
+    except ImportError:
+        from medkit.config.compose import TRAINER_DEFAULTS as trainer
     # the run config's trainer.probe_* defaults are ProbeOptions' defaults, key for key
-    assert {k: v for k, v in TRAINER_DEFAULTS.items() if k.startswith("probe_")} == PROBE_TRAINER_DEFAULTS
+    assert {k: v for k, v in trainer.items() if k.startswith("probe_")} == PROBE_TRAINER_DEFAULTS
     assert PROBE_TRAINER_DEFAULTS["probe_unseen"] is ProbeOptions().unseen
     # and evaluate_seen's keyword defaults agree with them (today: 512/256/unseen=True vs 256/128/False)
     params = inspect.signature(evaluate_seen).parameters

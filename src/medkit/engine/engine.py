@@ -22,7 +22,8 @@ from medkit.data.split import split_indices
 from medkit.engine.plan import StepBatches, StepPlan
 from medkit.engine.distributed import World, average_gradients, barrier, broadcast_parameters, init_world
 from medkit.api.errors import CheckpointError, ConfigError
-from medkit.eval.evaluate import evaluate_seen, probe_options, write_matrices
+from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage
+from medkit.eval.records import evaluations_before, normalise_evaluations, stage_results, write_evaluations
 from medkit.api.events import RunInfo, StageInfo
 from medkit.models.build import MODEL_METADATA, Model, build_model, load_model_state, save_model
 from medkit.api.progress import LogReporter, Reporter
@@ -144,8 +145,14 @@ class Engine:
             stages = [list(s) for s in origin["stages"]] + self.strategy.plan(cfg["run"]["new_modalities"])
         else:
             stages = self.strategy.plan(names)
+        # an earlier run's modality without its data here is not evaluated (never on the demo data)
+        given = cfg["run"].get("data") or {}
+        skip = {m: (f"trained in {origin['ref']}; its data are not here (pass --data {m}=DIR to evaluate "
+                    f"it), and it is never evaluated on the demo data")
+                for m in dict.fromkeys(x for s in (origin["stages"] if origin else []) for x in s)
+                if not given.get(m) and m not in cfg["run"].get("new_modalities", [])}
         return RunContext(
-            run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads,
+            run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads, extras={NOT_EVALUATED: skip},
             modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=train_sets,
             eval_sets=eval_sets, train_indices=train_idx, val_indices=val_idx, stages=stages,
             config=strategy_cfg, device=device, seed=seed, rank=self.world.rank,
@@ -201,8 +208,7 @@ class Engine:
         metrics.mkdir(exist_ok=True)
         ck.append_jsonl(metrics / "steps.jsonl", self.pending_steps)
         self.pending_steps = []
-        write_matrices(metrics, self.evaluations, self.cfg["run"]["modalities"])
-        ck.atomic_write_json(metrics / "eval.json", self.evaluations)
+        write_evaluations(metrics, self.evaluations, self.cfg["run"]["modalities"])  # eval.json + matrix*.csv
         checkpointed = self.run_dir / CHECKPOINT_DIR / "model.safetensors"
         save_model(self.model, self.run_dir, self.cfg, weights=checkpointed)  # linked, not written twice
         if step == 0:  # stage boundaries only: what --from continues with (resume uses checkpoint/)
@@ -223,7 +229,7 @@ class Engine:
         load_model_state(self.model, found / "model.safetensors")
         self.strategy.load_state_dict(ck.load_tensors(found / "strategy.safetensors"),
                                       ck.read_json(found / "strategy.json"))
-        self.evaluations = list(trainer.get("evaluations", []))
+        self.evaluations = normalise_evaluations(trainer.get("evaluations", []))
         self.stage_steps = {int(k): v for k, v in trainer.get("stage_steps", {}).items()}
         self._truncate_steps_log(trainer["stage"], trainer["step"])
         self._resume_dir = found
@@ -262,7 +268,7 @@ class Engine:
                      "(no buffers, teachers or Fisher of them)", origin["ref"], name)
         eval_file = src / "metrics" / "eval.json"
         if eval_file.exists():
-            self.evaluations = [r for r in ck.read_json(eval_file) if r["stage"] < len(origin["stages"])]
+            self.evaluations = evaluations_before(ck.read_json(eval_file), len(origin["stages"]))
         for i in range(len(origin["stages"])):
             self.stage_steps.setdefault(i, 0)
         return len(origin["stages"])
@@ -304,7 +310,7 @@ class Engine:
             step0 = start_step if si == start_stage else 0
             self._run_stage(ctx, info, si, step0, trainer_state if si == start_stage else None)
             trainer_state = None
-        matrix = {row["stage"] + 1: row["metrics"] for row in self.evaluations}
+        matrix = stage_results(self.evaluations)
         results = {"run_dir": str(self.run_dir), "matrix": matrix}
         self.host.emit("run_end", run=info, results=results)
         return results
@@ -338,9 +344,9 @@ class Engine:
             self._train_steps(ctx, info, stage, base_lr)
         self.stage_steps[si] = max_steps
         self.strategy.after_stage(ctx)
-        metrics = evaluate_seen(ctx, self.strategy, max_batches=int(tr.get("eval_batches", 4)),
-                                **probe_options(tr))
-        self.evaluations.append({"stage": si, "modalities": list(ctx.stage), "metrics": metrics})
+        record = evaluate_stage(ctx, self.strategy, trainer=tr)  # {"after_stage": si + 1, ...}
+        self.evaluations.append(record)
+        metrics = record["metrics"]
         ctx.optimizer = None
         last = si == len(ctx.stages) - 1
         self._save(ctx, stage=si + 1, step=0, finished=last)

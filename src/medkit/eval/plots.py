@@ -135,7 +135,7 @@ def draw_heatmap(fig: Any, ax: Any, matrix: Matrix, *, objectives: Mapping[str, 
                 na = matrix.na[i][j] if i < len(matrix.na) else False
                 ax.text(j, i, NOT_AVAILABLE if na else NOT_EVALUATED_MARK, ha="center", va="center",
                         fontsize=8, color="0.2" if na else "0.45", style="italic" if na else "normal")
-    columns = [f"{m}\n{units[m]}" + (f"\ncolumn span {_span(data[:, j])}" if per_column else "")
+    columns = [f"{m}\n{units[m]}" + (f"\n{_span(data[:, j])}" if per_column else "")
                if info.per_objective else m for j, m in enumerate(matrix.modalities)]
     ax.set_xticks(range(len(matrix.modalities)), columns, fontsize=8)
     ax.set_yticks(range(len(matrix.rows)), matrix.row_labels(), fontsize=8)
@@ -152,7 +152,7 @@ def _span(column: np.ndarray) -> str:
     if values.size == 0:
         return NOT_AVAILABLE
     span = float(values.max() - values.min())
-    return ("one value" if values.size == 1 else "0 (no change)") if span == 0 else f"{span:.2g}"
+    return ("one value" if values.size == 1 else "no change") if span == 0 else f"span {span:.2g}"
 
 
 def heatmap_figure(matrices: Sequence[Matrix], *, objectives: Mapping[str, str] | None = None,
@@ -225,15 +225,19 @@ def loss_curves_figure(steps: Sequence[Mapping[str, Any]], *, objectives: Mappin
         ax = axes[units.index(unit_of[m])]
         ax.plot(xs, _smooth(ys, window), color=colours[m], linestyle=styles[key], linewidth=1.2, label=key)
     buffered = any(role != "current" for _, role in series)
-    for ax, unit in zip(axes, units):
+    for k, (ax, unit) in enumerate(zip(axes, units)):
         for stage in sorted(offset)[1:]:
             ax.axvline(offset[stage] + 0.5, color="0.7", linewidth=0.8)
+        if k == 0:  # name each stage over its segment (a --from run starts at a later stage)
+            for stage in sorted(offset):
+                ax.text(offset[stage] + 0.5 + last_step[stage] / 2, 1.0, f"stage {stage}", fontsize=7,
+                        ha="center", va="bottom", color="0.4", transform=ax.get_xaxis_transform())
         ax.set_ylabel(f"{unit}\n(moving mean of {window})", fontsize=8)
         if ax.lines:
             ax.legend(fontsize=7, loc="upper right")
-    axes[-1].set_xlabel("optimizer step (all stages end to end; grey lines: stage ends)")
+    axes[-1].set_xlabel("optimizer step (this run's stages end to end; grey lines: stage ends)")
     title = "training loss per modality, on training batches"
-    axes[0].set_title(title + (" (dashed: rehearsal-buffer batches)" if buffered else ""), fontsize=10)
+    axes[0].set_title(title + (" (dashed: rehearsal-buffer batches)" if buffered else ""), fontsize=10, pad=14)
     fig.tight_layout()
     return fig, styles
 
