@@ -83,7 +83,9 @@ def _continued_copy(run_copy: Path) -> Path:
     manifest["from"] = {"ref": "hf-hub:alice/base@v1", "stages": [["synth_a"]], "strategy": "sequential"}
     (run_copy / "manifest.json").write_text(json.dumps(manifest))
     records = json.loads((run_copy / "metrics" / "eval.json").read_text())
-    assert [r.get("stage") for r in records] == [0, 1], "the engine still writes 0-based records"
+    assert [r["after_stage"] for r in records] == [1, 2]
+    records = [{"stage": r["after_stage"] - 1, "modalities": r["modalities"], "metrics": r["metrics"]}
+               for r in records]  # the layout of runs written before the 1-based numbering
     records[-1]["metrics"]["pretext_loss"]["synth_a"] = float("nan")
     (run_copy / "metrics" / "eval.json").write_text(json.dumps(records))
     return run_copy

@@ -84,8 +84,9 @@ def change_summary(run: Mapping[str, Any], cl: Mapping[str, CLMetrics]) -> list[
             else:
                 delta = final - start
                 good = delta > 0 if info.higher_is_better else delta < 0
-                word = "unchanged" if abs(delta) < 5e-5 else ("better" if good else "worse")
-                parts.append(f"{m} {fmt_value(start)} → {fmt_value(final)} ({delta:+.4f}, {word})")
+                word = "unchanged" if delta == 0 else ("better" if good else "worse")
+                d = next((k for k in range(4, 7) if round(start, k) != round(final, k)), 6 if delta else 4)
+                parts.append(f"{m} {fmt_value(start, d)} → {fmt_value(final, d)} ({delta:+.{d}f}, {word})")
         if parts:
             lines.append(f"{info.title} ({info.better}): " + "; ".join(parts))
     skipped = sorted({m for r in run["evaluations"] for per in r.get("unavailable", {}).values() for m in per})
