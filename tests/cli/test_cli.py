@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -37,20 +36,13 @@ def synth_env(tmp_path):
     return {"PYTHONPATH": f"{root}{sep}{root / 'crash'}", "MEDKIT_DEMO_DIR": str(tmp_path / "demo")}
 
 
-def test_help_is_fast_and_does_not_import_torch():
-    code = ("import sys, time; t=time.perf_counter(); from medkit.cli.main import cli\n"
+def test_help_does_not_import_heavy_modules():
+    """What keeps ``medkit --help`` fast (its time is measured by bench/cli_startup.py, not here)."""
+    code = ("import sys; from medkit.cli.main import cli\n"
             "try:\n    cli(['--help'], standalone_mode=False)\nexcept SystemExit: pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH')")
+            "print(sorted(m for m in ('torch', 'timm', 'monai', 'numpy', 'safetensors') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().endswith("NOTORCH")
-    best = min(_timed([sys.executable, "-m", "medkit.cli.main", "--help"]) for _ in range(3))
-    assert best < 0.5, f"medkit --help took {best:.2f}s"
-
-
-def _timed(cmd):
-    t = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, check=True)
-    return time.perf_counter() - t
+    assert out.stdout.strip().endswith("[]"), out.stdout
 
 
 def test_plugins_list_json_does_not_import_torch():
@@ -167,3 +159,42 @@ def test_nproc_per_node_two_on_cpu(tmp_path, synth_env):
     assert manifest["world_size"] == 2 and manifest["finished"] is True
     assert out.stdout.count("run directory:") == 1
     assert sorted(p.name for p in (tmp_path).iterdir() if p.name.startswith("ddp")) == ["ddp"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_localhost_meet_through_c10d(tmp_path, synth_env):
+    """Two "nodes" (one process each) on 127.0.0.1: one run, written once, by global rank 0."""
+    import os
+
+    port = _free_port()
+    args = ["run", "--modality", "synth_a", "--strategy", "sequential", "--preset", "tiny", "--max-steps", "3",
+            "--run-dir", str(tmp_path / "multi"), "--nnodes", "2", "--master-addr", "127.0.0.1",
+            "--master-port", str(port), *SMALL]
+    env = {**os.environ, **synth_env, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "medkit.cli.main", *args, "--node-rank", str(r)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for r in (0, 1)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[1][-2000:] for o in outs)
+    manifest = json.loads((tmp_path / "multi" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["finished"] is True
+    steps = (tmp_path / "multi" / "metrics" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 3, "one writer: every step logged once"
+
+
+def test_resume_under_another_world_size_keeps_the_global_batch(tmp_path, synth_env):
+    crashed = run_cli(*_run_args(tmp_path / "r", steps=6), env={**synth_env, "CRASH_AT": "1:5"})
+    assert crashed.returncode == -9
+    resumed = run_cli("run", "--resume", str(tmp_path / "r"), "--nproc-per-node", "2", env=synth_env, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "keep the global batch of 4" in resumed.stderr
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["finished"] is True and manifest["world_size"] == 2
+    steps = [json.loads(x) for x in (tmp_path / "r" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    assert [(s["stage"], s["step"]) for s in steps] == [(1, i) for i in range(1, 7)] + [(2, i) for i in range(1, 7)]

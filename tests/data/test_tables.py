@@ -7,12 +7,7 @@ from pathlib import Path
 import pytest
 
 from medkit.api.errors import DataError
-from medkit.data.tables import encode_labels, read_table
-
-
-def test_encode_labels_known_answers() -> None:
-    assert encode_labels(["2", "0", None, "-1", ""]) == ([2, 0, -1, -1, -1], ["0", "1", "2"])
-    assert encode_labels(["dog", "cat", None, "dog"]) == ([1, 0, -1, 1], ["cat", "dog"])
+from medkit.data.tables import read_table
 
 
 def test_read_table_by_path_and_by_id(tmp_path: Path) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from medkit.registry import get_host
+
 import json
 
 import pytest
 import torch
 
 from medkit.storage.files import load_tensors
-from medkit.eval.evaluate import read_matrix
+from medkit.eval.matrices import read_matrix
 from medkit.testing.contracts import run_synthetic
 
 
@@ -29,9 +31,11 @@ def test_sequential_two_stages(tmp_path):
     steps = _steps(run)
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 1, 2, 3, 4]
     assert {s["modality"] for s in steps if s["stage"] == 2} == {"synth_b"}
-    top, kept = run / "model.safetensors", run / "checkpoint" / "model.safetensors"
-    assert top.read_bytes() == kept.read_bytes(), "the published weights are the last checkpoint's"
-    assert top.stat().st_ino == kept.stat().st_ino, "linked, not serialised twice"
+    current = (run / "current").resolve()
+    for name in ("model.safetensors", "manifest.json", "metrics", "checkpoint", "config.json"):
+        assert (run / name).is_symlink() and (run / name).resolve().parent == current, \
+            f"{name} is read through the current generation"
+    assert current.parent == (run / "generations").resolve() and len(list(current.parent.iterdir())) == 2
     state = load_tensors(run / "model.safetensors")
     assert any(k.startswith("encoder.blocks.") for k in state)
     assert any(k.startswith("heads.synth_a.") for k in state) and any(k.startswith("heads.synth_b.") for k in state)
@@ -95,15 +99,21 @@ def test_weight_decay_groups_follow_timm_rule():
     assert groups[1]["weight_decay"] == 0.0 and len(groups[1]["params"]) == 2
 
 
-def test_resume_cleans_half_written_checkpoints_and_keeps_results(tmp_path):
+def test_resume_cleans_what_a_crash_left_and_a_finished_run_stays_as_it_is(tmp_path, caplog):
     from medkit.engine.engine import Engine, load_config
     from medkit.api.progress import NullReporter
 
     run = run_synthetic(tmp_path / "r", "sequential", ("synth_a",), max_steps=2, demo_dir=tmp_path / "demo")
-    junk = run / ".checkpoint-crashed"
-    junk.mkdir()
-    (junk / "model.safetensors").write_bytes(b"half")
-    before = (run / "metrics" / "matrix.csv").read_text()
-    Engine(load_config(run), run, reporter=NullReporter(), resume=True).run()
-    assert not junk.exists()
-    assert (run / "metrics" / "matrix.csv").read_text() == before
+    staging = run / "generations" / ".staging-crashed"
+    staging.mkdir()
+    (staging / "model.safetensors").write_bytes(b"half")
+    uncommitted = run / "generations" / "g-00000099"
+    uncommitted.mkdir()
+    before = {p.name: p.read_bytes() for p in (run / "metrics").iterdir()}
+    current = (run / "current").resolve()
+    with caplog.at_level("INFO"):
+        Engine(load_config(run), run, components=get_host(), reporter=NullReporter(), resume=True).run()
+    assert not staging.exists() and not uncommitted.exists()
+    assert "already finished" in caplog.text
+    assert (run / "current").resolve() == current
+    assert {p.name: p.read_bytes() for p in (run / "metrics").iterdir()} == before

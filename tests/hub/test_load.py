@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from medkit.registry import get_host
+
 import json
 from pathlib import Path
 
@@ -65,13 +67,13 @@ def test_load_pretrained_rebuilds_the_run_exactly(synthetic_run: Path) -> None:
     from medkit.hub.hub import load_pretrained
 
     saved = load_tensors(synthetic_run / "model.safetensors")
-    model = load_pretrained(f"local-dir:{synthetic_run}")
+    model = load_pretrained(f"local-dir:{synthetic_run}", create=get_host().create)
     state = model.state_dict()
     assert set(state) == set(saved) and all(torch.equal(state[k], saved[k]) for k in saved)
     assert not model.encoder.training and sorted(model.heads) == ["synth_a", "synth_b"]
     assert model.tokenizer_of == {"synth_a": "patch_3d", "synth_b": "patch_3d"}
 
-    bare = load_pretrained(synthetic_run, with_heads=False)
+    bare = load_pretrained(synthetic_run, with_heads=False, create=get_host().create)
     assert len(bare.heads) == 0
     assert all(torch.equal(v, saved[k]) for k, v in bare.state_dict().items())
 
@@ -80,15 +82,16 @@ def test_a_missing_plugin_names_the_distribution(run_copy: Path, monkeypatch: py
     from medkit.hub.hub import load_pretrained
     from medkit.registry import reset_host
 
-    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-mae")  # as if it were not installed
+    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-mae")  # installed, but left out
     reset_host()
-    with pytest.raises(PluginError, match=r"objective 'mae'.*pip install medkit-plugin-mae"):
-        load_pretrained(run_copy)
+    with pytest.raises(PluginError, match=r"objective 'mae' comes from plugin medkit-plugin-mae, which is "
+                                          r"installed but disabled by MEDKIT_DISABLE_PLUGINS"):
+        load_pretrained(run_copy, create=get_host().create)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS")
     reset_host()
     _edit_config(run_copy, lambda a: a["uses"]["synth_a"].update(tokenizer="patch_4d"))
     with pytest.raises(PluginError, match=r"config.json needs.*unknown tokenizer 'patch_4d'"):
-        load_pretrained(run_copy)
+        load_pretrained(run_copy, create=get_host().create)
 
 
 def test_a_target_in_the_config_is_refused(run_copy: Path) -> None:
@@ -96,7 +99,7 @@ def test_a_target_in_the_config_is_refused(run_copy: Path) -> None:
 
     _edit_config(run_copy, lambda a: a["tokenizer"]["patch_3d"].update(_target_="os.system"))
     with pytest.raises(CheckpointError, match=r"tokenizer\.patch_3d holds a _target_"):
-        load_pretrained(run_copy)
+        load_pretrained(run_copy, create=get_host().create)
 
 
 def test_architecture_mismatch_names_the_first_key_and_shapes(run_copy: Path) -> None:
@@ -109,7 +112,7 @@ def test_architecture_mismatch_names_the_first_key_and_shapes(run_copy: Path) ->
     _edit_config(run_copy, wider)
     with pytest.raises(CheckpointError, match=r"encoder\.cls_token has shape \(1, 1, 48\) but the model "
                                               r"built from the config expects \(1, 1, 96\)"):
-        load_pretrained(run_copy)
+        load_pretrained(run_copy, create=get_host().create)
 
 
 def test_inconsistent_config_is_refused(run_copy: Path) -> None:
@@ -117,7 +120,7 @@ def test_inconsistent_config_is_refused(run_copy: Path) -> None:
 
     _edit_config(run_copy, lambda a: a["encoder"].update(embed_dim=96))
     with pytest.raises(CheckpointError, match="inconsistent: encoder resolves to embed_dim=96 but trunk says"):
-        load_pretrained(run_copy)
+        load_pretrained(run_copy, create=get_host().create)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -130,7 +133,7 @@ def test_corrupted_weights_are_a_checkpoint_error(run_copy: Path, damage: str) -
     with pytest.raises(CheckpointError, match="not a valid safetensors file.*corrupted or truncated"):
         load_tensors(path)
     with pytest.raises(CheckpointError, match="model.safetensors is not a valid safetensors file"):
-        load_pretrained(run_copy)
+        load_pretrained(run_copy, create=get_host().create)
 
 
 def test_load_pretrained_weights_into_a_model_with_a_new_modality(synthetic_run: Path) -> None:
@@ -142,7 +145,7 @@ def test_load_pretrained_weights_into_a_model_with_a_new_modality(synthetic_run:
     cfg["run"]["uses"] = {"synth_b": cfg["run"]["uses"]["synth_b"],
                           "synth_2d": {"tokenizer": "patch_2d", "objective": "mae"}}
     cfg["tokenizer"]["patch_2d"] = {}
-    model = build_model(cfg)
+    model = build_model(cfg, create=get_host().create)
     fresh_2d = {k: v.clone() for k, v in model.state_dict().items() if ".patch_2d." in k or "synth_2d" in k}
     report = load_pretrained_weights(model, synthetic_run)
     assert report == {"new": ["encoder.tokenizers.patch_2d.", "heads.synth_2d."], "dropped": ["heads.synth_a."]}

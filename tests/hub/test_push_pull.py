@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from medkit.registry import get_host
+
 import json
 import logging
 from pathlib import Path
@@ -42,7 +44,7 @@ def test_push_then_pull_into_a_clean_cache_is_bit_identical(hub: Any, synthetic_
     from medkit.hub.hub import load_pretrained, push, resolve_checkpoint
 
     caplog.set_level(logging.DEBUG)
-    result = push(synthetic_run, "alice/tiny-ct", license="mit")
+    result = push(synthetic_run, "alice/tiny-ct", license="mit", create=get_host().create)
     assert set(result.files) == pushed(synthetic_run) and "metrics/matrix.csv" in result.files
     remote = hub.files("alice/tiny-ct")
     assert set(remote) == pushed(synthetic_run) | {".gitattributes"}, "a push never carries buffers, checkpoints or metrics"
@@ -66,7 +68,7 @@ def test_push_then_pull_into_a_clean_cache_is_bit_identical(hub: Any, synthetic_
     ours, theirs = load_tensors(synthetic_run / "model.safetensors"), load_tensors(path / "model.safetensors")
     assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
-    model = load_pretrained("hf-hub:alice/tiny-ct")
+    model = load_pretrained("hf-hub:alice/tiny-ct", create=get_host().create)
     assert all(torch.equal(v, ours[k]) for k, v in model.state_dict().items())
 
     card = ModelCard.load(path / "README.md")
@@ -136,7 +138,7 @@ def test_a_vocabulary_from_a_local_file_travels_as_tokenizer_assets(hub: Any, re
     arch["tokenizer"]["text_1d"]["vocab_file"] = str(vocab)
     (run / "config.json").write_text(json.dumps(arch))
 
-    result = push(run, "alice/report")
+    result = push(run, "alice/report", create=get_host().create)
     assert {"tokenizers/text_1d/tokenizer.json", "tokenizers/text_1d/medkit_tokenizer.json"} <= set(result.files)
     pushed = json.loads(hub.files("alice/report")["config.json"])
     assert pushed["tokenizer"]["text_1d"]["vocab_file"] is None
@@ -144,7 +146,7 @@ def test_a_vocabulary_from_a_local_file_travels_as_tokenizer_assets(hub: Any, re
 
     shutil.rmtree(vocab.parent)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "elsewhere"))
-    model = load_pretrained("hf-hub:alice/report")
+    model = load_pretrained("hf-hub:alice/report", create=get_host().create)
     tok = model.encoder.tokenizers["text_1d"]
     ids, _ = tok.encode(["no acute cardiopulmonary process"])
     assert tok.decode(ids[0]) == "no acute cardiopulmonary process"
@@ -158,7 +160,7 @@ def test_push_without_a_token_is_a_clear_error(hub: Any, synthetic_run: Path,
 
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(ConfigError, match="HF_TOKEN"):
-        push(synthetic_run, "alice/no-token")
+        push(synthetic_run, "alice/no-token", create=get_host().create)
     assert "alice/no-token" not in hub.repos
 
 
@@ -167,7 +169,7 @@ def test_missing_repo_and_revision_are_checkpoint_errors(hub: Any, synthetic_run
 
     with pytest.raises(CheckpointError, match="repository alice/absent not found"):
         resolve_checkpoint("hf-hub:alice/absent")
-    push(synthetic_run, "alice/there")
+    push(synthetic_run, "alice/there", create=get_host().create)
     with pytest.raises(CheckpointError, match="no revision 'nope'"):
         resolve_checkpoint("hf-hub:alice/there@nope")
 
@@ -193,7 +195,7 @@ def test_strategy_state_is_never_pushed_by_default(hub: Any, run_copy: Path) -> 
     from medkit.hub.hub import push
 
     _write_strategy_state(run_copy)
-    push(run_copy, "alice/plain")
+    push(run_copy, "alice/plain", create=get_host().create)
     remote = hub.files("alice/plain")
     assert not [f for f in remote if f.startswith(("strategy/", "checkpoint/"))]
     _assert_no_private_data(remote, run_copy)
@@ -207,7 +209,7 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
 
     _write_strategy_state(run_copy)
     caplog.set_level(logging.WARNING, logger="medkit")
-    result = push(run_copy, "alice/with-state", include_strategy_state=True)
+    result = push(run_copy, "alice/with-state", include_strategy_state=True, create=get_host().create)
     assert "--include-strategy-state" in caplog.text and "stay local" in caplog.text
     remote = hub.files("alice/with-state")
     assert {"strategy/state.safetensors", "strategy/state.json"} <= set(remote)
@@ -223,7 +225,7 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
     assert "strategy/state.json" in result.files
 
     # a later push without the flag removes the earlier strategy files (and keeps the rest)
-    again = push(run_copy, "alice/with-state")
+    again = push(run_copy, "alice/with-state", create=get_host().create)
     assert sorted(again.deleted) == ["strategy/state.json", "strategy/state.safetensors"]
     assert set(hub.files("alice/with-state")) == pushed(run_copy) | {".gitattributes"}
 
@@ -233,11 +235,11 @@ def test_heatmap_is_drawn_from_the_matrices_and_license_is_checked(hub: Any, run
 
     png = b"\x89PNG\r\n\x1a\n" + b"already drawn by the run"  # e.g. an old one-scale picture
     (run_copy / "metrics" / "matrix.png").write_bytes(png)
-    push(run_copy, "alice/reuse")
+    push(run_copy, "alice/reuse", create=get_host().create)
     pushed_png = hub.files("alice/reuse")["matrix.png"]
     # the card's picture always matches the pushed numbers: drawn from the matrices, one panel per metric
     assert pushed_png != png and pushed_png[:8] == b"\x89PNG\r\n\x1a\n" and len(pushed_png) > 2000
     with pytest.raises(ConfigError, match="licence identifier"):
-        push(run_copy, "alice/reuse", license="apache2")
+        push(run_copy, "alice/reuse", license="apache2", create=get_host().create)
     with pytest.raises(ConfigError, match="USER/NAME"):
-        push(run_copy, "not a repo")
+        push(run_copy, "not a repo", create=get_host().create)

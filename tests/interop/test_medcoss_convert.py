@@ -3,6 +3,8 @@ forward (spec §1.1, §2, §11.5), the official-shaped checkpoint end to end, an
 
 from __future__ import annotations
 
+from medkit.registry import get_host
+
 import argparse
 import fractions
 import json
@@ -135,7 +137,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "tokenizer.patch_2d.legacy_position_rows=16", "tokenizer.patch_2d.base_size=[32,32]",
         "tokenizer.patch_3d.legacy_position_rows=24", "tokenizer.patch_3d.base_size=[16,32,32]",
         "objective.mae.decoder_dim=16", "objective.mae.decoder_depth=1"]))
-    model = build_model(cfg)
+    model = build_model(cfg, create=get_host().create)
     official = _random_official(official_key_shapes(**SMALL))
     layout = Layout.from_config(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -281,7 +283,7 @@ def test_the_official_checkpoint_converts_and_loads(tmp_path: Path, small: dict[
     cfg = (out / "config.yaml").read_text()
     assert "legacy: true" in cfg and "preset: base" in cfg
     # the encoder through the standard loader: every encoder key, strict, no missing or unexpected one
-    model = load_pretrained(str(out), with_heads=False)
+    model = load_pretrained(str(out), with_heads=False, create=get_host().create)
     assert model.encoder.legacy and all(t.legacy for t in model.encoder.tokenizers.values())
     state = model.state_dict()
     assert sum(p.numel() for n, p in model.encoder.named_parameters() if n.startswith("blocks.")) == 85_072_896

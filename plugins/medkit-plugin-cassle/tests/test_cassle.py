@@ -3,6 +3,8 @@ optimizer group and the frozen teacher on the real engine, and an exact mid-stag
 
 from __future__ import annotations
 
+from medkit.registry import get_host
+
 import json
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,7 @@ def test_predictor_group_teacher_and_exact_resume(tmp_path: Path, monkeypatch: p
     from medkit.api.progress import NullReporter
 
     run = tmp_path / "resumed"
-    Engine(load_config(run), run, reporter=NullReporter(), resume=True).run()
+    Engine(load_config(run), run, components=get_host(), reporter=NullReporter(), resume=True).run()
     a, b = _params(full), _params(run)
     assert set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from medkit.registry import get_host
+
 import json
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,8 @@ def test_mid_stage_resume_reproduces_the_uninterrupted_run(two_stage_run: Path, 
     saved = load_tensors(tmp_path / "cut" / "checkpoint" / "strategy.safetensors")
     assert any(k.startswith("teacher.") for k in saved)  # the mid-stage checkpoint holds the teacher
     monkeypatch.setattr(Rehearsal, "loss", original)
-    Engine(load_config(tmp_path / "cut"), tmp_path / "cut", reporter=NullReporter(), resume=True).run()
+    Engine(load_config(tmp_path / "cut"), tmp_path / "cut", components=get_host(), reporter=NullReporter(),
+           resume=True).run()
     a = load_tensors(whole / "model.safetensors")
     b = load_tensors(tmp_path / "cut" / "model.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -14,7 +14,7 @@ from PIL import Image
 from medkit.api.errors import ConfigError, DataError
 from medkit.data.image2d import IMAGENET_MEAN, IMAGENET_STD
 from medkit.registry import create
-from medkit_plugin_xray.dataset import is_frontal
+from medkit_plugin_xray.modality import is_frontal
 from medkit_plugin_xray.demo import write_dicom
 from medkit_plugin_xray.readers import probe, read_grey
 

@@ -41,6 +41,9 @@ class RunContext:
         model: the module the optimizer trains (encoder + heads, DDP-wrapped when distributed).
         optimizer: the current stage's optimizer (``None`` outside a stage).
         data_paths: the folder each modality was read from.
+        step_factory: builds the run's :class:`medkit.engine.step.TrainStep` for an optimizer
+            (use :meth:`make_step`): strategies that train on their own (PackNet's post-pruning
+            fine-tuning) step through the same primitive as the engine, DDP and AMP included.
     """
 
     run_dir: Path
@@ -67,6 +70,14 @@ class RunContext:
     reporter: Any = None
     data_paths: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    step_factory: Any = None
+
+    def make_step(self, optimizer: torch.optim.Optimizer, **hooks: Any) -> Any:
+        """A training step bound to this run (device, AMP, clipping, DDP) for ``optimizer``;
+        ``hooks``: ``after_backward`` / ``after_optimizer_step`` callables."""
+        if self.step_factory is None:
+            raise RuntimeError("this RunContext was not created by the engine; it cannot make training steps")
+        return self.step_factory(optimizer, **hooks)
 
     @property
     def stage(self) -> list[str]:

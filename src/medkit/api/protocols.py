@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from medkit.api.context import RunContext
+    from medkit.api.context import LossOutput, RunContext
     from medkit.api.batch import Batch, Sample, Source
     from medkit.models.encoder import Tokens, UniversalEncoder
 
@@ -82,17 +82,14 @@ class Objective(Protocol):
         """Return the pretext loss of ``batch``; random masking draws from ``generator``."""
 
 
-class LossOutput(Protocol):
-    loss: torch.Tensor
-    metrics: dict[str, float]
-
-
 @runtime_checkable
 class Strategy(Protocol):
     """How stages follow each other without forgetting. Subclass
     :class:`medkit.strategies.base.BaseStrategy`, which implements every method as a no-op."""
 
     name: str
+    trains: bool  # False: no pre-training at all (``tfs``)
+    min_current_fraction: float  # least share of a stage's steps on its own data (buffers interleaved)
 
     def plan(self, modalities: Sequence[str]) -> list[list[str]]:
         """Group the selected modalities (in order) into stages."""
@@ -108,7 +105,11 @@ class Strategy(Protocol):
     def loss(self, ctx: RunContext, batch: Batch) -> LossOutput:
         """Loss of one homogeneous batch (default: the modality's pretext loss)."""
 
-    def after_backward(self, ctx: RunContext) -> None: ...
+    def after_backward(self, ctx: RunContext) -> None:
+        """After the backward pass of a step, before clipping (PackNet masks gradients here)."""
+
+    def after_optimizer_step(self, ctx: RunContext) -> None:
+        """Right after every optimizer step (PackNet re-imposes frozen weights here)."""
 
     def after_stage(self, ctx: RunContext) -> None: ...
 

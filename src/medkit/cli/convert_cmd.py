@@ -35,9 +35,10 @@ def medcoss(checkpoint: str, out_dir: str, vocab: str | None, modalities: tuple[
     """
     from medkit.config.compose import parse_modalities
     from medkit.interop.medcoss.convert import convert_medcoss
+    from medkit.registry import get_host
 
     report = convert_medcoss(checkpoint, out_dir, vocab_file=vocab, modalities=parse_modalities(modalities) or None,
-                             force=force)
+                             force=force, components=get_host())
     click.echo(f"wrote {report.run_dir} ({', '.join(report.modalities)}; encoder.legacy=true)")
     click.echo(f"converted {len(report.converted)} of {report.official_keys} official tensors into "
                f"{report.medkit_keys} medkit tensors (sha256 {report.sha256[:12]}, epoch {report.epoch})")

@@ -79,6 +79,9 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
         target = Path(run_dir or f"runs/finetune-{stamp}-{cfg['run']['task']}-{cfg['run']['modality']}")
     reporter = make_reporter(int(cfg["trainer"].get("log_every", 10)))
     results = Finetuner(cfg, target, reporter=reporter, resume=bool(resume)).run()
+    if results.get("already_finished"):
+        click.echo(f"{target} already finished at step {results.get('steps')}; nothing to resume "
+                   f"(results: {target / 'metrics.json'})")
     shown = " ".join(f"{k}={v:.4f}" for k, v in results["test"].items() if "/" not in k)
     click.echo(f"test ({cfg['run']['task']}, best step {results['best_step']}): {shown}")
     click.echo(f"run directory: {target}")

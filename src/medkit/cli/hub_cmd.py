@@ -42,10 +42,11 @@ def push(run_dir: str, repo_id: str, private: bool, revision: str | None, licens
       medkit push runs/my-run --repo-id alice/medkit-ct-tiny --revision v2 --private
     """
     from medkit.hub.hub import push as push_run
+    from medkit.registry import get_host
 
     result = push_run(run_dir, repo_id, private=private, revision=revision, license=license_,
                       include_strategy_state=include_strategy_state, commit_message=message,
-                      provider=component_provider)
+                      create=get_host().create, provider=component_provider)
     click.echo(f"pushed {len(result.files)} files to {result.url} ({result.revision} @ {result.commit[:12]})")
     click.echo(f"load it with: medkit pull hf-hub:{result.repo_id}"
                + (f"@{result.revision}" if result.revision != "main" else ""))

@@ -34,9 +34,10 @@ def list_plugins(as_json: bool) -> None:
 
 @plugins.command("check")
 def check_plugins() -> None:
-    """Exit non-zero when any installed plugin is broken."""
+    """Exit non-zero when any installed plugin is broken (every registered factory is imported)."""
     from medkit.registry import get_host
 
+    get_host().check_factories()  # imports every registered factory: a dangling spec is broken
     broken = [r for r in get_host().records if r.error]
     for r in broken:
         click.echo(f"{r.dist} {r.version} ({r.entry_point}): {r.error}", err=True)

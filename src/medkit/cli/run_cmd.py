@@ -27,14 +27,30 @@ def _argv_without(argv: list[str], option: str) -> list[str]:
     return out
 
 
-def _relaunch(nproc: int, run_dir: str) -> None:
-    """Re-run this very command under ``torch.distributed.run`` with ``nproc`` processes."""
-    args = _argv_without(_argv_without(sys.argv[1:], "--nproc-per-node"), "--run-dir")
+LAUNCH_OPTIONS = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--run-dir")
+
+
+def _relaunch(nproc: int, run_dir: str, *, nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
+              master_port: int = 29500) -> None:
+    """Re-run this very command under ``torch.distributed.run`` (torchrun): ``nproc`` processes here,
+    and with ``nnodes > 1`` one of ``nnodes`` machines meeting at ``master_addr:master_port`` through
+    torch's c10d rendezvous (every node runs the same command with its own ``--node-rank``)."""
+    args = sys.argv[1:]
+    for option in LAUNCH_OPTIONS:
+        args = _argv_without(args, option)
     if "run" not in args:
-        raise click.UsageError("--nproc-per-node must be given to `medkit run`")
+        raise click.UsageError("--nproc-per-node/--nnodes must be given to `medkit run`")
     idx = args.index("run")
     args = args[: idx + 1] + ["--run-dir", run_dir] + args[idx + 1:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    if nnodes > 1:
+        import hashlib
+
+        rdzv_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+        launch = [f"--nnodes={nnodes}", f"--node-rank={node_rank}", "--rdzv-backend=c10d",
+                  f"--rdzv-endpoint={master_addr}:{master_port}", f"--rdzv-id={rdzv_id}"]
+    else:
+        launch = ["--standalone"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc-per-node={nproc}",
            "-m", "medkit.cli.main", *args]
     env = dict(os.environ, MEDKIT_LAUNCHED="1")
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -56,9 +72,16 @@ def _relaunch(nproc: int, run_dir: str) -> None:
                    "hf-hub:USER/NAME[@REV].")
 @click.option("--nproc-per-node", type=int, default=1, show_default=True,
               help="Processes on this machine (re-launches itself through torch.distributed.run).")
+@click.option("--nnodes", type=int, default=1, show_default=True,
+              help="Machines taking part; run the same command on each with its own --node-rank.")
+@click.option("--node-rank", type=int, default=0, show_default=True, help="This machine's index (0 … nnodes-1).")
+@click.option("--master-addr", default="127.0.0.1", show_default=True,
+              help="Address of the rendezvous (a machine every node reaches; c10d rendezvous).")
+@click.option("--master-port", type=int, default=29500, show_default=True, help="Port of the rendezvous.")
 def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset: str,
         max_steps: int | None, seed: int, overrides: tuple[str, ...], run_dir: str | None,
-        resume: str | None, from_ref: str | None, nproc_per_node: int) -> None:
+        resume: str | None, from_ref: str | None, nproc_per_node: int, nnodes: int, node_rank: int,
+        master_addr: str, master_port: int) -> None:
     """Pre-train the shared encoder, one stage per modality (OVERRIDES are KEY=VALUE, e.g.
     optim.lr=1e-4 strategy.buffer_ratio=0.1).
 
@@ -68,6 +91,7 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
       medkit run --modality report,xray,ct --strategy rehearsal --data ct=/data/ct
       medkit run --resume runs/my-run
       medkit run --from runs/my-run --modality pathology --strategy rehearsal
+      medkit run --modality ct --nproc-per-node 4 --nnodes 2 --node-rank 0 --master-addr node0 --run-dir /shared/r
     """
     from medkit.config.compose import compose
     from medkit.engine.engine import Engine, load_config
@@ -92,11 +116,16 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
     else:
         cfg = compose(make_selection(modality, strategy, data, preset, max_steps, seed, overrides))
         target = Path(run_dir or default_run_dir(strategy, cfg["run"]["modalities"]))
-    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-        _relaunch(nproc_per_node, str(target))
+    if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
+        if nnodes > 1 and not (run_dir or resume):
+            raise ConfigError("--nnodes > 1: give every node the same --run-dir (on storage all nodes share)")
+        _relaunch(nproc_per_node, str(target), nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                  master_port=master_port)
         click.echo(f"run directory: {target}")
         return
+    from medkit.registry import get_host
+
     reporter = make_reporter(int(cfg["trainer"].get("log_every", 10)))
-    Engine(cfg, target, reporter=reporter, resume=bool(resume)).run()
+    Engine(cfg, target, components=get_host(), reporter=reporter, resume=bool(resume)).run()
     if int(os.environ.get("RANK", "0")) == 0 and not os.environ.get("MEDKIT_LAUNCHED"):
         click.echo(f"run directory: {target}")

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
+from medkit.data.transforms import zscore
+
 #: (left, upper, right, lower) in pixels of the source image (floats allowed).
 Box = tuple[float, float, float, float]
 NORMALIZE_MODES = ("none", "imagenet", "zscore")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Volume formats: recognised by 2D modalities only to refuse them with a clear message.
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def raster_kind(path: Path) -> str | None:
+    """``"raster"`` (PNG/JPEG/TIFF), ``"volume"`` (a 3D format, to be refused) or ``None``."""
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
+        return "volume"
+    return "raster" if path.suffix.lower() in RASTER_SUFFIXES else None
 
 
 def _uniform(g: torch.Generator, low: float, high: float) -> float:
@@ -90,7 +103,5 @@ def normalize(x: torch.Tensor, how: str) -> torch.Tensor:
         std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(-1, 1, 1)
         return (x - mean) / std
     if how == "zscore":
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        std = x.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-        return (x - mean) / std
+        return zscore(x, unbiased=True, eps=1e-6)
     raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {how!r}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from medkit.api.errors import DataError
+from medkit.data.labels import parse_label
 
 PATH_COLUMNS = ("path",)
 ID_COLUMNS = ("id", "dicom_id", "image_id")
@@ -34,8 +35,13 @@ class Table:
         return self.by_id.get(name, self.by_id.get(stem))
 
 
-def read_table(source: Path, value_columns: Sequence[str]) -> Table:
+def read_table(source: Path, value_columns: Sequence[str], *, labels: bool = False,
+               optional: bool = False) -> Table | None:
     """Read ``source`` (CSV with a header) keeping one of ``value_columns`` (case-insensitive).
+
+    With ``labels``, every value goes through :func:`medkit.data.labels.parse_label` (``-1`` and
+    empty become ``""``, unlabelled; a negative or non-integer label is an error naming its row).
+    With ``optional``, a file without any of ``value_columns`` gives ``None`` instead of an error.
 
     Raises:
         DataError: naming the file and the columns found when a key or value column is missing.
@@ -50,28 +56,20 @@ def read_table(source: Path, value_columns: Sequence[str]) -> Table:
     value = next((fields[c.lower()] for c in value_columns if c.lower() in fields), None)
     path_col = next((fields[c] for c in PATH_COLUMNS if c in fields), None)
     id_col = next((fields[c] for c in ID_COLUMNS if c in fields), None)
+    if value is None and optional:
+        return None
     if value is None or (path_col is None and id_col is None):
         raise DataError(f"{source}: expected a header with a 'path' (or 'id') column and a "
                         f"{' or '.join(repr(c) for c in value_columns)} column, found "
                         f"{sorted(fields.values())}; fix the header or remove the file")
     by_path: dict[str, str] = {}
     by_id: dict[str, str] = {}
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
         v = (row.get(value) or "").strip()
+        if labels:
+            v = parse_label(v, f"{source} line {line}") or ""
         if path_col and (row.get(path_col) or "").strip():
             by_path[_norm_path(row[path_col])] = v
         if id_col and (row.get(id_col) or "").strip():
             by_id[row[id_col].strip()] = v
     return Table(source, by_path, by_id)
-
-
-def encode_labels(values: Sequence[str | None]) -> tuple[list[int], list[str]]:
-    """Class indices and names: integer labels ``0..K-1`` keep their value (names ``"0".."K-1"``),
-    other names are sorted; missing values (``None``, ``""`` or ``"-1"``) become ``-1``."""
-    values = [None if v is None or v.strip() in ("", "-1") else v.strip() for v in values]
-    present = sorted({v for v in values if v is not None})
-    if present and all(v.isdigit() for v in present):
-        names = [str(k) for k in range(max(int(v) for v in present) + 1)]
-        return [-1 if v is None else int(v) for v in values], names
-    index = {name: k for k, name in enumerate(present)}
-    return [-1 if v is None else index[v] for v in values], present

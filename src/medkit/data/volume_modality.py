@@ -10,7 +10,9 @@ import torch
 
 from medkit.api.errors import ConfigError
 from medkit.data.cache import DiskCache, VolumeCache, volume_cache_dir
+from medkit.data.demo import write_csv
 from medkit.data.volumes import Volume, find_volumes
+from medkit.data.walk import check_on_error
 from medkit.data.windows import WindowDataset
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,7 @@ class WindowedVolumeModality:
             raise ConfigError(f"{owner}: orientation must be 3 axcodes such as 'RAS', got {orientation!r}")
         if not 0.0 <= float(flip_prob) <= 1.0:
             raise ConfigError(f"{owner}: flip_prob must be in [0, 1], got {flip_prob!r}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"{owner}: on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error, owner)
         self.orientation = orientation.upper()
         self.flip_prob, self.on_error, self.disk_cache = float(flip_prob), on_error, bool(disk_cache)
         self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size), owner=owner)
@@ -88,7 +89,6 @@ def write_nifti_demo(root: Path, names: list[str], make: Any, spacing: tuple[flo
     """Write ``make(i) -> (array [X, Y, Z], label)`` as NIfTI ``names[i]`` with ``spacing`` mm, and
     ``labels.csv`` last (its presence marks the demo complete), under ``root`` once; later calls
     only check that every file is there. Each file is written to a temp name and renamed."""
-    import csv
     import os
 
     import nibabel as nib
@@ -109,11 +109,6 @@ def write_nifti_demo(root: Path, names: list[str], make: Any, spacing: tuple[flo
         nib.save(img, str(tmp))
         os.replace(tmp, root / name)
         rows.append((name, label))
-    tmp = root / ".labels.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "label"])
-        writer.writerows(rows)
-    os.replace(tmp, labels_path)
+    write_csv(labels_path, ["id", "label"], rows)
     log.info("wrote %d demo %s volumes to %s", len(names), what, root)
     return root

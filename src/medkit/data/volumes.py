@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from medkit.api.errors import DataError
+from medkit.data.walk import walk
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +242,7 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; {EXPECTED}")
     base = root.parent if root.is_file() else root
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = walk(root)[1]
     tasks: list[tuple[str, Any]] = []
     dicom_groups: dict[Path, list[Path]] = {}
     for p in files:
@@ -292,15 +291,17 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     """Read ``vol`` through MONAI and return a float32 tensor ``[X, Y, Z]`` oriented to ``axcodes``
     (so ``Z``, the last axis, is the slice axis)."""
     import torch
-    from monai.data import MetaTensor, NibabelReader, PydicomReader
-    from monai.transforms import LoadImage, Orientation
+    from monai.data import MetaTensor, PydicomReader
+    from monai.transforms import LoadImage
+
+    from medkit.data.readers import load_nifti, orient
 
     where = os.path.dirname(vol.paths[0]) if vol.kind == "series" else vol.paths[0]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if vol.kind == "nifti":
-                img = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True)(where)
+                img = load_nifti(where, dtype=np.float32)  # the reader fine-tuning uses too
                 img = img[:1]  # the first frame of a 4D file
             elif vol.kind == "series":
                 pattern = "^(" + "|".join(re.escape(p) for p in vol.paths) + ")$"
@@ -315,7 +316,7 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
                 img = MetaTensor(data, affine=affine, meta={"space": "RAS"})
             if img.ndim != 4:
                 raise DataError(f"{where}: {EXPECTED}, read an array of shape {tuple(img.shape[1:])}")
-            out = Orientation(axcodes=axcodes)(img)
+            out = orient(img, axcodes)
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001

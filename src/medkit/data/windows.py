@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data.cache import DiskCache, VolumeCache
+from medkit.data.labels import UNLABELLED, encode_raw
+from medkit.data.transforms import resize as _resize
 
 if TYPE_CHECKING:  # pragma: no cover
     from medkit.data.volumes import Volume
@@ -40,10 +42,7 @@ def resampled_slices(slices: int, spacing: float, target: float | None) -> int:
 
 def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Trilinear resize of ``[C, D, H, W]`` to ``[C, *size]`` (a no-op when already that size)."""
-    if tuple(x.shape[1:]) == tuple(size):
-        return x
-    return F.interpolate(x[None], size=tuple(int(s) for s in size), mode="trilinear",
-                         align_corners=False)[0]
+    return _resize(x, size)
 
 
 def pad_depth(x: torch.Tensor, depth: int, value: float) -> torch.Tensor:
@@ -66,30 +65,30 @@ def seeded_flips(x: torch.Tensor, seed: int, prob: float) -> torch.Tensor:
 def read_labels(root: Path, volume_ids: Sequence[str]) -> tuple[list[int] | None, list[str] | None]:
     """Per-volume labels from ``<root>/labels.csv`` (columns ``id,label``), or ``(None, None)``.
 
-    Labels may be class names or non-negative integers; ids not in the file get ``-1``.
+    Labels follow :mod:`medkit.data.labels`: class names or integers >= 0; ``-1``, an empty label
+    and ids not in the file are unlabelled (``-1``).
+
+    Raises:
+        DataError: naming the file and row of a negative or non-integer label, or a bad header.
     """
     path = Path(root) / LABELS_FILE
     if not Path(root).is_dir() or not path.is_file():
         return None, None
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = [(reader.line_num, r) for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the label file: {exc}") from exc
-    if rows and not {"id", "label"} <= set(rows[0]):
-        raise DataError(f"{path}: expected the columns 'id,label', got {sorted(rows[0])}")
-    table = {str(r["id"]).strip(): str(r["label"]).strip() for r in rows if r.get("label") not in (None, "")}
-    values = sorted(set(table.values()))
-    if values and all(v.isdigit() for v in values):
-        class_names = [str(i) for i in range(max(int(v) for v in values) + 1)]
-        index = {v: int(v) for v in values}
-    else:
-        class_names = values
-        index = {v: i for i, v in enumerate(values)}
+    if rows and not {"id", "label"} <= set(rows[0][1]):
+        raise DataError(f"{path}: expected the columns 'id,label', got {sorted(rows[0][1])}")
+    table = {str(r["id"]).strip(): (r.get("label"), f"{path} line {line}") for line, r in rows}
     unknown = set(table) - set(volume_ids)
     if unknown:
         log.warning("%s: %d ids match no volume (e.g. %s)", path, len(unknown), sorted(unknown)[0])
-    return [index[table[v]] if v in table else -1 for v in volume_ids], class_names
+    codes, names = encode_raw([v for v, _ in table.values()], [w for _, w in table.values()])
+    code_of = dict(zip(table, codes))
+    return [code_of.get(v, UNLABELLED) for v in volume_ids], names
 
 
 class WindowDataset(TrainViewMixin):
@@ -97,7 +96,7 @@ class WindowDataset(TrainViewMixin):
 
     ``prepare(volume)`` returns the whole preprocessed volume ``[1, D, H, W]`` with ``D`` equal to
     ``depths[i]``; ``finish(window)`` turns a ``[1, depth, H, W]`` cut into the sample input. Sample
-    ids are ``"<volume id>#w<k>"``.
+    ids are ``"<volume id>#w<k>"``; ``sources[i]`` is the id of the volume window ``i`` is cut from.
 
     Preprocessed volumes are kept in ``cache`` (an LRU bounded by bytes; pass one cache to the
     training and the evaluation dataset of a modality so that they share it) and, with a
@@ -120,6 +119,7 @@ class WindowDataset(TrainViewMixin):
         self._space = str(self.root.resolve())  # the cache may be shared by datasets of other roots
         self._windows = [(v, s) for v, d in enumerate(self.depths) for s in window_starts(d, depth, stride)]
         self.ids = [f"{self.volumes[v].id}#w{k}" for v, k in self._index_in_volume()]
+        self.sources = [self.volumes[v].id for v, _ in self._windows]  # the split keeps volumes whole
         vol_labels, self.class_names = read_labels(self.root, [v.id for v in self.volumes])
         self.labels = None if vol_labels is None else [vol_labels[v] for v, _ in self._windows]
 

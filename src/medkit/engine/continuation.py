@@ -8,7 +8,8 @@ from typing import Any
 
 from medkit.storage.files import read_json
 from medkit.config.compose import Selection, compose
-from medkit.api.errors import ConfigError
+from medkit.api.errors import CheckpointError, ConfigError
+from medkit.eval.records import evaluations_before
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +63,54 @@ def compose_continuation(ref: str, src: Path, sel: Selection) -> dict[str, Any]:
                           "strategy": manifest.get("strategy")}
     cfg["run"]["new_modalities"] = new
     return cfg
+
+
+def load_origin(origin: dict[str, Any], model: Any, strategy: Any, name: str, *,
+                fresh: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """Load the weights of the model a ``--from`` run continues and, where it kept the state of the
+    same strategy, that state. Returns the strategy to use (``fresh()`` when the kept state does not
+    fit) and the earlier stages' evaluation rows."""
+    from medkit.hub.hub import load_pretrained_weights
+    from medkit.storage import files as ck
+
+    src = Path(origin["path"])
+    report = load_pretrained_weights(model, src)
+    log.info("continuing %s: %d earlier stage(s) %s; fresh: %s", origin["ref"], len(origin["stages"]),
+             origin["stages"], ", ".join(report["new"]) or "nothing")
+    state = src / "strategy" / "state.json"
+    if state.exists() and origin.get("strategy") == name:
+        try:
+            strategy.load_state_dict(ck.load_tensors(src / "strategy" / "state.safetensors"), ck.read_json(state))
+        except (KeyError, ValueError, TypeError, CheckpointError) as exc:
+            # a published repo ships only the parts of the state that carry no patient data
+            log.info("%s ships only part of the %s state (%s): %s starts with no state from earlier stages",
+                     origin["ref"], name, exc, name)
+            strategy = fresh()
+        else:
+            log.info("restored the %s state of %s (buffers, teachers, Fisher, masks as kept)", name, origin["ref"])
+    elif state.exists():
+        log.info("%s was trained with strategy %r, not %r: %s starts with no state from earlier stages",
+                 origin["ref"], origin.get("strategy"), name, name)
+    else:
+        log.info("%s ships no strategy state: %s starts with no state from earlier stages "
+                 "(no buffers, teachers or Fisher of them)", origin["ref"], name)
+    evaluations: list[dict[str, Any]] = []
+    eval_file = src / "metrics" / "eval.json"
+    if eval_file.exists():
+        evaluations = evaluations_before(ck.read_json(eval_file), len(origin["stages"]))  # 1-based, old or new
+    return strategy, evaluations
+
+
+def not_evaluated_after_from(cfg: dict[str, Any]) -> dict[str, str]:
+    """``{modality: reason}`` of the earlier run's modalities whose data are not here (no ``--data``
+    and none found from the earlier run): they are marked "not evaluated", never evaluated on the
+    demo data (``ctx.extras["not_evaluated"]``, read by :func:`medkit.eval.evaluate.evaluate_stage`)."""
+    origin = cfg["run"].get("from")
+    if not origin:
+        return {}
+    given = cfg["run"].get("data") or {}
+    new = set(cfg["run"].get("new_modalities") or [])
+    earlier = dict.fromkeys(m for stage in origin["stages"] for m in stage)
+    return {m: (f"trained in {origin['ref']}; its data are not here (pass --data {m}=DIR to evaluate it), "
+                f"and it is never evaluated on the demo data")
+            for m in earlier if not given.get(m) and m not in new}

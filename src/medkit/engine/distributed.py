@@ -1,13 +1,19 @@
-"""Process-group helpers for runs under ``torchrun`` (gloo on CPU, NCCL on GPU)."""
+"""Runs under ``torchrun``: joining the process group and wrapping a step's loss in torch's
+``DistributedDataParallel`` (bucketed gradient all-reduce overlapped with backward)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from medkit.api.batch import Batch
+from medkit.api.collectives import barrier  # noqa: F401  (re-exported for the engine)
+from medkit.api.context import LossOutput
 
 
 @dataclass(frozen=True)
@@ -39,50 +45,54 @@ def init_world(device: str = "auto") -> World:
     return World(rank=rank, world_size=world_size, local_rank=local)
 
 
-def broadcast_parameters(params: Iterable[torch.Tensor]) -> None:
+def broadcast_parameters(params: Sequence[torch.Tensor]) -> None:
     """Make every rank start from rank 0's weights."""
     if dist.is_initialized():
         for p in params:
             dist.broadcast(p.data, src=0)
 
 
-def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """All-reduce the mean gradient of every trainable parameter in one flat bucket.
+class LossModule(nn.Module):
+    """The module DDP wraps: it owns every parameter a step trains (encoder, heads and a strategy's
+    extra parameters, e.g. CaSSLe's predictor) and its forward runs the step's loss function, so
+    DDP sees the whole graph whatever the strategy computes (distillation, penalties, mixup)."""
 
-    Only parameters that received a gradient take part: every rank trains on the same modality at
-    a given step, so the set (and order) is the same on all ranks, and untouched parameters keep
-    ``grad=None`` exactly as in a single-process run.
+    def __init__(self, model: nn.Module, extra: Sequence[nn.Parameter] = ()) -> None:
+        super().__init__()
+        self.model = model
+        self.extra = nn.ParameterList(list(extra))
+        self._fn: Callable[[Batch], LossOutput] | None = None
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+        assert self._fn is not None
+        out = self._fn(batch)
+        return out.loss, out.metrics
+
+
+class DataParallelStep:
+    """``forward`` and ``no_sync`` for :class:`medkit.engine.step.TrainStep` in a distributed run.
+
+    Modality-specific parameters (other modalities' tokenizers and heads) get no gradient on a
+    step: every rank trains on the same modality at a given step (the step plan is global), so
+    ``find_unused_parameters`` marks the same parameters unused on every rank and their ``grad``
+    stays ``None`` exactly as in one process. Parameters frozen when the stage starts (PackNet,
+    teachers) are not part of DDP; it is rebuilt each stage.
     """
-    if not dist.is_initialized():
-        return
-    params = [p for p in params if p.requires_grad and p.grad is not None]
-    if not params:
-        return
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p))
-        offset += n
 
+    def __init__(self, model: nn.Module, extra: Sequence[nn.Parameter] = (), *, device: torch.device) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0 (sizes may differ)."""
-    if not dist.is_initialized():
-        return tensor
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
-    padded[: tensor.shape[0]] = tensor
-    parts = [torch.zeros_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+        self.holder = LossModule(model, extra)
+        self.ddp = DDP(self.holder, device_ids=None, find_unused_parameters=True,
+                       gradient_as_bucket_view=True, broadcast_buffers=False)
 
+    def forward(self, fn: Callable[[Batch], LossOutput], batch: Batch) -> LossOutput:
+        self.holder._fn = fn
+        try:
+            loss, metrics = self.ddp(batch)
+        finally:
+            self.holder._fn = None
+        return LossOutput(loss=loss, metrics=metrics)
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+    def no_sync(self) -> Any:
+        return self.ddp.no_sync()

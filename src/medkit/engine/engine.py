@@ -1,91 +1,60 @@
-"""The training engine: stages, steps, strategy calls, events, evaluation, atomic checkpoints."""
+"""The pre-training engine: stages, steps, strategy points, events, evaluation and checkpoints."""
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import json
 import logging
-import math
-import os
-import shutil
-import tempfile
+import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medkit.storage import files as ck
-from medkit.config.compose import config_hash, to_yaml
+from medkit.api.components import Components
 from medkit.api.context import RunContext
-from medkit.data.demo import demo_root
-from medkit.data.split import split_indices
-from medkit.engine.plan import StepBatches, StepPlan
-from medkit.engine.distributed import World, average_gradients, barrier, broadcast_parameters, init_world
 from medkit.api.errors import CheckpointError, ConfigError
-from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage
-from medkit.eval.records import evaluations_before, normalise_evaluations, stage_results, write_evaluations
 from medkit.api.events import RunInfo, StageInfo
-from medkit.models.build import MODEL_METADATA, Model, build_model, load_model_state, save_model
 from medkit.api.progress import LogReporter, Reporter
+from medkit.api.protocols import Strategy
+from medkit.engine import checkpoint as cp
+from medkit.engine.continuation import not_evaluated_after_from
+from medkit.engine.datasets import build_datasets, data_paths
+from medkit.engine.distributed import DataParallelStep, World, barrier, init_world
+from medkit.engine.generations import GenerationStore
+from medkit.engine.plan import StepBatches, StepPlan
+from medkit.engine.schedule import adamw, lr_at, param_groups
+from medkit.engine.step import TrainStep
+from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage
+from medkit.eval.matrices import write_matrices
+from medkit.eval.records import stage_results
+from medkit.models.build import Model, build_model, load_model_state
+from medkit.storage import files as ck
+from medkit.storage.lock import run_lock
 
 log = logging.getLogger(__name__)
-CHECKPOINT_DIR = "checkpoint"
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    names = ["medkit", "torch", "timm", "monai", "safetensors"]
-    try:
-        from medkit.registry import get_host
-
-        names += [r.dist for r in get_host().records if r.dist not in names]
-    except Exception:  # noqa: BLE001
-        pass
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-def lr_at(step: int, max_steps: int, *, base_lr: float, min_lr: float, warmup_fraction: float) -> float:
-    """Linear warm-up then half-cycle cosine to ``min_lr`` (spec §4), per optimizer step."""
-    warmup = int(round(warmup_fraction * max_steps))
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    span = max(max_steps - warmup, 1)
-    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / span))
-
-
-def param_groups(named: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
-    """timm's rule (spec §4): no weight decay for 1-D parameters and biases."""
-    decay = [p for n, p in named if p.ndim > 1 and not n.endswith(".bias")]
-    no_decay = [p for n, p in named if p.ndim <= 1 or n.endswith(".bias")]
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
 
 
 class Engine:
-    """Runs (or resumes) one run directory."""
+    """Runs (or resumes) one run directory.
 
-    def __init__(self, cfg: dict[str, Any], run_dir: Path, *, reporter: Reporter | None = None,
-                 resume: bool = False) -> None:
-        self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.resume = resume
+    Args:
+        cfg: the composed config (:func:`medkit.config.compose.compose`).
+        run_dir: the run directory (rank 0 writes there).
+        components: the plugin host (``medkit.registry.get_host()``): builds components by name
+            and receives the run's events.
+        reporter: progress display (the CLI passes a bar on a terminal).
+        resume: continue the run in ``run_dir`` from its current checkpoint generation.
+    """
+
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, *, components: Components,
+                 reporter: Reporter | None = None, resume: bool = False) -> None:
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.components = components
         self.reporter: Reporter = reporter or LogReporter(cfg["trainer"].get("log_every", 10))
         self.world: World = init_world(cfg["trainer"].get("device", "auto"))
-        self.pending_steps: list[dict[str, Any]] = []
-        self.evaluations: list[dict[str, Any]] = []
-        self.stage_steps: dict[int, int] = {}
-        from medkit.registry import get_host
-
-        self.host = get_host()
+        self.record = cp.RunRecord()
+        self.store = GenerationStore(self.run_dir, keep=int(cfg["trainer"].get("keep_checkpoints", 2)))
+        self.restored: cp.Restored | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -94,315 +63,255 @@ class Engine:
             return torch.device(f"cuda:{self.world.local_rank}" if torch.cuda.is_available() else "cpu")
         return torch.device(want)
 
-    def _data_paths(self, modalities: dict[str, Any]) -> dict[str, str]:
-        paths: dict[str, str] = {}
-        for name, modality in modalities.items():
-            given = self.cfg["run"]["data"].get(name)
-            if given:
-                path = Path(given).expanduser()
-                if not path.exists():
-                    raise ConfigError(f"--data for modality {name!r}: {path} does not exist")
-                paths[name] = str(path.resolve())
-                continue
-            root = demo_root() / name
-            if self.world.is_main:  # one writer; the others wait, then only look it up
-                path = modality.demo_data(root)
-            barrier()
-            if not self.world.is_main:
-                path = modality.demo_data(root)
-            log.info("%s: no --data given, using the built-in demo data at %s", name, path)
-            paths[name] = str(path)
-        return paths
+    def _fresh_strategy(self) -> Strategy:
+        return self.components.create("strategy", self.cfg["run"]["strategy"], **dict(self.cfg["strategy"]))
 
     def _build(self) -> RunContext:
-        from medkit.registry import create
-
         cfg = self.cfg
         seed = int(cfg["run"]["seed"])
         torch.manual_seed(seed)
         names = list(cfg["run"]["modalities"])
-        modalities = {m: create("modality", m, **cfg["modality"].get(m, {})) for m in names}
-        self.data_paths = self._data_paths(modalities)
-        train_sets, eval_sets, train_idx, val_idx = {}, {}, {}, {}
-        val_fraction = float(cfg["trainer"].get("val_fraction", 0.1))
-        for m, modality in modalities.items():
-            path = Path(self.data_paths[m])
-            train_sets[m] = modality.dataset(path, train=True)
-            view = getattr(train_sets[m], "view", None)
-            eval_sets[m] = view(train=False) if callable(view) else modality.dataset(path, train=False)
-            train_idx[m], val_idx[m] = split_indices(list(train_sets[m].ids), val_fraction)
-            log.info("%s: %d training / %d held-out samples from %s", m, len(train_idx[m]),
-                     len(val_idx[m]), path)
+        modalities = {m: self.components.create("modality", m, **cfg["modality"].get(m, {})) for m in names}
+        self.data_paths = data_paths(cfg, modalities, is_main=self.world.is_main)
+        sets = build_datasets(modalities, self.data_paths, val_fraction=float(cfg["trainer"].get("val_fraction", 0.1)))
         origin = cfg["run"].get("from")
         assets = self.run_dir if self.resume else (Path(origin["path"]) if origin else None)
-        self.model: Model = build_model(cfg, assets_dir=assets)
+        self.model: Model = build_model(cfg, create=self.components.create, assets_dir=assets)
         device = self._device()
         self.model.modules().to(device)
-        broadcast_parameters(self.model.modules().parameters())
-        strategy_cfg = dict(cfg["strategy"])
         self.strategy = self._fresh_strategy()
         if origin:
             stages = [list(s) for s in origin["stages"]] + self.strategy.plan(cfg["run"]["new_modalities"])
         else:
             stages = self.strategy.plan(names)
-        # an earlier run's modality without its data here is not evaluated (never on the demo data)
-        given = cfg["run"].get("data") or {}
-        skip = {m: (f"trained in {origin['ref']}; its data are not here (pass --data {m}=DIR to evaluate "
-                    f"it), and it is never evaluated on the demo data")
-                for m in dict.fromkeys(x for s in (origin["stages"] if origin else []) for x in s)
-                if not given.get(m) and m not in cfg["run"].get("new_modalities", [])}
-        return RunContext(
-            run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads, extras={NOT_EVALUATED: skip},
-            modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=train_sets,
-            eval_sets=eval_sets, train_indices=train_idx, val_indices=val_idx, stages=stages,
-            config=strategy_cfg, device=device, seed=seed, rank=self.world.rank,
+        ctx = RunContext(
+            run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads,
+            extras={NOT_EVALUATED: not_evaluated_after_from(cfg)}, modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
+            eval_sets=sets.eval, train_indices=sets.train_indices, val_indices=sets.val_indices, stages=stages,
+            config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=int(cfg["trainer"]["batch_size"]),
             model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths))
+        return ctx
+
+    def _step_factory(self, ctx: RunContext) -> Any:
+        tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
+        amp = bool(tr.get("amp"))
+
+        def make(optimizer: torch.optim.Optimizer, **hooks: Any) -> TrainStep:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            forward = no_sync = None
+            if self.world.distributed:
+                in_model = {id(p) for p in self.model.modules().parameters()}
+                dp = DataParallelStep(self.model.modules(), [p for p in params if id(p) not in in_model],
+                                      device=ctx.device)
+                forward, no_sync = dp.forward, dp.no_sync
+            return TrainStep(optimizer, params=params, device=ctx.device, clip_grad=opt_cfg.get("clip_grad"),
+                             amp=amp, forward=forward, no_sync=no_sync, **hooks)
+        return make
 
     # -- persistence ---------------------------------------------------------------------------
-    def _manifest(self, ctx: RunContext, *, stage: int, step: int, finished: bool) -> dict[str, Any]:
-        stages = []
-        for i, mods in enumerate(ctx.stages):
-            status = "done" if i < stage else ("running" if i == stage and not finished else "pending")
-            stages.append({"index": i + 1, "modalities": mods, "status": status,
-                           "steps": self.stage_steps.get(i, 0)})
-        files = {}
-        for rel in ["model.safetensors", "config.json", "config.yaml"]:
-            if (self.run_dir / rel).exists():
-                files[rel] = ck.sha256_file(self.run_dir / rel)
-        origin = self.cfg["run"].get("from")
-        if origin:
-            for i in range(len(origin["stages"])):
-                stages[i]["source"] = origin["ref"]
-        return {
-            "format": 1, "strategy": self.cfg["run"]["strategy"],
-            "from": ({"ref": origin["ref"], "stages": origin["stages"], "strategy": origin.get("strategy")}
-                     if origin else None), "modalities": self.cfg["run"]["modalities"],
-            "stages": stages, "stages_done": [s["modalities"] for s in stages if s["status"] == "done"],
-            "current": {"stage": stage + 1, "step": step}, "finished": finished,
-            "config_hash": config_hash(self.cfg), "versions": package_versions(),
-            "data": self.data_paths, "seed": self.cfg["run"]["seed"],
-            "world_size": self.world.world_size, "files": files,
-        }
-
     def _save(self, ctx: RunContext, *, stage: int, step: int, finished: bool = False) -> None:
-        """Checkpoint: a complete ``checkpoint/`` directory swapped in atomically, then the
-        top-level model, metrics and manifest (each an atomic file write)."""
-        if not self.world.is_main:
-            barrier()
-            return
-        tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.run_dir))
-        ck.save_tensors(tmp / "model.safetensors", self.model.state_dict(), metadata=MODEL_METADATA)
-        if ctx.optimizer is not None:
-            ck.save_optimizer(tmp, ctx.optimizer)
-        ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
-        s_tensors, s_meta = self.strategy.state_dict()
-        ck.save_tensors(tmp / "strategy.safetensors", s_tensors)
-        ck.atomic_write_json(tmp / "strategy.json", s_meta)
-        ck.atomic_write_json(tmp / "trainer.json", {
-            "stage": stage, "step": step, "finished": finished, "evaluations": self.evaluations,
-            "stage_steps": {str(k): v for k, v in self.stage_steps.items()},
-            "has_optimizer": ctx.optimizer is not None})
-        ck.swap_directory(tmp, self.run_dir / CHECKPOINT_DIR)
-        metrics = self.run_dir / "metrics"
-        metrics.mkdir(exist_ok=True)
-        ck.append_jsonl(metrics / "steps.jsonl", self.pending_steps)
-        self.pending_steps = []
-        write_evaluations(metrics, self.evaluations, self.cfg["run"]["modalities"])  # eval.json + matrix*.csv
-        checkpointed = self.run_dir / CHECKPOINT_DIR / "model.safetensors"
-        save_model(self.model, self.run_dir, self.cfg, weights=checkpointed)  # linked, not written twice
-        if step == 0:  # stage boundaries only: what --from continues with (resume uses checkpoint/)
-            strategy_dir = self.run_dir / "strategy"
-            ck.save_tensors(strategy_dir / "state.safetensors", s_tensors)
-            ck.atomic_write_json(strategy_dir / "state.json", s_meta)
-        ck.atomic_write_json(self.run_dir / "manifest.json",
-                             self._manifest(ctx, stage=stage, step=step, finished=finished))
+        """One checkpoint generation (rank 0 writes; every rank meets at the barrier)."""
+        if self.world.is_main:
+            if not (self.run_dir / "tokenizers").exists():
+                for name, tok in self.model.encoder.tokenizers.items():
+                    if callable(getattr(tok, "save_pretrained", None)):
+                        tok.save_pretrained(self.run_dir / "tokenizers" / name)
+            cp.write_generation(self.store, cfg=self.cfg, ctx=ctx, model=self.model, strategy=self.strategy,
+                                record=self.record, stage=stage, step=step, finished=finished,
+                                data_paths=self.data_paths, world_size=self.world.world_size,
+                                dists=self.components.distributions(), write_matrices=write_matrices)
+        else:
+            self.record.pending_steps = []
         barrier()
 
-    def _restore(self, ctx: RunContext) -> tuple[int, int, dict[str, Any] | None]:
-        remove_incomplete(self.run_dir)
-        found = ck.recover_directory(self.run_dir / CHECKPOINT_DIR)
+    def _restore(self) -> cp.Restored:
+        found = self.store.recover()
         if found is None:
-            raise CheckpointError(f"{self.run_dir} has no checkpoint/ to resume from; start it again "
-                                  f"without --resume")
-        trainer = ck.read_json(found / "trainer.json")
+            raise CheckpointError(f"{self.run_dir} has no committed checkpoint to resume from (it stopped before "
+                                  f"its first one); start it again without --resume in a new --run-dir")
+        restored = cp.read_generation(found, self.record)
         load_model_state(self.model, found / "model.safetensors")
-        self.strategy.load_state_dict(ck.load_tensors(found / "strategy.safetensors"),
-                                      ck.read_json(found / "strategy.json"))
-        self.evaluations = normalise_evaluations(trainer.get("evaluations", []))
-        self.stage_steps = {int(k): v for k, v in trainer.get("stage_steps", {}).items()}
-        self._truncate_steps_log(trainer["stage"], trainer["step"])
-        self._resume_dir = found
-        log.info("resuming %s at stage %d, step %d", self.run_dir, trainer["stage"] + 1, trainer["step"])
-        return int(trainer["stage"]), int(trainer["step"]), trainer
+        self.strategy.load_state_dict(ck.load_tensors(found / "checkpoint" / "strategy.safetensors"),
+                                      ck.read_json(found / "checkpoint" / "strategy.json"))
+        log.info("resuming %s at stage %d, step %d (generation %s)", self.run_dir, restored.stage + 1,
+                 restored.step, found.name)
+        return restored
 
-    def _continue_from(self, ctx: RunContext) -> int:
+    def _continue_from(self) -> int:
         """Load the weights (and, where it was kept, the strategy state) of the model this run
         continues; returns the index of the first new stage."""
-        from medkit.hub.hub import load_pretrained_weights
+        from medkit.engine.continuation import load_origin
 
         origin = self.cfg["run"]["from"]
-        src = Path(origin["path"])
-        report = load_pretrained_weights(self.model, src)
-        log.info("continuing %s: %d earlier stage(s) %s; fresh: %s", origin["ref"], len(origin["stages"]),
-                 origin["stages"], ", ".join(report["new"]) or "nothing")
-        state = src / "strategy" / "state.json"
-        name = self.cfg["run"]["strategy"]
-        if state.exists() and origin.get("strategy") == name:
-            try:
-                self.strategy.load_state_dict(ck.load_tensors(src / "strategy" / "state.safetensors"),
-                                              ck.read_json(state))
-            except (KeyError, ValueError, TypeError, CheckpointError) as exc:
-                # a published repo ships only the parts of the state that carry no patient data
-                log.info("%s ships only part of the %s state (%s): %s starts with no state from earlier "
-                         "stages", origin["ref"], name, exc, name)
-                self.strategy = self._fresh_strategy()
-            else:
-                log.info("restored the %s state of %s (buffers, teachers, Fisher, masks as kept)", name,
-                         origin["ref"])
-        elif state.exists():
-            log.info("%s was trained with strategy %r, not %r: %s starts with no state from earlier stages",
-                     origin["ref"], origin.get("strategy"), name, name)
-        else:
-            log.info("%s ships no strategy state: %s starts with no state from earlier stages "
-                     "(no buffers, teachers or Fisher of them)", origin["ref"], name)
-        eval_file = src / "metrics" / "eval.json"
-        if eval_file.exists():
-            self.evaluations = evaluations_before(ck.read_json(eval_file), len(origin["stages"]))
+        self.strategy, evaluations = load_origin(origin, self.model, self.strategy, self.cfg["run"]["strategy"],
+                                                 fresh=self._fresh_strategy)
+        self.record.evaluations = evaluations
         for i in range(len(origin["stages"])):
-            self.stage_steps.setdefault(i, 0)
+            self.record.stage_steps.setdefault(i, 0)
         return len(origin["stages"])
-
-    def _fresh_strategy(self) -> Any:
-        from medkit.registry import create
-
-        return create("strategy", self.cfg["run"]["strategy"], **dict(self.cfg["strategy"]))
-
-    def _truncate_steps_log(self, stage: int, step: int) -> None:
-        path = self.run_dir / "metrics" / "steps.jsonl"
-        if not path.exists() or not self.world.is_main:
-            return
-        keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-                and (json.loads(line)["stage"] - 1, json.loads(line)["step"]) <= (stage, step)]
-        ck.atomic_write_text(path, "".join(k + "\n" for k in keep))
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
+        """Run or resume; one writer per run directory (the lock of :mod:`medkit.storage.lock`,
+        held by rank 0 for the whole run)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = run_lock(self.run_dir, "run --resume" if self.resume else "run") if self.world.is_main \
+            else nullcontext()
+        with lock:
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.cfg
         if self.world.is_main and not self.resume:
-            if (self.run_dir / "manifest.json").exists():
+            if self.store.current() is not None or (self.run_dir / "manifest.json").exists():
                 raise ConfigError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} to "
                                   f"continue it or choose another --run-dir")
+            from medkit.config.compose import to_yaml
+
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
-        ctx = self._build()
-        start_stage, start_step, trainer_state = 0, 0, None
         if self.resume:
-            start_stage, start_step, trainer_state = self._restore(ctx)
+            self._keep_global_batch()
+        ctx = self._build()
+        ctx.step_factory = self._step_factory(ctx)
+        start_stage, start_step = 0, 0
+        if self.resume:
+            self.restored = self._restore()
+            if self.restored.finished:
+                log.info("%s is already finished (%d stages); nothing to resume", self.run_dir, len(ctx.stages))
+                return self._results()
+            start_stage, start_step = self.restored.stage, self.restored.step
         elif cfg["run"].get("from"):
-            start_stage = self._continue_from(ctx)
+            start_stage = self._continue_from()
         self.strategy.setup(ctx)
         info = RunInfo(run_dir=self.run_dir, config=cfg, stages=ctx.stages, resumed=self.resume)
-        self.host.emit("run_start", run=info)
+        self.components.emit("run_start", run=info)
         if not self.resume:
-            self._save(ctx, stage=0, step=0)  # every rank: _save ends on a barrier
+            self._save(ctx, stage=start_stage, step=0)
         for si in range(start_stage, len(ctx.stages)):
-            step0 = start_step if si == start_stage else 0
-            self._run_stage(ctx, info, si, step0, trainer_state if si == start_stage else None)
-            trainer_state = None
-        matrix = stage_results(self.evaluations)
-        results = {"run_dir": str(self.run_dir), "matrix": matrix}
-        self.host.emit("run_end", run=info, results=results)
+            restored = self.restored if si == start_stage else None
+            self._run_stage(ctx, info, si, start_step if si == start_stage else 0, restored)
+        results = self._results()
+        self.components.emit("run_end", run=info, results=results)
         return results
 
+    def _keep_global_batch(self) -> None:
+        """Resume under another world size with the same global batch, so the step plan (a pure
+        function of the seed, the stage, the step and the global batch) is the one the run started."""
+        current = self.store.current()
+        if current is None or not (current / "manifest.json").is_file():
+            return
+        before = int(ck.read_json(current / "manifest.json").get("world_size", 1))
+        now = self.world.world_size
+        if before == now:
+            return
+        tr = self.cfg["trainer"]
+        global_batch = int(tr["batch_size"]) * before
+        if global_batch % now:
+            raise ConfigError(f"{self.run_dir} ran on {before} process(es) with a global batch of {global_batch}; "
+                              f"it cannot be split over {now} processes — resume with a world size that divides "
+                              f"{global_batch}")
+        tr["batch_size"] = global_batch // now
+        log.info("resuming on %d process(es) instead of %d: %d samples per process keep the global batch of %d",
+                 now, before, tr["batch_size"], global_batch)
+
+    def _results(self) -> dict[str, Any]:
+        matrix = stage_results(self.record.evaluations)
+        return {"run_dir": str(self.run_dir), "matrix": matrix}
+
     def _run_stage(self, ctx: RunContext, info: RunInfo, si: int, start_step: int,
-                   trainer_state: dict[str, Any] | None) -> None:
+                   restored: cp.Restored | None) -> None:
         tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
         ctx.stage_index, ctx.step = si, start_step
         max_steps = int(tr["max_steps"]) if self.strategy.trains else 0
         ctx.max_steps = max_steps
-        resumed_mid = trainer_state is not None and trainer_state.get("has_optimizer") and start_step > 0
+        resumed_mid = restored is not None and restored.has_optimizer and start_step > 0
         ctx.extras["resumed"] = bool(resumed_mid)
-        if trainer_state is not None and not resumed_mid:
-            ck.set_rng_state(ck.load_tensors(self._resume_dir / "rng.safetensors"))
+        if restored is not None and not resumed_mid:
+            ck.set_rng_state(restored.rng())
         stage = StageInfo(index=si, modalities=list(ctx.stage), max_steps=max_steps, start_step=start_step)
         self.strategy.before_stage(ctx)
-        self.host.emit("stage_start", run=info, stage=stage)
+        self.components.emit("stage_start", run=info, stage=stage)
 
         named = [(n, p) for n, p in self.model.modules().named_parameters() if p.requires_grad]
         groups = param_groups(named, float(opt_cfg["weight_decay"])) + list(self.strategy.parameters_groups(ctx))
-        global_batch = ctx.batch_size * self.world.world_size
+        global_batch = ctx.batch_size * self.world.world_size * int(tr.get("accum_steps", 1))
         base_lr = opt_cfg["lr"] if opt_cfg.get("lr") is not None else opt_cfg["blr"] * global_batch / 256
-        for g in groups:
-            g.setdefault("lr_scale", 1.0)
-        ctx.optimizer = torch.optim.AdamW(groups, lr=base_lr, betas=tuple(opt_cfg["betas"]))
+        ctx.optimizer = adamw(groups, lr=base_lr, betas=opt_cfg["betas"], device=ctx.device)
         if resumed_mid:
-            ck.load_optimizer(self._resume_dir, ctx.optimizer, ctx.device)
-            ck.set_rng_state(ck.load_tensors(self._resume_dir / "rng.safetensors"))
+            restored.load_optimizer(ctx.optimizer, ctx.device)  # type: ignore[union-attr]
+            ck.set_rng_state(restored.rng())  # type: ignore[union-attr]
 
+        timings: dict[str, float] = {}
         if start_step < max_steps:
-            self._train_steps(ctx, info, stage, base_lr)
-        self.stage_steps[si] = max_steps
+            self._train_steps(ctx, info, stage, base_lr, timings)
+        self.record.stage_steps[si] = max_steps
+        t0 = time.perf_counter()
         self.strategy.after_stage(ctx)
-        record = evaluate_stage(ctx, self.strategy, trainer=tr)  # {"after_stage": si + 1, ...}
-        self.evaluations.append(record)
-        metrics = record["metrics"]
+        t1 = time.perf_counter()
+        evaluation = evaluate_stage(ctx, self.strategy, trainer=tr)  # {"after_stage": si + 1, ...}
+        t2 = time.perf_counter()
+        self.record.evaluations.append(evaluation)
+        metrics = evaluation["metrics"]
         ctx.optimizer = None
-        last = si == len(ctx.stages) - 1
-        self._save(ctx, stage=si + 1, step=0, finished=last)
+        self._save(ctx, stage=si + 1, step=0, finished=si == len(ctx.stages) - 1)
+        timings.update({"strategy_after_stage": t1 - t0, "evaluation": t2 - t1,
+                        "checkpoint_final": time.perf_counter() - t2})
+        log.info("stage %d/%d done: %s", si + 1, len(ctx.stages),
+                 ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
         flat = {f"{m}/{k}": v for k, per in metrics.items() for m, v in per.items()}
-        self.host.emit("stage_end", run=info, stage=stage, metrics=flat)
+        self.components.emit("stage_end", run=info, stage=stage, metrics=flat)
 
-    def _train_steps(self, ctx: RunContext, info: RunInfo, stage: StageInfo, base_lr: float) -> None:
+    def _loader(self, ctx: RunContext, plan: StepPlan) -> torch.utils.data.DataLoader:
+        tokenizers = {m: ctx.encoder.tokenizers[t] for m, t in ctx.tokenizer_of.items()}
+        batches = StepBatches(plan, ctx.train_sets, tokenizers, start_step=ctx.step)
+        workers = int(self.cfg["trainer"].get("num_workers", 0))
+        # its own generator: creating the iterator must not draw from the global RNG, or a resumed
+        # run (which creates it mid-stage) would see a different random stream
+        return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
+                                           pin_memory=ctx.device.type == "cuda",
+                                           generator=torch.Generator().manual_seed(ctx.seed))
+
+    def _train_steps(self, ctx: RunContext, info: RunInfo, stage: StageInfo, base_lr: float,
+                     timings: dict[str, float]) -> None:
         tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
         plan = StepPlan(self.strategy.sources(ctx), batch_size=ctx.batch_size, max_steps=ctx.max_steps,
                         seed=ctx.seed, stage=ctx.stage_index, rank=self.world.rank,
-                        world_size=self.world.world_size)
-        tokenizers = {m: ctx.encoder.tokenizers[t] for m, t in ctx.tokenizer_of.items()}
-        batches = StepBatches(plan, ctx.train_sets, tokenizers, start_step=ctx.step)
-        workers = int(tr.get("num_workers", 0))
-        # its own generator: creating the iterator must not draw from the global RNG, or a resumed
-        # run (which creates it mid-stage) would see a different random stream
-        loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
-                                             persistent_workers=False,
-                                             generator=torch.Generator().manual_seed(ctx.seed))
-        trainable = [p for g in ctx.optimizer.param_groups for p in g["params"]]
+                        world_size=self.world.world_size,
+                        min_current_fraction=getattr(self.strategy, "min_current_fraction", 0.5))
+        self.record.realised_mix[ctx.stage_index] = plan.mix()
+        log.info("stage %d plan: %s", ctx.stage_index + 1,
+                 ", ".join(f"{k} {v} steps" for k, v in plan.mix().items()))
+        step = ctx.make_step(ctx.optimizer, after_backward=lambda: self.strategy.after_backward(ctx),
+                             after_optimizer_step=lambda: self.strategy.after_optimizer_step(ctx))
         every = int(tr.get("checkpoint_every", 50))
-        clip = opt_cfg.get("clip_grad")
-        use_amp = bool(tr.get("amp")) and ctx.device.type == "cuda"
         desc = f"stage {ctx.stage_index + 1}/{len(ctx.stages)} [{'+'.join(ctx.stage)}]"
         if self.world.is_main:
             self.reporter.start(ctx.max_steps, desc, completed=ctx.step)
-        ctx.model.train()
-        for batch in loader:
+        ctx.model.train()  # type: ignore[union-attr]
+        waited = computed = saved = 0.0
+        t_wait = time.perf_counter()
+        for batch in self._loader(ctx, plan):
+            t_got = time.perf_counter()
             lr = lr_at(ctx.step, ctx.max_steps, base_lr=base_lr, min_lr=float(opt_cfg["min_lr"]),
                        warmup_fraction=float(opt_cfg["warmup_fraction"]))
-            for g in ctx.optimizer.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
-            batch = batch.to(ctx.device)
-            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = self.strategy.loss(ctx, batch)
-            if not torch.isfinite(out.loss):
-                raise ConfigError(f"stage {ctx.stage_index + 1} step {ctx.step + 1}: the loss is "
-                                  f"{float(out.loss)} on a {batch.modality} batch; lower optim.lr "
-                                  f"(now {lr:.3g}) or check the data")
-            ctx.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            average_gradients(trainable)
-            self.strategy.after_backward(ctx)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(trainable, float(clip))
-            ctx.optimizer.step()
+            out = step(lambda b: self.strategy.loss(ctx, b), batch, lr=lr)
             ctx.step += 1
-            metrics = {"loss": float(out.loss.detach()), "lr": lr, **out.metrics}
-            self.pending_steps.append({"stage": ctx.stage_index + 1, "step": ctx.step,
-                                       "modality": batch.modality, "role": batch.role, **metrics})
+            t_done = time.perf_counter()
+            waited, computed = waited + (t_got - t_wait), computed + (t_done - t_got)
+            metrics = {"loss": float(out.loss), "lr": lr, **out.metrics}
+            self.record.pending_steps.append({
+                "stage": ctx.stage_index + 1, "step": ctx.step, "modality": batch.modality, "role": batch.role,
+                **metrics, "time_s": round(t_done - t_wait, 6), "data_s": round(t_got - t_wait, 6)})
             if self.world.is_main:
                 self.reporter.update(ctx.step, metrics)
-            self.host.emit("step_end", run=info, stage=stage, step=ctx.step, metrics=metrics)
+            self.components.emit("step_end", run=info, stage=stage, step=ctx.step, metrics=metrics)
             if ctx.step % every == 0 and ctx.step < ctx.max_steps:
-                self.stage_steps[ctx.stage_index] = ctx.step
+                self.record.stage_steps[ctx.stage_index] = ctx.step
                 self._save(ctx, stage=ctx.stage_index, step=ctx.step)
+                saved += time.perf_counter() - t_done
+            t_wait = time.perf_counter()
+        timings.update({"data": waited, "forward_backward": computed, "checkpoint": saved})
         if self.world.is_main:
             self.reporter.finish()
 
@@ -415,9 +324,3 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{run_dir} is not a medkit run directory (no config.yaml)")
     return from_yaml(path.read_text(encoding="utf-8"))
-
-
-def remove_incomplete(run_dir: Path) -> None:
-    """Remove the half-written checkpoint directories a crash left behind."""
-    for p in Path(run_dir).glob(".checkpoint-*"):
-        shutil.rmtree(p, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any, Sequence
 
 import torch
@@ -16,35 +17,68 @@ def _generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def allocate_steps(shares: Sequence[float], current: Sequence[bool], max_steps: int,
+                   min_current_fraction: float) -> list[int]:
+    """Steps per source: proportional to ``shares`` (largest remainder, so the counts are exact),
+    with at least ``ceil(min_current_fraction · max_steps)`` steps on the current stage's own data
+    when buffers would otherwise take more."""
+    total = float(sum(shares))
+    probs = [s / total for s in shares] if total > 0 else [1.0 / len(shares)] * len(shares)
+    cur = sum(p for p, c in zip(probs, current) if c)
+    floor = min(max(float(min_current_fraction), 0.0), 1.0)
+    if any(current) and not all(current) and 0 < cur < floor:
+        probs = [p * (floor / cur if c else (1 - floor) / (1 - cur)) for p, c in zip(probs, current)]
+    raw = [p * max_steps for p in probs]
+    counts = [int(r) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: max_steps - sum(counts)]:
+        counts[i] += 1
+    need = math.ceil(floor * max_steps - 1e-9) if any(current) else 0
+    while sum(c for c, is_cur in zip(counts, current) if is_cur) < need:
+        donor = max((i for i, c in enumerate(current) if not c and counts[i] > 0), key=lambda i: counts[i])
+        taker = max((i for i, c in enumerate(current) if c), key=lambda i: probs[i])
+        counts[donor] -= 1
+        counts[taker] += 1
+    return counts
+
+
 class StepPlan:
     """Which samples every optimizer step of a stage uses — a pure function of the seed and step.
 
-    Steps pick a source with probability proportional to its share (a fixed, seeded sequence);
-    within a source, samples are drawn without replacement from per-epoch seeded permutations.
-    Because nothing depends on history, a resumed run sees exactly the batches it would have seen.
+    Each source gets an exact number of steps (:func:`allocate_steps`: proportional to its share,
+    with a floor for the current stage's own data), in a seeded random order; within a source,
+    samples are drawn without replacement from per-epoch seeded permutations. Because nothing
+    depends on history, a resumed run sees exactly the batches it would have seen.
     """
 
     def __init__(self, sources: Sequence[Source], *, batch_size: int, max_steps: int, seed: int,
-                 stage: int, rank: int = 0, world_size: int = 1) -> None:
+                 stage: int, rank: int = 0, world_size: int = 1, min_current_fraction: float = 0.0) -> None:
         sources = [s for s in sources if s.indices]
         if not sources:
             raise DataError("this stage has no training samples; check --data")
         self.sources = list(sources)
         self.batch_size = batch_size
         self.seed, self.stage, self.rank, self.world = seed, stage, rank, world_size
-        shares = torch.tensor([s.share for s in self.sources], dtype=torch.float64)
-        if len(self.sources) == 1:
-            choice = torch.zeros(max_steps, dtype=torch.long)
-        else:
-            choice = torch.multinomial(shares / shares.sum(), max_steps, replacement=True,
-                                       generator=_generator(seed, stage, 7))
-        self.choice = choice.tolist()
+        counts = allocate_steps([s.share for s in self.sources], [s.role == "current" for s in self.sources],
+                                max_steps, min_current_fraction)
+        order = [i for i, n in enumerate(counts) for _ in range(n)]
+        perm = torch.randperm(len(order), generator=_generator(seed, stage, 7)).tolist() if len(self.sources) > 1 \
+            else list(range(len(order)))
+        self.choice = [order[j] for j in perm]
         # position k of step s within its source = number of earlier steps choosing that source
-        counts: dict[int, int] = {}
+        seen: dict[int, int] = {}
         self.position: list[int] = []
         for c in self.choice:
-            self.position.append(counts.get(c, 0))
-            counts[c] = counts.get(c, 0) + 1
+            self.position.append(seen.get(c, 0))
+            seen[c] = seen.get(c, 0) + 1
+
+    def mix(self) -> dict[str, int]:
+        """Steps per ``modality/role`` source: the realised mix of the stage."""
+        out: dict[str, int] = {}
+        for c in self.choice:
+            key = f"{self.sources[c].modality}/{self.sources[c].role}"
+            out[key] = out.get(key, 0) + 1
+        return out
 
     def __len__(self) -> int:
         return len(self.choice)

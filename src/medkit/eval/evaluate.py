@@ -10,8 +10,6 @@ from typing import Any, Mapping
 import torch
 
 from medkit.api.context import RunContext
-from medkit.eval.matrices import (MATRIX_FILES, matrix_csv, read_matrix, read_matrix_stages,  # noqa: F401
-                                  write_matrices)
 from medkit.eval.probes import NO_LABELS, ProbeOptions, probe_metrics, probe_modality
 from medkit.eval.records import evaluation_record
 

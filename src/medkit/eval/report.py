@@ -29,10 +29,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     arch_path = run_dir / "config.json"
     arch = json.loads(arch_path.read_text(encoding="utf-8")) if arch_path.is_file() else {}
-    steps = []
-    steps_path = run_dir / "metrics" / "steps.jsonl"
-    if steps_path.exists():
-        steps = [json.loads(line) for line in steps_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from medkit.storage.jsonl import read_jsonl
+
+    steps = read_jsonl(run_dir / "metrics" / "steps.jsonl")  # a torn last line is dropped, with a warning
     return {"dir": run_dir, "config": cfg, "arch": arch, "manifest": manifest, "matrices": run_matrices(run_dir),
             "evaluations": read_evaluations(run_dir / "metrics" / "eval.json"), "steps": steps,
             "objectives": run_objectives(run_dir), "strategy": cfg["run"]["strategy"]}

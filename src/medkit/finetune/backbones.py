@@ -290,7 +290,7 @@ def load_encoder(run_dir: Path, tokenizers: Sequence[str], *, defaults: dict[str
     cfg = {"run": {"uses": {f"_{t}": {"tokenizer": t, "objective": ""} for t in tokenizers}},
            "encoder": run_cfg["encoder"],
            "tokenizer": {t: dict(run_cfg.get("tokenizer", {}).get(t) or defaults.get(t, {})) for t in tokenizers}}
-    encoder = build_model(cfg, with_heads=False, assets_dir=run_dir).encoder
+    encoder = build_model(cfg, create=_create(), with_heads=False, assets_dir=run_dir).encoder
     state = load_tensors(Path(run_dir) / "model.safetensors")
     own = encoder.state_dict()
     picked = {k[len("encoder."):]: v for k, v in state.items()
@@ -346,5 +346,12 @@ def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretra
     if pretrained and run.get("from"):
         encoder = load_encoder(Path(run["from"]), [tok], defaults={tok: cfg["tokenizer"].get(tok, {})})
     else:
-        encoder = build_model(encoder_config(cfg), with_heads=False, assets_dir=assets_dir).encoder
+        encoder = build_model(encoder_config(cfg), create=_create(), with_heads=False, assets_dir=assets_dir).encoder
     return EncoderBackbone(encoder, tok)
+
+
+def _create() -> Any:
+    # TODO(one house): finetune receives the plugin host from the CLI (removed in the decoupling pass)
+    from medkit.registry import create
+
+    return create

@@ -11,13 +11,18 @@ Run directory::
     metrics/steps.jsonl    loss and lr of every step; metrics/val.jsonl every validation
     pictures/*.png         confusion matrix (classification) or overlays (segmentation)
     tokenizers/<name>/     tokenizer assets (vocabularies)
-    checkpoint/            resume state (model, optimizer, RNG, trainer), swapped in atomically
+    checkpoint/            resume state (model, optimizer, RNG, trainer, best weights), swapped in atomically
+    .medkit.lock           held by the one process writing the run (see medkit.storage.lock)
+
+A run killed before its first checkpoint is started over in place (fresh or ``--resume``); ``--resume``
+of a finished run changes nothing (docs/run-safety.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,6 +30,8 @@ from typing import Any, Iterator
 import torch
 
 from medkit.storage import files as ck
+from medkit.storage.jsonl import append_jsonl, truncate_jsonl
+from medkit.storage.lock import run_lock
 from medkit.config.compose import config_hash, to_yaml
 from medkit.api.batch import Batch, Source
 from medkit.engine.plan import StepPlan
@@ -35,6 +42,8 @@ from medkit.api.progress import LogReporter, Reporter
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
+BEST_FILE = "best.safetensors"
+BEST_PENDING = ".best-pending.safetensors"
 
 
 def poly_lr(step: int, max_steps: int, base_lr: float, power: float = 0.9) -> float:
@@ -132,41 +141,116 @@ class Finetuner:
         self.step = 0
 
     # -- persistence -------------------------------------------------------------------------
+    # Order of a checkpoint (crash-consistent): the step log and val.jsonl first (rows past the
+    # checkpoint are cut at resume), then checkpoint/ (weights, optimizer, RNG, trainer state and the
+    # best weights so far) swapped in as one directory, then best.safetensors linked from it.
     def _save_checkpoint(self, s: FinetuneSession, opt: torch.optim.Optimizer, finished: bool) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.run_dir))
-        ck.save_tensors(tmp / "model.safetensors", s.model.state_dict())
-        ck.save_optimizer(tmp, opt)
-        ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
-        ck.atomic_write_json(tmp / "trainer.json", {"step": self.step, "best": self.best, "finished": finished,
-                                                    "history": self.history})
-        ck.swap_directory(tmp, self.run_dir / CHECKPOINT_DIR)
         metrics = self.run_dir / "metrics"
-        metrics.mkdir(exist_ok=True)
-        ck.append_jsonl(metrics / "steps.jsonl", self.pending)
+        append_jsonl(metrics / "steps.jsonl", self.pending)
         self.pending = []
         ck.atomic_write_text(metrics / "val.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+        final = self.run_dir / CHECKPOINT_DIR
+        tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.run_dir))
+        ck.save_tensors(tmp / "model.safetensors", s.model.state_dict(), metadata=self._metadata())
+        ck.save_optimizer(tmp, opt)
+        ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
+        pending, previous = self.run_dir / BEST_PENDING, ck.recover_directory(final)
+        if pending.exists():
+            ck.atomic_link(pending, tmp / BEST_FILE)
+        elif previous is not None and (previous / BEST_FILE).exists():
+            ck.atomic_link(previous / BEST_FILE, tmp / BEST_FILE)
+        ck.atomic_write_json(tmp / "trainer.json", {"step": self.step, "best": self.best, "finished": finished,
+                                                    "history": self.history})
+        ck.swap_directory(tmp, final)
+        if (final / BEST_FILE).exists():
+            ck.atomic_link(final / BEST_FILE, self.run_dir / BEST_FILE)
+        pending.unlink(missing_ok=True)
+
+    def _metadata(self) -> dict[str, str]:
+        return {"format": "medkit-finetune-1", "step": str(self.step)}
 
     def _restore(self, s: FinetuneSession, opt: torch.optim.Optimizer) -> bool:
         found = ck.recover_directory(self.run_dir / CHECKPOINT_DIR)
-        if found is None:
-            raise CheckpointError(f"{self.run_dir} has no checkpoint/ to resume from; start it again "
-                                  f"without --resume")
+        if found is None:  # run() restarts a run with no checkpoint before it gets here
+            raise CheckpointError(f"{self.run_dir} has no checkpoint/ to resume from")
         trainer = ck.read_json(found / "trainer.json")
         s.load_weights(found / "model.safetensors")
         ck.load_optimizer(found, opt, s.device)
         ck.set_rng_state(ck.load_tensors(found / "rng.safetensors"))
         self.step, self.best = int(trainer["step"]), trainer.get("best")
         self.history = list(trainer.get("history", []))
-        steps = self.run_dir / "metrics" / "steps.jsonl"
-        if steps.exists():
-            keep = [ln for ln in steps.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= self.step]
-            ck.atomic_write_text(steps, "".join(k + "\n" for k in keep))
+        metrics = self.run_dir / "metrics"
+        truncate_jsonl(metrics / "steps.jsonl", lambda r: int(r.get("step", 0)) <= self.step)
+        ck.atomic_write_text(metrics / "val.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+        (self.run_dir / BEST_PENDING).unlink(missing_ok=True)
+        if (found / BEST_FILE).exists():  # the best weights as of the checkpoint, not of a later validation
+            ck.atomic_link(found / BEST_FILE, self.run_dir / BEST_FILE)
         log.info("resuming %s at step %d", self.run_dir, self.step)
         return bool(trainer.get("finished"))
 
+    def _state(self) -> tuple[str, dict[str, Any]]:
+        """What the run directory holds: ``empty``, ``unstarted`` (stopped before its first
+        checkpoint), ``checkpointed``, ``finished`` (checkpoint, manifest and metrics all final)."""
+        found = ck.recover_directory(self.run_dir / CHECKPOINT_DIR)
+        held = [f for f in ("manifest.json", "config.yaml", CHECKPOINT_DIR) if (self.run_dir / f).exists()]
+        if held and not self._is_finetune():
+            raise ConfigError(f"{self.run_dir} holds {', '.join(held)} of something that is not a `medkit "
+                              f"finetune` run; choose another --run-dir (nothing was changed)")
+        if found is None or not (found / "trainer.json").exists():
+            return ("unstarted" if held else "empty"), {}
+        trainer = ck.read_json(found / "trainer.json")
+        manifest = self.run_dir / "manifest.json"
+        if trainer.get("finished") and manifest.exists() and ck.read_json(manifest).get("finished") \
+                and (self.run_dir / "metrics.json").exists():
+            return "finished", trainer
+        return "checkpointed", trainer
+
+    def _is_finetune(self) -> bool:
+        manifest = self.run_dir / "manifest.json"
+        if manifest.exists():
+            return ck.read_json(manifest).get("kind") == "finetune"
+        if not (self.run_dir / "config.yaml").exists():
+            return False  # a checkpoint/ with neither: not ours to clear
+        from medkit.engine.engine import load_config
+
+        try:
+            return "task" in load_config(self.run_dir).get("run", {})
+        except Exception:  # noqa: BLE001 - unreadable: certainly not a fine-tune to start over
+            return False
+
+    def _clear(self) -> None:
+        """Remove what a run that never reached a checkpoint left (it is started over in place)."""
+        for p in self.run_dir.glob(".checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for rel in ("manifest.json", "metrics.json", "model.safetensors", BEST_FILE, BEST_PENDING,
+                    "metrics/steps.jsonl", "metrics/val.jsonl"):
+            (self.run_dir / rel).unlink(missing_ok=True)
+        for rel in ("pictures", "tokenizers"):
+            shutil.rmtree(self.run_dir / rel, ignore_errors=True)
+
+    def _prepare(self) -> tuple[bool, dict[str, Any] | None]:
+        """Check the run directory against the mode: ``(fresh, results)`` where ``fresh`` means
+        start from step 0 and ``results`` are those of a run that already finished."""
+        state, trainer = self._state()
+        where = self.run_dir
+        if state == "finished" and self.resume:
+            log.info("%s already finished at step %s; nothing to resume", where, trainer.get("step"))
+            return False, {**ck.read_json(where / "metrics.json"), "already_finished": True}
+        if state == "finished":
+            raise ConfigError(f"{where} already holds a finished fine-tune; choose another --run-dir (or "
+                              f"`medkit evaluate {where}`)")
+        if state == "checkpointed" and not self.resume:
+            raise ConfigError(f"{where} already holds a fine-tune at step {trainer.get('step')} of "
+                              f"{self.cfg['trainer']['max_steps']}; use --resume {where} to continue it or "
+                              f"choose another --run-dir")
+        if state == "unstarted":
+            log.warning("%s holds a fine-tune that stopped before its first checkpoint; starting it over "
+                        "in place from step 0%s", where, " with its config.yaml" if self.resume else "")
+            self._clear()
+        return state != "checkpointed", None
+
     def _manifest(self, s: FinetuneSession, finished: bool) -> dict[str, Any]:
-        from medkit.engine.engine import package_versions
+        from medkit.engine.checkpoint import package_versions
 
         files = {rel: ck.sha256_file(self.run_dir / rel) for rel in
                  ("config.yaml", "model.safetensors", "best.safetensors") if (self.run_dir / rel).exists()}
@@ -180,24 +264,28 @@ class Finetuner:
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Train (or resume) the run; holds the run directory's lock throughout."""
+        with run_lock(self.run_dir, "finetune --resume" if self.resume else "finetune"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg, tr, oc = self.cfg, self.cfg["trainer"], self.cfg["optim"]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume:
-            if (self.run_dir / "manifest.json").exists():
-                raise ConfigError(f"{self.run_dir} already holds a run; use --resume {self.run_dir} to "
-                                  f"continue it or choose another --run-dir")
+        fresh, done = self._prepare()
+        if done is not None:
+            return done
+        if fresh:
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
-        s = FinetuneSession(cfg, self.run_dir, pretrained=not self.resume)
+        s = FinetuneSession(cfg, self.run_dir, pretrained=fresh)
         enc = getattr(s.backbone, "encoder", None)
-        if enc is not None and not self.resume:
+        if enc is not None and fresh:
             for name, tok in enc.tokenizers.items():
                 if callable(getattr(tok, "save_pretrained", None)):
                     tok.save_pretrained(self.run_dir / "tokenizers" / name)
         params = [p for p in s.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=float(oc["lr"]), betas=tuple(oc["betas"]),
                                 weight_decay=float(oc["weight_decay"]))
-        finished = self._restore(s, opt) if self.resume else False
-        if not self.resume:
+        finished = False if fresh else self._restore(s, opt)
+        if fresh:
             ck.atomic_write_json(self.run_dir / "manifest.json", self._manifest(s, False))
         max_steps = int(tr["max_steps"])
         if not finished and self.step < max_steps:
@@ -250,17 +338,16 @@ class Finetuner:
         self.history.append({"step": self.step, "score": score, **metrics})
         log.info("step %d: validation %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if self.best is None or score > float(self.best["score"]):
-            ck.save_tensors(self.run_dir / "best.safetensors", s.model.state_dict(),
-                            metadata={"format": "medkit-finetune-1", "step": str(self.step)})
+            # pending until the next checkpoint takes it in (best.safetensors never runs ahead of it)
+            ck.save_tensors(self.run_dir / BEST_PENDING, s.model.state_dict(), metadata=self._metadata())
             self.best = {"step": self.step, "score": score, "metrics": metrics}
 
     def _finish(self, s: FinetuneSession, opt: torch.optim.Optimizer) -> dict[str, Any]:
-        ck.save_tensors(self.run_dir / "model.safetensors", s.model.state_dict(),
-                        metadata={"format": "medkit-finetune-1", "step": str(self.step)})
         if self.best is None:
             self._validate(s)
         self._save_checkpoint(s, opt, finished=True)
-        s.load_weights(self.run_dir / "best.safetensors")
+        ck.atomic_link(self.run_dir / CHECKPOINT_DIR / "model.safetensors", self.run_dir / "model.safetensors")
+        s.load_weights(self.run_dir / BEST_FILE)
         test = s.evaluate("test")
         pictures = s.task.pictures(test, self.run_dir / "pictures", s.class_names)
         results = {"task": self.cfg["run"]["task"], "modality": self.cfg["run"]["modality"],
@@ -282,7 +369,12 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, split: str = "test",
     from medkit.engine.engine import load_config
 
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
+    with run_lock(run_dir, "evaluate"):
+        return _evaluate_run(run_dir, load_config(run_dir), data=data, split=split, weights=weights)
+
+
+def _evaluate_run(run_dir: Path, cfg: dict[str, Any], *, data: str | None, split: str,
+                  weights: str) -> dict[str, Any]:
     if "task" not in cfg or "task" not in cfg.get("run", {}):
         raise CheckpointError(f"{run_dir} is not a `medkit finetune` run directory (its config has no task)")
     manifest = ck.read_json(run_dir / "manifest.json")

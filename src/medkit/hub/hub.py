@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medkit.storage import files as ck
+from medkit.api.components import Create
+from medkit.storage.lock import run_lock
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
 from medkit.hub.publish import prepare_push
 
@@ -166,7 +168,7 @@ def _check_checkpoint_dir(path: Path, ref: str) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"{ref}: {path} is not a directory; give the run directory (or the folder "
                               f"a pull wrote), not a file inside it")
-    missing = [f for f in (ARCH_FILE, MODEL_FILE) if not (path / f).is_file()]
+    missing = [f for f in (ARCH_FILE, MODEL_FILE) if not os.path.lexists(path / f)]
     if missing:
         raise CheckpointError(f"{ref}: {path} is not a medkit checkpoint ({', '.join(missing)} missing); "
                               f"expected a run directory or a repository written by `medkit push`")
@@ -221,10 +223,15 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
         path = Path(to).expanduser().resolve()
         if path == src:
             raise ConfigError(f"--to {to} is the checkpoint itself")
+        ck.scan_tensors_file(src / MODEL_FILE)  # refuse before copying anything
         for rel in _matching_files(src):
+            real = Path(os.path.realpath(src / rel))
+            if src.resolve() not in real.parents:
+                raise CheckpointError(f"{src / rel} resolves to {real}, outside {src}; a checkpoint's files "
+                                      f"must be inside it — replace the link by the file itself")
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, path / rel)
-    ck.load_tensors(path / MODEL_FILE)  # a corrupted download is a CheckpointError now, not later
+    ck.scan_tensors_file(path / MODEL_FILE)  # corrupted, crafted or non-finite: an error now, not later
     read_architecture(path)
     return path
 
@@ -232,7 +239,14 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
 def _matching_files(root: Path) -> list[str]:
     import fnmatch
 
-    rels = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    # walk through symlinked folders too (a run directory reads metrics/, strategy/… through its
+    # current generation), but not into the generations themselves
+    rels = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        rel_dir = Path(folder).relative_to(root)
+        if rel_dir == Path("."):
+            dirs[:] = [d for d in dirs if d not in ("generations", "current")]
+        rels += [(rel_dir / n).as_posix() for n in names if (Path(folder) / n).is_file()]
     return sorted(r for r in rels if any(fnmatch.fnmatch(r, pat) for pat in PULL_PATTERNS))
 
 
@@ -303,11 +317,11 @@ def pretrained_config(root: str | os.PathLike[str]) -> dict[str, Any]:
     return cfg
 
 
-def _build(cfg: dict[str, Any], root: Path, ref: str, with_heads: bool) -> Model:
+def _build(cfg: dict[str, Any], root: Path, ref: str, with_heads: bool, create: Create) -> Model:
     from medkit.models.build import build_model
 
     try:
-        return build_model(cfg, assets_dir=root, with_heads=with_heads)
+        return build_model(cfg, create=create, assets_dir=root, with_heads=with_heads)
     except PluginError as exc:
         raise PluginError(f"{ref}: its config.json needs a component that is not available: {exc}") from exc
 
@@ -319,8 +333,9 @@ def _in_model_order(state: dict[str, Any], model: Model) -> dict[str, Any]:
     return dict(sorted(state.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
-def load_pretrained(ref: str | os.PathLike[str], *, with_heads: bool = True) -> Model:
-    """Rebuild the encoder (and pretext heads) of ``ref`` through the registry and load its weights.
+def load_pretrained(ref: str | os.PathLike[str], *, create: Create, with_heads: bool = True) -> Model:
+    """Rebuild the encoder (and pretext heads) of ``ref`` by registered names and load its weights
+    (``create``: ``PluginHost.create``; :func:`medkit.load_pretrained` passes the installed plugins').
 
     Components are created by their registered names in ``config.json``; a name whose plugin is not
     installed is a :class:`PluginError` naming the distribution to install. Weights that do not fit
@@ -330,7 +345,7 @@ def load_pretrained(ref: str | os.PathLike[str], *, with_heads: bool = True) -> 
     text = os.fspath(ref)
     root = resolve_checkpoint(ref)
     cfg = pretrained_config(root)
-    model = _build(cfg, root, text, with_heads)
+    model = _build(cfg, root, text, with_heads, create)
     state = ck.load_tensors(root / MODEL_FILE)
     if not with_heads:
         state = {k: v for k, v in state.items() if not k.startswith("heads.")}
@@ -377,20 +392,29 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
 # -- pushing ------------------------------------------------------------------------------------
 def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
          license: str = "apache-2.0", include_strategy_state: bool = False,
-         commit_message: str | None = None, provider: Any = None) -> PushResult:
+         commit_message: str | None = None, create: Create, provider: Any = None) -> PushResult:
     """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
 
     The token comes from huggingface_hub's usual sources (``HF_TOKEN``, the stored login) and is never
     logged. Rehearsal buffers, cached features, Fisher information, optimizer/RNG state and data paths
     are never uploaded (see :func:`medkit.hub.publish.prepare_push`).
     """
+    check_repo_id(repo_id)
+    run_dir = Path(run_dir)
+    with run_lock(run_dir, "push", read_only=True):  # no run may write it while it is uploaded
+        return _push(run_dir, repo_id, private=private, revision=revision, license=license,
+                     include_strategy_state=include_strategy_state, commit_message=commit_message,
+                     create=create, provider=provider)
+
+
+def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str,
+          include_strategy_state: bool, commit_message: str | None, create: Create,
+          provider: Any = None) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-    check_repo_id(repo_id)
-    run_dir = Path(run_dir)
     # Refuse early a run that would not rebuild on the other side.
-    load_pretrained(LOCAL_PREFIX + str(run_dir))
+    load_pretrained(LOCAL_PREFIX + str(run_dir), create=create)
     api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
     branch = revision or "main"
     with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:

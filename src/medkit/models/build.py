@@ -13,6 +13,7 @@ from torch import nn
 from medkit.storage.files import (atomic_link, atomic_write_json, load_state_checked, load_tensors,
                                      save_tensors)
 from medkit.models.encoder import UniversalEncoder, resolve_trunk
+from medkit.api.components import Create
 from medkit.api.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,17 @@ def trunk_shape(cfg: dict[str, Any]) -> dict[str, Any]:
                          num_heads=enc.get("num_heads"), mlp_ratio=enc.get("mlp_ratio"))
 
 
-def build_model(cfg: dict[str, Any], *, modalities: Sequence[str] | None = None,
+def build_model(cfg: dict[str, Any], *, create: Create, modalities: Sequence[str] | None = None,
                 assets_dir: Path | None = None, with_heads: bool = True) -> Model:
-    """Create tokenizers, the encoder and one pretext head per modality through the registry.
+    """Create tokenizers, the encoder and one pretext head per modality by their registered names.
 
     Args:
         cfg: a composed run config (:func:`medkit.config.compose.compose`).
+        create: builds a registered component (``PluginHost.create``).
         modalities: the modalities to build for (default: all of ``cfg["run"]["uses"]``).
         assets_dir: a run directory whose ``tokenizers/<name>/`` assets (vocabularies) are reused.
         with_heads: build the pretext heads too.
     """
-    from medkit.registry import create
-
     uses: dict[str, dict[str, str]] = cfg["run"]["uses"]
     modalities = list(modalities if modalities is not None else uses)
     shape = trunk_shape(cfg)
@@ -82,16 +82,14 @@ def build_model(cfg: dict[str, Any], *, modalities: Sequence[str] | None = None,
     heads = nn.ModuleDict()
     if with_heads:
         for m in modalities:
-            heads[m] = build_head(cfg, m, encoder)
+            heads[m] = build_head(cfg, m, encoder, create=create)
     return Model(encoder=encoder, heads=heads,
                  tokenizer_of={m: uses[m]["tokenizer"] for m in modalities},
                  objective_of={m: uses[m]["objective"] for m in modalities})
 
 
-def build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder) -> nn.Module:
-    """The pretext head (objective module) of ``modality`` for ``encoder``, through the registry."""
-    from medkit.registry import create
-
+def build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder, *, create: Create) -> nn.Module:
+    """The pretext head (objective module) of ``modality`` for ``encoder``, by its registered name."""
     use = cfg["run"]["uses"][modality]
     obj = use["objective"]
     return create("objective", obj, encoder=encoder, tokenizer=use["tokenizer"],

@@ -6,6 +6,8 @@ import difflib
 import importlib.metadata as md
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Iterable
@@ -29,6 +31,40 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "task": "medkit_register_tasks",
 }
 SPEC_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("medkit_"))
+#: A plugin whose import takes longer than this is named in a warning (it delays every command).
+SLOW_IMPORT_S = 2.0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PluginError):
+        return str(exc)
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) raised while loading (a plugin must never exit the process)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _timed_load(ep: md.EntryPoint, dist: str) -> Any:
+    """``ep.load()``, warning while it takes longer than :data:`SLOW_IMPORT_S` and after, with the time."""
+    start = time.perf_counter()
+    done = threading.Event()
+
+    def still_loading() -> None:
+        if not done.is_set():
+            log.warning("plugin %s (%s) is still importing after %.0f s; every medkit command waits for it "
+                        "(skip it with MEDKIT_DISABLE_PLUGINS=%s)", ep.name, dist, SLOW_IMPORT_S, ep.name)
+
+    timer = threading.Timer(SLOW_IMPORT_S, still_loading)
+    timer.daemon = True
+    timer.start()
+    try:
+        return ep.load()
+    finally:
+        done.set()
+        timer.cancel()
+        took = time.perf_counter() - start
+        if took > SLOW_IMPORT_S:
+            log.warning("plugin %s (%s) took %.1f s to import; every medkit command waits for it (skip it "
+                        "with MEDKIT_DISABLE_PLUGINS=%s)", ep.name, dist, took, ep.name)
 
 
 @dataclass
@@ -85,6 +121,9 @@ class PluginHost:
         self.records: list[PluginRecord] = []
         self.registries: dict[str, dict[str, tuple[ComponentSpec, PluginRecord]]] = {k: {} for k in KINDS}
         self.clashes: dict[tuple[str, str], list[str]] = {}
+        #: distribution (and entry point) name → why it was not loaded (disabled / not selected)
+        self.skipped: dict[str, str] = {}
+        self.skipped_dists: list[str] = []
         eps = list(entry_points) if entry_points is not None else list(md.entry_points(group=GROUP))
         load_only, disabled = _env_list("MEDKIT_LOAD_PLUGINS"), _env_list("MEDKIT_DISABLE_PLUGINS") or set()
         for ep in sorted(eps, key=lambda e: (e.name != "builtin", e.name)):
@@ -92,8 +131,14 @@ class PluginHost:
             version = ep.dist.version if getattr(ep, "dist", None) is not None else "?"
             selectors = {ep.name, dist}
             if selectors & disabled:
+                why = f"disabled by MEDKIT_DISABLE_PLUGINS={os.environ.get('MEDKIT_DISABLE_PLUGINS', '')}"
+                self.skipped.update({ep.name: why, dist: why})
+                self.skipped_dists.append(dist)
                 continue
             if load_only is not None and ep.name != "builtin" and not selectors & load_only:
+                why = f"not selected by MEDKIT_LOAD_PLUGINS={os.environ.get('MEDKIT_LOAD_PLUGINS', '')}"
+                self.skipped.update({ep.name: why, dist: why})
+                self.skipped_dists.append(dist)
                 continue
             self._load(ep, dist, version)
         self.pm.check_pending()
@@ -107,22 +152,26 @@ class PluginHost:
             if mine:
                 record.would_provide[kind] = mine
         try:
-            module = ep.load()
+            module = _timed_load(ep, dist)
             if not isinstance(module, ModuleType):
                 raise PluginError(f"entry point must name a module, got {type(module).__name__}")
             specs = self._collect(module)
             _validate_module(module)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must never crash the host
-            record.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PluginError) else str(exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a broken plugin (even SystemExit) never stops the host
+            record.error = _describe(exc)
             log.warning("plugin %s (%s) skipped: %s", ep.name, dist, record.error)
             return
         try:
             self.pm.register(module, name=f"{dist}:{ep.name}")
             self.pm.check_pending()
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
             if self.pm.is_registered(module):
                 self.pm.unregister(module)
-            record.error = f"{type(exc).__name__}: {exc}"
+            record.error = _describe(exc)
             return
         for spec in specs:
             table = self.registries[spec.kind]
@@ -173,6 +222,10 @@ class PluginHost:
             if record.error and name in record.would_provide.get(kind, []):
                 raise PluginError(f"{kind} {name!r} comes from plugin {record.dist} {record.version}, "
                                   f"which failed to load: {record.error}")
+        provider = provider_of(kind, name)
+        if provider and provider in self.skipped:  # installed, but the environment left it out
+            raise PluginError(f"{kind} {name!r} comes from plugin {provider}, which is installed but "
+                              f"{self.skipped[provider]}; change that variable to use it")
         known = self.names(kind)
         msg = f"unknown {kind} {name!r}; known {kind} names: {', '.join(known) or 'none installed'}"
         close = difflib.get_close_matches(name, known + list(KNOWN.get(kind, {})), n=1)
@@ -181,8 +234,13 @@ class PluginHost:
             msg += f"; did you mean {close[0]!r}?"
             target = close[0]
         dist = provider_of(kind, target)
-        if dist and target not in known:
+        if dist and target not in known and dist in self.skipped:
+            msg += f" (from {dist}, installed but {self.skipped[dist]})"
+        elif dist and target not in known:
             msg += f" install it with: pip install {dist}"
+        left_out = [d for d in self.skipped_dists if d != dist]
+        if left_out:
+            msg += f" (installed but left out: {', '.join(f'{d} ({self.skipped[d]})' for d in left_out)})"
         broken = [r.dist for r in self.records if r.error]
         if broken:
             msg += f" (broken plugins: {', '.join(broken)}; see medkit plugins check)"
@@ -197,11 +255,35 @@ class PluginHost:
         spec = self.spec(kind, name)
         try:
             factory = spec.load_factory()
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
             dist = self.registries[kind][name][1].dist
             raise PluginError(f"{kind} {name!r} from {dist}: cannot import its factory "
-                              f"{spec.factory!r}: {exc}") from exc
+                              f"{spec.factory!r}: {_describe(exc)}") from exc
         return factory(**overrides)
+
+    def distributions(self) -> list[str]:
+        """Names of the loaded plugin distributions (manifests record their versions)."""
+        return [r.dist for r in self.records]
+
+    def check_factories(self) -> list[tuple[PluginRecord, str]]:
+        """Import every registered factory (``medkit plugins check``); a spec naming a module or
+        attribute that cannot be imported marks its plugin broken. Returns ``(record, problem)``."""
+        problems: list[tuple[PluginRecord, str]] = []
+        for kind in KINDS:
+            for name, (spec, record) in sorted(self.registries[kind].items()):
+                try:
+                    factory = spec.load_factory()
+                    if not callable(factory):
+                        raise PluginError(f"{spec.factory!r} is a {type(factory).__name__}, not callable")
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001
+                    what = f"{kind} {name!r}: cannot import its factory {spec.factory!r}: {_describe(exc)}"
+                    record.error = f"{record.error}; {what}" if record.error else what
+                    problems.append((record, what))
+        return problems
 
     def call_guarded(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of ``hook``; an observer that raises is logged, not fatal."""
@@ -209,8 +291,10 @@ class PluginHost:
         for impl in caller.get_hookimpls():
             try:
                 impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception as exc:  # noqa: BLE001
-                log.warning("plugin %s failed in %s: %s", impl.plugin_name, hook, exc)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - an observer (even SystemExit) never stops a run
+                log.warning("plugin %s failed in %s: %s", impl.plugin_name, hook, _describe(exc))
 
     def emit(self, event: str, **kwargs: Any) -> None:
         """Fire an event hook (``run_start``, ``step_end``...) to every observer."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,6 +15,11 @@ from typing import Any, Mapping
 import torch
 
 from medkit.api.errors import CheckpointError
+from medkit.storage.tensors import (MAX_HEADER_BYTES, check_finite, check_tensors_file, load_tensors,
+                                    open_weights, scan_tensors_file)
+
+__all__ = ["MAX_HEADER_BYTES", "check_finite", "check_tensors_file", "load_tensors", "open_weights",
+           "scan_tensors_file"]  # re-exported: the inert reading of weight files lives in tensors.py
 
 
 def _fsync_dir(path: Path) -> None:
@@ -28,42 +35,84 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, fsync and rename (never a torn file)."""
+def write_error(path: Path, exc: OSError, *, existed: bool | None = None,
+                kept: str | None = None) -> CheckpointError:
+    """A :class:`CheckpointError` for a failed write of ``path``: the path, the errno text, what was kept
+    (the write goes through a temp file, so a previous version is intact) and the fix."""
     path = Path(path)
+    if existed is None:
+        existed = path.exists()
+    code = exc.errno or 0
+    name = errno.errorcode.get(code, "")
+    text = os.strerror(code) if code else str(exc)
+    if kept is None:
+        kept = f"the previous version of {path.name} is intact" if existed else f"no {path.name} was written"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free space (or raise the quota) on the file system of {path.parent}, then resume"
+    elif code in (errno.EACCES, errno.EPERM):
+        fix = f"check the permissions of {path.parent}"
+    elif code == errno.EROFS:
+        fix = "that file system is read-only; choose a writable directory"
+    else:
+        fix = "check the disk and the directory"
+    return CheckpointError(f"cannot write {path}: {text}{f' ({name})' if name else ''}; {kept}; {fix}")
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename (never a torn file).
+
+    Raises:
+        CheckpointError: the write failed (full disk, quota, permissions, read-only file system); the
+            message names the path and the error, and the previous version of the file is untouched.
+    """
+    path = Path(path)
+    existed = path.exists()
+    tmp: str | None = None
     try:
+        fd, tmp = _temp_beside(path)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        tmp = None
         _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise write_error(path, exc, existed=existed) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def atomic_link(source: Path, path: Path) -> None:
     """Make ``path`` the same file as ``source`` (a hard link swapped in atomically; a copy where the
     file system has no hard links). Safe because medkit never rewrites a file in place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    os.unlink(tmp)
+    existed = path.exists()
+    tmp: str | None = None
     try:
+        fd, tmp = _temp_beside(path)
+        os.close(fd)
+        os.unlink(tmp)
         try:
             os.link(source, tmp)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise
             shutil.copy2(source, tmp)
         os.replace(tmp, path)
+        tmp = None
         _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:
+        raise write_error(path, exc, existed=existed) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,11 +125,22 @@ def atomic_write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """Parse a JSON file of a run directory; missing, non-regular (FIFO, device) or invalid is a
+    :class:`CheckpointError` naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path} is missing") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {os.strerror(exc.errno or 0)}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path} is not a regular file (a FIFO, device or directory); replace it by "
+                                  f"the JSON file itself")
+        data = fh.read()
+    try:
+        return json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the file is corrupted") from exc
 
@@ -93,24 +153,6 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict
     atomic_write_bytes(Path(path), save(flat, metadata=metadata))
 
 
-def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read a safetensors file; a corrupted or truncated file is a :class:`CheckpointError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path} is missing") from exc
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); it is corrupted or "
-                              f"truncated — re-download or re-create it") from exc
-    return {k: v.to(device) for k, v in tensors.items()}
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -120,8 +162,9 @@ def sha256_file(path: Path) -> str:
 
 
 def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
-                       strict: bool = True) -> None:
-    """Load ``state`` into ``module``, refusing a mismatch with the first offending key and shapes."""
+                       strict: bool = True, finite: bool = True) -> None:
+    """Load ``state`` into ``module``, refusing a mismatch with the first offending key and shapes, and
+    (``finite``) a tensor holding NaN or Inf, named."""
     own = module.state_dict()
     for key, expected in own.items():  # model order, so "the first mismatch" is stable
         value = state.get(key)
@@ -138,6 +181,8 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
         if unexpected:
             raise CheckpointError(f"{source}: unexpected key {unexpected[0]} (and {len(unexpected) - 1} "
                                   f"more); the checkpoint does not match this architecture")
+    if finite:  # in the model's order, so "the first" non-finite tensor is stable
+        check_finite({k: state[k] for k in [*own, *state] if k in state}, source=source)
     module.load_state_dict(dict(state), strict=strict)
 
 
@@ -186,13 +231,10 @@ def load_optimizer(directory: Path, opt: torch.optim.Optimizer, device: str | to
 
 
 def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """Append one JSON line per record and fsync, so the log matches the checkpoint written with it."""
-    if not records:
-        return
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in records)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one JSON line per record and fsync (see :func:`medkit.storage.jsonl.append_jsonl`)."""
+    from medkit.storage.jsonl import append_jsonl as append
+
+    append(path, records)
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -211,16 +253,24 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
 
 def swap_directory(new: Path, final: Path) -> None:
     """Replace directory ``final`` by ``new`` so that one complete version always exists:
-    ``final`` → ``final.old``, ``new`` → ``final``, then ``final.old`` is removed."""
+    ``final`` → ``final.old``, ``new`` → ``final``, then ``final.old`` is removed. After a crash that
+    left only ``final.old`` (see :func:`recover_directory`), that one is kept until ``new`` is in place."""
     old = final.with_name(final.name + ".old")
+    try:
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(new, final)
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        kept = final if final.exists() else old if old.exists() else None
+        raise CheckpointError(f"cannot swap in {final}: {os.strerror(exc.errno or 0)}; "
+                              + (f"the previous checkpoint is intact in {kept}" if kept else
+                                 "there was no previous checkpoint") + "; free space or fix the permissions "
+                              f"of {final.parent}, then resume") from exc
     if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    _fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def recover_directory(final: Path) -> Path | None:

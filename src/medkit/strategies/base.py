@@ -21,6 +21,8 @@ class BaseStrategy:
     name = "base"
     #: Whether the encoder is pre-trained at all (``tfs`` sets False).
     trains = True
+    #: The least share of a stage's steps on its own data when buffers are interleaved.
+    min_current_fraction = 0.5
 
     def plan(self, modalities: Sequence[str]) -> list[list[str]]:
         return [[m] for m in modalities]
@@ -38,6 +40,9 @@ class BaseStrategy:
         return ctx.pretext_loss(batch)
 
     def after_backward(self, ctx: RunContext) -> None:
+        return None
+
+    def after_optimizer_step(self, ctx: RunContext) -> None:
         return None
 
     def after_stage(self, ctx: RunContext) -> None:

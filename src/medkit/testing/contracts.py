@@ -278,6 +278,7 @@ def run_synthetic(run_dir: Path, strategy: str, modalities: tuple[str, ...] = ("
     from medkit.config.compose import Selection, compose
     from medkit.engine.engine import Engine
     from medkit.api.progress import NullReporter
+    from medkit.registry import get_host
 
     previous = os.environ.get("MEDKIT_DEMO_DIR")
     if demo_dir is not None:
@@ -288,7 +289,7 @@ def run_synthetic(run_dir: Path, strategy: str, modalities: tuple[str, ...] = ("
                 "trainer.eval_batches=1", "trainer.checkpoint_every=1000"]
         cfg = compose(Selection(modalities=list(modalities), strategy=strategy, preset="tiny",
                                 max_steps=max_steps, seed=seed, overrides=base + list(overrides)))
-        Engine(cfg, Path(run_dir), reporter=NullReporter()).run()
+        Engine(cfg, Path(run_dir), components=get_host(), reporter=NullReporter()).run()
     finally:
         if previous is None:
             os.environ.pop("MEDKIT_DEMO_DIR", None)
@@ -306,7 +307,7 @@ class StrategyContract:
     overrides: tuple[str, ...] = ()
 
     def test_two_stage_run_writes_matrix(self, tmp_path: Path) -> None:
-        from medkit.eval.evaluate import read_matrix
+        from medkit.eval.matrices import read_matrix
 
         run = run_synthetic(tmp_path / "run", self.name, overrides=self.overrides,
                             demo_dir=tmp_path / "demo")

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medkit.api.errors import ConfigError, DataError
-from medkit.finetune.io import (IMAGE_SUFFIXES, NIFTI_SUFFIXES, SPLITS, Item, ItemDataset, check_splits,
-                                     generator, has_suffix, normalize, random_flips, read_array, resize,
-                                     split_three)
+from medkit.data.items import SPLITS, Item, ItemDataset, check_splits
+from medkit.data.labels import parse_label
+from medkit.data.readers import IMAGE_SUFFIXES, NIFTI_SUFFIXES, read_array
+from medkit.data.split import split_three
+from medkit.data.transforms import generator, normalize, random_flips, resize
+from medkit.data.walk import OnError, relative_id, walk
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ class ReaderOptions:
     input_size: tuple[int, ...] | None = None
     normalize: str = "unit"
     clip: tuple[float, float] | None = None
+    spacing: tuple[float, float, float] | None = None
     augment: bool = True
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -51,7 +55,7 @@ class Loader:
         if self.opts.dims == 1:
             sample["input"] = item.source
             return sample
-        arr = read_array(item.source)
+        arr = read_array(item.source, spacing=self.opts.spacing)
         if arr.ndim != self.opts.dims + 1:
             raise DataError(f"{item.source}: the image is {arr.ndim - 1}D but this task reads "
                             f"{self.opts.dims}D data; choose a --modality of the right dimension")
@@ -92,9 +96,11 @@ def read_csv(path: Path, opts: ReaderOptions, root: Path) -> dict[str, list[Item
         for row in reader:
             line = reader.line_num
             origin = f"{path}:{line}"
-            value, label = (row.get(source_col) or "").strip(), (row.get(label_col) or "").strip()
-            if not value or not label:
-                _bad(opts, origin, f"empty {source_col!r} or {label_col!r} value")
+            value = (row.get(source_col) or "").strip()
+            label = parse_label(row.get(label_col), origin)
+            if not value or label is None:
+                _bad(opts, origin, f"empty {source_col!r} or {label_col!r} value (an empty or -1 label "
+                                   f"is unlabelled, which a classification task cannot train on)")
                 continue
             split = "all"
             if split_col:
@@ -116,17 +122,12 @@ def read_csv(path: Path, opts: ReaderOptions, root: Path) -> dict[str, list[Item
 
 
 def _rel(file: Path, root: Path) -> str:
-    try:
-        return file.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return file.as_posix()
+    return relative_id(file, root.resolve())
 
 
 def _bad(opts: ReaderOptions, origin: str, reason: str) -> None:
-    if opts.on_error == "raise":
-        raise DataError(f"{origin}: {reason}; fix the file or set task.on_error=skip")
-    log.warning("skipping %s: %s", origin, reason)
-    opts.skipped.append((origin, reason))
+    OnError(opts.on_error, "task classification", "fix the file or set task.on_error=skip",
+            skipped=opts.skipped).bad(origin, reason)
 
 
 def read_pubmed(path: Path, opts: ReaderOptions) -> list[Item]:
@@ -141,12 +142,13 @@ def read_pubmed(path: Path, opts: ReaderOptions) -> list[Item]:
         if line.startswith("###"):
             abstract, k = line[3:].strip(), 0
             continue
-        label, sep, sentence = raw.partition("\t")
-        if not sep or not label.strip() or not sentence.strip():
+        raw_label, sep, sentence = raw.partition("\t")
+        label = parse_label(raw_label, f"{path}:{lineno}") if sep else None
+        if label is None or not sentence.strip():
             _bad(opts, f"{path}:{lineno}", "expected 'LABEL<TAB>sentence' or '###<id>'")
             continue
         items.append(Item(id=f"{path.name}:{abstract or 'doc'}#{k}", source=sentence.strip(),
-                          label=label.strip(), origin=f"{path}:{lineno}"))
+                          label=label, origin=f"{path}:{lineno}"))
         k += 1
     return items
 
@@ -155,9 +157,11 @@ def read_folders(root: Path, opts: ReaderOptions, base: Path) -> list[Item]:
     """``root/<class>/**/<image>``: the class is the first folder level."""
     items = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in sorted(class_dir.rglob("*")):
-            if file.is_file() and has_suffix(file, _suffixes(opts.dims)):
-                items.append(Item(id=_rel(file, base), source=file, label=class_dir.name, origin=str(class_dir)))
+        label = parse_label(class_dir.name, str(class_dir))
+        if label is None:
+            continue  # a folder named -1 holds unlabelled images
+        for file in walk(class_dir, _suffixes(opts.dims))[1]:
+            items.append(Item(id=_rel(file, base), source=file, label=label, origin=str(class_dir)))
     return items
 
 

@@ -13,7 +13,8 @@ from torch import nn
 from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
 from medkit.api.errors import ConfigError, DataError
-from medkit.finetune.io import NORMALIZE_MODES
+from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
+from medkit.data.walk import check_on_error
 
 from medkit_plugin_classification.heads import Classifier, build_head, resolve_head
 from medkit_plugin_classification.metrics import classification_metrics, confusion_matrix, selection_score
@@ -47,6 +48,8 @@ class ClassificationTask:
         normalize: ``auto`` (2D: [0, 1] by the integer range; 3D: z-score), ``none``, ``unit``,
             ``minmax`` or ``zscore``.
         clip: intensity window applied before ``normalize`` (CT: ``[-1024, 325]`` as RICORD).
+        spacing: 3D only: resample every volume to these mm (x, y, z after reorientation to RAS,
+            MONAI ``Spacing``) before ``input_size``; ``None`` keeps the voxel grid.
         augment: random flips in training (2D horizontal, 3D every axis).
         val_fraction, test_fraction: automatic split sizes when the data carry no split.
         label_smoothing: cross-entropy label smoothing.
@@ -62,13 +65,12 @@ class ClassificationTask:
                  class_names: list[str] | None = None, input_size: list[int] | None = None,
                  normalize: str = "auto", clip: list[float] | None = None, augment: bool = True,
                  val_fraction: float = 0.2, test_fraction: float = 0.2, label_smoothing: float = 0.0,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", spacing: list[float] | None = None) -> None:
         if int(dims) not in (1, 2, 3):
             raise ConfigError(f"task classification: dims must be 1, 2 or 3, got {dims}")
         if normalize not in NORMALIZE_MODES:
             raise ConfigError(f"task classification: normalize must be one of {', '.join(NORMALIZE_MODES)}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"task classification: on_error must be raise or skip, got {on_error!r}")
+        check_on_error(on_error, "task classification")
         self.dims, self.modality = int(dims), str(modality)
         self.head_kind = resolve_head(head, self.modality, self.dims)
         self.pooling = pooling
@@ -80,6 +82,7 @@ class ClassificationTask:
         self.options = ReaderOptions(
             dims=self.dims, input_size=None if size is None or self.dims == 1 else tuple(int(s) for s in size),
             normalize=normalize, clip=_floats(clip, 2, "clip"), augment=bool(augment),  # type: ignore[arg-type]
+            spacing=_floats(spacing, 3, "spacing"),  # type: ignore[arg-type]
             val_fraction=float(val_fraction), test_fraction=float(test_fraction),
             class_names=list(class_names) if class_names else None,
             num_classes=None if num_classes is None else int(num_classes), on_error=on_error)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from medkit.api.errors import ConfigError
 from medkit.data.cache import DEFAULT_CACHE_BYTES
+from medkit.data.transforms import hu_window
 from medkit.data.volume_modality import WindowedVolumeModality
 from medkit.data.volumes import Volume, load_volume
 from medkit.data.windows import pad_depth, resampled_slices, resize
@@ -19,17 +19,6 @@ log = logging.getLogger(__name__)
 
 #: Bump when :meth:`CTModality.prepare` changes its output for the same options (invalidates disk caches).
 PREPARE_VERSION = 1
-
-
-def hu_window(x: torch.Tensor, window: Sequence[float]) -> torch.Tensor:
-    """Clip Hounsfield units to ``window = (low, high)`` and map it linearly onto ``[-1, 1]``.
-
-    With the default ``(-1024, 1024)`` this is the reference's ``clip`` then ``/ 1024``.
-    """
-    low, high = float(window[0]), float(window[1])
-    centre, half = (low + high) / 2.0, (high - low) / 2.0
-    return (x.clamp(low, high) - centre) / half
-
 
 
 class CTModality(WindowedVolumeModality):

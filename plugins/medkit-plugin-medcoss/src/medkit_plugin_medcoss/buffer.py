@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from medkit.api.context import RunContext
-from medkit.engine.distributed import all_gather_cat
+from medkit.api.collectives import all_gather_cat
 from medkit.api.errors import CheckpointError, ConfigError, DataError
 
 from medkit_plugin_medcoss import kmeans

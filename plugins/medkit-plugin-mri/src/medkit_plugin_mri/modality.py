@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
 from medkit.api.errors import ConfigError
 from medkit.data.cache import DEFAULT_CACHE_BYTES
+from medkit.data.transforms import clip_zscore
 from medkit.data.volume_modality import WindowedVolumeModality
 from medkit.data.volumes import Volume, load_volume
 from medkit.data.windows import pad_depth, resampled_slices, resize
@@ -20,19 +19,6 @@ log = logging.getLogger(__name__)
 
 #: Bump when :meth:`MRIModality.prepare` changes its output for the same options (invalidates disk caches).
 PREPARE_VERSION = 1
-
-
-def clip_zscore(x: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
-    """Clip ``x`` to its ``(low, high)`` percentiles (numpy's linear interpolation), then z-score it
-    (population std); a constant input becomes zeros."""
-    arr = x.detach().to(torch.float64).cpu().numpy()
-    low, high = np.percentile(arr, [float(percentiles[0]), float(percentiles[1])])
-    arr = np.clip(arr, low, high)
-    std = float(arr.std())
-    if std < 1e-8:
-        return torch.zeros_like(x, dtype=torch.float32)
-    return torch.from_numpy((arr - arr.mean()) / std).to(torch.float32)
-
 
 
 class MRIModality(WindowedVolumeModality):

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from medkit.api.context import RunContext
-from medkit.engine.distributed import average_gradients
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.strategies.base import BaseStrategy
 
@@ -37,7 +36,7 @@ class PackNet(BaseStrategy):
     Ownership: every element of the prunable weights (the ``weight`` of each ``nn.Linear`` in
     ``encoder.blocks``: qkv, attention proj, fc1, fc2) is free or owned by one stage. During stage
     ``k`` the forward pass uses all weights; those owned by stages ``< k`` are frozen (their gradients
-    are zeroed in ``after_backward`` and their values re-imposed after every optimizer step, because
+    are zeroed in ``after_backward`` and their values re-imposed in ``after_optimizer_step``, because
     AdamW's weight decay — and momentum — would otherwise still move them). After stage ``k``:
 
     1. **prune** — per layer, among the still-free weights keep the ``n_free − floor(r_k · n_free)``
@@ -85,8 +84,6 @@ class PackNet(BaseStrategy):
         self.pruned: list[int] = []  # stages already pruned, in order
         self.ratios_used: list[float] = []
         self._frozen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (mask, values)
-        self._hook: Any = None
-        self._hooked_optimizer: Any = None
 
     # -- helpers -----------------------------------------------------------------------------
     def ratio(self, ctx: RunContext, stage: int) -> float:
@@ -159,22 +156,17 @@ class PackNet(BaseStrategy):
             log.info("packnet: stage %d trains %d of %d trunk Linear weights", ctx.stage_index + 1, free, total)
 
     def after_backward(self, ctx: RunContext) -> None:
+        self._mask_grads(ctx, keep=FREE)
+
+    def after_optimizer_step(self, ctx: RunContext) -> None:
+        self._reimpose(ctx)  # AdamW's decay and momentum would still move the frozen weights
+
+    def _mask_grads(self, ctx: RunContext, *, keep: int) -> None:
         for name, w in prunable_weights(ctx.encoder).items():
             if w.grad is not None:
-                w.grad.masked_fill_(self.owners[name] != FREE, 0.0)
-        if ctx.optimizer is not None and self._hooked_optimizer is not ctx.optimizer:
-            # the engine has no after-step call: re-impose frozen weights right after every step
-            self._remove_hook()
-            self._hook = ctx.optimizer.register_step_post_hook(lambda *_: self._reimpose(ctx))
-            self._hooked_optimizer = ctx.optimizer
-
-    def _remove_hook(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-        self._hook, self._hooked_optimizer = None, None
+                w.grad.masked_fill_(self.owners[name] != keep, 0.0)
 
     def after_stage(self, ctx: RunContext) -> None:
-        self._remove_hook()
         self._reimpose(ctx)
         stage = ctx.stage_index
         if stage not in self.pruned:
@@ -204,10 +196,11 @@ class PackNet(BaseStrategy):
         base_lr = float(ctx.optimizer.defaults["lr"]) * self.finetune_lr_scale
         groups = [{"params": list(g["params"]), "lr": base_lr * float(g.get("lr_scale", 1.0))}
                   for g in ctx.optimizer.param_groups]
-        params = [p for g in groups for p in g["params"]]
         opt = torch.optim.AdamW(groups, lr=base_lr, betas=tuple(ctx.optimizer.defaults["betas"]),
                                 weight_decay=0.0)
-        weights = prunable_weights(ctx.encoder)
+        # the run's own step primitive (device, AMP, clipping, DDP), with this stage's own masks
+        train_step = ctx.make_step(opt, after_backward=lambda: self._mask_grads(ctx, keep=own),
+                                   after_optimizer_step=lambda: self._reimpose(ctx, zero_free=True))
         mods = [m for m in ctx.stage if ctx.train_indices.get(m)]
         global_bs = ctx.batch_size * ctx.world_size
         was_training = ctx.model.training if ctx.model is not None else True
@@ -226,17 +219,10 @@ class PackNet(BaseStrategy):
                 mine = picked[ctx.rank * ctx.batch_size:(ctx.rank + 1) * ctx.batch_size]
                 aug = int(_generator("packnet-aug", ctx.seed, stage, step, ctx.rank).initial_seed() % (2**31))
                 batch = ctx.load_batch(m, mine, seed=aug, train=True)
-                loss = ctx.pretext_loss(batch, generator=_generator("packnet-mask", ctx.seed, stage, step)).loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(params)
-                for name, w in weights.items():
-                    if w.grad is not None:
-                        w.grad.masked_fill_(self.owners[name] != own, 0.0)
-                opt.step()
-                self._reimpose(ctx, zero_free=True)
+                mask_gen = _generator("packnet-mask", ctx.seed, stage, step)
+                out = train_step(lambda b, g=mask_gen: ctx.pretext_loss(b, generator=g), batch)
                 log.debug("packnet: stage %d fine-tune step %d/%d loss %.4f", stage + 1, step + 1, steps,
-                          float(loss.detach()))
+                          float(out.loss))
         finally:
             opt.zero_grad(set_to_none=True)
             if ctx.model is not None:

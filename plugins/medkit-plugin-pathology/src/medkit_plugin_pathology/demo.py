@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from medkit.data.demo import demo_is_current, mark_demo, save_image, write_csv
+
 DEMO_VERSION = 1
-MARKER = ".medkit-demo.json"
 PATIENTS = "patients.csv"
 CLASSES = ("normal", "tumor")
 SLIDE_SIZE = 1024
@@ -80,16 +78,10 @@ def write_demo(root: Path) -> Path:
     the tissue test drops, and ``patients.csv`` (path, patient). Classes come from the folders.
     """
     root = Path(root)
-    marker = root / MARKER
-    if marker.is_file():
-        try:
-            if json.loads(marker.read_text()).get("version") == DEMO_VERSION:
-                return root
-        except (OSError, ValueError):
-            pass
+    if demo_is_current(root, DEMO_VERSION):
+        return root
     rows: list[tuple[str, str]] = []
     for c, cls in enumerate(CLASSES):
-        (root / cls).mkdir(parents=True, exist_ok=True)
         for p in range(2):
             patient = f"{cls[0].upper()}{p + 1:02d}"
             seed = 100 * c + 10 * p
@@ -105,26 +97,16 @@ def write_demo(root: Path) -> Path:
     blank = np.full((TILE_SIZE, TILE_SIZE, 3), WHITE, dtype=np.uint8)  # background: dropped at indexing
     _save(root / CLASSES[0] / "N01_blank.png", blank)
     rows.append((f"{CLASSES[0]}/N01_blank.png", "N01"))
-    tmp = root / f".{PATIENTS}.tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "patient"])
-        writer.writerows(rows)
-    os.replace(tmp, root / PATIENTS)
-    marker.write_text(json.dumps({"modality": "pathology", "version": DEMO_VERSION}))
-    return root
+    write_csv(root / PATIENTS, ["path", "patient"], rows)
+    return mark_demo(root, "pathology", DEMO_VERSION)
 
 
 def _save(path: Path, rgb: np.ndarray) -> None:
     """Write atomically: PNG, JPEG (quality 92) or a two-page TIFF (full size + half-size page)."""
     img = Image.fromarray(rgb, "RGB") if rgb.ndim == 3 else Image.fromarray(rgb)
-    tmp = path.with_name(f".{path.name}.tmp")
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        half = img.reduce(2)
-        img.save(tmp, format="TIFF", compression="tiff_deflate", save_all=True, append_images=[half])
-    elif suffix in (".jpg", ".jpeg"):
-        img.save(tmp, format="JPEG", quality=92)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        save_image(path, img, compression="tiff_deflate", save_all=True, append_images=[img.reduce(2)])
+    elif path.suffix.lower() in (".jpg", ".jpeg"):
+        save_image(path, img, quality=92)
     else:
-        img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+        save_image(path, img)

@@ -1,45 +1,35 @@
-"""The ``pathology`` modality: options, demo data and dataset construction."""
+"""The ``pathology`` modality: images cut into tissue tiles, grouped and capped per patient."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Sequence
 
-from medkit.api.errors import ConfigError
-from medkit.data.image2d import NORMALIZE_MODES
-from medkit_plugin_pathology.dataset import PathologyDataset, PathologyOptions, build_dataset
+from PIL import Image
 
-ON_ERROR = ("raise", "skip")
+from medkit.data.modality2d import Entry2D, Image2DDataset, Image2DModality, Index
+from medkit.data.tables import Table, read_table
+from medkit_plugin_pathology.readers import file_kind, image_size, read_rgb, read_thumbnail
+from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile_grid, tissue_fractions
 
+log = logging.getLogger(__name__)
 
-def _pair(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"modality pathology: {name} must be two numbers, got {value!r}; "
-                          f"e.g. modality.pathology.{name}=[{low},{high}]") from exc
-    if not low <= a < b <= high:
-        raise ConfigError(f"modality pathology: {name} must satisfy {low} <= low < high <= {high}, got {value!r}")
-    return a, b
+PATIENTS_CSV = "patients.csv"
 
 
-def _choice(value: str, name: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"modality pathology: {name} must be one of {', '.join(allowed)}, got {value!r}; "
-                          f"set modality.pathology.{name}=<one of them>")
-    return value
+def folder_patient(rel: str, level: int) -> str:
+    """Patient of an image from its folders: the path down to folder ``level`` (0 = first), or the
+    image itself when it is not that deep."""
+    folders = rel.split("/")[:-1]
+    return "/".join(folders[:level + 1]) if len(folders) > level else rel
 
 
-def _number(value: Any, name: str, low: float, high: float | None = None) -> float:
-    v = float(value)
-    if v < low or (high is not None and v > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"modality pathology: {name} must be {bound}, got {value!r}")
-    return v
-
-
-class PathologyModality:
+class PathologyModality(Image2DModality):
     """RGB histology: PNG/JPEG/TIFF tiles or larger images cut into tiles, values in [0, 1].
+
+    Sample ids are ``"<relative path>#x<col>_y<row>"``; a sample's source is its patient
+    (``patients.csv``, else the folder at ``patient_level``), so a split never divides a patient.
+    ``dataset.stats`` counts images, tiles cut, background tiles dropped and tiles over the cap.
 
     Args:
         input_size: output edge; every tile is resized to ``input_size``².
@@ -58,27 +48,22 @@ class PathologyModality:
     """
 
     name = "pathology"
-    dims = 2
-    default_tokenizer = "patch_2d"
-    default_objective = "mae"
+    files = "PNG/JPEG/TIFF images"
+    folder_labels_need_all = True
 
     def __init__(self, input_size: int = 224, tile_size: int = 512, max_tiles_per_patient: int = 100,
                  tile_seed: int = 0, min_tissue: float = 0.25, tissue_saturation: float = 0.07,
                  patient_level: int = 0, folder_labels: bool = True, normalize: str = "none",
                  crop_scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True,
                  on_error: str = "raise") -> None:
-        for name, value in (("input_size", input_size), ("tile_size", tile_size)):
-            if int(value) < 1:
-                raise ConfigError(f"modality pathology: {name} must be a positive int, got {value!r}")
-        self.options = PathologyOptions(
-            input_size=int(input_size), tile_size=int(tile_size),
-            max_tiles_per_patient=int(_number(max_tiles_per_patient, "max_tiles_per_patient", 0)),
-            tile_seed=int(tile_seed), min_tissue=_number(min_tissue, "min_tissue", 0.0, 1.0),
-            tissue_saturation=_number(tissue_saturation, "tissue_saturation", 0.0, 1.0),
-            patient_level=int(_number(patient_level, "patient_level", 0)),
-            folder_labels=bool(folder_labels), normalize=_choice(normalize, "normalize", NORMALIZE_MODES),
-            crop_scale=_pair(crop_scale, "crop_scale", 0.0, 1.0), hflip=bool(hflip),
-            on_error=_choice(on_error, "on_error", ON_ERROR))
+        self.set_image_options(input_size=input_size, normalize=normalize, crop_scale=crop_scale,
+                               hflip=hflip, folder_labels=folder_labels, on_error=on_error)
+        self.tile_size = int(self.number(tile_size, "tile_size", 1))
+        self.max_tiles_per_patient = int(self.number(max_tiles_per_patient, "max_tiles_per_patient", 0))
+        self.tile_seed = int(tile_seed)
+        self.min_tissue = self.number(min_tissue, "min_tissue", 0.0, 1.0)
+        self.tissue_saturation = self.number(tissue_saturation, "tissue_saturation", 0.0, 1.0)
+        self.patient_level = int(self.number(patient_level, "patient_level", 0))
 
     def demo_data(self, root: Path) -> Path:
         """Write synthetic H&E-like slides and tiles in two class folders under ``root``."""
@@ -86,6 +71,52 @@ class PathologyModality:
 
         return write_demo(Path(root))
 
-    def dataset(self, data: Path, *, train: bool) -> PathologyDataset:
-        """Index the images under ``data`` into tissue tiles; ``train`` enables the seeded augmentation."""
-        return build_dataset(Path(data), self.options, train=train)
+    def file_kind(self, path: Path) -> str | None:
+        return file_kind(path)
+
+    def side_tables(self, root: Path) -> dict[str, Table]:
+        table = read_table(root / PATIENTS_CSV, ("patient", "patient_id")) \
+            if (root / PATIENTS_CSV).is_file() else None
+        return {} if table is None else {"patients": table}
+
+    def entries_of(self, path: Path, rel: str, kind: str, index: Index) -> list[Entry2D]:
+        """The tissue tiles of one image: grid from the header, tissue test on a thumbnail."""
+        width, height = image_size(path, kind)
+        grid = tile_grid(width, height, self.tile_size)
+        if self.min_tissue <= 0:
+            fractions = [1.0] * len(grid)
+        else:
+            thumb, size = read_thumbnail(path, thumbnail_factor(width, height, self.tile_size))
+            fractions = tissue_fractions(thumb, size, grid, self.tissue_saturation)
+        patient = (index.tables["patients"].get(rel) if "patients" in index.tables else None) \
+            or folder_patient(rel, self.patient_level)
+        stats = index.stats
+        for key in ("images", "tiles", "background"):
+            stats.setdefault(key, 0)
+        kept = [t for t, f in zip(grid, fractions) if f >= self.min_tissue]
+        stats["images"] += 1
+        stats["tiles"] += len(grid)
+        stats["background"] += len(grid) - len(kept)
+        return [Entry2D(f"{rel}#x{t.col}_y{t.row}", rel, path, patient, tuple(float(v) for v in t.box))
+                for t in kept]
+
+    def select(self, entries: list[Entry2D], index: Index) -> list[Entry2D]:
+        """At most ``max_tiles_per_patient`` tiles per patient (a seeded choice)."""
+        kept = cap_per_group([e.id for e in entries], [e.source for e in entries],
+                             self.max_tiles_per_patient, self.tile_seed)
+        index.stats["over_cap"] = len(entries) - len(kept)
+        return [entries[i] for i in kept]
+
+    def nothing_left(self, index: Index, skipped: int) -> str:
+        return (f"no tissue tile left ({index.stats.get('images', 0)} images, "
+                f"{index.stats.get('background', 0)} background tiles below min_tissue={self.min_tissue}, "
+                f"{skipped} files skipped); lower modality.pathology.min_tissue or check the files")
+
+    def read_image(self, entry: Entry2D) -> Image.Image:
+        return read_rgb(entry.path)
+
+    def dataset(self, data: Path, *, train: bool) -> Image2DDataset:
+        """Index the images under ``data`` into tissue tiles; ``dataset.patients`` = ``sources``."""
+        ds = super().dataset(data, train=train)
+        ds.patients = ds.sources  # type: ignore[attr-defined]
+        return ds

@@ -8,20 +8,12 @@ import numpy as np
 from PIL import Image
 
 from medkit.api.errors import DataError
+from medkit.data.image2d import raster_kind
 
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-#: Volume formats: recognised only to refuse them with a clear message (they belong to ct/mri).
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 _FIX = "replace or remove the file, or set modality.pathology.on_error=skip to skip such files"
 _ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
-
-def file_kind(path: Path) -> str | None:
-    """``"raster"``, ``"volume"`` (refused later) or ``None`` (not an image: ignored)."""
-    name = path.name.lower()
-    if name.endswith(VOLUME_SUFFIXES):
-        return "volume"
-    return "raster" if path.suffix.lower() in RASTER_SUFFIXES else None
+#: ``"raster"``, ``"volume"`` (refused later) or ``None`` (not an image: ignored).
+file_kind = raster_kind
 
 
 def not_2d(path: Path, got: str) -> DataError:

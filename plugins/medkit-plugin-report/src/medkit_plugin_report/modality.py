@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from medkit.api.errors import ConfigError, DataError
+from medkit.data.labels import encode_labels, parse_label
+from medkit.data.walk import OnError, check_on_error, walk
 
 from medkit_plugin_report.cleaning import SECTION_CHOICES, clean_report, select_text
 
@@ -28,6 +30,7 @@ class ReportDataset:
         texts: the text each sample returns as ``input``.
         ids: ``"<relative file>"`` for a .txt report, ``"<relative file>#row<k>"`` for row ``k``
             (0-based, header excluded) of a CSV or JSONL file.
+        sources: the source of every sample (the report itself: its id).
         labels: one int per sample (``-1`` = unlabelled), or ``None`` without labels.
         class_names: label names, index = label value.
         skipped: ``(file or id, reason)`` for every file or report left out while indexing.
@@ -41,6 +44,10 @@ class ReportDataset:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.ids)
 
     def view(self, train: bool) -> ReportDataset:
         """Texts have no augmentation: the training and evaluation views are the same dataset."""
@@ -62,16 +69,6 @@ def _decode(path: Path, rel: str) -> str:
         raise DataError(f"report file {rel}: expected UTF-8 text, but byte {exc.start} is not valid UTF-8 "
                         f"({exc.reason}); re-encode it (iconv -f latin1 -t utf-8) or set "
                         f"modality.report.on_error=skip") from exc
-
-
-def _class_table(raw: list[str | None]) -> tuple[list[int], list[str]]:
-    """Map raw label values to ints: integer labels are kept (negative = unlabelled, ``-1``),
-    names get their position in the sorted list of names."""
-    present = sorted({r for r in raw if r is not None})
-    if all(r.lstrip("-").isdigit() for r in present):
-        values = [-1 if r is None else max(int(r), -1) for r in raw]
-        return values, [str(i) for i in range(max(values) + 1)]
-    return [-1 if r is None else present.index(r) for r in raw], present
 
 
 class ReportModality:
@@ -106,8 +103,7 @@ class ReportModality:
         if sections not in SECTION_CHOICES:
             raise ConfigError(f"modality report: sections must be one of {', '.join(SECTION_CHOICES)}, "
                               f"got {sections!r}; set modality.report.sections accordingly")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"modality report: on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error, "modality report")
         self.text_column, self.label_column = text_column, label_column
         self.sections, self.clean, self.min_tokens, self.on_error = sections, clean, int(min_tokens), on_error
 
@@ -124,27 +120,18 @@ class ReportModality:
         if not data.exists():
             raise DataError(f"report data {data} does not exist; pass --data with a folder of .txt, .csv "
                             f"or .jsonl reports")
-        base = data.parent if data.is_file() else data
-        files = [data] if data.is_file() else sorted(
-            (p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-             and not any(part.startswith(".") for part in p.relative_to(data).parts)
-             and p.relative_to(data).as_posix() != LABELS_FILE),
-            key=lambda p: p.relative_to(data).as_posix())
+        base, files = walk(data, None if data.is_file() else SUFFIXES, exclude=(LABELS_FILE,))
         if not files:
             raise DataError(f"report data folder {data} is empty: no .txt, .csv or .jsonl files found "
                             f"(labels.csv alone is not data); add reports or point --data elsewhere")
         ds = ReportDataset(texts=[], ids=[])
+        errors = OnError(self.on_error, "modality report", skipped=ds.skipped)
         raw_labels: list[str | None] = []
         txt_labels = self._txt_labels(base) if any(f.suffix.lower() == ".txt" for f in files) else {}
         for path in files:
             rel = path.relative_to(base).as_posix()
-            try:
-                records = list(self._records(path, rel, txt_labels))
-            except DataError as exc:
-                if self.on_error == "raise":
-                    raise
-                log.warning("skipping %s: %s", rel, exc)
-                ds.skipped.append((rel, str(exc)))
+            records = errors.run(rel, lambda: list(self._records(path, rel, txt_labels)))
+            if records is None:
                 continue
             for sid, text, label in records:
                 text = select_text(text, self.sections)
@@ -165,7 +152,7 @@ class ReportModality:
                             f"({ds.skipped[0][0]}: {ds.skipped[0][1]}); check the files and "
                             f"modality.report.text_column")
         if any(r is not None for r in raw_labels):
-            ds.labels, ds.class_names = _class_table(raw_labels)
+            ds.labels, ds.class_names = encode_labels(raw_labels)
         log.info("report: %d reports from %d file(s) under %s (%d skipped)", len(ds), len(files), data,
                  len(ds.skipped))
         return ds
@@ -177,7 +164,7 @@ class ReportModality:
         suffix = path.suffix.lower()
         content = _decode(path, rel)
         if suffix == ".txt":
-            yield rel, content, txt_labels.get(rel)
+            yield rel, content, txt_labels.get(rel)  # labels.csv rows are checked when read
         elif suffix == ".csv":
             yield from self._rows(rel, csv.DictReader(io.StringIO(content, newline="")), "CSV header")
         else:
@@ -195,7 +182,7 @@ class ReportModality:
                                 f"{', '.join(map(str, row))}); set modality.report.label_column or null")
             col = label_col if label_col is not None else ("label" if "label" in row else None)
             value = row.get(col) if col is not None else None
-            label = None if value is None or str(value).strip() == "" else str(value).strip()
+            label = parse_label(value, f"report file {rel} row {k} (column {col!r})")
             yield f"{rel}#row{k}", str(row[self.text_column] or ""), label
 
     @staticmethod
@@ -223,4 +210,5 @@ class ReportModality:
         if rows and ("id" not in rows[0] or col not in rows[0]):
             raise DataError(f"{path}: expected columns 'id' and {col!r} (relative .txt path and label), got "
                             f"{', '.join(rows[0])}; fix the header or set modality.report.label_column")
-        return {r["id"].strip(): r[col].strip() for r in rows if r[col] is not None and r[col].strip()}
+        labels = {r["id"].strip(): parse_label(r[col], f"{path} line {k + 2}") for k, r in enumerate(rows)}
+        return {k: v for k, v in labels.items() if v is not None}

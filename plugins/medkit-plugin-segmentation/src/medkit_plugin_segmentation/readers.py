@@ -13,9 +13,11 @@ from typing import Any, Sequence
 import torch
 
 from medkit.api.errors import ConfigError, DataError
-from medkit.finetune.io import (IMAGE_SUFFIXES, NIFTI_SUFFIXES, SPLITS, Item, ItemDataset, check_splits,
-                                     file_stem, generator, has_suffix, normalize, random_flips, read_array,
-                                     read_mask, split_three)
+from medkit.data.items import SPLITS, Item, ItemDataset, check_splits
+from medkit.data.readers import IMAGE_SUFFIXES, NIFTI_SUFFIXES, file_stem, header_shape, read_array, read_mask
+from medkit.data.split import split_three
+from medkit.data.transforms import generator, normalize, random_flips
+from medkit.data.walk import OnError, relative_id, walk
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class SegReaderOptions:
     dims: int
     normalize: str = "zscore"
     clip: tuple[float, float] | None = None
+    spacing: tuple[float, float, float] | None = None
     patch_size: tuple[int, ...] | None = None
     fg_fraction: float = 0.5
     augment: bool = True
@@ -78,8 +81,8 @@ class SegLoader:
 
     def __call__(self, item: Item, seed: int | None, train: bool) -> dict[str, Any]:
         image_path, mask_path = item.source
-        arr = read_array(image_path)
-        mask = read_mask(mask_path)
+        arr = read_array(image_path, spacing=self.opts.spacing)
+        mask = read_mask(mask_path, spacing=self.opts.spacing)
         if arr.ndim != self.opts.dims + 1:
             raise DataError(f"{image_path}: the image is {arr.ndim - 1}D but this task reads {self.opts.dims}D data")
         if tuple(arr.shape[1:]) != tuple(mask.shape):
@@ -101,37 +104,18 @@ class SegLoader:
         return {"input": x.contiguous(), "mask": m.contiguous(), "id": item.id}
 
 
-def header_shape(path: Path) -> tuple[int, ...]:
-    """Spatial shape from the file header only (``[H, W]`` or ``[Z, X, Y]``)."""
-    try:
-        if has_suffix(path, NIFTI_SUFFIXES):
-            import nibabel as nib
-
-            shape = nib.load(str(path)).shape
-            return (int(shape[2]), int(shape[0]), int(shape[1]))
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return (int(img.size[1]), int(img.size[0]))
-    except (OSError, ValueError, IndexError) as exc:
-        raise DataError(f"{path}: cannot read the header ({exc})") from exc
-
-
 def _pair(image: Path, mask: Path, root: Path, opts: SegReaderOptions) -> Item | None:
     a, b = header_shape(image), header_shape(mask)
     if a != b:
-        msg = (f"{mask}: mask shape {list(b)} differs from its image {image} shape {list(a)}; they must "
-               f"be the same grid")
-        if opts.on_error == "raise":
-            raise DataError(msg)
-        log.warning("skipping %s", msg)
-        opts.skipped.append((str(mask), msg))
+        _errors(opts).bad(str(mask), f"mask shape {list(b)} differs from its image {image} shape {list(a)}; "
+                                     f"they must be the same grid")
         return None
-    try:
-        rel = image.relative_to(root).as_posix()
-    except ValueError:
-        rel = image.as_posix()
-    return Item(id=rel, source=(image, mask), origin=str(image))
+    return Item(id=relative_id(image, root), source=(image, mask), origin=str(image))
+
+
+def _errors(opts: SegReaderOptions) -> OnError:
+    return OnError(opts.on_error, "task segmentation", "fix the data or set task.on_error=skip",
+                   skipped=opts.skipped)
 
 
 def _suffixes(dims: int) -> tuple[str, ...]:
@@ -145,16 +129,13 @@ def read_pairs(folder: Path, root: Path, opts: SegReaderOptions) -> list[Item]:
     mask_dir = next((folder / d for d in MASK_DIRS if (folder / d).is_dir()), None)
     if mask_dir is None:
         raise DataError(f"{folder}: found images/ but no masks/ (or labels/) folder next to it")
-    masks = {file_stem(p): p for p in mask_dir.iterdir() if p.is_file() and has_suffix(p, _suffixes(opts.dims))}
+    masks = {file_stem(p): p for p in walk(mask_dir, _suffixes(opts.dims), recursive=False)[1]}
     items = []
-    for image in sorted(p for p in image_dir.iterdir() if p.is_file() and has_suffix(p, _suffixes(opts.dims))):
+    for image in walk(image_dir, _suffixes(opts.dims), recursive=False)[1]:
         stem = file_stem(image)
         mask = next((masks[stem + s] for s in MASK_SUFFIXES if stem + s in masks), None)
         if mask is None:
-            msg = f"{image}: no mask named {stem}.* in {mask_dir}"
-            if opts.on_error == "raise":
-                raise DataError(msg + "; add it or set task.on_error=skip")
-            opts.skipped.append((str(image), msg))
+            _errors(opts).bad(str(image), f"no mask named {stem}.* in {mask_dir}; add it")
             continue
         item = _pair(image, mask, root, opts)
         if item is not None:

@@ -13,7 +13,8 @@ from torch import nn
 from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
 from medkit.api.errors import ConfigError, DataError
-from medkit.finetune.io import NORMALIZE_MODES
+from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
+from medkit.data.walk import check_on_error
 
 from medkit_plugin_segmentation.decoder import (FusionSegmentationModel, SegmentationModel, UNETRDecoder,
                                                 build_cnn, check_patch)
@@ -22,6 +23,13 @@ from medkit_plugin_segmentation.metrics import (SegmentationMeter, channels_to_l
 from medkit_plugin_segmentation.readers import SegReaderOptions, ceil16, read_segmentation
 
 log = logging.getLogger(__name__)
+
+
+def _spacing(value: Any) -> tuple[float, float, float]:
+    out = tuple(float(v) for v in value)
+    if len(out) != 3 or min(out) <= 0:
+        raise ConfigError(f"task segmentation: spacing must be 3 positive mm values, got {list(value)}")
+    return out  # type: ignore[return-value]
 
 
 class SegmentationTask:
@@ -42,6 +50,8 @@ class SegmentationTask:
         fusion_channels: feature channels of the CNN output and of the projected ViT maps.
         overlap, sw_batch_size: sliding-window inference (Gaussian importance map).
         normalize, clip: intensity handling (``auto``: per-channel z-score, as QaTa/GlaS/nnU-Net).
+        spacing: 3D only: resample images (trilinear) and masks (nearest) to these mm (x, y, z after
+            reorientation to RAS, MONAI ``Spacing``); ``None`` keeps the voxel grid.
         fg_fraction: share of training crops centred on a foreground voxel.
         augment: random flips of every spatial axis in training.
         hd_percentile, empty_hd: HD percentile and the score when exactly one mask is empty.
@@ -62,7 +72,7 @@ class SegmentationTask:
                  normalize: str = "auto", clip: list[float] | None = None, fg_fraction: float = 0.5,
                  augment: bool = True, hd_percentile: float = 95.0, empty_hd: float = 500.0,
                  val_fraction: float = 0.2, test_fraction: float = 0.2, max_pictures: int = 4,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", spacing: list[float] | None = None) -> None:
         from monai.losses import DiceCELoss, DiceLoss
 
         if int(dims) not in (2, 3):
@@ -85,9 +95,11 @@ class SegmentationTask:
         self.options = SegReaderOptions(
             dims=self.dims, normalize="zscore" if normalize == "auto" else normalize,
             clip=None if clip is None else (float(clip[0]), float(clip[1])), patch_size=patch,
+            spacing=None if spacing is None else _spacing(spacing),
             fg_fraction=float(fg_fraction), augment=bool(augment), val_fraction=float(val_fraction),
             test_fraction=float(test_fraction), class_names=list(class_names) if class_names else None,
-            num_classes=None if num_classes is None else int(num_classes), on_error=on_error)
+            num_classes=None if num_classes is None else int(num_classes),
+            on_error=check_on_error(on_error, "task segmentation"))
         self.ce_loss = DiceCELoss(to_onehot_y=True, softmax=True)  # Dice + cross-entropy over classes
         self.dice_loss = DiceLoss(sigmoid=True)  # multilabel: per-channel sigmoid Dice ...
         self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE (spec §8.3)

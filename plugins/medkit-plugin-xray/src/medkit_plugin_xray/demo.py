@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from medkit.data.demo import demo_is_current, mark_demo, save_image, write_csv
+
 DEMO_VERSION = 1
-MARKER = ".medkit-demo.json"
 LABELS = "labels.csv"
 CLASSES = ("normal", "opacity")
 N_PNG = 40
@@ -104,20 +102,14 @@ def write_demo(root: Path) -> Path:
     (PA with a window, AP in MONOCHROME1 without one, one lateral ``LL``), ``labels.csv``.
     """
     root = Path(root)
-    marker = root / MARKER
-    if marker.is_file():
-        try:
-            if json.loads(marker.read_text()).get("version") == DEMO_VERSION:
-                return root
-        except (OSError, ValueError):
-            pass
+    if demo_is_current(root, DEMO_VERSION):
+        return root
     rows: list[tuple[str, str]] = []
-    (root / "images").mkdir(parents=True, exist_ok=True)
     for i in range(N_PNG):
         cls = CLASSES[i % 2]
         grey = chest_image(1000 + i, opacity=cls == "opacity")
         rel = f"images/cxr_{i:03d}.png"
-        _atomic_image(root / rel, Image.fromarray(np.round(grey * 255).astype(np.uint8)))
+        save_image(root / rel, Image.fromarray(np.round(grey * 255).astype(np.uint8)))
         rows.append((rel, cls))
     for k, (name, view, photometric, cls) in enumerate(DICOMS):
         grey = chest_image(2000 + k, opacity=cls == "opacity")
@@ -131,18 +123,5 @@ def write_demo(root: Path) -> Path:
             kwargs.update(slope=1.0, intercept=-1024.0, window=(1024.0, 4096.0))
         write_dicom(root / "dicom" / name, stored, uid_seed=f"medkit-demo-xray-{name}", **kwargs)
         rows.append((f"dicom/{name}", cls))
-    tmp = root / f".{LABELS}.tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label"])
-        writer.writerows(rows)
-    os.replace(tmp, root / LABELS)
-    marker.write_text(json.dumps({"modality": "xray", "version": DEMO_VERSION}))
-    return root
-
-
-
-def _atomic_image(path: Path, img: Image.Image) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_csv(root / LABELS, ["path", "label"], rows)
+    return mark_demo(root, "xray", DEMO_VERSION)

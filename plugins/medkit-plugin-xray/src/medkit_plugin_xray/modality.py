@@ -1,38 +1,39 @@
-"""The ``xray`` modality: options, demo data and dataset construction."""
+"""The ``xray`` modality: X-ray files (raster or DICOM), the frontal-view filter, patients from metadata."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Sequence
 
-from medkit.api.errors import ConfigError
-from medkit.data.image2d import NORMALIZE_MODES
-from medkit_plugin_xray.dataset import XrayDataset, XrayOptions, build_dataset
-from medkit_plugin_xray.readers import INTENSITY_MODES
+from PIL import Image
 
-ON_ERROR = ("raise", "skip")
+from medkit.data.modality2d import Entry2D, Image2DModality, Index
+from medkit.data.tables import Table, read_table
+from medkit_plugin_xray.readers import INTENSITY_MODES, file_kind, probe, read_grey
 
+log = logging.getLogger(__name__)
 
-def _pair(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"modality xray: {name} must be two numbers, got {value!r}; "
-                          f"e.g. modality.xray.{name}=[{low},{high}]") from exc
-    if not low <= a < b <= high:
-        raise ConfigError(f"modality xray: {name} must satisfy {low} <= low < high <= {high}, got {value!r}")
-    return a, b
+METADATA_CSV = "metadata.csv"
+#: First word of a ViewPosition that marks a frontal projection (PA, AP, "AP AXIAL", "PA LLD"...).
+FRONTAL_VIEWS = frozenset({"PA", "AP", "FRONTAL"})
+PATIENT_COLUMNS = ("PatientID", "patient_id", "patient", "subject_id")
 
 
-def _choice(value: str, name: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"modality xray: {name} must be one of {', '.join(allowed)}, got {value!r}; "
-                          f"set modality.xray.{name}=<one of them>")
-    return value
+def is_frontal(view: str | None) -> bool | None:
+    """``True`` for PA/AP views, ``False`` for any other stated view (LL, LATERAL, RL, LAO...),
+    ``None`` when the view is unknown (such images are kept)."""
+    if view is None or not view.strip():
+        return None
+    words = view.strip().upper().replace("_", " ").replace("-", " ").split()
+    return words[0] in FRONTAL_VIEWS
 
 
-class XrayModality:
+class XrayModality(Image2DModality):
     """2D radiographs: PNG/JPEG/TIFF and DICOM, grey replicated to 3 channels, values in [0, 1].
+
+    Samples are whole images (id: the relative path); their source is the patient when
+    ``metadata.csv`` has a patient column (``PatientID``, ``patient_id``, ``patient``, ``subject_id``),
+    else the image itself.
 
     Args:
         input_size: output edge; every image is resized to ``input_size``² (aspect ratio not kept,
@@ -52,24 +53,17 @@ class XrayModality:
     """
 
     name = "xray"
-    dims = 2
-    default_tokenizer = "patch_2d"
-    default_objective = "mae"
+    files = "PNG/JPEG/TIFF or DICOM X-rays"
 
     def __init__(self, input_size: int = 224, frontal_only: bool = True, normalize: str = "none",
                  intensity: str = "auto", percentiles: tuple[float, float] = (0.5, 99.5),
                  crop_scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True,
                  folder_labels: bool = False, verify: bool = False, on_error: str = "raise") -> None:
-        if int(input_size) < 1:
-            raise ConfigError(f"modality xray: input_size must be a positive int, got {input_size!r}")
-        self.options = XrayOptions(
-            input_size=int(input_size), frontal_only=bool(frontal_only),
-            normalize=_choice(normalize, "normalize", NORMALIZE_MODES),
-            intensity=_choice(intensity, "intensity", INTENSITY_MODES),
-            percentiles=_pair(percentiles, "percentiles", 0.0, 100.0),
-            crop_scale=_pair(crop_scale, "crop_scale", 0.0, 1.0), hflip=bool(hflip),
-            folder_labels=bool(folder_labels), verify=bool(verify),
-            on_error=_choice(on_error, "on_error", ON_ERROR))
+        self.set_image_options(input_size=input_size, normalize=normalize, crop_scale=crop_scale,
+                               hflip=hflip, folder_labels=folder_labels, on_error=on_error)
+        self.frontal_only, self.verify = bool(frontal_only), bool(verify)
+        self.intensity = self.choice(intensity, "intensity", INTENSITY_MODES)
+        self.percentiles = self.pair(percentiles, "percentiles", 0.0, 100.0)
 
     def demo_data(self, root: Path) -> Path:
         """Write ~40 synthetic chest PNGs, 3 DICOMs (one lateral) and ``labels.csv`` under ``root``."""
@@ -77,6 +71,37 @@ class XrayModality:
 
         return write_demo(Path(root))
 
-    def dataset(self, data: Path, *, train: bool) -> XrayDataset:
-        """Index the X-rays under ``data``; ``train`` enables the seeded augmentation."""
-        return build_dataset(Path(data), self.options, train=train)
+    def file_kind(self, path: Path) -> str | None:
+        return file_kind(path)
+
+    def side_tables(self, root: Path) -> dict[str, Table]:
+        """Views and patients from ``metadata.csv`` when there is one."""
+        if not (root / METADATA_CSV).is_file():
+            return {}
+        tables = {"views": read_table(root / METADATA_CSV, ("ViewPosition", "view"), optional=True),
+                  "patients": read_table(root / METADATA_CSV, PATIENT_COLUMNS, optional=True)}
+        return {k: t for k, t in tables.items() if t is not None}
+
+    def entries_of(self, path: Path, rel: str, kind: str, index: Index) -> list[Entry2D]:
+        header = probe(path, kind, verify=self.verify)
+        view = (index.tables["views"].get(rel) if "views" in index.tables else None) or header.view
+        if self.frontal_only and is_frontal(view) is False:
+            index.filtered.append((rel, f"view {view!r} is not frontal (frontal_only=True)"))
+            return []
+        patient = index.tables["patients"].get(rel) if "patients" in index.tables else None
+        return [Entry2D(rel, rel, path, patient or rel, kind=header.kind)]
+
+    def select(self, entries: list[Entry2D], index: Index) -> list[Entry2D]:
+        if index.filtered:
+            log.info("xray: %d non-frontal images dropped from %s (set frontal_only=false to keep them)",
+                     len(index.filtered), index.root)
+        return entries
+
+    def nothing_left(self, index: Index, skipped: int) -> str:
+        return (f"no usable image left ({skipped} unreadable or not 2D, {len(index.filtered)} non-frontal); "
+                f"check the files or set frontal_only=false")
+
+    def read_image(self, entry: Entry2D) -> Image.Image:
+        """Grey values in [0, 1] as a mode ``F`` image."""
+        return Image.fromarray(read_grey(entry.path, entry.kind, intensity=self.intensity,
+                                         percentiles=self.percentiles))

@@ -10,11 +10,9 @@ import numpy as np
 from PIL import Image
 
 from medkit.api.errors import DataError
+from medkit.data.image2d import raster_kind
 
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
-#: Volume formats: recognised only to refuse them with a clear message (they belong to ct/mri).
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 INTENSITY_MODES = ("auto", "percentile", "minmax", "dtype")
 _FIX = "replace or remove the file, or set modality.xray.on_error=skip to skip such files"
 
@@ -34,12 +32,10 @@ def file_kind(path: Path) -> str | None:
 
     Files without a suffix count as DICOM when they carry the ``DICM`` magic at byte 128.
     """
-    name = path.name.lower()
-    if name.endswith(VOLUME_SUFFIXES):
-        return "volume"
+    kind = raster_kind(path)
+    if kind is not None:
+        return kind
     suffix = path.suffix.lower()
-    if suffix in RASTER_SUFFIXES:
-        return "raster"
     if suffix in DICOM_SUFFIXES:
         return "dicom"
     if suffix == "":

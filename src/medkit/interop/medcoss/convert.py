@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from medkit.storage import files as ck
+from medkit.api.components import Components, Create
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.interop.medcoss.keys import TOKENIZERS, Conversion, Layout, official_to_medkit
 
@@ -129,7 +130,7 @@ def load_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
 
 
 # -- the run config ----------------------------------------------------------------------------
-def converted_config(modalities: Sequence[str] | None = None, *,
+def converted_config(modalities: Sequence[str] | None = None, *, components: Components,
                      vocab_file: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """The run config of a converted checkpoint: preset ``base``, ``encoder.legacy=true`` and every
     tokenizer in legacy mode, for the official modalities asked for (default: those installed).
@@ -138,9 +139,8 @@ def converted_config(modalities: Sequence[str] | None = None, *,
         ``(config, notes)``.
     """
     from medkit.config.compose import Selection, compose
-    from medkit.registry import get_host
 
-    host = get_host()
+    host = components
     installed = set(host.names("modality"))
     notes: list[str] = []
     if modalities:
@@ -187,15 +187,15 @@ def converted_config(modalities: Sequence[str] | None = None, *,
     return cfg, notes
 
 
-def _build_head(cfg: dict[str, Any], modality: str, encoder: torch.nn.Module) -> torch.nn.Module:
+def _build_head(cfg: dict[str, Any], modality: str, encoder: torch.nn.Module, create: Create) -> torch.nn.Module:
     """The modality's pretext head, on the meta device when its constructor allows it."""
     from medkit.models.build import build_head
 
     try:
         with torch.device("meta"):
-            return build_head(cfg, modality, encoder)
+            return build_head(cfg, modality, encoder, create=create)
     except NotImplementedError:  # e.g. torch.nonzero has no meta kernel: build it for real
-        return build_head(cfg, modality, encoder)
+        return build_head(cfg, modality, encoder, create=create)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def _check_target(out: Path, force: bool) -> None:
 
 def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                     vocab_file: str | None = None, modalities: Sequence[str] | None = None,
-                    force: bool = False) -> ConversionReport:
+                    force: bool = False, components: Components) -> ConversionReport:
     """Convert the official MedCoSS checkpoint into a medkit run directory.
 
     Writes ``config.yaml`` (preset ``base``, ``encoder.legacy=true``, legacy tokenizers),
@@ -245,20 +245,21 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
         vocab_file: Bio_ClinicalBERT's ``vocab.txt`` (text ids as the official model's).
         modalities: a subset of :data:`OFFICIAL_STAGES` (default: every installed one).
         force: replace ``out_dir`` if it is a medkit run directory.
+        components: the installed plugins (``medkit.registry.get_host()``).
     """
     from medkit.config.compose import config_hash, to_yaml
-    from medkit.engine.engine import package_versions
+    from medkit.engine.checkpoint import package_versions
     from medkit.models.build import architecture, build_head, build_model
 
     src = Path(checkpoint).expanduser()
     out = Path(out_dir).expanduser()
     _check_target(out, force)
     state, info = load_official(src)
-    cfg, notes = converted_config(modalities, vocab_file=vocab_file)
+    cfg, notes = converted_config(modalities, vocab_file=vocab_file, components=components)
     chosen = list(cfg["run"]["modalities"])
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        encoder = build_model(cfg, with_heads=False).encoder
-    heads = {m: _build_head(cfg, m, encoder) for m in chosen}
+        encoder = build_model(cfg, create=components.create, with_heads=False).encoder
+    heads = {m: _build_head(cfg, m, encoder, components.create) for m in chosen}
     expected: dict[str, tuple[int, ...]] = {f"encoder.{k}": tuple(v.shape) for k, v in encoder.state_dict().items()}
     for m, head in heads.items():
         expected.update({f"heads.{m}.{k}": tuple(v.shape) for k, v in head.state_dict().items()})
@@ -267,7 +268,7 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     for key in conv.missing:  # heads the checkpoint cannot fill keep medkit's initialisation
         m, _, sub = key[len("heads."):].partition(".")
         if heads[m].state_dict()[sub].is_meta:
-            heads[m] = build_head(cfg, m, encoder)  # real tensors, initialised on the CPU
+            heads[m] = build_head(cfg, m, encoder, create=components.create)  # real tensors, initialised on the CPU
         tensors[key] = heads[m].state_dict()[sub].detach().clone()
     tensors = {k: tensors[k] for k in expected}
     log.debug("converted %d official tensors into %d medkit tensors", len(conv.converted), len(tensors))
@@ -296,7 +297,7 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
             "format": 1, "strategy": cfg["run"]["strategy"], "from": None, "modalities": chosen,
             "stages": stages, "stages_done": [[m] for m in chosen],
             "current": {"stage": len(chosen), "step": 0}, "finished": True,
-            "config_hash": config_hash(cfg), "versions": package_versions(), "data": {m: None for m in chosen},
+            "config_hash": config_hash(cfg), "versions": package_versions(components.distributions()), "data": {m: None for m in chosen},
             "seed": 0, "world_size": 1, "converted_by": "medkit convert medcoss",
             "files": {rel: ck.sha256_file(staging / rel)
                       for rel in ("model.safetensors", "config.json", "config.yaml")},
