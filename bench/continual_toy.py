@@ -72,7 +72,7 @@ def run_strategy(strategy: str, run_dir: Path, args: argparse.Namespace, extra: 
 
 
 def forgetting_table(comparison: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
-    from medkit.cli.report_cmd import fmt_value
+    from medkit.eval.matrices import fmt_value
 
     header = ["strategy", "final mean", "F first", "F max", "BWT", "FWT"]
     rows = []
@@ -102,7 +102,7 @@ def main() -> None:
     args.modalities = [m for m in args.modalities.split(",") if m]
     wanted = [s for s in args.strategies.split(",") if s]
 
-    from medkit.cli.report_cmd import compare_runs, compare_table, text_table
+    from medkit.eval.compare import compare_runs, compare_table, text_table
 
     available = installed_strategies()
     notes = [f"{s}: not installed (pip install {PLUGIN_OF.get(s, 'the plugin providing it')}); skipped"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.eval.evaluate import read_matrix
+from medkit.eval.matrices import read_matrix
 
 from .conftest import run_cli
 

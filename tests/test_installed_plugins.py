@@ -81,7 +81,7 @@ def test_modality_flows_through_tokenizer_and_objective(name, tmp_path_factory):
 
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_strategy_runs_two_stages(name, tmp_path):
-    from medkit.eval.evaluate import read_matrix
+    from medkit.eval.matrices import read_matrix
     from medkit.testing.contracts import run_synthetic
 
     run = run_synthetic(tmp_path / "run", name, max_steps=2, demo_dir=tmp_path / "demo")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medkit.storage.files import load_tensors
-from medkit.eval.evaluate import read_matrix
+from medkit.eval.matrices import read_matrix
 from medkit.testing.contracts import run_synthetic
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from medkit.eval.metrics import baseline_from_rows, continual_metrics, own_stages
@@ -72,3 +74,41 @@ def test_baseline_from_rows_takes_last_value_of_each_column() -> None:
 def test_fwt_with_baseline_missing_the_later_modalities_is_null_with_reason() -> None:
     m = continual_metrics("knn_acc", MODS, STAGES, ACC, baseline={"a": 0.1})
     assert m.fwt is None and "baseline" in m.reasons["fwt"]
+
+
+def test_a_modality_without_values_is_excluded_with_a_note_not_nan_for_all() -> None:
+    nan = float("nan")
+    acc = [[0.9, 0.3, nan],
+           [0.95, nan, 0.4],
+           [0.6, nan, 0.9]]  # b has no held-out data: NaN cells (today: forgetting and BWT NaN)
+    m = continual_metrics("knn_acc", MODS, STAGES, acc)
+    assert m.forgetting_first == pytest.approx(0.3) and m.bwt == pytest.approx(-0.3)
+    assert set(m.forgetting_first_per) == {"a"} and "b" in m.excluded and "left out" in m.excluded["b"]
+    assert m.final == {"a": 0.6, "b": None, "c": 0.9} and m.final_mean == pytest.approx(0.75)
+    assert m.fwt == pytest.approx((0.3 + 0.4) / 2)  # R[1,b] and R[2,c] exist
+    assert "NaN" not in json.dumps(m.to_dict())
+
+
+def test_losses_of_different_objectives_are_never_averaged() -> None:
+    loss = [[1.0, None, None],
+            [0.8, 6.0, None],
+            [1.5, 6.4, 0.7]]
+    objectives = {"a": "mae", "b": "mlm", "c": "mae"}
+    m = continual_metrics("pretext_loss", MODS, STAGES, loss, objectives=objectives)
+    assert m.final_mean is None and "different quantity" in m.reasons["final_mean"]
+    assert m.forgetting_first is None and m.bwt is None and "mlm" in m.reasons["forgetting"]
+    assert m.forgetting_first_per == pytest.approx({"a": 0.5, "b": 0.4})  # per modality, still there
+    assert m.units["b"].startswith("MLM") and m.units["a"].startswith("MAE") and not m.comparable
+    same = continual_metrics("pretext_loss", MODS, STAGES, loss, objectives={k: "mae" for k in MODS})
+    assert same.final_mean == pytest.approx((1.5 + 6.4 + 0.7) / 3) and same.forgetting_first == pytest.approx(0.45)
+    accuracy = continual_metrics("knn_acc", MODS, STAGES, ACC, objectives=objectives)
+    assert accuracy.final_mean == pytest.approx(2.0 / 3.0), "accuracies share one unit whatever the objective"
+
+
+def test_lower_is_better_is_decided_in_one_place() -> None:
+    from medkit.eval.metric_info import higher_is_better, metric_info
+
+    assert not higher_is_better("pretext_loss") and higher_is_better("knn_acc") and higher_is_better("linear_acc")
+    assert not higher_is_better("val_error") and not higher_is_better("hd95") and higher_is_better("dice")
+    assert metric_info("knn_acc").value_range == (0.0, 1.0) and metric_info("pretext_loss").per_objective
+    assert continual_metrics("val_error", ["a"], [["a"]], [[0.1]]).higher_is_better is False

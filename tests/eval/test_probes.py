@@ -110,11 +110,57 @@ def test_evaluate_seen_probes_labelled_and_unseen_and_skips_unlabelled(
     strategy = type("S", (), {"eval_context": lambda self, ctx, m: contextlib.nullcontext()})()
     ctx = _Ctx()
     with caplog.at_level(logging.INFO, logger="medkit.eval.evaluate"):
-        out = ev.evaluate_seen(ctx, strategy, max_batches=1, linear_steps=20)
-        ev.evaluate_seen(ctx, strategy, max_batches=1, linear_steps=20)
+        out = ev.evaluate_seen(ctx, strategy, max_batches=1, linear_steps=20, probe_unseen=True)
+        ev.evaluate_seen(ctx, strategy, max_batches=1, linear_steps=20, probe_unseen=True)
     assert out["pretext_loss"] == {"a": 0.5}
     assert out["knn_acc"] == {"a": 1.0, "b": 1.0} and out["linear_acc"] == {"a": 1.0, "b": 1.0}
     assert sum("text: no kNN/linear probe (the dataset carries no labels)" in r.message
                for r in caplog.records) == 1
     seen_only = ev.evaluate_seen(ctx, strategy, max_batches=1, probe_unseen=False, linear_steps=0)
     assert seen_only["knn_acc"] == {"a": 1.0} and "linear_acc" not in seen_only
+
+
+def test_probe_defaults_live_in_one_place() -> None:
+    import dataclasses
+    import inspect
+
+    from medkit.eval.evaluate import evaluate_seen
+    from medkit.eval.probes import PROBE_TRAINER_DEFAULTS, ProbeOptions
+
+    try:  # the typed trainer schema, where there is one; the defaults dict otherwise
+        from medkit.config.schemas import TrainerConfig  # type: ignore[import-not-found]
+
+        trainer = {f.name: f.default for f in dataclasses.fields(TrainerConfig)}
+    except ImportError:
+        from medkit.config.compose import TRAINER_DEFAULTS as trainer
+    # the run config's trainer.probe_* defaults are ProbeOptions' defaults, key for key
+    assert {k: v for k, v in trainer.items() if k.startswith("probe_")} == PROBE_TRAINER_DEFAULTS
+    assert PROBE_TRAINER_DEFAULTS["probe_unseen"] is ProbeOptions().unseen
+    # and evaluate_seen's keyword defaults agree with them (today: 512/256/unseen=True vs 256/128/False)
+    params = inspect.signature(evaluate_seen).parameters
+    assert params["probe_max_train"].default == ProbeOptions().max_train
+    assert params["probe_max_query"].default == ProbeOptions().max_query
+    assert params["probe_unseen"].default == ProbeOptions().unseen
+    assert ProbeOptions.from_trainer({"probe_knn_k": 3, "probe_unseen": True, "eval_batches": 2}) == \
+        ProbeOptions(knn_k=3, unseen=True)
+
+
+def test_not_evaluated_modalities_are_never_computed_and_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import medkit.eval.evaluate as ev
+    from medkit.eval.probes import ProbeOptions
+
+    computed: list[str] = []
+    monkeypatch.setattr(ev, "pretext_loss", lambda ctx, m, max_batches: computed.append(m) or 0.5)
+    strategy = type("S", (), {"eval_context": lambda self, ctx, m: contextlib.nullcontext()})()
+    ctx = _Ctx()
+    ctx.seen = ["a", "b"]
+    ctx.val_indices["b"] = []  # no held-out sample
+    ctx.extras["not_evaluated"] = {"a": "trained in the earlier run; pass --data a=DIR to evaluate it"}
+    values, missing = ev.evaluate_cells(ctx, strategy, max_batches=1, options=ProbeOptions(linear_steps=0))
+    assert computed == [], "a is not evaluated (on demo data or any other) and b has no held-out data"
+    assert values["pretext_loss"] == {}
+    assert missing["pretext_loss"]["a"].startswith("trained in the earlier run")
+    assert missing["pretext_loss"]["b"] == ev.NO_HELD_OUT
+    assert "a" not in values.get("knn_acc", {}) and missing["knn_acc"]["a"].startswith("trained in the earlier")

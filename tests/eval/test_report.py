@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from medkit.eval.evaluate import read_matrix
+from medkit.eval.matrices import read_matrix
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +41,25 @@ def test_report_writes_pngs_and_markdown(runs: dict[str, Path]) -> None:
     for name in ("matrix_pretext_loss.png", "matrix_knn_acc.png", "matrix_linear_acc.png", "loss_curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     md = (out / "report.md").read_text()
-    assert "| after stage 2 (synth_b) |" in md
-    assert "|  | synth_a | synth_b |" in md
+    assert "| 2 | synth_b |" in md
+    assert "| after stage | trained on | synth_a | synth_b |" in md
     assert "forgetting (first)" in md and "BWT" in md
-    metrics = json.loads((out / "metrics.json").read_text())
+    # a preset run names its resolved encoder (today: "depth None, width None")
+    assert "None" not in md and "| encoder | depth 2, width 48, 3 heads |" in md
+    metrics = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    # both synthetic modalities are MAE: their losses share a unit, so the means exist
     assert metrics["pretext_loss"]["stages"] == 2 and metrics["pretext_loss"]["bwt"] is not None
+    # the command opens with a short summary of what changed, the report.md with the same lines
+    lines = result.output.splitlines()
+    assert lines[0].startswith("sequential run ") and "synth_a → synth_b" in lines[0]
+    assert any(line.startswith("pretext loss (lower is better): synth_a ") and "→" in line for line in lines[1:3])
+    assert md.index("## What changed") < md.index("## Configuration")
+    keep = os.environ.get("MEDKIT_PICTURES")
+    if keep:
+        import shutil
+
+        for png in out.glob("*.png"):
+            shutil.copy(png, Path(keep) / f"report_{png.name}")
 
 
 def test_compare_prints_both_strategies(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -72,7 +87,7 @@ def test_compare_rejects_unknown_out_suffix(runs: dict[str, Path], tmp_path: Pat
 
 
 def test_loss_curves_distinguish_buffer_role(tmp_path: Path) -> None:
-    from medkit.cli.report_cmd import plot_losses
+    from medkit.eval.plots import loss_curves_png as plot_losses
 
     steps = [{"stage": s, "step": k, "modality": m, "role": "current", "loss": 1.0 / k}
              for s, m in ((1, "a"), (2, "b")) for k in range(1, 5)]

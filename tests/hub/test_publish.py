@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -71,27 +72,86 @@ def test_a_local_vocabulary_is_replaced_by_the_published_assets(tmp_path: Path) 
     assert clean["tokenizer"]["text_1d"] == {"vocab_file": None, "max_length": 64}
 
 
-def test_matrix_markdown_known_answer(tmp_path: Path) -> None:
-    from medkit.hub.card import matrix_markdown, metric_of
-
-    path = tmp_path / "matrix_knn_accuracy.csv"
-    path.write_text("after_stage,stage_modalities,ct,mri\n1,ct,0.5,\n2,mri,0.25,0.875\n")
-    assert metric_of(path) == "knn_accuracy" and metric_of(tmp_path / "matrix.csv") == "pretext_loss"
-    assert matrix_markdown(path) == ("| after stage | trained on | ct | mri |\n|---|---|---:|---:|\n"
-                                     "| 1 | ct | 0.5000 | – |\n| 2 | mri | 0.2500 | 0.8750 |")
-    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(ConfigError, match="not a medkit stage matrix"):
-        matrix_markdown(tmp_path / "bad.csv")
+PROVIDERS = {("tokenizer", "patch_3d"): "medkit-plugin-tokenizers", ("objective", "mae"): "medkit-plugin-mae",
+             ("modality", "synth_a"): "medkit-plugin-synth", ("modality", "synth_b"): "medkit-plugin-synth"}
 
 
-def test_heatmap_is_a_png(tmp_path: Path) -> None:
+def _continued_copy(run_copy: Path) -> Path:
+    """The run as if it had continued hf-hub:alice/base@v1, with a NaN cell from a modality
+    without held-out data in an old-style (0-based, bare NaN) eval.json."""
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest["from"] = {"ref": "hf-hub:alice/base@v1", "stages": [["synth_a"]], "strategy": "sequential"}
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    records = json.loads((run_copy / "metrics" / "eval.json").read_text())
+    assert [r["after_stage"] for r in records] == [1, 2]
+    records = [{"stage": r["after_stage"] - 1, "modalities": r["modalities"], "metrics": r["metrics"]}
+               for r in records]  # the layout of runs written before the 1-based numbering
+    records[-1]["metrics"]["pretext_loss"]["synth_a"] = float("nan")
+    (run_copy / "metrics" / "eval.json").write_text(json.dumps(records))
+    return run_copy
+
+
+def test_card_is_model_card_data_with_lineage_results_and_install_line(run_copy: Path, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard, metadata_load
+
+    from medkit.eval.matrices import run_matrices
+    from medkit.hub.publish import prepare_push
+
+    run = _continued_copy(run_copy)
+    files = prepare_push(run, tmp_path / "staging", repo_id="alice/tiny", license="cc-by-4.0",
+                         provider=lambda kind, name: PROVIDERS.get((kind, name)))
+    card = ModelCard.load(files["README.md"])
+    meta = metadata_load(files["README.md"])
+    assert meta == card.data.to_dict()
+    assert card.data.license == "cc-by-4.0" and card.data.library_name == "medkit"
+    assert card.data.base_model == "alice/base", "a --from hf-hub: run names its base model"
+    assert meta["medkit"]["stages"] == [["synth_a"], ["synth_b"]]
+    # model-index: one entry per metric and modality of the last row, the matrix's own numbers
+    matrices = run_matrices(run)
+    expected = {(metric, m): v for metric, mx in matrices.items()
+                for m, v in zip(mx.modalities, mx.rows[-1]) if v is not None}
+    got = {(r.metric_type, r.dataset_name.split(" ")[0]): r.metric_value for r in card.data.eval_results}
+    assert got == {k: pytest.approx(v, abs=1e-6) for k, v in expected.items()} and got
+    assert {r.dataset_split for r in card.data.eval_results} == {"held-out"}
+    assert all("better" in r.metric_name for r in card.data.eval_results)
+    # the install line names the distributions the checkpoint needs, the modality plugins apart
+    assert "pip install medkit medkit-plugin-tokenizers medkit-plugin-mae\n" in card.text
+    assert "also needs `pip install medkit-plugin-synth`" in card.text
+    # the published eval.json is strict JSON, counted from 1
+    text = files["metrics/eval.json"].read_text()
+    records = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in the published eval.json"))
+    assert [r["after_stage"] for r in records] == [1, 2]
+    assert records[-1]["unavailable"]["pretext_loss"]["synth_a"]
+    assert "n/a synth_a" in card.text
+    assert files["matrix.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_card_without_a_provider_still_says_what_to_install(run_copy: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from medkit.eval.matrices import run_matrices
+    from medkit.hub.card import render_card
+
+    arch = json.loads((run_copy / "config.json").read_text())
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    card = ModelCard(render_card(repo_id="alice/tiny", arch=arch, manifest=manifest, license="mit",
+                                 matrices=run_matrices(run_copy), heatmap=None, strategy_files=[]))
+    assert card.data.base_model is None  # not continued from the Hub
+    assert "pip install medkit\n" in card.text and "`medkit plugins list` names them" in card.text
+
+
+def test_heatmap_is_a_png_with_one_panel_per_metric(run_copy: Path, tmp_path: Path) -> None:
+    from medkit.eval.matrices import run_matrices
     from medkit.hub.card import render_heatmap
 
-    path = tmp_path / "matrix.csv"
-    path.write_text("after_stage,stage_modalities,ct,mri\n1,ct,1.5,\n2,mri,1.25,0.9\n")
-    out = render_heatmap(path, tmp_path / "out" / "matrix.png")
+    matrices = run_matrices(run_copy)
+    assert len(matrices) == 3
+    out = render_heatmap(matrices, tmp_path / "out" / "matrix.png", objectives={"synth_a": "mae", "synth_b": "mae"})
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    keep = os.environ.get("MEDKIT_PICTURES")
+    if keep:
+        Path(keep, "card_matrix.png").write_bytes(data)
 
 
 def test_license_and_card_metadata(synthetic_run: Path) -> None:
@@ -102,7 +162,7 @@ def test_license_and_card_metadata(synthetic_run: Path) -> None:
         check_license("mitt")
     arch = json.loads((synthetic_run / "config.json").read_text())
     manifest = json.loads((synthetic_run / "manifest.json").read_text())
-    meta = card_metadata(arch=arch, manifest=manifest, license="cc-by-4.0")
+    meta = card_metadata(arch=arch, manifest=manifest, license="cc-by-4.0").to_dict()
     assert meta["library_name"] == "medkit" and meta["license"] == "cc-by-4.0"
     assert meta["tags"][:3] == ["medkit", "medical-imaging", "self-supervised"]
     assert meta["medkit"]["stages"] == [["synth_a"], ["synth_b"]]

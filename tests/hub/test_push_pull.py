@@ -230,13 +230,15 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
     assert set(hub.files("alice/with-state")) == pushed(run_copy) | {".gitattributes"}
 
 
-def test_existing_heatmap_is_reused_and_license_is_checked(hub: Any, run_copy: Path) -> None:
+def test_heatmap_is_drawn_from_the_matrices_and_license_is_checked(hub: Any, run_copy: Path) -> None:
     from medkit.hub.hub import push
 
-    png = b"\x89PNG\r\n\x1a\n" + b"already drawn by the run"
+    png = b"\x89PNG\r\n\x1a\n" + b"already drawn by the run"  # e.g. an old one-scale picture
     (run_copy / "metrics" / "matrix.png").write_bytes(png)
     push(run_copy, "alice/reuse", create=get_host().create)
-    assert hub.files("alice/reuse")["matrix.png"] == png
+    pushed_png = hub.files("alice/reuse")["matrix.png"]
+    # the card's picture always matches the pushed numbers: drawn from the matrices, one panel per metric
+    assert pushed_png != png and pushed_png[:8] == b"\x89PNG\r\n\x1a\n" and len(pushed_png) > 2000
     with pytest.raises(ConfigError, match="licence identifier"):
         push(run_copy, "alice/reuse", license="apache2", create=get_host().create)
     with pytest.raises(ConfigError, match="USER/NAME"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medkit.api.errors import ConfigError
-from medkit.eval.evaluate import read_matrix
+from medkit.eval.matrices import read_matrix
 from medkit.testing.contracts import StrategyContract, run_synthetic
 from medkit_plugin_packnet.masks import FREE, assign_owners, default_ratios, eval_keep
 from medkit_plugin_packnet.strategy import PackNet

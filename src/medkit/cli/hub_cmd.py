@@ -5,6 +5,20 @@ from __future__ import annotations
 import click
 
 
+def component_provider(kind: str, name: str) -> str | None:
+    """The distribution that provides ``name`` of ``kind``: the installed plugin, else the known table
+    (for the model card's install line)."""
+    from medkit.api.errors import MedkitError
+    from medkit.registry import get_host
+    from medkit.registry.known import provider_of
+
+    try:
+        dist = get_host().provider(kind, name).dist
+    except MedkitError:
+        dist = None
+    return dist or provider_of(kind, name)
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--repo-id", required=True, help="Hub repository, USER/NAME (created if needed).")
@@ -32,7 +46,7 @@ def push(run_dir: str, repo_id: str, private: bool, revision: str | None, licens
 
     result = push_run(run_dir, repo_id, private=private, revision=revision, license=license_,
                       include_strategy_state=include_strategy_state, commit_message=message,
-                      create=get_host().create)
+                      create=get_host().create, provider=component_provider)
     click.echo(f"pushed {len(result.files)} files to {result.url} ({result.revision} @ {result.commit[:12]})")
     click.echo(f"load it with: medkit pull hf-hub:{result.repo_id}"
                + (f"@{result.revision}" if result.revision != "main" else ""))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from medkit.api.errors import ConfigError, PluginError
+from medkit.eval.probes import PROBE_TRAINER_DEFAULTS
 
 #: Optimiser defaults (spec §4): AdamW(0.9, 0.95), wd 0.05, lr = blr * batch / 256, warm-up 40/300.
 OPTIM_DEFAULTS: dict[str, Any] = {
@@ -25,9 +26,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "max_steps": 1000, "batch_size": 8, "checkpoint_every": 50, "log_every": 10,
     "eval_batches": 4, "val_fraction": 0.1, "num_workers": 0, "device": "auto", "amp": False,
     # frozen-encoder probes after each stage (0 steps and k=0 turn them off); probe_unseen also
-    # probes modalities before their own stage, which forward transfer needs
-    "probe_knn_k": 5, "probe_linear_steps": 100, "probe_unseen": False, "probe_max_train": 256,
-    "probe_max_query": 128,
+    # probes modalities before their own stage, which forward transfer needs. Defaults: eval.probes
+    **PROBE_TRAINER_DEFAULTS,
 }
 ENCODER_DEFAULTS: dict[str, Any] = {
     "preset": "base", "depth": None, "embed_dim": None, "num_heads": None, "mlp_ratio": None,

@@ -15,6 +15,7 @@ import torch
 
 from medkit.api.context import RunContext
 from medkit.engine.generations import Generation, GenerationStore
+from medkit.eval.records import normalise_evaluations
 from medkit.models.build import MODEL_METADATA, Model, architecture
 from medkit.storage import files as ck
 
@@ -153,7 +154,7 @@ class Restored:
 def read_generation(path: Path, record: RunRecord) -> Restored:
     """Fill ``record`` from generation ``path`` and say where the run stopped."""
     trainer = ck.read_json(path / "checkpoint" / "trainer.json")
-    record.evaluations = list(trainer.get("evaluations", []))
+    record.evaluations = normalise_evaluations(trainer.get("evaluations", []))  # 1-based, old or new
     record.stage_steps = {int(k): int(v) for k, v in trainer.get("stage_steps", {}).items()}
     record.realised_mix = {int(k): dict(v) for k, v in trainer.get("realised_mix", {}).items()}
     record.pending_steps = []

@@ -9,6 +9,7 @@ from typing import Any
 from medkit.storage.files import read_json
 from medkit.config.compose import Selection, compose
 from medkit.api.errors import CheckpointError, ConfigError
+from medkit.eval.records import evaluations_before
 
 log = logging.getLogger(__name__)
 
@@ -96,5 +97,20 @@ def load_origin(origin: dict[str, Any], model: Any, strategy: Any, name: str, *,
     evaluations: list[dict[str, Any]] = []
     eval_file = src / "metrics" / "eval.json"
     if eval_file.exists():
-        evaluations = [r for r in ck.read_json(eval_file) if r["stage"] < len(origin["stages"])]
+        evaluations = evaluations_before(ck.read_json(eval_file), len(origin["stages"]))  # 1-based, old or new
     return strategy, evaluations
+
+
+def not_evaluated_after_from(cfg: dict[str, Any]) -> dict[str, str]:
+    """``{modality: reason}`` of the earlier run's modalities whose data are not here (no ``--data``
+    and none found from the earlier run): they are marked "not evaluated", never evaluated on the
+    demo data (``ctx.extras["not_evaluated"]``, read by :func:`medkit.eval.evaluate.evaluate_stage`)."""
+    origin = cfg["run"].get("from")
+    if not origin:
+        return {}
+    given = cfg["run"].get("data") or {}
+    new = set(cfg["run"].get("new_modalities") or [])
+    earlier = dict.fromkeys(m for stage in origin["stages"] for m in stage)
+    return {m: (f"trained in {origin['ref']}; its data are not here (pass --data {m}=DIR to evaluate it), "
+                f"and it is never evaluated on the demo data")
+            for m in earlier if not given.get(m) and m not in new}

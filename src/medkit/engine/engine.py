@@ -17,13 +17,16 @@ from medkit.api.events import RunInfo, StageInfo
 from medkit.api.progress import LogReporter, Reporter
 from medkit.api.protocols import Strategy
 from medkit.engine import checkpoint as cp
+from medkit.engine.continuation import not_evaluated_after_from
 from medkit.engine.datasets import build_datasets, data_paths
 from medkit.engine.distributed import DataParallelStep, World, barrier, init_world
 from medkit.engine.generations import GenerationStore
 from medkit.engine.plan import StepBatches, StepPlan
 from medkit.engine.schedule import adamw, lr_at, param_groups
 from medkit.engine.step import TrainStep
-from medkit.eval.evaluate import evaluate_seen, probe_options, write_matrices
+from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage
+from medkit.eval.matrices import write_matrices
+from medkit.eval.records import stage_results
 from medkit.models.build import Model, build_model, load_model_state
 from medkit.storage import files as ck
 from medkit.storage.lock import run_lock
@@ -86,7 +89,7 @@ class Engine:
             stages = self.strategy.plan(names)
         ctx = RunContext(
             run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads,
-            modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
+            extras={NOT_EVALUATED: not_evaluated_after_from(cfg)}, modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
             eval_sets=sets.eval, train_indices=sets.train_indices, val_indices=sets.val_indices, stages=stages,
             config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=int(cfg["trainer"]["batch_size"]),
@@ -226,7 +229,7 @@ class Engine:
                  now, before, tr["batch_size"], global_batch)
 
     def _results(self) -> dict[str, Any]:
-        matrix = {row["stage"] + 1: row["metrics"] for row in self.record.evaluations}
+        matrix = stage_results(self.record.evaluations)
         return {"run_dir": str(self.run_dir), "matrix": matrix}
 
     def _run_stage(self, ctx: RunContext, info: RunInfo, si: int, start_step: int,
@@ -259,9 +262,10 @@ class Engine:
         t0 = time.perf_counter()
         self.strategy.after_stage(ctx)
         t1 = time.perf_counter()
-        metrics = evaluate_seen(ctx, self.strategy, max_batches=int(tr.get("eval_batches", 4)), **probe_options(tr))
+        evaluation = evaluate_stage(ctx, self.strategy, trainer=tr)  # {"after_stage": si + 1, ...}
         t2 = time.perf_counter()
-        self.record.evaluations.append({"stage": si, "modalities": list(ctx.stage), "metrics": metrics})
+        self.record.evaluations.append(evaluation)
+        metrics = evaluation["metrics"]
         ctx.optimizer = None
         self._save(ctx, stage=si + 1, step=0, finished=si == len(ctx.stages) - 1)
         timings.update({"strategy_after_stage": t1 - t0, "evaluation": t2 - t1,

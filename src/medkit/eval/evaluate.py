@@ -1,37 +1,39 @@
-"""Held-out evaluation after each stage and the modality × stage matrices."""
+"""Held-out evaluation after each stage: the pretext loss, the probes, and the stage's record."""
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
+import math
 import zlib
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping
 
 import torch
 
-from medkit.storage.files import atomic_write_text
 from medkit.api.context import RunContext
-from medkit.eval.probes import probe_modality
+from medkit.eval.probes import NO_LABELS, ProbeOptions, probe_metrics, probe_modality
+from medkit.eval.records import evaluation_record
 
 log = logging.getLogger(__name__)
 
-MATRIX_FILES = {"pretext_loss": "matrix.csv"}
-#: trainer config keys -> evaluate_seen keywords (the probes' options)
-PROBE_KEYS = {"probe_knn_k": "knn_k", "probe_linear_steps": "linear_steps", "probe_knn_vote": "knn_vote",
-              "probe_unseen": "probe_unseen", "probe_max_train": "probe_max_train",
-              "probe_max_query": "probe_max_query"}
+#: ``ctx.extras`` key: ``{modality: reason}`` of modalities the engine cannot evaluate honestly
+#: (e.g. an earlier stage's modality after ``--from`` without ``--data``: its data are not here).
+NOT_EVALUATED = "not_evaluated"
+NO_HELD_OUT = "no held-out samples (the split left none; add data or raise trainer.val_fraction)"
 
 
-def probe_options(trainer: dict[str, Any]) -> dict[str, Any]:
-    """``evaluate_seen`` keywords from the ``trainer.probe_*`` keys present in a config."""
-    return {kw: trainer[key] for key, kw in PROBE_KEYS.items() if key in trainer}
+def probe_options(trainer: Mapping[str, Any]) -> dict[str, Any]:
+    """``evaluate_seen`` keywords from the ``trainer.probe_*`` keys present in a config (older API;
+    prefer :meth:`ProbeOptions.from_trainer`)."""
+    keys = {"probe_knn_k": "knn_k", "probe_linear_steps": "linear_steps", "probe_knn_vote": "knn_vote",
+            "probe_unseen": "probe_unseen", "probe_max_train": "probe_max_train",
+            "probe_max_query": "probe_max_query"}
+    return {kw: trainer[key] for key, kw in keys.items() if key in trainer}
 
 
 @torch.no_grad()
 def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int) -> float:
-    """Mean held-out pretext loss of ``modality`` in eval mode with a fixed masking generator."""
+    """Mean held-out pretext loss of ``modality`` in eval mode with a fixed masking generator
+    (NaN when the modality has no held-out sample)."""
     indices = list(ctx.val_indices[modality])[: max(1, max_batches) * ctx.batch_size]
     if not indices:
         return float("nan")
@@ -53,77 +55,87 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int) -> float:
     return total / max(count, 1)
 
 
-def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: int = 5,
-                  linear_steps: int = 100, knn_vote: str = "weighted", probe_unseen: bool = True,
-                  probe_max_train: int = 512, probe_max_query: int = 256) -> dict[str, dict[str, float]]:
-    """``{metric: {modality: value}}`` after a stage.
+def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options: ProbeOptions,
+                   not_evaluated: Mapping[str, str] | None = None,
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]]]:
+    """``({metric: {modality: value}}, {metric: {modality: reason}})`` after a stage.
 
-    ``pretext_loss`` for every modality seen so far; ``knn_acc`` and ``linear_acc`` (frozen-encoder
-    probes, see :mod:`medkit.eval.probes`) for every labelled modality seen so far and, with
-    ``probe_unseen``, also for the modalities of later stages (their values before training on them
-    are what forward transfer needs). Each modality is evaluated inside ``strategy.eval_context``.
-    A modality that cannot be probed (no labels, one class, too few samples) is skipped with one
-    logged reason; ``knn_k <= 0`` and ``linear_steps <= 0`` turn the probes off. The probes' memory
-    / training set is the modality's training split (at most ``probe_max_train`` labelled samples,
-    an even stride), their queries its held-out split (at most ``probe_max_query``).
+    ``pretext_loss`` for every modality seen so far; ``knn_acc`` / ``linear_acc`` (see
+    :mod:`medkit.eval.probes`) for every labelled modality seen so far and, with ``options.unseen``,
+    for later stages' modalities too. Each modality is evaluated inside ``strategy.eval_context``.
+    A modality in ``not_evaluated`` (or ``ctx.extras["not_evaluated"]``) is not evaluated at all:
+    its cells are unavailable with the given reason, never computed on other data. A modality
+    without held-out samples, or one that cannot be probed (no labels, one class, too few
+    samples), has unavailable cells with the reason (logged once per run).
     """
-    out: dict[str, dict[str, float]] = {"pretext_loss": {}, "knn_acc": {}, "linear_acc": {}}
-    seen = ctx.seen
-    probed = [] if knn_k <= 0 and linear_steps <= 0 else (list(ctx.modalities) if probe_unseen else seen)
+    skip = {**dict(ctx.extras.get(NOT_EVALUATED) or {}), **dict(not_evaluated or {})}
+    probes = probe_metrics(options)
+    values: dict[str, dict[str, float]] = {"pretext_loss": {}, **{k: {} for k in probes}}
+    missing: dict[str, dict[str, str]] = {k: {} for k in values}
+    seen = list(ctx.seen)
+    probed = [] if not probes else (list(ctx.modalities) if options.unseen else seen)
     skipped = ctx.extras.setdefault("probe_skipped", {})
+    logged = ctx.extras.setdefault("not_evaluated_logged", set())
     for m in [*seen, *[p for p in probed if p not in seen]]:
+        wanted = (["pretext_loss"] if m in seen else []) + (probes if m in probed else [])
+        if m in skip:
+            for k in wanted:
+                missing[k][m] = skip[m]
+            if m not in logged:
+                logged.add(m)
+                log.warning("%s: not evaluated (%s)", m, skip[m])
+            continue
+        reason = skipped.get(m)
         with strategy.eval_context(ctx, m):
             if m in seen:
-                out["pretext_loss"][m] = pretext_loss(ctx, m, max_batches=max_batches)
-            if m not in probed or m in skipped:
-                continue
-            values, reason = probe_modality(ctx, m, knn_k=knn_k, linear_steps=linear_steps,
-                                            knn_vote=knn_vote, max_train=probe_max_train,
-                                            max_query=probe_max_query)
-        if reason is not None:
-            skipped[m] = reason
-            log.info("%s: no kNN/linear probe (%s)", m, reason)
-            continue
-        for metric, value in values.items():
-            out[metric][m] = value
-    return {k: v for k, v in out.items() if v or k == "pretext_loss"}
+                loss = pretext_loss(ctx, m, max_batches=max_batches) if ctx.val_indices[m] else math.nan
+                if math.isfinite(loss):
+                    values["pretext_loss"][m] = loss
+                else:
+                    missing["pretext_loss"][m] = NO_HELD_OUT if not ctx.val_indices[m] else "the loss is not finite"
+            if m in probed and reason is None:
+                got, reason = probe_modality(ctx, m, options)
+                if reason is not None:
+                    skipped[m] = reason
+                    log.info("%s: no kNN/linear probe (%s)", m, reason)
+                for k, v in got.items():
+                    values[k][m] = v
+        if m in probed and reason is not None:
+            for k in probes:
+                missing[k][m] = reason
+    # a probe metric no modality can have (no labels anywhere) gets no matrix at all
+    keep = [k for k in values if values[k] or k == "pretext_loss"
+            or any(reason != NO_LABELS for reason in missing[k].values())]
+    return {k: values[k] for k in keep}, {k: missing[k] for k in keep if missing[k]}
 
 
-def matrix_csv(rows: Sequence[dict[str, Any]], modalities: Sequence[str], metric: str) -> str:
-    """CSV text: one row per finished stage (``after_stage`` 1-based), one column per modality."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["after_stage", "stage_modalities", *modalities])
-    for row in rows:
-        values = row["metrics"].get(metric, {})
-        writer.writerow([row["stage"] + 1, "+".join(row["modalities"]),
-                         *[("" if m not in values else f"{values[m]:.6f}") for m in modalities]])
-    return buf.getvalue()
+def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: int = ProbeOptions.knn_k,
+                  linear_steps: int = ProbeOptions.linear_steps, knn_vote: str = ProbeOptions.knn_vote,
+                  probe_unseen: bool = ProbeOptions.unseen, probe_max_train: int = ProbeOptions.max_train,
+                  probe_max_query: int = ProbeOptions.max_query,
+                  not_evaluated: Mapping[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """``{metric: {modality: value}}`` after a stage (the values of :func:`evaluate_cells`; the
+    defaults are :class:`ProbeOptions`'). Prefer :func:`evaluate_stage`, which also keeps the
+    reasons of unavailable cells."""
+    options = ProbeOptions(knn_k=knn_k, linear_steps=linear_steps, knn_vote=knn_vote, unseen=probe_unseen,
+                           max_train=probe_max_train, max_query=probe_max_query)
+    values, _ = evaluate_cells(ctx, strategy, max_batches=max_batches, options=options,
+                               not_evaluated=not_evaluated)
+    return values
 
 
-def write_matrices(metrics_dir: Path, rows: Sequence[dict[str, Any]], modalities: Sequence[str]) -> None:
-    metrics = sorted({k for row in rows for k in row["metrics"]})
-    for metric in metrics:
-        name = MATRIX_FILES.get(metric, f"matrix_{metric}.csv")
-        atomic_write_text(Path(metrics_dir) / name, matrix_csv(rows, modalities, metric))
+def evaluate_stage(ctx: RunContext, strategy: Any, *, trainer: Mapping[str, Any],
+                   not_evaluated: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The evaluation record of the stage just finished (``ctx.stage_index``), ready for
+    ``eval.json``: ``{"after_stage": ctx.stage_index + 1, "modalities", "metrics", "unavailable"}``.
 
-
-def read_matrix(path: Path) -> tuple[list[str], list[list[float | None]]]:
-    """(modalities, rows) of a matrix CSV; missing entries are ``None``."""
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        mods = header[2:]
-        rows = [[float(v) if v != "" else None for v in r[2:]] for r in reader]
-    return mods, rows
-
-
-def read_matrix_stages(path: Path) -> tuple[list[str], list[list[str]], list[list[float | None]]]:
-    """(modalities, the modalities trained in each row's stage, rows) of a matrix CSV."""
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        body = list(reader)
-    stages = [[m for m in r[1].split("+") if m] for r in body]
-    rows = [[float(v) if v != "" else None for v in r[2:]] for r in body]
-    return header[2:], stages, rows
+    Args:
+        ctx: the run context after the stage's training.
+        strategy: the run's strategy (its ``eval_context`` wraps each modality).
+        trainer: the run's ``trainer`` config (``eval_batches``, ``probe_*``).
+        not_evaluated: ``{modality: reason}`` of modalities not to evaluate (added to
+            ``ctx.extras["not_evaluated"]``).
+    """
+    values, missing = evaluate_cells(ctx, strategy, max_batches=int(trainer.get("eval_batches", 4)),
+                                     options=ProbeOptions.from_trainer(trainer), not_evaluated=not_evaluated)
+    return evaluation_record(ctx.stage_index, list(ctx.stage), values, missing)

@@ -10,20 +10,27 @@ differences are negated.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from medkit.eval.metric_info import comparable, column_units
 
 Row = Sequence[float | None]
-
-#: metric name -> True when higher values are better
-HIGHER_IS_BETTER = {"pretext_loss": False, "knn_acc": True, "linear_acc": True}
 
 
 @dataclass
 class CLMetrics:
-    """Summary of one matrix. A ``None`` metric has its reason in ``reasons``."""
+    """Summary of one matrix. A ``None`` metric has its reason in ``reasons``.
+
+    Means over modalities (``final_mean``, ``forgetting_first``, ``forgetting_max``, ``bwt``,
+    ``fwt``) exist only where the columns share one unit (``comparable``): a pretext loss of
+    different objectives per modality keeps only its per-modality values (``*_per``). A modality
+    whose needed cells are missing (no held-out data, not evaluated) is left out of the means and
+    named in ``excluded`` with the reason; the others still count.
+    """
 
     metric: str
     higher_is_better: bool
@@ -36,11 +43,22 @@ class CLMetrics:
     forgetting_max_per: dict[str, float] = field(default_factory=dict)
     bwt: float | None = None
     fwt: float | None = None
+    fwt_per: dict[str, float] = field(default_factory=dict)
     fwt_baseline: str | None = None
+    comparable: bool = True
+    units: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A JSON-ready dict (strict JSON: no NaN)."""
+        from medkit.eval.records import json_safe
+
+        return json_safe(asdict(self))
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -59,26 +77,39 @@ def own_stages(modalities: Sequence[str], stage_modalities: Sequence[Sequence[st
 
 def continual_metrics(metric: str, modalities: Sequence[str], stage_modalities: Sequence[Sequence[str]],
                       rows: Sequence[Row], *, higher_is_better: bool | None = None,
-                      baseline: dict[str, float] | None = None, baseline_name: str | None = None) -> CLMetrics:
+                      baseline: dict[str, float] | None = None, baseline_name: str | None = None,
+                      objectives: Mapping[str, str] | None = None) -> CLMetrics:
     """Forgetting (first- and max-value), BWT and FWT of one matrix.
 
     Args:
         metric: the matrix's metric name (sets the orientation unless ``higher_is_better`` is given).
-        modalities: column names; stage_modalities: the modalities of each row's stage; rows: ``R``.
+        modalities: column names; stage_modalities: the modalities of each row's stage; rows: ``R``
+            (``None`` or NaN: no value).
         baseline: ``b_j`` per modality, the value of an untrained encoder (e.g. the last row of a
             ``tfs`` run); without it FWT omits ``b_j`` (``b_j = 0``) and ``fwt_baseline`` says so.
+        objectives: each modality's pretext objective; a loss is only averaged over modalities
+            that share one (see :func:`medkit.eval.metric_info.comparable`). ``None``: no check.
     """
-    hib = HIGHER_IS_BETTER.get(metric, True) if higher_is_better is None else higher_is_better
+    from medkit.eval.metric_info import higher_is_better as _hib
+
+    hib = _hib(metric) if higher_is_better is None else higher_is_better
     sign = 1.0 if hib else -1.0
+    rows = [[_finite(v) for v in r] for r in rows]
     T = len(rows)
     col = {m: j for j, m in enumerate(modalities)}
-    out = CLMetrics(metric=metric, higher_is_better=hib, stages=T)
+    out = CLMetrics(metric=metric, higher_is_better=hib, stages=T,
+                    units=column_units(metric, modalities, objectives))
     if T == 0:
         out.reasons = {k: "the matrix has no rows" for k in ("forgetting", "bwt", "fwt", "final")}
         return out
     last = rows[-1]
     out.final = {m: last[col[m]] for m in modalities}
-    out.final_mean = _mean([v for v in out.final.values() if v is not None and not math.isnan(v)])
+    finals = [m for m, v in out.final.items() if v is not None]
+    ok, why = comparable(metric, finals, objectives)
+    out.comparable = ok
+    out.final_mean = _mean([out.final[m] for m in finals]) if ok else None
+    if not ok:
+        out.reasons["final_mean"] = why
     own = own_stages(modalities, stage_modalities)
 
     # forgetting / BWT over modalities trained before the last stage
@@ -92,35 +123,46 @@ def continual_metrics(metric: str, modalities: Sequence[str], stage_modalities: 
                            bwt="no modality was trained before the last stage")
     for m in earlier:
         j, s = col[m], own[m]
-        history = [rows[i][j] for i in range(s, T - 1) if rows[i][j] is not None]
         if rows[s][j] is None or last[j] is None:
+            which = [name for name, v in ((f"after its own stage {s + 1}", rows[s][j]),
+                                          (f"after the last stage {T}", last[j])) if v is None]
+            out.excluded[m] = f"no value {' or '.join(which)}: left out of forgetting and BWT"
             continue
+        history = [rows[i][j] for i in range(s, T - 1) if rows[i][j] is not None]
         best = max(history) if hib else min(history)
         out.forgetting_first_per[m] = sign * (rows[s][j] - last[j])
         out.forgetting_max_per[m] = sign * (best - last[j])
     if earlier and not out.forgetting_first_per:
         out.reasons.update(forgetting="R[s(j), j] or R[T, j] missing for every earlier modality",
                            bwt="R[s(j), j] or R[T, j] missing for every earlier modality")
-    out.forgetting_first = _mean(list(out.forgetting_first_per.values()))
-    out.forgetting_max = _mean(list(out.forgetting_max_per.values()))
-    out.bwt = None if out.forgetting_first is None else -out.forgetting_first
+    ok, why = comparable(metric, list(out.forgetting_first_per), objectives)
+    if ok:
+        out.forgetting_first = _mean(list(out.forgetting_first_per.values()))
+        out.forgetting_max = _mean(list(out.forgetting_max_per.values()))
+        out.bwt = None if out.forgetting_first is None else -out.forgetting_first
+    else:
+        out.reasons.update(forgetting=why, bwt=why)
 
     # FWT over modalities whose own stage is not the first: value just before their stage
     later = [m for m in modalities if m in own and own[m] >= 1]
-    gains, evaluated = [], 0
+    evaluated = 0
     for m in later:
         before = rows[own[m] - 1][col[m]]
         if before is None:
             continue
         evaluated += 1
-        if baseline is not None and baseline.get(m) is None:
+        if baseline is not None and _finite(baseline.get(m)) is None:
+            out.excluded.setdefault(m, "the FWT baseline has no value for it: left out of FWT")
             continue
         b = 0.0 if baseline is None else float(baseline[m])
-        gains.append(sign * (before - b))
-    out.fwt = _mean(gains)
+        out.fwt_per[m] = sign * (before - b)
+    ok, why = comparable(metric, list(out.fwt_per), objectives)
+    out.fwt = _mean(list(out.fwt_per.values())) if ok else None
     if out.fwt is not None:
         out.fwt_baseline = baseline_name or ("given" if baseline is not None else
                                              "none: b_j omitted (b_j = 0), FWT is the mean value before training")
+    elif out.fwt_per:
+        out.reasons["fwt"] = why
     elif not later:
         out.reasons["fwt"] = "no modality has a stage of its own after the first"
     elif not evaluated:
@@ -142,33 +184,27 @@ def baseline_from_rows(modalities: Sequence[str], rows: Sequence[Row]) -> dict[s
     return out
 
 
+def run_objectives(run_dir: Path) -> dict[str, str] | None:
+    """``{modality: objective}`` from a run's ``config.json`` (``None`` when it has none)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    uses = json.loads(path.read_text(encoding="utf-8")).get("uses") or {}
+    return {m: str(u.get("objective")) for m, u in uses.items() if isinstance(u, dict) and u.get("objective")}
+
+
 def run_metrics(run_dir: Path, *, baseline_run: Path | None = None) -> dict[str, CLMetrics]:
     """:class:`CLMetrics` of every ``metrics/matrix*.csv`` of a run, keyed by metric name."""
-    from medkit.eval.evaluate import read_matrix_stages
+    from medkit.eval.matrices import run_matrices
 
+    objectives = run_objectives(Path(run_dir))
+    base_matrices = run_matrices(Path(baseline_run)) if baseline_run is not None else {}
     out: dict[str, CLMetrics] = {}
-    for metric, path in matrix_files(Path(run_dir)).items():
-        mods, stages, rows = read_matrix_stages(path)
+    for metric, matrix in run_matrices(Path(run_dir)).items():
         base = None
-        if baseline_run is not None:
-            bpath = matrix_files(Path(baseline_run)).get(metric)
-            if bpath is not None:
-                bmods, _, brows = read_matrix_stages(bpath)
-                base = baseline_from_rows(bmods, brows)
-        out[metric] = continual_metrics(metric, mods, stages, rows, baseline=base,
-                                        baseline_name=None if base is None else f"{baseline_run}")
+        if metric in base_matrices:
+            base = baseline_from_rows(base_matrices[metric].modalities, base_matrices[metric].rows)
+        out[metric] = continual_metrics(metric, matrix.modalities, matrix.stages, matrix.rows, baseline=base,
+                                        baseline_name=None if base is None else f"{baseline_run}",
+                                        objectives=objectives)
     return out
-
-
-def matrix_files(run_dir: Path) -> dict[str, Path]:
-    """``{metric: path}`` of the matrices a run wrote (``matrix.csv`` is ``pretext_loss``)."""
-    from medkit.eval.evaluate import MATRIX_FILES
-
-    metrics = Path(run_dir) / "metrics"
-    named = {file: metric for metric, file in MATRIX_FILES.items()}
-    out = {}
-    for path in sorted(metrics.glob("matrix*.csv")):
-        metric = named.get(path.name, path.stem[len("matrix_"):])
-        if metric:
-            out[metric] = path
-    return dict(sorted(out.items(), key=lambda kv: (kv[0] != "pretext_loss", kv[0])))

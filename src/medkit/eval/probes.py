@@ -9,8 +9,8 @@ the kNN memory / the probe's training set, the held-out split the queries.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,44 @@ log = logging.getLogger(__name__)
 
 KNN_TEMPERATURE = 0.07  # weighted vote: exp(similarity / T), as in DINO's kNN evaluation
 MIN_TRAIN_PER_PROBE = 4  # fewer labelled training samples than this: the probe is skipped
+NO_LABELS = "the dataset carries no labels"
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """The probes' options and their defaults (the one place: the ``trainer.probe_*`` config keys
+    are :data:`PROBE_TRAINER_DEFAULTS`, derived from this class).
+
+    Attributes:
+        knn_k: neighbours of the kNN probe (``<= 0`` turns it off).
+        linear_steps: L-BFGS iterations of the linear probe (``<= 0`` turns it off).
+        knn_vote: ``"weighted"`` or ``"majority"`` (see :func:`knn_accuracy`).
+        unseen: also probe the modalities of later stages (forward transfer needs them).
+        max_train: labelled training samples used at most (an even stride).
+        max_query: labelled held-out samples used at most.
+    """
+
+    knn_k: int = 5
+    linear_steps: int = 100
+    knn_vote: str = "weighted"
+    unseen: bool = False
+    max_train: int = 256
+    max_query: int = 128
+
+    @property
+    def enabled(self) -> bool:
+        return self.knn_k > 0 or self.linear_steps > 0
+
+    @classmethod
+    def from_trainer(cls, trainer: Mapping[str, Any]) -> ProbeOptions:
+        """The options of a run's ``trainer`` config section (keys ``probe_<field>``; absent keys
+        keep their defaults)."""
+        given = {f.name: trainer[f"probe_{f.name}"] for f in fields(cls) if f"probe_{f.name}" in trainer}
+        return cls(**given)
+
+
+#: ``trainer.probe_*`` defaults of a run config (``probe_knn_k``, ``probe_unseen``...).
+PROBE_TRAINER_DEFAULTS: dict[str, Any] = {f"probe_{f.name}": f.default for f in fields(ProbeOptions)}
 
 
 def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor,
@@ -111,7 +149,7 @@ def labelled_split(dataset: Any, train_indices: Sequence[int], val_indices: Sequ
     when a probe cannot run (no labels, one class, too few samples)."""
     labels = getattr(dataset, "labels", None)
     if labels is None:
-        return ProbeSplit([], [], [], [], reason="the dataset carries no labels")
+        return ProbeSplit([], [], [], [], reason=NO_LABELS)
 
     def pick(indices: Sequence[int], cap: int) -> tuple[list[int], list[int]]:
         idx = [int(i) for i in indices if labels[i] is not None and int(labels[i]) >= 0]
@@ -131,22 +169,27 @@ def labelled_split(dataset: Any, train_indices: Sequence[int], val_indices: Sequ
     return split
 
 
-def probe_modality(ctx: Any, modality: str, *, knn_k: int = 5, linear_steps: int = 100,
-                   knn_vote: str = "weighted", max_train: int = 512,
-                   max_query: int = 256) -> tuple[dict[str, float], str | None]:
+def probe_metrics(options: ProbeOptions) -> list[str]:
+    """The metrics ``options`` produce (``knn_acc``, ``linear_acc``)."""
+    return [name for name, on in (("knn_acc", options.knn_k > 0), ("linear_acc", options.linear_steps > 0)) if on]
+
+
+def probe_modality(ctx: Any, modality: str, options: ProbeOptions | None = None,
+                   ) -> tuple[dict[str, float], str | None]:
     """``({"knn_acc": a, "linear_acc": b}, None)`` for ``modality`` with the live encoder, or
     ``({}, reason)`` when its data cannot be probed. ``knn_k <= 0`` / ``linear_steps <= 0`` leaves
     that probe out. Call it inside ``strategy.eval_context``."""
+    o = options or ProbeOptions()
     split = labelled_split(ctx.eval_sets[modality], ctx.train_indices[modality], ctx.val_indices[modality],
-                           max_train=max_train, max_query=max_query)
+                           max_train=o.max_train, max_query=o.max_query)
     if split.reason is not None:
         return {}, split.reason
     mem = ctx.features(modality, split.train)  # [N, D]
     qry = ctx.features(modality, split.query)  # [Q, D]
     y_mem, y_q = torch.tensor(split.train_labels), torch.tensor(split.query_labels)
     out = {}
-    if knn_k > 0:
-        out["knn_acc"] = knn_accuracy(mem, y_mem, qry, y_q, k=knn_k, vote=knn_vote)
-    if linear_steps > 0:
-        out["linear_acc"] = linear_probe_accuracy(mem, y_mem, qry, y_q, steps=linear_steps, seed=ctx.seed)
+    if o.knn_k > 0:
+        out["knn_acc"] = knn_accuracy(mem, y_mem, qry, y_q, k=o.knn_k, vote=o.knn_vote)
+    if o.linear_steps > 0:
+        out["linear_acc"] = linear_probe_accuracy(mem, y_mem, qry, y_q, steps=o.linear_steps, seed=ctx.seed)
     return out, None

@@ -112,7 +112,8 @@ class FinetuneSession:
         self.model.eval()
         try:
             with torch.no_grad():
-                return self.task.evaluate(self.model, self.batches(split), self.class_names)
+                result = self.task.evaluate(self.model, self.batches(split), self.class_names)
+            return {**result, "split": split}  # pictures and reports name the split they show
         finally:
             self.model.train(was)
 

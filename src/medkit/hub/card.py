@@ -1,20 +1,22 @@
-"""The ``README.md`` model card of a pushed run: Hub metadata, architecture, the stage matrices and
-their heat map."""
+"""The ``README.md`` model card of a pushed run, built with ``huggingface_hub``'s ``ModelCardData`` /
+``EvalResult``: metadata (licence, tags, ``base_model`` lineage, ``model-index`` results from the
+stage matrices), architecture, install line, the matrices and their heat map."""
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from medkit.api.errors import ConfigError
+from medkit.eval.matrices import NOT_AVAILABLE, Matrix, matrix_markdown
+from medkit.eval.metric_info import column_units, metric_info
 
 log = logging.getLogger(__name__)
 
 #: Licence identifiers the Hugging Face Hub accepts in a card's ``license`` field
-#: (https://huggingface.co/docs/hub/repositories-licenses); anything else is ``other``.
+#: (https://huggingface.co/docs/hub/repositories-licenses); anything else is ``other``. The offline
+#: check; on push the Hub validates the card's metadata itself (huggingface_hub's commit).
 HUB_LICENSES = frozenset("""
 apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0
 bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear
@@ -28,8 +30,9 @@ deepfloyd-if-license fair-noncommercial-research-license llama2 llama3 llama3.1 
 llama4 gemma unknown other
 """.split())
 BASE_TAGS = ("medkit", "medical-imaging", "self-supervised", "continual-pretraining")
-#: Metric names containing one of these are drawn and described as "lower is better".
-LOWER_IS_BETTER = ("loss", "error", "perplexity")
+HUB_PREFIX = "hf-hub:"
+#: ``provider(kind, name)`` → the distribution that provides a component (``None``: unknown).
+Provider = Callable[[str, str], "str | None"]
 
 
 def check_license(license: str) -> str:
@@ -45,236 +48,172 @@ def check_license(license: str) -> str:
     return value
 
 
-# -- matrices --------------------------------------------------------------------------------
-def metric_of(csv_path: Path) -> str:
-    """``matrix.csv`` → ``pretext_loss``; ``matrix_<metric>.csv`` → ``<metric>``."""
-    from medkit.eval.evaluate import MATRIX_FILES
-
-    for metric, name in MATRIX_FILES.items():
-        if csv_path.name == name:
-            return metric
-    stem = csv_path.stem
-    return stem[len("matrix_"):] if stem.startswith("matrix_") else stem
+def base_model_of(manifest: Mapping[str, Any]) -> str | None:
+    """The Hub repository a ``--from`` run continued (``hf-hub:USER/NAME@REV`` → ``USER/NAME``)."""
+    ref = str((manifest.get("from") or {}).get("ref") or "")
+    if not ref.startswith(HUB_PREFIX):
+        return None
+    return ref[len(HUB_PREFIX):].split("@", 1)[0] or None
 
 
-def matrix_files(run_dir: Path) -> list[Path]:
-    """The run's matrix CSVs, the primary ``matrix.csv`` first."""
-    metrics = Path(run_dir) / "metrics"
-    found = sorted(metrics.glob("matrix*.csv")) if metrics.is_dir() else []
-    return sorted(found, key=lambda p: (p.name != "matrix.csv", p.name))
+def objectives_of(arch: Mapping[str, Any]) -> dict[str, str]:
+    return {m: str(u["objective"]) for m, u in (arch.get("uses") or {}).items() if u.get("objective")}
 
 
-def read_matrix_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a matrix CSV as strings (``after_stage, stage_modalities, <modalities>``)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh) if r]
-    if not rows or len(rows[0]) < 3 or rows[0][:2] != ["after_stage", "stage_modalities"]:
-        raise ConfigError(f"{path} is not a medkit stage matrix (expected the columns after_stage, "
-                          f"stage_modalities, <modalities>)")
-    return rows[0], rows[1:]
-
-
-def _fmt(value: str) -> str:
-    if value == "":
-        return "–"
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    if math.isnan(number):
-        return "nan"
-    return f"{number:.4f}" if abs(number) < 1e4 else f"{number:.4g}"
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def matrix_markdown(path: Path) -> str:
-    """A matrix CSV as a markdown table: one row per finished stage, one column per modality."""
-    header, rows = read_matrix_table(path)
-    mods = header[2:]
-    lines = ["| after stage | trained on | " + " | ".join(_cell(m) for m in mods) + " |",
-             "|---|---|" + "---:|" * len(mods)]
-    for row in rows:
-        row = row + [""] * (len(header) - len(row))
-        lines.append(f"| {_cell(row[0])} | {_cell(row[1])} | "
-                     + " | ".join(_fmt(v) for v in row[2:len(header)]) + " |")
-    return "\n".join(lines)
-
-
-def render_heatmap(csv_path: Path, out: Path) -> Path:
-    """Draw the matrix as an annotated heat map PNG (matplotlib's Agg canvas, no pyplot state)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    header, rows = read_matrix_table(csv_path)
-    mods = header[2:]
-    values = np.full((len(rows), len(mods)), np.nan)  # [stages, modalities]
-    for i, row in enumerate(rows):
-        for j, v in enumerate(row[2:2 + len(mods)]):
-            if v != "":
-                values[i, j] = float(v)
-    metric = metric_of(csv_path)
-    fig = Figure(figsize=(2.4 + 1.4 * max(len(mods), 1), 1.6 + 0.6 * max(len(rows), 1)), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    cmap = "viridis_r" if any(k in metric for k in LOWER_IS_BETTER) else "viridis"
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto")
-    finite = values[np.isfinite(values)]
-    middle = float(finite.mean()) if finite.size else 0.0
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            if np.isfinite(values[i, j]):
-                ax.text(j, i, _fmt(str(values[i, j])), ha="center", va="center", fontsize=8,
-                        color="white" if (values[i, j] > middle) == (cmap == "viridis_r") else "black")
-    ax.set_xticks(range(len(mods)), labels=mods, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), labels=[f"after {r[0]} ({r[1]})" for r in rows])
-    ax.set_xlabel("evaluated modality")
-    ax.set_title(metric.replace("_", " "))
-    bar = fig.colorbar(image, ax=ax)
-    bar.formatter.set_useOffset(False)
-    bar.update_ticks()
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
-
-
-def existing_heatmap(run_dir: Path) -> Path | None:
-    """A heat map the run already has (``matrix.png`` at the top, in ``metrics/`` or ``plots/``, or the
-    pretext-loss map ``medkit report`` writes)."""
-    for rel in ("matrix.png", "metrics/matrix.png", "plots/matrix.png", "report/matrix_pretext_loss.png"):
-        if (Path(run_dir) / rel).is_file():
-            return Path(run_dir) / rel
-    return None
-
-
-# -- the card ----------------------------------------------------------------------------------
-def card_metadata(*, arch: dict[str, Any], manifest: dict[str, Any], license: str) -> dict[str, Any]:
-    """The YAML front matter: library, licence, tags, and what the run trained on."""
-    modalities = [str(m) for m in manifest.get("modalities") or list(arch.get("uses", {}))]
-    strategy = str(manifest.get("strategy", "unknown"))
-    tags = list(dict.fromkeys([*BASE_TAGS, *modalities, strategy]))
-    stages = [[str(m) for m in s.get("modalities", [])] for s in manifest.get("stages", [])
-              if s.get("status") == "done"]
-    trunk = arch.get("trunk", {})
-    return {
-        "library_name": "medkit",
-        "license": check_license(license),
-        "tags": tags,
-        "pipeline_tag": "feature-extraction",
-        "medkit": {
-            "format": int(arch.get("format", 1)),
-            "strategy": strategy,
-            "modalities": modalities,
-            "stages": stages,
-            "tokenizers": sorted({u["tokenizer"] for u in arch.get("uses", {}).values()}),
-            "objectives": sorted({u["objective"] for u in arch.get("uses", {}).values()}),
-            "encoder": {k: trunk[k] for k in ("depth", "embed_dim", "num_heads", "mlp_ratio") if k in trunk},
-        },
-    }
-
-
-def _providers(arch: dict[str, Any]) -> list[str]:
-    """Distributions that provide the tokenizers and objectives the checkpoint names."""
-    from medkit.registry.known import provider_of
-
-    dists: list[str] = ["medkit"]
-    for use in arch.get("uses", {}).values():
-        for kind in ("tokenizer", "objective"):
-            name = use[kind]
-            dist = None
-            try:
-                from medkit.registry import get_host
-
-                dist = get_host().provider(kind, name).dist
-            except Exception:  # noqa: BLE001 - not installed here: fall back to the known table
-                dist = provider_of(kind, name)
+def required_distributions(arch: Mapping[str, Any], provider: Provider | None,
+                           kinds: Sequence[tuple[str, Sequence[str]]] | None = None) -> list[str]:
+    """``medkit`` and the plugin distributions providing the checkpoint's components, in order."""
+    uses = (arch.get("uses") or {}).values()
+    kinds = kinds or [("tokenizer", sorted({u["tokenizer"] for u in uses})),
+                      ("objective", sorted({u["objective"] for u in uses}))]
+    dists = ["medkit"]
+    for kind, names in kinds:
+        for name in names:
+            dist = provider(kind, name) if provider is not None else None
             if dist and dist not in dists:
                 dists.append(dist)
     return dists
 
 
-def render_card(*, repo_id: str, arch: dict[str, Any], manifest: dict[str, Any], license: str,
-                matrices: Sequence[Path], heatmap: str | None, strategy_files: Sequence[str]) -> str:
-    """The full ``README.md`` text (YAML front matter + markdown body)."""
-    import yaml
+def eval_results(matrices: Mapping[str, Matrix], *, objectives: Mapping[str, str]) -> list[Any]:
+    """``model-index`` entries: the last row of every matrix (the published weights), one per
+    (metric, modality) with a finite value, on that modality's held-out split."""
+    from huggingface_hub import EvalResult
 
-    meta = card_metadata(arch=arch, manifest=manifest, license=license)
-    info = meta["medkit"]
+    out = []
+    for metric, matrix in matrices.items():
+        if not matrix.rows:
+            continue
+        info = metric_info(metric)
+        units = column_units(metric, matrix.modalities, objectives)
+        for m, value in zip(matrix.modalities, matrix.rows[-1]):
+            if value is None:
+                continue
+            out.append(EvalResult(
+                task_type="feature-extraction", task_name="continual self-supervised pre-training",
+                dataset_type=f"{m}-held-out", dataset_name=f"{m} (held-out split of the training data)",
+                dataset_split="held-out", metric_type=metric,
+                metric_name=f"{info.title}: {units[m]}, {info.better}", metric_value=round(float(value), 6),
+                metric_config=f"after stage {matrix.after[-1]}"))
+    return out
+
+
+def card_metadata(*, arch: Mapping[str, Any], manifest: Mapping[str, Any], license: str,
+                  matrices: Mapping[str, Matrix] | None = None, repo_id: str | None = None) -> Any:
+    """The card's ``huggingface_hub.ModelCardData``: library, licence, tags, ``base_model``,
+    ``model-index`` (with ``matrices`` and ``repo_id``) and a ``medkit`` section (what the run trained)."""
+    from huggingface_hub import ModelCardData
+
+    modalities = [str(m) for m in manifest.get("modalities") or list(arch.get("uses", {}))]
+    strategy = str(manifest.get("strategy", "unknown"))
+    stages = [[str(m) for m in s.get("modalities", [])] for s in manifest.get("stages", [])
+              if s.get("status") == "done"]
+    trunk = arch.get("trunk", {})
+    results = eval_results(matrices or {}, objectives=objectives_of(arch)) if repo_id else []
+    return ModelCardData(
+        library_name="medkit", license=check_license(license), tags=list(dict.fromkeys([*BASE_TAGS, *modalities, strategy])),
+        pipeline_tag="feature-extraction", base_model=base_model_of(manifest),
+        model_name=repo_id.split("/")[-1] if repo_id and results else None, eval_results=results or None,
+        medkit={"format": int(arch.get("format", 1)), "strategy": strategy, "modalities": modalities,
+                "stages": stages,
+                "tokenizers": sorted({u["tokenizer"] for u in arch.get("uses", {}).values()}),
+                "objectives": sorted({u["objective"] for u in arch.get("uses", {}).values()}),
+                "encoder": {k: trunk[k] for k in ("depth", "embed_dim", "num_heads", "mlp_ratio") if k in trunk}})
+
+
+def render_heatmap(matrices: Mapping[str, Matrix], out: Path, *, objectives: Mapping[str, str] | None = None) -> Path:
+    """Every matrix in one PNG, one panel per metric with its own scale (:mod:`medkit.eval.plots`)."""
+    from medkit.eval.plots import heatmap_png
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return heatmap_png(out, list(matrices.values()), objectives=objectives)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _usage(repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str, Any], provider: Provider | None) -> list[str]:
+    load = required_distributions(arch, provider)
+    modalities = [str(m) for m in manifest.get("modalities") or list(arch.get("uses", {}))]
+    more = [d for d in required_distributions(arch, provider, [("modality", modalities)]) if d not in load]
+    lines = ["```bash", f"pip install {' '.join(load)}", f"medkit pull hf-hub:{repo_id}", "```", ""]
+    if provider is None:
+        lines += ["Also install the medkit plugins that provide the tokenizers and objectives listed below "
+                  "(`medkit plugins list` names them).", ""]
+    if more:
+        lines += [f"Continuing pre-training on these modalities also needs `pip install {' '.join(more)}`.", ""]
+    lines += ["The distribution is `medkit` (import name `medkit`); the unrelated `medkit-lib` also installs "
+              "a top-level `medkit` package — do not install both.", ""]
+    return lines
+
+
+def render_card(*, repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str, Any], license: str,
+                matrices: Mapping[str, Matrix], heatmap: str | None, strategy_files: Sequence[str],
+                provider: Provider | None = None,
+                unavailable: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The full ``README.md`` text: ``ModelCardData`` front matter + markdown body.
+
+    Args:
+        provider: ``provider(kind, name)`` → distribution, for the install line (the caller passes
+            the plugin registry's answer; without it the card names only ``medkit``).
+        unavailable: ``{metric: {modality: reason}}`` of cells that could not be evaluated.
+    """
+    from huggingface_hub import ModelCard
+
+    meta = card_metadata(arch=arch, manifest=manifest, license=license, matrices=matrices, repo_id=repo_id)
+    info = meta.to_dict()["medkit"]
     trunk = arch.get("trunk", {})
     stages = [s for s in manifest.get("stages", []) if s.get("status") == "done"]
     arrow = " → ".join("+".join(s["modalities"]) for s in stages) or "no finished stage"
+    base = base_model_of(manifest)
     lines = [
-        f"# {repo_id.split('/')[-1]}",
-        "",
+        f"# {repo_id.split('/')[-1]}", "",
         f"A universal medical encoder continually pre-trained with [medkit](https://pypi.org/project/medkit/) "
         f"(MedCoSS-style continual self-supervised pre-training): {len(stages)} stage(s), {arrow}, "
-        f"continual strategy `{info['strategy']}`.",
-        "",
-        "## Model",
-        "",
-        "| trunk | depth | width | heads | MLP ratio |",
-        "|---|---:|---:|---:|---:|",
+        f"continual strategy `{info['strategy']}`." + (f" Continued from [{base}](https://huggingface.co/{base})."
+                                                      if base else ""), "",
+        "## Model", "",
+        "| trunk | depth | width | heads | MLP ratio |", "|---|---:|---:|---:|---:|",
         f"| ViT ({arch.get('encoder', {}).get('preset', '?')}) | {trunk.get('depth', '?')} | "
-        f"{trunk.get('embed_dim', '?')} | {trunk.get('num_heads', '?')} | {trunk.get('mlp_ratio', '?')} |",
-        "",
-        "| modality | tokenizer | pretext objective |",
-        "|---|---|---|",
-        *[f"| {_cell(m)} | `{u['tokenizer']}` | `{u['objective']}` |" for m, u in arch.get("uses", {}).items()],
-        "",
+        f"{trunk.get('embed_dim', '?')} | {trunk.get('num_heads', '?')} | {trunk.get('mlp_ratio', '?')} |", "",
+        "| modality | tokenizer | pretext objective |", "|---|---|---|",
+        *[f"| {_cell(m)} | `{u['tokenizer']}` | `{u['objective']}` |" for m, u in arch.get("uses", {}).items()], "",
         "`model.safetensors` holds the encoder (`encoder.*`, tokenizers under `encoder.tokenizers.<name>.*`) "
         "and one pretext head per modality (`heads.<modality>.*`); `config.json` is all that is needed to "
-        "rebuild them, through medkit's plugin registry (no code is imported from the repository).",
-        "",
-        "## Usage",
-        "",
-        "```bash",
-        f"pip install {' '.join(_providers(arch))}",
-        f"medkit pull hf-hub:{repo_id}",
-        "```",
-        "",
-        "```python",
-        "from medkit.hub.hub import load_pretrained",
-        "",
+        "rebuild them, through medkit's plugin registry (no code is imported from the repository).", "",
+        "## Usage", "", *_usage(repo_id, arch, manifest, provider),
+        "```python", "from medkit.hub.hub import load_pretrained", "",
         f'model = load_pretrained("hf-hub:{repo_id}")  # encoder + pretext heads, in eval mode',
-        "encoder = model.encoder",
-        "```",
-        "",
-        f"Continue pre-training on new data with `medkit run --from hf-hub:{repo_id} --modality <new>`.",
-        "",
-        "## Training",
-        "",
-        "| stage | modalities | optimizer steps |",
-        "|---:|---|---:|",
+        "encoder = model.encoder", "```", "",
+        f"Continue pre-training on new data with `medkit run --from hf-hub:{repo_id} --modality <new>`.", "",
+        "## Training", "", "| stage | modalities | optimizer steps |", "|---:|---|---:|",
         *[f"| {s.get('index', i + 1)} | {_cell('+'.join(s['modalities']))} | {s.get('steps', '?')} |"
-          for i, s in enumerate(stages)],
-        "",
+          for i, s in enumerate(stages)], "",
         f"Strategy `{info['strategy']}`, seed {manifest.get('seed', '?')}, "
-        f"{manifest.get('world_size', 1)} process(es).",
-        "",
-        "## Results",
-        "",
+        f"{manifest.get('world_size', 1)} process(es).", "",
+        "## Results", "",
     ]
     if not matrices:
         lines += ["This run has no evaluation matrix.", ""]
-    for path in matrices:
-        metric = metric_of(path)
-        better = "lower is better" if any(k in metric for k in LOWER_IS_BETTER) else "higher is better"
-        lines += [f"**{metric.replace('_', ' ')}** on held-out data of every modality seen so far, after "
-                  f"each stage ({better}):", "", matrix_markdown(path), ""]
+    objectives = objectives_of(arch)
+    for metric, matrix in matrices.items():
+        mi = metric_info(metric)
+        units = column_units(metric, matrix.modalities, objectives)
+        unit = "; ".join(f"{m}: {u}" for m, u in units.items()) if mi.per_objective else mi.unit
+        lines += [f"**{mi.title}** ({mi.better}) of each modality (columns) after each stage (rows); "
+                  f"measured on the {mi.split}; unit: {unit}. `–`: not evaluated at that stage, "
+                  f"`{NOT_AVAILABLE}`: could not be evaluated.", "", matrix_markdown(matrix), ""]
+        notes = (unavailable or {}).get(metric, {})
+        lines += [f"- {NOT_AVAILABLE} {m}: {why}" for m, why in notes.items()] + ([""] if notes else [])
     if heatmap:
-        lines += [f"![{metric_of(matrices[0]) if matrices else 'matrix'} heat map]({heatmap})", ""]
+        lines += [f"![stage matrices, one panel per metric]({heatmap})", ""]
     lines += [
-        "## Data and privacy",
-        "",
+        "## Data and privacy", "",
         "This repository holds weights and configuration only: no training samples, sample ids, "
         "rehearsal buffers, cached features, Fisher information or local data paths (they are removed "
-        "from `manifest.json` and `config.yaml` before upload).",
-        "",
+        "from `manifest.json` and `config.yaml` before upload).", "",
     ]
     if strategy_files:
         lines += ["`strategy/` holds the part of the continual strategy's state that derives from no "
@@ -284,5 +223,5 @@ def render_card(*, repo_id: str, arch: dict[str, Any], manifest: dict[str, Any],
     if versions:
         lines += ["## Versions", "", "| package | version |", "|---|---|",
                   *[f"| {_cell(k)} | {_cell(v)} |" for k, v in sorted(versions.items())], ""]
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    return f"---\n{front}---\n\n" + "\n".join(lines)
+    card = ModelCard(f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(lines))
+    return str(card)

@@ -392,7 +392,7 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
 # -- pushing ------------------------------------------------------------------------------------
 def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
          license: str = "apache-2.0", include_strategy_state: bool = False,
-         commit_message: str | None = None, create: Create) -> PushResult:
+         commit_message: str | None = None, create: Create, provider: Any = None) -> PushResult:
     """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
 
     The token comes from huggingface_hub's usual sources (``HF_TOKEN``, the stored login) and is never
@@ -404,11 +404,12 @@ def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False
     with run_lock(run_dir, "push", read_only=True):  # no run may write it while it is uploaded
         return _push(run_dir, repo_id, private=private, revision=revision, license=license,
                      include_strategy_state=include_strategy_state, commit_message=commit_message,
-                     create=create)
+                     create=create, provider=provider)
 
 
 def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str,
-          include_strategy_state: bool, commit_message: str | None, create: Create) -> PushResult:
+          include_strategy_state: bool, commit_message: str | None, create: Create,
+          provider: Any = None) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
@@ -418,7 +419,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
     branch = revision or "main"
     with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:
         files = prepare_push(run_dir, Path(tmp), repo_id=repo_id, license=license,
-                             include_strategy_state=include_strategy_state)
+                             include_strategy_state=include_strategy_state, provider=provider)
         try:
             user = api.whoami().get("name", "?")
             log.info("pushing %s to %s@%s on %s as %s (%d files)", run_dir, repo_id, branch, hub_endpoint(),

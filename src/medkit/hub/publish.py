@@ -132,16 +132,20 @@ def sanitize_manifest(manifest: dict[str, Any]) -> tuple[dict[str, Any], list[st
 
 
 def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "apache-2.0",
-                 include_strategy_state: bool = False) -> dict[str, Path]:
+                 include_strategy_state: bool = False, provider: Any = None) -> dict[str, Path]:
     """Write the generated files into ``staging`` and return ``{path in repository: local file}``.
 
     Never included: ``checkpoint/`` (optimizer, RNG, resume copies), ``strategy/`` unless
     ``include_strategy_state`` (and then only :func:`strategy_tensor_allowed` tensors and a stripped
     JSON, recorded as ``manifest["published"]["strategy_state"]``), ``metrics/steps.jsonl``, and
-    every local data path. ``metrics/eval.json`` and the matrix CSVs travel (aggregate numbers).
+    every local data path. ``metrics/eval.json`` (strict JSON, stages counted from 1) and the matrix
+    CSVs travel (aggregate numbers). ``provider(kind, name)`` names the distribution of a component
+    for the card's install line (the CLI passes the plugin registry's answer).
     """
     from medkit.config.compose import from_yaml, to_yaml
-    from medkit.hub.card import check_license, existing_heatmap, matrix_files, render_card, render_heatmap
+    from medkit.eval.matrices import matrix_files, run_matrices
+    from medkit.eval.records import read_evaluations, write_json
+    from medkit.hub.card import check_license, objectives_of, render_card, render_heatmap
 
     run_dir, staging = Path(run_dir), Path(staging)
     license = check_license(license)
@@ -179,16 +183,18 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
             files.update({f: staging / f for f in strategy_files})
         strategy_note = {"subset": True, "tensors": sorted(kept), "left_out": len(dropped)}
 
-    matrices = matrix_files(run_dir)
-    for path in matrices:  # stage × modality numbers: what a continued run (--from) extends
+    for path in matrix_files(run_dir).values():  # stage × modality numbers: what a continued run (--from) extends
         files[f"metrics/{path.name}"] = path
+    matrices = run_matrices(run_dir)
+    unavailable: dict[str, dict[str, str]] = {}
     if (run_dir / "metrics" / "eval.json").is_file():
-        evaluations = scrub_paths(ck.read_json(run_dir / "metrics" / "eval.json"))
-        ck.atomic_write_json(staging / "metrics" / "eval.json", evaluations)
+        evaluations = scrub_paths(read_evaluations(run_dir / "metrics" / "eval.json"))
+        write_json(staging / "metrics" / "eval.json", evaluations)
         files["metrics/eval.json"] = staging / "metrics" / "eval.json"
-    heatmap = existing_heatmap(run_dir)
-    if heatmap is None and matrices:
-        heatmap = render_heatmap(matrices[0], staging / "matrix.png")
+        for record in evaluations:
+            for metric, per in record.get("unavailable", {}).items():
+                unavailable.setdefault(metric, {}).update(per)
+    heatmap = render_heatmap(matrices, staging / "matrix.png", objectives=objectives_of(arch)) if matrices else None
     if heatmap is not None:
         files["matrix.png"] = heatmap
 
@@ -202,7 +208,8 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
     ck.atomic_write_json(staging / "manifest.json", public_manifest)
     files["manifest.json"] = staging / "manifest.json"
     card = render_card(repo_id=repo_id, arch=arch, manifest=public_manifest, license=license, matrices=matrices,
-                       heatmap="matrix.png" if heatmap is not None else None, strategy_files=strategy_files)
+                       heatmap="matrix.png" if heatmap is not None else None, strategy_files=strategy_files,
+                       provider=provider, unavailable=unavailable)
     ck.atomic_write_text(staging / "README.md", card)
     files["README.md"] = staging / "README.md"
     return files

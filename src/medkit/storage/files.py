@@ -119,8 +119,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
+    """``obj`` as indented JSON; ``allow_nan=False`` refuses NaN/inf (strict JSON, ``ValueError``)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=allow_nan) + "\n")
 
 
 def read_json(path: Path) -> Any:

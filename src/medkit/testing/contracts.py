@@ -378,7 +378,7 @@ class StrategyContract:
         assert (runs[0] / "metrics" / "matrix.csv").read_text() == (runs[1] / "metrics" / "matrix.csv").read_text()
 
     def test_two_stage_run_writes_matrix(self, tmp_path: Path) -> None:
-        from medkit.eval.evaluate import read_matrix
+        from medkit.eval.matrices import read_matrix
 
         run = run_synthetic(tmp_path / "run", self.name, overrides=self.overrides,
                             demo_dir=tmp_path / "demo")

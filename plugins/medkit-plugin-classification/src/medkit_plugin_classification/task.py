@@ -144,6 +144,7 @@ class ClassificationTask:
         from medkit_plugin_classification.pictures import confusion_png
 
         m = evaluation["metrics"]
+        split = evaluation.get("split", "evaluation")
         title = f"ACC {m['acc']:.3f}  AUC {m['auc']:.3f}  F1 {m['f1']:.3f}"
         cm = np.asarray(evaluation["confusion"], dtype=np.int64)
-        return [confusion_png(cm, class_names, Path(out_dir) / "confusion_matrix.png", title=title)]
+        return [confusion_png(cm, class_names, Path(out_dir) / "confusion_matrix.png", title=title, split=split)]

@@ -218,5 +218,7 @@ class SegmentationTask:
         from medkit_plugin_segmentation.pictures import overlays_png
 
         m = evaluation["metrics"]
-        title = f"Dice {m['dice']:.3f}  HD95 {m['hd95']:.2f}" + (" (middle slice)" if self.dims == 3 else "")
+        split = evaluation.get("split", "evaluation")
+        title = (f"{split} split: Dice {m['dice']:.3f}  HD95 {m['hd95']:.2f} voxels"
+                 + (" (middle slice shown)" if self.dims == 3 else ""))
         return [overlays_png(evaluation["examples"], class_names, Path(out_dir) / "overlays.png", title=title)]
