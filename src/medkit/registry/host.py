@@ -179,7 +179,9 @@ class PluginHost:
                                   f"which failed to load: {record.error}")
         dist = provider_of(kind, name)
         if dist and dist in self.skipped:
-            raise PluginError(_missing_message([(kind, name, dist, self.skipped[dist])]))
+            reason = self.skipped[dist]
+            raise PluginError(f"{kind} {name!r} comes from {dist}, which is installed but {reason}; "
+                              f"{_fixes([(kind, name, dist, reason)])}")
         known = self.names(kind)
         msg = f"unknown {kind} {name!r}; known {kind} names: {', '.join(known) or 'none installed'}"
         close = difflib.get_close_matches(name, known + list(KNOWN.get(kind, {})), n=1)
@@ -275,7 +277,11 @@ def _missing_message(missing: list[tuple[str, str, str, str]]) -> str:
     """One sentence for every missing ``(kind, name, distribution, reason)`` and what to do."""
     parts = [f"{kind} {name!r} ({dist}: {reason})" for kind, name, dist, reason in missing]
     noun = "component is" if len(missing) == 1 else "components are"
-    msg = f"{len(missing)} {noun} not available: {', '.join(parts)}"
+    return f"{len(missing)} {noun} not available: {', '.join(parts)}; {_fixes(missing)}"
+
+
+def _fixes(missing: list[tuple[str, str, str, str]]) -> str:
+    """What to do about missing ``(kind, name, distribution, reason)``: one clause per reason."""
     by_reason: dict[str, list[str]] = {}
     for _, _, dist, reason in missing:
         key = reason if not reason.startswith("failed") else "failed"
@@ -294,7 +300,7 @@ def _missing_message(missing: list[tuple[str, str, str, str]]) -> str:
                      f"MEDKIT_LOAD_PLUGINS (or unset it)")
     if "failed" in by_reason:
         fixes.append(f"repair {', '.join(by_reason['failed'])} (see medkit plugins check / medkit doctor)")
-    return msg + "; " + "; ".join(fixes)
+    return "; ".join(fixes)
 
 
 def run_needs(host: PluginHost, modalities: Iterable[str], strategy: str) -> list[tuple[str, str]]:
