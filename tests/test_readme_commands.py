@@ -245,8 +245,7 @@ def _set(argv: list[str], option: str, value: str) -> list[str]:
     if option in argv:
         i = argv.index(option)
         return argv[:i + 1] + [value] + argv[i + 2:]
-    cut = next((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")), len(argv))
-    return argv[:cut] + [option, value] + argv[cut:]
+    return argv + [option, value]
 
 
 @pytest.fixture
