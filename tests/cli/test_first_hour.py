@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ..conftest import run_cli
 
 LOGGING = """
@@ -46,3 +48,14 @@ def test_data_inspect_summarises_texts_in_one_line():
     text_lines = [line for line in out.stdout.splitlines() if "words" in line]
     assert len(text_lines) == 1, out.stdout
     assert "min" in text_lines[0] and "median" in text_lines[0] and "max" in text_lines[0]
+
+
+@pytest.mark.slow
+def test_two_ranks_print_each_log_line_once(tmp_path):
+    out = run_cli("run", "--modality", "ct", "--nproc-per-node", "2", "--preset", "tiny", "--max-steps", "2",
+                  "--run-dir", str(tmp_path / "ddp"), "encoder.depth=1", "encoder.embed_dim=48",
+                  "encoder.num_heads=3", "trainer.batch_size=4", "trainer.eval_batches=1",
+                  env={"MEDKIT_DEMO_DIR": str(tmp_path / "demo")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert lines and len(lines) == len(set(lines)), out.stderr
