@@ -65,7 +65,7 @@ def test_selection_errors(pretrained_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a segmentation recipe"):
         compose_finetune(FinetuneSelection(task="classification", recipe="lits", scratch=True))
     with pytest.raises(ConfigError, match="--modality"):
-        compose_finetune(FinetuneSelection(task="classification", scratch=True))
+        compose_finetune(FinetuneSelection(task="classification", scratch=True, data=str(tmp_path)))
     with pytest.raises(ConfigError, match="did you mean task.head"):
         compose_finetune(FinetuneSelection(task="classification", modality="xray", scratch=True,
                                            overrides=["task.haed=one_layer"]))
@@ -76,3 +76,22 @@ def test_selection_errors(pretrained_run: Path, tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="is a fine-tuning run"):
         compose_finetune(FinetuneSelection(task="classification", modality="xray", source=str(tmp_path)))
+
+
+def test_modality_is_inferred_from_a_one_modality_run_or_the_demo(pretrained_run: Path, tmp_path: Path) -> None:
+    """``--from`` a run of one modality needs no ``--modality``; demo data with nothing named is xray."""
+    import shutil
+
+    from medkit.config.compose import to_yaml
+    from medkit.engine.engine import load_config
+
+    with pytest.raises(ConfigError, match="pre-trained on synth_a, synth_2d: choose"):
+        compose_finetune(FinetuneSelection(task="classification", source=str(pretrained_run)))
+    one = Path(shutil.copytree(pretrained_run, tmp_path / "one"))
+    cfg = load_config(one)
+    cfg["run"]["modalities"] = ["xray"]
+    (one / "config.yaml").write_text(to_yaml(cfg))
+    got = compose_finetune(FinetuneSelection(task="classification", source=str(one)))
+    assert got["run"]["modality"] == "xray" and got["run"]["from"] == str(one.resolve())
+    demo = compose_finetune(FinetuneSelection(task="classification", scratch=True))
+    assert demo["run"]["modality"] == "xray" and demo["run"]["dims"] == 2

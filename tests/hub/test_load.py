@@ -82,10 +82,19 @@ def test_a_missing_plugin_names_the_distribution(run_copy: Path, monkeypatch: py
     from medkit.hub.hub import load_pretrained
     from medkit.registry import reset_host
 
-    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-mae")  # installed, but left out
+    import importlib.metadata as md
+
+    from medkit.registry.host import PluginHost
+
+    eps = [ep for ep in md.entry_points(group="medkit") if ep.name != "mae"]
+    eps.append(md.EntryPoint(name="synthetic", value="medkit.testing.contracts", group="medkit"))
+    reset_host(PluginHost(eps))  # as if medkit-plugin-mae were not installed
+    with pytest.raises(PluginError, match=r"objective 'mae'.*pip install medkit-plugin-mae"):
+        load_pretrained(run_copy, create=get_host().create)
+    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-mae")
     reset_host()
-    with pytest.raises(PluginError, match=r"objective 'mae' comes from plugin medkit-plugin-mae, which is "
-                                          r"installed but disabled by MEDKIT_DISABLE_PLUGINS"):
+    with pytest.raises(PluginError, match=r"objective 'mae' comes from medkit-plugin-mae, which is installed "
+                                          r"but disabled by MEDKIT_DISABLE_PLUGINS; remove medkit-plugin-mae"):
         load_pretrained(run_copy, create=get_host().create)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS")
     reset_host()

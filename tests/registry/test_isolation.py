@@ -118,14 +118,14 @@ def test_disabled_and_unselected_are_told_apart_from_not_installed(tmp_path, mon
     host = _host(tmp_path, monkeypatch, {"fake_er": er}, names={"fake_er": "medkit-plugin-er"})
     with pytest.raises(PluginError) as err:
         host.spec("strategy", "er")
-    assert "installed but disabled by MEDKIT_DISABLE_PLUGINS=medkit-plugin-er" in str(err.value)
+    assert "installed but disabled by MEDKIT_DISABLE_PLUGINS" in str(err.value)
     assert "pip install" not in str(err.value)
     with pytest.raises(PluginError, match="did you mean 'er'.*installed but disabled by MEDKIT_DISABLE"):
         host.spec("strategy", "err")
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS")
     monkeypatch.setenv("MEDKIT_LOAD_PLUGINS", "someother")
     host = _host(tmp_path, monkeypatch, {"fake_er": er}, names={"fake_er": "medkit-plugin-er"})
-    with pytest.raises(PluginError, match="installed but not selected by MEDKIT_LOAD_PLUGINS=someother"):
+    with pytest.raises(PluginError, match="installed but not selected by MEDKIT_LOAD_PLUGINS"):
         host.spec("strategy", "er")
     monkeypatch.delenv("MEDKIT_LOAD_PLUGINS")
     host = _host(tmp_path, monkeypatch, {})

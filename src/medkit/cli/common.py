@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+import warnings
 from typing import Any, Callable
 
 import click
@@ -48,9 +50,38 @@ class _Formatter(logging.Formatter):
         return record.getMessage()
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"{message} ({category.__name__})"
+
+
+class _OnceFromPydicom(logging.Filter):
+    """pydicom's ``warn_and_log()`` sends each warning twice, first as a record of the ``pydicom``
+    logger, then as a Python warning: drop the Python warning that repeats a record just shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recent: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "pydicom":
+            self.recent = (self.recent + [record.getMessage()])[-32:]
+        elif record.name == "py.warnings":
+            text = record.getMessage()
+            if any(text.startswith(m) for m in self.recent):
+                return False
+        return True
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """The CLI is the only place that configures logging: medkit's and its plugins' messages
-    (loggers ``medkit.*`` and ``medkit_plugin_*``) at ``level`` on stderr, other libraries' at WARNING."""
+    (loggers ``medkit.*`` and ``medkit_plugin_*``) at ``level`` on stderr, other libraries' at WARNING.
+
+    Python warnings go through the same handler as one ``warning: ...`` line each. Under torchrun
+    (``RANK`` > 0) a process logs warnings and errors only, so rank 0 alone tells the story.
+    """
+    if int(os.environ.get("RANK", "0") or 0) > 0:
+        level = max(level, logging.WARNING)
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_medkit", False):
@@ -58,9 +89,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("medkit"))
+    handler.addFilter(_OnceFromPydicom())
     handler._medkit = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    logging.captureWarnings(True)
     # MONAI warns on every DICOM read that an optional GPU decoder is absent: not actionable here
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 

@@ -37,9 +37,11 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
     click.echo(f"modality: {modality}  data: {root}")
     click.echo(f"samples: {len(ds)}")
     shapes: dict[str, int] = {}
+    words: list[int] = []
     lo, hi = float("inf"), float("-inf")
     bad: dict[str, tuple[int, int]] = {}  # sample id -> (NaN, Inf) in the loaded input
-    for i in range(min(limit, len(ds))):
+    shown = min(limit, len(ds))
+    for i in range(shown):
         sample = ds.load(i, seed=None)
         x = sample["input"]
         if torch.is_tensor(x) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
@@ -49,9 +51,13 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
             shapes[str(list(x.shape))] = shapes.get(str(list(x.shape)), 0) + 1
             lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
         else:
-            shapes[f"text ({len(str(x).split())} words)"] = shapes.get(f"text ({len(str(x).split())} words)", 0) + 1
+            words.append(len(str(x).split()))
     for shape, n in shapes.items():
-        click.echo(f"  shape {shape}: {n} of the first {min(limit, len(ds))}")
+        click.echo(f"  shape {shape}: {n} of the first {shown}")
+    if words:  # one line for texts, not one per distinct length
+        ordered = sorted(words)
+        click.echo(f"  text: {len(words)} of the first {shown}, words per text min {ordered[0]}, "
+                   f"median {ordered[len(ordered) // 2]}, max {ordered[-1]}")
     if lo != float("inf"):
         click.echo(f"  value range: [{lo:.4g}, {hi:.4g}]")
     describe = getattr(ds, "describe", None)  # optional: a modality's own summary lines

@@ -74,14 +74,15 @@ def _register_builtin_commands() -> None:
     from medkit.cli.config_cmd import config
     from medkit.cli.convert_cmd import convert
     from medkit.cli.data_cmd import data
+    from medkit.cli.doctor_cmd import doctor
     from medkit.cli.finetune_cmd import embed, evaluate, finetune
     from medkit.cli.hub_cmd import pull, push
     from medkit.cli.plugins_cmd import plugins
     from medkit.cli.report_cmd import compare, report
     from medkit.cli.run_cmd import run
 
-    for command in (run, plugins, config, data, push, pull, finetune, evaluate, embed, report, compare,
-                    convert):
+    for command in (run, plugins, doctor, config, data, push, pull, finetune, evaluate, embed, report,
+                    compare, convert):
         cli.add_command(command)
 
 

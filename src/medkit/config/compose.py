@@ -182,6 +182,7 @@ def compose(sel: Selection) -> dict[str, Any]:
     if not sel.modalities:
         raise ConfigError("select at least one modality with --modality")
     host = get_host()
+    host.require_run(sel.modalities, sel.strategy)  # every missing plugin in one message
     trainer = dict(TRAINER_DEFAULTS)
     optim = dict(OPTIM_DEFAULTS)
     trainer.update(PRESET_DEFAULTS[sel.preset].get("trainer", {}))

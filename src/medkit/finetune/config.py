@@ -77,6 +77,31 @@ def component_defaults(kind: str, name: str) -> dict[str, Any]:
                                                  resolve=True))
 
 
+#: the modality of the demo data when nothing names one (no --modality, --recipe, --from or --data)
+DEMO_MODALITY = "xray"
+
+
+def _infer_modality(sel: FinetuneSelection) -> str:
+    """The modality nothing named: the only one of the ``--from`` run, or (demo data) ``xray``."""
+    if sel.source and sel.backbone == "medkit":
+        from medkit.finetune.backbones import pretrain_config, resolve_source
+
+        run_cfg = pretrain_config(resolve_source(sel.source))
+        mods = list(run_cfg.get("run", {}).get("modalities") or run_cfg.get("run", {}).get("uses") or [])
+        if len(mods) == 1:
+            log.info("--modality %s: the only modality of --from %s", mods[0], sel.source)
+            return str(mods[0])
+        if mods:
+            raise ConfigError(f"--from {sel.source} was pre-trained on {', '.join(mods)}: choose the data's "
+                              f"modality with --modality")
+    if not sel.data and not sel.source:
+        log.info("no --modality and no --data: the %s demo data (choose another with --modality)",
+                 DEMO_MODALITY)
+        return DEMO_MODALITY
+    raise ConfigError("choose the data's modality with --modality (report, xray, ct, mri, pathology) "
+                      "or a --recipe")
+
+
 def _encoder_section(sel: FinetuneSelection, tokenizer: str, *, require_source: bool
                      ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(encoder, tokenizer config, resolved --from) of the selection."""
@@ -146,10 +171,7 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
                           f"was given; drop --task or choose another recipe")
     if not task:
         raise ConfigError("choose a task with --task classification|segmentation (or a --recipe)")
-    modality = sel.modality or recipe.get("modality")
-    if not modality:
-        raise ConfigError("choose the data's modality with --modality (report, xray, ct, mri, pathology) "
-                          "or a --recipe")
+    modality = sel.modality or recipe.get("modality") or _infer_modality(sel)
     dims, tokenizer = modality_info(modality)
     encoder, tok_cfg, source = _encoder_section(sel, tokenizer, require_source=require_source)
     task_cfg = component_defaults("task", task)

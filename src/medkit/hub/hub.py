@@ -413,15 +413,22 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
-    # Refuse early a run that would not rebuild on the other side.
-    load_pretrained(LOCAL_PREFIX + str(run_dir), create=create)
     api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
     branch = revision or "main"
+    try:  # the token first: a missing or refused one must not wait for the work below
+        user = api.whoami().get("name", "?")
+    except LocalTokenNotFoundError:
+        raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before "
+                          "`medkit push`") from None
+    except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
+        raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}: the token check (whoami) failed; "
+                         f"set HF_TOKEN or run `hf auth login`", repo_id=repo_id) from exc
+    # Refuse early a run that would not rebuild on the other side.
+    load_pretrained(LOCAL_PREFIX + str(run_dir), create=create)
     with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:
         files = prepare_push(run_dir, Path(tmp), repo_id=repo_id, license=license,
                              include_strategy_state=include_strategy_state, provider=provider)
         try:
-            user = api.whoami().get("name", "?")
             log.info("pushing %s to %s@%s on %s as %s (%d files)", run_dir, repo_id, branch, hub_endpoint(),
                      user, len(files))
             url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -439,6 +446,5 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
                               "`medkit push`") from None
         except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
             raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}", repo_id=repo_id) from exc
-    log.info("pushed %s@%s (commit %s)", repo_id, branch, info.oid[:12])
     return PushResult(repo_id=repo_id, revision=branch, commit=info.oid, url=str(url), files=sorted(files),
                       deleted=stale)

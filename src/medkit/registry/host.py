@@ -18,7 +18,7 @@ from medkit.api import API_VERSION
 from medkit.api import hookspecs
 from medkit.api.errors import PluginError
 from medkit.api.specs import KINDS, ComponentSpec
-from medkit.registry.known import KNOWN, provider_of
+from medkit.registry.known import ALL_INSTALL, KNOWN, MODALITY_DEFAULTS, provider_of
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +131,11 @@ class PluginHost:
             version = ep.dist.version if getattr(ep, "dist", None) is not None else "?"
             selectors = {ep.name, dist}
             if selectors & disabled:
-                why = f"disabled by MEDKIT_DISABLE_PLUGINS={os.environ.get('MEDKIT_DISABLE_PLUGINS', '')}"
-                self.skipped.update({ep.name: why, dist: why})
+                self.skipped.update(dict.fromkeys(selectors, "disabled by MEDKIT_DISABLE_PLUGINS"))
                 self.skipped_dists.append(dist)
                 continue
             if load_only is not None and ep.name != "builtin" and not selectors & load_only:
-                why = f"not selected by MEDKIT_LOAD_PLUGINS={os.environ.get('MEDKIT_LOAD_PLUGINS', '')}"
-                self.skipped.update({ep.name: why, dist: why})
+                self.skipped.update(dict.fromkeys(selectors, "not selected by MEDKIT_LOAD_PLUGINS"))
                 self.skipped_dists.append(dist)
                 continue
             self._load(ep, dist, version)
@@ -222,10 +220,11 @@ class PluginHost:
             if record.error and name in record.would_provide.get(kind, []):
                 raise PluginError(f"{kind} {name!r} comes from plugin {record.dist} {record.version}, "
                                   f"which failed to load: {record.error}")
-        provider = provider_of(kind, name)
-        if provider and provider in self.skipped:  # installed, but the environment left it out
-            raise PluginError(f"{kind} {name!r} comes from plugin {provider}, which is installed but "
-                              f"{self.skipped[provider]}; change that variable to use it")
+        dist = provider_of(kind, name)
+        if dist and dist in self.skipped:
+            reason = self.skipped[dist]
+            raise PluginError(f"{kind} {name!r} comes from {dist}, which is installed but {reason}; "
+                              f"{_fixes([(kind, name, dist, reason)])}")
         known = self.names(kind)
         msg = f"unknown {kind} {name!r}; known {kind} names: {', '.join(known) or 'none installed'}"
         close = difflib.get_close_matches(name, known + list(KNOWN.get(kind, {})), n=1)
@@ -245,6 +244,53 @@ class PluginHost:
         if broken:
             msg += f" (broken plugins: {', '.join(broken)}; see medkit plugins check)"
         raise PluginError(msg)
+
+    def why_missing(self, kind: str, name: str) -> tuple[str, str] | None:
+        """``(distribution, reason)`` for a built-in name this host lacks (None: unknown name).
+
+        The reason is ``"not installed"``, ``"disabled by MEDKIT_DISABLE_PLUGINS"``, ``"not selected
+        by MEDKIT_LOAD_PLUGINS"`` or ``"failed to load: ..."``.
+        """
+        dist = provider_of(kind, name)
+        if dist is None:
+            return None
+        for record in self.records:
+            if record.dist == dist and record.error:
+                return dist, f"failed to load: {record.error}"
+        return dist, self.skipped.get(dist, "not installed")
+
+    def require(self, needs: Iterable[tuple[str, str]]) -> None:
+        """Check every ``(kind, name)`` a run needs at once: one :class:`PluginError` lists all
+        that are missing, each with its distribution and why (not installed, disabled, not
+        selected, broken), and one ``pip install`` line for those not installed."""
+        needs = list(dict.fromkeys(needs))
+        for kind, name in needs:
+            if (kind, name) in self.clashes or kind not in self.registries:
+                self.spec(kind, name)
+        missing: list[tuple[str, str, str, str]] = []
+        unknown: list[tuple[str, str]] = []
+        for kind, name in needs:
+            if name in self.registries[kind]:
+                continue
+            why = self.why_missing(kind, name)
+            if why is None:
+                unknown.append((kind, name))
+            else:
+                missing.append((kind, name, *why))
+        if not missing and not unknown:
+            return
+        if not missing or (len(missing) == 1 and not unknown and not missing[0][3].startswith(
+                ("disabled", "not selected", "not installed"))):
+            kind, name = (unknown or [(missing[0][0], missing[0][1])])[0]
+            self.spec(kind, name)  # the single-name message (suggestions, clashes, broken plugin)
+        msg = _missing_message(missing)
+        for kind, name in unknown:
+            msg += f"; unknown {kind} {name!r} (known: {', '.join(self.names(kind)) or 'none installed'})"
+        raise PluginError(msg)
+
+    def require_run(self, modalities: Iterable[str], strategy: str) -> None:
+        """:meth:`require` for everything a run needs (see :func:`run_needs`)."""
+        self.require(run_needs(self, modalities, strategy))
 
     def provider(self, kind: str, name: str) -> PluginRecord:
         self.spec(kind, name)
@@ -299,6 +345,56 @@ class PluginHost:
     def emit(self, event: str, **kwargs: Any) -> None:
         """Fire an event hook (``run_start``, ``step_end``...) to every observer."""
         self.call_guarded(f"medkit_on_{event}", **kwargs)
+
+
+def _missing_message(missing: list[tuple[str, str, str, str]]) -> str:
+    """One sentence for every missing ``(kind, name, distribution, reason)`` and what to do."""
+    parts = [f"{kind} {name!r} ({dist}: {reason})" for kind, name, dist, reason in missing]
+    noun = "component is" if len(missing) == 1 else "components are"
+    return f"{len(missing)} {noun} not available: {', '.join(parts)}; {_fixes(missing)}"
+
+
+def _fixes(missing: list[tuple[str, str, str, str]]) -> str:
+    """What to do about missing ``(kind, name, distribution, reason)``: one clause per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for _, _, dist, reason in missing:
+        key = reason if not reason.startswith("failed") else "failed"
+        if dist not in by_reason.setdefault(key, []):
+            by_reason[key].append(dist)
+    fixes = []
+    if "not installed" in by_reason:
+        fixes.append(f"install {'it' if len(by_reason['not installed']) == 1 else 'them'} with: "
+                     f"pip install {' '.join(by_reason['not installed'])} (every built-in plugin: "
+                     f"{ALL_INSTALL})")
+    if "disabled by MEDKIT_DISABLE_PLUGINS" in by_reason:
+        fixes.append(f"remove {', '.join(by_reason['disabled by MEDKIT_DISABLE_PLUGINS'])} from "
+                     f"MEDKIT_DISABLE_PLUGINS")
+    if "not selected by MEDKIT_LOAD_PLUGINS" in by_reason:
+        fixes.append(f"add {', '.join(by_reason['not selected by MEDKIT_LOAD_PLUGINS'])} to "
+                     f"MEDKIT_LOAD_PLUGINS (or unset it)")
+    if "failed" in by_reason:
+        fixes.append(f"repair {', '.join(by_reason['failed'])} (see medkit plugins check / medkit doctor)")
+    return "; ".join(fixes)
+
+
+def run_needs(host: PluginHost, modalities: Iterable[str], strategy: str) -> list[tuple[str, str]]:
+    """Every ``(kind, name)`` a run of ``modalities`` with ``strategy`` needs: each modality, its
+    default tokenizer and objective (from its spec, or the built-in defaults when it is missing),
+    and the strategy."""
+    needs: list[tuple[str, str]] = []
+    for m in modalities:
+        needs.append(("modality", m))
+        entry = host.registries["modality"].get(m)
+        meta = entry[0].meta if entry is not None else {}
+        tok, obj = meta.get("default_tokenizer"), meta.get("default_objective")
+        if entry is None and m in MODALITY_DEFAULTS:
+            tok, obj = MODALITY_DEFAULTS[m]
+        if tok:
+            needs.append(("tokenizer", tok))
+        if obj:
+            needs.append(("objective", obj))
+    needs.append(("strategy", strategy))
+    return needs
 
 
 _HOST: PluginHost | None = None

@@ -1,0 +1,123 @@
+"""A real tiny run with the plugin installed: its event files hold exactly ``metrics/steps.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+SMALL = ["encoder.depth=1", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
+         "trainer.eval_batches=1", "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0"]
+
+
+def _dist(root: Path, dist: str, ep: str, module: str) -> None:
+    info = root / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[medkit]\n{ep} = {module}\n")
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> dict[str, str]:
+    """The plugin and the synthetic modalities installed (entry points) for a subprocess run."""
+    site = tmp_path / "site"
+    _dist(site, "medkit-plugin-tensorboard", "tensorboard", "medkit_plugin_tensorboard")
+    _dist(site, "medkit-synthetic", "synthetic", "medkit.testing.contracts")
+    path = os.pathsep.join([str(site), str(SRC), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "MEDKIT_DEMO_DIR": str(tmp_path / "demo"),
+            "OMP_NUM_THREADS": "1"}
+
+
+def _run(run_dir: Path, env: dict[str, str], steps: int = 3) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "medkit.cli.main", "run", "--modality", "synth_a,synth_b",
+                           "--strategy", "sequential", "--preset", "tiny", "--max-steps", str(steps),
+                           "--run-dir", str(run_dir), *SMALL], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def _accumulator(run_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0,
+                                                                        "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_event_scalars_equal_steps_jsonl(tmp_path: Path, env: dict[str, str]) -> None:
+    out = _run(tmp_path / "run", env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")), "no event file"
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    assert len(steps) == 6
+    acc = _accumulator(tmp_path / "run")
+    tags = acc.Tags()["scalars"]
+    for key in ("loss", "lr"):
+        events = acc.Scalars(f"train/{key}")
+        expected = [((s["stage"] - 1) * 3 + s["step"], s[key]) for s in steps]
+        assert [e.step for e in events] == [x for x, _ in expected]
+        # TensorBoard stores float32: equal after the same rounding
+        assert [np.float32(e.value) for e in events] == [np.float32(v) for _, v in expected], key
+    # the held-out matrix: one point per stage and modality it was measured on, at the stage's end
+    header, *rows = (tmp_path / "run" / "metrics" / "matrix.csv").read_text().splitlines()
+    matrix_tags = [t for t in tags if t.startswith("matrix/")]
+    assert matrix_tags, tags
+    pretext = [t for t in matrix_tags if t.startswith("matrix/pretext_loss/")]
+    assert sorted(t.rsplit("/", 1)[1] for t in pretext) == ["synth_a", "synth_b"]
+    a = acc.Scalars("matrix/pretext_loss/synth_a")
+    assert [e.step for e in a] == [3, 6]
+    images = acc.Tags()["images"]
+    assert "matrix/pretext_loss" in images
+    img = acc.Images("matrix/pretext_loss")[0]
+    assert img.width > 50 and img.height > 50
+
+
+def test_matrix_scalars_equal_the_matrix_file(tmp_path: Path, env: dict[str, str]) -> None:
+    out = _run(tmp_path / "run", env, steps=2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    acc = _accumulator(tmp_path / "run")
+    evaluations = json.loads((tmp_path / "run" / "metrics" / "eval.json").read_text())
+    for row in evaluations:
+        for metric, per in row["metrics"].items():
+            for modality, value in per.items():
+                if value is None:
+                    continue
+                events = {e.step: e.value for e in acc.Scalars(f"matrix/{metric}/{modality}")}
+                assert np.float32(events[(row["stage"] + 1) * 2]) == np.float32(value)
+
+
+def test_off_switch_writes_nothing(tmp_path: Path, env: dict[str, str]) -> None:
+    out = _run(tmp_path / "run", {**env, "MEDKIT_TENSORBOARD": "0"}, steps=1)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_only_rank_zero_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medkit.api.events import RunInfo, StageInfo
+
+    import medkit_plugin_tensorboard as plugin
+
+    run = RunInfo(run_dir=tmp_path / "r", config={"trainer": {"max_steps": 2}, "run": {}}, stages=[["a"]])
+    stage = StageInfo(index=0, modalities=["a"], max_steps=2)
+    monkeypatch.setenv("RANK", "1")
+    plugin.medkit_on_run_start(run=run)
+    plugin.medkit_on_stage_start(run=run, stage=stage)
+    plugin.medkit_on_step_end(run=run, stage=stage, step=1, metrics={"loss": 1.0})
+    plugin.medkit_on_run_end(run=run, results={"matrix": {}})
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setenv("RANK", "0")
+    plugin.medkit_on_run_start(run=run)
+    plugin.medkit_on_step_end(run=run, stage=stage, step=1, metrics={"loss": 1.5})
+    plugin.medkit_on_run_end(run=run, results={"matrix": {1: {"loss": {"a": 0.5, "b": None}}}})
+    acc = _accumulator(tmp_path / "r")
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 1.5)]
+    assert "matrix/loss" in acc.Tags()["images"]
+    from medkit_plugin_tensorboard import writer
+
+    assert not writer._WRITERS, "the writer is closed and forgotten at run end"
