@@ -15,6 +15,7 @@ machine load; the table gives medians over repetitions.
     python bench/mae_step.py --cases 2d --amp --reps 3                  # bf16 autocast
     python bench/mae_step.py --cases 2d --compile --reps 3              # torch.compile of the loss
     python bench/mae_step.py --device cuda --amp --batch 128 --reps 10  # see bench/gpu.sh
+    python bench/mae_step.py --cases 2d --mmap-threshold 1048576        # RSS with a fixed glibc threshold
 
 Writes JSON (default ``bench/results/mae_step.json``) with every repetition, the host, and the
 ``uptime`` load before and after.
@@ -142,8 +143,23 @@ def build(case: str, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return encoder, head, batch
 
 
+def set_mmap_threshold(nbytes: int) -> bool:
+    """glibc ``mallopt(M_MMAP_THRESHOLD, nbytes)``: allocations of at least ``nbytes`` get their own
+    mapping, returned to the system when freed (the default threshold grows up to 32 MiB as large
+    blocks are freed, after which freed activations and gradients stay in the heap and count in RSS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(nbytes)))  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        return False
+
+
 def worker(case: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build ``case``, count its FLOPs, then ``reps`` × (ceiling, timed step)."""
+    mmap_set = set_mmap_threshold(args.mmap_threshold) if args.mmap_threshold else False
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -191,7 +207,7 @@ def worker(case: str, args: argparse.Namespace) -> dict[str, Any]:
     out = {"case": case, "modality": CASES[case][0], "device": str(device), "threads": args.threads,
            "batch": args.batch, "amp": bool(args.amp), "compile": bool(args.compile), "optim": optim_kind,
            "params": sum(p.numel() for p in modules.parameters()), "gflop_per_step": flops / 1e9,
-           "first_step_s": first_s, "reps": reps,
+           "first_step_s": first_s, "reps": reps, "mmap_threshold": args.mmap_threshold if mmap_set else None,
            "rss_after_import_mb": rss_torch, "rss_after_build_mb": rss_built, "peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -207,7 +223,7 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'case':<5}{'device':>7}{'thr':>4}{'dtype':>7}{'mode':>8}{'optim':>8}{'GFLOP':>8}{'s/step':>9}"
+    head = (f"{'case':<5}{'device':>7}{'thr':>4}{'dtype':>7}{'mode':>8}{'optim':>8}{'mmap thr':>9}{'GFLOP':>8}{'s/step':>9}"
             f"{'min s':>8}{'GFLOP/s':>9}{'ceiling':>9}{'% ceil':>8}{'samp/s':>8}{'peak RSS MiB':>13}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -216,7 +232,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         s = summarise(r)
         lines.append(f"{r['case']:<5}{r['device']:>7}{r['threads']:>4}{'bf16' if r['amp'] else 'fp32':>7}"
-                     f"{'compile' if r['compile'] else 'eager':>8}{r['optim']:>8}{r['gflop_per_step']:>8.0f}"
+                     f"{'compile' if r['compile'] else 'eager':>8}{r['optim']:>8}"
+                     f"{str(r.get('mmap_threshold') or 'glibc'):>9}{r['gflop_per_step']:>8.0f}"
                      f"{s['step_s']:>9.3f}{s['min_step_s']:>8.3f}{s['gflops']:>9.1f}{s['ceiling_gflops']:>9.1f}"
                      f"{s['pct_of_ceiling']:>8.1f}{s['samples_per_s']:>8.2f}{r['peak_rss_mb']:>13.0f}")
     return "\n".join(lines)
@@ -248,6 +265,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (each after a ceiling measurement)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counting one")
     p.add_argument("--ceiling-n", type=int, default=2048, help="square matmul size for the ceiling")
+    p.add_argument("--mmap-threshold", type=int, default=0,
+                   help="glibc M_MMAP_THRESHOLD in bytes for the worker (e.g. 1048576; default: glibc's own)")
     p.add_argument("--out", default="bench/results/mae_step.json", help="JSON results file")
     p.add_argument("--worker", choices=tuple(CASES), help=argparse.SUPPRESS)
     return p
