@@ -7,8 +7,8 @@ tokens), batch 8, mask ratio 0.75. Each case runs in its own subprocess so its p
 its own (Linux ``VmHWM``; on CUDA also ``torch.cuda.max_memory_allocated``). The step's FLOPs are
 counted once with :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and
 attention, forward and backward; the optimizer's element-wise work is not counted). Inside a worker
-every repetition first measures the matmul ceiling (best of a few square ``mm`` of ``--ceiling-n``,
-same threads, same dtype as the step) and then times one step, so ceiling and step see the same
+every repetition first measures the matmul ceiling (square ``mm`` of ``--ceiling-n`` back to back for
+``--ceiling-seconds``, same threads, same dtype as the step) and then times one step, so ceiling and step see the same
 machine load; the table gives medians over repetitions.
 
     python bench/mae_step.py --threads 1 --reps 5                       # fp32, eager, both cases
@@ -88,8 +88,10 @@ def sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_ceiling(n: int, dtype: Any, device: Any, calls: int = 3) -> float:
-    """Best GFLOP/s of ``calls`` square ``[n, n] @ [n, n]`` products (``2n³`` FLOPs each)."""
+def matmul_ceiling(n: int, dtype: Any, device: Any, seconds: float = 1.0) -> float:
+    """GFLOP/s of back-to-back square ``[n, n] @ [n, n]`` products (``2n³`` FLOPs each) sustained for
+    at least ``seconds`` (a sustained rate, not a best burst: on a shared machine a burst of a few ms
+    can dodge the contention a multi-second step cannot)."""
     import torch
 
     a = torch.randn(n, n, device=device).to(dtype)
@@ -97,13 +99,15 @@ def matmul_ceiling(n: int, dtype: Any, device: Any, calls: int = 3) -> float:
     out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)  # warm
     sync(device)
-    best = float("inf")
-    for _ in range(calls):
-        t0 = time.perf_counter()
+    calls, t0 = 0, time.perf_counter()
+    while True:
         torch.mm(a, b, out=out)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n ** 3 / best / 1e9
+        calls += 1
+        if calls % 4 == 0:
+            sync(device)
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds:
+                return 2.0 * n ** 3 * calls / elapsed / 1e9
 
 
 def make_optimizer(params: list[Any], kind: str, device: Any) -> tuple[Any, str]:
@@ -198,7 +202,7 @@ def worker(case: str, args: argparse.Namespace) -> dict[str, Any]:
         step()
     reps = []
     for _ in range(args.reps):
-        ceiling = matmul_ceiling(args.ceiling_n, amp_dtype or torch.float32, device)
+        ceiling = matmul_ceiling(args.ceiling_n, amp_dtype or torch.float32, device, args.ceiling_seconds)
         t0 = time.perf_counter()
         loss = step()
         dt = time.perf_counter() - t0
@@ -265,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (each after a ceiling measurement)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counting one")
     p.add_argument("--ceiling-n", type=int, default=2048, help="square matmul size for the ceiling")
+    p.add_argument("--ceiling-seconds", type=float, default=1.0, help="how long each ceiling measurement runs")
     p.add_argument("--mmap-threshold", type=int, default=0,
                    help="glibc M_MMAP_THRESHOLD in bytes for the worker (e.g. 1048576; default: glibc's own)")
     p.add_argument("--out", default="bench/results/mae_step.json", help="JSON results file")
