@@ -47,7 +47,7 @@ def test_blob_selection_picks_the_members_nearest_each_centre(method: str) -> No
     sel = select_buffer(x, buffer_ratio=0.2, num_center=0.1, seed=0, method=method, batch=7)
     assert (sel.num_clusters, sel.per_cluster) == (3, 2)
     assert {ids[r] for r in sel.rows} == expected and len(sel.rows) == 6
-    got = sorted(sel.centroids.tolist())
+    got = sorted(sel.centroids.tolist(), key=lambda c: [round(v, 3) for v in c])  # float noise ≠ order
     assert torch.allclose(torch.tensor(got), torch.tensor(sorted(CENTRES)), atol=1e-4)
 
 
@@ -121,3 +121,28 @@ def test_spilled_store_round_trips_in_fp16_and_cleans_up(tmp_path: Path) -> None
     assert not folder.exists()
     with FeatureStore(30, 2, spill_threshold=30) as mem:
         assert not mem.spilled and mem.path is None
+
+
+def _wide_blobs(per: int = 40, dim: int = 128, blobs: int = 6, seed: int = 0) -> torch.Tensor:
+    """``blobs`` well-separated clusters in ``dim`` dimensions (wide enough for the bf16 seeding path)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(blobs, dim, generator=g) * 20.0 + 100.0  # far from the origin on purpose
+    return torch.cat([c + torch.randn(per, dim, generator=g) for c in centres])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_seeding_in_either_precision_puts_one_seed_in_each_blob(dtype: torch.dtype) -> None:
+    x = _wide_blobs()
+    seeds = kmeans.kmeans_plus_plus(x, 6, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    blob_of = torch.cdist(seeds.double(), x.double()).argmin(1) // 40
+    assert sorted(blob_of.tolist()) == list(range(6))
+    assert all(any(torch.equal(s, r) for r in x) for s in seeds)  # seeds are rows of x, unrounded
+
+
+def test_fit_returns_the_exact_nearest_centroid_and_distance_of_every_row() -> None:
+    x = _wide_blobs(per=50, blobs=8, seed=1)
+    res = kmeans.fit(x, 8, seed=0, batch=64)
+    direct = torch.cdist(x.double(), res.centroids.double()) ** 2  # [N, K]
+    assert res.converged and torch.equal(res.labels, direct.argmin(1))
+    assert torch.allclose(res.sq_dist.double(), direct.min(1).values, rtol=1e-5, atol=1e-3)
+    assert set(res.seconds) == {"seeding", "iterations"}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medkit.api.errors import ConfigError
@@ -65,8 +66,133 @@ def resolve_trunk(preset: str, **overrides: Any) -> dict[str, Any]:
     return shape
 
 
+
+# -- the transformer block ---------------------------------------------------------------------
+# timm's ``vision_transformer.Block`` (pre-norm, fused attention, LayerScale, DropPath) with the same
+# parameter names, construction order and random draws, so state dicts, seeded initialisation and
+# results are unchanged; written here so that building a model does not import timm (and torchvision,
+# ~220 MiB of resident memory) and so that the MLP can recompute its GELU in the backward pass.
+class LayerScale(nn.Module):
+    """``x * gamma`` with a learned per-channel ``gamma`` (timm ``LayerScale``)."""
+
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (timm ``drop_path``: one Bernoulli draw per sample from the
+    global generator, kept paths scaled by ``1 / keep``)."""
+
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # [B, 1, ...]
+        if keep > 0.0:
+            mask.div_(keep)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (timm ``Attention``)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = int(num_heads)
+        self.head_dim = dim // self.num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # [B, H, N, hd] each
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class _GeluLinear(torch.autograd.Function):
+    """``linear(gelu(h), weight, bias)`` that saves ``h`` only: ``gelu(h)`` is recomputed in the
+    backward pass instead of being kept (one ``[tokens, hidden]`` tensor less per block)."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        a = F.gelu(h)
+        out = F.linear(a, weight, bias)  # under autocast: in the autocast dtype, like nn.Linear
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        ctx.out_dtype = out.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, weight = ctx.saved_tensors
+        grad = grad.to(ctx.out_dtype)
+        w = weight.to(grad.dtype)
+        g2 = grad.reshape(-1, grad.shape[-1])  # [T, out]
+        grad_h = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.ops.aten.gelu_backward(grad.matmul(w).to(h.dtype), h)
+        if ctx.needs_input_grad[1]:
+            a = F.gelu(h).reshape(-1, h.shape[-1]).to(grad.dtype)  # [T, hidden]
+            grad_w = a.t().mm(g2).t().to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g2.sum(0).to(weight.dtype)
+        return grad_h, grad_w, grad_b
+
+
+class Mlp(nn.Module):
+    """``fc2(gelu(fc1(x)))`` (timm ``Mlp``); in training the GELU output is recomputed in backward."""
+
+    def __init__(self, dim: int, hidden: int, act_layer: Callable[[], nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if type(self.act) is nn.GELU and self.act.approximate == "none" and torch.is_grad_enabled():
+            return _GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)
+        return self.fc2(self.act(h))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + dp(ls1(attn(norm1(x)))``, then ``x + dp(ls2(mlp(norm2(x))))``
+    (timm ``vision_transformer.Block`` with ``qkv_bias``; same parameter names)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 init_values: float | None = None, drop_path: float = 0.0,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+                 act_layer: Callable[[], nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.ls1: nn.Module = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.ls2: nn.Module = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
 class UniversalEncoder(nn.Module):
-    """One pre-norm ViT trunk (timm blocks, layer scale, bidirectional attention) shared by all
+    """One pre-norm ViT trunk (:class:`Block`: timm's ViT block, layer scale, bidirectional attention) shared by all
     modalities, plus the tokenizers of the run keyed by tokenizer name.
 
     Args:
@@ -84,8 +210,6 @@ class UniversalEncoder(nn.Module):
                  num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.1,
                  layer_scale_init: float = 1e-3, final_norm: bool = False, legacy: bool = False) -> None:
         super().__init__()
-        from timm.models.vision_transformer import Block
-
         if legacy and final_norm:
             raise ConfigError("encoder.legacy reproduces the reference, which has no final LayerNorm; "
                               "set encoder.final_norm=false")

@@ -12,7 +12,7 @@ from torch import nn
 
 from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
-from medkit.models.encoder import UniversalEncoder, interpolate_grid, sincos_init
+from medkit.models.encoder import Block, UniversalEncoder, interpolate_grid, sincos_init
 from medkit.api.errors import ConfigError
 from medkit.models.masking import Masking, gather_tokens, make_noise, random_masking
 
@@ -74,8 +74,6 @@ class MAEObjective(nn.Module):
                  decoder_dim: int | None = None, decoder_depth: int | None = None,
                  decoder_heads: int | None = None, norm_pix_loss: bool = True) -> None:
         super().__init__()
-        from timm.models.vision_transformer import Block
-
         if not 0.0 < float(mask_ratio) < 1.0:
             raise ConfigError(f"objective mae: mask_ratio must be in (0, 1), got {mask_ratio}; "
                               f"set objective.mae.mask_ratio (MedCoSS uses 0.75)")
