@@ -38,6 +38,8 @@ class Batch:
         labels: ``[B]`` class labels where the data carry them (``-1`` = none).
         ids: the sample ids.
         role: ``"current"`` (this stage's data) or ``"buffer"`` (rehearsed earlier data).
+        seeds: one seed per sample, keyed by its place in the global batch (training batches of
+            the engine): per-sample randomness is drawn from them (:mod:`medkit.api.randomness`).
     """
 
     modality: str
@@ -46,6 +48,7 @@ class Batch:
     labels: torch.Tensor | None = None
     ids: list[str] = field(default_factory=list)
     role: str = "current"
+    seeds: list[int] | None = None
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])

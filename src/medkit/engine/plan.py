@@ -10,6 +10,7 @@ import torch
 
 from medkit.api.batch import Batch, Source, collate
 from medkit.api.errors import DataError
+from medkit.api.randomness import sample_key
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -83,8 +84,10 @@ class StepPlan:
     def __len__(self) -> int:
         return len(self.choice)
 
-    def step(self, step: int) -> tuple[Source, list[int], int]:
-        """(source, dataset indices for this rank, augmentation seed base) of 0-based ``step``."""
+    def step(self, step: int) -> tuple[Source, list[int], list[int]]:
+        """(source, dataset indices for this rank, their seeds) of 0-based ``step``. A sample's
+        seed is keyed by its place in the global batch, not by the rank that loads it, so
+        augmentation and every per-sample draw are the same whatever the number of processes."""
         src = self.sources[self.choice[step]]
         global_bs = self.batch_size * self.world
         n = len(src.indices)
@@ -95,9 +98,10 @@ class StepPlan:
             perm = torch.randperm(n, generator=_generator(self.seed, self.stage, self.choice[step], epoch))
             take = min(global_bs - len(picked), n - offset)
             picked += [src.indices[int(j)] for j in perm[offset:offset + take]]
-        mine = picked[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-        aug_seed = int(_generator(self.seed, self.stage, step, self.rank).initial_seed() % (2**31))
-        return src, mine, aug_seed
+        lo = self.rank * self.batch_size
+        mine = picked[lo:lo + self.batch_size]
+        seeds = [sample_key(self.seed, self.stage, step, g) % (2**31) for g in range(lo, lo + len(mine))]
+        return src, mine, seeds
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -113,7 +117,9 @@ class StepBatches(torch.utils.data.Dataset):
         return len(self.plan) - self.start_step
 
     def __getitem__(self, i: int) -> Batch:
-        src, indices, aug_seed = self.plan.step(self.start_step + i)
+        src, indices, seeds = self.plan.step(self.start_step + i)
         ds = self.datasets[src.modality]
-        samples = [ds.load(j, seed=aug_seed + k) for k, j in enumerate(indices)]
-        return collate(samples, src.modality, self.tokenizers[src.modality], role=src.role)
+        samples = [ds.load(j, seed=s) for j, s in zip(indices, seeds)]
+        batch = collate(samples, src.modality, self.tokenizers[src.modality], role=src.role)
+        batch.seeds = seeds
+        return batch

@@ -14,6 +14,7 @@ import torch
 from medkit.api.batch import Batch
 from medkit.api.context import LossOutput
 from medkit.api.errors import DataError
+from medkit.api.randomness import sample_streams
 
 #: A function from one batch to its loss (the strategy's ``loss``, a task's ``loss``...).
 LossFn = Callable[[Batch], LossOutput]
@@ -79,7 +80,8 @@ class TrainStep:
             batch = batch.to(self.device)
             sync = nullcontext() if k == len(micro) - 1 else self.no_sync()
             with sync:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp), \
+                        sample_streams(batch.seeds):
                     out = self.forward(loss_fn, batch)
                 loss = out.loss.float()
                 if check_finite and not bool(torch.isfinite(loss)):

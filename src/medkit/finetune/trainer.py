@@ -64,9 +64,11 @@ class _Steps(torch.utils.data.Dataset):
         return len(self.plan) - self.start
 
     def __getitem__(self, i: int) -> Batch:
-        _, indices, aug = self.plan.step(self.start + i)
-        samples = [self.dataset.load(j, seed=aug + k) for k, j in enumerate(indices)]
-        return self.task.collate(samples, self.backbone)
+        _, indices, seeds = self.plan.step(self.start + i)
+        samples = [self.dataset.load(j, seed=s) for j, s in zip(indices, seeds)]
+        batch = self.task.collate(samples, self.backbone)
+        batch.seeds = seeds
+        return batch
 
 
 class FinetuneSession:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medkit.api.randomness import per_sample_rand
 from medkit.api.errors import ConfigError
 from medkit.models.legacy import legacy_text_attention_mask
 from medkit.models.masking import gather_tokens
@@ -95,7 +96,12 @@ class DropPath(nn.Module):
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # [B, 1, ...]
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        own = per_sample_rand(x.shape[0], device=x.device)  # each sample's stream in training, if open
+        if own is not None:
+            mask = (own < keep).to(x.dtype).reshape(shape)
+        else:
+            mask = x.new_empty(shape).bernoulli_(keep)  # [B, 1, ...]
         if keep > 0.0:
             mask.div_(keep)
         return x * mask

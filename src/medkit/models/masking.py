@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from medkit.api.randomness import per_sample_rand
+
 
 @dataclass
 class Masking:
@@ -19,7 +21,12 @@ class Masking:
 
 def make_noise(batch: int, num_tokens: int, *, device: torch.device | str = "cpu",
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform noise ``[B, N]`` whose argsort defines the per-sample shuffle."""
+    """Uniform noise ``[B, N]`` whose argsort defines the per-sample shuffle: from ``generator``,
+    else from each sample's own stream in training (:mod:`medkit.api.randomness`), else the global RNG."""
+    if generator is None:
+        own = per_sample_rand(batch, num_tokens, device=device)
+        if own is not None:
+            return own
     return torch.rand(batch, num_tokens, generator=generator,
                       device=generator.device if generator is not None else device).to(device)
 
