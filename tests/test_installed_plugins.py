@@ -82,7 +82,7 @@ def test_modality_flows_through_tokenizer_and_objective(name, tmp_path_factory):
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_strategy_runs_two_stages(name, tmp_path):
     from medkit.eval.matrices import read_matrix
-    from medkit.testing.contracts import run_synthetic
+    from medkit.testing.synthetic import run_synthetic
 
     run = run_synthetic(tmp_path / "run", name, max_steps=2, demo_dir=tmp_path / "demo")
     mods, rows = read_matrix(run / "metrics" / "matrix.csv")

@@ -22,7 +22,7 @@ def medkit_on_step_end(run, stage, step, metrics):
     if os.environ.get("CRASH_AT") == f"{stage.index}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
 """
-SYNTH = "from medkit.testing.contracts import *  # noqa\nfrom medkit.testing.contracts import medkit_register_modalities, MEDKIT_API_VERSION\n"
+SYNTH = "from medkit.testing.synthetic import *  # noqa\nfrom medkit.testing.synthetic import medkit_register_modalities, MEDKIT_API_VERSION\n"
 SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
          "trainer.eval_batches=1"]
 

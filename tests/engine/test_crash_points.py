@@ -31,7 +31,7 @@ def _run(run_dir: Path, *, resume: bool, kill_at: int | None, log_file: Path | N
     if pid == 0:  # the child
         code = 1
         try:
-            from medkit.testing.contracts import use_synthetic_host
+            from medkit.testing.synthetic import use_synthetic_host
 
             torch.set_num_threads(1)
             use_synthetic_host()
@@ -44,7 +44,7 @@ def _run(run_dir: Path, *, resume: bool, kill_at: int | None, log_file: Path | N
                 Engine(load_config(run_dir), run_dir, components=get_host(), reporter=NullReporter(),
                        resume=True).run()
             else:
-                from medkit.testing.contracts import run_synthetic
+                from medkit.testing.synthetic import run_synthetic
 
                 run_synthetic(run_dir, "sequential", max_steps=STEPS, overrides=OVERRIDES, demo_dir=demo)
             points.uninstall()

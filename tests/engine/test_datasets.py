@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from medkit.engine.datasets import build_datasets
-from medkit.testing.contracts import SyntheticModality, run_synthetic
+from medkit.testing.synthetic import SyntheticModality, run_synthetic
 
 
 def test_a_continued_run_keeps_the_held_out_sources_of_the_model_it_continues(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from medkit.storage.files import load_tensors
 from medkit.eval.matrices import read_matrix
-from medkit.testing.contracts import run_synthetic
+from medkit.testing.synthetic import run_synthetic
 
 
 def _steps(run):

@@ -46,7 +46,7 @@ def test_ranks_take_disjoint_slices():
 
 
 def test_train_view_shares_the_index_and_switches_augmentation(tmp_path):
-    from medkit.testing.contracts import SyntheticModality
+    from medkit.testing.synthetic import SyntheticModality
 
     modality = SyntheticModality("synth_a", num_samples=8, size=(16, 16, 16))
     train = modality.dataset(modality.demo_data(tmp_path), train=True)

@@ -14,7 +14,7 @@ from medkit.eval.matrices import read_matrix
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from medkit.testing.contracts import run_synthetic
+    from medkit.testing.synthetic import run_synthetic
 
     root = tmp_path_factory.mktemp("runs")
     return {s: run_synthetic(root / s, s, max_steps=2, demo_dir=root / "demo",

@@ -24,7 +24,7 @@ def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-stage pre-training run (synthetic 3D then 2D data, depth 2, width 48)."""
     import torch
 
-    from medkit.testing.contracts import run_synthetic
+    from medkit.testing.synthetic import run_synthetic
     from medkit.registry import reset_host
 
     import medkit.config.compose as config

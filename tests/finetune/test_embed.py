@@ -46,7 +46,7 @@ def test_pca_and_method_choice() -> None:
 
 
 def test_embed_command(medkit, pretrained_run: Path, tmp_path: Path) -> None:
-    from medkit.testing.contracts import use_synthetic_host
+    from medkit.testing.synthetic import use_synthetic_host
 
     use_synthetic_host()  # synth_a / synth_2d, the modalities the run was trained on
     out = tmp_path / "tsne.png"

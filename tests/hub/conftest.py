@@ -31,7 +31,7 @@ def load_fake_hub() -> ModuleType:
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-stage ``sequential`` run over the synthetic 3D modalities (read-only)."""
-    from medkit.testing.contracts import run_synthetic
+    from medkit.testing.synthetic import run_synthetic
 
     base = tmp_path_factory.mktemp("hub-run")
     return run_synthetic(base / "run", "sequential", max_steps=2, demo_dir=base / "demo")
@@ -40,7 +40,7 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-stage run over the text modality (``text_1d`` tokenizer with vocabulary assets)."""
-    from medkit.testing.contracts import run_synthetic
+    from medkit.testing.synthetic import run_synthetic
 
     base = tmp_path_factory.mktemp("hub-report")
     return run_synthetic(base / "run", "sequential", modalities=("report",), max_steps=2, demo_dir=base / "demo")

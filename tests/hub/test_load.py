@@ -87,7 +87,7 @@ def test_a_missing_plugin_names_the_distribution(run_copy: Path, monkeypatch: py
     from medkit.registry.host import PluginHost
 
     eps = [ep for ep in md.entry_points(group="medkit") if ep.name != "mae"]
-    eps.append(md.EntryPoint(name="synthetic", value="medkit.testing.contracts", group="medkit"))
+    eps.append(md.EntryPoint(name="synthetic", value="medkit.testing.synthetic", group="medkit"))
     reset_host(PluginHost(eps))  # as if medkit-plugin-mae were not installed
     with pytest.raises(PluginError, match=r"objective 'mae'.*pip install medkit-plugin-mae"):
         load_pretrained(run_copy, create=get_host().create)

@@ -3,6 +3,8 @@ command says "pushed" once."""
 
 from __future__ import annotations
 
+from medkit.registry import get_host
+
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from medkit.api.errors import CheckpointError, ConfigError
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record (and refuse) the slow steps of a push: rebuilding the model and preparing the files."""
-    import medkit.hub.hub as hub_module
+    import medkit.hub.push as hub_module
 
     called: list[str] = []
 
@@ -31,22 +33,22 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_a_refused_token_fails_before_any_work(hub: Any, synthetic_run: Path, no_work: list[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
 
     monkeypatch.setenv("HF_TOKEN", "hf_notTheRightToken000000000000000000000")
     with pytest.raises(CheckpointError, match="whoami") as err:
-        push(synthetic_run, "alice/wrong-token")
+        push(synthetic_run, "alice/wrong-token", create=get_host().create)
     assert "HF_TOKEN" in str(err.value) and "hf_notTheRightToken" not in str(err.value)
     assert no_work == [] and "alice/wrong-token" not in hub.repos
 
 
 def test_no_token_fails_before_any_work(hub: Any, synthetic_run: Path, no_work: list[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
 
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(ConfigError, match="HF_TOKEN"):
-        push(synthetic_run, "alice/no-token")
+        push(synthetic_run, "alice/no-token", create=get_host().create)
     assert no_work == []
 
 

@@ -41,7 +41,8 @@ def test_push_then_pull_into_a_clean_cache_is_bit_identical(hub: Any, synthetic_
                                                             capfd: pytest.CaptureFixture[str]) -> None:
     from huggingface_hub import ModelCard, ModelCardData, metadata_load
 
-    from medkit.hub.hub import load_pretrained, push, resolve_checkpoint
+    from medkit.hub.hub import load_pretrained, resolve_checkpoint
+    from medkit.hub.push import push
 
     caplog.set_level(logging.DEBUG)
     result = push(synthetic_run, "alice/tiny-ct", license="mit", create=get_host().create)
@@ -128,7 +129,8 @@ def test_a_vocabulary_from_a_local_file_travels_as_tokenizer_assets(hub: Any, re
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from medkit.hub.hub import load_pretrained, push
+    from medkit.hub.hub import load_pretrained
+    from medkit.hub.push import push
 
     run = Path(shutil.copytree(report_run, tmp_path / "run"))
     vocab = tmp_path / "my-vocab" / "tokenizer.json"  # as if trained with `medkit tokenizer train`
@@ -156,7 +158,7 @@ def test_a_vocabulary_from_a_local_file_travels_as_tokenizer_assets(hub: Any, re
 
 def test_push_without_a_token_is_a_clear_error(hub: Any, synthetic_run: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
 
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(ConfigError, match="HF_TOKEN"):
@@ -165,7 +167,8 @@ def test_push_without_a_token_is_a_clear_error(hub: Any, synthetic_run: Path,
 
 
 def test_missing_repo_and_revision_are_checkpoint_errors(hub: Any, synthetic_run: Path) -> None:
-    from medkit.hub.hub import push, resolve_checkpoint
+    from medkit.hub.hub import resolve_checkpoint
+    from medkit.hub.push import push
 
     with pytest.raises(CheckpointError, match="repository alice/absent not found"):
         resolve_checkpoint("hf-hub:alice/absent")
@@ -192,7 +195,7 @@ def _write_strategy_state(run: Path) -> None:
 
 
 def test_strategy_state_is_never_pushed_by_default(hub: Any, run_copy: Path) -> None:
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
 
     _write_strategy_state(run_copy)
     push(run_copy, "alice/plain", create=get_host().create)
@@ -205,7 +208,7 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
                                                            caplog: pytest.LogCaptureFixture) -> None:
     from safetensors.torch import load
 
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
 
     _write_strategy_state(run_copy)
     caplog.set_level(logging.WARNING, logger="medkit")
@@ -231,7 +234,7 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
 
 
 def test_heatmap_is_drawn_from_the_matrices_and_license_is_checked(hub: Any, run_copy: Path) -> None:
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
 
     png = b"\x89PNG\r\n\x1a\n" + b"already drawn by the run"  # e.g. an old one-scale picture
     (run_copy / "metrics" / "matrix.png").write_bytes(png)

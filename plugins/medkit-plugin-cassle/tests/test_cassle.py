@@ -14,7 +14,8 @@ import torch
 
 from medkit.storage.files import load_tensors
 from medkit.api.errors import ConfigError
-from medkit.testing.contracts import StrategyContract, run_synthetic
+from medkit.testing.contracts import StrategyContract
+from medkit.testing.synthetic import run_synthetic
 from medkit_plugin_cassle.strategy import CaSSLe, distill_loss, make_predictor
 
 

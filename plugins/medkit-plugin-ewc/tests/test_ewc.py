@@ -12,7 +12,8 @@ from torch import nn
 
 from medkit.storage.files import load_tensors
 from medkit.api.errors import ConfigError
-from medkit.testing.contracts import StrategyContract, run_synthetic
+from medkit.testing.contracts import StrategyContract
+from medkit.testing.synthetic import run_synthetic
 from medkit_plugin_ewc.fisher import diagonal_fisher, ewc_penalty, online_update
 
 

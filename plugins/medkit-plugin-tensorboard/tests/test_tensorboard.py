@@ -28,7 +28,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     """The plugin and the synthetic modalities installed (entry points) for a subprocess run."""
     site = tmp_path / "site"
     _dist(site, "medkit-plugin-tensorboard", "tensorboard", "medkit_plugin_tensorboard")
-    _dist(site, "medkit-synthetic", "synthetic", "medkit.testing.contracts")
+    _dist(site, "medkit-synthetic", "synthetic", "medkit.testing.synthetic")
     path = os.pathsep.join([str(site), str(SRC), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path, "MEDKIT_DEMO_DIR": str(tmp_path / "demo"),
             "OMP_NUM_THREADS": "1"}

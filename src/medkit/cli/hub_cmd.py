@@ -41,7 +41,7 @@ def push(run_dir: str, repo_id: str, private: bool, revision: str | None, licens
       medkit push runs/my-run --repo-id alice/medkit-ct-tiny
       medkit push runs/my-run --repo-id alice/medkit-ct-tiny --revision v2 --private
     """
-    from medkit.hub.hub import push as push_run
+    from medkit.hub.push import push as push_run
     from medkit.registry import get_host
 
     result = push_run(run_dir, repo_id, private=private, revision=revision, license=license_,

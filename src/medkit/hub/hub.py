@@ -1,5 +1,5 @@
-"""Checkpoints that travel: push a run to the Hugging Face Hub, resolve ``hf-hub:``/``local-dir:``
-references and rebuild models from ``config.json`` through the plugin registry only."""
+"""Checkpoints that travel: resolve ``hf-hub:``/``local-dir:`` references, pull them, and rebuild
+models from ``config.json`` by registered names only (pushing is :mod:`medkit.hub.push`)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medkit.storage import files as ck
 from medkit.api.components import Create
-from medkit.storage.lock import run_lock
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
-from medkit.hub.publish import prepare_push
 
 if TYPE_CHECKING:
     from medkit.models.build import Model
@@ -32,8 +29,6 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: What a pull fetches: the files ``medkit push`` writes, nothing else a repository may hold.
 PULL_PATTERNS = ["config.json", "config.yaml", "model.safetensors", "manifest.json", "README.md",
                  "matrix.png", "tokenizers/*", "strategy/*", "metrics/eval.json", "metrics/matrix*.csv"]
-#: Repository paths a push owns: stale ones (e.g. an earlier push's strategy state) are deleted.
-MANAGED = ("strategy/", "tokenizers/", "metrics/", "matrix.png")
 
 
 @dataclass(frozen=True)
@@ -44,16 +39,6 @@ class Reference:
     repo_id: str | None = None
     revision: str | None = None
     path: str | None = None
-
-
-@dataclass
-class PushResult:
-    repo_id: str
-    revision: str
-    commit: str
-    url: str
-    files: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -390,61 +375,3 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
 
 
 # -- pushing ------------------------------------------------------------------------------------
-def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
-         license: str = "apache-2.0", include_strategy_state: bool = False,
-         commit_message: str | None = None, create: Create, provider: Any = None) -> PushResult:
-    """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
-
-    The token comes from huggingface_hub's usual sources (``HF_TOKEN``, the stored login) and is never
-    logged. Rehearsal buffers, cached features, Fisher information, optimizer/RNG state and data paths
-    are never uploaded (see :func:`medkit.hub.publish.prepare_push`).
-    """
-    check_repo_id(repo_id)
-    run_dir = Path(run_dir)
-    with run_lock(run_dir, "push", read_only=True):  # no run may write it while it is uploaded
-        return _push(run_dir, repo_id, private=private, revision=revision, license=license,
-                     include_strategy_state=include_strategy_state, commit_message=commit_message,
-                     create=create, provider=provider)
-
-
-def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str,
-          include_strategy_state: bool, commit_message: str | None, create: Create,
-          provider: Any = None) -> PushResult:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
-
-    api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
-    branch = revision or "main"
-    try:  # the token first: a missing or refused one must not wait for the work below
-        user = api.whoami().get("name", "?")
-    except LocalTokenNotFoundError:
-        raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before "
-                          "`medkit push`") from None
-    except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
-        raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}: the token check (whoami) failed; "
-                         f"set HF_TOKEN or run `hf auth login`", repo_id=repo_id) from exc
-    # Refuse early a run that would not rebuild on the other side.
-    load_pretrained(LOCAL_PREFIX + str(run_dir), create=create)
-    with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:
-        files = prepare_push(run_dir, Path(tmp), repo_id=repo_id, license=license,
-                             include_strategy_state=include_strategy_state, provider=provider)
-        try:
-            log.info("pushing %s to %s@%s on %s as %s (%d files)", run_dir, repo_id, branch, hub_endpoint(),
-                     user, len(files))
-            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            if branch != "main":
-                api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type="model")
-            existing = set(api.list_repo_files(repo_id, revision=branch, repo_type="model"))
-            stale = sorted(p for p in existing - set(files) if p.startswith(MANAGED))
-            ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(src))
-                              for p, src in sorted(files.items())]
-            ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-            info = api.create_commit(repo_id, operations=ops, revision=branch, repo_type="model",
-                                     commit_message=commit_message or f"medkit push of {run_dir.name}")
-        except LocalTokenNotFoundError:
-            raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before "
-                              "`medkit push`") from None
-        except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
-            raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}", repo_id=repo_id) from exc
-    return PushResult(repo_id=repo_id, revision=branch, commit=info.oid, url=str(url), files=sorted(files),
-                      deleted=stale)

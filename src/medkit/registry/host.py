@@ -18,7 +18,9 @@ from medkit.api import API_VERSION
 from medkit.api import hookspecs
 from medkit.api.errors import PluginError
 from medkit.api.specs import KINDS, ComponentSpec
-from medkit.registry.known import ALL_INSTALL, KNOWN, MODALITY_DEFAULTS, provider_of
+from medkit.registry.known import KNOWN, provider_of
+
+from medkit.registry.missing import fixes as _fixes, missing_message as _missing_message, run_needs
 
 log = logging.getLogger(__name__)
 
@@ -345,56 +347,6 @@ class PluginHost:
     def emit(self, event: str, **kwargs: Any) -> None:
         """Fire an event hook (``run_start``, ``step_end``...) to every observer."""
         self.call_guarded(f"medkit_on_{event}", **kwargs)
-
-
-def _missing_message(missing: list[tuple[str, str, str, str]]) -> str:
-    """One sentence for every missing ``(kind, name, distribution, reason)`` and what to do."""
-    parts = [f"{kind} {name!r} ({dist}: {reason})" for kind, name, dist, reason in missing]
-    noun = "component is" if len(missing) == 1 else "components are"
-    return f"{len(missing)} {noun} not available: {', '.join(parts)}; {_fixes(missing)}"
-
-
-def _fixes(missing: list[tuple[str, str, str, str]]) -> str:
-    """What to do about missing ``(kind, name, distribution, reason)``: one clause per reason."""
-    by_reason: dict[str, list[str]] = {}
-    for _, _, dist, reason in missing:
-        key = reason if not reason.startswith("failed") else "failed"
-        if dist not in by_reason.setdefault(key, []):
-            by_reason[key].append(dist)
-    fixes = []
-    if "not installed" in by_reason:
-        fixes.append(f"install {'it' if len(by_reason['not installed']) == 1 else 'them'} with: "
-                     f"pip install {' '.join(by_reason['not installed'])} (every built-in plugin: "
-                     f"{ALL_INSTALL})")
-    if "disabled by MEDKIT_DISABLE_PLUGINS" in by_reason:
-        fixes.append(f"remove {', '.join(by_reason['disabled by MEDKIT_DISABLE_PLUGINS'])} from "
-                     f"MEDKIT_DISABLE_PLUGINS")
-    if "not selected by MEDKIT_LOAD_PLUGINS" in by_reason:
-        fixes.append(f"add {', '.join(by_reason['not selected by MEDKIT_LOAD_PLUGINS'])} to "
-                     f"MEDKIT_LOAD_PLUGINS (or unset it)")
-    if "failed" in by_reason:
-        fixes.append(f"repair {', '.join(by_reason['failed'])} (see medkit plugins check / medkit doctor)")
-    return "; ".join(fixes)
-
-
-def run_needs(host: PluginHost, modalities: Iterable[str], strategy: str) -> list[tuple[str, str]]:
-    """Every ``(kind, name)`` a run of ``modalities`` with ``strategy`` needs: each modality, its
-    default tokenizer and objective (from its spec, or the built-in defaults when it is missing),
-    and the strategy."""
-    needs: list[tuple[str, str]] = []
-    for m in modalities:
-        needs.append(("modality", m))
-        entry = host.registries["modality"].get(m)
-        meta = entry[0].meta if entry is not None else {}
-        tok, obj = meta.get("default_tokenizer"), meta.get("default_objective")
-        if entry is None and m in MODALITY_DEFAULTS:
-            tok, obj = MODALITY_DEFAULTS[m]
-        if tok:
-            needs.append(("tokenizer", tok))
-        if obj:
-            needs.append(("objective", obj))
-    needs.append(("strategy", strategy))
-    return needs
 
 
 _HOST: PluginHost | None = None
