@@ -221,3 +221,25 @@ def test_two_ranks_of_b_equal_one_rank_of_2b(tmp_path, synth_env, strategy, extr
     moved = max(float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()
                 and k.startswith("encoder.blocks."))
     assert moved < 2e-5
+
+
+def test_two_runs_into_one_directory_one_runs_the_other_is_refused(tmp_path, synth_env):
+    import os
+
+    args = [sys.executable, "-m", "medkit.cli.main", *_run_args(tmp_path / "shared", steps=4)]
+    env = {**os.environ, **synth_env, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] != 0, [o[1][-1500:] for o in outs]
+    refused = next(o[1] for p, o in zip(procs, outs) if p.returncode != 0)
+    lines = [ln for ln in refused.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and ("in use by PID" in lines[0] or "already holds a run" in lines[0]), refused[-1500:]
+    assert "Traceback" not in refused
+    ref = run_cli(*_run_args(tmp_path / "alone", steps=4), env=synth_env)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    a, b = load_tensors(tmp_path / "alone" / "model.safetensors"), load_tensors(tmp_path / "shared" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the run that ran equals an uninterrupted one"
+    steps = (tmp_path / "shared" / "metrics" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 8, "one writer: no interleaved rows"

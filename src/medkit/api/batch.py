@@ -53,6 +53,22 @@ class Batch:
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
+    def split(self, parts: int) -> list[Batch]:
+        """``parts`` consecutive micro-batches of equal size (gradient accumulation)."""
+        n = len(self)
+        if parts < 1 or n % parts:
+            raise DataError(f"a batch of {n} {self.modality} samples cannot be split into {parts} equal "
+                            f"micro-batches; make trainer.batch_size a multiple of trainer.accum_steps")
+        size = n // parts
+
+        def cut(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
+            return None if t is None else t[k * size:(k + 1) * size]
+
+        return [replace(self, inputs=cut(self.inputs, k), attention_mask=cut(self.attention_mask, k),
+                        labels=cut(self.labels, k), ids=self.ids[k * size:(k + 1) * size],
+                        seeds=None if self.seeds is None else self.seeds[k * size:(k + 1) * size])
+                for k in range(parts)]
+
     def to(self, device: torch.device | str) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))
         return replace(self, inputs=move(self.inputs), attention_mask=move(self.attention_mask),

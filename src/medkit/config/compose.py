@@ -23,7 +23,8 @@ PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "base": {"trainer": {"batch_size": 128}},
 }
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_steps": 1000, "batch_size": 8, "checkpoint_every": 50, "log_every": 10,
+    "max_steps": 1000, "batch_size": 8, "checkpoint_every": 50, "log_every": 10, "accum_steps": 1,
+    "keep_checkpoints": 2,
     "eval_batches": 4, "val_fraction": 0.1, "num_workers": 0, "device": "auto", "amp": False,
     # frozen-encoder probes after each stage (0 steps and k=0 turn them off); probe_unseen also
     # probes modalities before their own stage, which forward transfer needs. Defaults: eval.probes

@@ -248,7 +248,7 @@ class Engine:
 
         named = [(n, p) for n, p in self.model.modules().named_parameters() if p.requires_grad]
         groups = param_groups(named, float(opt_cfg["weight_decay"])) + list(self.strategy.parameters_groups(ctx))
-        global_batch = ctx.batch_size * self.world.world_size * int(tr.get("accum_steps", 1))
+        global_batch = ctx.batch_size * self.world.world_size
         base_lr = opt_cfg["lr"] if opt_cfg.get("lr") is not None else opt_cfg["blr"] * global_batch / 256
         ctx.optimizer = adamw(groups, lr=base_lr, betas=opt_cfg["betas"], device=ctx.device)
         if resumed_mid:
@@ -298,6 +298,9 @@ class Engine:
         step = ctx.make_step(ctx.optimizer, after_backward=lambda: self.strategy.after_backward(ctx),
                              after_optimizer_step=lambda: self.strategy.after_optimizer_step(ctx))
         every = int(tr.get("checkpoint_every", 50))
+        # trainer.batch_size samples per process and step, run as accum_steps micro-batches (their
+        # mean loss: the same gradient as one batch for a loss that is a mean over equal samples)
+        accum = int(tr.get("accum_steps", 1))
         desc = f"stage {ctx.stage_index + 1}/{len(ctx.stages)} [{'+'.join(ctx.stage)}]"
         if self.world.is_main:
             self.reporter.start(ctx.max_steps, desc, completed=ctx.step)
@@ -308,7 +311,8 @@ class Engine:
             t_got = time.perf_counter()
             lr = lr_at(ctx.step, ctx.max_steps, base_lr=base_lr, min_lr=float(opt_cfg["min_lr"]),
                        warmup_fraction=float(opt_cfg["warmup_fraction"]))
-            out = step(lambda b: self.strategy.loss(ctx, b), batch, lr=lr)
+            micro = batch.split(accum) if accum > 1 else batch
+            out = step(lambda b: self.strategy.loss(ctx, b), micro, lr=lr)
             ctx.step += 1
             t_done = time.perf_counter()
             waited, computed = waited + (t_got - t_wait), computed + (t_done - t_got)
