@@ -37,16 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import load  # noqa: E402
+
 #: Fields of a ``steps.jsonl`` record that are not timings.
 _NOT_TIME = {"stage", "step", "loss", "lr", "modality", "role"}
 
 
-def load() -> str:
-    """``uptime``'s load averages (1, 5, 15 min), as text."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def step_timings(run_dir: Path) -> dict[str, float]:

@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import load, peak_rss_mb as peak_mb, rss_mb, status_mb as _status_mb  # noqa: E402
+
 METHODS = ("torch", "torch-minibatch", "sklearn", "sklearn-seeded", "faiss")
 
 
@@ -53,14 +56,6 @@ def make_features(n: int, dim: int, clusters: int, seed: int) -> Any:
     return x
 
 
-def _status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 def reset_peak() -> bool:
@@ -72,24 +67,10 @@ def reset_peak() -> bool:
         return False
 
 
-def load() -> str:
-    """``uptime``'s load averages (1, 5, 15 min), as text."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def rss_mb() -> float:
-    """Resident set size now, in MiB."""
-    now = _status_mb("VmRSS")
-    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def peak_mb() -> float:
-    """Peak resident set size since the last :func:`reset_peak` (else since start), in MiB."""
-    hwm = _status_mb("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def exact_sq(x: Any, centres: Any, labels: Any, batch: int = 8192) -> Any:

@@ -35,35 +35,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import load, peak_rss_mb, status_mb  # noqa: E402
+
 #: case -> (modality, per-sample input shape)
 CASES: dict[str, tuple[str, tuple[int, ...]]] = {"2d": ("xray", (3, 224, 224)), "3d": ("ct", (1, 16, 192, 192))}
 OPTIMS = ("auto", "fused", "foreach", "loop")
 
 
 # -- process measurements ------------------------------------------------------------------
-def status_mb(field: str) -> float | None:
-    """A ``/proc/self/status`` field (``VmRSS``, ``VmHWM``) in MiB, or ``None`` off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
-    hwm = status_mb("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def load() -> str:
-    """``uptime``'s load averages (1, 5, 15 min), as text."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def host_info() -> dict[str, Any]:

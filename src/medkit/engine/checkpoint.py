@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import logging
@@ -50,14 +49,6 @@ class RunRecord:
     pending_steps: list[dict[str, Any]] = field(default_factory=list)
     realised_mix: dict[int, dict[str, int]] = field(default_factory=dict)
     split: dict[str, Any] = field(default_factory=dict)
-
-
-def _sha256(data_path: Path) -> str:
-    h = hashlib.sha256()
-    with open(data_path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest(cfg: dict[str, Any], ctx: RunContext, record: RunRecord, *, stage: int, step: int, finished: bool,
@@ -123,9 +114,9 @@ def write_generation(store: GenerationStore, *, cfg: dict[str, Any], ctx: RunCon
     gen.write_json("metrics/eval.json", record.evaluations)
     if record.split:
         gen.write_json("metrics/split.json", record.split)
-    files = {"model.safetensors": _sha256(model_file), "config.json": _sha256(gen.path / "config.json")}
+    files = {"model.safetensors": ck.sha256_file(model_file), "config.json": ck.sha256_file(gen.path / "config.json")}
     if (store.run_dir / "config.yaml").is_file():
-        files["config.yaml"] = _sha256(store.run_dir / "config.yaml")
+        files["config.yaml"] = ck.sha256_file(store.run_dir / "config.yaml")
     gen.write_json("manifest.json", manifest(cfg, ctx, record, stage=stage, step=step, finished=finished,
                                              data_paths=data_paths, world_size=world_size, dists=dists,
                                              files=files))

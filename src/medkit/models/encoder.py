@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -234,15 +234,7 @@ class UniversalEncoder(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.normal_(self.cls_token, std=0.02)
-        for module in [self.blocks, self.norm]:
-            for m in module.modules():
-                if isinstance(m, nn.Linear):
-                    nn.init.xavier_uniform_(m.weight)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+        init_vit_weights([*self.blocks.modules(), *self.norm.modules()])
 
     @property
     def depth(self) -> int:
@@ -327,3 +319,15 @@ def sincos_init(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
     if table.shape[1] < dim:
         table = torch.cat([table, torch.zeros(table.shape[0], dim - table.shape[1])], dim=1)
     return table.T.reshape(1, dim, *grid)
+
+
+def init_vit_weights(modules: Iterable[nn.Module]) -> None:
+    """MAE's initialisation, in order: Xavier-uniform Linear weights, zero biases, unit LayerNorms."""
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -12,7 +12,7 @@ from torch import nn
 
 from medkit.api.context import LossOutput
 from medkit.api.batch import Batch
-from medkit.models.encoder import Block, UniversalEncoder, interpolate_grid, sincos_init
+from medkit.models.encoder import Block, UniversalEncoder, init_vit_weights, interpolate_grid, sincos_init
 from medkit.api.errors import ConfigError
 from medkit.models.masking import Masking, gather_tokens, make_noise, random_masking
 
@@ -104,14 +104,7 @@ class MAEObjective(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_weights(self.modules())
 
     # -- stages ----------------------------------------------------------------------------
     def random_masking(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Masking:
