@@ -202,8 +202,11 @@ def test_train_command_on_report_data(tmp_path: Path) -> None:
     for k, text in enumerate(default_corpus()[:30]):
         (data / f"r{k}.txt").write_text(text, encoding="utf-8")
     out = tmp_path / "vocab"
+    from medkit.api.components import COMPONENTS_KEY
+
     result = CliRunner().invoke(tokenizer_group, ["train", "--modality", "report", "--data", str(data),
-                                                  "--vocab-size", "150", "--out", str(out)])
+                                                  "--vocab-size", "150", "--out", str(out)],
+                                obj={COMPONENTS_KEY: get_host})  # what the medkit command hands over
     assert result.exit_code == 0, result.output
     assert str(out / "tokenizer.json") in result.output and "tokenizer.text_1d.vocab_file=" in result.output
     tok = TextTokenizer(embed_dim=8, vocab_file=str(out / "tokenizer.json"))

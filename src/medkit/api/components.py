@@ -33,3 +33,18 @@ class Components(Protocol):
 
     def distributions(self) -> list[str]:
         """Names of the loaded plugin distributions (recorded in manifests)."""
+
+
+#: Where the ``medkit`` command keeps the plugin host for plugin commands (``ctx.obj[COMPONENTS_KEY]``).
+COMPONENTS_KEY = "components"
+
+
+def components_of(ctx: Any) -> Components:
+    """The plugin host, inside a plugin's click command (``medkit_register_commands``): plugins never
+    import the registry; the ``medkit`` command hands it over on the click context."""
+    root = ctx.find_root()
+    factory = (root.obj or {}).get(COMPONENTS_KEY)
+    if factory is None:
+        raise RuntimeError("this command was not started by the medkit command line (no plugin host on "
+                           "the click context)")
+    return factory()

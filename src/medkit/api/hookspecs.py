@@ -137,7 +137,9 @@ def medkit_register_commands(cli: Any) -> None:
     Called once, when the CLI starts (after built-in commands exist).
 
     Args:
-        cli: the root :class:`click.Group`; call ``cli.add_command(command)``.
+        cli: the root :class:`click.Group`; call ``cli.add_command(command)``. Inside a command,
+            ``medkit.api.components.components_of(click.get_current_context())`` is the plugin
+            host (``create``, ``spec``…): plugins never import the registry.
 
     Example::
 

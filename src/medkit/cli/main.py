@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from medkit.api.components import COMPONENTS_KEY
+
 from medkit.cli.common import setup_logging
 
 
@@ -67,6 +69,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     (reports, X-rays, CT, MRI, pathology) and fine-tuning it downstream."""
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    from medkit.registry import get_host
+
+    ctx.obj[COMPONENTS_KEY] = get_host  # plugin commands reach the host through components_of(ctx)
     setup_logging(logging.DEBUG if verbose else logging.INFO)
 
 

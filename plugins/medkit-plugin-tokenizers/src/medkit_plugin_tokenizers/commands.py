@@ -29,10 +29,10 @@ def tokenizer_group() -> None:
 def train_command(modality: str, data: Path, vocab_size: int, out: Path | None, min_frequency: int,
                   lowercase: bool) -> None:
     """Train a BertWordPiece vocabulary on the texts of --data and write tokenizer.json + vocab.txt."""
-    from medkit.registry import create
+    from medkit.api.components import components_of
     from medkit_plugin_tokenizers.text import train_tokenizer
 
-    component = create("modality", modality)
+    component = components_of(click.get_current_context()).create("modality", modality)
     if int(getattr(component, "dims", 0)) != 1:
         raise ConfigError(f"modality {modality!r} has dims {getattr(component, 'dims', '?')}; word-piece "
                           f"vocabularies are trained on text modalities (dims 1) such as report")
