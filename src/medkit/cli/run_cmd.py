@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from medkit.cli.common import default_run_dir, make_reporter, make_selection, selection_options
 
@@ -108,9 +109,12 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
         raise ConfigError("--resume and --from do not mix: --resume continues an interrupted run, --from "
                           "adds stages to a finished one")
     if resume:
-        if modality or data:
-            raise ConfigError(f"--resume continues {resume} with the modalities and data of its config.yaml; "
-                              f"drop --modality/--data")
+        ctx = click.get_current_context()
+        given = [f"--{name}" for name in ("modality", "data", "strategy", "preset", "seed")
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if given:
+            raise ConfigError(f"--resume continues {resume} with the modalities, data, strategy, preset and seed "
+                              f"of its config.yaml; drop {', '.join(given)}")
         safe = list(overrides) + ([f"trainer.max_steps={max_steps}"] if max_steps is not None else [])
         cfg = apply_resume_overrides(load_config(Path(resume)), safe, source=str(Path(resume) / "config.yaml"))
         target = Path(resume)

@@ -79,21 +79,22 @@ def expected_type(node: Any) -> str:
     return f"{what} or null" if optional and not what.startswith("any") else what
 
 
-def _default_of(node: Any) -> str:
+def _value_of(node: Any, label: str) -> str:
     from omegaconf import OmegaConf
 
     try:
         value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
     except Exception:  # noqa: BLE001
         return ""
-    return f" (default {'null' if value is None else value})"
+    return f" ({label} {'null' if value is None else value})"
 
 
-def apply_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
+def apply_overrides(cfg: Any, overrides: Sequence[str], *, label: str = "default") -> Any:
     """Apply ``KEY=VALUE`` overrides to an OmegaConf tree in struct mode; returns the merged tree.
 
     An unknown key is refused with "did you mean", a value of the wrong type with the key, the value
-    and the type the key expects; ``run.*`` is set by the command-line options only.
+    and the type the key expects (and the key's current value, shown as ``(<label> VALUE)``);
+    ``run.*`` is set by the command-line options only.
     """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -121,7 +122,7 @@ def apply_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={value}"]))
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override {shown}: {key} expects {expected_type(node)}, got {value!r}"
-                              f"{_default_of(node)}") from exc
+                              f"{_value_of(node, label)}") from exc
     return cfg
 
 
@@ -187,7 +188,7 @@ def apply_resume_overrides(cfg: dict[str, Any], overrides: Sequence[str], *, sou
         section, leaf = key.split(".")
         if section not in typed:
             raise ConfigError(f"--resume {source}: the run's config has no {section} section to override")
-        typed = apply_overrides(typed, [f"{key}={value}"])
+        typed = apply_overrides(typed, [f"{key}={value}"], label="now")
         new = OmegaConf.to_container(typed)[section][leaf]  # type: ignore[index]
         check_values({section: {leaf: new}})
         out[section][leaf] = new

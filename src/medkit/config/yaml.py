@@ -46,7 +46,7 @@ def check_inert(data: Any, source: str, prefix: str = "") -> None:
             where = _key_path(prefix, key)
             if isinstance(key, str) and "${" in key:
                 raise ConfigError(f"{source}: key {where!r} is an interpolation; medkit never resolves "
-                                  f"${{...}} in a received config — rename the key")
+                                  f"${{...}} in a received config; rename the key")
             check_inert(value, source, where)
     elif isinstance(data, list):
         for i, value in enumerate(data):
@@ -54,7 +54,7 @@ def check_inert(data: Any, source: str, prefix: str = "") -> None:
     elif isinstance(data, str) and "${" in data:
         raise ConfigError(f"{source}: {prefix or 'the document'} holds the interpolation {data!r}; medkit "
                           f"never resolves ${{...}} in a received config (it could read your environment "
-                          f"or files) — replace it with a literal value")
+                          f"or files); replace it with a literal value")
 
 
 def _yaml_error(exc: Exception, source: str) -> ConfigError:
