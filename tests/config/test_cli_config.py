@@ -14,11 +14,16 @@ from ..conftest import make_dist, run_cli
 
 SYNTH = ("from medkit.testing.contracts import *  # noqa\n"
          "from medkit.testing.contracts import medkit_register_modalities, MEDKIT_API_VERSION\n")
-#: Records what the engine was handed (run_start) so a test can see the resume overrides arrive.
+#: Records what the engine was handed (run_start) so a test can see the resume overrides arrive;
+#: CRASH_AT=stage:step kills the run there (an interrupted run to resume).
 RECORDER = """
-import json, os
+import json, os, signal
 from medkit.api import hookimpl
 MEDKIT_API_VERSION = 1
+@hookimpl
+def medkit_on_step_end(run, stage, step, metrics):
+    if os.environ.get("CRASH_AT") == f"{stage.index}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 @hookimpl
 def medkit_on_run_start(run):
     out = os.environ.get("RECORD_RUN_START")
@@ -43,17 +48,18 @@ def synth_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, synth_env: dict[str, str]) -> Path:
+def interrupted_run(tmp_path_factory: pytest.TempPathFactory, synth_env: dict[str, str]) -> Path:
+    """A run killed at step 3 of 4 (checkpointed at step 2)."""
     run = tmp_path_factory.mktemp("runs") / "a"
-    out = run_cli("run", "--modality", "synth_a", "--strategy", "sequential", "--preset", "tiny", "--max-steps", "2",
-                  "--run-dir", str(run), *SMALL, env=synth_env)
-    assert out.returncode == 0, out.stderr
+    out = run_cli("run", "--modality", "synth_a", "--strategy", "sequential", "--preset", "tiny", "--max-steps", "4",
+                  "--run-dir", str(run), *SMALL, "trainer.checkpoint_every=2", env={**synth_env, "CRASH_AT": "0:3"})
+    assert out.returncode == -9, out.stderr
     return run
 
 
 @pytest.fixture()
-def run_copy(finished_run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+def run_copy(interrupted_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(interrupted_run, tmp_path / "run", symlinks=True))  # generations link by name
 
 
 def _one_line(out, *needles: str) -> str:
@@ -94,13 +100,13 @@ def _plant(run: Path, old: str, new: str) -> None:
 
 def test_resume_never_resolves_an_interpolation(run_copy: Path, synth_env: dict[str, str], tmp_path: Path) -> None:
     _plant(run_copy, "device: auto", "device: ${oc.env:MEDKIT_TEST_SECRET}")
-    before = {p: p.stat().st_mtime_ns for p in run_copy.rglob("*")}
+    before = {p: p.lstat().st_mtime_ns for p in run_copy.rglob("*")}
     env = {**synth_env, "MEDKIT_TEST_SECRET": "cpu-secret-9f8e", "RECORD_RUN_START": str(tmp_path / "rec.json")}
     out = run_cli("run", "--resume", str(run_copy), env=env)
     line = _one_line(out, str(run_copy / "config.yaml"), "trainer.device", "interpolation")
     assert "cpu-secret-9f8e" not in out.stderr + out.stdout and "cpu-secret" not in line
     assert not (tmp_path / "rec.json").exists(), "the engine never started"
-    assert {p: p.stat().st_mtime_ns for p in run_copy.rglob("*")} == before, "the run directory is untouched"
+    assert {p: p.lstat().st_mtime_ns for p in run_copy.rglob("*")} == before, "the run directory is untouched"
 
 
 def test_resume_names_the_file_of_a_malformed_config(run_copy: Path, synth_env: dict[str, str]) -> None:
@@ -122,12 +128,14 @@ def test_resume_refuses_unsafe_overrides_listing_the_allowed(run_copy: Path, syn
 def test_resume_applies_safe_overrides_and_hands_them_to_the_engine(run_copy: Path, synth_env: dict[str, str],
                                                                    tmp_path: Path) -> None:
     record = tmp_path / "rec.json"
-    out = run_cli("run", "--resume", str(run_copy), "optim.lr=5e-4", "--max-steps", "2", "trainer.num_workers=0",
+    out = run_cli("run", "--resume", str(run_copy), "optim.lr=5e-4", "--max-steps", "5", "trainer.num_workers=0",
                   env={**synth_env, "RECORD_RUN_START": str(record)})
     assert out.returncode == 0, out.stderr
     seen = json.loads(record.read_text())
-    assert seen == {"resume_overrides": ["optim.lr=0.0005", "trainer.num_workers=0", "trainer.max_steps=2"],
-                    "lr": 5e-4, "max_steps": 2, "resumed": True}
+    applied = ["optim.lr=0.0005", "trainer.num_workers=0", "trainer.max_steps=5"]
+    assert seen == {"resume_overrides": applied, "lr": 5e-4, "max_steps": 5, "resumed": True}
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    assert manifest["finished"] is True and manifest.get("resume_overrides") == applied
 
 
 def test_finetune_from_and_evaluate_never_resolve_an_interpolation(run_copy: Path, synth_env: dict[str, str],

@@ -25,11 +25,12 @@ def _plant(path: Path, old: str, new: str) -> None:
 def test_push_refuses_an_interpolation_and_uploads_nothing(hub: Any, run_copy: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from medkit.hub.hub import push
+    from medkit.registry import get_host
 
     monkeypatch.setenv("MEDKIT_TEST_SECRET", SECRET)
     _plant(run_copy / "config.yaml", "device: auto", "device: ${oc.env:MEDKIT_TEST_SECRET}")
     with pytest.raises(ConfigError) as info:
-        push(run_copy, "alice/crafted")
+        push(run_copy, "alice/crafted", create=get_host().create)
     message = str(info.value)
     assert str(run_copy / "config.yaml") in message and "trainer.device" in message and SECRET not in message
     assert hub.requests == [] and not hub.repos and not hub.blobs, "refused before any request to the Hub"
@@ -37,10 +38,11 @@ def test_push_refuses_an_interpolation_and_uploads_nothing(hub: Any, run_copy: P
 
 def test_push_names_the_file_of_a_malformed_config(hub: Any, run_copy: Path) -> None:
     from medkit.hub.hub import push
+    from medkit.registry import get_host
 
     _plant(run_copy / "config.yaml", "trainer:", "trainer: {")
     with pytest.raises(ConfigError, match=r"config.yaml: not valid YAML at line \d+"):
-        push(run_copy, "alice/broken")
+        push(run_copy, "alice/broken", create=get_host().create)
 
 
 def test_a_checkpoint_config_json_with_an_interpolation_is_refused(run_copy: Path) -> None:

@@ -136,8 +136,6 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
                   master_port=master_port)
         click.echo(f"run directory: {target}")
         return
-    from medkit.registry import get_host
-
     reporter = make_reporter(int(cfg["trainer"].get("log_every", 10)))
     Engine(cfg, target, components=get_host(), reporter=reporter, resume=bool(resume)).run()
     if int(os.environ.get("RANK", "0")) == 0 and not os.environ.get("MEDKIT_LAUNCHED"):

@@ -22,6 +22,8 @@ class TrainerConfig:
     max_steps: int = 1000  #: optimizer steps per stage
     batch_size: int = 8  #: samples per step and rank
     checkpoint_every: int = 50  #: steps between mid-stage checkpoints
+    keep_checkpoints: int = 2  #: committed checkpoint generations kept (the older ones are fallbacks)
+    accum_steps: int = 1  #: micro-batches per optimizer step (the lr scales with the global batch)
     log_every: int = 10  #: steps between progress lines
     eval_batches: int = 4  #: held-out batches per modality for the pretext loss after each stage
     val_fraction: float = 0.1  #: share of each modality's samples held out (hash split)
@@ -82,6 +84,7 @@ PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "trainer.max_steps": (0, None, True), "trainer.batch_size": (1, None, True),
     "trainer.checkpoint_every": (1, None, True), "trainer.log_every": (1, None, True),
+    "trainer.keep_checkpoints": (1, None, True), "trainer.accum_steps": (1, None, True),
     "trainer.eval_batches": (0, None, True), "trainer.val_fraction": (0, 1, False),
     "trainer.num_workers": (0, None, True), "trainer.probe_knn_k": (0, None, True),
     "trainer.probe_linear_steps": (0, None, True), "trainer.probe_max_train": (0, None, True),
