@@ -64,7 +64,9 @@ def run_copy(interrupted_run: Path, tmp_path: Path) -> Path:
 
 def _one_line(out, *needles: str) -> str:
     assert out.returncode != 0, out.stdout + out.stderr
-    lines = out.stderr.strip().splitlines()
+    # a loaded machine may make the synthetic plugin (it imports torch) trip the slow-import warning
+    lines = [line for line in out.stderr.strip().splitlines()
+             if not (line.startswith("warning: plugin medkit_synth") and "import" in line)]
     assert len(lines) == 1, out.stderr
     assert "Traceback" not in out.stderr
     assert all(n in lines[0] for n in needles), lines[0]
@@ -150,4 +152,4 @@ def test_finetune_from_and_evaluate_never_resolve_an_interpolation(run_copy: Pat
     evaluated.mkdir()
     (evaluated / "config.yaml").write_text("run:\n  task: classification\n  data: ${oc.env:HOME}\n")
     _one_line(run_cli("evaluate", str(evaluated), env=env), str(evaluated / "config.yaml"), "run.data")
-    assert os.listdir(evaluated) == ["config.yaml"]
+    assert set(os.listdir(evaluated)) - {".medkit.lock"} == {"config.yaml"}, "nothing evaluated or written"
