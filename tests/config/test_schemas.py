@@ -60,9 +60,9 @@ def _keys_read(section: str) -> set[str]:
 
 @pytest.mark.parametrize("section", sorted(SCHEMAS))
 def test_every_key_the_runtime_reads_is_in_the_schema(section: str) -> None:
-    from medkit.eval.evaluate import PROBE_KEYS
+    from medkit.eval.probes import PROBE_TRAINER_DEFAULTS  # read through ProbeOptions.from_trainer
 
-    read = _keys_read(section) | (set(PROBE_KEYS) if section == "trainer" else set())
+    read = _keys_read(section) | (set(PROBE_TRAINER_DEFAULTS) if section == "trainer" else set())
     assert len(read) >= 3, f"the scan found almost nothing for {section}: {read}"
     assert read <= set(field_names(section)), f"{section} keys read but not typed: {read - set(field_names(section))}"
 
