@@ -136,7 +136,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "tokenizer.text_1d.legacy_vocab_rows=150", "tokenizer.text_1d.legacy_position_rows=24",
         "tokenizer.patch_2d.legacy_position_rows=16", "tokenizer.patch_2d.base_size=[32,32]",
         "tokenizer.patch_3d.legacy_position_rows=24", "tokenizer.patch_3d.base_size=[16,32,32]",
-        "objective.mae.decoder_dim=16", "objective.mae.decoder_depth=1"]))
+        "objective.mae.decoder_dim=16", "objective.mae.decoder_depth=1"]), host=get_host())
     model = build_model(cfg, create=get_host().create)
     official = _random_official(official_key_shapes(**SMALL))
     layout = Layout.from_config(cfg)

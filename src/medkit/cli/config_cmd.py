@@ -18,6 +18,7 @@ def show(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset
          max_steps: int | None, seed: int, overrides: tuple[str, ...]) -> None:
     """Print the config `medkit run` would compose from the same options."""
     from medkit.config.compose import compose, to_yaml
+    from medkit.registry import get_host
 
     click.echo(to_yaml(compose(make_selection(modality, strategy, data, preset, max_steps, seed,
-                                              overrides))), nl=False)
+                                              overrides), host=get_host())), nl=False)

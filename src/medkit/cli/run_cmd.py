@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from medkit.cli.common import default_run_dir, make_reporter, make_selection, selection_options
 
@@ -85,36 +86,48 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
     """Pre-train the shared encoder, one stage per modality (OVERRIDES are KEY=VALUE, e.g.
     optim.lr=1e-4 strategy.buffer_ratio=0.1).
 
+    With --resume only the safe overrides are accepted: optim.lr, optim.min_lr, trainer.max_steps
+    (also --max-steps), trainer.checkpoint_every, trainer.num_workers, trainer.log_every,
+    trainer.eval_batches.
+
     \b
     Examples:
       medkit run --modality ct --strategy sequential --preset tiny --max-steps 20
       medkit run --modality report,xray,ct --strategy rehearsal --data ct=/data/ct
       medkit run --resume runs/my-run
+      medkit run --resume runs/my-run optim.lr=5e-5 trainer.max_steps=2000
       medkit run --from runs/my-run --modality pathology --strategy rehearsal
       medkit run --modality ct --nproc-per-node 4 --nnodes 2 --node-rank 0 --master-addr node0 --run-dir /shared/r
     """
     from medkit.config.compose import compose
+    from medkit.config.overrides import apply_resume_overrides
     from medkit.engine.engine import Engine, load_config
     from medkit.api.errors import ConfigError
+    from medkit.registry import get_host
 
     if resume and from_ref:
         raise ConfigError("--resume and --from do not mix: --resume continues an interrupted run, --from "
                           "adds stages to a finished one")
     if resume:
-        if modality or overrides or data:
-            raise ConfigError(f"--resume continues {resume} exactly as its config.yaml says; drop "
-                              f"--modality/--data/overrides")
-        cfg = load_config(Path(resume))
+        ctx = click.get_current_context()
+        given = [f"--{name}" for name in ("modality", "data", "strategy", "preset", "seed")
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if given:
+            raise ConfigError(f"--resume continues {resume} with the modalities, data, strategy, preset and seed "
+                              f"of its config.yaml; drop {', '.join(given)}")
+        safe = list(overrides) + ([f"trainer.max_steps={max_steps}"] if max_steps is not None else [])
+        cfg = apply_resume_overrides(load_config(Path(resume)), safe, source=str(Path(resume) / "config.yaml"))
         target = Path(resume)
     elif from_ref:
         from medkit.engine.continuation import compose_continuation
         from medkit.hub.hub import resolve_checkpoint
 
         sel = make_selection(modality, strategy, data, preset, max_steps, seed, overrides)
-        cfg = compose_continuation(from_ref, resolve_checkpoint(from_ref), sel)
+        cfg = compose_continuation(from_ref, resolve_checkpoint(from_ref), sel, host=get_host())
         target = Path(run_dir or default_run_dir(strategy, sel.modalities))
     else:
-        cfg = compose(make_selection(modality, strategy, data, preset, max_steps, seed, overrides))
+        cfg = compose(make_selection(modality, strategy, data, preset, max_steps, seed, overrides),
+                      host=get_host())
         target = Path(run_dir or default_run_dir(strategy, cfg["run"]["modalities"]))
     if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
         if nnodes > 1 and not (run_dir or resume):
@@ -123,8 +136,6 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
                   master_port=master_port)
         click.echo(f"run directory: {target}")
         return
-    from medkit.registry import get_host
-
     reporter = make_reporter(int(cfg["trainer"].get("log_every", 10)))
     Engine(cfg, target, components=get_host(), reporter=reporter, resume=bool(resume)).run()
     if int(os.environ.get("RANK", "0")) == 0 and not os.environ.get("MEDKIT_LAUNCHED"):

@@ -24,7 +24,7 @@ def source_stages(src: Path, arch: dict[str, Any]) -> list[list[str]]:
     return [[m] for m in arch["uses"]]
 
 
-def compose_continuation(ref: str, src: Path, sel: Selection) -> dict[str, Any]:
+def compose_continuation(ref: str, src: Path, sel: Selection, *, host: Any = None) -> dict[str, Any]:
     """Compose the config of a run that continues ``src`` (resolved from ``ref``) with the
     modalities of ``sel`` as new stages; the architecture always comes from ``src``."""
     from medkit.hub.hub import read_architecture
@@ -48,7 +48,7 @@ def compose_continuation(ref: str, src: Path, sel: Selection) -> dict[str, Any]:
             data[m] = str(old)
     preset = str(arch["encoder"].get("preset", sel.preset))
     cfg = compose(Selection(modalities=everything, strategy=sel.strategy, preset=preset, data=data,
-                            seed=sel.seed, max_steps=sel.max_steps, overrides=list(sel.overrides)))
+                            seed=sel.seed, max_steps=sel.max_steps, overrides=list(sel.overrides)), host=host)
     cfg["encoder"] = dict(arch["encoder"])
     for m in prev:
         use = arch["uses"].get(m)

@@ -335,9 +335,6 @@ class Engine:
 
 def load_config(run_dir: Path) -> dict[str, Any]:
     """The resolved config saved in a run directory."""
-    from medkit.config.compose import from_yaml
+    from medkit.config.yaml import load_run_config
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise CheckpointError(f"{run_dir} is not a medkit run directory (no config.yaml)")
-    return from_yaml(path.read_text(encoding="utf-8"))
+    return load_run_config(run_dir)

@@ -71,7 +71,7 @@ def resolve_source(ref: str) -> Path:
 def pretrain_config(run_dir: Path) -> dict[str, Any]:
     """The pre-training config of ``run_dir``: ``config.yaml``, or the architecture in
     ``config.json`` (what a Hub download always has) as ``{"run": {"uses"}, "encoder", "tokenizer"}``."""
-    from medkit.storage.files import read_json
+    from medkit.config.yaml import read_config_json as read_json  # inert: refuses ${...}
     from medkit.engine.engine import load_config
 
     run_dir = Path(run_dir)

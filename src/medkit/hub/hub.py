@@ -254,8 +254,10 @@ def _find_target(node: Any, where: str = "") -> str | None:
 
 def read_architecture(root: str | os.PathLike[str]) -> dict[str, Any]:
     """``config.json`` of a checkpoint, checked: medkit format 1, every section present, no ``_target_``."""
+    from medkit.config.yaml import read_config_json
+
     path = Path(root) / ARCH_FILE
-    arch = ck.read_json(path)
+    arch = read_config_json(path)  # refuses ${...} (it would be resolved by a later compose)
     if not isinstance(arch, dict) or arch.get("library") != "medkit":
         raise CheckpointError(f"{path} is not a medkit architecture file (no \"library\": \"medkit\")")
     if arch.get("format") != 1:

@@ -142,7 +142,7 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
     CSVs travel (aggregate numbers). ``provider(kind, name)`` names the distribution of a component
     for the card's install line (the CLI passes the plugin registry's answer).
     """
-    from medkit.config.compose import from_yaml, to_yaml
+    from medkit.config.yaml import load_run_config, to_yaml
     from medkit.eval.matrices import matrix_files, run_matrices
     from medkit.eval.records import read_evaluations, write_json
     from medkit.hub.card import check_license, objectives_of, render_card, render_heatmap
@@ -159,7 +159,7 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
     files: dict[str, Path] = {"model.safetensors": run_dir / "model.safetensors"}
     arch, removed_arch = sanitize_architecture(ck.read_json(run_dir / "config.json"), run_dir)
     ck.atomic_write_json(staging / "config.json", arch)
-    cfg, removed_cfg = sanitize_config(from_yaml((run_dir / "config.yaml").read_text(encoding="utf-8")), run_dir)
+    cfg, removed_cfg = sanitize_config(load_run_config(run_dir), run_dir)  # inert: no ${...} resolved
     ck.atomic_write_text(staging / "config.yaml", to_yaml(cfg))
     files.update({"config.json": staging / "config.json", "config.yaml": staging / "config.yaml"})
     for path in sorted((run_dir / "tokenizers").rglob("*")) if (run_dir / "tokenizers").is_dir() else []:

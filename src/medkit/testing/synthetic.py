@@ -139,12 +139,12 @@ def run_synthetic(run_dir: Path, strategy: str, modalities: tuple[str, ...] = ("
     if demo_dir is not None:
         os.environ["MEDKIT_DEMO_DIR"] = str(demo_dir)
     try:
-        use_synthetic_host()
+        host = use_synthetic_host()
         base = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
                 "trainer.eval_batches=1", "trainer.checkpoint_every=1000"]
         cfg = compose(Selection(modalities=list(modalities), strategy=strategy, preset="tiny",
-                                max_steps=max_steps, seed=seed, overrides=base + list(overrides)))
-        Engine(cfg, Path(run_dir), components=get_host(), reporter=NullReporter()).run()
+                                max_steps=max_steps, seed=seed, overrides=base + list(overrides)), host=host)
+        Engine(cfg, Path(run_dir), components=host, reporter=NullReporter()).run()
     finally:
         if previous is None:
             os.environ.pop("MEDKIT_DEMO_DIR", None)

@@ -163,7 +163,7 @@ def converted_config(modalities: Sequence[str] | None = None, *, components: Com
         raise ConfigError("none of the MedCoSS modalities (" + ", ".join(OFFICIAL_STAGES) + ") is installed; "
                           "pip install medkit-plugin-xray (or another) and convert again")
     strategy = "rehearsal" if "rehearsal" in host.names("strategy") else "sequential"
-    cfg = compose(Selection(modalities=chosen, strategy=strategy, preset="base"))
+    cfg = compose(Selection(modalities=chosen, strategy=strategy, preset="base"), host=host)
     cfg["encoder"]["legacy"] = True
     for m in chosen:
         name = cfg["run"]["uses"][m]["tokenizer"]
