@@ -12,8 +12,8 @@ import pytest
 
 from ..conftest import make_dist, run_cli
 
-SYNTH = ("from medkit.testing.contracts import *  # noqa\n"
-         "from medkit.testing.contracts import medkit_register_modalities, MEDKIT_API_VERSION\n")
+SYNTH = ("from medkit.testing.synthetic import *  # noqa\n"
+         "from medkit.testing.synthetic import medkit_register_modalities, MEDKIT_API_VERSION\n")
 #: Records what the engine was handed (run_start) so a test can see the resume overrides arrive;
 #: CRASH_AT=stage:step kills the run there (an interrupted run to resume).
 RECORDER = """

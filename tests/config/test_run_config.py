@@ -21,7 +21,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_round_trip_of_a_composed_config(tmp_path: Path) -> None:
     from medkit.config.compose import Selection, compose
-    from medkit.testing.contracts import use_synthetic_host
+    from medkit.testing.synthetic import use_synthetic_host
 
     cfg = compose(Selection(modalities=["synth_a", "synth_b"], strategy="sequential", preset="tiny"),
                   host=use_synthetic_host())

@@ -27,7 +27,7 @@ OLD_DEFAULTS = {
 
 @pytest.fixture()
 def host():
-    from medkit.testing.contracts import use_synthetic_host
+    from medkit.testing.synthetic import use_synthetic_host
 
     return use_synthetic_host()
 
