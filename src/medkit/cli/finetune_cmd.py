@@ -47,6 +47,7 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
       medkit finetune --recipe lits --show
       medkit finetune --resume runs/finetune-lits
     """
+    import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
     from medkit.engine.engine import load_config
     from medkit.api.errors import ConfigError
     from medkit.finetune.trainer import Finetuner
@@ -94,6 +95,7 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
 def evaluate(run_dir: str, data: str | None, split: str, weights: str) -> None:
     """Evaluate a fine-tuning run on the held-out split of its data (or of --data)."""
+    import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
     from medkit.finetune.trainer import evaluate_run
 
     out = evaluate_run(Path(run_dir), data=data, split=split, weights=weights)
@@ -117,6 +119,7 @@ def embed(run_dir: str, modality: tuple[str, ...], data: tuple[str, ...], max_sa
           out: str | None, seed: int) -> None:
     """t-SNE of pooled encoder embeddings coloured by modality (supplement F)."""
     from medkit.config.compose import parse_data, parse_modalities
+    import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
     from medkit.finetune.embed import embed_modalities
 
     mods = parse_modalities(modality)
