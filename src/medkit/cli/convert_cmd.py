@@ -1,4 +1,5 @@
-"""``medkit convert medcoss``: turn the official MedCoSS weights into a medkit run directory."""
+"""``medkit convert medcoss`` (the official MedCoSS weights → a medkit run directory) and ``medkit convert
+<desd|pcrlv2-2d|pcrlv2-3d|path-dino|unimiss>`` (a released comparison model → safetensors)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,39 @@ def medcoss(checkpoint: str, out_dir: str, vocab: str | None, modalities: tuple[
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(f"use it with: medkit finetune --from {report.run_dir} ... or medkit run --from {report.run_dir} ...")
+
+
+def _release_command(name: str) -> click.Command:
+    """``medkit convert <name> CHECKPOINT OUT``: a released comparison model → safetensors."""
+
+    @click.command(name)
+    @click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+    @click.argument("out", type=click.Path(dir_okay=False))
+    @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+    def command(checkpoint: str, out: str, force: bool) -> None:
+        from medkit.finetune.external import convert_release, family
+
+        fam = family(name)
+        report = convert_release(name, checkpoint, out, force=force)
+        click.echo(f"wrote {out}: {len(report.converted)} {fam.title} tensors ({report.coverage:.0%} of the model) "
+                   f"from {report.released} released ones")
+        by_reason: dict[str, list[str]] = defaultdict(list)
+        for key, reason in report.dropped.items():
+            by_reason[reason].append(key)
+        for reason, keys in by_reason.items():
+            click.echo(f"dropped {len(keys)}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({reason})")
+        click.echo(f"use it with: medkit finetune --backbone {name}:{out} ...")
+
+    command.help = (f"Convert the released {name} CHECKPOINT (read with torch.load(weights_only=True); "
+                    f"any pickled class but argparse.Namespace is refused) into OUT (.safetensors).")
+    return command
+
+
+def _add_release_commands() -> None:
+    from medkit.finetune.external import FAMILIES
+
+    for name in FAMILIES:
+        convert.add_command(_release_command(name))
+
+
+_add_release_commands()

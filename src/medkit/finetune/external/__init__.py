@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from medkit.api.errors import CheckpointError, ConfigError
-from medkit.finetune.external.base import CONVERTED_FORMAT, ExternalBackbone, Family, KeyReport, load_into
+
+if TYPE_CHECKING:  # importing this package stays light (no torch): the CLI lists FAMILIES at start-up
+    from torch import nn
+
+    from medkit.finetune.external.base import ExternalBackbone, Family, KeyReport
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +23,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "path-dino": ("path_dino", "FAMILY"), "unimiss": ("unimiss", "FAMILY"),
 }
 
-__all__ = ["FAMILIES", "ExternalBackbone", "Family", "KeyReport", "build_external", "build_fusion_cnn",
-           "check_dims", "convert_release", "family", "parse_spec"]
+__all__ = ["FAMILIES", "build_external", "build_fusion_cnn", "check_dims", "convert_release", "describe",
+           "family", "normalize_spec", "parse_spec"]
 
 
 def family(name: str) -> Family:
@@ -69,6 +71,8 @@ def build_external(spec: str, dims: int, *, pretrained: bool = True) -> External
     parsed = parse_spec(spec)
     if parsed is None:
         raise ConfigError(f"--backbone {spec}: expected one of {', '.join(f + ':PATH' for f in FAMILIES)}")
+    from medkit.finetune.external.base import load_into
+
     name, path = parsed
     check_dims(name, dims, f"the {dims}D data")
     fam = family(name)
@@ -85,6 +89,7 @@ def build_fusion_cnn(spec: str, dims: int, *, in_channels: int, out_channels: in
     """The CNN branch of the ViT + CNN fusion for ``task.fusion=desd:PATH``: DeSD's ResUNet, its
     encoder filled from the released checkpoint (supplement D, Fig. 2)."""
     from medkit.finetune.external import desd
+    from medkit.finetune.external.base import load_into
 
     parsed = parse_spec(spec)
     if parsed is None or parsed[0] != "desd":
@@ -103,6 +108,7 @@ def build_fusion_cnn(spec: str, dims: int, *, in_channels: int, out_channels: in
 def convert_release(name: str, checkpoint: str | Path, out: str | Path, *, force: bool = False) -> KeyReport:
     """``medkit convert <name>``: the released checkpoint → ``out`` (safetensors with our key names, the
     family in its metadata), after building and loading the model to prove it fits."""
+    from medkit.finetune.external.base import CONVERTED_FORMAT, load_into
     from medkit.storage.files import save_tensors, sha256_file
 
     fam = family(name)

@@ -103,16 +103,19 @@ def entry(obj: Any, names: Sequence[str | None], source: str, what: str) -> dict
 def split_keys(state: Mapping[str, torch.Tensor], rules: Sequence[tuple[str, str | None, str]], source: str,
                title: str) -> tuple[StateDict, dict[str, str]]:
     """Sort released keys by ``(prefix, new_prefix, reason)`` rules, first match wins: ``new_prefix``
-    ``None`` drops the key with ``reason``; a key no rule matches is refused by name."""
+    ``None`` drops the key with ``reason``; a key no rule matches is refused by name. A leading
+    ``module.`` (a ``DataParallel`` wrapper) is ignored when matching; dropped keys keep their released
+    names."""
     kept: StateDict = {}
     dropped: dict[str, str] = {}
     for key, value in state.items():
+        bare = key[len("module."):] if key.startswith("module.") else key
         for prefix, new, reason in rules:
-            if key.startswith(prefix):
+            if bare.startswith(prefix):
                 if new is None:
                     dropped[key] = reason
                 else:
-                    kept[new + key[len(prefix):]] = value
+                    kept[new + bare[len(prefix):]] = value
                 break
         else:
             raise CheckpointError(f"{source}: unexpected key {key!r}; the released {title} checkpoint has no such "

@@ -149,10 +149,9 @@ def map_keys(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:
     """``teacher`` (the README's choice; ``student`` if absent) → ``module.``/``backbone.`` stripped;
     the DINO projection heads (``head.*``; the student's ``head_1..3.*``) are dropped."""
     state = entry(obj, ["teacher", "student", None], source, "DeSD")
-    rules: list[tuple[str, str | None, str]] = [("module.backbone.", "", ""), ("backbone.", "", "")]
-    for pre in ("module.", ""):
-        rules += [(f"{pre}head.", None, "DINO projection head of pre-training")]
-        rules += [(f"{pre}head_{i}.", None, "sub-encoder projection head of pre-training") for i in (1, 2, 3)]
+    rules: list[tuple[str, str | None, str]] = [("backbone.", "", ""),
+                                                ("head.", None, "DINO projection head of pre-training")]
+    rules += [(f"head_{i}.", None, "sub-encoder projection head of pre-training") for i in (1, 2, 3)]
     return split_keys(state, rules, source, "DeSD")
 
 

@@ -48,9 +48,8 @@ def map_keys(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:
     """The release is a bare timm state dict (kept 1:1). A DINO training checkpoint (``teacher`` /
     ``student`` with ``backbone.`` keys) is accepted too; its projection ``head.*`` is dropped."""
     state = entry(obj, [None, "teacher", "student"], source, "Path_DINO")
-    rules: list[tuple[str, str | None, str]] = []
-    for pre in ("module.", ""):
-        rules += [(f"{pre}backbone.", "", ""), (f"{pre}head.", None, "DINO projection head of pre-training")]
+    rules: list[tuple[str, str | None, str]] = [("backbone.", "", ""),
+                                                ("head.", None, "DINO projection head of pre-training")]
     if not any(k.startswith(("backbone.", "module.backbone.")) for k in state):
         rules = [("", "", "")]  # the released bare state dict: names are timm's already
     return split_keys(state, rules, source, "Path_DINO")

@@ -96,7 +96,6 @@ class PCRLv2Backbone3D(ExternalBackbone):
 def map_keys_2d(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:
     """``state_dict`` (smp's ResNet-18 encoder: torchvision names, no ``fc``) → timm ``resnet18``, 1:1."""
     state = entry(obj, ["state_dict", None], source, "PCRLv2 (CheXpert)")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     rules = [(p, p, "") for p in ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")]
     rules += [("fc.", None, "ImageNet classifier (not pre-trained)")]
     return split_keys(state, rules, source, "PCRLv2 (CheXpert)")
@@ -106,7 +105,6 @@ def map_keys_3d(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:
     """``state_dict`` of ``PCRLv23d``: ``down_tr*`` kept; the pretext decoder (``up_tr*``, ``out_tr``:
     no skip connections, projection and deep-supervision heads) dropped."""
     state = entry(obj, ["state_dict", None], source, "PCRLv2 (LUNA)")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     rules = [(f"down_tr{c}.", f"down_tr{c}.", "") for c in (64, 128, 256, 512)]
     rules += [(f"up_tr{c}.", None, "pretext decoder of pre-training") for c in (64, 128, 256)]
     rules += [("out_tr.", None, "pretext reconstruction output of pre-training")]

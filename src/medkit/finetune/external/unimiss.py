@@ -201,7 +201,6 @@ def map_keys(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:
     ``backbone.transformer.*`` kept; the pre-training decoder (``backbone.Dec*``, ``backbone.norm``,
     ``backbone.cls_tokens0..2``) and the DINO ``head.*`` are dropped."""
     state = entry(obj, ["student", "teacher"], source, "UniMiSS")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     rules = [("backbone.transformer.", "", ""),
              ("backbone.", None, "pre-training decoder"),
              ("head.", None, "DINO projection head of pre-training")]
