@@ -124,7 +124,8 @@ def _encoder_section(sel: FinetuneSelection, tokenizer: str, *, require_source: 
         return dict(run_cfg["encoder"]), {tokenizer: dict(tok_cfg)}, str(run_dir.resolve())
     if not sel.scratch and require_source:
         raise ConfigError("give --from RUN_DIR (a pre-trained medkit run or hf-hub:ID), --scratch (random "
-                          "init of the same architecture) or --backbone timm:NAME / monai:NAME")
+                          "init of the same architecture) or --backbone timm:NAME / monai:NAME / a released "
+                          "model such as desd:PATH")
     encoder = dict(ENCODER_DEFAULTS, preset=sel.preset or "base")
     return encoder, {tokenizer: component_defaults("tokenizer", tokenizer)}, None
 
@@ -137,7 +138,10 @@ def _external_backbone(sel: FinetuneSelection, recipe: dict[str, Any], modality:
     parsed = parse_spec(sel.backbone)
     if parsed is None:
         return sel.backbone
-    dataset = str(recipe.get("dataset") or "").split(" (")[0] or f"the {modality} data"
+    dataset = str(recipe.get("dataset") or "").split(" (")[0]
+    if "->" in dataset:  # NCH's "NCT-CRC-HE-100K -> CRC-VAL-HE-7K": the paper's column name
+        dataset = str(sel.recipe).upper()
+    dataset = dataset or f"the {modality} data"
     check_dims(parsed[0], dims, dataset)
     return normalize_spec(sel.backbone)
 

@@ -111,15 +111,17 @@ class DeSDBackbone(ExternalBackbone):
 
 
 def _up_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(cin, cout, kernel_size=3, padding=1, bias=False), _norm(cout), _act(),
+    """1×1×1 conv merging the concatenated features to ``cout``, then a 3×3×3 conv; instance norm and
+    LeakyReLU after each (as the encoder)."""
+    return nn.Sequential(nn.Conv3d(cin, cout, kernel_size=1, bias=False), _norm(cout), _act(),
                          nn.Conv3d(cout, cout, kernel_size=3, padding=1, bias=False), _norm(cout), _act())
 
 
 class ResUNet(nn.Module):
     """DeSD's ResNet-50 encoder (``encoder.*``: the released keys) with a U-Net decoder: at each level
     the deeper features are up-sampled (trilinear) to the skip's size, concatenated with it and passed
-    through two 3×3×3 conv + instance norm + LeakyReLU; skips are ``layer3, layer2, layer1`` and the stem,
-    then the input resolution, and a 1×1×1 conv gives ``out_channels``.
+    through a 1×1×1 and a 3×3×3 conv (each + instance norm + LeakyReLU); skips are ``layer3, layer2,
+    layer1``, the stem, then the input itself, and a 1×1×1 conv gives ``out_channels``.
 
     The authors released the encoder only (their README's ``Decoder(skip_connection)`` is not public),
     so the decoder here is our own; it is trained from scratch in the fusion, as in supplement Fig. 2.
