@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from medkit.api.errors import CheckpointError, ConfigError
 
@@ -23,8 +23,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "path-dino": ("path_dino", "FAMILY"), "unimiss": ("unimiss", "FAMILY"),
 }
 
-__all__ = ["FAMILIES", "build_external", "build_fusion_cnn", "check_dims", "convert_release", "describe",
-           "family", "normalize_spec", "parse_spec"]
+__all__ = ["FAMILIES", "build_external", "build_fusion_cnn", "check_dims", "convert_release", "family",
+           "normalize_spec", "parse_spec"]
 
 
 def family(name: str) -> Family:
@@ -129,11 +129,3 @@ def convert_release(name: str, checkpoint: str | Path, out: str | Path, *, force
     save_tensors(out, backbone.weights_module().state_dict(), metadata=meta)
     return report
 
-
-def describe(name: str) -> dict[str, Any]:
-    """Family facts for tables and the closing report."""
-    fam = family(name)
-    backbone = fam.build(fam.dims[0])
-    params = sum(p.numel() for p in backbone.weights_module().parameters())
-    return {"name": fam.name, "title": fam.title, "repository": fam.repository, "dims": list(fam.dims),
-            "params": params, "paper_params": fam.paper_params, "release": fam.release}

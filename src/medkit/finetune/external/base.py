@@ -79,15 +79,6 @@ class KeyReport:
         return out
 
 
-def strip_prefixes(state: Mapping[str, Any], prefixes: Sequence[str]) -> dict[str, Any]:
-    """``state`` with each leading prefix in ``prefixes`` removed where every key has it (in order)."""
-    out = dict(state)
-    for prefix in prefixes:
-        if out and all(str(k).startswith(prefix) for k in out):
-            out = {str(k)[len(prefix):]: v for k, v in out.items()}
-    return out
-
-
 def entry(obj: Any, names: Sequence[str | None], source: str, what: str) -> dict[str, torch.Tensor]:
     """The first state dict of ``obj[name]`` for ``names`` (``None``: ``obj`` itself is the state dict)."""
     for name in names:
