@@ -105,6 +105,8 @@ def test_compare_tabulates_backbones_by_dataset_with_the_supplements_cross(runs:
     assert "×" not in row["UniMiSS"]  # 2D and 3D
     text = out.read_text()
     assert text.startswith("| backbone |") and "× : the backbone cannot take" in text
+    res = _cli("compare", str(done[0]), str(tmp_path))
+    assert res.exit_code != 0
 
 
 @pytest.mark.slow

@@ -8,7 +8,26 @@ from collections import defaultdict
 import click
 
 
-@click.group()
+class _ConvertGroup(click.Group):
+    """Adds ``medkit convert <released model>`` on first use, so that ``medkit --help`` stays light."""
+
+    _added = False
+
+    def _add(self) -> None:
+        if not self._added:
+            self._added = True
+            _add_release_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._add()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_ConvertGroup)
 def convert() -> None:
     """Convert checkpoints of other codebases into medkit run directories."""
 
@@ -84,11 +103,8 @@ def _release_command(name: str) -> click.Command:
     return command
 
 
-def _add_release_commands() -> None:
+def _add_release_commands(group: click.Group) -> None:
     from medkit.finetune.external import FAMILIES
 
     for name in FAMILIES:
-        convert.add_command(_release_command(name))
-
-
-_add_release_commands()
+        group.add_command(_release_command(name))
