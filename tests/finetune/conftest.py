@@ -58,3 +58,23 @@ def medkit() -> Any:
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def external() -> Any:
+    """``external_fixtures.py`` (released-checkpoint stand-ins of the comparison backbones) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("medkit_tests_external_fixtures",
+                                                  Path(__file__).parent / "external_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def releases(external: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One released-layout ``.pth`` per comparison backbone, written once per session."""
+    root = tmp_path_factory.mktemp("releases")
+    return {name: (external.write_release(name, root / f"{name}.pth"), root / f"{name}.pth")[1]
+            for name in external.released_keys()}

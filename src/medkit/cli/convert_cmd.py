@@ -1,4 +1,5 @@
-"""``medkit convert medcoss``: turn the official MedCoSS weights into a medkit run directory."""
+"""``medkit convert medcoss`` (the official MedCoSS weights → a medkit run directory) and ``medkit convert
+<desd|pcrlv2-2d|pcrlv2-3d|path-dino|unimiss>`` (a released comparison model → safetensors)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,26 @@ from collections import defaultdict
 import click
 
 
-@click.group()
+class _ConvertGroup(click.Group):
+    """Adds ``medkit convert <released model>`` on first use, so that ``medkit --help`` stays light."""
+
+    _added = False
+
+    def _add(self) -> None:
+        if not self._added:
+            self._added = True
+            _add_release_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._add()
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_ConvertGroup)
 def convert() -> None:
     """Convert checkpoints of other codebases into medkit run directories."""
 
@@ -55,3 +75,36 @@ def medcoss(checkpoint: str, out_dir: str, vocab: str | None, modalities: tuple[
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(f"use it with: medkit finetune --from {report.run_dir} ... or medkit run --from {report.run_dir} ...")
+
+
+def _release_command(name: str) -> click.Command:
+    """``medkit convert <name> CHECKPOINT OUT``: a released comparison model → safetensors."""
+
+    @click.command(name)
+    @click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+    @click.argument("out", type=click.Path(dir_okay=False))
+    @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+    def command(checkpoint: str, out: str, force: bool) -> None:
+        from medkit.finetune.external import convert_release, family
+
+        fam = family(name)
+        report = convert_release(name, checkpoint, out, force=force)
+        click.echo(f"wrote {out}: {len(report.converted)} {fam.title} tensors ({report.coverage:.0%} of the model) "
+                   f"from {report.released} released ones")
+        by_reason: dict[str, list[str]] = defaultdict(list)
+        for key, reason in report.dropped.items():
+            by_reason[reason].append(key)
+        for reason, keys in by_reason.items():
+            click.echo(f"dropped {len(keys)}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({reason})")
+        click.echo(f"use it with: medkit finetune --backbone {name}:{out} ...")
+
+    command.help = (f"Convert the released {name} CHECKPOINT (read with torch.load(weights_only=True); "
+                    f"any pickled class but argparse.Namespace is refused) into OUT (.safetensors).")
+    return command
+
+
+def _add_release_commands(group: click.Group) -> None:
+    from medkit.finetune.external import FAMILIES
+
+    for name in FAMILIES:
+        group.add_command(_release_command(name))

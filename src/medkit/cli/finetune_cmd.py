@@ -19,7 +19,8 @@ from medkit.cli.common import make_reporter
 @click.option("--recipe", default=None, help="Named dataset recipe (see --list-recipes), e.g. lits.")
 @click.option("--modality", default=None, help="Modality of the data: report, xray, ct, mri, pathology.")
 @click.option("--backbone", default="medkit", show_default=True,
-              help="medkit, timm:<model> or monai:<network> (external backbones for comparison).")
+              help="medkit, timm:<model>, monai:<network>, or a released model: desd:PATH, pcrlv2-2d:PATH, "
+                   "pcrlv2-3d:PATH, path-dino:PATH, unimiss:PATH (supplement Table 2).")
 @click.option("--preset", type=click.Choice(["tiny", "small", "base"]), default=None,
               help="Encoder size with --scratch (default base).")
 @click.option("--max-steps", type=int, default=None, help="Optimizer steps (default: the recipe's iterations).")
@@ -44,6 +45,7 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
       medkit finetune --recipe lits --from runs/pretrain --data /data/Task03_Liver
       medkit finetune --task segmentation --modality ct --scratch --preset tiny --max-steps 20
       medkit finetune --task classification --modality xray --backbone timm:vit_tiny_patch16_224
+      medkit finetune --recipe ricord --backbone desd:DeSD_Res50.pth
       medkit finetune --recipe lits --show
       medkit finetune --resume runs/finetune-lits
     """

@@ -35,17 +35,27 @@ def report(run_dir: str, baseline: str | None) -> None:
               help="Also write the comparison to FILE (.md: the table; .json: every metric).")
 def compare(run_dirs: tuple[str, ...], baseline: str | None, out: str | None) -> None:
     """Compare runs side by side: final pretext loss per modality, forgetting (first- and
-    max-value), BWT, FWT and probe accuracies.
+    max-value), BWT, FWT and probe accuracies; or, for fine-tuning runs, test metrics per backbone
+    and dataset (supplement Table 2).
 
     \b
     Example:
       medkit compare runs/seq runs/rehearsal runs/tfs --out compare.md
+      medkit compare runs/ft-ricord-desd runs/ft-ricord-medcoss runs/ft-chestxr-unimiss
     """
     from medkit.api.errors import ConfigError
     from medkit.eval.compare import compare_runs, compare_table, text_table, write_comparison
 
     if out and Path(out).suffix not in (".md", ".json"):
         raise ConfigError(f"--out {out}: expected a .md or .json file name")
+    from medkit.finetune.compare import compare_finetune, finetune_kinds, write_finetune_comparison
+
+    if any(finetune_kinds([Path(d) for d in run_dirs])):  # fine-tuning runs: the Table 2 layout
+        table = compare_finetune([Path(d) for d in run_dirs])
+        click.echo(text_table(table["header"], table["rows"]))
+        if out:
+            click.echo(f"wrote {write_finetune_comparison(Path(out), table)}")
+        return
     result = compare_runs([Path(d) for d in run_dirs], baseline=Path(baseline) if baseline else None)
     header, rows = compare_table(result)
     click.echo(text_table(header, rows))

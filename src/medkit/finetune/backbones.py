@@ -1,5 +1,6 @@
-"""Backbones for ``medkit finetune``: the medkit encoder (pre-trained or from scratch), timm models
-and MONAI networks behind one small interface, so every model meets the same heads and metrics."""
+"""Backbones for ``medkit finetune``: the medkit encoder (pre-trained or from scratch), timm models,
+MONAI networks and the released comparison models (:mod:`medkit.finetune.external`) behind one small
+interface, so every model meets the same heads and metrics."""
 
 from __future__ import annotations
 
@@ -340,8 +341,13 @@ def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretra
         return MonaiBackbone(name[6:], dims=dims, in_chans=int(in_chans),
                              out_channels=out_channels if maps else int(bb.get("features", 256)),
                              segmenter=maps, img_size=size)
+    from medkit.finetune.external import FAMILIES, build_external, parse_spec
+
+    if parse_spec(name) is not None:
+        return build_external(name, dims, pretrained=pretrained)
     if name != "medkit":
-        raise ConfigError(f"--backbone {name}: expected medkit, timm:<model> or monai:<network>")
+        raise ConfigError(f"--backbone {name}: expected medkit, timm:<model>, monai:<network> or a released model "
+                          f"({', '.join(f + ':PATH' for f in FAMILIES)})")
     tok = run["tokenizer"]
     if pretrained and run.get("from"):
         encoder = load_encoder(Path(run["from"]), [tok], defaults={tok: cfg["tokenizer"].get(tok, {})})

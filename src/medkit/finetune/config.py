@@ -124,9 +124,26 @@ def _encoder_section(sel: FinetuneSelection, tokenizer: str, *, require_source: 
         return dict(run_cfg["encoder"]), {tokenizer: dict(tok_cfg)}, str(run_dir.resolve())
     if not sel.scratch and require_source:
         raise ConfigError("give --from RUN_DIR (a pre-trained medkit run or hf-hub:ID), --scratch (random "
-                          "init of the same architecture) or --backbone timm:NAME / monai:NAME")
+                          "init of the same architecture) or --backbone timm:NAME / monai:NAME / a released "
+                          "model such as desd:PATH")
     encoder = dict(ENCODER_DEFAULTS, preset=sel.preset or "base")
     return encoder, {tokenizer: component_defaults("tokenizer", tokenizer)}, None
+
+
+def _external_backbone(sel: FinetuneSelection, recipe: dict[str, Any], modality: str, dims: int) -> str:
+    """``sel.backbone`` with a released model's path made absolute, after the supplement's "×" check:
+    a model that cannot take the data's dimension is a one-line error naming both."""
+    from medkit.finetune.external import check_dims, normalize_spec, parse_spec
+
+    parsed = parse_spec(sel.backbone)
+    if parsed is None:
+        return sel.backbone
+    dataset = str(recipe.get("dataset") or "").split(" (")[0]
+    if "->" in dataset:  # NCH's "NCT-CRC-HE-100K -> CRC-VAL-HE-7K": the paper's column name
+        dataset = str(sel.recipe).upper()
+    dataset = dataset or f"the {modality} data"
+    check_dims(parsed[0], dims, dataset)
+    return normalize_spec(sel.backbone)
 
 
 def _recipe_into(cfg: dict[str, Any], recipe: dict[str, Any], tokenizer: str) -> None:
@@ -173,6 +190,7 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
         raise ConfigError("choose a task with --task classification|segmentation (or a --recipe)")
     modality = sel.modality or recipe.get("modality") or _infer_modality(sel)
     dims, tokenizer = modality_info(modality)
+    backbone = _external_backbone(sel, recipe, modality, dims)
     encoder, tok_cfg, source = _encoder_section(sel, tokenizer, require_source=require_source)
     task_cfg = component_defaults("task", task)
     trainer = dict(FT_TRAINER)
@@ -182,7 +200,7 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
         "run": {"task": task, "modality": modality, "dims": dims, "tokenizer": tokenizer,
                 "data": sel.data, "from": source, "scratch": bool(sel.scratch), "recipe": sel.recipe,
                 "seed": int(sel.seed)},
-        "backbone": dict(FT_BACKBONE, name=sel.backbone), "encoder": encoder, "tokenizer": tok_cfg,
+        "backbone": dict(FT_BACKBONE, name=backbone), "encoder": encoder, "tokenizer": tok_cfg,
         "task": task_cfg, "optim": dict(FT_OPTIM), "trainer": trainer,
     }
     if recipe:
@@ -193,6 +211,11 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
     OmegaConf.set_struct(node, True)
     node = _apply_overrides(node, list(sel.overrides))
     out = _strip_targets(OmegaConf.to_container(node, resolve=True))
+    fusion = out["task"].get("fusion")
+    if isinstance(fusion, str) and ":" in fusion:
+        from medkit.finetune.external import normalize_spec
+
+        out["task"]["fusion"] = normalize_spec(fusion)
     for key in ("max_steps", "batch_size", "val_every", "checkpoint_every"):
         if int(out["trainer"][key]) < 1:
             raise ConfigError(f"trainer.{key} must be >= 1, got {out['trainer'][key]}")

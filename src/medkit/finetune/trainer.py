@@ -71,6 +71,18 @@ class _Steps(torch.utils.data.Dataset):
         return batch
 
 
+def _fusion_cnn(cfg: dict[str, Any], backbone: torch.nn.Module, pretrained: bool) -> dict[str, Any]:
+    """``{"fusion_cnn": DeSD's ResUNet}`` for ``task.fusion=desd:PATH`` (supplement D), else ``{}``."""
+    from medkit.finetune.external import build_fusion_cnn, parse_spec
+
+    fusion = cfg["task"].get("fusion")
+    if not isinstance(fusion, str) or parse_spec(fusion) is None:
+        return {}
+    return {"fusion_cnn": build_fusion_cnn(fusion, int(cfg["run"]["dims"]), in_channels=int(backbone.in_chans),
+                                           out_channels=int(cfg["task"].get("fusion_channels", 32)),
+                                           pretrained=pretrained)}
+
+
 class FinetuneSession:
     """The task, data splits and model of a fine-tuning config (shared by training and evaluation)."""
 
@@ -94,7 +106,8 @@ class FinetuneSession:
         backbone = build_backbone(cfg, out_channels=self.task.out_channels(self.class_names), maps=maps,
                                   pretrained=pretrained, assets_dir=None if pretrained else self.run_dir)
         self.device = _device(str(cfg["trainer"].get("device", "auto")))
-        self.model = self.task.build_model(backbone, self.class_names).to(self.device)
+        self.model = self.task.build_model(backbone, self.class_names, **_fusion_cnn(cfg, backbone, pretrained)
+                                           ).to(self.device)
         self.backbone = backbone
         log.info("%s on %s: %s", run["task"], self.data,
                  ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
@@ -121,6 +134,15 @@ class FinetuneSession:
 
     def load_weights(self, path: Path) -> None:
         ck.load_state_checked(self.model, ck.load_tensors(path, self.device), source=str(path))
+
+
+def _weights_record(s: FinetuneSession) -> dict[str, Any] | None:
+    """Where a released backbone's weights came from and how its keys mapped (``None`` otherwise)."""
+    report = getattr(s.backbone, "key_report", None)
+    if report is None:
+        return None
+    return {"family": report.family, "source": report.source, "released": report.released,
+            "converted": len(report.converted), "dropped": len(report.dropped), "coverage": report.coverage}
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -259,6 +281,7 @@ class Finetuner:
                 "data": str(s.data), "class_names": s.class_names, "step": self.step,
                 "max_steps": int(self.cfg["trainer"]["max_steps"]), "finished": finished,
                 "best_step": (self.best or {}).get("step"), "config_hash": config_hash(self.cfg),
+                "backbone_weights": _weights_record(s),
                 "versions": package_versions(), "files": files}
 
     # -- the run -------------------------------------------------------------------------------

@@ -45,8 +45,9 @@ class SegmentationTask:
             image, padded to a multiple of 16).
         feature_size, norm_name, res_block: UNETR decoder settings (16, instance, residual).
         blocks: 0-based trunk blocks feeding the decoder (``None``: 1/3, 7/12, 10/12 and the last).
-        fusion: a ``monai.networks.nets`` CNN (e.g. ``BasicUNet``) trained next to the frozen ViT
-            (supplement D); ``None`` trains the ViT with the UNETR decoder.
+        fusion: a ``monai.networks.nets`` CNN (e.g. ``BasicUNet``) or ``desd:PATH`` (DeSD's pre-trained
+            ResUNet, supplement D Table 3) trained next to the frozen ViT; ``None`` trains the ViT with
+            the UNETR decoder.
         fusion_channels: feature channels of the CNN output and of the projected ViT maps.
         overlap, sw_batch_size: sliding-window inference (Gaussian importance map).
         normalize, clip: intensity handling (``auto``: per-channel z-score, as QaTa/GlaS/nnU-Net).
@@ -132,7 +133,10 @@ class SegmentationTask:
         backbone.train(was)
         return [int(m.shape[1]) for m in maps]
 
-    def build_model(self, backbone: nn.Module, class_names: Sequence[str]) -> nn.Module:
+    def build_model(self, backbone: nn.Module, class_names: Sequence[str], *,
+                    fusion_cnn: nn.Module | None = None) -> nn.Module:
+        """The backbone with a UNETR decoder, or with the fusion CNN (``fusion_cnn``, built by the caller
+        for a pre-trained CNN such as ``fusion=desd:PATH``; otherwise the MONAI network ``fusion``)."""
         if int(backbone.dims) != self.dims:
             raise ConfigError(f"task segmentation: the backbone takes {backbone.dims}D inputs but the "
                               f"{self.modality} data are {self.dims}D")
@@ -145,8 +149,12 @@ class SegmentationTask:
             raise ConfigError(f"task segmentation: blocks must be 4 indices in 0..{backbone.depth - 1}, got {blocks}")
         channels = self._map_channels(backbone, blocks)
         if self.fusion:
-            cnn = build_cnn(self.fusion, spatial_dims=self.dims, in_channels=int(backbone.in_chans),
-                            out_channels=self.fusion_channels)
+            if fusion_cnn is None and ":" in str(self.fusion):
+                raise ConfigError(f"task segmentation: fusion {self.fusion!r} is a pre-trained CNN that medkit "
+                                  f"finetune builds; this caller gave none")
+            cnn = fusion_cnn if fusion_cnn is not None else build_cnn(
+                self.fusion, spatial_dims=self.dims, in_channels=int(backbone.in_chans),
+                out_channels=self.fusion_channels)
             return FusionSegmentationModel(backbone, cnn, blocks, patch, spatial_dims=self.dims,
                                            map_channels=channels, out_channels=k,
                                            fusion_channels=self.fusion_channels, norm_name=self.norm_name)

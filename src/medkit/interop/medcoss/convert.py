@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from pickle import UnpicklingError  # the exception class only: nothing here unpickles
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,8 @@ import torch
 
 from medkit.storage import files as ck
 from medkit.api.components import Components, Create
+from medkit.storage.torchfile import load_restricted, unsafe_globals
+from medkit.storage.torchfile import qualname as _qualname
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.interop.medcoss.keys import TOKENIZERS, Conversion, Layout, official_to_medkit
 
@@ -53,10 +53,6 @@ class ConversionReport:
 
 
 # -- reading the official file ------------------------------------------------------------------
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def _refusal(path: Path, name: str) -> str:
     return (f"{path}: refusing to load it: the file pickles {name}, which an official MedCoSS checkpoint does "
             f"not contain (tensors, numbers and one {', '.join(_qualname(c) for c in ALLOWED_GLOBALS)}, spec §7.1); "
@@ -65,22 +61,7 @@ def _refusal(path: Path, name: str) -> str:
 
 def _unsafe_globals(path: Path) -> list[str]:
     """Classes/functions the file's pickle names outside torch's weights-only allow-list (torch >= 2.5)."""
-    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
-    if finder is None:
-        return []
-    try:
-        return list(finder(str(path)))
-    except Exception:  # noqa: BLE001 - a legacy-format file: the weights-only load below decides
-        return []
-
-
-def _torch_load(path: Path) -> Any:
-    try:  # memory-mapped: the optimizer moments (2/3 of the file) are never read
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+    return unsafe_globals(path)
 
 
 def load_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -98,20 +79,10 @@ def load_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; give the official checkpoint-299.pth (spec §7.1)")
-    allowed = {_qualname(c) for c in ALLOWED_GLOBALS}
-    others = [name for name in _unsafe_globals(path) if name not in allowed]
-    if others:
-        raise CheckpointError(_refusal(path, others[0]))
-    try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
-            obj = _torch_load(path)
-    except UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        raise CheckpointError(_refusal(path, found.group(1) if found else "an object outside the allow-list")) \
-            from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({str(exc).splitlines()[0]}); "
-                              f"give the official MedCoSS checkpoint-299.pth") from exc
+    obj = load_restricted(path, ALLOWED_GLOBALS, refusal=lambda name: _refusal(path, name),
+                          unreadable=lambda why: f"{path} is not a readable torch checkpoint ({why}); give the "
+                                                 f"official MedCoSS checkpoint-299.pth",
+                          scan=lambda p: _unsafe_globals(p))
     info: dict[str, Any] = {"epoch": None, "entries": []}
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         state = obj["model"]
