@@ -81,7 +81,9 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = Path(run_dir or f"runs/finetune-{stamp}-{cfg['run']['task']}-{cfg['run']['modality']}")
     reporter = make_reporter(int(cfg["trainer"].get("log_every", 10)))
-    results = Finetuner(cfg, target, reporter=reporter, resume=bool(resume)).run()
+    from medkit.registry import get_host
+
+    results = Finetuner(cfg, target, reporter=reporter, resume=bool(resume), components=get_host()).run()
     if results.get("already_finished"):
         click.echo(f"{target} already finished at step {results.get('steps')}; nothing to resume "
                    f"(results: {target / 'metrics.json'})")
@@ -100,7 +102,9 @@ def evaluate(run_dir: str, data: str | None, split: str, weights: str) -> None:
     import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
     from medkit.finetune.trainer import evaluate_run
 
-    out = evaluate_run(Path(run_dir), data=data, split=split, weights=weights)
+    from medkit.registry import get_host
+
+    out = evaluate_run(Path(run_dir), data=data, split=split, weights=weights, components=get_host())
     for key, value in out["metrics"].items():
         click.echo(f"{key}\t{value:.4f}")
     click.echo(f"results: {Path(run_dir) / 'metrics' / f'evaluate-{split}.json'}")
@@ -125,6 +129,9 @@ def embed(run_dir: str, modality: tuple[str, ...], data: tuple[str, ...], max_sa
     from medkit.finetune.embed import embed_modalities
 
     mods = parse_modalities(modality)
-    result = embed_modalities(Path(run_dir), mods, parse_data(data, mods), max_samples=max_samples,
+    from medkit.registry import get_host
+
+    result = embed_modalities(Path(run_dir), mods, parse_data(data, mods), components=get_host(),
+                              max_samples=max_samples,
                               method=method, out=Path(out) if out else None, seed=seed)
     click.echo(f"t-SNE ({result['method']}) of {result['count']} samples: {result['png']}")

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from medkit.api.components import Components, Create
+from medkit.config.store import resolve_host
 from medkit.storage.files import load_state_checked, load_tensors
 from medkit.models.encoder import EncoderOutput, UniversalEncoder
 from medkit.api.errors import CheckpointError, ConfigError, DataError
@@ -25,13 +27,13 @@ FALLBACK_MODALITIES: dict[str, tuple[int, str]] = {
 }
 
 
-def modality_info(modality: str) -> tuple[int, str]:
-    """``(dims, default tokenizer)`` of ``modality`` from its registered spec."""
+def modality_info(modality: str, components: Components | None = None) -> tuple[int, str]:
+    """``(dims, default tokenizer)`` of ``modality`` from its registered spec (``components``: the
+    plugin host; default: the one :mod:`medkit.registry` binds, see :func:`medkit.config.store.resolve_host`)."""
     from medkit.api.errors import PluginError
-    from medkit.registry import get_host
 
     try:
-        spec = get_host().spec("modality", modality)
+        spec = resolve_host(components).spec("modality", modality)
         return int(spec.meta["dims"]), str(spec.meta["default_tokenizer"])
     except (PluginError, KeyError):
         if modality in FALLBACK_MODALITIES:
@@ -276,8 +278,8 @@ class MonaiBackbone(nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def load_encoder(run_dir: Path, tokenizers: Sequence[str], *, defaults: dict[str, dict[str, Any]]
-                 ) -> UniversalEncoder:
+def load_encoder(run_dir: Path, tokenizers: Sequence[str], *, defaults: dict[str, dict[str, Any]],
+                 create: Create | None = None) -> UniversalEncoder:
     """The pre-trained encoder of ``run_dir`` with ``tokenizers``.
 
     Built with :func:`medkit.models.build.build_model` (``with_heads=False``, tokenizer assets from
@@ -291,7 +293,7 @@ def load_encoder(run_dir: Path, tokenizers: Sequence[str], *, defaults: dict[str
     cfg = {"run": {"uses": {f"_{t}": {"tokenizer": t, "objective": ""} for t in tokenizers}},
            "encoder": run_cfg["encoder"],
            "tokenizer": {t: dict(run_cfg.get("tokenizer", {}).get(t) or defaults.get(t, {})) for t in tokenizers}}
-    encoder = build_model(cfg, create=_create(), with_heads=False, assets_dir=run_dir).encoder
+    encoder = build_model(cfg, create=create or resolve_host().create, with_heads=False, assets_dir=run_dir).encoder
     state = load_tensors(Path(run_dir) / "model.safetensors")
     own = encoder.state_dict()
     picked = {k[len("encoder."):]: v for k, v in state.items()
@@ -317,7 +319,7 @@ def encoder_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretrained: bool,
-                   assets_dir: Path | None = None) -> nn.Module:
+                   assets_dir: Path | None = None, create: Create | None = None) -> nn.Module:
     """The backbone a fine-tuning config asks for.
 
     Args:
@@ -350,14 +352,8 @@ def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretra
                           f"({', '.join(f + ':PATH' for f in FAMILIES)})")
     tok = run["tokenizer"]
     if pretrained and run.get("from"):
-        encoder = load_encoder(Path(run["from"]), [tok], defaults={tok: cfg["tokenizer"].get(tok, {})})
+        encoder = load_encoder(Path(run["from"]), [tok], defaults={tok: cfg["tokenizer"].get(tok, {})}, create=create)
     else:
-        encoder = build_model(encoder_config(cfg), create=_create(), with_heads=False, assets_dir=assets_dir).encoder
+        encoder = build_model(encoder_config(cfg), create=create or resolve_host().create, with_heads=False,
+                              assets_dir=assets_dir).encoder
     return EncoderBackbone(encoder, tok)
-
-
-def _create() -> Any:
-    # TODO(one house): finetune receives the plugin host from the CLI (removed in the decoupling pass)
-    from medkit.registry import create
-
-    return create

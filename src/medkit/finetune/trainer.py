@@ -29,6 +29,8 @@ from typing import Any, Iterator
 
 import torch
 
+from medkit.api.components import Components
+from medkit.config.store import resolve_host
 from medkit.storage import files as ck
 from medkit.storage.jsonl import append_jsonl, truncate_jsonl
 from medkit.storage.lock import run_lock
@@ -87,14 +89,13 @@ class FinetuneSession:
     """The task, data splits and model of a fine-tuning config (shared by training and evaluation)."""
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, *, pretrained: bool, data: str | None = None,
-                 class_names: list[str] | None = None) -> None:
-        from medkit.registry import create
-
+                 class_names: list[str] | None = None, components: Components | None = None) -> None:
+        host = resolve_host(components)  # the plugin host the CLI hands in (or the one the registry binds)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         run = cfg["run"]
         self.seed = int(run["seed"])
         torch.manual_seed(self.seed)
-        self.task = create("task", run["task"], dims=int(run["dims"]), modality=run["modality"], **cfg["task"])
+        self.task = host.create("task", run["task"], dims=int(run["dims"]), modality=run["modality"], **cfg["task"])
         self.data = resolve_data(cfg, self.task, data)
         self.splits = self.task.splits(self.data, seed=self.seed)
         found = list(self.splits["train"].class_names or [])
@@ -104,7 +105,8 @@ class FinetuneSession:
         self.class_names = list(class_names) if class_names is not None else found
         maps = self.task.backbone_output == "maps"
         backbone = build_backbone(cfg, out_channels=self.task.out_channels(self.class_names), maps=maps,
-                                  pretrained=pretrained, assets_dir=None if pretrained else self.run_dir)
+                                  pretrained=pretrained, assets_dir=None if pretrained else self.run_dir,
+                                  create=host.create)
         self.device = _device(str(cfg["trainer"].get("device", "auto")))
         self.model = self.task.build_model(backbone, self.class_names, **_fusion_cnn(cfg, backbone, pretrained)
                                            ).to(self.device)
@@ -153,8 +155,9 @@ class Finetuner:
     """Trains (or resumes) one fine-tuning run directory."""
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, *, reporter: Reporter | None = None,
-                 resume: bool = False) -> None:
+                 resume: bool = False, components: Components | None = None) -> None:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.components = components
         self.reporter: Reporter = reporter or LogReporter(int(cfg["trainer"].get("log_every", 10)))
         self.pending: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
@@ -297,7 +300,7 @@ class Finetuner:
             return done
         if fresh:
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
-        s = FinetuneSession(cfg, self.run_dir, pretrained=fresh)
+        s = FinetuneSession(cfg, self.run_dir, pretrained=fresh, components=self.components)
         enc = getattr(s.backbone, "encoder", None)
         if enc is not None and fresh:
             for name, tok in enc.tokenizers.items():
@@ -378,25 +381,27 @@ class Finetuner:
 
 
 def evaluate_run(run_dir: Path, *, data: str | None = None, split: str = "test",
-                 weights: str = "best") -> dict[str, Any]:
+                 weights: str = "best", components: Components | None = None) -> dict[str, Any]:
     """Evaluate a finished fine-tuning run on a split of its data (or of ``data``); writes
     ``metrics/evaluate-<split>.json`` and ``pictures/evaluate-<split>/``."""
     from medkit.engine.engine import load_config
 
     run_dir = Path(run_dir)
     with run_lock(run_dir, "evaluate"):
-        return _evaluate_run(run_dir, load_config(run_dir), data=data, split=split, weights=weights)
+        return _evaluate_run(run_dir, load_config(run_dir), data=data, split=split, weights=weights,
+                             components=components)
 
 
 def _evaluate_run(run_dir: Path, cfg: dict[str, Any], *, data: str | None, split: str,
-                  weights: str) -> dict[str, Any]:
+                  weights: str, components: Components | None) -> dict[str, Any]:
     if "task" not in cfg or "task" not in cfg.get("run", {}):
         raise CheckpointError(f"{run_dir} is not a `medkit finetune` run directory (its config has no task)")
     manifest = ck.read_json(run_dir / "manifest.json")
     path = run_dir / ("best.safetensors" if weights == "best" else "model.safetensors")
     if not path.exists():
         raise CheckpointError(f"{path} is missing; the run has not validated yet (resume it first)")
-    s = FinetuneSession(cfg, run_dir, pretrained=False, data=data, class_names=manifest.get("class_names"))
+    s = FinetuneSession(cfg, run_dir, pretrained=False, data=data, class_names=manifest.get("class_names"),
+                        components=components)
     if split not in s.splits:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(s.splits)}")
     s.load_weights(path)
