@@ -24,7 +24,7 @@ def _plant(path: Path, old: str, new: str) -> None:
 
 def test_push_refuses_an_interpolation_and_uploads_nothing(hub: Any, run_copy: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
     from medkit.registry import get_host
 
     monkeypatch.setenv("MEDKIT_TEST_SECRET", SECRET)
@@ -38,7 +38,7 @@ def test_push_refuses_an_interpolation_and_uploads_nothing(hub: Any, run_copy: P
 
 
 def test_push_names_the_file_of_a_malformed_config(hub: Any, run_copy: Path) -> None:
-    from medkit.hub.hub import push
+    from medkit.hub.push import push
     from medkit.registry import get_host
 
     _plant(run_copy / "config.yaml", "trainer:", "trainer: {")

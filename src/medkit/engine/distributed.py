@@ -80,11 +80,17 @@ class DataParallelStep:
     """
 
     def __init__(self, model: nn.Module, extra: Sequence[nn.Parameter] = (), *, device: torch.device) -> None:
+        import warnings
+
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        # the reducer compares strides literally, so the gradient of a parameter with size-1 dims
+        # (the CLS token [1, 1, D], sliced out of the token gradient) "mismatches" its bucket view;
+        # the copy is correct and the tensor tiny, so this warning (once per rank) says nothing
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
         self.holder = LossModule(model, extra)
-        self.ddp = DDP(self.holder, device_ids=None, find_unused_parameters=True,
-                       gradient_as_bucket_view=True, broadcast_buffers=False)
+        self.ddp = DDP(self.holder, device_ids=None, find_unused_parameters=True, gradient_as_bucket_view=True)
 
     def forward(self, fn: Callable[[Batch], LossOutput], batch: Batch) -> LossOutput:
         self.holder._fn = fn

@@ -27,9 +27,6 @@ SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trai
          "trainer.eval_batches=1"]
 WSI = Path(__file__).parents[3] / "plugins" / "medkit-plugin-pathology" / "tests" / "fixtures" / "wsi"
 PINK = (234, 168, 204)
-LABEL_RULE = "labels must be non-negative integers or names; depends on the label-rule helper's branch"
-
-
 # -- builders ----------------------------------------------------------------------------------
 def nifti(path: Path, data: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,10 +170,8 @@ CASES = [
     _c("ct-png-in-volume-folder", "ct", lambda r: png(r / "photo.png"), "photo.png"),
     _c("ct-empty-folder", "ct", lambda r: r.mkdir(parents=True, exist_ok=True), "data"),
     _c("ct-empty-labels-csv", "ct", lambda r: (good_volume(r), text(r / "labels.csv", b"")), "labels.csv"),
-    _c("ct-labels-negative", "ct", lambda r: (good_volume(r), labels(r, "good.nii.gz,-3\n")), "labels.csv",
-       xfail=LABEL_RULE),
-    _c("ct-labels-fraction", "ct", lambda r: (good_volume(r), labels(r, "good.nii.gz,3.5\n")), "labels.csv",
-       xfail=LABEL_RULE),
+    _c("ct-labels-negative", "ct", lambda r: (good_volume(r), labels(r, "good.nii.gz,-3\n")), "labels.csv"),
+    _c("ct-labels-fraction", "ct", lambda r: (good_volume(r), labels(r, "good.nii.gz,3.5\n")), "labels.csv"),
     _c("ct-truncated-run", "ct", lambda r: (good_volume(r), truncate(nifti(r / "cut.nii", with_nonfinite(1.0)), 2000)),
        "cut.nii", how="run"),
     _c("ct-nan-run", "ct", lambda r: (good_volume(r), nifti(r / "nan.nii", with_nonfinite(np.nan))), "nan.nii", how="run"),
@@ -202,9 +197,9 @@ CASES = [
        "vol.nii.gz"),
     _c("xray-empty-labels-csv", "xray", lambda r: (xrays(r), text(r / "labels.csv", b"")), "labels.csv"),
     _c("xray-labels-negative", "xray", lambda r: (xrays(r), labels(r, "x0.png,-3\nx1.png,1\n", "path,label")),
-       "labels.csv", xfail=LABEL_RULE),
+       "labels.csv"),
     _c("xray-labels-fraction", "xray", lambda r: (xrays(r), labels(r, "x0.png,3.5\nx1.png,1\n", "path,label")),
-       "labels.csv", xfail=LABEL_RULE),
+       "labels.csv"),
     _c("xray-truncated-skipped", "xray", lambda r: (xrays(r), truncate(png(r / "cut.png", (256, 256), mode="L"), 60)),
        "cut.png", how="skip", overrides=("modality.xray.verify=true",)),
     # -- pathology
