@@ -36,6 +36,7 @@ KINDS = {
     "bench_fields": ["ramp_x", "ramp_y", "centre", "corners"],
 }
 VIEWS_PER_SOURCE = 2
+NOISE = 0.08  # pixel noise of every modality (two views of a source differ by it)
 
 
 def _grid() -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,14 +68,14 @@ def render(kind: str, label: int, source: int, view: int) -> torch.Tensor:
         img = m.float() * (0.6 + 0.4 * u[3])
         colour = torch.stack([0.5 + 0.5 * u[4], 0.5 + 0.5 * u[5], 0.5 + 0.5 * u[6]])
         x = img[None] * colour[:, None, None]
-        sigma = 0.15
+        sigma = NOISE
     elif kind == "bench_gratings":
         theta = math.pi * label / 4
         freq = 3.0 + 4.0 * float(u[0])
         phase = 2 * math.pi * float(u[1])
         wave = torch.sin(freq * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) + phase)
         x = (0.5 + 0.35 * wave)[None].expand(3, -1, -1) * (0.7 + 0.3 * u[2])
-        sigma = 0.2
+        sigma = NOISE
     else:
         contrast = 0.5 + 0.5 * float(u[0])
         if label == 0:
@@ -89,7 +90,7 @@ def render(kind: str, label: int, source: int, view: int) -> torch.Tensor:
         if u[3] < 0.5 and label in (0, 1):
             f = 1 - f
         x = (contrast * f)[None].expand(3, -1, -1) * torch.tensor([1.0, 0.8 + 0.2 * float(u[4]), 0.6 + 0.4 * float(u[5])])[:, None, None]
-        sigma = 0.15
+        sigma = NOISE
     return (x + sigma * torch.randn(3, SIZE, SIZE, generator=noise_g)).float()
 
 
