@@ -273,7 +273,9 @@ def main() -> None:
     wall = time.perf_counter() - t0
     table = aggregate(runs, strategies + ["tfs"])
     split = json.loads((Path(runs[0]["run_dir"]) / "metrics" / "split.json").read_text())["modalities"]
-    held_out = {m: len(v.get("val", [])) for m, v in split.items()}
+    # split.json lists sources; every source has VIEWS_PER_SOURCE images
+    held_out = {m: {"sources": len(v.get("val", [])),
+                    "images": len(v.get("val", [])) * continual_data.VIEWS_PER_SOURCE} for m, v in split.items()}
     checks: dict[str, Any] = {}
     for metric in METRICS:
         seq = table.get("sequential", {}).get(metric, {}).get("forgetting_stage1", {})
@@ -285,7 +287,8 @@ def main() -> None:
     result = {"benchmark": "continual", "modalities": list(MODALITIES), "seeds": seeds, "steps": args.steps,
               "samples": args.samples, "val_fraction": args.val_fraction, "held_out": held_out,
               "batch_size": args.batch_size, "strategies": strategies, "ewc_sweep": sweep,
-              "wall_s": wall, "load_before": load_before, "load_after": uptime(),
+              "wall_s": wall, "runs_wall_s": sum(r["wall_s"] or 0.0 for r in runs),
+              "reused_runs": sum(bool(r.get("reused")) for r in runs), "load_before": load_before, "load_after": uptime(),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "torch_threads": torch.get_num_threads()},
               "command": " ".join([sys.executable, *sys.argv]), "table": table, "checks": checks, "runs": runs}
