@@ -28,8 +28,10 @@ class TestCaSSLeContract(StrategyContract):
 def test_losses_on_fixed_tensors() -> None:
     pred = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
     target = torch.tensor([[3.0, 0.0], [1.0, 0.0]], requires_grad=True)
-    loss = distill_loss(pred, target, "predictive")  # cos = 1 and 0 → −(1 + 0)/2
-    assert loss.item() == pytest.approx(-0.5)
+    loss = distill_loss(pred, target, "predictive")  # BYOL form: cos = 1 and 0 → 2 − 2·(1 + 0)/2
+    assert loss.item() == pytest.approx(1.0)
+    assert distill_loss(target, target, "predictive").item() == pytest.approx(0.0, abs=1e-6)
+    assert distill_loss(-target, target, "predictive").item() == pytest.approx(4.0)
     loss.backward()
     assert target.grad is None and pred.grad is not None  # stop-gradient on the teacher side
     # mse over B × D: ((1−3)² + 0 + (0−1)² + 2²) / 4
@@ -94,7 +96,7 @@ def test_predictor_group_teacher_and_exact_resume(tmp_path: Path, monkeypatch: p
     assert any(not torch.equal(checks[-1]["student"][n], v) for n, v in checks[-1]["teacher"].items())
     rows = [json.loads(line) for line in (full / "metrics" / "steps.jsonl").read_text().splitlines()]
     assert all("cassle" not in r for r in rows if r["stage"] == 1)
-    assert all(-1.0 <= r["cassle"] <= 1.0 for r in rows if r["stage"] == 2)
+    assert all(0.0 <= r["cassle"] <= 4.0 for r in rows if r["stage"] == 2)
 
     # crash at step 5 of stage 2 (after the checkpoint of step 3), resume: the same final weights
     monkeypatch.setattr(CaSSLe, "after_backward", original_backward)
@@ -120,3 +122,25 @@ def test_predictor_group_teacher_and_exact_resume(tmp_path: Path, monkeypatch: p
     a, b = _params(full), _params(run)
     assert set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_predictor_is_created_once_and_kept_across_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CaSSLe builds its predictor once; stage 3 starts from the predictor stage 2 trained."""
+    seen: list[tuple[int, int, dict[str, torch.Tensor]]] = []
+    original = CaSSLe.before_stage
+
+    def before_stage(self: CaSSLe, ctx: Any) -> None:
+        original(self, ctx)
+        if self.predictor is not None:
+            seen.append((ctx.stage_index, id(self.predictor),
+                         {k: v.detach().clone() for k, v in self.predictor.state_dict().items()}))
+
+    monkeypatch.setattr(CaSSLe, "before_stage", before_stage)
+    run = run_synthetic(tmp_path / "run", "cassle", modalities=("synth_a", "synth_b", "synth_2d"),
+                        max_steps=3, overrides=("strategy.pred_hidden=16",), demo_dir=tmp_path / "demo")
+    assert [s for s, _, _ in seen] == [1, 2]
+    assert seen[0][1] == seen[1][1]  # the same module
+    assert any(not torch.equal(seen[0][2][k], seen[1][2][k]) for k in seen[0][2])  # stage 2 trained it
+    state = load_tensors(run / "strategy" / "state.safetensors")
+    assert any(k.startswith("predictor.") for k in state)  # persisted for --from
+    assert not any(k.startswith("teacher.") for k in state)  # the teacher belongs to a running stage only

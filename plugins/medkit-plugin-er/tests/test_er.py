@@ -34,8 +34,10 @@ def fake_ctx(tmp_path: Path, ids: dict[str, list[str]], stage: list[str], stage_
 
 def test_buffer_size_matches_rehearsals_k_times_clusters() -> None:
     assert buffer_size(377_000, 0.05, 0.01) == 3770 * 5
-    assert buffer_size(21, 0.05, 0.01) == 5  # K = 1 cluster × k = 5
-    assert buffer_size(3, 0.05, 0.01) == 3  # never more than N
+    assert buffer_size(21, 0.05, 0.01) == 1  # K = 1 cluster × k = int(1.05 // 1), the reference rule
+    assert buffer_size(199, 0.05, 0.01) == 9  # k = int(9.95 // 1), not 5
+    assert buffer_size(3, 0.05, 0.01) == 1  # the at-least-one floor
+    assert buffer_size(3, 1.0, 1.0) == 3  # never more than N
     assert buffer_size(300, 0.03, 0.01) == 9  # 0.03 / 0.01 is 2.9999999999999996 in floats
 
 
@@ -103,13 +105,21 @@ def test_missing_ids_and_missing_modalities_are_clear_errors(tmp_path: Path) -> 
 
 
 def test_two_stage_run_replays_first_modality_with_its_pretext_loss(tmp_path: Path) -> None:
-    run = run_synthetic(tmp_path / "run", "er", demo_dir=tmp_path / "demo", overrides=("strategy.seed=5",))
+    run = run_synthetic(tmp_path / "run", "er", demo_dir=tmp_path / "demo", overrides=("strategy.seed=5", "strategy.buffer_ratio=0.25"))
     meta = json.loads((run / "strategy" / "state.json").read_text())
     assert [(b["modality"], b["stage"]) for b in meta["buffers"]] == [("synth_a", 0), ("synth_b", 1)]
     split = json.loads((run / "metrics" / "split.json").read_text())["modalities"]
     for b in meta["buffers"]:
         train_ids = set(split[b["modality"]]["train"])  # synthetic samples are their own sources
-        assert len(b["ids"]) == buffer_size(len(train_ids), 0.05, 0.01) and set(b["ids"]) <= train_ids
+        assert len(b["ids"]) == buffer_size(len(train_ids), 0.25, 0.01) and set(b["ids"]) <= train_ids
     steps = [json.loads(x) for x in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
     replayed = [s for s in steps if s["role"] == "buffer"]
     assert replayed and all(s["stage"] == 2 and s["modality"] == "synth_a" and "mae" in s for s in replayed)
+
+
+def test_min_current_fraction_is_a_validated_key() -> None:
+    assert make_er().min_current_fraction == 0.5
+    assert make_er(min_current_fraction=1.0).min_current_fraction == 1.0
+    for bad in (-0.5, 2.0):
+        with pytest.raises(ConfigError, match="min_current_fraction"):
+            make_er(min_current_fraction=bad)

@@ -105,7 +105,8 @@ def test_separate_and_online_runs(tmp_path: Path) -> None:
 
     model = load_tensors(sep / "model.safetensors")
     trunk = {k[len("encoder."):]: v for k, v in model.items() if k.startswith(("encoder.blocks.", "encoder.norm."))}
-    assert {k.split(".", 2)[2] for k in t_sep if k.startswith("fisher.1.")} == set(trunk)
+    shared = {k[len("encoder."):] for k in model if k.startswith("encoder.")}  # one tokenizer: patch_3d
+    assert {k.split(".", 2)[2] for k in t_sep if k.startswith("fisher.1.")} == shared
     for name, value in trunk.items():
         assert torch.equal(t_sep[f"theta.1.{name}"], value.float())
     f0 = {k[len("fisher.0."):]: v for k, v in t_sep.items() if k.startswith("fisher.0.")}
@@ -120,3 +121,45 @@ def test_separate_and_online_runs(tmp_path: Path) -> None:
     assert all("ewc" not in r for r in rows if r["stage"] == 1)
     assert stage2[0]["ewc"] == 0.0  # θ = θ* before the first step of stage 2
     assert all(r["ewc"] > 0 for r in stage2[1:])
+
+
+# -- shared parameters (issue 11): tokenizers and the CLS token are consolidated too ----------------
+def test_trained_parameters_cover_the_stages_tokenizers_only() -> None:
+    from types import SimpleNamespace
+
+    from medkit.models.encoder import UniversalEncoder
+    from medkit_plugin_ewc.strategy import trained_parameters
+
+    toks = {"patch_2d": nn.Linear(2, 8), "text_1d": nn.Embedding(5, 8)}
+    enc = UniversalEncoder(toks, depth=1, embed_dim=8, num_heads=2)
+    ctx = SimpleNamespace(encoder=enc, stage=["xray"], tokenizer_of={"xray": "patch_2d", "report": "text_1d"})
+    names = set(trained_parameters(ctx))
+    assert {"tokenizers.patch_2d.weight", "tokenizers.patch_2d.bias", "cls_token"} <= names
+    assert set(enc.trunk_parameters()) <= names
+    assert not any(n.startswith("tokenizers.text_1d.") for n in names)
+
+
+def test_a_shared_tokenizer_is_penalised(tmp_path: Path) -> None:
+    """Two modalities on one tokenizer (patch_3d): stage 1's anchor covers that tokenizer with a
+    non-zero Fisher, and moving only the tokenizer changes the penalty by exactly Σ F·δ²."""
+    from medkit_plugin_ewc.strategy import EWC
+
+    run = run_synthetic(tmp_path / "run", "ewc", overrides=("strategy.fisher_batches=2", "strategy.lam=1.0"),
+                        demo_dir=tmp_path / "demo")
+    state = load_tensors(run / "strategy" / "state.safetensors")
+    tok = {k[len("fisher.0."):]: v for k, v in state.items() if k.startswith("fisher.0.tokenizers.patch_3d.")}
+    assert tok and sum(float(v.sum()) for v in tok.values()) > 0
+    assert "fisher.0.cls_token" in state
+    meta = json.loads((run / "strategy" / "state.json").read_text())
+    ewc = EWC(lam=1.0)
+    ewc.load_state_dict(state, meta)
+    fisher, theta = ewc.anchors[0]
+    params = {n: nn.Parameter(t.clone()) for n, t in theta.items()}
+    name = next(iter(tok))
+    delta = 0.01
+    with torch.no_grad():
+        params[name] += delta
+    from medkit_plugin_ewc.fisher import ewc_penalty
+
+    got = ewc_penalty(params, [ewc.anchors[0]]).item()
+    assert got == pytest.approx(float(fisher[name].sum()) * delta ** 2, rel=1e-4)

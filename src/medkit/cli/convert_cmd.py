@@ -40,7 +40,11 @@ def convert() -> None:
 @click.option("--modality", "modalities", multiple=True,
               help="Keep only these modalities (repeatable; default: every installed MedCoSS modality).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is a medkit run directory.")
-def medcoss(checkpoint: str, out_dir: str, vocab: str | None, modalities: tuple[str, ...], force: bool) -> None:
+@click.option("--to", "to", type=click.Choice(["legacy", "native"]), default="legacy", show_default=True,
+              help="legacy: the official layout (encoder.legacy=true); native: positions folded into the "
+                   "corrected layout (same eval-mode image features).")
+def medcoss(checkpoint: str, out_dir: str, vocab: str | None, modalities: tuple[str, ...], force: bool,
+            to: str) -> None:
     """Convert the official MedCoSS CHECKPOINT (checkpoint-299.pth) into the run directory OUT_DIR.
 
     The run uses the legacy encoder (encoder.legacy=true), which reproduces the reference's numerics
@@ -52,14 +56,16 @@ def medcoss(checkpoint: str, out_dir: str, vocab: str | None, modalities: tuple[
     Examples:
       medkit convert medcoss checkpoint-299.pth runs/medcoss-official --vocab Bio_ClinicalBERT/vocab.txt
       medkit convert medcoss checkpoint-299.pth runs/medcoss-xray --modality xray
+      medkit convert medcoss checkpoint-299.pth runs/medcoss-native --to native
     """
     from medkit.config.compose import parse_modalities
     from medkit.interop.medcoss.convert import convert_medcoss
     from medkit.registry import get_host
 
     report = convert_medcoss(checkpoint, out_dir, vocab_file=vocab, modalities=parse_modalities(modalities) or None,
-                             force=force, components=get_host())
-    click.echo(f"wrote {report.run_dir} ({', '.join(report.modalities)}; encoder.legacy=true)")
+                             force=force, components=get_host(), to=to)
+    layout = "encoder.legacy=true" if to == "legacy" else "native layout, encoder.legacy=false"
+    click.echo(f"wrote {report.run_dir} ({', '.join(report.modalities)}; {layout})")
     click.echo(f"converted {len(report.converted)} of {report.official_keys} official tensors into "
                f"{report.medkit_keys} medkit tensors (sha256 {report.sha256[:12]}, epoch {report.epoch})")
     for key, target in report.folded.items():

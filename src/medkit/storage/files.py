@@ -161,6 +161,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_LEGACY_ONLY = (".pos.spatial.weight", ".pos.temporal.weight", ".type_embed.weight")
+
+
+def _legacy_hint(missing: list[str], unexpected: list[str]) -> str:
+    """A fix for the one mismatch with a known cause: official-layout (legacy) MedCoSS weights
+    loaded into a native model, or the reverse."""
+    if any(k.endswith(_LEGACY_ONLY) for k in unexpected):
+        return ("; these are official MedCoSS (legacy-layout) weights: load them with encoder.legacy=true "
+                "(and tokenizer.<name>.legacy=true), or convert them with `medkit convert medcoss --to native`")
+    if any(k.endswith(_LEGACY_ONLY) for k in missing):
+        return "; the weights have the native layout: set encoder.legacy=false (and tokenizer.<name>.legacy=false)"
+    return ""
+
+
 def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
                        strict: bool = True, finite: bool = True) -> None:
     """Load ``state`` into ``module``, refusing a mismatch with the first offending key and shapes, and
@@ -175,12 +189,13 @@ def load_state_checked(module: torch.nn.Module, state: Mapping[str, torch.Tensor
     if strict:
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
+        hint = _legacy_hint(missing, unexpected)
         if missing:
             raise CheckpointError(f"{source}: missing key {missing[0]} (and {len(missing) - 1} more); the "
-                                  f"checkpoint does not match this architecture")
+                                  f"checkpoint does not match this architecture{hint}")
         if unexpected:
             raise CheckpointError(f"{source}: unexpected key {unexpected[0]} (and {len(unexpected) - 1} "
-                                  f"more); the checkpoint does not match this architecture")
+                                  f"more); the checkpoint does not match this architecture{hint}")
     if finite:  # in the model's order, so "the first" non-finite tensor is stable
         check_finite({k: state[k] for k in [*own, *state] if k in state}, source=source)
     module.load_state_dict(dict(state), strict=strict)

@@ -33,12 +33,14 @@ def make_predictor(dim: int, hidden: int = 2048) -> nn.Sequential:
 def distill_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "predictive") -> torch.Tensor:
     """Distillation loss of predictions ``[B, D]`` to (detached) teacher features ``[B, D]``.
 
-    ``predictive``: ``−mean_b cos(pred_b, target_b)`` (in [−1, 1]; CaSSLe's loss for BYOL/SimSiam-type
-    methods). ``mse``: ``mean((pred − target)²)`` over ``B × D``. Computed in float32.
+    ``predictive``: the BYOL form ``mean_b (2 − 2·cos(pred_b, target_b))`` (in [0, 4]), which is
+    CaSSLe's distillation loss for BYOL-type methods (Fini et al., CVPR 2022; ``cassle/losses/byol.py``
+    ``byol_loss_func``: ``2 - 2 * (F.normalize(p) * F.normalize(z)).sum(dim=1).mean()``).
+    ``mse``: ``mean((pred − target)²)`` over ``B × D``. Computed in float32.
     """
     pred, target = pred.float(), target.detach().float()
     if kind == "predictive":
-        return -F.cosine_similarity(pred, target, dim=-1).mean()
+        return 2.0 - 2.0 * F.cosine_similarity(pred, target, dim=-1).mean()
     if kind == "mse":
         return (pred - target).pow(2).mean()
     raise ConfigError(f"strategy cassle: loss_type {kind!r} is not one of {', '.join(LOSSES)}")
@@ -53,14 +55,16 @@ class CaSSLe(BaseStrategy):
     """CaSSLe (Fini et al., CVPR 2022) on the pooled features of the shared encoder.
 
     From the second stage on, a frozen copy of the encoder as it was at the end of the previous stage
-    (the *teacher*: ``eval()`` mode, no gradients, its own tokenizers) and a fresh predictor ``g``
-    (D → ``pred_hidden`` → D: Linear, BatchNorm1d, ReLU, Linear; re-initialised every stage from the
-    run seed, since the feature space it maps back to changes every stage) are used on every
-    current-stage batch:
+    (the *teacher*: ``eval()`` mode, no gradients, its own tokenizers) and a predictor ``g``
+    (D → ``pred_hidden`` → D: Linear, BatchNorm1d, ReLU, Linear) are used on every current-stage batch:
 
         ``loss = pretext + lam · distill(g(pool(student(x))), stopgrad(pool(teacher(x))))``
 
-    with ``distill`` = negative cosine similarity (``predictive``) or ``mse`` and ``pool`` the mean over
+    As in CaSSLe (``cassle/distillers/predictive.py``: the ``distill_predictor`` is built once in the
+    model's ``__init__`` and trained through every task), the predictor is created once, at the start
+    of the second stage (seeded by the run seed), and kept and trained across all later stages.
+
+    ``distill`` = the BYOL form ``2 − 2·cos`` (``predictive``) or ``mse``, and ``pool`` the mean over
     non-padding patch/text tokens. The logged metric ``cassle`` is the (unweighted) distill term.
 
     Cost: the student features come from a *separate* forward of the encoder (the pretext objective
@@ -70,9 +74,10 @@ class CaSSLe(BaseStrategy):
     cost; 0 (default) feeds the whole input to both.
 
     The predictor is its own optimizer group (``lr_scale = pred_lr_scale``, ``weight_decay =
-    pred_weight_decay``). Teacher and predictor are saved in the state (``teacher.*``, ``predictor.*``)
-    while a stage runs, so a resumed run continues with exactly the same teacher; both are dropped
-    after their stage (the next stage copies the encoder anew).
+    pred_weight_decay``). The predictor is always saved in the state (``predictor.*``, so ``--from``
+    and resumes keep it); the teacher (``teacher.*``) only while a stage runs, so a resumed run
+    continues with exactly the same teacher; it is dropped after its stage (the next stage copies the
+    encoder anew).
 
     Args:
         lam: weight of the distillation term.
@@ -101,25 +106,37 @@ class CaSSLe(BaseStrategy):
         self.distill_mask_ratio = float(distill_mask_ratio)
         self.teacher: UniversalEncoder | None = None
         self.predictor: nn.Sequential | None = None
-        self.stage: int | None = None  # the stage teacher and predictor belong to
+        self.stage: int | None = None  # the stage the teacher belongs to
         self._loaded: tuple[dict[str, torch.Tensor], int | None] = ({}, None)
+        self._predictor_state: dict[str, torch.Tensor] | None = None  # loaded, not yet built
 
     # -- engine calls --------------------------------------------------------------------------
+    def _build_predictor(self, ctx: RunContext) -> nn.Sequential:
+        """The persistent predictor: the one already trained, else the saved one, else a new one
+        seeded by the run seed only (so it does not depend on the stage it first appears in)."""
+        if self.predictor is not None:
+            return self.predictor
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(hashlib.sha1(f"cassle:{ctx.seed}".encode()).hexdigest()[:12], 16))
+            predictor = make_predictor(ctx.encoder.embed_dim, self.pred_hidden)
+        if self._predictor_state:
+            load_state_checked(predictor, self._predictor_state, source=f"{ctx.run_dir} strategy state (cassle)")
+            log.info("cassle: stage %d continues with the saved predictor", ctx.stage_index + 1)
+        self._predictor_state = None
+        return predictor.to(ctx.device).train()
+
     def before_stage(self, ctx: RunContext) -> None:
-        self.teacher, self.predictor, self.stage = None, None, None
+        self.teacher, self.stage = None, None
         if ctx.stage_index == 0:
             return
         tensors, stage = self._loaded
-        resume = bool(ctx.extras.get("resumed")) and stage == ctx.stage_index and tensors
+        resume = bool(ctx.extras.get("resumed")) and stage == ctx.stage_index and self._part(tensors, "teacher.")
         teacher = copy.deepcopy(ctx.encoder)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(hashlib.sha1(f"cassle:{ctx.seed}:{ctx.stage_index}".encode()).hexdigest()[:12], 16))
-            predictor = make_predictor(ctx.encoder.embed_dim, self.pred_hidden)
+        self.predictor = self._build_predictor(ctx)
         if resume:
             source = f"{ctx.run_dir} strategy state (cassle)"
             load_state_checked(teacher, self._part(tensors, "teacher."), source=source)
-            load_state_checked(predictor, self._part(tensors, "predictor."), source=source)
-            log.info("cassle: stage %d resumes with its saved teacher and predictor", ctx.stage_index + 1)
+            log.info("cassle: stage %d resumes with its saved teacher", ctx.stage_index + 1)
         elif bool(ctx.extras.get("resumed")):
             raise CheckpointError(f"strategy cassle: resuming stage {ctx.stage_index + 1} mid-way but the "
                                   f"saved state holds no teacher for it; the checkpoint is incomplete")
@@ -128,7 +145,6 @@ class CaSSLe(BaseStrategy):
         for p in teacher.parameters():
             p.grad = None
         self.teacher = teacher.to(ctx.device)
-        self.predictor = predictor.to(ctx.device).train()
         self.stage = ctx.stage_index
         self._loaded = ({}, None)
 
@@ -161,7 +177,7 @@ class CaSSLe(BaseStrategy):
         return LossOutput(total, {**out.metrics, "cassle": float(distill.detach())})
 
     def after_stage(self, ctx: RunContext) -> None:
-        self.teacher, self.predictor, self.stage = None, None, None
+        self.teacher, self.stage = None, None  # the predictor is kept for the next stages
 
     # -- state ------------------------------------------------------------------------------------
     @staticmethod
@@ -169,12 +185,16 @@ class CaSSLe(BaseStrategy):
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        if self.teacher is None or self.predictor is None:
-            tensors, stage = self._loaded
-            return dict(tensors), {"format": 1, "stage": stage}
-        tensors = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
-        tensors.update({f"predictor.{k}": v for k, v in self.predictor.state_dict().items()})
-        return tensors, {"format": 1, "stage": self.stage}
+        if self.predictor is not None:
+            predictor = self.predictor.state_dict()
+        else:
+            predictor = self._predictor_state or self._part(self._loaded[0], "predictor.")
+        tensors = {f"predictor.{k}": v for k, v in predictor.items()}
+        if self.teacher is not None:
+            tensors.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+            return tensors, {"format": 2, "stage": self.stage}
+        tensors.update({k: v for k, v in self._loaded[0].items() if k.startswith("teacher.")})
+        return tensors, {"format": 2, "stage": self._loaded[1]}
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         bad = [k for k in tensors if not k.startswith(("teacher.", "predictor."))]
@@ -183,3 +203,5 @@ class CaSSLe(BaseStrategy):
                                   f"and predictor.*)")
         stage = meta.get("stage")
         self._loaded = (dict(tensors), None if stage is None else int(stage))
+        self._predictor_state = self._part(tensors, "predictor.") or None
+        self.predictor = None

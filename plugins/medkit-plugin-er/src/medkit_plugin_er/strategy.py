@@ -23,10 +23,11 @@ _EPS = 1e-9
 
 
 def buffer_size(num_samples: int, buffer_ratio: float, num_center: float) -> int:
-    """The size MedCoSS's k-means buffer nominally has: ``K·k`` with ``K = max(1, int(num_center·N))``
-    and ``k = max(1, int(buffer_ratio / num_center))`` (≈ ``buffer_ratio·N``), at most ``N``."""
-    clusters = max(1, int(num_center * num_samples + _EPS))
-    per_cluster = max(1, int(buffer_ratio / num_center + _EPS))
+    """The size MedCoSS's k-means buffer nominally has (its reference per-centre rule, spec §5.1):
+    ``K·k`` with ``K = max(1, int(num_center·N))`` and ``k = max(1, int(N·buffer_ratio // K))``
+    (≈ ``buffer_ratio·N``), at most ``N``."""
+    clusters = min(max(1, int(num_center * num_samples + _EPS)), max(1, num_samples))
+    per_cluster = max(1, int((num_samples * buffer_ratio + _EPS) // clusters))
     return min(num_samples, clusters * per_cluster)
 
 
@@ -80,8 +81,10 @@ class ExperienceReplay(BaseStrategy):
 
     name = "er"
 
-    def __init__(self, *, buffer_ratio: float, num_center: float, seed: int) -> None:
+    def __init__(self, *, buffer_ratio: float, num_center: float, seed: int,
+                 min_current_fraction: float = 0.5) -> None:
         self.buffer_ratio, self.num_center, self.seed = float(buffer_ratio), float(num_center), int(seed)
+        self.min_current_fraction = float(min_current_fraction)
         self.buffers: dict[str, ReplayBuffer] = {}
         self.active: dict[str, list[int]] = {}
 
@@ -142,15 +145,22 @@ class ExperienceReplay(BaseStrategy):
         self.buffers = {b.modality: b for b in bufs}
 
 
-def make_er(buffer_ratio: float = 0.05, num_center: float = 0.01, seed: int = 0) -> ExperienceReplay:
+def make_er(buffer_ratio: float = 0.05, num_center: float = 0.01, seed: int = 0,
+            min_current_fraction: float = 0.5) -> ExperienceReplay:
     """Experience replay with a seeded random buffer.
 
     Args:
         buffer_ratio: buffer size as a fraction of a modality's training samples.
         num_center: only sets the size, exactly as rehearsal's ``K·k`` (so both keep as many samples).
         seed: seeds the reservoir (with the modality name).
+        min_current_fraction: the least share of a stage's steps on its own data (read by the
+            engine's step plan), in ``[0, 1]``.
     """
     if not 0.0 < buffer_ratio <= 1.0 or not 0.0 < num_center <= 1.0:
         raise ConfigError(f"strategy er: buffer_ratio ({buffer_ratio}) and num_center ({num_center}) must be "
                           f"in (0, 1]; the MedCoSS budget is 0.05 and 0.01")
-    return ExperienceReplay(buffer_ratio=buffer_ratio, num_center=num_center, seed=seed)
+    if not 0.0 <= float(min_current_fraction) <= 1.0:
+        raise ConfigError(f"strategy er: min_current_fraction must be in [0, 1], got {min_current_fraction}; "
+                          f"set strategy.min_current_fraction=0.5 (the default)")
+    return ExperienceReplay(buffer_ratio=buffer_ratio, num_center=num_center, seed=seed,
+                            min_current_fraction=min_current_fraction)

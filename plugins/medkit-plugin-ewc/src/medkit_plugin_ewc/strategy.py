@@ -1,4 +1,4 @@
-"""Elastic weight consolidation (``ewc``) of the shared trunk, separate or online."""
+"""Elastic weight consolidation (``ewc``) of every shared encoder parameter a stage trained, separate or online."""
 
 from __future__ import annotations
 
@@ -19,21 +19,38 @@ log = logging.getLogger(__name__)
 MODES = ("separate", "online")
 
 
+def trained_parameters(ctx: RunContext) -> dict[str, torch.nn.Parameter]:
+    """The shared encoder parameters the current stage trains: the trunk (blocks, final norm), the
+    CLS token and the tokenizers of the stage's modalities (``patch_2d`` when X-ray or pathology is
+    in the stage, ...). The pretext heads are per modality, not shared, and are not included."""
+    used = {ctx.tokenizer_of[m] for m in ctx.stage}
+    prefixes = ("blocks.", "norm.", "cls_token") + tuple(f"tokenizers.{t}." for t in sorted(used))
+    return {n: p for n, p in ctx.encoder.named_parameters() if n.startswith(prefixes) and p.requires_grad}
+
+
+def shared_parameters(encoder: Any) -> dict[str, torch.nn.Parameter]:
+    """Every encoder parameter (trunk, CLS token, all tokenizers), by name: what a penalty may cover."""
+    return dict(encoder.named_parameters())
+
+
 def _generator(*keys: Any) -> torch.Generator:
     seed = int(hashlib.sha1(":".join(map(str, keys)).encode()).hexdigest()[:15], 16)
     return torch.Generator().manual_seed(seed)
 
 
 class EWC(BaseStrategy):
-    """Elastic weight consolidation (Kirkpatrick et al., 2017) on the trunk of the shared encoder.
+    """Elastic weight consolidation (Kirkpatrick et al., 2017) of the shared encoder.
 
     After every stage the diagonal Fisher of the stage's pretext loss is estimated at the stage's
     final weights θ* over its training data (see :meth:`compute_fisher`), and later stages train on
 
         ``loss = pretext + λ · Σ_anchors Σ_i F_i (θ_i − θ*_i)²``       (no factor ½)
 
-    restricted to ``encoder.trunk_parameters()`` (blocks and final norm; tokenizers, the CLS token and
-    the pretext heads are not penalised). ``mode="separate"`` keeps one (F, θ*) anchor per finished
+    over every shared parameter the consolidated stage trained (:func:`trained_parameters`: trunk,
+    CLS token and the tokenizers of its modalities), as EWC penalises every parameter of the network
+    that the earlier task used — so a tokenizer shared by two modalities (``patch_2d`` for X-ray
+    and pathology) is protected too. The per-modality pretext heads are not shared and not penalised.
+    ``mode="separate"`` keeps one (F, θ*) anchor per finished
     stage and sums their penalties; ``mode="online"`` keeps one anchor, ``F ← γ·F_old + F_new`` and
     θ* = the latest stage's weights (Schwarz et al., 2018). The logged metric ``ewc`` is λ·penalty.
 
@@ -104,8 +121,8 @@ class EWC(BaseStrategy):
         return plan
 
     def compute_fisher(self, ctx: RunContext) -> dict[str, torch.Tensor]:
-        """Diagonal Fisher of the current stage's pretext loss on the trunk (see the class docs)."""
-        params = ctx.encoder.trunk_parameters()
+        """Diagonal Fisher of the current stage's pretext loss on :func:`trained_parameters`."""
+        params = trained_parameters(ctx)
         plan = list(enumerate(self.fisher_plan(ctx)))
         mine = plan[ctx.rank::ctx.world_size]
         modules = [ctx.encoder] + [ctx.heads[m] for m in ctx.stage]
@@ -138,7 +155,7 @@ class EWC(BaseStrategy):
         out = ctx.pretext_loss(batch)
         if not self.anchors or self.lam == 0.0:
             return out
-        penalty = self.lam * ewc_penalty(ctx.encoder.trunk_parameters(), self.anchors)
+        penalty = self.lam * ewc_penalty(shared_parameters(ctx.encoder), self.anchors)
         return LossOutput(out.loss + penalty.to(out.loss.dtype), {**out.metrics, "ewc": float(penalty.detach())})
 
     def after_stage(self, ctx: RunContext) -> None:
@@ -147,7 +164,15 @@ class EWC(BaseStrategy):
             log.info("ewc: stage %d is already consolidated (resumed run)", stage + 1)
             return
         fisher = self.compute_fisher(ctx)
-        theta = {n: p.detach().float().clone() for n, p in ctx.encoder.trunk_parameters().items()}
+        theta = {n: p.detach().float().clone() for n, p in trained_parameters(ctx).items()}
+        if self.mode == "online" and self.anchors:
+            # online EWC sums Fishers over one parameter set: the union, zero where a stage did not train
+            old_f, old_t = self.anchors[0]
+            for n in set(old_f) - set(fisher):
+                fisher[n] = torch.zeros_like(old_f[n])
+                theta[n] = old_t[n].clone()
+            for n in set(fisher) - set(old_f):
+                old_f[n] = torch.zeros_like(fisher[n])
         if self.mode == "separate" or not self.anchors:
             self.anchors.append((fisher, theta))
             self.anchor_stages.append([stage])
@@ -160,8 +185,14 @@ class EWC(BaseStrategy):
 
     # -- state ------------------------------------------------------------------------------------
     def _check_and_move(self, ctx: RunContext) -> None:
-        params = ctx.encoder.trunk_parameters()
+        params = shared_parameters(ctx.encoder)
         for j, (fisher, theta) in enumerate(self.anchors):
+            gone = [n for n in fisher if n.startswith("tokenizers.") and n not in params]
+            if gone:  # a later run without that tokenizer cannot move it: nothing to protect
+                log.info("ewc: anchor %d covers %d parameters of tokenizers this run does not build; "
+                         "they are not penalised", j, len(gone))
+                fisher = {n: f for n, f in fisher.items() if n not in gone}
+                theta = {n: t for n, t in theta.items() if n not in gone}
             for name, f in fisher.items():
                 if name not in params or tuple(params[name].shape) != tuple(f.shape) \
                         or tuple(theta[name].shape) != tuple(f.shape):

@@ -20,6 +20,36 @@ from medkit_plugin_medcoss.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
+#: Per-centre rules: ``reference`` is ``main_buffer_kmean.py``'s ``k = int(N·buffer_ratio // K)``;
+#: ``fixed`` is medkit's earlier ``k = int(buffer_ratio / num_center)`` (ignores N, so for small N
+#: the buffer is not ``buffer_ratio·N``).
+PER_CENTER_RULES = ("reference", "fixed")
+_EPS = 1e-9
+
+
+def buffer_sizes(num_samples: int, buffer_ratio: float, num_center: float,
+                 rule: str = "reference") -> tuple[int, int]:
+    """``(K, k)``: ``K = max(1, int(num_center·N))`` clusters (at most N) and ``k`` samples per cluster.
+
+    ``rule="reference"`` (MedCoSS ``main_buffer_kmean.py``, spec §5.1): ``k = max(1, int(N·buffer_ratio
+    // K))``, so ``K·k ≈ buffer_ratio·N`` for every N (N = 199: K = 1, k = 9). ``rule="fixed"``:
+    ``k = max(1, int(buffer_ratio / num_center))`` (N = 199: K = 1, k = 5). The ``max(1, ·)`` floors
+    can make the buffer larger than ``buffer_ratio·N``; :func:`select_buffer` warns when they do.
+    """
+    if not 0.0 < buffer_ratio <= 1.0 or not 0.0 < num_center <= 1.0:
+        raise ConfigError(f"buffer_ratio ({buffer_ratio}) and num_center ({num_center}) must be in (0, 1]; "
+                          f"MedCoSS uses strategy.buffer_ratio=0.05 strategy.num_center=0.01")
+    if rule not in PER_CENTER_RULES:
+        raise ConfigError(f"strategy rehearsal: per_center_rule must be one of {', '.join(PER_CENTER_RULES)}, "
+                          f"got {rule!r}")
+    n = int(num_samples)
+    clusters = min(max(1, int(num_center * n + _EPS)), max(1, n))
+    if rule == "reference":
+        per_cluster = max(1, int((n * buffer_ratio + _EPS) // clusters))
+    else:
+        per_cluster = max(1, int(buffer_ratio / num_center + _EPS))
+    return clusters, per_cluster
+
 
 @dataclass
 class BufferEntry:
@@ -139,13 +169,21 @@ class Selection:
 
 def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: float, iters: int = 50,
                   batch: int = 4096, seed: int = 0, method: str = "lloyd",
-                  device: torch.device | str | None = None) -> Selection:
-    """K-means with ``K = max(1, int(num_center·N))``, then the ``k = max(1, int(buffer_ratio /
-    num_center))`` rows nearest each centroid (spec §5.1), deterministic for ``seed``."""
+                  device: torch.device | str | None = None, rule: str = "reference",
+                  modality: str = "?") -> Selection:
+    """K-means with ``K`` clusters, then the ``k`` rows nearest each centroid (:func:`buffer_sizes`,
+    spec §5.1), deterministic for ``seed``. Warns when the per-centre floor makes ``K·k`` exceed
+    ``buffer_ratio·N``."""
     n = features.shape[0] if isinstance(features, torch.Tensor) else features.num_rows
     if n == 0:
         raise DataError("cannot select a rehearsal buffer from 0 training samples")
-    k_clusters, per_cluster = kmeans.buffer_sizes(n, buffer_ratio, num_center)
+    k_clusters, per_cluster = buffer_sizes(n, buffer_ratio, num_center, rule)
+    nominal = min(n, k_clusters * per_cluster)
+    if nominal > buffer_ratio * n + _EPS:
+        log.warning("rehearsal buffer of %s: %d of %d samples (%.1f%%) is larger than buffer_ratio=%g "
+                    "(%.1f samples) because of the at-least-one floor of K=%d clusters × k=%d per cluster "
+                    "(per_center_rule=%s); lower num_center or accept the larger buffer", modality, nominal,
+                    n, 100.0 * nominal / n, buffer_ratio, buffer_ratio * n, k_clusters, per_cluster, rule)
     result = kmeans.fit(features, k_clusters, iters=iters, batch=batch, seed=seed, method=method, device=device)
     rows = kmeans.select_nearest(result.labels, result.sq_dist, per_cluster, k_clusters)
     return Selection(rows=[int(r) for r in rows], centroids=result.centroids, num_clusters=k_clusters,
@@ -154,7 +192,7 @@ def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: flo
 
 def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_center: float, iters: int,
                  batch: int, seed: int, method: str, spill_threshold: int,
-                 spill_dir: str | None) -> tuple[BufferEntry, torch.Tensor]:
+                 spill_dir: str | None, rule: str = "reference") -> tuple[BufferEntry, torch.Tensor]:
     """Select ``modality``'s buffer from every training sample with the model as it is now."""
     t0 = time.perf_counter()
     indices = list(ctx.train_indices[modality])
@@ -163,7 +201,7 @@ def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_cen
                              spill_threshold=spill_threshold, spill_dir=spill_dir or ctx.run_dir)
     try:
         sel = select_buffer(store, buffer_ratio=buffer_ratio, num_center=num_center, iters=iters, batch=batch,
-                            seed=seed, method=method, device=ctx.device)
+                            seed=seed, method=method, device=ctx.device, rule=rule, modality=modality)
     finally:
         store.close()
     rows, centroids = agree_across_ranks(ctx, sel.rows, sel.centroids)

@@ -14,7 +14,7 @@ from medkit.models.encoder import UniversalEncoder
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
 from medkit.strategies.base import BaseStrategy
 
-from medkit_plugin_medcoss.buffer import BufferEntry, build_buffer, indices_for_ids
+from medkit_plugin_medcoss.buffer import PER_CENTER_RULES, BufferEntry, build_buffer, indices_for_ids
 from medkit_plugin_medcoss.distill import distillation_loss, is_text, snapshot_teacher
 from medkit_plugin_medcoss.mixup import DISTRIBUTIONS, mix_images, mix_tokens
 
@@ -35,6 +35,8 @@ class Rehearsal(BaseStrategy):
     * ``sources``: the current modality plus one ``"buffer"`` source per earlier modality, weighted by
       size, so batches interleave in proportion to their sizes (spec §5.2).
     * ``loss``: the pretext loss on current batches; on buffer batches only mixup + distillation.
+      Buffer text is first corrupted by the text objective's own MLM masking (``mlm_buffer``), as
+      the reference's buffer dataset applies its 0.15 whole-word collator (spec §5.3).
     """
 
     name = "rehearsal"
@@ -42,7 +44,8 @@ class Rehearsal(BaseStrategy):
     def __init__(self, *, buffer_ratio: float, num_center: float, distill_weight: float, mixup: bool,
                  mixup_dist: str, mixup_alpha: float, distill_mask_ratio: float, kmeans_iters: int,
                  kmeans_batch: int, kmeans_seed: int, kmeans_method: str, spill_threshold: int,
-                 spill_dir: str | None) -> None:
+                 spill_dir: str | None, per_center_rule: str = "reference", mlm_buffer: bool = True,
+                 min_current_fraction: float = 0.5) -> None:
         self.buffer_ratio, self.num_center = float(buffer_ratio), float(num_center)
         self.distill_weight = float(distill_weight)
         self.mixup, self.mixup_dist, self.mixup_alpha = bool(mixup), str(mixup_dist), float(mixup_alpha)
@@ -50,6 +53,9 @@ class Rehearsal(BaseStrategy):
         self.kmeans = {"iters": int(kmeans_iters), "batch": int(kmeans_batch), "seed": int(kmeans_seed),
                        "method": str(kmeans_method)}
         self.spill_threshold, self.spill_dir = int(spill_threshold), spill_dir
+        self.per_center_rule, self.mlm_buffer = str(per_center_rule), bool(mlm_buffer)
+        self.min_current_fraction = float(min_current_fraction)
+        self._warned_mlm = False
         self.buffers: dict[str, BufferEntry] = {}
         self.centroids: dict[str, torch.Tensor] = {}
         self.teacher: UniversalEncoder | None = None
@@ -89,10 +95,26 @@ class Rehearsal(BaseStrategy):
                               f"teacher; before_stage was not called for this stage")
         if self.teacher.training:
             self.teacher.eval()
+        if self.mlm_buffer and is_text(ctx, batch):
+            batch = self.corrupt_text(ctx, batch)
         if self.mixup:
             batch = self.mix(ctx, batch)
         value = distillation_loss(ctx, batch, self.teacher, mask_ratio=self.distill_mask_ratio)
         return LossOutput(self.distill_weight * value, {"distill": float(value.detach())})
+
+    def corrupt_text(self, ctx: RunContext, batch: Batch, *, generator: torch.Generator | None = None) -> Batch:
+        """Buffer text as the reference feeds it to mixup and distillation: MLM-corrupted by the
+        modality's objective (its ``mask(encoder, batch)``: 15 % whole words, 80/10/10). An objective
+        without ``mask`` leaves the ids clean (logged once)."""
+        head = ctx.heads[batch.modality]
+        masker = getattr(head, "mask", None)
+        if masker is None:
+            if not self._warned_mlm:
+                log.warning("strategy %s: the objective of %s has no mask(); buffer text is distilled "
+                            "uncorrupted", self.name, batch.modality)
+                self._warned_mlm = True
+            return batch
+        return dataclasses.replace(batch, inputs=masker(ctx.encoder, batch, generator=generator).inputs)
 
     def mix(self, ctx: RunContext, batch: Batch, *, generator: torch.Generator | None = None) -> Batch:
         """Intra-modal mixup of a buffer batch (images: per-sample λ; text: token swap)."""
@@ -108,7 +130,8 @@ class Rehearsal(BaseStrategy):
             entry, centroids = build_buffer(
                 ctx, m, buffer_ratio=self.buffer_ratio, num_center=self.num_center,
                 iters=self.kmeans["iters"], batch=self.kmeans["batch"], seed=self.kmeans["seed"],
-                method=self.kmeans["method"], spill_threshold=self.spill_threshold, spill_dir=self.spill_dir)
+                method=self.kmeans["method"], spill_threshold=self.spill_threshold, spill_dir=self.spill_dir,
+                rule=self.per_center_rule)
             self.buffers.pop(m, None)
             self.buffers[m] = entry
             self.centroids[m] = centroids
@@ -143,13 +166,16 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
                    mixup: bool = True, mixup_dist: str = "uniform", mixup_alpha: float = 1.0,
                    distill_mask_ratio: float = 0.75, kmeans_iters: int = 50, kmeans_batch: int = 4096,
                    kmeans_seed: int = 0, kmeans_method: str = "lloyd", spill_threshold: int = 200_000,
-                   spill_dir: str | None = None) -> Rehearsal:
+                   spill_dir: str | None = None, per_center_rule: str = "reference", mlm_buffer: bool = True,
+                   min_current_fraction: float = 0.5) -> Rehearsal:
     """MedCoSS rehearsal: k-means buffer + intra-modal mixup + feature distillation.
 
     Args:
         buffer_ratio: buffer size as a fraction of a modality's training samples (MedCoSS 0.05).
-        num_center: k-means clusters as a fraction of the samples, ``K = max(1, int(num_center·N))``;
-            ``k = max(1, int(buffer_ratio / num_center))`` samples are kept per cluster.
+        num_center: k-means clusters as a fraction of the samples, ``K = max(1, int(num_center·N))``.
+        per_center_rule: samples kept per cluster: ``"reference"`` (MedCoSS ``main_buffer_kmean.py``:
+            ``k = max(1, int(N·buffer_ratio // K))``) or ``"fixed"`` (``k = max(1, int(buffer_ratio /
+            num_center))``, medkit's earlier rule, which ignores ``buffer_ratio`` for small N).
         distill_weight: weight of the distillation loss on buffer batches.
         mixup: mix buffer batches within themselves before distilling.
         mixup_dist: ``"uniform"`` (λ ~ U(0, 1), MedCoSS) or ``"beta"`` (λ ~ Beta(α, α)).
@@ -161,6 +187,10 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
         kmeans_method: ``"lloyd"`` or ``"minibatch"``.
         spill_threshold: above this many samples, features are kept on disk as fp16.
         spill_dir: where spilled features go (default: the run directory; removed afterwards).
+        mlm_buffer: MLM-corrupt buffer text (the objective's own masking) before mixup and
+            distillation, as the reference does; ``False`` distils clean ids.
+        min_current_fraction: the least share of a stage's steps on its own data (read by the
+            engine's step plan), in ``[0, 1]``.
     """
     if not 0.0 < buffer_ratio <= 1.0 or not 0.0 < num_center <= 1.0:
         raise ConfigError(f"strategy rehearsal: buffer_ratio ({buffer_ratio}) and num_center ({num_center}) "
@@ -177,8 +207,15 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
     if kmeans_iters < 1 or kmeans_batch < 1 or spill_threshold < 0:
         raise ConfigError(f"strategy rehearsal: kmeans_iters ({kmeans_iters}) and kmeans_batch "
                           f"({kmeans_batch}) must be ≥ 1 and spill_threshold ({spill_threshold}) ≥ 0")
+    if per_center_rule not in PER_CENTER_RULES:
+        raise ConfigError(f"strategy rehearsal: per_center_rule must be one of {', '.join(PER_CENTER_RULES)}, "
+                          f"got {per_center_rule!r}")
+    if not 0.0 <= float(min_current_fraction) <= 1.0:
+        raise ConfigError(f"strategy rehearsal: min_current_fraction must be in [0, 1], got "
+                          f"{min_current_fraction}; set strategy.min_current_fraction=0.5 (the default)")
     return Rehearsal(buffer_ratio=buffer_ratio, num_center=num_center, distill_weight=distill_weight,
                      mixup=mixup, mixup_dist=mixup_dist, mixup_alpha=mixup_alpha,
                      distill_mask_ratio=distill_mask_ratio, kmeans_iters=kmeans_iters,
                      kmeans_batch=kmeans_batch, kmeans_seed=kmeans_seed, kmeans_method=kmeans_method,
-                     spill_threshold=spill_threshold, spill_dir=spill_dir)
+                     spill_threshold=spill_threshold, spill_dir=spill_dir, per_center_rule=per_center_rule,
+                     mlm_buffer=mlm_buffer, min_current_fraction=min_current_fraction)

@@ -201,7 +201,7 @@ def _check_target(out: Path, force: bool) -> None:
 
 def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                     vocab_file: str | None = None, modalities: Sequence[str] | None = None,
-                    force: bool = False, components: Components) -> ConversionReport:
+                    force: bool = False, components: Components, to: str = "legacy") -> ConversionReport:
     """Convert the official MedCoSS checkpoint into a medkit run directory.
 
     Writes ``config.yaml`` (preset ``base``, ``encoder.legacy=true``, legacy tokenizers),
@@ -217,7 +217,30 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
         modalities: a subset of :data:`OFFICIAL_STAGES` (default: every installed one).
         force: replace ``out_dir`` if it is a medkit run directory.
         components: the installed plugins (``medkit.registry.get_host()``).
+        to: ``"legacy"`` (the official layout, ``encoder.legacy=true``) or ``"native"`` (positions
+            and the type row folded into the corrected layout, :mod:`medkit.interop.medcoss.native`:
+            the same eval-mode image features, to float rounding).
     """
+    if to not in ("legacy", "native"):
+        raise ConfigError(f"convert medcoss --to {to!r}: choose legacy or native")
+    if to == "native":
+        from medkit.interop.medcoss.native import write_native
+
+        out = Path(out_dir).expanduser()
+        _check_target(out, force)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.legacy.", dir=str(out.parent)))
+        try:
+            report = convert_medcoss(checkpoint, tmp / "legacy", vocab_file=vocab_file, modalities=modalities,
+                                     components=components)
+            report.folded.update({f"legacy {k}": v for k, v in
+                                  write_native(tmp / "legacy", out, components=components).items()})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        report.run_dir = out
+        report.notes.append("--to native: image features equal the legacy model's in eval mode at each patch "
+                            "tokenizer's base_size grid; text uses the corrected (bidirectional) attention")
+        return report
     from medkit.config.compose import config_hash, to_yaml
     from medkit.engine.checkpoint import package_versions
     from medkit.models.build import architecture, build_head, build_model
