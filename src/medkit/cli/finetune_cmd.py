@@ -100,7 +100,7 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
 def evaluate(run_dir: str, data: str | None, split: str, weights: str) -> None:
     """Evaluate a fine-tuning run on the held-out split of its data (or of --data)."""
     import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
-    from medkit.finetune.trainer import evaluate_run
+    from medkit.finetune.evaluate import evaluate_run
 
     from medkit.registry import get_host
 
