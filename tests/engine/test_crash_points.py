@@ -3,7 +3,8 @@ with the uninterrupted run (docs/checkpoints.md). Each trial forks a child from 
 already imported torch and medkit, so a trial costs a fraction of a second, not a fresh interpreter.
 
 The default run kills at a seeded sample of the points (half of them ``rename``/``symlink``, the
-commits themselves); ``python -m pytest -m exhaustive tests/engine/test_crash_points.py`` sweeps every point.
+commits themselves); ``python -m pytest -m exhaustive tests/engine/test_crash_points.py`` (or ``-m slow``)
+sweeps every point.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def test_kill_at_sampled_commit_points_then_resume_is_bit_identical(reference, t
         _trial(reference, n, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.exhaustive
 def test_kill_at_every_commit_point_then_resume_is_bit_identical(reference, tmp_path) -> None:
     for o in reference["ops"]:
