@@ -1,0 +1,20 @@
+"""Test-session settings shared by the host's and every plugin's tests.
+
+One thread per process: float reductions split across threads are summed in another order when the
+thread count differs, and many tests compare a run with a resumed or concurrent one bit for bit (in
+this process and in the subprocesses they start, which inherit the variable).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - torch is a dependency of medkit
+    torch = None  # type: ignore[assignment]
+if torch is not None:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
