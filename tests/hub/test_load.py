@@ -164,3 +164,11 @@ def test_load_pretrained_weights_into_a_model_with_a_new_modality(synthetic_run:
             assert torch.equal(v, fresh_2d[k])
         else:
             assert torch.equal(v, saved[k]), k
+
+
+def test_the_top_level_convenience_hands_the_installed_plugins_in(synthetic_run: Path) -> None:
+    """What a model card tells readers to run: ``medkit.load_pretrained(ref)``."""
+    import medkit
+
+    model = medkit.load_pretrained(f"local-dir:{synthetic_run}")
+    assert not model.encoder.training and set(model.heads) == {"synth_a", "synth_b"}
