@@ -134,10 +134,11 @@ def fit_method(method: str, x: Any, k: int, args: argparse.Namespace) -> dict[st
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from medkit_plugin_medcoss.kmeans import buffer_sizes, select_nearest
+    from medkit_plugin_medcoss.buffer import buffer_sizes
+    from medkit_plugin_medcoss.kmeans import select_nearest
 
     torch.set_num_threads(args.threads)
-    k, per = buffer_sizes(args.n, args.buffer_ratio, args.k_frac)
+    k, per = buffer_sizes(args.n, args.buffer_ratio, args.k_frac, "fixed")  # the rule these figures used
     x = make_features(args.n, args.dim, k, args.seed)
     if args.worker.startswith("sklearn"):
         import sklearn.cluster  # noqa: F401 - imported before the baseline, like torch

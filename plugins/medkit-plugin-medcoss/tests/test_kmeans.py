@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from medkit_plugin_medcoss.buffer import buffer_sizes
+
 from pathlib import Path
 
 import pytest
@@ -33,12 +35,12 @@ def blobs() -> tuple[torch.Tensor, list[str], set[str]]:
 
 
 def test_buffer_sizes_follow_the_spec() -> None:
-    assert kmeans.buffer_sizes(377_000, 0.05, 0.01) == (3770, 5)
-    assert kmeans.buffer_sizes(21, 0.05, 0.01) == (1, 5)  # K and k never drop to 0
-    assert kmeans.buffer_sizes(300, 0.03, 0.01) == (3, 3)  # 0.03 / 0.01 = 2.9999999999999996
-    assert kmeans.buffer_sizes(100, 0.29, 0.29) == (29, 1)  # 0.29 * 100 = 28.999999999999996
+    assert buffer_sizes(377_000, 0.05, 0.01, "fixed") == (3770, 5)
+    assert buffer_sizes(21, 0.05, 0.01, "fixed") == (1, 5)  # K and k never drop to 0
+    assert buffer_sizes(300, 0.03, 0.01, "fixed") == (3, 3)  # 0.03 / 0.01 = 2.9999999999999996
+    assert buffer_sizes(100, 0.29, 0.29, "fixed") == (29, 1)  # 0.29 * 100 = 28.999999999999996
     with pytest.raises(ConfigError, match="buffer_ratio"):
-        kmeans.buffer_sizes(10, 0.0, 0.01)
+        buffer_sizes(10, 0.0, 0.01)
 
 
 @pytest.mark.parametrize("method", ["lloyd", "minibatch"])

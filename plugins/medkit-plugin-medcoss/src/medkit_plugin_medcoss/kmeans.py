@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 #: Largest distance block ``rows × centroids`` computed at once (fp32 elements, 64 MiB).
 MAX_BLOCK = 1 << 24
 #: Float slack so that ``int(0.05 / 0.01)`` is 5 and ``int(0.29 * 100)`` is 29.
-_EPS = 1e-9
 
 
 @runtime_checkable
@@ -59,17 +58,6 @@ class KMeansResult:
     iterations: int
     converged: bool
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of "seeding" and "iterations"
-
-
-def buffer_sizes(num_samples: int, buffer_ratio: float, num_center: float) -> tuple[int, int]:
-    """``(K, k)``: ``K = max(1, int(num_center·N))`` clusters (at most N), ``k = max(1,
-    int(buffer_ratio / num_center))`` samples kept per cluster (spec §5.1)."""
-    if not 0.0 < buffer_ratio <= 1.0 or not 0.0 < num_center <= 1.0:
-        raise ConfigError(f"buffer_ratio ({buffer_ratio}) and num_center ({num_center}) must be in (0, 1]; "
-                          f"MedCoSS uses strategy.buffer_ratio=0.05 strategy.num_center=0.01")
-    clusters = min(max(1, int(num_center * num_samples + _EPS)), max(1, num_samples))
-    per_cluster = max(1, int(buffer_ratio / num_center + _EPS))
-    return clusters, per_cluster
 
 
 # -- data access -----------------------------------------------------------------------------
