@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "medkit.cli.main", *args], capture_output=True,
                           text=True, env=full_env, cwd=str(cwd) if cwd else None, timeout=timeout)
+
+
+def finishes(fn: Any, timeout: float, blocked: str) -> BaseException | None:
+    """Run ``fn`` in a daemon thread and return what it raised (``None`` if nothing); fail the test
+    with ``blocked`` if it is still running after ``timeout`` s (it hangs on a FIFO, say)."""
+    import threading
+
+    box: dict[str, BaseException | None] = {"exc": None}
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001
+            box["exc"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), blocked
+    return box["exc"]

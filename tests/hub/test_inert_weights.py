@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,9 @@ from medkit.api.errors import CheckpointError
 from medkit.registry import get_host
 from medkit.storage.files import load_tensors, save_tensors
 
+from ..conftest import finishes
 
-def _within(fn, timeout: float = 30.0) -> BaseException | None:
-    box: dict[str, BaseException | None] = {"exc": None}
 
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001
-            box["exc"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "loading blocked on the weight file"
-    return box["exc"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
@@ -45,7 +32,7 @@ def test_special_files_as_model_are_refused_by_load_and_pull(run_copy: Path, tmp
     else:
         model.symlink_to("/dev/zero")
     for call in (lambda: load_pretrained(run_copy, create=get_host().create), lambda: pull(str(run_copy), to=tmp_path / "pulled")):
-        exc = _within(call)
+        exc = finishes(call, 30.0, "loading blocked on the weight file")
         assert isinstance(exc, CheckpointError), exc
         assert str(model) in str(exc) and ("FIFO" in str(exc) or "/dev/zero" in str(exc))
 

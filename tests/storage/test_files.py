@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -17,22 +16,9 @@ from medkit.storage import files
 from medkit.storage.files import (atomic_link, atomic_write_json, atomic_write_text, check_tensors_file,
                                   load_state_checked, load_tensors, save_tensors, scan_tensors_file)
 
+from ..conftest import finishes
 
-def _finishes(fn, timeout: float = 20.0) -> BaseException | None:
-    """Run ``fn`` in a daemon thread; fail the test if it is still running after ``timeout``."""
-    box: dict[str, BaseException | None] = {"exc": None}
 
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001
-            box["exc"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), f"{fn} still runs after {timeout} s (it blocks on the file)"
-    return box["exc"]
 
 
 @pytest.mark.parametrize("check", [load_tensors, check_tensors_file, scan_tensors_file])
@@ -40,7 +26,7 @@ def test_a_fifo_as_weights_is_refused_at_once(tmp_path: Path, check) -> None:
     fifo = tmp_path / "model.safetensors"
     os.mkfifo(fifo)
     t0 = time.perf_counter()
-    exc = _finishes(lambda: check(fifo))
+    exc = finishes(lambda: check(fifo), 20.0, "still runs after 20 s (it blocks on the file)")
     assert isinstance(exc, CheckpointError) and "is a FIFO" in str(exc) and str(fifo) in str(exc)
     assert time.perf_counter() - t0 < 20
 
@@ -48,10 +34,10 @@ def test_a_fifo_as_weights_is_refused_at_once(tmp_path: Path, check) -> None:
 def test_a_link_to_dev_zero_is_refused(tmp_path: Path) -> None:
     link = tmp_path / "model.safetensors"
     link.symlink_to("/dev/zero")
-    exc = _finishes(lambda: load_tensors(link))
+    exc = finishes(lambda: load_tensors(link), 20.0, "still runs after 20 s (it blocks on the file)")
     assert isinstance(exc, CheckpointError) and "outside" in str(exc) and "/dev/zero" in str(exc)
     # even when the root allows it, a character device is not a weight file
-    exc = _finishes(lambda: load_tensors(link, root=Path("/")))
+    exc = finishes(lambda: load_tensors(link, root=Path("/")), 20.0, "still runs after 20 s (it blocks on the file)")
     assert isinstance(exc, CheckpointError) and "character device" in str(exc)
 
 

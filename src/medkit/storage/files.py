@@ -10,7 +10,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -63,22 +63,16 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, fsync and rename (never a torn file).
-
-    Raises:
-        CheckpointError: the write failed (full disk, quota, permissions, read-only file system); the
-            message names the path and the error, and the previous version of the file is untouched.
-    """
+def _swap_in(path: Path, fill: Callable[[int, str], None]) -> None:
+    """``fill(fd, tmp)`` a temp file beside ``path``, then rename it over ``path`` and fsync the
+    folder: readers see the old file or the new one, never a torn one. An ``OSError`` becomes the
+    :func:`write_error` that names the path; the temp file never stays behind."""
     path = Path(path)
     existed = path.exists()
     tmp: str | None = None
     try:
         fd, tmp = _temp_beside(path)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fill(fd, tmp)
         os.replace(tmp, path)
         tmp = None
         _fsync_dir(path.parent)
@@ -89,14 +83,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename (never a torn file).
+
+    Raises:
+        CheckpointError: the write failed (full disk, quota, permissions, read-only file system); the
+            message names the path and the error, and the previous version of the file is untouched.
+    """
+    def fill(fd: int, tmp: str) -> None:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _swap_in(path, fill)
+
+
 def atomic_link(source: Path, path: Path) -> None:
     """Make ``path`` the same file as ``source`` (a hard link swapped in atomically; a copy where the
     file system has no hard links). Safe because medkit never rewrites a file in place."""
-    path = Path(path)
-    existed = path.exists()
-    tmp: str | None = None
-    try:
-        fd, tmp = _temp_beside(path)
+    def fill(fd: int, tmp: str) -> None:
         os.close(fd)
         os.unlink(tmp)
         try:
@@ -105,14 +111,8 @@ def atomic_link(source: Path, path: Path) -> None:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
                 raise
             shutil.copy2(source, tmp)
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise write_error(path, exc, existed=existed) from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+
+    _swap_in(path, fill)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
