@@ -69,6 +69,13 @@ class Batch:
                         seeds=None if self.seeds is None else self.seeds[k * size:(k + 1) * size])
                 for k in range(parts)]
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (a ``DataLoader`` with ``pin_memory=True`` calls this),
+        so :meth:`to` with ``non_blocking`` really overlaps the copy to the GPU."""
+        pin = (lambda t: None if t is None else t.pin_memory())
+        return replace(self, inputs=pin(self.inputs), attention_mask=pin(self.attention_mask),
+                       labels=pin(self.labels))
+
     def to(self, device: torch.device | str) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))
         return replace(self, inputs=move(self.inputs), attention_mask=move(self.attention_mask),

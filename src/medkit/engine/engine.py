@@ -21,7 +21,8 @@ from medkit.engine.continuation import not_evaluated_after_from
 from medkit.engine.datasets import build_datasets, data_paths
 from medkit.engine.distributed import DataParallelStep, World, barrier, init_world
 from medkit.engine.generations import GenerationStore
-from medkit.engine.plan import StepBatches, StepPlan
+from medkit.engine.loader import RunLoader
+from medkit.engine.plan import StepPlan
 from medkit.engine.schedule import adamw, lr_at, param_groups
 from medkit.engine.step import TrainStep
 from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage
@@ -56,6 +57,7 @@ class Engine:
         self.store = GenerationStore(self.run_dir, keep=int(cfg["trainer"].get("keep_checkpoints", 2)))
         self.restored: cp.Restored | None = None
         self.recovered: Path | None = None
+        self.loader: RunLoader | None = None  # one DataLoader (persistent workers) for the whole run
 
     # -- setup -------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -201,9 +203,14 @@ class Engine:
         self.components.emit("run_start", run=info)
         if not self.resume:
             self._save(ctx, stage=start_stage, step=0)
-        for si in range(start_stage, len(ctx.stages)):
-            restored = self.restored if si == start_stage else None
-            self._run_stage(ctx, info, si, start_step if si == start_stage else 0, restored)
+        try:
+            for si in range(start_stage, len(ctx.stages)):
+                restored = self.restored if si == start_stage else None
+                self._run_stage(ctx, info, si, start_step if si == start_stage else 0, restored)
+        finally:
+            if self.loader is not None:
+                self.loader.close()
+                self.loader = None
         results = self._results()
         self.components.emit("run_end", run=info, results=results)
         return results
@@ -275,15 +282,15 @@ class Engine:
         flat = {f"{m}/{k}": v for k, per in metrics.items() for m, v in per.items()}
         self.components.emit("stage_end", run=info, stage=stage, metrics=flat)
 
-    def _loader(self, ctx: RunContext, plan: StepPlan) -> torch.utils.data.DataLoader:
-        tokenizers = {m: ctx.encoder.tokenizers[t] for m, t in ctx.tokenizer_of.items()}
-        batches = StepBatches(plan, ctx.train_sets, tokenizers, start_step=ctx.step)
-        workers = int(self.cfg["trainer"].get("num_workers", 0))
-        # its own generator: creating the iterator must not draw from the global RNG, or a resumed
-        # run (which creates it mid-stage) would see a different random stream
-        return torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False, num_workers=workers,
-                                           pin_memory=ctx.device.type == "cuda",
-                                           generator=torch.Generator().manual_seed(ctx.seed))
+    def _loader(self, ctx: RunContext, plan: StepPlan) -> Any:
+        """This stage's batches from the run's one :class:`RunLoader` (its workers, when
+        ``trainer.num_workers > 0``, are spawned once and serve every stage)."""
+        if self.loader is None:
+            tokenizers = {m: ctx.encoder.tokenizers[t] for m, t in ctx.tokenizer_of.items()}
+            workers = int(self.cfg["trainer"].get("num_workers", 0))
+            self.loader = RunLoader(ctx.train_sets, tokenizers, num_workers=workers,
+                                    pin_memory=ctx.device.type == "cuda", seed=ctx.seed)
+        return self.loader.stage(plan, start_step=ctx.step)
 
     def _train_steps(self, ctx: RunContext, info: RunInfo, stage: StageInfo, base_lr: float,
                      timings: dict[str, float]) -> None:

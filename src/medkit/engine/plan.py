@@ -1,14 +1,14 @@
-"""The deterministic per-step batch plan of a stage, and the dataset that serves it to a DataLoader."""
+"""The deterministic per-step batch plan of a stage (:mod:`medkit.engine.loader` serves it to a DataLoader)."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
-from medkit.api.batch import Batch, Source, collate
+from medkit.api.batch import Source
 from medkit.api.errors import DataError
 from medkit.api.randomness import sample_key
 
@@ -66,12 +66,22 @@ class StepPlan:
         perm = torch.randperm(len(order), generator=_generator(seed, stage, 7)).tolist() if len(self.sources) > 1 \
             else list(range(len(order)))
         self.choice = [order[j] for j in perm]
+        self._perms: dict[int, tuple[int, torch.Tensor]] = {}
         # position k of step s within its source = number of earlier steps choosing that source
         seen: dict[int, int] = {}
         self.position: list[int] = []
         for c in self.choice:
             self.position.append(seen.get(c, 0))
             seen[c] = seen.get(c, 0) + 1
+
+    def _permutation(self, source: int, n: int, epoch: int) -> torch.Tensor:
+        # consecutive steps of a source share an epoch's permutation: keep the last one per source
+        # (the sampler computes steps in the main process, so a large source is not shuffled per step)
+        kept = self._perms.get(source)
+        if kept is None or kept[0] != epoch:
+            kept = (epoch, torch.randperm(n, generator=_generator(self.seed, self.stage, source, epoch)))
+            self._perms[source] = kept
+        return kept[1]
 
     def mix(self) -> dict[str, int]:
         """Steps per ``modality/role`` source: the realised mix of the stage."""
@@ -95,7 +105,7 @@ class StepPlan:
         picked: list[int] = []
         while len(picked) < global_bs:
             epoch, offset = divmod(start + len(picked), n)
-            perm = torch.randperm(n, generator=_generator(self.seed, self.stage, self.choice[step], epoch))
+            perm = self._permutation(self.choice[step], n, epoch)
             take = min(global_bs - len(picked), n - offset)
             picked += [src.indices[int(j)] for j in perm[offset:offset + take]]
         lo = self.rank * self.batch_size
@@ -103,23 +113,3 @@ class StepPlan:
         seeds = [sample_key(self.seed, self.stage, step, g) % (2**31) for g in range(lo, lo + len(mine))]
         return src, mine, seeds
 
-
-class StepBatches(torch.utils.data.Dataset):
-    """Map-style dataset whose item ``s`` is the whole batch of step ``s`` (for a DataLoader with
-    ``batch_size=None``), so worker processes cannot change what a step sees."""
-
-    def __init__(self, plan: StepPlan, datasets: dict[str, Any], tokenizers: dict[str, Any],
-                 start_step: int = 0) -> None:
-        self.plan, self.datasets, self.tokenizers = plan, datasets, tokenizers
-        self.start_step = start_step
-
-    def __len__(self) -> int:
-        return len(self.plan) - self.start_step
-
-    def __getitem__(self, i: int) -> Batch:
-        src, indices, seeds = self.plan.step(self.start_step + i)
-        ds = self.datasets[src.modality]
-        samples = [ds.load(j, seed=s) for j, s in zip(indices, seeds)]
-        batch = collate(samples, src.modality, self.tokenizers[src.modality], role=src.role)
-        batch.seeds = seeds
-        return batch
