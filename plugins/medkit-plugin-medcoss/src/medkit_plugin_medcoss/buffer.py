@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from medkit.api.context import RunContext
-from medkit.api.collectives import all_gather_cat
+from medkit.api.collectives import gather_cat
 from medkit.api.errors import CheckpointError, ConfigError, DataError
 
 from medkit_plugin_medcoss import kmeans
@@ -125,13 +125,21 @@ def _shard(n: int, rank: int, world: int) -> tuple[int, int]:
     return n * rank // world, n * (rank + 1) // world
 
 
+def _distributed(ctx: RunContext) -> bool:
+    import torch.distributed as dist
+
+    return ctx.world_size > 1 and dist.is_initialized()
+
+
 def extract_features(ctx: RunContext, modality: str, indices: Sequence[int], *, chunk: int = 4096,
-                     spill_threshold: int = 200_000, spill_dir: str | Path | None = None) -> FeatureStore:
+                     spill_threshold: int = 200_000, spill_dir: str | Path | None = None) -> FeatureStore | None:
     """Eval-mode pooled features (mask ratio 0, mean over non-padding tokens, un-augmented input)
     of ``indices``, in order. Each rank computes its share of every chunk; the shares are gathered
-    so that every rank holds all rows (spilled to disk above ``spill_threshold``)."""
-    store = FeatureStore(len(indices), int(ctx.encoder.embed_dim), spill_threshold=spill_threshold,
-                         spill_dir=spill_dir)
+    on rank 0, the one rank that holds all rows (spilled to disk above ``spill_threshold``) and
+    runs the k-means. The other ranks return ``None``: they never hold more than one chunk's share."""
+    distributed = _distributed(ctx)
+    store = None if distributed and ctx.rank != 0 else FeatureStore(
+        len(indices), int(ctx.encoder.embed_dim), spill_threshold=spill_threshold, spill_dir=spill_dir)
     reporter = getattr(ctx, "reporter", None) if ctx.rank == 0 else None
     chunks = range(0, len(indices), chunk)
     if reporter is not None:
@@ -140,14 +148,16 @@ def extract_features(ctx: RunContext, modality: str, indices: Sequence[int], *, 
         for done, start in enumerate(chunks, 1):
             part = list(indices[start:start + chunk])
             lo, hi = _shard(len(part), ctx.rank, ctx.world_size)
-            feats = ctx.features(modality, part[lo:hi])
-            if ctx.world_size > 1:
-                feats = all_gather_cat(feats.to(ctx.device)).cpu()
-            store.write(start, feats)
+            feats: torch.Tensor | None = ctx.features(modality, part[lo:hi])
+            if distributed:
+                feats = gather_cat(feats.to(ctx.device))  # type: ignore[union-attr]
+            if store is not None and feats is not None:
+                store.write(start, feats.cpu())
             if reporter is not None:
                 reporter.update(done, {"samples": float(min(start + chunk, len(indices)))})
     except BaseException:
-        store.close()
+        if store is not None:
+            store.close()
         raise
     finally:
         if reporter is not None:
@@ -197,14 +207,20 @@ def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_cen
     t0 = time.perf_counter()
     indices = list(ctx.train_indices[modality])
     ids = list(ctx.train_sets[modality].ids)
+    if not indices:  # on every rank, before rank 0 alone selects (the others would wait for it)
+        raise DataError(f"cannot select a rehearsal buffer of {modality!r} from 0 training samples")
     store = extract_features(ctx, modality, indices, chunk=max(batch, ctx.batch_size),
                              spill_threshold=spill_threshold, spill_dir=spill_dir or ctx.run_dir)
-    try:
-        sel = select_buffer(store, buffer_ratio=buffer_ratio, num_center=num_center, iters=iters, batch=batch,
-                            seed=seed, method=method, device=ctx.device, rule=rule, modality=modality)
-    finally:
-        store.close()
-    rows, centroids = agree_across_ranks(ctx, sel.rows, sel.centroids)
+    sel: Selection | None = None
+    if store is not None:  # rank 0 (or the only rank): the k-means runs once per run, here
+        try:
+            sel = select_buffer(store, buffer_ratio=buffer_ratio, num_center=num_center, iters=iters,
+                                batch=batch, seed=seed, method=method, device=ctx.device, rule=rule,
+                                modality=modality)
+        finally:
+            store.close()
+    sel = share_selection(ctx, sel)
+    rows, centroids = sel.rows, sel.centroids
     chosen = [str(ids[indices[r]]) for r in rows]
     log.info("rehearsal buffer of %s: %d of %d training samples (K=%d clusters × k=%d, inertia %.4g, "
              "%d k-means iterations, %.1fs)", modality, len(chosen), len(indices), sel.num_clusters,
@@ -215,20 +231,29 @@ def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_cen
     return entry, centroids
 
 
-def agree_across_ranks(ctx: RunContext, rows: list[int], centroids: torch.Tensor) -> tuple[list[int], torch.Tensor]:
-    """Rank 0's selection on every rank. Every rank runs the same seeded k-means on the same
-    gathered features, but float reductions on a GPU need not be bit-identical, and the ranks must
-    rehearse the very same buffer."""
+def share_selection(ctx: RunContext, sel: Selection | None) -> Selection:
+    """Rank 0's selection on every rank (rank 0 alone ran the k-means; the others pass ``None``
+    and wait here): its rows, centroids and record are broadcast, so every rank rehearses the
+    very same buffer. Without a process group ``sel`` is returned as it is."""
     import torch.distributed as dist
 
-    if ctx.world_size <= 1 or not dist.is_initialized():
-        return rows, centroids
-    count = torch.tensor([len(rows)], dtype=torch.long, device=ctx.device)
-    dist.broadcast(count, src=0)
-    picked = torch.zeros(int(count.item()), dtype=torch.long, device=ctx.device)
+    if not _distributed(ctx):
+        assert sel is not None
+        return sel
+    head = torch.zeros(7, dtype=torch.float64, device=ctx.device)
     if ctx.rank == 0:
-        picked.copy_(torch.tensor(rows, dtype=torch.long))
+        assert sel is not None
+        head.copy_(torch.tensor([len(sel.rows), *sel.centroids.shape, sel.num_clusters, sel.per_cluster,
+                                 sel.inertia, sel.iterations], dtype=torch.float64))
+    dist.broadcast(head, src=0)
+    count, k_rows, dim, clusters, per_cluster, inertia, iterations = head.tolist()
+    picked = torch.zeros(int(count), dtype=torch.long, device=ctx.device)
+    shared = torch.zeros(int(k_rows), int(dim), dtype=torch.float32, device=ctx.device)
+    if ctx.rank == 0:
+        assert sel is not None
+        picked.copy_(torch.tensor(sel.rows, dtype=torch.long))
+        shared.copy_(sel.centroids.to(ctx.device, torch.float32))
     dist.broadcast(picked, src=0)
-    shared = centroids.to(ctx.device, torch.float32).contiguous()
     dist.broadcast(shared, src=0)
-    return [int(r) for r in picked.cpu()], shared.cpu()
+    return Selection(rows=[int(r) for r in picked.cpu()], centroids=shared.cpu(), num_clusters=int(clusters),
+                     per_cluster=int(per_cluster), inertia=float(inertia), iterations=int(iterations))
