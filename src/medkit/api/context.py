@@ -13,6 +13,7 @@ from medkit.api.batch import Batch, collate
 from medkit.models.encoder import EncoderOutput, UniversalEncoder
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medkit.api.features import FeatureCache
     from medkit.api.protocols import Modality, SampleDataset
 
 
@@ -47,6 +48,8 @@ class RunContext:
         step_factory: builds the run's :class:`medkit.engine.step.TrainStep` for an optimizer
             (use :meth:`make_step`): strategies that train on their own (PackNet's post-pruning
             fine-tuning) step through the same primitive as the engine, DDP and AMP included.
+        feature_cache: rows of :meth:`features` kept for a later reader of the same weights
+            (:class:`medkit.api.features.FeatureCache`; the engine sets it, ``None`` keeps nothing).
     """
 
     run_dir: Path
@@ -74,6 +77,7 @@ class RunContext:
     data_paths: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     step_factory: Any = None
+    feature_cache: FeatureCache | None = None
 
     def make_step(self, optimizer: torch.optim.Optimizer, **hooks: Any) -> Any:
         """A training step bound to this run (device, AMP, clipping, DDP) for ``optimizer``;
@@ -128,12 +132,22 @@ class RunContext:
     @torch.no_grad()
     def features(self, modality: str, indices: Sequence[int], *, batch_size: int | None = None,
                  encoder: UniversalEncoder | None = None) -> torch.Tensor:
-        """Pooled eval-mode features ``[N, D]`` (mask ratio 0, mean over non-padding tokens)."""
+        """Pooled eval-mode features ``[N, D]`` (mask ratio 0, mean over non-padding tokens,
+        un-augmented input). With the student encoder, rows the :attr:`feature_cache` kept for
+        the current weights are reused and only the other samples are encoded."""
         enc = encoder if encoder is not None else self.encoder
+        bs = batch_size or self.batch_size
+        if self.feature_cache is None or enc is not self.encoder:
+            return self._encode_features(modality, indices, bs, enc)
+        return self.feature_cache.features(modality, indices,
+                                           lambda some: self._encode_features(modality, some, bs, enc))
+
+    @torch.no_grad()
+    def _encode_features(self, modality: str, indices: Sequence[int], bs: int,
+                         enc: UniversalEncoder) -> torch.Tensor:
         was_training = enc.training
         enc.eval()
         out = []
-        bs = batch_size or self.batch_size
         try:
             for k in range(0, len(indices), bs):
                 batch = self.load_batch(modality, indices[k:k + bs])

@@ -14,6 +14,7 @@ from medkit.api.components import Components
 from medkit.api.context import RunContext
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.api.events import RunInfo, StageInfo
+from medkit.api.features import FeatureCache
 from medkit.api.progress import LogReporter, Reporter
 from medkit.api.protocols import Strategy
 from medkit.engine import checkpoint as cp
@@ -25,7 +26,7 @@ from medkit.engine.loader import RunLoader
 from medkit.engine.plan import StepPlan
 from medkit.engine.schedule import adamw, lr_at, param_groups
 from medkit.engine.step import TrainStep
-from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage
+from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage, want_probe_features
 from medkit.eval.matrices import write_matrices
 from medkit.eval.records import stage_results
 from medkit.models.build import Model, build_model, load_model_state
@@ -95,7 +96,8 @@ class Engine:
             eval_sets=sets.eval, train_indices=sets.train_indices, val_indices=sets.val_indices, stages=stages,
             config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=int(cfg["trainer"]["batch_size"]),
-            model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths))
+            model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths),
+            feature_cache=FeatureCache(self.model.encoder))
         return ctx
 
     def _previous_split(self) -> dict[str, Any] | None:
@@ -267,6 +269,7 @@ class Engine:
             self._train_steps(ctx, info, stage, base_lr, timings)
         self.record.stage_steps[si] = max_steps
         t0 = time.perf_counter()
+        want_probe_features(ctx, tr)  # the buffer's pass over the training set keeps what the probes read
         self.strategy.after_stage(ctx)
         t1 = time.perf_counter()
         evaluation = evaluate_stage(ctx, self.strategy, trainer=tr)  # {"after_stage": si + 1, ...}

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import torch
 
 from medkit.api.context import RunContext
-from medkit.eval.probes import NO_LABELS, ProbeOptions, probe_metrics, probe_modality
+from medkit.eval.probes import NO_LABELS, ProbeOptions, labelled_split, probe_metrics, probe_modality
 from medkit.eval.records import evaluation_record
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,28 @@ def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: in
     return values
 
 
+def want_probe_features(ctx: RunContext, trainer: Mapping[str, Any]) -> None:
+    """Before the strategy's ``after_stage``: tell ``ctx.feature_cache`` which training samples of
+    the stage's modalities the probes will encode (their labelled, capped subset), so that a pass
+    over the training set with the same weights (the rehearsal buffer's) keeps those rows and
+    :func:`evaluate_stage` reuses them instead of encoding them again. Drops any row kept before."""
+    cache = getattr(ctx, "feature_cache", None)
+    if cache is None:
+        return
+    cache.clear()
+    options = ProbeOptions.from_trainer(trainer)
+    if not probe_metrics(options):
+        return
+    skip = dict(ctx.extras.get(NOT_EVALUATED) or {})
+    for m in ctx.stage:
+        if m in skip or m not in ctx.eval_sets:
+            continue
+        split = labelled_split(ctx.eval_sets[m], ctx.train_indices[m], ctx.val_indices[m],
+                               max_train=options.max_train, max_query=options.max_query)
+        if split.reason is None:
+            cache.want(m, split.train)
+
+
 def evaluate_stage(ctx: RunContext, strategy: Any, *, trainer: Mapping[str, Any],
                    not_evaluated: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The evaluation record of the stage just finished (``ctx.stage_index``), ready for
@@ -136,6 +158,11 @@ def evaluate_stage(ctx: RunContext, strategy: Any, *, trainer: Mapping[str, Any]
         not_evaluated: ``{modality: reason}`` of modalities not to evaluate (added to
             ``ctx.extras["not_evaluated"]``).
     """
-    values, missing = evaluate_cells(ctx, strategy, max_batches=int(trainer.get("eval_batches", 4)),
-                                     options=ProbeOptions.from_trainer(trainer), not_evaluated=not_evaluated)
+    try:
+        values, missing = evaluate_cells(ctx, strategy, max_batches=int(trainer.get("eval_batches", 4)),
+                                         options=ProbeOptions.from_trainer(trainer), not_evaluated=not_evaluated)
+    finally:
+        cache = getattr(ctx, "feature_cache", None)
+        if cache is not None:  # the rows kept for the probes are read: free them
+            cache.clear()
     return evaluation_record(ctx.stage_index, list(ctx.stage), values, missing)
