@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,8 @@ def medkit_on_step_end(run, stage, step, metrics):
         os.kill(os.getpid(), signal.SIGKILL)
 """
 SYNTH = "from medkit.testing.synthetic import *  # noqa\nfrom medkit.testing.synthetic import medkit_register_modalities, MEDKIT_API_VERSION\n"
+#: how each log line starts (medkit.cli.common.LOG_TIME_FORMAT, with milliseconds)
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} "
 SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
          "trainer.eval_batches=1"]
 
@@ -86,6 +89,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, synth_env):
     full = run_cli(*_run_args(tmp_path / "full"), env=synth_env)
     assert full.returncode == 0, full.stderr
     assert f"run directory: {tmp_path / 'full'}" in full.stdout
+    logged = [ln for ln in full.stderr.splitlines() if "stage 1/2 done" in ln or "stage 2 plan" in ln]
+    assert len(logged) == 2 and all(re.match(STAMP, ln) for ln in logged), full.stderr[-2000:]
     crashed = run_cli(*_run_args(tmp_path / "crash"), env={**synth_env, "CRASH_AT": "1:5"})
     assert crashed.returncode == -9
     manifest = json.loads((tmp_path / "crash" / "manifest.json").read_text())

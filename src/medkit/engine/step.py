@@ -153,7 +153,7 @@ class TrainStep:
                     out = self.forward(loss_fn, batch)
                 loss = out.loss.float()
                 if check_finite and sync and not bool(torch.isfinite(loss)):
-                    raise _nonfinite_error(float(loss), self.describe(batch), "")
+                    raise _nonfinite_error(float(loss.detach()), self.describe(batch), "")
                 (loss / len(micro)).backward()
             total = total + loss.detach()
             losses.append(loss.detach() if check_finite else torch.zeros((), device=loss.device))
