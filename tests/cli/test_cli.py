@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,7 +37,9 @@ def synth_env(tmp_path):
     make_dist(root, "medkit-synthetic", "medkit_synth", SYNTH)
     make_dist(root / "crash", "medkit-crasher", "medkit_crash", CRASHER)
     sep = ":"
-    return {"PYTHONPATH": f"{root}{sep}{root / 'crash'}", "MEDKIT_DEMO_DIR": str(tmp_path / "demo")}
+    inherited = os.environ.get("PYTHONPATH", "")  # keep a worktree's src first, as in this process
+    return {"PYTHONPATH": f"{inherited}{sep}{root}{sep}{root / 'crash'}".lstrip(sep),
+            "MEDKIT_DEMO_DIR": str(tmp_path / "demo")}
 
 
 def test_help_does_not_import_heavy_modules():
