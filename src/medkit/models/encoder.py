@@ -69,12 +69,6 @@ def resolve_trunk(preset: str, **overrides: Any) -> dict[str, Any]:
     return shape
 
 
-
-# -- the transformer block ---------------------------------------------------------------------
-# timm's ``vision_transformer.Block`` (pre-norm, fused attention, LayerScale, DropPath) with the same
-# parameter names, construction order and random draws, so state dicts, seeded initialisation and
-# results are unchanged; written here so that building a model does not import timm (and torchvision,
-# ~220 MiB of resident memory) and so that the MLP can recompute its GELU in the backward pass.
 #: DropPath's per-sample draw. :func:`compiled_block_call` swaps in a ``torch.compiler.disable``d copy:
 #: under ``torch.compile`` the draw then runs eagerly (a graph break) instead of being traced with
 #: guards on each step's stream seeds, which would recompile every step (torch._dynamo is imported
@@ -82,6 +76,11 @@ def resolve_trunk(preset: str, **overrides: Any) -> dict[str, Any]:
 _DRAW: dict[str, Callable[..., torch.Tensor | None]] = {"per_sample_rand": per_sample_rand}
 
 
+# -- the transformer block ---------------------------------------------------------------------
+# timm's ``vision_transformer.Block`` (pre-norm, fused attention, LayerScale, DropPath) with the same
+# parameter names, construction order and random draws, so state dicts, seeded initialisation and
+# results are unchanged; written here so that building a model does not import timm (and torchvision,
+# ~220 MiB of resident memory) and so that the MLP can recompute its GELU in the backward pass.
 class LayerScale(nn.Module):
     """``x * gamma`` with a learned per-channel ``gamma`` (timm ``LayerScale``)."""
 
