@@ -119,7 +119,7 @@ def test_resolve_gives_what_float_gives_with_accumulation():
 
     def loss(b):
         value = (lin(b.inputs) ** 2).mean()
-        seen.append((float(value), float(value.detach() * 3)))
+        seen.append((float(value.detach()), float(value.detach() * 3)))
         return LossOutput(value, {"tensor": value.detach() * 3, "plain": 0.5, "inf": float("inf")})
 
     results = [step(loss, batch.split(2), sync=False) for _ in range(3)]
