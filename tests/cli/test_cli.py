@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -23,6 +25,8 @@ def medkit_on_step_end(run, stage, step, metrics):
         os.kill(os.getpid(), signal.SIGKILL)
 """
 SYNTH = "from medkit.testing.synthetic import *  # noqa\nfrom medkit.testing.synthetic import medkit_register_modalities, MEDKIT_API_VERSION\n"
+#: how each log line starts (medkit.cli.common.LOG_TIME_FORMAT, with milliseconds)
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} "
 SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
          "trainer.eval_batches=1"]
 
@@ -33,7 +37,9 @@ def synth_env(tmp_path):
     make_dist(root, "medkit-synthetic", "medkit_synth", SYNTH)
     make_dist(root / "crash", "medkit-crasher", "medkit_crash", CRASHER)
     sep = ":"
-    return {"PYTHONPATH": f"{root}{sep}{root / 'crash'}", "MEDKIT_DEMO_DIR": str(tmp_path / "demo")}
+    inherited = os.environ.get("PYTHONPATH", "")  # keep a worktree's src first, as in this process
+    return {"PYTHONPATH": f"{inherited}{sep}{root}{sep}{root / 'crash'}".lstrip(sep),
+            "MEDKIT_DEMO_DIR": str(tmp_path / "demo")}
 
 
 def test_help_does_not_import_heavy_modules():
@@ -86,6 +92,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, synth_env):
     full = run_cli(*_run_args(tmp_path / "full"), env=synth_env)
     assert full.returncode == 0, full.stderr
     assert f"run directory: {tmp_path / 'full'}" in full.stdout
+    logged = [ln for ln in full.stderr.splitlines() if "stage 1/2 done" in ln or "stage 2 plan" in ln]
+    assert len(logged) == 2 and all(re.match(STAMP, ln) for ln in logged), full.stderr[-2000:]
     crashed = run_cli(*_run_args(tmp_path / "crash"), env={**synth_env, "CRASH_AT": "1:5"})
     assert crashed.returncode == -9
     manifest = json.loads((tmp_path / "crash" / "manifest.json").read_text())

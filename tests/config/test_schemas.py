@@ -41,7 +41,8 @@ def test_defaults_are_the_previous_ones() -> None:
         new = defaults(section)
         assert {k: new[k] for k in old} == old, section
     # keys the runtime read with a default but no schema listed (so they could not be set)
-    new = {"probe_knn_vote": "weighted", "keep_checkpoints": 2, "accum_steps": 1}
+    new = {"probe_knn_vote": "weighted", "keep_checkpoints": 2, "accum_steps": 1, "grad_checkpointing": False,
+           "compile": False}
     assert {k: v for k, v in defaults("trainer").items() if k not in OLD_DEFAULTS["trainer"]} == new
 
 

@@ -126,7 +126,7 @@ def test_zero_prediction_loss_equals_the_hand_computation() -> None:
     expected = _hand_loss_zero_pred(images, mask, 2, unbiased=True)
     biased = _hand_loss_zero_pred(images, mask, 2, unbiased=False)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
-    assert out.metrics["mae"] == pytest.approx(expected, rel=1e-5)
+    assert float(out.metrics["mae"]) == pytest.approx(expected, rel=1e-5)
     # P = 12 values per patch: the unbiased variance gives ≈ 11/12, the biased one ≈ 1
     assert expected == pytest.approx(11 / 12, rel=1e-3) and abs(out.loss.item() - biased) > 0.05
 

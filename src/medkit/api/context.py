@@ -19,10 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class LossOutput:
-    """A scalar loss and the float metrics to log with it (``{"mae": 0.8}``)."""
+    """A scalar loss and the metrics to log with it (``{"mae": 0.8}``): floats, or detached 0-d
+    tensors, which stay on the device until the engine's next sync point reads them (no host sync per
+    step; :mod:`medkit.engine.steplog`)."""
 
     loss: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

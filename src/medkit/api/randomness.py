@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
 _STREAMS: ContextVar[list[int] | None] = ContextVar("medkit_sample_streams", default=None)
 _DRAWS: ContextVar[list[int]] = ContextVar("medkit_sample_draws", default=[0])
+T = TypeVar("T")
 
 
 def sample_key(*parts: int) -> int:
@@ -56,3 +57,31 @@ def per_sample_rand(batch: int, *shape: int, device: torch.device | str = "cpu")
     counter[0] += 1
     rows = [torch.rand(shape, generator=torch.Generator().manual_seed(sample_key(s, k))) for s in seeds]
     return torch.stack(rows).to(device)
+
+
+def replayable(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` bound to the per-sample streams as they stand now: every call of the result makes the
+    draws a direct call of ``fn`` would make here, and a call advances the open streams past them.
+
+    Activation checkpointing (``trainer.grad_checkpointing``) runs a block's forward again in the
+    backward pass, outside :func:`sample_streams`: wrapped this way, the recomputation draws the very
+    drop-path numbers of the forward, so the gradients are those of an ordinary backward. Outside
+    any stream ``fn`` itself is returned (the global RNG, which ``torch.utils.checkpoint`` restores).
+    """
+    seeds = _STREAMS.get()
+    if seeds is None:
+        return fn
+    outer = _DRAWS.get()
+    start = outer[0]
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        counter = [start]
+        s_token, d_token = _STREAMS.set(seeds), _DRAWS.set(counter)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _STREAMS.reset(s_token)
+            _DRAWS.reset(d_token)
+            outer[0] = max(outer[0], counter[0])  # the forward moves on; a late recompute changes nothing
+
+    return run

@@ -43,11 +43,21 @@ def make_selection(modality: tuple[str, ...], strategy: str, data: tuple[str, ..
                      seed=seed, max_steps=max_steps, overrides=list(overrides))
 
 
+#: How every log line starts: local time, ISO 8601 with milliseconds (``2026-12-01T23:10:00.123``).
+LOG_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
 class _Formatter(logging.Formatter):
+    """``<time> message``, or ``<time> warning: message`` (``error:``...) from WARNING up."""
+
+    default_time_format = LOG_TIME_FORMAT
+    default_msec_format = "%s.%03d"
+
     def format(self, record: logging.LogRecord) -> str:
+        stamp = self.formatTime(record)
         if record.levelno >= logging.WARNING:
-            return f"{record.levelname.lower()}: {record.getMessage()}"
-        return record.getMessage()
+            return f"{stamp} {record.levelname.lower()}: {record.getMessage()}"
+        return f"{stamp} {record.getMessage()}"
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -75,7 +85,8 @@ class _OnceFromPydicom(logging.Filter):
 
 def setup_logging(level: int = logging.INFO) -> None:
     """The CLI is the only place that configures logging: medkit's and its plugins' messages
-    (loggers ``medkit.*`` and ``medkit_plugin_*``) at ``level`` on stderr, other libraries' at WARNING.
+    (loggers ``medkit.*`` and ``medkit_plugin_*``) at ``level`` on stderr, other libraries' at WARNING,
+    each line led by its local time (``2026-12-01T23:10:00.123 stage 1/2 done: ...``).
 
     Python warnings go through the same handler as one ``warning: ...`` line each. Under torchrun
     (``RANK`` > 0) a process logs warnings and errors only, so rank 0 alone tells the story.

@@ -15,11 +15,12 @@ from typing import Any, Sequence
 from medkit.api.errors import ConfigError
 
 #: What ``medkit run --resume RUN KEY=VALUE`` may change: the schedule's length and learning rate,
-#: how often it checkpoints, logs and evaluates, and the loader's workers. Everything else would
+#: how often it checkpoints, logs and evaluates, the loader's workers, and how the encoder's blocks
+#: run (recomputed activations: the same gradients; compiled: the same to float tolerance). Everything else would
 #: change what the finished stages already trained with (the model, the data, the strategy).
 SAFE_RESUME_OVERRIDES: tuple[str, ...] = (
     "optim.lr", "optim.min_lr", "trainer.max_steps", "trainer.checkpoint_every", "trainer.num_workers",
-    "trainer.log_every", "trainer.eval_batches")
+    "trainer.log_every", "trainer.eval_batches", "trainer.grad_checkpointing", "trainer.compile")
 #: Where the applied resume overrides are recorded in the config handed to the engine.
 RESUME_OVERRIDES_KEY = ("run", "resume_overrides")
 
@@ -62,10 +63,10 @@ def leaf_keys(cfg: Any, prefix: str = "") -> list[str]:
 def expected_type(node: Any) -> str:
     """What an OmegaConf node accepts, in words: ``int``, ``float or null``, ``list of float``..."""
     from omegaconf import (AnyNode, BooleanNode, DictConfig, EnumNode, FloatNode, IntegerNode, ListConfig,
-                           StringNode)
+                           StringNode, UnionNode)
 
     names = {IntegerNode: "int", FloatNode: "float", BooleanNode: "bool (true/false)", StringNode: "str",
-             AnyNode: "any value"}
+             AnyNode: "any value", UnionNode: "bool (true/false) or str"}
     if isinstance(node, ListConfig):
         element = node._metadata.element_type
         what = f"list of {getattr(element, '__name__', 'values')}" if element not in (Any, None) else "list"

@@ -9,7 +9,7 @@ anything is written; :func:`check_values` adds the range rules a type cannot say
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 from medkit.api.errors import ConfigError
 from medkit.eval.probes import PROBE_TRAINER_DEFAULTS as _PROBE
@@ -30,6 +30,8 @@ class TrainerConfig:
     num_workers: int = 0  #: DataLoader worker processes
     device: str = "auto"  #: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
     amp: bool = False  #: bfloat16 autocast on CUDA
+    grad_checkpointing: bool = False  #: recompute each encoder block's activations in backward (less memory)
+    compile: Union[bool, str] = False  #: torch.compile the encoder's blocks: true (inductor) or a backend name
     # frozen-encoder probes after each stage (0 steps and k=0 turn them off); probe_unseen also
     # probes modalities before their own stage, which forward transfer needs. Defaults: the one
     # place, medkit.eval.probes.ProbeOptions (a test checks that every one of its keys is here)
@@ -142,6 +144,11 @@ def check_values(cfg: dict[str, Any], *, where: str = "") -> None:
         value = (cfg.get(section) or {}).get(leaf)
         if value is not None and value not in choices:
             raise ConfigError(f"{where}{key}={value}: choose one of {', '.join(choices)}")
+    backend = (cfg.get("trainer") or {}).get("compile")
+    if backend is not None and backend is not False:
+        from medkit.models.build import compile_backend
+
+        compile_backend(backend, where=where)
     betas = (cfg.get("optim") or {}).get("betas")
     if betas is not None and (len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas)):
         raise ConfigError(f"{where}optim.betas={list(betas)}: give two values in [0, 1), e.g. [0.9,0.95]")

@@ -26,10 +26,11 @@ from medkit.engine.loader import RunLoader
 from medkit.engine.plan import StepPlan
 from medkit.engine.schedule import adamw, lr_at, param_groups
 from medkit.engine.step import TrainStep
+from medkit.engine.steplog import StepLog
 from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage, want_probe_features
 from medkit.eval.matrices import write_matrices
 from medkit.eval.records import stage_results
-from medkit.models.build import Model, build_model, load_model_state
+from medkit.models.build import Model, build_model, load_model_state, set_trunk_options
 from medkit.storage import files as ck
 from medkit.storage.lock import run_lock
 
@@ -111,6 +112,7 @@ class Engine:
     def _step_factory(self, ctx: RunContext) -> Any:
         tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
         amp = bool(tr.get("amp"))
+        set_trunk_options(self.model.encoder, tr)  # trainer.grad_checkpointing, trainer.compile
 
         def make(optimizer: torch.optim.Optimizer, **hooks: Any) -> TrainStep:
             params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -315,6 +317,13 @@ class Engine:
         if self.world.is_main:
             self.reporter.start(ctx.max_steps, desc, completed=ctx.step)
         ctx.model.train()  # type: ignore[union-attr]
+
+        def report(n: int, metrics: dict[str, float]) -> None:
+            if self.world.is_main:
+                self.reporter.update(n, metrics)
+            self.components.emit("step_end", run=info, stage=stage, step=n, metrics=metrics)
+        # losses stay on the device until a sync point (log_every, a checkpoint, the stage's end)
+        steps = StepLog(int(tr.get("log_every", 10)), self.record, report)
         waited = computed = saved = 0.0
         t_wait = time.perf_counter()
         for batch in self._loader(ctx, plan):
@@ -322,22 +331,23 @@ class Engine:
             lr = lr_at(ctx.step, ctx.max_steps, base_lr=base_lr, min_lr=float(opt_cfg["min_lr"]),
                        warmup_fraction=float(opt_cfg["warmup_fraction"]))
             micro = batch.split(accum) if accum > 1 else batch
-            out = step(lambda b: self.strategy.loss(ctx, b), micro, lr=lr)
+            out = step(lambda b: self.strategy.loss(ctx, b), micro, lr=lr, sync=False)
             ctx.step += 1
             t_done = time.perf_counter()
             waited, computed = waited + (t_got - t_wait), computed + (t_done - t_got)
-            metrics = {"loss": float(out.loss), "lr": lr, **out.metrics}
-            self.record.pending_steps.append({
-                "stage": ctx.stage_index + 1, "step": ctx.step, "modality": batch.modality, "role": batch.role,
-                **metrics, "time_s": round(t_done - t_wait, 6), "data_s": round(t_got - t_wait, 6)})
-            if self.world.is_main:
-                self.reporter.update(ctx.step, metrics)
-            self.components.emit("step_end", run=info, stage=stage, step=ctx.step, metrics=metrics)
-            if ctx.step % every == 0 and ctx.step < ctx.max_steps:
+            steps.add(out, stage=ctx.stage_index + 1, step=ctx.step, modality=batch.modality, role=batch.role,
+                      lr=lr, time_s=round(t_done - t_wait, 6), data_s=round(t_got - t_wait, 6))
+            checkpoint = ctx.step % every == 0 and ctx.step < ctx.max_steps
+            if checkpoint or steps.due(ctx.step):
+                steps.flush()  # raises on a non-finite step: never checkpointed
+                t_synced = time.perf_counter()  # on CUDA, waiting for the queued steps
+                computed += t_synced - t_done
+            if checkpoint:
                 self.record.stage_steps[ctx.stage_index] = ctx.step
                 self._save(ctx, stage=ctx.stage_index, step=ctx.step)
-                saved += time.perf_counter() - t_done
+                saved += time.perf_counter() - t_synced
             t_wait = time.perf_counter()
+        steps.flush()
         timings.update({"data": waited, "forward_backward": computed, "checkpoint": saved})
         if self.world.is_main:
             self.reporter.finish()

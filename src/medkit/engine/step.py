@@ -1,6 +1,13 @@
 """The one training-step primitive: pre-training, fine-tuning and strategies' own retraining all step
 through :class:`TrainStep` (forward under autocast, backward over micro-batches, the strategy points
-``after_backward`` / ``after_optimizer_step``, clipping, the optimizer step)."""
+``after_backward`` / ``after_optimizer_step``, clipping, the optimizer step).
+
+A step leaves its loss and metrics on the device (:class:`StepResult`); :func:`resolve` turns the
+results of any number of steps into Python floats with one device-to-host copy, and is where a
+deferred finiteness check raises. The pre-training loop resolves every ``trainer.log_every`` steps,
+before each checkpoint and at the end of a stage (:mod:`medkit.engine.steplog`); fine-tuning and
+strategies' own loops check and read every step.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +29,64 @@ LossFn = Callable[[Batch], LossOutput]
 
 @dataclass
 class StepResult:
-    """What one optimizer step did: the mean loss over its micro-batches and their metrics."""
+    """What one optimizer step did, still on the device: reading it is a host sync (:func:`resolve`).
 
-    loss: torch.Tensor  # detached, on the device: no host sync until someone reads it
-    metrics: dict[str, float] = field(default_factory=dict)
+    Attributes:
+        loss: the mean loss over the micro-batches (detached, float32, on the device).
+        losses: each micro-batch's loss, ``[n_micro]`` (detached): the finiteness check reads it.
+        parts: each micro-batch's metrics as the loss function returned them (floats, or detached
+            tensors that stay on the device until resolved).
+        described: each micro-batch's samples, in words (for the non-finite-loss error).
+    """
+
+    loss: torch.Tensor
+    losses: torch.Tensor
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    described: list[str] = field(default_factory=list)
+
+    def values(self) -> dict[str, float]:
+        """``{"loss": ..., **metrics}`` as floats (one host sync); raises like :func:`resolve`."""
+        return resolve([self])[0]
+
+
+def _nonfinite_error(value: float, described: str, where: str) -> DataError:
+    return DataError(f"the loss is {value} {where}on {described}; check those files (medkit data inspect "
+                     f"reports NaN/Inf) or lower optim.lr (resume with medkit run --resume RUN optim.lr=...)")
+
+
+def resolve(results: Sequence[StepResult], where: Sequence[str] | None = None) -> list[dict[str, float]]:
+    """The steps' losses and metrics as Python floats, in order, with one device-to-host copy.
+
+    Each result becomes ``{"loss": mean loss, **metrics}``; a metric is the mean of its micro-batch
+    values (a non-finite metric is left out). The values are those ``float()`` of each tensor gives.
+
+    Args:
+        results: the steps, oldest first.
+        where: a label per step for the error (``"at stage 1 step 7 "``); default none.
+
+    Raises:
+        DataError: a step's loss is NaN or infinite: the first such step, naming its samples.
+    """
+    tensors: list[torch.Tensor] = []
+    for r in results:
+        tensors += [r.loss.reshape(1), r.losses.reshape(-1)]
+        tensors += [v.detach().reshape(1) for part in r.parts for v in part.values() if isinstance(v, torch.Tensor)]
+    flat = torch.cat([t.to(torch.float64) for t in tensors]).tolist() if tensors else []
+    out, pos = [], 0
+    for i, r in enumerate(results):
+        loss, n = flat[pos], r.losses.numel()
+        micro, pos = flat[pos + 1:pos + 1 + n], pos + 1 + n
+        bad = next((k for k, v in enumerate(micro) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise _nonfinite_error(micro[bad], r.described[bad], where[i] if where else "")
+        sums: dict[str, float] = {}
+        for part in r.parts:
+            for name, value in part.items():
+                if isinstance(value, torch.Tensor):
+                    value, pos = flat[pos], pos + 1
+                sums[name] = sums.get(name, 0.0) + float(value)
+        out.append({"loss": loss, **{k: v / n for k, v in sums.items() if math.isfinite(v)}})
+    return out
 
 
 class TrainStep:
@@ -66,32 +127,38 @@ class TrainStep:
             g["lr"] = lr * g.get("lr_scale", 1.0)
 
     def __call__(self, loss_fn: LossFn, batches: Batch | Sequence[Batch], *, lr: float | None = None,
-                 check_finite: bool = True) -> StepResult:
+                 check_finite: bool = True, sync: bool = True) -> StepResult:
         """Run the step. ``batches``: one batch, or the micro-batches of one accumulated step (their
         losses are averaged, so ``k`` micro-batches of ``B`` equal one batch of ``k·B`` for a loss
-        that is a mean over equally sized samples)."""
+        that is a mean over equally sized samples).
+
+        Args:
+            check_finite: refuse a NaN/Inf loss (a :class:`DataError` naming the batch's samples).
+            sync: check each micro-batch's loss before its backward (a host sync each; the weights
+                never see the bad step). ``False``: no host sync at all; the check happens when the
+                result is read (:func:`resolve`, :meth:`StepResult.values`), after the optimizer step.
+        """
         micro = [batches] if isinstance(batches, Batch) else list(batches)
         if lr is not None:
             self.set_lr(lr)
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
-        sums: dict[str, float] = {}
+        losses, parts, described = [], [], []
         for k, batch in enumerate(micro):
             batch = batch.to(self.device)
-            sync = nullcontext() if k == len(micro) - 1 else self.no_sync()
-            with sync:
+            sync_grads = nullcontext() if k == len(micro) - 1 else self.no_sync()
+            with sync_grads:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp), \
                         sample_streams(batch.seeds):
                     out = self.forward(loss_fn, batch)
                 loss = out.loss.float()
-                if check_finite and not bool(torch.isfinite(loss)):
-                    raise DataError(f"the loss is {float(loss)} on {self.describe(batch)}; check those files "
-                                    f"(medkit data inspect reports NaN/Inf) or lower optim.lr "
-                                    f"(resume with medkit run --resume RUN optim.lr=...)")
+                if check_finite and sync and not bool(torch.isfinite(loss)):
+                    raise _nonfinite_error(float(loss.detach()), self.describe(batch), "")
                 (loss / len(micro)).backward()
             total = total + loss.detach()
-            for name, value in out.metrics.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
+            losses.append(loss.detach() if check_finite else torch.zeros((), device=loss.device))
+            parts.append({name: v.detach() if isinstance(v, torch.Tensor) else v for name, v in out.metrics.items()})
+            described.append(self.describe(batch) if check_finite and not sync else "")
         if self.after_backward is not None:
             self.after_backward()
         if self.clip_grad:
@@ -99,6 +166,4 @@ class TrainStep:
         self.optimizer.step()
         if self.after_optimizer_step is not None:
             self.after_optimizer_step()
-        mean = total / len(micro)
-        return StepResult(loss=mean, metrics={k: v / len(micro) for k, v in sums.items()
-                                              if not isinstance(v, float) or math.isfinite(v)})
+        return StepResult(loss=total / len(micro), losses=torch.stack(losses), parts=parts, described=described)

@@ -339,7 +339,8 @@ class Finetuner:
             lr = poly_lr(self.step, max_steps, float(oc["lr"]), float(oc.get("poly_power", 0.9)))
             out = step(lambda b: s.task.loss(s.model, b), batch, lr=lr)
             self.step += 1
-            metrics = {"loss": float(out.loss), "lr": lr, **_floats(out.metrics)}
+            values = out.values()  # one host sync per step (the check already ran before backward)
+            metrics = {"loss": values.pop("loss"), "lr": lr, **_floats(values)}
             self.pending.append({"step": self.step, **metrics})
             self.reporter.update(self.step, metrics)
             validated = False

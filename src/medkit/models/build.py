@@ -12,7 +12,7 @@ from torch import nn
 
 from medkit.storage.files import (atomic_link, atomic_write_json, load_state_checked, load_tensors,
                                      save_tensors)
-from medkit.models.encoder import UniversalEncoder, resolve_trunk
+from medkit.models.encoder import UniversalEncoder, compiled_block_call, resolve_trunk
 from medkit.api.components import Create
 from medkit.api.errors import ConfigError
 
@@ -126,3 +126,27 @@ def save_model(model: Model, run_dir: Path, cfg: dict[str, Any], *, path: Path |
 def load_model_state(model: Model, path: Path, *, strict: bool = True) -> None:
     """Load ``model.safetensors`` into ``model`` (mismatches name the first key and shapes)."""
     load_state_checked(model.modules(), load_tensors(path), source=str(path), strict=strict)
+
+
+def compile_backend(value: Any, *, where: str = "") -> str | None:
+    """The ``torch.compile`` backend ``trainer.compile`` asks for: ``None`` for false, ``inductor``
+    for true, else the name given; an unknown name is a :class:`ConfigError` naming the key."""
+    if value is None or value is False or str(value).lower() in ("false", ""):
+        return None
+    name = "inductor" if value is True or str(value).lower() == "true" else str(value)
+    try:
+        compiled_block_call(name)  # torch.compile looks the backend up here (nothing runs yet)
+    except Exception as exc:  # torch._dynamo.exc.InvalidBackend and what a broken backend raises
+        import torch._dynamo
+
+        known = ", ".join(sorted(set(torch._dynamo.list_backends()) | {"aot_eager", "eager"}))
+        raise ConfigError(f"{where}trainer.compile={value}: {name!r} is not a torch.compile backend here "
+                          f"({type(exc).__name__}); use true (inductor), false, or one of: {known}") from None
+    return name
+
+
+def set_trunk_options(encoder: UniversalEncoder, trainer: dict[str, Any]) -> None:
+    """Apply ``trainer.grad_checkpointing`` and ``trainer.compile`` to the encoder's blocks (in
+    training only; evaluation and no-grad passes run them as they are)."""
+    encoder.grad_checkpointing = bool(trainer.get("grad_checkpointing", False))
+    encoder.compile_backend = compile_backend(trainer.get("compile", False))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from medkit.api.randomness import per_sample_rand
+from medkit.api.randomness import per_sample_rand, replayable
 from medkit.api.errors import ConfigError
 from medkit.models.legacy import legacy_text_attention_mask
 from medkit.models.masking import gather_tokens
@@ -67,6 +69,12 @@ def resolve_trunk(preset: str, **overrides: Any) -> dict[str, Any]:
     return shape
 
 
+#: DropPath's per-sample draw. :func:`compiled_block_call` swaps in a ``torch.compiler.disable``d copy:
+#: under ``torch.compile`` the draw then runs eagerly (a graph break) instead of being traced with
+#: guards on each step's stream seeds, which would recompile every step (torch._dynamo is imported
+#: only then: it costs ~1.4 s)
+_DRAW: dict[str, Callable[..., torch.Tensor | None]] = {"per_sample_rand": per_sample_rand}
+
 
 # -- the transformer block ---------------------------------------------------------------------
 # timm's ``vision_transformer.Block`` (pre-norm, fused attention, LayerScale, DropPath) with the same
@@ -97,7 +105,7 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.drop_prob
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        own = per_sample_rand(x.shape[0], device=x.device)  # each sample's stream in training, if open
+        own = _DRAW["per_sample_rand"](x.shape[0], device=x.device)  # each sample's stream in training, if open
         if own is not None:
             mask = (own < keep).to(x.dtype).reshape(shape)
         else:
@@ -197,6 +205,21 @@ class Block(nn.Module):
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
+def block_call(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """One block's forward, as a function of the block (what :func:`compiled_block_call` compiles)."""
+    return block(x, attn_mask=attn_mask)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_block_call(backend: str) -> Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """:func:`block_call` through ``torch.compile(backend=...)``: one compiled function for every block
+    (regional compilation; the blocks' parameters are its inputs), never bound to a module, so a
+    copied encoder (a teacher) runs its own weights and state-dict keys stay as they are."""
+    compiled = torch.compile(block_call, backend=backend)
+    _DRAW["per_sample_rand"] = torch.compiler.disable(per_sample_rand)
+    return compiled
+
+
 class UniversalEncoder(nn.Module):
     """One pre-norm ViT trunk (:class:`Block`: timm's ViT block, layer scale, bidirectional attention) shared by all
     modalities, plus the tokenizers of the run keyed by tokenizer name.
@@ -211,6 +234,11 @@ class UniversalEncoder(nn.Module):
             -10000, with its batch-scrambled mask layout (spec §10.1 items 1-2,
             :func:`medkit.models.legacy.legacy_text_attention_mask`). Images get no mask either way.
     """
+
+    #: recompute each block's activations in the backward pass (``trainer.grad_checkpointing``)
+    grad_checkpointing: bool = False
+    #: run each block through ``torch.compile`` with this backend (``trainer.compile``); ``None``: eager
+    compile_backend: str | None = None
 
     def __init__(self, tokenizers: Mapping[str, nn.Module], *, depth: int, embed_dim: int,
                  num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.1,
@@ -273,8 +301,14 @@ class UniversalEncoder(nn.Module):
             attn_mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device)
             attn_mask = attn_mask.masked_fill(pad, float("-inf"))[:, None, None, :]  # [B, 1, 1, T]
         hidden: list[torch.Tensor] = []
+        training = self.training and torch.is_grad_enabled()
+        run = compiled_block_call(self.compile_backend) if self.compile_backend and training else block_call
+        recompute = self.grad_checkpointing and training
         for block in self.blocks:
-            x = block(x, attn_mask=attn_mask)
+            if recompute:  # activations recomputed in backward, with the forward's random draws
+                x = checkpoint(replayable(functools.partial(run, block)), x, attn_mask, use_reentrant=False)
+            else:
+                x = run(block, x, attn_mask)
             if return_hidden:
                 hidden.append(x)
         x = self.norm(x)

@@ -174,7 +174,7 @@ class CaSSLe(BaseStrategy):
         student = pooled(ctx.encoder, tokenizer, batch, ids_keep)  # [B, D]
         distill = distill_loss(self.predictor(student), target, self.loss_type)
         total = out.loss + self.lam * distill.to(out.loss.dtype)
-        return LossOutput(total, {**out.metrics, "cassle": float(distill.detach())})
+        return LossOutput(total, {**out.metrics, "cassle": distill.detach()})
 
     def after_stage(self, ctx: RunContext) -> None:
         self.teacher, self.stage = None, None  # the predictor is kept for the next stages

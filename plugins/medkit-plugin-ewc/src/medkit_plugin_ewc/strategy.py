@@ -156,7 +156,7 @@ class EWC(BaseStrategy):
         if not self.anchors or self.lam == 0.0:
             return out
         penalty = self.lam * ewc_penalty(shared_parameters(ctx.encoder), self.anchors)
-        return LossOutput(out.loss + penalty.to(out.loss.dtype), {**out.metrics, "ewc": float(penalty.detach())})
+        return LossOutput(out.loss + penalty.to(out.loss.dtype), {**out.metrics, "ewc": penalty.detach()})
 
     def after_stage(self, ctx: RunContext) -> None:
         stage = ctx.stage_index

@@ -167,7 +167,7 @@ class MAEObjective(nn.Module):
         latent, masking, grid = self.forward_encoder(encoder, inputs, generator)
         pred = self.forward_decoder(latent, masking.ids_restore, grid)  # [B, N, P]
         loss = self.forward_loss(encoder, inputs, pred, masking.mask)
-        return LossOutput(loss=loss, metrics={"mae": float(loss.detach())})
+        return LossOutput(loss=loss, metrics={"mae": loss.detach()})
 
     @torch.no_grad()
     def reconstruct(self, encoder: UniversalEncoder, batch: Batch,

@@ -116,4 +116,4 @@ class MLMObjective(nn.Module):
         logits = self.head(feats[selected])  # [M, V]
         loss = F.cross_entropy(logits.float(), targets)
         acc = (logits.detach().argmax(dim=-1) == targets).float().mean()
-        return LossOutput(loss, {"mlm": float(loss.detach()), "mlm_acc": float(acc)})
+        return LossOutput(loss, {"mlm": loss.detach(), "mlm_acc": acc})

@@ -1,0 +1,58 @@
+"""The pre-training loop's step log: steps stay on the device until a sync point, then become the rows
+of ``metrics/steps.jsonl``, the progress updates and the ``step_end`` events, in order.
+
+A sync point comes every ``trainer.log_every`` steps, before every checkpoint and at the end of a
+stage; between two, the loop makes no host sync of its own (the GPU runs ahead of Python). The finite
+check of a step's loss is deferred to the next sync point: a NaN/Inf loss raises its
+:class:`medkit.api.errors.DataError` (naming the first bad step and its samples) up to ``log_every``
+steps late, and always before a checkpoint is written, so no committed checkpoint holds a
+non-finite step (the run resumes from the last good one).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from medkit.engine.step import StepResult, resolve
+
+
+class StepLog:
+    """The steps since the last sync point.
+
+    Args:
+        every: ``trainer.log_every``: a sync point every this many steps (:meth:`due`).
+        record: the run's :class:`medkit.engine.checkpoint.RunRecord`; resolved rows are appended
+            to its ``pending_steps`` (the next checkpoint writes them to ``metrics/steps.jsonl``).
+        report: called ``report(step, metrics)`` for every resolved step, in order (progress and
+            the ``step_end`` event), with ``metrics = {"loss", "lr", **the step's metrics}``.
+    """
+
+    def __init__(self, every: int, record: Any, report: Callable[[int, dict[str, float]], None]) -> None:
+        self.every = max(1, int(every))
+        self.record, self.report = record, report
+        self._pending: list[tuple[StepResult, dict[str, Any], dict[str, Any], float]] = []
+
+    def add(self, result: StepResult, *, stage: int, step: int, modality: str, role: Any, lr: float,
+            time_s: float, data_s: float) -> None:
+        """One finished step (``stage`` 1-based, ``step`` the steps done in the stage)."""
+        head = {"stage": stage, "step": step, "modality": modality, "role": role}
+        self._pending.append((result, head, {"time_s": time_s, "data_s": data_s}, lr))
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def flush(self) -> None:
+        """Resolve the pending steps (one host sync) into rows, progress and events.
+
+        Raises:
+            DataError: a pending step's loss is not finite (nothing of the interval is logged).
+        """
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        where = [f"at stage {h['stage']} step {h['step']} " for _, h, _, _ in pending]
+        values = resolve([r for r, _, _, _ in pending], where)
+        for (_, head, tail, lr), vals in zip(pending, values):
+            metrics = {"loss": vals.pop("loss"), "lr": lr, **vals}
+            self.record.pending_steps.append({**head, **metrics, **tail})
+            self.report(head["step"], metrics)
