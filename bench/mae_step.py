@@ -118,11 +118,13 @@ def build(case: str, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from medkit.api.batch import collate
     from medkit.config.compose import Selection, compose
     from medkit.models.build import build_model
+    from medkit.registry import get_host
 
     modality, shape = CASES[case]
+    host = get_host()
     cfg = compose(Selection(modalities=[modality], strategy="sequential", preset=args.preset,
-                            overrides=[f"objective.mae.mask_ratio={args.mask_ratio}"]))
-    model = build_model(cfg)
+                            overrides=[f"objective.mae.mask_ratio={args.mask_ratio}"]), host=host)
+    model = build_model(cfg, create=host.create)
     encoder, head = model.encoder, model.heads[modality]
     tok = encoder.tokenizers[model.tokenizer_of[modality]]
     g = torch.Generator().manual_seed(0)

@@ -70,7 +70,7 @@ def test_rehearsal_loss_uses_eval_teacher_and_the_students_mask(make_ctx: Any) -
     ctx.encoder.train()
     out = strategy.loss(ctx, image_batch())
     assert set(out.metrics) == {"distill"}
-    assert out.loss.item() == pytest.approx(2.0 * out.metrics["distill"])
+    assert out.loss.item() == pytest.approx(2.0 * float(out.metrics["distill"]))
     (s_training, s_keep), (t_training, t_keep) = student_log[0], teacher_log[0]
     assert s_training is True and t_training is False
     assert s_keep.shape == (3, 1) and torch.equal(s_keep, t_keep)  # 4 tokens, 25 % kept, same ids

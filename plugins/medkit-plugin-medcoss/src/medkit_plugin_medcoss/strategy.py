@@ -100,7 +100,7 @@ class Rehearsal(BaseStrategy):
         if self.mixup:
             batch = self.mix(ctx, batch)
         value = distillation_loss(ctx, batch, self.teacher, mask_ratio=self.distill_mask_ratio)
-        return LossOutput(self.distill_weight * value, {"distill": float(value.detach())})
+        return LossOutput(self.distill_weight * value, {"distill": value.detach()})
 
     def corrupt_text(self, ctx: RunContext, batch: Batch, *, generator: torch.Generator | None = None) -> Batch:
         """Buffer text as the reference feeds it to mixup and distillation: MLM-corrupted by the

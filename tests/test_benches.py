@@ -1,0 +1,67 @@
+"""bench/continual.py at toy size: it runs end to end, writes strict JSON, and keeps its own checks
+(PackNet's first stage is bit-identical, so its forgetting is exactly 0; the split is by source)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _strict(text: str) -> object:
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.slow
+def test_continual_bench_runs_and_keeps_its_checks(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "continual.py"), "--steps", "6", "--seeds", "0,1",
+         "--strategies", "sequential,packnet", "--samples", "96", "--val-fraction", "0.3",
+         "--probe-train", "48", "--probe-steps", "3", "--batch-size", "8", "--jobs", "1", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = _strict((out / "continual.json").read_text(encoding="utf-8"))
+    assert isinstance(result, dict)
+    first = result["modalities"][0]
+    packnet = [r for r in result["runs"] if r["strategy"] == "packnet"]
+    assert len(packnet) == 2
+    for run in packnet:
+        for metric in ("linear_acc", "knn_acc", "pretext_loss"):
+            # PackNet freezes the first stage's weights: its values after every later stage are
+            # the very same numbers, not merely close
+            assert run["metrics"][metric]["forgetting_first_per"][first] == 0.0, (metric, run["seed"])
+    assert set(result["versus_sequential"]) == {"packnet"}
+    split = json.loads((Path(packnet[0]["run_dir"]) / "metrics" / "split.json").read_text())["modalities"]
+    for mod, sides in split.items():
+        assert sides["val"] and not set(sides["train"]) & set(sides["val"]), mod
+    assert (out / "continual.md").read_text(encoding="utf-8").startswith("# Continual benchmark")
+    assert (out / "continual_matrices.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_mae_step_bench_measures_a_real_step(tmp_path: Path) -> None:
+    out = tmp_path / "mae_step.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mae_step.py"), "--preset", "tiny", "--cases", "2d,3d", "--batch", "2",
+         "--reps", "1", "--ceiling-n", "128", "--ceiling-seconds", "0.1", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = _strict(out.read_text(encoding="utf-8"))["results"]  # type: ignore[index]
+    assert [r["case"] for r in results] == ["2d", "3d"]
+    for r in results:
+        assert "error" not in r, r.get("error")
+        # FLOPs counted by torch's counter, a measured step and ceiling: all positive and finite
+        assert r["gflop_per_step"] > 0 and r["median"]["step_s"] > 0 and r["median"]["ceiling_gflops"] > 0
+        assert 0 < r["median"]["pct_of_ceiling"] < 1000
