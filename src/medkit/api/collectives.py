@@ -6,16 +6,23 @@ import torch
 import torch.distributed as dist
 
 
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0 (sizes may differ), in rank order."""
-    if not dist.is_initialized():
-        return tensor
+def _padded(tensor: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every rank's row count, and ``tensor`` padded with zero rows to the longest (collectives
+    need one shape on every rank)."""
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
     longest = int(max(s.item() for s in sizes))
     padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
     padded[: tensor.shape[0]] = tensor
+    return sizes, padded
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0 (sizes may differ), in rank order."""
+    if not dist.is_initialized():
+        return tensor
+    sizes, padded = _padded(tensor)
     parts = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
@@ -27,12 +34,7 @@ def gather_cat(tensor: torch.Tensor, dst: int = 0) -> torch.Tensor | None:
     :func:`all_gather_cat`, which puts ``world_size`` × the rows on every rank)."""
     if not dist.is_initialized():
         return tensor
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
-    padded[: tensor.shape[0]] = tensor
+    sizes, padded = _padded(tensor)
     here = dist.get_rank() == dst
     parts = [torch.zeros_like(padded) for _ in sizes] if here else None
     dist.gather(padded, parts, dst=dst)
