@@ -18,6 +18,8 @@ FT_OPTIM: dict[str, Any] = {"lr": 1e-4, "weight_decay": 1e-4, "betas": [0.9, 0.9
 FT_TRAINER: dict[str, Any] = {
     "max_steps": 1000, "batch_size": 8, "eval_batch_size": None, "val_every": 100,
     "checkpoint_every": 100, "log_every": 10, "num_workers": 0, "device": "auto", "max_eval_samples": None,
+    # fine-tuning data that a --from run pre-trained on: refuse val/test sources it trained on
+    "allow_pretraining_overlap": False,
 }
 FT_BACKBONE: dict[str, Any] = {"name": "medkit", "pretrained": False, "features": 256, "in_chans": None}
 RECIPE_GROUP = "recipe"

@@ -42,6 +42,7 @@ from medkit.engine.step import TrainStep
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.finetune.backbones import build_backbone
 from medkit.finetune.config import resolve_data
+from medkit.finetune.leakage import check_pretraining_overlap
 from medkit.api.progress import LogReporter, Reporter
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ class FinetuneSession:
         self.task = host.create("task", run["task"], dims=int(run["dims"]), modality=run["modality"], **cfg["task"])
         self.data = resolve_data(cfg, self.task, data)
         self.splits = self.task.splits(self.data, seed=self.seed)
+        # the pre-training run's held-out sources stay held out (medkit.finetune.leakage)
+        self.overlap = check_pretraining_overlap(
+            run.get("from"), self.data, self.splits,
+            allow=bool(cfg["trainer"].get("allow_pretraining_overlap", False)))
         found = list(self.splits["train"].class_names or [])
         if class_names is not None and found != list(class_names):
             raise ConfigError(f"{self.data}: its classes {found} differ from the classes {list(class_names)} "
