@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -129,3 +130,54 @@ def test_resolve_gives_what_float_gives_with_accumulation():
         assert vals == {"loss": float(res.loss), "tensor": (t1 + t2) / 2, "plain": 0.5}
         assert vals["loss"] == float((torch.tensor(l1) + torch.tensor(l2)) / 2)
     assert isinstance(results[0], StepResult) and results[0].loss.device.type == "cpu"
+
+
+_RANK_SCRIPT = """
+import json, os, sys
+import torch, torch.distributed as dist
+from medkit.api.errors import DataError
+from medkit.engine.step import StepResult
+from medkit.engine.steplog import StepLog
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+class Record:
+    pending_steps = []
+log = StepLog(10, Record(), lambda n, m: None)
+for step in (1, 2):
+    value = float("nan") if (rank == 1 and step == 2) else 0.5
+    loss = torch.tensor(value)
+    log.add(StepResult(loss=loss, losses=loss.reshape(1), described=[f"batch of rank {rank}"]),
+            stage=1, step=step, modality="m", role="current", lr=0.1, time_s=0.0, data_s=0.0)
+try:
+    log.flush()
+    print(json.dumps({"rank": rank, "error": None}))
+except DataError as e:
+    print(json.dumps({"rank": rank, "error": str(e)}))
+dist.destroy_process_group()
+"""
+
+
+def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
+    """Both ranks raise at the same sync point (no rank is left waiting in a collective): the rank
+    that saw the NaN names its samples, the other says another rank's loss was not finite."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    errors = {json.loads(o[0].strip().splitlines()[-1])["rank"]: json.loads(o[0].strip().splitlines()[-1])["error"]
+              for o in outs}
+    assert errors[1] and "nan" in errors[1] and "batch of rank 1" in errors[1] and "step 2" in errors[1]
+    assert errors[0] and "another rank" in errors[0] and "step 1 and step 2" in errors[0]

@@ -11,9 +11,27 @@ non-finite step (the run resumes from the last good one).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import torch
+
+from medkit.api.errors import DataError
 from medkit.engine.step import StepResult, resolve
+
+
+def bad_on_any_rank(results: Sequence[StepResult]) -> bool:
+    """Whether any rank of a distributed run has a non-finite loss among ``results`` (one
+    all-reduce of one flag; every rank flushes at the same steps, as the step plan is global).
+    Without it the rank that saw the NaN would raise while the others waited in their next
+    collective until the process group timed out. ``False`` in a single process."""
+    import torch.distributed as dist
+
+    if not results or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return False
+    losses = torch.cat([r.losses.reshape(-1).float() for r in results])
+    flag = (~torch.isfinite(losses)).any().to(torch.int32).reshape(1)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 class StepLog:
@@ -51,7 +69,14 @@ class StepLog:
             return
         pending, self._pending = self._pending, []
         where = [f"at stage {h['stage']} step {h['step']} " for _, h, _, _ in pending]
-        values = resolve([r for r, _, _, _ in pending], where)
+        elsewhere = bad_on_any_rank([r for r, _, _, _ in pending])
+        values = resolve([r for r, _, _, _ in pending], where)  # raises on the rank that saw it
+        if elsewhere:
+            first, last = pending[0][1], pending[-1][1]
+            raise DataError(f"a loss on another rank was not finite between stage {first['stage']} step "
+                            f"{first['step']} and step {last['step']}; that rank's error names the samples "
+                            f"(medkit data inspect reports NaN/Inf) — resume from the last checkpoint once "
+                            f"they are fixed")
         for (_, head, tail, lr), vals in zip(pending, values):
             metrics = {"loss": vals.pop("loss"), "lr": lr, **vals}
             self.record.pending_steps.append({**head, **metrics, **tail})
