@@ -54,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import continual_data  # noqa: E402
 
+from medkit.eval.records import json_safe  # noqa: E402  (strict JSON: null, never NaN)
+
 MODALITIES = ("bench_fields", "bench_gratings", "bench_shapes")
 STRATEGIES = ("sequential", "joint", "rehearsal", "er", "ewc", "packnet", "cassle")
 METRICS = ("linear_acc", "knn_acc", "pretext_loss")
@@ -282,17 +284,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def clean(obj: Any) -> Any:
-    """``obj`` with every NaN / inf float replaced by ``None`` (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    return obj
-
-
 def uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -386,7 +377,7 @@ def main() -> None:
                           "jobs": jobs_n, "torch_threads_per_run": threads},
               "command": " ".join([sys.executable, *sys.argv]), "table": table,
               "versus_sequential": versus_sequential(runs, strategies), "checks": checks, "runs": runs}
-    (out / "continual.json").write_text(json.dumps(clean(result), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    (out / "continual.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n", encoding="utf-8")
     md = markdown(result)
     (out / "continual.md").write_text(md, encoding="utf-8")
     plot(result, out / "continual_matrices.png")
