@@ -10,7 +10,8 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -286,6 +287,26 @@ def swap_directory(new: Path, final: Path) -> None:
                               f"of {final.parent}, then resume") from exc
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """A fresh directory beside ``final`` to fill; when the block ends normally it replaces
+    ``final`` (:func:`swap_directory`), when it raises it is removed and ``final`` is untouched.
+    It gets the permissions of a plain ``mkdir`` under the umask, not ``mkdtemp``'s private 0700:
+    the result is a run directory like any other."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=str(final.parent)))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        yield staging
+        swap_directory(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def recover_directory(final: Path) -> Path | None:

@@ -267,12 +267,7 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
     tensors = {k: tensors[k] for k in expected}
     log.debug("converted %d official tensors into %d medkit tensors", len(conv.converted), len(tensors))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # a run directory like any other (mkdtemp makes it private)
+    with ck.staged_directory(out) as staging:
         _write_safetensors(staging / "model.safetensors", tensors, {"format": "medkit-1", "source": SOURCE_KIND})
         ck.atomic_write_text(staging / "config.yaml", to_yaml(cfg))
         ck.atomic_write_json(staging / "config.json", architecture(cfg))
@@ -300,9 +295,5 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
                        "dropped": conv.dropped, "folded": conv.folded, "fresh": conv.missing, "notes": notes},
         }
         ck.atomic_write_json(staging / "manifest.json", manifest)
-        ck.swap_directory(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 

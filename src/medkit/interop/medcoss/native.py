@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import math
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +148,7 @@ def write_native(legacy_run: str | Path, out_dir: str | Path, *, components: Com
     tensors = ck.load_tensors(src / "model.safetensors")
     ncfg, native, folded = to_native(cfg, tensors, create=components.create, assets_dir=src)
     manifest = ck.read_json(src / "manifest.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=str(out.parent)))
-    try:
+    with ck.staged_directory(out) as staging:
         if (src / "tokenizers").is_dir():
             shutil.copytree(src / "tokenizers", staging / "tokenizers")
         _write_safetensors(staging / "model.safetensors", native, {"format": "medkit-1", "source": "medcoss-native"})
@@ -164,8 +161,4 @@ def write_native(legacy_run: str | Path, out_dir: str | Path, *, components: Com
             "files": {rel: ck.sha256_file(staging / rel) for rel in ("model.safetensors", "config.json", "config.yaml")},
         })
         ck.atomic_write_json(staging / "manifest.json", manifest)
-        ck.swap_directory(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folded
