@@ -93,3 +93,20 @@ def test_buffer_text_is_mlm_corrupted_before_mixup(make_ctx: Any, monkeypatch: p
         expected[:, ::2] = 7
     assert torch.equal(seen["mix"], expected) and torch.equal(seen["distill"], expected)
     assert out.loss.item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kwargs,key", [({"buffer_ratio": 0.0}, "buffer_ratio"), ({"num_center": 1.5}, "num_center"),
+                                        ({"per_center_rule": "nearest"}, "per_center_rule")])
+def test_bad_buffer_sizes_are_refused_when_built_and_when_sized(kwargs, key) -> None:
+    """One check serves the strategy (at build time, before any stage) and buffer_sizes (the bench
+    and select_buffer call it directly): both refuse, naming the strategy key."""
+    from medkit.api.errors import ConfigError
+    from medkit_plugin_medcoss.buffer import buffer_sizes
+    from medkit_plugin_medcoss.strategy import make_rehearsal
+
+    with pytest.raises(ConfigError, match=f"strategy rehearsal: .*{key}"):
+        make_rehearsal(**kwargs)
+    sizes = {"buffer_ratio": 0.05, "num_center": 0.01, "rule": "reference"}
+    sizes.update({("rule" if k == "per_center_rule" else k): v for k, v in kwargs.items()})
+    with pytest.raises(ConfigError, match=f"strategy rehearsal: .*{key}"):
+        buffer_sizes(100, sizes["buffer_ratio"], sizes["num_center"], sizes["rule"])

@@ -27,6 +27,21 @@ PER_CENTER_RULES = ("reference", "fixed")
 _EPS = 1e-9
 
 
+def check_sizes(buffer_ratio: float, num_center: float, rule: str) -> None:
+    """The buffer-size settings as :func:`buffer_sizes` needs them (the strategy checks them when it
+    is built, so a bad value fails before the first stage, not after it).
+
+    Raises:
+        ConfigError: naming the ``strategy.*`` key and the accepted values.
+    """
+    if not 0.0 < buffer_ratio <= 1.0 or not 0.0 < num_center <= 1.0:
+        raise ConfigError(f"strategy rehearsal: buffer_ratio ({buffer_ratio}) and num_center ({num_center}) "
+                          f"must be in (0, 1]; MedCoSS uses strategy.buffer_ratio=0.05 strategy.num_center=0.01")
+    if rule not in PER_CENTER_RULES:
+        raise ConfigError(f"strategy rehearsal: per_center_rule must be one of {', '.join(PER_CENTER_RULES)}, "
+                          f"got {rule!r}")
+
+
 def buffer_sizes(num_samples: int, buffer_ratio: float, num_center: float,
                  rule: str = "reference") -> tuple[int, int]:
     """``(K, k)``: ``K = max(1, int(num_center·N))`` clusters (at most N) and ``k`` samples per cluster.
@@ -36,12 +51,7 @@ def buffer_sizes(num_samples: int, buffer_ratio: float, num_center: float,
     ``k = max(1, int(buffer_ratio / num_center))`` (N = 199: K = 1, k = 5). The ``max(1, ·)`` floors
     can make the buffer larger than ``buffer_ratio·N``; :func:`select_buffer` warns when they do.
     """
-    if not 0.0 < buffer_ratio <= 1.0 or not 0.0 < num_center <= 1.0:
-        raise ConfigError(f"buffer_ratio ({buffer_ratio}) and num_center ({num_center}) must be in (0, 1]; "
-                          f"MedCoSS uses strategy.buffer_ratio=0.05 strategy.num_center=0.01")
-    if rule not in PER_CENTER_RULES:
-        raise ConfigError(f"strategy rehearsal: per_center_rule must be one of {', '.join(PER_CENTER_RULES)}, "
-                          f"got {rule!r}")
+    check_sizes(buffer_ratio, num_center, rule)
     n = int(num_samples)
     clusters = min(max(1, int(num_center * n + _EPS)), max(1, n))
     if rule == "reference":

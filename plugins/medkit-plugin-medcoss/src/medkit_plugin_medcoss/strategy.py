@@ -14,7 +14,7 @@ from medkit.models.encoder import UniversalEncoder
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
 from medkit.strategies.base import BaseStrategy
 
-from medkit_plugin_medcoss.buffer import PER_CENTER_RULES, BufferEntry, build_buffer, indices_for_ids
+from medkit_plugin_medcoss.buffer import BufferEntry, build_buffer, check_sizes, indices_for_ids
 from medkit_plugin_medcoss.distill import distillation_loss, is_text, snapshot_teacher
 from medkit_plugin_medcoss.mixup import DISTRIBUTIONS, mix_images, mix_tokens
 
@@ -192,9 +192,7 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
         min_current_fraction: the least share of a stage's steps on its own data (read by the
             engine's step plan), in ``[0, 1]``.
     """
-    if not 0.0 < buffer_ratio <= 1.0 or not 0.0 < num_center <= 1.0:
-        raise ConfigError(f"strategy rehearsal: buffer_ratio ({buffer_ratio}) and num_center ({num_center}) "
-                          f"must be in (0, 1]; MedCoSS uses 0.05 and 0.01")
+    check_sizes(buffer_ratio, num_center, per_center_rule)
     if mixup_dist not in DISTRIBUTIONS:
         raise ConfigError(f"strategy rehearsal: mixup_dist must be one of {', '.join(DISTRIBUTIONS)}, "
                           f"got {mixup_dist!r}")
@@ -207,9 +205,6 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
     if kmeans_iters < 1 or kmeans_batch < 1 or spill_threshold < 0:
         raise ConfigError(f"strategy rehearsal: kmeans_iters ({kmeans_iters}) and kmeans_batch "
                           f"({kmeans_batch}) must be ≥ 1 and spill_threshold ({spill_threshold}) ≥ 0")
-    if per_center_rule not in PER_CENTER_RULES:
-        raise ConfigError(f"strategy rehearsal: per_center_rule must be one of {', '.join(PER_CENTER_RULES)}, "
-                          f"got {per_center_rule!r}")
     if not 0.0 <= float(min_current_fraction) <= 1.0:
         raise ConfigError(f"strategy rehearsal: min_current_fraction must be in [0, 1], got "
                           f"{min_current_fraction}; set strategy.min_current_fraction=0.5 (the default)")
