@@ -55,3 +55,26 @@ def test_train_view_shares_the_index_and_switches_augmentation(tmp_path):
     flipped = [i for i in range(50) if not (train.load(0, seed=i)["input"] == train.load(0)["input"]).all()]
     assert flipped, "the training view augments"
     assert all((evaluation.load(0, seed=i)["input"] == evaluation.load(0)["input"]).all() for i in range(10))
+
+
+def test_allocation_is_exact_and_floors_the_current_modality():
+    """A buffer 19× the current data would take 19 of 20 steps by size; the floor keeps at least
+    ceil(min_current_fraction · max_steps) steps on the stage's own data, and the counts always sum
+    to max_steps."""
+    from medkit.engine.plan import allocate_steps
+
+    assert allocate_steps([1, 19], [True, False], 10, 0.0) == [1, 9]  # by size share alone
+    assert allocate_steps([1, 19], [True, False], 10, 0.5) == [5, 5]
+    assert allocate_steps([1, 19], [True, False], 7, 0.5) == [4, 3]  # ceil(3.5)
+    assert allocate_steps([3, 1, 1], [True, False, False], 10, 0.5) == [6, 2, 2]  # above the floor: by share
+    for n in (1, 2, 9, 50):
+        counts = allocate_steps([1, 30, 5], [True, False, False], n, 0.5)
+        assert sum(counts) == n and counts[0] >= -(-n // 2)
+
+
+def test_the_realised_mix_is_what_the_plan_runs():
+    plan = StepPlan([Source("cur", list(range(4)), role="current"), Source("old", list(range(80)), role="buffer")],
+                    batch_size=2, max_steps=12, seed=1, stage=1, min_current_fraction=0.5)
+    roles = [plan.step(s)[0].role for s in range(12)]
+    assert plan.mix() == {"cur/current": roles.count("current"), "old/buffer": roles.count("buffer")}
+    assert roles.count("current") == 6  # the floor, not the 4/84 size share

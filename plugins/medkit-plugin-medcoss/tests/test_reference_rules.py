@@ -110,3 +110,26 @@ def test_bad_buffer_sizes_are_refused_when_built_and_when_sized(kwargs, key) -> 
     sizes.update({("rule" if k == "per_center_rule" else k): v for k, v in kwargs.items()})
     with pytest.raises(ConfigError, match=f"strategy rehearsal: .*{key}"):
         buffer_sizes(100, sizes["buffer_ratio"], sizes["num_center"], sizes["rule"])
+
+
+def test_a_rehearsal_run_records_the_mix_it_trained_and_keeps_the_floor(tmp_path) -> None:
+    """The manifest's per-stage mix is the count of steps.jsonl rows by modality and role, and with
+    strategy.min_current_fraction=0.8 stage 2 trains at least 8 of its 10 steps on its own data."""
+    import json
+
+    from medkit.testing.synthetic import run_synthetic
+
+    run = run_synthetic(tmp_path / "run", "rehearsal", max_steps=10, demo_dir=tmp_path / "demo",
+                        overrides=("strategy.spill_threshold=0", "strategy.buffer_ratio=1.0",
+                                   "strategy.num_center=0.5", "strategy.min_current_fraction=0.8"))
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    rows = [json.loads(line) for line in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
+    for entry in stages:
+        counted: dict[str, int] = {}
+        for r in rows:
+            if r["stage"] == entry["index"]:
+                key = f"{r['modality']}/{r['role']}"
+                counted[key] = counted.get(key, 0) + 1
+        assert entry["mix"] == counted
+    second = stages[1]["mix"]
+    assert sum(second.values()) == 10 and second.get("synth_b/current", 0) >= 8 and second.get("synth_a/buffer", 0) >= 1
