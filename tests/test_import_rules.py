@@ -8,7 +8,19 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src" / "medkit"
+#: The design card's folders and the import names they are mapped onto (pyproject's package-dir).
+ROOTS = {"core": "medkit", "registry": "medkit.registry", "cli": "medkit.cli"}
+SRC = REPO / "core"
+
+
+def module_name(path: Path) -> list[str]:
+    """The dotted module name of ``path`` as parts (a plugin's ``src/`` or one of the card's roots)."""
+    rel = path.resolve().relative_to(REPO).with_suffix("").parts
+    if rel[0] in ROOTS:
+        return [*ROOTS[rel[0]].split("."), *rel[1:]]
+    return list(rel[rel.index("src") + 1:])  # plugins/<dist>/src/<package>/...
+
+
 #: What plugin code may import from medkit: the API and the documented helpers.
 PLUGIN_ALLOWED = ("medkit.api", "medkit.data", "medkit.models", "medkit.strategies", "medkit.storage",
                   "medkit.testing")
@@ -26,8 +38,7 @@ def imports(path: Path) -> list[tuple[int, str]]:
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                parts = path.with_suffix("").parts
-                module = parts[len(parts) - 1 - parts[::-1].index("src") + 1:]  # after the nearest src/
+                module = module_name(path)
                 package = ".".join(module[:-node.level])
                 base = f"{package}.{node.module}" if node.module else package
             else:
@@ -46,14 +57,19 @@ KNOWN_VIOLATIONS: set[str] = set()
 KNOWN_PLUGIN_VIOLATIONS: set[str] = set()
 
 
-def runtime_modules() -> list[Path]:
-    return sorted(p for p in SRC.rglob("*.py") if "__pycache__" not in p.parts)
+def runtime_modules() -> list[tuple[Path, Path]]:
+    """``(path, path relative to the medkit package)`` of every host module (core, registry, cli)."""
+    out = []
+    for folder, name in ROOTS.items():
+        prefix = Path(*name.split(".")[1:])
+        out += [(p, prefix / p.relative_to(REPO / folder)) for p in (REPO / folder).rglob("*.py")
+                if "__pycache__" not in p.parts]
+    return sorted(out)
 
 
 def test_the_runtime_never_imports_the_registry_or_the_cli() -> None:
     bad = []
-    for path in runtime_modules():
-        rel = path.relative_to(SRC)
+    for path, rel in runtime_modules():
         top = rel.parts[0] if len(rel.parts) > 1 else ""
         if top in ABOVE_REGISTRY or rel == Path("__init__.py") or rel.as_posix() in KNOWN_VIOLATIONS:
             continue

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: the design card's folders and the import names setuptools maps them onto
+ROOTS = {"core": "medkit", "registry": "medkit.registry", "cli": "medkit.cli"}
 
 
 @pytest.mark.slow
@@ -19,13 +21,15 @@ def test_wheel_contains_every_module(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    for folder in ROOTS:
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     out = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
                           str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("medkit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src").rglob("*.py")
+    expected = {"/".join((*name.split("."), *p.relative_to(REPO / folder).parts))
+                for folder, name in ROOTS.items() for p in (REPO / folder).rglob("*.py")
                 if "__pycache__" not in p.parts}
     missing = sorted(expected - names)
     assert not missing, f"modules missing from the wheel (a folder without __init__.py?): {missing}"

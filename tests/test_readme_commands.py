@@ -109,7 +109,7 @@ def _checkout(root: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.pyc")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dst / name)
-    for name in ("src", "plugins"):
+    for name in ("core", "registry", "cli", "plugins"):
         shutil.copytree(REPO / name, dst / name, ignore=ignore)
     return dst
 

@@ -11,7 +11,7 @@ from medkit.api.errors import ConfigError
 from medkit.config.compose import Selection, compose
 from medkit.config.schemas import SCHEMAS, defaults, field_names
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "medkit"
+SRC = Path(__file__).resolve().parents[2] / "core"  # the runtime (import name medkit)
 #: The values of the untyped dicts these schemas replaced (behaviour must not change).
 OLD_DEFAULTS = {
     "optim": {"lr": None, "blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95],
