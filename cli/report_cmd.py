@@ -44,7 +44,7 @@ def compare(run_dirs: tuple[str, ...], baseline: str | None, out: str | None) ->
       medkit compare runs/ft-ricord-desd runs/ft-ricord-medcoss runs/ft-chestxr-unimiss
     """
     from medkit.api.errors import ConfigError
-    from medkit.eval.compare import compare_runs, compare_table, text_table, write_comparison
+    from medkit.eval.compare import compare_runs, compare_table, identical_note, text_table, write_comparison
 
     if out and Path(out).suffix not in (".md", ".json"):
         raise ConfigError(f"--out {out}: expected a .md or .json file name")
@@ -59,5 +59,7 @@ def compare(run_dirs: tuple[str, ...], baseline: str | None, out: str | None) ->
     result = compare_runs([Path(d) for d in run_dirs], baseline=Path(baseline) if baseline else None)
     header, rows = compare_table(result)
     click.echo(text_table(header, rows))
+    if result["identical"]:
+        click.echo(identical_note(result), err=True)
     if out:
         click.echo(f"wrote {write_comparison(Path(out), result)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from typing import Sequence
 
@@ -11,6 +12,8 @@ import torch
 from medkit.api.batch import Source
 from medkit.api.errors import DataError
 from medkit.api.randomness import sample_key
+
+log = logging.getLogger(__name__)
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -40,7 +43,25 @@ def allocate_steps(shares: Sequence[float], current: Sequence[bool], max_steps: 
         taker = max((i for i, c in enumerate(current) if c), key=lambda i: probs[i])
         counts[donor] -= 1
         counts[taker] += 1
+    _rehearse_every_buffer(counts, probs, current, need)
     return counts
+
+
+def _rehearse_every_buffer(counts: list[int], probs: Sequence[float], current: Sequence[bool], need: int) -> None:
+    """Give every non-empty buffer that the proportional rule left at 0 steps one step, taken from
+    the source with the most steps that can spare one (a buffer keeps >= 1, the current data keeps
+    its floor ``need``). The proportional rule alone turns a short stage into a sequential one without
+    a word; what still gets nothing (more buffers than spare steps) is reported by :class:`StepPlan`."""
+    for i in sorted((i for i, c in enumerate(current) if not c and probs[i] > 0 and counts[i] == 0),
+                    key=lambda i: (-probs[i], i)):
+        cur_total = sum(c for c, is_cur in zip(counts, current) if is_cur)
+        donors = [j for j, c in enumerate(counts)
+                  if (c > 1 if not current[j] else (c > 1 and cur_total - 1 >= need))]
+        if not donors:
+            return
+        donor = max(donors, key=lambda j: (counts[j], -j))
+        counts[donor] -= 1
+        counts[i] += 1
 
 
 class StepPlan:
@@ -62,6 +83,15 @@ class StepPlan:
         self.seed, self.stage, self.rank, self.world = seed, stage, rank, world_size
         counts = allocate_steps([s.share for s in self.sources], [s.role == "current" for s in self.sources],
                                 max_steps, min_current_fraction)
+        self.counts = counts
+        starved = [s for s, n in zip(self.sources, counts) if n == 0 and s.role != "current"]
+        if starved and rank == 0:
+            log.warning("stage %d: %s %s no step of %d (the current data keeps at least %.0f%%, "
+                        "strategy.min_current_fraction=%g): raise trainer.max_steps or lower "
+                        "strategy.min_current_fraction, or the stage trains as sequential for them",
+                        stage + 1, ", ".join(f"the {s.modality} buffer ({len(s.indices)} samples)" for s in starved),
+                        "gets" if len(starved) == 1 else "get",
+                        max_steps, 100 * min_current_fraction, min_current_fraction)
         order = [i for i, n in enumerate(counts) for _ in range(n)]
         perm = torch.randperm(len(order), generator=_generator(seed, stage, 7)).tolist() if len(self.sources) > 1 \
             else list(range(len(order)))

@@ -24,7 +24,26 @@ def compare_runs(run_dirs: Sequence[Path], *, baseline: Path | None = None) -> d
                     "stages": ["+".join(s) for s in r["manifest"].get("stages_done", [])],
                     "modalities": list(r["config"]["run"]["modalities"]),
                     "metrics": {k: v.to_dict() for k, v in cl.items()}})
-    return {"baseline": None if baseline is None else str(baseline), "runs": out}
+    return {"baseline": None if baseline is None else str(baseline), "runs": out,
+            "identical": identical_runs(runs)}
+
+
+def identical_runs(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Groups (two or more run directories) whose every matrix holds the same values: different
+    strategies that trained identically — e.g. a buffer that never got a step — which a comparison
+    table would otherwise present as a tie."""
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        key = repr(sorted((metric, m.modalities, m.rows) for metric, m in r["matrices"].items()))
+        groups.setdefault(key, []).append(str(r["dir"]))
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def identical_note(result: dict[str, Any]) -> str:
+    """One warning line per group of runs with identical matrices (empty when there are none)."""
+    return "\n".join(f"warning: {', '.join(Path(d).name for d in g)} have identical matrices (they trained "
+                     f"the same: check each run's stage plan in its log, e.g. a buffer with no step)"
+                     for g in result.get("identical", []))
 
 
 def compare_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -66,6 +85,8 @@ def write_comparison(path: Path, result: dict[str, Any]) -> Path:
     else:
         header, rows = compare_table(result)
         note = f"\n\nFWT baseline: {result['baseline'] or 'none (b_j omitted)'}\n"
+        if result.get("identical"):
+            note += "\n" + identical_note(result) + "\n"
         path.write_text(markdown_table(header, rows) + note, encoding="utf-8")
     return path
 

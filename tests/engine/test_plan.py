@@ -78,3 +78,27 @@ def test_the_realised_mix_is_what_the_plan_runs():
     roles = [plan.step(s)[0].role for s in range(12)]
     assert plan.mix() == {"cur/current": roles.count("current"), "old/buffer": roles.count("buffer")}
     assert roles.count("current") == 6  # the floor, not the 4/84 size share
+
+
+def test_every_non_empty_buffer_rehearses_in_a_short_stage():
+    """The proportional rule alone gave a 1-sample buffer 0 of 6 steps: a rehearsal stage that trains
+    as sequential without a word. Each buffer now gets a step while the current floor holds."""
+    from medkit.engine.plan import allocate_steps
+
+    counts = allocate_steps([1000.0, 1.0], [True, False], max_steps=6, min_current_fraction=0.8)
+    assert counts == [5, 1]
+    counts = allocate_steps([1000.0, 1.0, 2.0, 3.0], [True, False, False, False], max_steps=20,
+                            min_current_fraction=0.5)
+    assert sum(counts) == 20 and all(c >= 1 for c in counts) and counts[0] >= 10
+
+
+def test_a_buffer_without_a_step_is_named(caplog):
+    """More buffers than spare steps: the floor wins, and the starved buffers are named with the fix."""
+    srcs = [Source("cur", list(range(50))), Source("xray", [1], role="buffer"),
+            Source("ct", [2, 3], role="buffer"), Source("mri", [4], role="buffer")]
+    with caplog.at_level("WARNING", logger="medkit.engine.plan"):
+        plan = StepPlan(srcs, batch_size=2, max_steps=4, seed=0, stage=1, min_current_fraction=0.5)
+    assert plan.counts == [2, 1, 1, 0]  # the floor keeps 2; the larger buffers first, ties by order
+    text = caplog.text
+    assert "the mri buffer (1 samples) gets no step" in text and "min_current_fraction" in text
+    assert "trainer.max_steps" in text

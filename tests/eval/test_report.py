@@ -79,6 +79,23 @@ def test_compare_prints_both_strategies(runs: dict[str, Path], tmp_path: Path) -
     assert "one stage" in joint["metrics"]["pretext_loss"]["reasons"]["forgetting"]
 
 
+def test_compare_flags_runs_with_identical_matrices(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Two runs that trained the same (e.g. rehearsal whose buffer never got a step, and sequential)
+    are flagged instead of shown as a silent tie; different runs are not."""
+    import shutil
+
+    from medkit.cli.main import cli
+
+    twin = tmp_path / "twin"
+    shutil.copytree(runs["sequential"], twin, symlinks=True)
+    result = CliRunner().invoke(cli, ["compare", str(runs["sequential"]), str(twin), str(runs["joint"])])
+    assert result.exit_code == 0, result.output
+    flagged = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(flagged) == 1 and "sequential, twin have identical matrices" in flagged[0]
+    clean = CliRunner().invoke(cli, ["compare", str(runs["sequential"]), str(runs["joint"])])
+    assert "identical" not in clean.output
+
+
 def test_compare_rejects_unknown_out_suffix(runs: dict[str, Path], tmp_path: Path) -> None:
     from medkit.cli.main import cli
 
