@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from medkit.api.batch import Batch, collate
-from medkit.models.encoder import EncoderOutput, UniversalEncoder
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medkit.models.encoder import EncoderOutput, UniversalEncoder
     from medkit.api.features import FeatureCache
     from medkit.api.protocols import Modality, SampleDataset
 
