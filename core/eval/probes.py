@@ -9,6 +9,7 @@ the kNN memory / the probe's training set, the held-out split the queries.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
