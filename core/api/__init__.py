@@ -72,7 +72,7 @@ _EXPORTS: dict[str, str] = {
     "resize": "medkit.data.transforms", "generator": "medkit.data.transforms",
     "random_flips": "medkit.data.transforms",
     "OnError": "medkit.data.walk", "walk": "medkit.data.walk", "relative_id": "medkit.data.walk",
-    "check_on_error": "medkit.data.walk",
+    "check_on_error": "medkit.data.walk", "has_suffix": "medkit.data.walk",
     "parse_label": "medkit.data.labels", "encode_labels": "medkit.data.labels",
     "split_three": "medkit.data.split",
     "Table": "medkit.data.tables", "read_table": "medkit.data.tables",
@@ -93,19 +93,19 @@ __all__ = [
     "API_VERSION", "BaseStrategy", "Batch", "Block", "CheckpointError", "ComponentSpec", "Components",
     "ConfigError", "DEFAULT_CACHE_BYTES", "DataError", "EncoderOutput", "Entry2D", "FlatPositions",
     "IMAGE_SUFFIXES", "Image2DDataset", "Image2DModality", "Index", "Item", "ItemDataset", "KINDS",
-    "LossOutput", "MEDKIT_API_VERSION", "Masking", "MedkitError", "Modality", "ModalitySpec", "NIFTI_SUFFIXES",
-    "Objective", "ObjectiveSpec", "OnError", "PluginError", "Reporter", "RunContext", "RunInfo", "SPLITS",
-    "Sample", "SampleDataset", "Source", "StageInfo", "StageState", "Strategy", "StrategySpec",
-    "TASK_NORMALIZE_MODES", "Table", "Task", "TaskSpec", "Tokenizer", "TokenizerSpec", "Tokens",
-    "TrainViewMixin", "UniversalEncoder", "Volume", "WindowedVolumeModality", "all_gather_cat",
+    "LossOutput", "MEDKIT_API_VERSION", "Masking", "MedkitError", "Modality", "ModalitySpec",
+    "NIFTI_SUFFIXES", "Objective", "ObjectiveSpec", "OnError", "PluginError", "Reporter", "RunContext",
+    "RunInfo", "SPLITS", "Sample", "SampleDataset", "Source", "StageInfo", "StageState", "Strategy",
+    "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task", "TaskSpec", "Tokenizer", "TokenizerSpec",
+    "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume", "WindowedVolumeModality", "all_gather_cat",
     "atomic_write_bytes", "atomic_write_text", "barrier", "broadcast_", "cached_image", "check_edges",
-    "check_finite", "check_on_error", "check_splits", "clip_zscore", "collate", "components_of", "decode_dicom",
-    "demo_is_current", "dicom_file_key", "encode_labels", "file_stem", "gather_cat", "gather_tokens",
-    "generator", "header_shape", "hookimpl", "hu_window", "init_vit_weights", "interpolate_grid",
-    "load_state_checked", "load_volume", "make_noise", "mark_demo", "normalize", "pad_depth", "parse_label",
-    "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind", "read_array", "read_mask",
-    "read_table", "relative_id", "resampled_slices", "resize", "save_image", "sincos_init", "split_three",
-    "walk", "world_size", "write_csv", "write_nifti_demo"
+    "check_finite", "check_on_error", "check_splits", "clip_zscore", "collate", "components_of",
+    "decode_dicom", "demo_is_current", "dicom_file_key", "encode_labels", "file_stem", "gather_cat",
+    "gather_tokens", "generator", "has_suffix", "header_shape", "hookimpl", "hu_window", "init_vit_weights",
+    "interpolate_grid", "load_state_checked", "load_volume", "make_noise", "mark_demo", "normalize",
+    "pad_depth", "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind",
+    "read_array", "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "save_image",
+    "sincos_init", "split_three", "walk", "world_size", "write_csv", "write_nifti_demo",
 ]
 
 
@@ -157,7 +157,7 @@ if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api
                                         random_flips, resize)
     from medkit.data.volume_modality import WindowedVolumeModality, write_nifti_demo
     from medkit.data.volumes import Volume, load_volume
-    from medkit.data.walk import OnError, check_on_error, relative_id, walk
+    from medkit.data.walk import OnError, check_on_error, has_suffix, relative_id, walk
     from medkit.data.windows import pad_depth, resampled_slices
     from medkit.models.encoder import (Block, EncoderOutput, Tokens, UniversalEncoder, init_vit_weights,
                                        interpolate_grid, sincos_init)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from medkit.config.probes import PROBE_TRAINER_DEFAULTS as PROBE_TRAINER_DEFAULTS  # explicit re-export (readers of the probes)
+from medkit.config.probes import PROBE_TRAINER_DEFAULTS as PROBE_TRAINER_DEFAULTS  # re-exported
 from medkit.config.probes import ProbeOptions
 
 log = logging.getLogger(__name__)
