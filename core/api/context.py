@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -56,6 +56,11 @@ class EvaluationState:
     not_evaluated_logged: set[str] = field(default_factory=set)
 
 
+#: The fields the engine moves on during a run (through :meth:`RunContext.begin_stage`, its step counter,
+#: the stage's optimizer); every other field is fixed once the context is built.
+ENGINE_OWNED = frozenset({"stage_index", "step", "max_steps", "optimizer", "step_factory", "stage_state"})
+
+
 @dataclass
 class RunContext:
     """The live state of a run, passed to every strategy call.
@@ -88,7 +93,9 @@ class RunContext:
         evaluation: the evaluator's own bookkeeping (:class:`EvaluationState`).
 
     The engine owns this object: strategies, objectives and observers read it and keep their own state
-    on themselves (a strategy's :meth:`state_dict` is what survives), never by writing to it.
+    on themselves (a strategy's :meth:`state_dict` is what survives), never by writing to it. Once built,
+    only the fields in :data:`ENGINE_OWNED` can be rebound; assigning any other raises
+    ``dataclasses.FrozenInstanceError``.
     """
 
     run_dir: Path
@@ -122,6 +129,13 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.not_evaluated = MappingProxyType(dict(self.not_evaluated))
+        object.__setattr__(self, "_built", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in ENGINE_OWNED and self.__dict__.get("_built", False):
+            raise FrozenInstanceError(f"RunContext.{name} is fixed once the run is built; a plugin keeps its own "
+                                      f"state on itself (only {', '.join(sorted(ENGINE_OWNED))} move, by the engine)")
+        object.__setattr__(self, name, value)
 
     def begin_stage(self, state: StageState) -> None:
         """Enter a stage (the engine's call): the read-only :attr:`stage_state` and the step counters

@@ -124,3 +124,7 @@ def test_the_run_context_has_typed_stage_state_and_no_extras() -> None:
     assert ctx.stage_state.resumed
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.stage_state.resumed = False  # type: ignore[misc] - frozen is the point
+    with pytest.raises(dataclasses.FrozenInstanceError, match="RunContext.encoder is fixed"):
+        ctx.encoder = _encoder()
+    ctx.step += 1  # the engine's step counter moves
+    assert ctx.step == 4
