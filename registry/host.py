@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from medkit.api import API_VERSION
 from medkit.api import hookspecs
 from medkit.api.errors import PluginError
 from medkit.api.specs import KINDS, ComponentSpec
+from medkit.api.version import check_plugin_api
 from medkit.registry.known import KNOWN, provider_of
 
 from medkit.registry.missing import fixes as _fixes, missing_message as _missing_message, run_needs
@@ -95,13 +95,7 @@ def _env_list(var: str) -> set[str] | None:
 
 def _validate_module(module: ModuleType) -> None:
     """Refuse a plugin module for an incompatible API or a misspelled/unmarked hook."""
-    declared = getattr(module, "MEDKIT_API_VERSION", None)
-    if declared is None:
-        raise PluginError(f"module {module.__name__} does not declare MEDKIT_API_VERSION; add "
-                          f"MEDKIT_API_VERSION = {API_VERSION} next to its hooks")
-    if not isinstance(declared, int) or declared != API_VERSION:
-        raise PluginError(f"written for medkit plugin API {declared!r}, but this medkit provides API "
-                          f"{API_VERSION}; install a version of the plugin made for this medkit")
+    check_plugin_api(module.__name__, getattr(module, "MEDKIT_API_VERSION", None))
     for attr, value in vars(module).items():
         if not attr.startswith("medkit_") or not callable(value):
             continue

@@ -1,22 +1,167 @@
-"""medkit.api: what plugins import — errors, specs, hooks, protocols, batches and the run context. Light (no torch)."""
+"""medkit.api: the whole plugin contract — one public namespace over the runtime's own modules.
+
+A plugin imports only this namespace (``from medkit.api import StrategySpec, hookimpl, RunContext``);
+its tests may also import :mod:`medkit.testing`. The names live in the runtime's modules
+(``medkit.api.errors``, ``medkit.models.encoder``, ``medkit.data.walk``…) and are re-exported here, as
+timm re-exports its private modules in one ``__init__``. The runtime itself imports those leaf modules,
+never this namespace, so the packages stay acyclic with this namespace on top (tests/test_layering.py).
+
+Names load on first use (PEP 562 ``__getattr__``): ``from medkit.api import hookimpl`` stays light (no
+torch) and listing plugins stays fast. :data:`MEDKIT_API_VERSION` (``"major.minor"``) versions this
+surface: a name added grows the minor, a name removed or changed grows the major, and the host refuses a
+plugin that declares another major (:func:`medkit.api.version.check_plugin_api`).
+"""
 
 from __future__ import annotations
 
-from medkit.api.errors import CheckpointError, ConfigError, DataError, MedkitError, PluginError
-from medkit.api.hookspecs import hookimpl
-from medkit.api.specs import (
-    ModalitySpec,
-    ObjectiveSpec,
-    StrategySpec,
-    TaskSpec,
-    TokenizerSpec,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-#: The host plugin API version. A plugin sets ``MEDKIT_API_VERSION`` in the module its entry point
-#: names; a plugin written for another major version is refused.
-API_VERSION = 1
+#: public name → ``"module"`` or ``"module:attribute"`` (the attribute's name where it differs).
+_EXPORTS: dict[str, str] = {
+    # version
+    "MEDKIT_API_VERSION": "medkit.api.version",
+    "API_VERSION": "medkit.api.version:API_MAJOR",
+    # errors
+    "MedkitError": "medkit.api.errors", "PluginError": "medkit.api.errors", "ConfigError": "medkit.api.errors",
+    "DataError": "medkit.api.errors", "CheckpointError": "medkit.api.errors",
+    # hooks and specs
+    "hookimpl": "medkit.api.hookspecs",
+    "KINDS": "medkit.api.specs", "ComponentSpec": "medkit.api.specs", "ModalitySpec": "medkit.api.specs",
+    "TokenizerSpec": "medkit.api.specs", "ObjectiveSpec": "medkit.api.specs", "StrategySpec": "medkit.api.specs",
+    "TaskSpec": "medkit.api.specs",
+    # the interfaces the engine drives components through, and the host
+    "SampleDataset": "medkit.api.protocols", "Modality": "medkit.api.protocols",
+    "Tokenizer": "medkit.api.protocols", "Objective": "medkit.api.protocols", "Strategy": "medkit.api.protocols",
+    "Task": "medkit.api.protocols",
+    "Components": "medkit.api.components", "components_of": "medkit.api.components",
+    # batches
+    "Sample": "medkit.api.batch", "Batch": "medkit.api.batch", "Source": "medkit.api.batch",
+    "collate": "medkit.api.batch", "TrainViewMixin": "medkit.api.batch",
+    # the run, as strategies and observers see it
+    "RunContext": "medkit.api.context", "StageState": "medkit.api.context", "LossOutput": "medkit.api.context",
+    "RunInfo": "medkit.api.events", "StageInfo": "medkit.api.events",
+    "Reporter": "medkit.api.progress",
+    "BaseStrategy": "medkit.strategies.base",
+    # collectives (one process or torchrun)
+    "gather_cat": "medkit.api.collectives", "all_gather_cat": "medkit.api.collectives",
+    "broadcast_": "medkit.api.collectives", "barrier": "medkit.api.collectives",
+    "rank": "medkit.api.collectives", "world_size": "medkit.api.collectives",
+    "per_sample_rand": "medkit.api.randomness",
+    # the encoder and masking
+    "UniversalEncoder": "medkit.models.encoder", "Tokens": "medkit.models.encoder",
+    "EncoderOutput": "medkit.models.encoder", "Block": "medkit.models.encoder",
+    "init_vit_weights": "medkit.models.encoder", "interpolate_grid": "medkit.models.encoder",
+    "sincos_init": "medkit.models.encoder", "FlatPositions": "medkit.models.legacy",
+    "Masking": "medkit.models.masking", "make_noise": "medkit.models.masking",
+    "random_masking": "medkit.models.masking", "gather_tokens": "medkit.models.masking",
+    # modality bases
+    "Image2DModality": "medkit.data.modality2d", "Image2DDataset": "medkit.data.modality2d",
+    "Entry2D": "medkit.data.modality2d", "Index": "medkit.data.modality2d",
+    "raster_kind": "medkit.data.image2d",
+    "WindowedVolumeModality": "medkit.data.volume_modality", "write_nifti_demo": "medkit.data.volume_modality",
+    "Volume": "medkit.data.volumes", "load_volume": "medkit.data.volumes",
+    "pad_depth": "medkit.data.windows", "resampled_slices": "medkit.data.windows",
+    "DEFAULT_CACHE_BYTES": "medkit.data.cache",
+    # data helpers
+    "IMAGE_SUFFIXES": "medkit.data.readers", "NIFTI_SUFFIXES": "medkit.data.readers",
+    "file_stem": "medkit.data.readers", "header_shape": "medkit.data.readers",
+    "read_array": "medkit.data.readers", "read_mask": "medkit.data.readers",
+    "TASK_NORMALIZE_MODES": "medkit.data.transforms", "hu_window": "medkit.data.transforms",
+    "clip_zscore": "medkit.data.transforms", "normalize": "medkit.data.transforms",
+    "resize": "medkit.data.transforms", "generator": "medkit.data.transforms",
+    "random_flips": "medkit.data.transforms",
+    "OnError": "medkit.data.walk", "walk": "medkit.data.walk", "relative_id": "medkit.data.walk",
+    "check_on_error": "medkit.data.walk", "has_suffix": "medkit.data.walk",
+    "parse_label": "medkit.data.labels", "encode_labels": "medkit.data.labels",
+    "split_three": "medkit.data.split",
+    "Table": "medkit.data.tables", "read_table": "medkit.data.tables",
+    "SPLITS": "medkit.data.items", "Item": "medkit.data.items", "ItemDataset": "medkit.data.items",
+    "check_splits": "medkit.data.items",
+    "check_edges": "medkit.data.checks", "check_finite": "medkit.data.checks",
+    "decode_dicom": "medkit.data.dicom:decode", "dicom_file_key": "medkit.data.dicom:file_key",
+    "cached_image": "medkit.data.dicom:cached",
+    "demo_is_current": "medkit.data.demo", "mark_demo": "medkit.data.demo", "save_image": "medkit.data.demo",
+    "write_csv": "medkit.data.demo",
+    # storage
+    "atomic_write_bytes": "medkit.storage.files", "atomic_write_text": "medkit.storage.files",
+    "load_state_checked": "medkit.storage.files",
+}
 
+#: the contract, sorted (tests/api/test_public_api.py: the same names as ``_EXPORTS``)
 __all__ = [
-    "API_VERSION", "CheckpointError", "ConfigError", "DataError", "MedkitError", "ModalitySpec",
-    "ObjectiveSpec", "PluginError", "StrategySpec", "TaskSpec", "TokenizerSpec", "hookimpl",
+    "API_VERSION", "BaseStrategy", "Batch", "Block", "CheckpointError", "ComponentSpec", "Components",
+    "ConfigError", "DEFAULT_CACHE_BYTES", "DataError", "EncoderOutput", "Entry2D", "FlatPositions",
+    "IMAGE_SUFFIXES", "Image2DDataset", "Image2DModality", "Index", "Item", "ItemDataset", "KINDS",
+    "LossOutput", "MEDKIT_API_VERSION", "Masking", "MedkitError", "Modality", "ModalitySpec",
+    "NIFTI_SUFFIXES", "Objective", "ObjectiveSpec", "OnError", "PluginError", "Reporter", "RunContext",
+    "RunInfo", "SPLITS", "Sample", "SampleDataset", "Source", "StageInfo", "StageState", "Strategy",
+    "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task", "TaskSpec", "Tokenizer", "TokenizerSpec",
+    "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume", "WindowedVolumeModality", "all_gather_cat",
+    "atomic_write_bytes", "atomic_write_text", "barrier", "broadcast_", "cached_image", "check_edges",
+    "check_finite", "check_on_error", "check_splits", "clip_zscore", "collate", "components_of",
+    "decode_dicom", "demo_is_current", "dicom_file_key", "encode_labels", "file_stem", "gather_cat",
+    "gather_tokens", "generator", "has_suffix", "header_shape", "hookimpl", "hu_window", "init_vit_weights",
+    "interpolate_grid", "load_state_checked", "load_volume", "make_noise", "mark_demo", "normalize",
+    "pad_depth", "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind",
+    "read_array", "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "save_image",
+    "sincos_init", "split_three", "walk", "world_size", "write_csv", "write_nifti_demo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use and cache the value here."""
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'medkit.api' has no attribute {name!r}; the plugin contract is "
+                             f"medkit.api.__all__ (docs/writing-a-plugin.md)")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api.py keeps both in step)
+    from medkit.api.batch import Batch, Sample, Source, TrainViewMixin, collate
+    from medkit.api.collectives import all_gather_cat, barrier, broadcast_, gather_cat, rank, world_size
+    from medkit.api.components import Components, components_of
+    from medkit.api.context import LossOutput, RunContext, StageState
+    from medkit.api.errors import CheckpointError, ConfigError, DataError, MedkitError, PluginError
+    from medkit.api.events import RunInfo, StageInfo
+    from medkit.api.hookspecs import hookimpl
+    from medkit.api.progress import Reporter
+    from medkit.api.protocols import Modality, Objective, SampleDataset, Strategy, Task, Tokenizer
+    from medkit.api.randomness import per_sample_rand
+    from medkit.api.specs import (KINDS, ComponentSpec, ModalitySpec, ObjectiveSpec, StrategySpec, TaskSpec,
+                                  TokenizerSpec)
+    from medkit.api.version import API_MAJOR as API_VERSION
+    from medkit.api.version import MEDKIT_API_VERSION
+    from medkit.data.cache import DEFAULT_CACHE_BYTES
+    from medkit.data.checks import check_edges, check_finite
+    from medkit.data.demo import demo_is_current, mark_demo, save_image, write_csv
+    from medkit.data.dicom import cached as cached_image
+    from medkit.data.dicom import decode as decode_dicom
+    from medkit.data.dicom import file_key as dicom_file_key
+    from medkit.data.image2d import raster_kind
+    from medkit.data.items import SPLITS, Item, ItemDataset, check_splits
+    from medkit.data.labels import encode_labels, parse_label
+    from medkit.data.modality2d import Entry2D, Image2DDataset, Image2DModality, Index
+    from medkit.data.readers import IMAGE_SUFFIXES, NIFTI_SUFFIXES, file_stem, header_shape, read_array, read_mask
+    from medkit.data.split import split_three
+    from medkit.data.tables import Table, read_table
+    from medkit.data.transforms import (TASK_NORMALIZE_MODES, clip_zscore, generator, hu_window, normalize,
+                                        random_flips, resize)
+    from medkit.data.volume_modality import WindowedVolumeModality, write_nifti_demo
+    from medkit.data.volumes import Volume, load_volume
+    from medkit.data.walk import OnError, check_on_error, has_suffix, relative_id, walk
+    from medkit.data.windows import pad_depth, resampled_slices
+    from medkit.models.encoder import (Block, EncoderOutput, Tokens, UniversalEncoder, init_vit_weights,
+                                       interpolate_grid, sincos_init)
+    from medkit.models.legacy import FlatPositions
+    from medkit.models.masking import Masking, gather_tokens, make_noise, random_masking
+    from medkit.storage.files import atomic_write_bytes, atomic_write_text, load_state_checked
+    from medkit.strategies.base import BaseStrategy

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from medkit.api.batch import Batch, collate
-from medkit.models.encoder import EncoderOutput, UniversalEncoder
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medkit.models.encoder import EncoderOutput, UniversalEncoder
     from medkit.api.features import FeatureCache
     from medkit.api.protocols import Modality, SampleDataset
 
@@ -25,6 +26,39 @@ class LossOutput:
 
     loss: torch.Tensor
     metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageState:
+    """What the engine tells a strategy about the stage it is in (read-only; a new one per stage).
+
+    Attributes:
+        index: 0-based index of the stage in :attr:`RunContext.stages`.
+        max_steps: optimizer steps the stage runs (0 for a strategy that does not train).
+        start_step: the step it starts from (above 0 when resumed mid-stage).
+        resumed: the stage continues from a checkpoint taken in its middle (``medkit run --resume``):
+            the optimizer and the strategy's saved state were restored, so a strategy must not rebuild
+            what :meth:`before_stage` builds at a stage's start (CaSSLe's predictor, MedCoSS's teacher).
+    """
+
+    index: int = 0
+    max_steps: int = 0
+    start_step: int = 0
+    resumed: bool = False
+
+
+@dataclass
+class EvaluationState:
+    """The evaluator's bookkeeping over a run (``medkit.eval.evaluate``): probes skipped and the
+    modalities whose skipping was already logged."""
+
+    probe_skipped: dict[str, str] = field(default_factory=dict)
+    not_evaluated_logged: set[str] = field(default_factory=set)
+
+
+#: The fields the engine moves on during a run (through :meth:`RunContext.begin_stage`, its step counter,
+#: the stage's optimizer); every other field is fixed once the context is built.
+ENGINE_OWNED = frozenset({"stage_index", "step", "max_steps", "optimizer", "step_factory", "stage_state"})
 
 
 @dataclass
@@ -52,6 +86,16 @@ class RunContext:
             fine-tuning) step through the same primitive as the engine, DDP and AMP included.
         feature_cache: rows of :meth:`features` kept for a later reader of the same weights
             (:class:`medkit.api.features.FeatureCache`; the engine sets it, ``None`` keeps nothing).
+        stage_state: the current stage as a read-only :class:`StageState` (``resumed``…); the engine
+            replaces it at each stage start through :meth:`begin_stage`.
+        not_evaluated: ``{modality: reason}`` of modalities the engine cannot evaluate honestly (trained
+            in an earlier run whose data this run does not have); read-only.
+        evaluation: the evaluator's own bookkeeping (:class:`EvaluationState`).
+
+    The engine owns this object: strategies, objectives and observers read it and keep their own state
+    on themselves (a strategy's :meth:`state_dict` is what survives), never by writing to it. Once built,
+    only the fields in :data:`ENGINE_OWNED` can be rebound; assigning any other raises
+    ``dataclasses.FrozenInstanceError``.
     """
 
     run_dir: Path
@@ -77,9 +121,27 @@ class RunContext:
     optimizer: torch.optim.Optimizer | None = None
     reporter: Any = None
     data_paths: dict[str, str] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
     step_factory: Any = None
     feature_cache: FeatureCache | None = None
+    stage_state: StageState = field(default_factory=StageState)
+    not_evaluated: Mapping[str, str] = field(default_factory=dict)
+    evaluation: EvaluationState = field(default_factory=EvaluationState)
+
+    def __post_init__(self) -> None:
+        self.not_evaluated = MappingProxyType(dict(self.not_evaluated))
+        object.__setattr__(self, "_built", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in ENGINE_OWNED and self.__dict__.get("_built", False):
+            raise FrozenInstanceError(f"RunContext.{name} is fixed once the run is built; a plugin keeps its own "
+                                      f"state on itself (only {', '.join(sorted(ENGINE_OWNED))} move, by the engine)")
+        object.__setattr__(self, name, value)
+
+    def begin_stage(self, state: StageState) -> None:
+        """Enter a stage (the engine's call): the read-only :attr:`stage_state` and the step counters
+        :attr:`stage_index`, :attr:`step` and :attr:`max_steps` follow ``state``."""
+        self.stage_state = state
+        self.stage_index, self.step, self.max_steps = state.index, state.start_step, state.max_steps
 
     def make_step(self, optimizer: torch.optim.Optimizer, **hooks: Any) -> Any:
         """A training step bound to this run (device, AMP, clipping, DDP) for ``optimizer``;

@@ -87,8 +87,10 @@ class Objective(Protocol):
 
 @runtime_checkable
 class Strategy(Protocol):
-    """How stages follow each other without forgetting. Subclass
-    :class:`medkit.strategies.base.BaseStrategy`, which implements every method as a no-op."""
+    """How stages follow each other without forgetting: the one strategy interface, which the engine
+    types against. A strategy subclasses :class:`medkit.strategies.base.BaseStrategy` (exported as
+    ``medkit.api.BaseStrategy``), the interface's reference implementation with every method a no-op
+    (tests/api/test_public_api.py checks it implements every method here, with the same parameters)."""
 
     name: str
     trains: bool  # False: no pre-training at all (``tfs``)

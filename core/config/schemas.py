@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, List, Optional, Union
 
 from medkit.api.errors import ConfigError
-from medkit.eval.probes import PROBE_TRAINER_DEFAULTS as _PROBE
+from medkit.config.probes import PROBE_TRAINER_DEFAULTS as _PROBE
 
 
 @dataclass

@@ -9,21 +9,13 @@ host bound with :func:`bind_host`, which :mod:`medkit.registry` does when it is 
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
+from medkit.api.components import Components
 from medkit.api.errors import ConfigError, PluginError
 
-
-class ConfigHost(Protocol):
-    """What the config layer needs of the plugin host (:class:`medkit.registry.PluginHost`)."""
-
-    def spec(self, kind: str, name: str) -> Any: ...
-
-    def provider(self, kind: str, name: str) -> Any: ...
-
-    def call_guarded(self, hook: str, **kwargs: Any) -> None: ...
-
-    def require_run(self, modalities: Any, strategy: str) -> None: ...
+#: The plugin host the config layer is handed: the one host protocol, :class:`medkit.api.components.Components`.
+ConfigHost = Components
 
 
 _STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()

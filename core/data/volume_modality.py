@@ -32,7 +32,7 @@ def positive_ints(value: Any, n: int, what: str, owner: str) -> tuple[int, ...]:
 class WindowedVolumeModality:
     """Base of a 3D modality whose samples are windows of ``depth`` slices cut from volumes.
 
-    A subclass sets ``name``, calls :meth:`_set_window_options` from its ``__init__`` and defines
+    A subclass sets ``name``, calls :meth:`set_window_options` from its ``__init__`` and defines
     ``window_slices`` (the depth a volume has once prepared), ``prepare``, ``finish`` and
     ``fingerprint`` (every option that changes ``prepare``'s output: the disk cache's key).
     """
@@ -42,9 +42,18 @@ class WindowedVolumeModality:
     default_tokenizer = "patch_3d"
     default_objective = "mae"
 
-    def _set_window_options(self, *, depth: int, depth_stride: int, input_size: Any, orientation: str,
-                            flip_prob: float, cache_size: int | None, cache_bytes: int, disk_cache: bool,
-                            on_error: str) -> None:
+    def set_window_options(self, *, depth: int, depth_stride: int, input_size: Any, orientation: str,
+                           flip_prob: float, cache_size: int | None, cache_bytes: int, disk_cache: bool,
+                           on_error: str) -> None:
+        """Check and keep the window options a subclass's ``__init__`` receives (part of the plugin
+        contract): ``depth`` slices per window every ``depth_stride`` slices, resized to ``input_size``
+        ``(D, H, W)`` after reorienting to ``orientation`` (3 axcodes); random flips with ``flip_prob``;
+        decoded volumes kept in memory up to ``cache_size`` volumes / ``cache_bytes`` bytes and on disk
+        when ``disk_cache``; ``on_error`` (``"raise"`` or ``"skip"``) for unreadable files.
+
+        Raises:
+            ConfigError: an option out of range, naming the modality.
+        """
         owner = f"modality {self.name}"
         self.depth, self.depth_stride = positive_ints((depth, depth_stride), 2, "depth and depth_stride", owner)
         self.input_size = positive_ints(input_size, 3, "input_size", owner)

@@ -104,7 +104,7 @@ def load_origin(origin: dict[str, Any], model: Any, strategy: Any, name: str, *,
 def not_evaluated_after_from(cfg: dict[str, Any]) -> dict[str, str]:
     """``{modality: reason}`` of the earlier run's modalities whose data are not here (no ``--data``
     and none found from the earlier run): they are marked "not evaluated", never evaluated on the
-    demo data (``ctx.extras["not_evaluated"]``, read by :func:`medkit.eval.evaluate.evaluate_stage`)."""
+    demo data (``RunContext.not_evaluated``, read by :func:`medkit.eval.evaluate.evaluate_stage`)."""
     origin = cfg["run"].get("from")
     if not origin:
         return {}

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from medkit.api.components import Components
-from medkit.api.context import RunContext
+from medkit.api.context import RunContext, StageState
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.api.events import RunInfo, StageInfo
 from medkit.api.features import FeatureCache
@@ -27,7 +27,7 @@ from medkit.engine.plan import StepPlan
 from medkit.engine.schedule import adamw, lr_at, param_groups
 from medkit.engine.step import TrainStep
 from medkit.engine.steplog import StepLog
-from medkit.eval.evaluate import NOT_EVALUATED, evaluate_stage, want_probe_features
+from medkit.eval.evaluate import evaluate_stage, want_probe_features
 from medkit.eval.matrices import write_matrices
 from medkit.eval.records import stage_results
 from medkit.models.build import Model, build_model, load_model_state, set_trunk_options
@@ -93,7 +93,7 @@ class Engine:
             stages = self.strategy.plan(names)
         ctx = RunContext(
             run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads,
-            extras={NOT_EVALUATED: not_evaluated_after_from(cfg)}, modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
+            not_evaluated=not_evaluated_after_from(cfg), modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
             eval_sets=sets.eval, train_indices=sets.train_indices, val_indices=sets.val_indices, stages=stages,
             config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=int(cfg["trainer"]["batch_size"]),
@@ -246,11 +246,9 @@ class Engine:
     def _run_stage(self, ctx: RunContext, info: RunInfo, si: int, start_step: int,
                    restored: cp.Restored | None) -> None:
         tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
-        ctx.stage_index, ctx.step = si, start_step
         max_steps = int(tr["max_steps"]) if self.strategy.trains else 0
-        ctx.max_steps = max_steps
         resumed_mid = restored is not None and restored.has_optimizer and start_step > 0
-        ctx.extras["resumed"] = bool(resumed_mid)
+        ctx.begin_stage(StageState(index=si, max_steps=max_steps, start_step=start_step, resumed=bool(resumed_mid)))
         if restored is not None and not resumed_mid:
             ck.set_rng_state(restored.rng())
         stage = StageInfo(index=si, modalities=list(ctx.stage), max_steps=max_steps, start_step=start_step)

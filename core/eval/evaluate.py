@@ -15,9 +15,6 @@ from medkit.eval.records import evaluation_record
 
 log = logging.getLogger(__name__)
 
-#: ``ctx.extras`` key: ``{modality: reason}`` of modalities the engine cannot evaluate honestly
-#: (e.g. an earlier stage's modality after ``--from`` without ``--data``: its data are not here).
-NOT_EVALUATED = "not_evaluated"
 NO_HELD_OUT = "no held-out samples (the split left none; add data or raise trainer.val_fraction)"
 
 
@@ -63,19 +60,19 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
     ``pretext_loss`` for every modality seen so far; ``knn_acc`` / ``linear_acc`` (see
     :mod:`medkit.eval.probes`) for every labelled modality seen so far and, with ``options.unseen``,
     for later stages' modalities too. Each modality is evaluated inside ``strategy.eval_context``.
-    A modality in ``not_evaluated`` (or ``ctx.extras["not_evaluated"]``) is not evaluated at all:
+    A modality in ``not_evaluated`` (or ``ctx.not_evaluated``) is not evaluated at all:
     its cells are unavailable with the given reason, never computed on other data. A modality
     without held-out samples, or one that cannot be probed (no labels, one class, too few
     samples), has unavailable cells with the reason (logged once per run).
     """
-    skip = {**dict(ctx.extras.get(NOT_EVALUATED) or {}), **dict(not_evaluated or {})}
+    skip = {**dict(ctx.not_evaluated), **dict(not_evaluated or {})}
     probes = probe_metrics(options)
     values: dict[str, dict[str, float]] = {"pretext_loss": {}, **{k: {} for k in probes}}
     missing: dict[str, dict[str, str]] = {k: {} for k in values}
     seen = list(ctx.seen)
     probed = [] if not probes else (list(ctx.modalities) if options.unseen else seen)
-    skipped = ctx.extras.setdefault("probe_skipped", {})
-    logged = ctx.extras.setdefault("not_evaluated_logged", set())
+    skipped = ctx.evaluation.probe_skipped
+    logged = ctx.evaluation.not_evaluated_logged
     for m in [*seen, *[p for p in probed if p not in seen]]:
         wanted = (["pretext_loss"] if m in seen else []) + (probes if m in probed else [])
         if m in skip:
@@ -136,7 +133,7 @@ def want_probe_features(ctx: RunContext, trainer: Mapping[str, Any]) -> None:
     options = ProbeOptions.from_trainer(trainer)
     if not probe_metrics(options):
         return
-    skip = dict(ctx.extras.get(NOT_EVALUATED) or {})
+    skip = dict(ctx.not_evaluated)
     for m in ctx.stage:
         if m in skip or m not in ctx.eval_sets:
             continue
@@ -156,7 +153,7 @@ def evaluate_stage(ctx: RunContext, strategy: Any, *, trainer: Mapping[str, Any]
         strategy: the run's strategy (its ``eval_context`` wraps each modality).
         trainer: the run's ``trainer`` config (``eval_batches``, ``probe_*``).
         not_evaluated: ``{modality: reason}`` of modalities not to evaluate (added to
-            ``ctx.extras["not_evaluated"]``).
+            ``ctx.not_evaluated``).
     """
     try:
         values, missing = evaluate_cells(ctx, strategy, max_batches=int(trainer.get("eval_batches", 4)),

@@ -9,54 +9,20 @@ the kNN memory / the probe's training set, the held-out split the queries.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from medkit.config.probes import PROBE_TRAINER_DEFAULTS as PROBE_TRAINER_DEFAULTS  # re-exported
+from medkit.config.probes import ProbeOptions
 
 log = logging.getLogger(__name__)
 
 KNN_TEMPERATURE = 0.07  # weighted vote: exp(similarity / T), as in DINO's kNN evaluation
 MIN_TRAIN_PER_PROBE = 4  # fewer labelled training samples than this: the probe is skipped
 NO_LABELS = "the dataset carries no labels"
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """The probes' options and their defaults (the one place: the ``trainer.probe_*`` config keys
-    are :data:`PROBE_TRAINER_DEFAULTS`, derived from this class).
-
-    Attributes:
-        knn_k: neighbours of the kNN probe (``<= 0`` turns it off).
-        linear_steps: L-BFGS iterations of the linear probe (``<= 0`` turns it off).
-        knn_vote: ``"weighted"`` or ``"majority"`` (see :func:`knn_accuracy`).
-        unseen: also probe the modalities of later stages (forward transfer needs them).
-        max_train: labelled training samples used at most (an even stride).
-        max_query: labelled held-out samples used at most.
-    """
-
-    knn_k: int = 5
-    linear_steps: int = 100
-    knn_vote: str = "weighted"
-    unseen: bool = False
-    max_train: int = 256
-    max_query: int = 128
-
-    @property
-    def enabled(self) -> bool:
-        return self.knn_k > 0 or self.linear_steps > 0
-
-    @classmethod
-    def from_trainer(cls, trainer: Mapping[str, Any]) -> ProbeOptions:
-        """The options of a run's ``trainer`` config section (keys ``probe_<field>``; absent keys
-        keep their defaults)."""
-        given = {f.name: trainer[f"probe_{f.name}"] for f in fields(cls) if f"probe_{f.name}" in trainer}
-        return cls(**given)
-
-
-#: ``trainer.probe_*`` defaults of a run config (``probe_knn_k``, ``probe_unseen``...).
-PROBE_TRAINER_DEFAULTS: dict[str, Any] = {f"probe_{f.name}": f.default for f in fields(ProbeOptions)}
 
 
 def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor,

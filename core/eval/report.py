@@ -18,7 +18,7 @@ REPORT_DIR = "report"
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """Config, architecture, manifest, matrices, evaluation records and step log of a run directory."""
-    from medkit.engine.engine import load_config
+    from medkit.config.yaml import load_run_config as load_config
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)

@@ -272,6 +272,30 @@ class UniversalEncoder(nn.Module):
         """The shared trunk's parameters (blocks and final norm), by name."""
         return {n: p for n, p in self.named_parameters() if n.startswith(("blocks.", "norm."))}
 
+    def shared_parameters(self, tokenizers: Iterable[str] | None = None) -> dict[str, nn.Parameter]:
+        """What every modality trains, by parameter name: the trunk (blocks, final norm) and the CLS
+        token, plus the parameters of the named ``tokenizers`` (every tokenizer when ``None``; ``()``
+        for the trunk and CLS token alone). Pretext heads are not part of the encoder.
+
+        Strategies (EWC's penalty, PackNet's ownership…) select parameters through this method and
+        :meth:`parameter_tokenizer`, never by spelling parameter names.
+        """
+        chosen = set(self.tokenizers) if tokenizers is None else set(tokenizers)
+        return {n: p for n, p in self.named_parameters()
+                if (tok := self.parameter_tokenizer(n)) is None or tok in chosen}
+
+    @staticmethod
+    def parameter_tokenizer(name: str) -> str | None:
+        """The tokenizer an encoder parameter name belongs to, ``None`` for the shared trunk and CLS
+        token (also for a name of a tokenizer this encoder does not build)."""
+        parts = name.split(".")
+        return parts[1] if len(parts) > 2 and parts[0] == "tokenizers" else None
+
+    def trunk_linear_weights(self) -> dict[str, nn.Parameter]:
+        """The ``weight`` of every ``nn.Linear`` of the trunk's blocks, by parameter name (what PackNet
+        prunes)."""
+        return {f"blocks.{n}.weight": m.weight for n, m in self.blocks.named_modules() if isinstance(m, nn.Linear)}
+
     def tokenize(self, tokenizer: str, inputs: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> Tokens:
         """Embed ``inputs`` with the named tokenizer."""

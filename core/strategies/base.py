@@ -1,9 +1,10 @@
-"""The strategy base class: every strategy point as a no-op."""
+"""The strategy base class: the reference implementation of :class:`medkit.api.protocols.Strategy`, every
+strategy point as a no-op."""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -12,7 +13,8 @@ from medkit.api.batch import Batch, Source
 
 
 class BaseStrategy:
-    """Every strategy method as a no-op: one stage per modality, pretext loss on its own data.
+    """Every method of the strategy interface (:class:`medkit.api.protocols.Strategy`) as a no-op: one
+    stage per modality, pretext loss on its own data.
 
     Subclasses override what they need. State returned by :meth:`state_dict` is saved as
     safetensors (tensors) + JSON (``meta``) in the run directory and restored on resume/--from.
@@ -59,3 +61,9 @@ class BaseStrategy:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         return None
+
+
+if TYPE_CHECKING:  # the type checker proves the base class implements the one strategy interface
+    from medkit.api.protocols import Strategy
+
+    _implements: type[Strategy] = BaseStrategy

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from medkit.api.hookspecs import hookimpl
 from medkit.api.specs import StrategySpec
 
-MEDKIT_API_VERSION = 1
+MEDKIT_API_VERSION = "1.1"
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from typing import Any
 from medkit.api.batch import TrainViewMixin
 from medkit.api.hookspecs import hookimpl as _hookimpl
 
-MEDKIT_API_VERSION = 1
+MEDKIT_API_VERSION = "1.1"
 
 
 

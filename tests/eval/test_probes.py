@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medkit.api.context import EvaluationState
 from medkit.eval.probes import knn_accuracy, labelled_split, linear_probe_accuracy
 
 
@@ -87,7 +88,8 @@ class _Ctx:
     def __init__(self) -> None:
         self.seen = ["a"]
         self.modalities = {"a": None, "b": None, "text": None}
-        self.extras: dict = {}
+        self.not_evaluated: dict = {}
+        self.evaluation = EvaluationState()
         self.seed = 0
         labels = [i % 2 for i in range(24)]
         self.eval_sets = {"a": _DS(labels), "b": _DS(labels), "text": _DS(None)}
@@ -157,7 +159,7 @@ def test_not_evaluated_modalities_are_never_computed_and_say_why(monkeypatch: py
     ctx = _Ctx()
     ctx.seen = ["a", "b"]
     ctx.val_indices["b"] = []  # no held-out sample
-    ctx.extras["not_evaluated"] = {"a": "trained in the earlier run; pass --data a=DIR to evaluate it"}
+    ctx.not_evaluated = {"a": "trained in the earlier run; pass --data a=DIR to evaluate it"}
     values, missing = ev.evaluate_cells(ctx, strategy, max_batches=1, options=ProbeOptions(linear_steps=0))
     assert computed == [], "a is not evaluated (on demo data or any other) and b has no held-out data"
     assert values["pretext_loss"] == {}

@@ -41,7 +41,7 @@ class IdsDataset:
 def make_ctx(tmp_path: Path) -> Callable[..., Any]:
     """``make_ctx(tokenizer="patch_2d", ids={modality: ids}, stage=[...])`` → a real ``RunContext``
     with a tiny encoder (width 32, depth 2), no heads, and id-only datasets."""
-    from medkit.api.context import RunContext
+    from medkit.api import RunContext, StageState
     from medkit.models.encoder import UniversalEncoder
     from medkit.registry import create
 
@@ -67,7 +67,7 @@ def make_ctx(tmp_path: Path) -> Callable[..., Any]:
                          eval_sets=sets, train_indices={m: list(range(len(v))) for m, v in ids.items()},
                          val_indices={m: [] for m in names}, stages=stages, config={},
                          device=torch.device("cpu"), stage_index=len(stages) - 1, batch_size=4)
-        ctx.extras["resumed"] = resumed
+        ctx.begin_stage(StageState(index=len(stages) - 1, resumed=resumed))
         return ctx
 
     return build

@@ -77,7 +77,7 @@ def test_buffer_text_is_mlm_corrupted_before_mixup(make_ctx: Any, monkeypatch: p
     import medkit_plugin_medcoss.strategy as st
 
     ctx = make_ctx("text_1d", ids={"rep": ["r0", "r1"]})
-    ctx.heads = torch.nn.ModuleDict({"rep": _Masker()})
+    ctx.heads["rep"] = _Masker()
     ids = torch.tensor([[2, 11, 12, 13, 3], [2, 14, 15, 16, 3]])
     batch = Batch(modality="rep", inputs=ids, attention_mask=torch.ones_like(ids), role="buffer")
     strategy = make_rehearsal(mlm_buffer=mlm_buffer)

@@ -12,13 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medkit.storage.files import load_state_checked
-from medkit.api.context import LossOutput, RunContext
-from medkit.api.batch import Batch
-from medkit.models.encoder import UniversalEncoder
-from medkit.api.errors import CheckpointError, ConfigError
-from medkit.models.masking import make_noise, random_masking
-from medkit.strategies.base import BaseStrategy
+from medkit.api import (
+    BaseStrategy, Batch, CheckpointError, ConfigError, LossOutput, RunContext, UniversalEncoder,
+    load_state_checked, make_noise, random_masking,
+)
 
 log = logging.getLogger(__name__)
 LOSSES = ("predictive", "mse")
@@ -130,14 +127,14 @@ class CaSSLe(BaseStrategy):
         if ctx.stage_index == 0:
             return
         tensors, stage = self._loaded
-        resume = bool(ctx.extras.get("resumed")) and stage == ctx.stage_index and self._part(tensors, "teacher.")
+        resume = ctx.stage_state.resumed and stage == ctx.stage_index and self._part(tensors, "teacher.")
         teacher = copy.deepcopy(ctx.encoder)
         self.predictor = self._build_predictor(ctx)
         if resume:
             source = f"{ctx.run_dir} strategy state (cassle)"
             load_state_checked(teacher, self._part(tensors, "teacher."), source=source)
             log.info("cassle: stage %d resumes with its saved teacher", ctx.stage_index + 1)
-        elif bool(ctx.extras.get("resumed")):
+        elif ctx.stage_state.resumed:
             raise CheckpointError(f"strategy cassle: resuming stage {ctx.stage_index + 1} mid-way but the "
                                   f"saved state holds no teacher for it; the checkpoint is incomplete")
         teacher.eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medkit.storage.files import atomic_write_bytes, atomic_write_text
+from medkit.api import atomic_write_bytes, atomic_write_text
 
 MARKER = ".medkit-demo-complete"
 RCT_LABELS = ("BACKGROUND", "OBJECTIVE", "METHODS", "RESULTS", "CONCLUSIONS")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medkit.api.errors import ConfigError
+from medkit.api import ConfigError
 
 HEADS = ("auto", "one_layer", "two_layer")
 POOLINGS = ("mean", "cls")

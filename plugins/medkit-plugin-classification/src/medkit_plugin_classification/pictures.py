@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medkit.storage.files import atomic_write_bytes
+from medkit.api import atomic_write_bytes
 
 
 def confusion_png(cm: np.ndarray, class_names: Sequence[str], path: Path, *, title: str = "",

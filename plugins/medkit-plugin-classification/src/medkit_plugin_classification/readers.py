@@ -9,13 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.data.items import SPLITS, Item, ItemDataset, check_splits
-from medkit.data.labels import parse_label
-from medkit.data.readers import IMAGE_SUFFIXES, NIFTI_SUFFIXES, read_array
-from medkit.data.split import split_three
-from medkit.data.transforms import generator, normalize, random_flips, resize
-from medkit.data.walk import OnError, relative_id, walk
+from medkit.api import (
+    ConfigError, DataError, IMAGE_SUFFIXES, Item, ItemDataset, NIFTI_SUFFIXES, OnError, SPLITS, check_splits,
+    generator, normalize, parse_label, random_flips, read_array, relative_id, resize, split_three, walk,
+)
 
 log = logging.getLogger(__name__)
 

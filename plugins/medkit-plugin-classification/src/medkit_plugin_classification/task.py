@@ -10,11 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medkit.api.context import LossOutput
-from medkit.api.batch import Batch
-from medkit.api.errors import ConfigError, DataError
-from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
-from medkit.data.walk import check_on_error
+from medkit.api import (
+    Batch, ConfigError, DataError, LossOutput, TASK_NORMALIZE_MODES as NORMALIZE_MODES, check_on_error,
+)
 
 from medkit_plugin_classification.heads import Classifier, build_head, resolve_head
 from medkit_plugin_classification.metrics import classification_metrics, confusion_matrix, selection_score

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medkit.data.volume_modality import write_nifti_demo
+from medkit.api import write_nifti_demo
 
 #: (x, y, z) voxels and their spacing in mm: 72 mm along z -> 72 slices at 1 mm -> 8 windows each.
 SHAPE = (64, 64, 48)

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import torch
 
-from medkit.api.errors import ConfigError
-from medkit.data.cache import DEFAULT_CACHE_BYTES
-from medkit.data.transforms import hu_window
-from medkit.data.volume_modality import WindowedVolumeModality
-from medkit.data.volumes import Volume, load_volume
-from medkit.data.windows import pad_depth, resampled_slices, resize
+from medkit.api import (
+    ConfigError, DEFAULT_CACHE_BYTES, Volume, WindowedVolumeModality, hu_window, load_volume, pad_depth,
+    resampled_slices, resize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ class CTModality(WindowedVolumeModality):
             raise ConfigError(f"modality ct: window must be [low, high] in HU, got {window!r}") from exc
         if not low < high:
             raise ConfigError(f"modality ct: window needs low < high, got {window!r}")
-        self._set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
+        self.set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
                                  orientation=orientation, flip_prob=flip_prob, cache_size=cache_size,
                                  cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error)
         self.spacing, self.window = float(spacing), (low, high)

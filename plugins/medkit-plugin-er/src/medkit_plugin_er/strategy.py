@@ -11,10 +11,7 @@ from typing import Any
 
 import torch
 
-from medkit.api.context import RunContext
-from medkit.api.batch import Source
-from medkit.api.errors import CheckpointError, ConfigError, DataError
-from medkit.strategies.base import BaseStrategy
+from medkit.api import BaseStrategy, CheckpointError, ConfigError, DataError, RunContext, Source
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,7 @@ from typing import Any
 
 import torch
 
-from medkit.api.context import LossOutput, RunContext
-from medkit.api.batch import Batch
-from medkit.api.errors import CheckpointError, ConfigError
-from medkit.strategies.base import BaseStrategy
+from medkit.api import BaseStrategy, Batch, CheckpointError, ConfigError, LossOutput, RunContext
 
 from medkit_plugin_ewc.fisher import Anchor, diagonal_fisher, ewc_penalty, online_update
 
@@ -24,13 +21,12 @@ def trained_parameters(ctx: RunContext) -> dict[str, torch.nn.Parameter]:
     CLS token and the tokenizers of the stage's modalities (``patch_2d`` when X-ray or pathology is
     in the stage, ...). The pretext heads are per modality, not shared, and are not included."""
     used = {ctx.tokenizer_of[m] for m in ctx.stage}
-    prefixes = ("blocks.", "norm.", "cls_token") + tuple(f"tokenizers.{t}." for t in sorted(used))
-    return {n: p for n, p in ctx.encoder.named_parameters() if n.startswith(prefixes) and p.requires_grad}
+    return {n: p for n, p in ctx.encoder.shared_parameters(used).items() if p.requires_grad}
 
 
 def shared_parameters(encoder: Any) -> dict[str, torch.nn.Parameter]:
     """Every encoder parameter (trunk, CLS token, all tokenizers), by name: what a penalty may cover."""
-    return dict(encoder.named_parameters())
+    return dict(encoder.shared_parameters())
 
 
 def _generator(*keys: Any) -> torch.Generator:
@@ -187,7 +183,7 @@ class EWC(BaseStrategy):
     def _check_and_move(self, ctx: RunContext) -> None:
         params = shared_parameters(ctx.encoder)
         for j, (fisher, theta) in enumerate(self.anchors):
-            gone = [n for n in fisher if n.startswith("tokenizers.") and n not in params]
+            gone = [n for n in fisher if n not in params and ctx.encoder.parameter_tokenizer(n) is not None]
             if gone:  # a later run without that tokenizer cannot move it: nothing to protect
                 log.info("ewc: anchor %d covers %d parameters of tokenizers this run does not build; "
                          "they are not penalised", j, len(gone))

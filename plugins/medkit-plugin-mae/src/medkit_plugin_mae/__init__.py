@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from medkit.api import ObjectiveSpec, hookimpl
 
-MEDKIT_API_VERSION = 1
+MEDKIT_API_VERSION = "1.1"
 
 
 @hookimpl

@@ -10,11 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from medkit.api.context import LossOutput
-from medkit.api.batch import Batch
-from medkit.models.encoder import Block, UniversalEncoder, init_vit_weights, interpolate_grid, sincos_init
-from medkit.api.errors import ConfigError
-from medkit.models.masking import Masking, gather_tokens, make_noise, random_masking
+from medkit.api import (
+    Batch, Block, ConfigError, LossOutput, Masking, UniversalEncoder, gather_tokens, init_vit_weights,
+    interpolate_grid, make_noise, random_masking, sincos_init,
+)
 
 log = logging.getLogger(__name__)
 

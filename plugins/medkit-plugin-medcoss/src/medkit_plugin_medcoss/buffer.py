@@ -11,9 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from medkit.api.context import RunContext
-from medkit.api.collectives import gather_cat
-from medkit.api.errors import CheckpointError, ConfigError, DataError
+from medkit.api import CheckpointError, ConfigError, DataError, RunContext, gather_cat
 
 from medkit_plugin_medcoss import kmeans
 from medkit_plugin_medcoss.store import FeatureStore

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from medkit.api.context import RunContext
-from medkit.api.batch import Batch
-from medkit.models.encoder import UniversalEncoder
-from medkit.models.masking import make_noise, random_masking
+from medkit.api import Batch, RunContext, UniversalEncoder, make_noise, random_masking
 
 
 def snapshot_teacher(encoder: UniversalEncoder) -> UniversalEncoder:

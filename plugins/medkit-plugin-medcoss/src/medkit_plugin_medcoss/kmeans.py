@@ -10,7 +10,7 @@ from typing import Iterator, Protocol, Union, runtime_checkable
 
 import torch
 
-from medkit.api.errors import ConfigError
+from medkit.api import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medkit.api.errors import ConfigError
+from medkit.api import ConfigError
 
 DISTRIBUTIONS = ("uniform", "beta")
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import torch
 
-from medkit.api.context import LossOutput, RunContext
-from medkit.api.batch import Batch, Source
-from medkit.models.encoder import UniversalEncoder
-from medkit.api.errors import CheckpointError, ConfigError, PluginError
-from medkit.strategies.base import BaseStrategy
+from medkit.api import (
+    BaseStrategy, Batch, CheckpointError, ConfigError, LossOutput, PluginError, RunContext, Source,
+    UniversalEncoder,
+)
 
 from medkit_plugin_medcoss.buffer import BufferEntry, build_buffer, check_sizes, indices_for_ids
 from medkit_plugin_medcoss.distill import distillation_loss, is_text, snapshot_teacher
@@ -70,7 +69,7 @@ class Rehearsal(BaseStrategy):
         if not self.active:
             self.teacher = None
             return
-        if ctx.extras.get("resumed"):
+        if ctx.stage_state.resumed:
             if restored is None:
                 raise CheckpointError(f"strategy {self.name}: resuming stage {ctx.stage_index + 1} mid-way "
                                       f"but the checkpoint holds no distillation teacher; resume from a "

@@ -9,10 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medkit.api.context import LossOutput
-from medkit.api.batch import Batch
-from medkit.models.encoder import UniversalEncoder
-from medkit.api.errors import ConfigError, DataError
+from medkit.api import Batch, ConfigError, DataError, LossOutput, UniversalEncoder
 
 from medkit_plugin_mlm.masking import WordMasking, whole_word_mask
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medkit.data.volume_modality import write_nifti_demo
+from medkit.api import write_nifti_demo
 
 #: (x, y, z) voxels and spacing in mm: 60 slices, 6 dropped at each end -> 48 -> 5 windows each.
 SHAPE = (64, 64, 60)

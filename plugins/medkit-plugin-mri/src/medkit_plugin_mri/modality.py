@@ -8,12 +8,10 @@ from pathlib import Path
 
 import torch
 
-from medkit.api.errors import ConfigError
-from medkit.data.cache import DEFAULT_CACHE_BYTES
-from medkit.data.transforms import clip_zscore
-from medkit.data.volume_modality import WindowedVolumeModality
-from medkit.data.volumes import Volume, load_volume
-from medkit.data.windows import pad_depth, resampled_slices, resize
+from medkit.api import (
+    ConfigError, DEFAULT_CACHE_BYTES, Volume, WindowedVolumeModality, clip_zscore, load_volume, pad_depth,
+    resampled_slices, resize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ class MRIModality(WindowedVolumeModality):
             raise ConfigError(f"modality mri: percentiles need 0 <= low < high <= 100, got {percentiles!r}")
         if normalize not in ("window", "volume"):
             raise ConfigError(f"modality mri: normalize must be 'window' or 'volume', got {normalize!r}")
-        self._set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
+        self.set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
                                  orientation=orientation, flip_prob=flip_prob, cache_size=cache_size,
                                  cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error)
         self.spacing = None if spacing is None else float(spacing)

@@ -10,9 +10,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from medkit.api.context import RunContext
-from medkit.api.errors import CheckpointError, ConfigError
-from medkit.strategies.base import BaseStrategy
+from medkit.api import BaseStrategy, CheckpointError, ConfigError, RunContext, UniversalEncoder
 
 from medkit_plugin_packnet.masks import FREE, MAX_STAGES, assign_owners, default_ratios, eval_keep
 
@@ -24,10 +22,9 @@ def _generator(*keys: Any) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def prunable_weights(encoder: nn.Module) -> dict[str, nn.Parameter]:
+def prunable_weights(encoder: UniversalEncoder) -> dict[str, nn.Parameter]:
     """The ``.weight`` of every ``nn.Linear`` inside ``encoder.blocks``, by encoder parameter name."""
-    return {f"blocks.{name}.weight": m.weight for name, m in encoder.blocks.named_modules()
-            if isinstance(m, nn.Linear)}
+    return dict(encoder.trunk_linear_weights())
 
 
 class PackNet(BaseStrategy):
@@ -102,10 +99,11 @@ class PackNet(BaseStrategy):
         weights = {id(p) for p in prunable_weights(ctx.encoder).values()}
         used_before = {ctx.tokenizer_of[m] for m in ctx.previous}
         for name, p in ctx.encoder.named_parameters():
+            tokenizer = ctx.encoder.parameter_tokenizer(name)
             if id(p) in weights or ctx.stage_index == 0:
                 p.requires_grad_(True)
-            elif name.startswith("tokenizers."):
-                p.requires_grad_(name.split(".")[1] not in used_before)
+            elif tokenizer is not None:
+                p.requires_grad_(tokenizer not in used_before)
             else:
                 p.requires_grad_(False)
 

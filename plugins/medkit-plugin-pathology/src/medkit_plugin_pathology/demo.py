@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from medkit.data.demo import demo_is_current, mark_demo, save_image, write_csv
+from medkit.api import demo_is_current, mark_demo, save_image, write_csv
 
 DEMO_VERSION = 1
 PATIENTS = "patients.csv"

@@ -7,9 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from medkit.data.checks import check_edges
-from medkit.data.modality2d import Entry2D, Image2DDataset, Image2DModality, Index
-from medkit.data.tables import Table, read_table
+from medkit.api import Entry2D, Image2DDataset, Image2DModality, Index, Table, check_edges, read_table
 from medkit_plugin_pathology import wsi
 from medkit_plugin_pathology.readers import file_kind, image_size, read_rgb, read_thumbnail
 from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile_grid, tissue_fractions

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medkit.api.errors import DataError
-from medkit.data.image2d import raster_kind
+from medkit.api import DataError, raster_kind
 
 _FIX = "replace or remove the file, or set modality.pathology.on_error=skip to skip such files"
 _ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)

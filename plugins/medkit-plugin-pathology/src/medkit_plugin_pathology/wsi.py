@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 from PIL import Image
 
-from medkit.api.errors import DataError
+from medkit.api import DataError
 from medkit_plugin_pathology.tiling import THUMB_PIXELS_PER_TILE, Tile, cap_per_group, tissue_fractions
 
 log = logging.getLogger(__name__)

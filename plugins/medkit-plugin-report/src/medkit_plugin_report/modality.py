@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.data.labels import encode_labels, parse_label
-from medkit.data.walk import OnError, check_on_error, walk
+from medkit.api import ConfigError, DataError, OnError, check_on_error, encode_labels, parse_label, walk
 
 from medkit_plugin_report.cleaning import SECTION_CHOICES, clean_report, select_text
 

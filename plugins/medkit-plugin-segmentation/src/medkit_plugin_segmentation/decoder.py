@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from medkit.api.errors import ConfigError
+from medkit.api import ConfigError
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medkit.storage.files import atomic_write_bytes, atomic_write_text
+from medkit.api import atomic_write_bytes, atomic_write_text
 
 MARKER = ".medkit-demo-complete"
 DEMO_LABELS_3D = {"0": "background", "1": "organ", "2": "lesion"}

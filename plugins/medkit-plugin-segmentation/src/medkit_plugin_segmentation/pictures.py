@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medkit.storage.files import atomic_write_bytes
+from medkit.api import atomic_write_bytes
 
 #: Class 1 red, class 2 green (supplement E: organs red, tumours green), then blue, yellow, ...
 COLOURS = np.array([[0, 0, 0], [230, 40, 40], [40, 200, 60], [50, 90, 230], [240, 200, 30],

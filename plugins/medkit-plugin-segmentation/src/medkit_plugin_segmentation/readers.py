@@ -12,12 +12,11 @@ from typing import Any, Sequence
 
 import torch
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.data.items import SPLITS, Item, ItemDataset, check_splits
-from medkit.data.readers import IMAGE_SUFFIXES, NIFTI_SUFFIXES, file_stem, header_shape, read_array, read_mask
-from medkit.data.split import split_three
-from medkit.data.transforms import generator, normalize, random_flips
-from medkit.data.walk import OnError, relative_id, walk
+from medkit.api import (
+    ConfigError, DataError, IMAGE_SUFFIXES, Item, ItemDataset, NIFTI_SUFFIXES, OnError, SPLITS, check_splits,
+    file_stem, generator, header_shape, normalize, random_flips, read_array, read_mask, relative_id,
+    split_three, walk,
+)
 
 log = logging.getLogger(__name__)
 

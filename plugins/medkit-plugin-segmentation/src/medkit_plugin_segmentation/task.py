@@ -10,11 +10,9 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from medkit.api.context import LossOutput
-from medkit.api.batch import Batch
-from medkit.api.errors import ConfigError, DataError
-from medkit.data.transforms import TASK_NORMALIZE_MODES as NORMALIZE_MODES
-from medkit.data.walk import check_on_error
+from medkit.api import (
+    Batch, ConfigError, DataError, LossOutput, TASK_NORMALIZE_MODES as NORMALIZE_MODES, check_on_error,
+)
 
 from medkit_plugin_segmentation.decoder import (FusionSegmentationModel, SegmentationModel, UNETRDecoder,
                                                 build_cnn, check_patch)

@@ -11,7 +11,7 @@ from typing import Any
 
 from medkit.api import hookimpl
 
-MEDKIT_API_VERSION = 1
+MEDKIT_API_VERSION = "1.1"
 #: Set to ``0`` (or ``false``/``off``/``no``) to switch the plugin off without uninstalling it.
 ENV_SWITCH = "MEDKIT_TENSORBOARD"
 

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import click
 
-from medkit.api.errors import ConfigError, DataError
+from medkit.api import ConfigError, DataError
 
 
 @click.group("tokenizer")
@@ -29,7 +29,7 @@ def tokenizer_group() -> None:
 def train_command(modality: str, data: Path, vocab_size: int, out: Path | None, min_frequency: int,
                   lowercase: bool) -> None:
     """Train a BertWordPiece vocabulary on the texts of --data and write tokenizer.json + vocab.txt."""
-    from medkit.api.components import components_of
+    from medkit.api import components_of
     from medkit_plugin_tokenizers.text import train_tokenizer
 
     component = components_of(click.get_current_context()).create("modality", modality)

@@ -9,9 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from medkit.models.encoder import Tokens, interpolate_grid, sincos_init
-from medkit.api.errors import ConfigError, DataError
-from medkit.models.legacy import FlatPositions
+from medkit.api import ConfigError, DataError, FlatPositions, Tokens, interpolate_grid, sincos_init
 
 log = logging.getLogger(__name__)
 

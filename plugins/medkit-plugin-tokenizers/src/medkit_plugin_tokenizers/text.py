@@ -14,8 +14,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from medkit.models.encoder import Tokens
-from medkit.api.errors import ConfigError, DataError
+from medkit.api import ConfigError, DataError, Tokens
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medkit.data.demo import demo_is_current, mark_demo, save_image, write_csv
+from medkit.api import demo_is_current, mark_demo, save_image, write_csv
 
 DEMO_VERSION = 1
 LABELS = "labels.csv"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from medkit.data.modality2d import Entry2D, Image2DModality, Index
-from medkit.data.tables import Table, read_table
+from medkit.api import Entry2D, Image2DModality, Index, Table, read_table
 from medkit_plugin_xray.readers import INTENSITY_MODES, file_kind, probe, read_grey
 
 log = logging.getLogger(__name__)

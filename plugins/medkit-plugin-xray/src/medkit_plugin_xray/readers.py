@@ -9,9 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from medkit.api.errors import DataError
-from medkit.data.image2d import raster_kind
-from medkit.data.checks import check_edges, check_finite
+from medkit.api import DataError, check_edges, check_finite, raster_kind
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 INTENSITY_MODES = ("auto", "percentile", "minmax", "dtype")
@@ -176,7 +174,7 @@ def _first(value: Any) -> float | None:
 
 def _dicom_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.ndarray:
     """Decoded once per process (a JPEG-2000 CR takes seconds), then served from the LRU."""
-    from medkit.data.dicom import cached, file_key
+    from medkit.api import cached_image as cached, dicom_file_key as file_key
 
     try:
         key = file_key(path, "xray", intensity, tuple(float(p) for p in percentiles))
@@ -186,7 +184,7 @@ def _dicom_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.
 
 
 def _decode_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.ndarray:
-    from medkit.data.dicom import decode
+    from medkit.api import decode_dicom as decode
 
     ds = _read_dicom(path, pixels=True)
     _check_dicom(path, ds)
