@@ -14,7 +14,7 @@ import numpy as np
 
 from medkit.api.errors import DataError
 from medkit.data.walk import walk
-from medkit.data.dicom_geometry import file_affine, in_plane
+from medkit.data.dicom_geometry import file_affine, has_pixel_spacing, in_plane, slice_step
 from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,22 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))  # lazy: header only
-        shape = tuple(int(s) for s in img.shape)
-        affine = np.asarray(img.affine, dtype=float)
-        dtype = np.dtype(img.get_data_dtype())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pixdim = _raw_pixdim(path)  # before nibabel "fixes" a bad one (abs(), 0 → 1) in a log line
+            if pixdim is not None and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+                check_nifti_geometry(path, np.eye(4), pixdim)
+            img = nib.load(str(path))  # lazy: header only
+            shape = tuple(int(s) for s in img.shape)
+            affine = np.asarray(img.affine, dtype=float)
+            dtype = np.dtype(img.get_data_dtype())
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem
         raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"re-export the file, remove it, or set on_error=skip") from exc
+    attribute_warnings(path, caught)
+    check_nifti_geometry(path, affine, pixdim)
     if len(shape) < 3 or len(shape) > 4:
         raise DataError(f"{path}: {EXPECTED}, got a {len(shape)}D image of shape {shape}; "
                         f"4D files are read as their first frame, other dimensions are not supported")
@@ -113,6 +122,53 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
         log.info("%s: 4D NIfTI with %d frames; using the first frame only", path, frames)
     axis = slice_axis(affine, axcodes)
     return Volume(rel, "nifti", (str(path),), shape[axis], _spacing(affine, axis), frames)
+
+
+def _raw_pixdim(path: Path) -> np.ndarray | None:
+    """``pixdim[1:4]`` of a NIfTI header as stored (``None`` for a file nibabel reads otherwise)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        head = fh.read(4)
+        fh.seek(0)
+        size = int.from_bytes(head, "little") if len(head) == 4 else 0
+        if size not in (348, 540) and int.from_bytes(head, "big") not in (348, 540):
+            return None
+        cls = nib.Nifti2Header if 540 in (size, int.from_bytes(head, "big")) else nib.Nifti1Header
+        header = cls.from_fileobj(fh, check=False)
+    spatial = min(max(int(header["dim"][0]), 1), 3)
+    return np.asarray(header["pixdim"][1:1 + spatial], dtype=float)
+
+
+def attribute_warnings(where: Any, caught: list[warnings.WarningMessage]) -> None:
+    """Re-emit a reader's warnings (nibabel, pydicom) once each through medkit's log, naming the file
+    (the libraries' own messages name none); other libraries' warnings (MONAI, torch deprecations)
+    stay at debug level."""
+    shown: set[str] = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if text in shown:
+            continue
+        shown.add(text)
+        about_the_file = any(lib in str(w.filename) for lib in ("nibabel", "pydicom")) \
+            and not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
+        log.log(logging.WARNING if about_the_file else logging.DEBUG, "%s: %s", where, text)
+
+
+def check_nifti_geometry(path: Any, affine: np.ndarray, pixdim: np.ndarray | None) -> None:
+    """Refuse voxel sizes (``pixdim``) that are not positive and finite, and an affine that is not
+    finite or maps an axis to nothing: the spacing every modality resamples to would be invented."""
+    if pixdim is not None and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+        raise DataError(f"{path}: voxel size (pixdim) {[float(v) for v in pixdim]} is not positive and finite; "
+                        f"fix the header's pixdim (e.g. nibabel: img.header.set_zooms) or remove the file")
+    if not np.isfinite(affine).all():
+        raise DataError(f"{path}: its affine holds NaN or Inf, so the voxel positions are unknown; fix the "
+                        f"header's qform/sform or remove the file")
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    if not (norms > 1e-6).all() or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        raise DataError(f"{path}: its affine {affine[:3, :3].round(4).tolist()} is singular (an axis of zero "
+                        f"length); fix the header's qform/sform or remove the file")
 
 
 # -- DICOM -------------------------------------------------------------------------------------
@@ -134,7 +190,10 @@ def _header(path: Path) -> Any:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        attribute_warnings(path, caught)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot read it as DICOM ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"remove the file or set on_error=skip") from exc
@@ -144,8 +203,21 @@ def _header(path: Path) -> Any:
     return ds
 
 
+def _require_spacing(where: Any, ds: Any, *, slices: bool) -> None:
+    """Refuse a header without its voxel size (docs/run-safety.md: every modality resamples to a
+    spacing in millimetres, so an assumed 1 mm would silently stretch or squash the anatomy)."""
+    missing = [] if has_pixel_spacing(ds) else ["PixelSpacing"]
+    if slices and slice_step(ds) is None:
+        missing.append("SliceThickness/SpacingBetweenSlices")
+    if missing:
+        raise DataError(f"{where}: no {' or '.join(missing)} in the DICOM header, so its voxel size is "
+                        f"unknown (medkit assumes none: resampling would distort the anatomy); re-export it "
+                        f"with its geometry, remove it, or set on_error=skip")
+
+
 def _dicom_file(path: Path, rel: str, axcodes: str, ds: Any) -> Volume:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    _require_spacing(path, ds, slices=frames > 1)
     affine = file_affine(ds)
     shape = (int(ds.Columns), int(ds.Rows), frames)
     check_edges(path, shape)
@@ -168,12 +240,13 @@ def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcod
     first, last = pairs[0][0], pairs[-1][0]
     if {(int(ds.Rows), int(ds.Columns)) for ds, _ in pairs} != {(int(first.Rows), int(first.Columns))}:
         raise DataError(f"{where}: slices of one series must share Rows x Columns")
+    ipp0, ipp1 = first.get("ImagePositionPatient"), last.get("ImagePositionPatient")
+    _require_spacing(f"{where}, slice {pairs[0][1].name}", first, slices=ipp0 is None or ipp1 is None)
     row, col, dr, dc = in_plane(first)
     affine = np.eye(4)
     affine[:3, 0] = row * dc
     affine[:3, 1] = col * dr
-    affine[:3, 2] = [0.0, 0.0, 1.0]
-    ipp0, ipp1 = first.get("ImagePositionPatient"), last.get("ImagePositionPatient")
+    affine[:3, 2] = np.cross(row, col) * (slice_step(first) or 1.0)
     if ipp0 is not None and ipp1 is not None and len(pairs) > 1:
         affine[:3, 2] = (np.array(ipp1, dtype=float) - np.array(ipp0, dtype=float)) / (len(pairs) - 1)
         if np.linalg.norm(affine[:3, 2]) < 1e-6:
@@ -363,8 +436,7 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{name}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
                         f"{EXPECTED}; re-export or remove it, or set on_error=skip") from exc
-    for w in caught:
-        log.debug("%s: %s", where, w.message)
+    attribute_warnings(name, caught)
     arr = out.as_tensor()[0].to(torch.float32)
     check_finite(name, arr)
     if arr.shape[-1] != vol.slices:
