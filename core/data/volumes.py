@@ -16,6 +16,7 @@ from medkit.api.errors import DataError
 from medkit.data.walk import walk
 from medkit.data.dicom_geometry import file_affine, has_pixel_spacing, in_plane, slice_step
 from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
+from medkit.data.checks import attribute_warnings, check_nifti_geometry, raw_pixdim
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pixdim = _raw_pixdim(path)  # before nibabel "fixes" a bad one (abs(), 0 → 1) in a log line
+            pixdim = raw_pixdim(path)  # before nibabel "fixes" a bad one (abs(), 0 → 1) in a log line
             if pixdim is not None and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
                 check_nifti_geometry(path, np.eye(4), pixdim)
             img = nib.load(str(path))  # lazy: header only
@@ -122,53 +123,6 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
         log.info("%s: 4D NIfTI with %d frames; using the first frame only", path, frames)
     axis = slice_axis(affine, axcodes)
     return Volume(rel, "nifti", (str(path),), shape[axis], _spacing(affine, axis), frames)
-
-
-def _raw_pixdim(path: Path) -> np.ndarray | None:
-    """``pixdim[1:4]`` of a NIfTI header as stored (``None`` for a file nibabel reads otherwise)."""
-    import nibabel as nib
-    from nibabel.openers import ImageOpener
-
-    with ImageOpener(str(path)) as fh:
-        head = fh.read(4)
-        fh.seek(0)
-        size = int.from_bytes(head, "little") if len(head) == 4 else 0
-        if size not in (348, 540) and int.from_bytes(head, "big") not in (348, 540):
-            return None
-        cls = nib.Nifti2Header if 540 in (size, int.from_bytes(head, "big")) else nib.Nifti1Header
-        header = cls.from_fileobj(fh, check=False)
-    spatial = min(max(int(header["dim"][0]), 1), 3)
-    return np.asarray(header["pixdim"][1:1 + spatial], dtype=float)
-
-
-def attribute_warnings(where: Any, caught: list[warnings.WarningMessage]) -> None:
-    """Re-emit a reader's warnings (nibabel, pydicom) once each through medkit's log, naming the file
-    (the libraries' own messages name none); other libraries' warnings (MONAI, torch deprecations)
-    stay at debug level."""
-    shown: set[str] = set()
-    for w in caught:
-        text = " ".join(str(w.message).split())
-        if text in shown:
-            continue
-        shown.add(text)
-        about_the_file = any(lib in str(w.filename) for lib in ("nibabel", "pydicom")) \
-            and not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
-        log.log(logging.WARNING if about_the_file else logging.DEBUG, "%s: %s", where, text)
-
-
-def check_nifti_geometry(path: Any, affine: np.ndarray, pixdim: np.ndarray | None) -> None:
-    """Refuse voxel sizes (``pixdim``) that are not positive and finite, and an affine that is not
-    finite or maps an axis to nothing: the spacing every modality resamples to would be invented."""
-    if pixdim is not None and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
-        raise DataError(f"{path}: voxel size (pixdim) {[float(v) for v in pixdim]} is not positive and finite; "
-                        f"fix the header's pixdim (e.g. nibabel: img.header.set_zooms) or remove the file")
-    if not np.isfinite(affine).all():
-        raise DataError(f"{path}: its affine holds NaN or Inf, so the voxel positions are unknown; fix the "
-                        f"header's qform/sform or remove the file")
-    norms = np.linalg.norm(affine[:3, :3], axis=0)
-    if not (norms > 1e-6).all() or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
-        raise DataError(f"{path}: its affine {affine[:3, :3].round(4).tolist()} is singular (an axis of zero "
-                        f"length); fix the header's qform/sform or remove the file")
 
 
 # -- DICOM -------------------------------------------------------------------------------------
@@ -345,7 +299,8 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; {EXPECTED}")
     base = root.parent if root.is_file() else root
-    files = walk(root)[1]
+    skipped: list[tuple[str, str]] = []
+    files = walk(root, skipped=skipped)[1]
     tasks: list[tuple[str, Any]] = []
     dicom_groups: dict[Path, list[Path]] = {}
     for p in files:
@@ -366,7 +321,6 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
         what = "is not a volume file" if root.is_file() else "is empty: found no .nii, .nii.gz or .dcm files"
         raise DataError(f"{root}: {what}; {EXPECTED}")
     volumes: list[Volume] = []
-    skipped: list[tuple[str, str]] = []
     for rel, task in tasks:
         try:
             found = task()
