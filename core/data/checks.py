@@ -45,8 +45,17 @@ def check_finite(where: Any, x: Any, what: str = "voxels") -> None:
                         f"they would make the loss NaN — fix or remove the file, or set on_error=skip")
 
 
-def raw_pixdim(path: Any) -> np.ndarray | None:
-    """``pixdim[1:4]`` of a NIfTI header as stored (``None`` for a file nibabel reads otherwise)."""
+def check_nifti_file(path: Any) -> None:
+    """:func:`check_nifti_geometry` on a NIfTI file's header as stored (nibabel repairs a bad
+    ``pixdim`` when it loads a file, and MONAI's reader may build its own affine): header only."""
+    pixdim, affine = raw_pixdim(path, with_affine=True)
+    if pixdim is not None:
+        check_nifti_geometry(path, affine, pixdim)
+
+
+def raw_pixdim(path: Any, with_affine: bool = False) -> Any:
+    """``pixdim[1:4]`` of a NIfTI header as stored (``None`` for a file nibabel reads otherwise);
+    with ``with_affine``, ``(pixdim, the header's best affine)``."""
     import nibabel as nib
     from nibabel.openers import ImageOpener
 
@@ -59,7 +68,15 @@ def raw_pixdim(path: Any) -> np.ndarray | None:
         cls = nib.Nifti2Header if 540 in (size, int.from_bytes(head, "big")) else nib.Nifti1Header
         header = cls.from_fileobj(fh, check=False)
     spatial = min(max(int(header["dim"][0]), 1), 3)
-    return np.asarray(header["pixdim"][1:1 + spatial], dtype=float)
+    pixdim = np.asarray(header["pixdim"][1:1 + spatial], dtype=float)
+    if not with_affine:
+        return pixdim
+    if not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+        return pixdim, np.eye(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        affine = np.asarray(header.get_best_affine(), dtype=float)
+    return pixdim, affine
 
 
 def attribute_warnings(where: Any, caught: list[warnings.WarningMessage]) -> None:

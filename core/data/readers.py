@@ -67,11 +67,9 @@ def load_nifti(path: Path | str, dtype: Any = None) -> Any:
     from monai.data import NibabelReader
     from monai.transforms import LoadImage
 
-    from medkit.data.checks import check_nifti_geometry, raw_pixdim
+    from medkit.data.checks import check_nifti_file, check_nifti_geometry
 
-    pixdim = raw_pixdim(path)  # as stored: nibabel replaces a bad one (abs(), 0 → 1) with a log line only
-    if pixdim is not None:
-        check_nifti_geometry(path, np.eye(4), pixdim)
+    check_nifti_file(path)  # as stored: nibabel replaces a bad pixdim (abs(), 0 → 1) with a log line only
     img = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True, dtype=dtype)(str(path))
     affine = getattr(img, "affine", None)
     if affine is not None:

@@ -16,7 +16,7 @@ from medkit.api.errors import DataError
 from medkit.data.walk import walk
 from medkit.data.dicom_geometry import file_affine, has_pixel_spacing, in_plane, slice_step
 from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
-from medkit.data.checks import attribute_warnings, check_nifti_geometry, raw_pixdim
+from medkit.data.checks import attribute_warnings, check_nifti_file, check_nifti_geometry
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,7 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pixdim = raw_pixdim(path)  # before nibabel "fixes" a bad one (abs(), 0 → 1) in a log line
-            if pixdim is not None and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
-                check_nifti_geometry(path, np.eye(4), pixdim)
+            check_nifti_file(path)  # before nibabel "fixes" a bad pixdim (abs(), 0 → 1) in a log line
             img = nib.load(str(path))  # lazy: header only
             shape = tuple(int(s) for s in img.shape)
             affine = np.asarray(img.affine, dtype=float)
@@ -108,7 +106,7 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
         raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"re-export the file, remove it, or set on_error=skip") from exc
     attribute_warnings(path, caught)
-    check_nifti_geometry(path, affine, pixdim)
+    check_nifti_geometry(path, affine, None)
     if len(shape) < 3 or len(shape) > 4:
         raise DataError(f"{path}: {EXPECTED}, got a {len(shape)}D image of shape {shape}; "
                         f"4D files are read as their first frame, other dimensions are not supported")

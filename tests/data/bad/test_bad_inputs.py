@@ -110,9 +110,13 @@ def text(path: Path, content: bytes) -> Path:
 
 def nifti_header(path: Path, **fields: object) -> Path:
     """A good volume whose stored header is then patched (``pixdim`` = the three voxel sizes, or any
-    header field): nibabel itself would refuse to write, or silently repair, such a header."""
+    header field): nibabel itself would refuse to write, or silently repair, such a header. An
+    existing file keeps its data."""
     raw_path = path.with_name(path.name.removesuffix(".gz"))
-    nifti(raw_path, np.ones((24, 24, 24), np.float32))
+    if path.name.endswith(".gz") and path.exists():
+        raw_path.write_bytes(gzip.decompress(path.read_bytes()))
+    elif not path.exists():
+        nifti(raw_path, np.ones((24, 24, 24), np.float32))
     raw = bytearray(raw_path.read_bytes())
     with open(raw_path, "rb") as fh:
         header = nib.Nifti1Header.from_fileobj(fh, check=False)
@@ -206,9 +210,9 @@ def cls3d(root: Path, n: int = 5) -> Path:
     return root
 
 
-def cls1d(root: Path, n: int = 10) -> Path:
+def cls1d(root: Path, n: int = 30) -> Path:
     rows = "".join(f"lungs clear case {k} without effusion,{k % 2}\n" for k in range(n))
-    return text(root / "train.csv", ("text,label\n" + rows).encode())
+    return text(root / "sentences.csv", ("text,label\n" + rows).encode())
 
 
 # received run directories: the case edits a copy of a finished tiny run (the copy is ``data``)
@@ -393,7 +397,7 @@ CASES = [
     *[_c(f"{m}-dicom-without-pixelspacing", m, lambda r: without(series(r / "s1", 3), "PixelSpacing"), "s1",
          more=("PixelSpacing",)) for m in ("ct", "mri")],
     _c("ct-dicom-without-positions-or-thickness", "ct",
-       lambda r: without(series(r / "s1", 3), "ImagePositionPatient", "SliceThickness"), "s1",
+       lambda r: without(series(r / "s1", 3), "ImagePositionPatient", "SliceThickness", "SpacingBetweenSlices"), "s1",
        more=("SliceThickness",)),
     _c("ct-dicom-without-spacing-skipped", "ct", lambda r: (good_volume(r), good_volume(r, "b.nii.gz"),
                                                             without(series(r / "s1", 3), "PixelSpacing")),
@@ -449,7 +453,7 @@ CASES = [
        more=("FIFO",)),
     _c("pathology-dangling-link", "pathology", lambda r: (tiles(r), dangling(r / "gone.svs")), "gone.svs",
        how="listed", more=("dangling",)),
-    _c("pathology-truncated-tiled-tiff", "pathology", lambda r: truncate(slide(r, "boxes.tiff"), 5000),
+    _c("pathology-truncated-tiled-tiff", "pathology", lambda r: truncate(slide(r, "boxes.tiff"), 3000),
        "boxes.tiff"),
     _c("pathology-good-tiles", "pathology", lambda r: tiles(r), "t0.png", how="accept"),
     _c("report-labels-conflicting", "report", lambda r: (reports(r), labels(r, "r0.txt,1\nr0.txt,0\n")),
@@ -492,7 +496,7 @@ CASES = [
     _task("cls3d-zero-pixdim", "classification", "mri",
           lambda r: (cls3d(r), nifti_header(r / "b" / "b2.nii.gz", pixdim=[1, 0, 1])), "b2.nii.gz", dims=3),
     _task("cls2d-good-folders", "classification", "xray", lambda r: cls2d(r), "a0.png", how="task-accept", dims=2),
-    _task("cls1d-good-csv", "classification", "report", lambda r: cls1d(r), "train.csv", how="task-accept", dims=1),
+    _task("cls1d-good-csv", "classification", "report", lambda r: cls1d(r), "sentences.csv", how="task-accept", dims=1),
     # -- received run directories: crafted config.yaml / config.json / manifest.json
     _r("resume-config-target", edit_yaml("trainer:", "trainer:\n  _target_: os.system"), "config.yaml",
        RESUME, more=("trainer._target_",)),
