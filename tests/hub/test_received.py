@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from medkit.api.errors import ConfigError, MedkitError
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -107,7 +106,7 @@ def test_push_refuses_a_received_target_and_uploads_nothing(hub: Any, run_copy: 
 def _immutable(path: Path, on: bool) -> bool:
     """``chattr +i``/``-i`` (root ignores file modes, not the immutable flag); False where unsupported."""
     try:
-        return subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True,
+        return subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True, check=False,
                               timeout=30).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
@@ -115,7 +114,6 @@ def _immutable(path: Path, on: bool) -> bool:
 
 def test_report_on_a_read_only_run_names_the_directory(report_run: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
-
     from medkit.cli.main import cli
 
     run = Path(shutil.copytree(report_run, tmp_path / "run", symlinks=True))
@@ -145,7 +143,6 @@ def test_data_inspect_names_the_plugin_of_an_import_error(tmp_path: Path, monkey
     import importlib.metadata as md
 
     from click.testing import CliRunner
-
     from medkit.cli.main import cli
     from medkit.registry import reset_host
     from medkit.registry.host import PluginHost

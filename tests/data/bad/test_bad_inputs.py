@@ -631,15 +631,15 @@ def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -
     assert "Traceback" not in out, out
     name = re.escape(case.names)
     if case.expect == "accepted":
-        assert code == 0 and not re.search(r"^error:", out, re.M), f"refused:\n{out}"
-        assert not re.search(r"^skipped: [1-9]", out, re.M), f"skipped something:\n{out}"
+        assert code == 0 and not re.search(r"^error:", out, re.MULTILINE), f"refused:\n{out}"
+        assert not re.search(r"^skipped: [1-9]", out, re.MULTILINE), f"skipped something:\n{out}"
         if case.how == "received-accept":
             assert any(p.name == case.names for p in tmp_path.rglob("*")), out
         return
     if case.how in ("listed", "task-listed"):
         assert code == 0, out
         listed = [line for line in out.splitlines() if line.startswith("  ") and re.search(name, line)]
-        assert re.search(r"^skipped: [1-9]", out, re.M) and listed, f"{case.names} is not listed as skipped:\n{out}"
+        assert re.search(r"^skipped: [1-9]", out, re.MULTILINE) and listed, f"{case.names} is not listed as skipped:\n{out}"
         assert all(m in listed[0] for m in case.more), f"the reason is missing: {listed[0]}"
         return
     if case.how == "skip":
