@@ -165,6 +165,12 @@ def check_run_config(cfg: Any, source: str) -> dict[str, Any]:
     _MAPPING(cfg, source, "the document")
     finetune = isinstance(cfg.get("run"), dict) and "task" in cfg["run"]
     (FINETUNE_CONFIG if finetune else PRETRAIN_CONFIG)(cfg, source, "")
+    required = ("task", "modality") if finetune else ("modalities", "strategy", "uses")
+    missing = ["run"] if not isinstance(cfg.get("run"), dict) else \
+        [f"run.{k}" for k in required if k not in cfg["run"]]
+    if missing:
+        raise ConfigError(f"{source}: {missing[0]} is missing; every config medkit writes has it, so the file "
+                          f"was not written by this medkit (crafted or damaged)")
     return cfg
 
 

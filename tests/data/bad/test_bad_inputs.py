@@ -558,6 +558,8 @@ CASES = [
        "manifest.json", PULL, more=("_args_",)),
     _r("pull-config-python-tag", edit_yaml("seed: 0", "seed: !!python/name:os.system"), "config.yaml", PULL,
        more=("run.seed",)),
+    _r("report-config-without-strategy", edit_yaml("  strategy: sequential\n", ""), "config.yaml", REPORT_CMD,
+       more=("run.strategy is missing",)),
     _r("report-untouched-run", lambda run: None, "report.md", REPORT_CMD, how="received-accept"),
     _r("pull-untouched-run", lambda run: None, "pulled", PULL, how="received-accept"),
 ]
