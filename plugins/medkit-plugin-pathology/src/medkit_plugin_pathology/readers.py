@@ -35,13 +35,18 @@ def image_size(path: Path, kind: str) -> tuple[int, int]:
     Raises:
         DataError: naming the file when it is unreadable or is a volume.
     """
+    import warnings
+
     if kind == "volume":
         raise not_2d(path, "a volume file (NIfTI/NRRD/MetaImage)")
     try:
-        with Image.open(path) as img:
-            return img.size
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+            warnings.simplefilter("always")
+            size = img.size
     except _ERRORS as exc:
         raise unreadable(path, exc) from exc
+    _attributed(path, caught)
+    return size
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
