@@ -28,12 +28,22 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
     from medkit.data.demo import demo_root
     from medkit.registry import create, get_host
 
-    spec = get_host().spec("modality", modality)
-    factory = spec.load_factory()
-    kwargs = {"on_error": on_error} if "on_error" in pyinspect.signature(factory).parameters else {}
-    mod = create("modality", modality, **kwargs)
-    root = Path(path) if path else mod.demo_data(demo_root() / modality)
-    ds = mod.dataset(root, train=False)
+    host = get_host()
+    spec = host.spec("modality", modality)
+    try:  # a plugin whose code needs a module that is not installed: name the plugin, not just the module
+        factory = spec.load_factory()
+        kwargs = {"on_error": on_error} if "on_error" in pyinspect.signature(factory).parameters else {}
+        mod = create("modality", modality, **kwargs)
+        root = Path(path) if path else mod.demo_data(demo_root() / modality)
+        ds = mod.dataset(root, train=False)
+    except ImportError as exc:
+        from medkit.api.errors import PluginError
+
+        dist = host.provider("modality", modality).dist
+        missing = getattr(exc, "name", None) or str(exc)
+        raise PluginError(f"modality {modality!r} from plugin {dist} cannot import {missing!r} "
+                          f"({type(exc).__name__}: {exc}); install what {dist} needs (pip install "
+                          f"{missing.split('.')[0]}) or reinstall {dist}") from exc
     click.echo(f"modality: {modality}  data: {root}")
     click.echo(f"samples: {len(ds)}")
     shapes: dict[str, int] = {}

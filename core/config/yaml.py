@@ -4,7 +4,8 @@ medkit never resolves an OmegaConf interpolation (``${oc.env:VAR}``, ``${...}``)
 back: such a file could read the user's environment or files and ``medkit push`` would then upload
 them. A ``${`` anywhere in a loaded config (key or value) is **refused** with one line naming the file
 and the key — configs medkit writes are always fully resolved, so only a crafted or hand-edited file
-holds one. YAML aliases are refused too (a few lines could expand to gigabytes), and every YAML/JSON
+holds one. So are Hydra's instantiation keys (``_target_``, ``_args_``, ...) and explicit YAML tags
+(:mod:`medkit.config.received`, the gate every received file passes). YAML aliases are refused too (a few lines could expand to gigabytes), and every YAML/JSON
 error names the file, the line and the column.
 """
 
@@ -35,26 +36,16 @@ def _key_path(prefix: str, key: Any) -> str:
 
 
 def check_inert(data: Any, source: str, prefix: str = "") -> None:
-    """Refuse any interpolation (``${``) in the keys or string values of a loaded config.
+    """Refuse any interpolation (``${``) and any instantiation key (``_target_``, ``_args_``, ...) in
+    the keys or values of a loaded config (:func:`medkit.config.received.check_received`).
 
     Args:
         data: plain containers (dicts, lists, scalars).
         source: the file it came from (named in the message).
     """
-    if isinstance(data, dict):
-        for key, value in data.items():
-            where = _key_path(prefix, key)
-            if isinstance(key, str) and "${" in key:
-                raise ConfigError(f"{source}: key {where!r} is an interpolation; medkit never resolves "
-                                  f"${{...}} in a received config; rename the key")
-            check_inert(value, source, where)
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            check_inert(value, source, f"{prefix}[{i}]")
-    elif isinstance(data, str) and "${" in data:
-        raise ConfigError(f"{source}: {prefix or 'the document'} holds the interpolation {data!r}; medkit "
-                          f"never resolves ${{...}} in a received config (it could read your environment "
-                          f"or files); replace it with a literal value")
+    from medkit.config.received import check_received
+
+    check_received(data, source, prefix)
 
 
 def _yaml_error(exc: Exception, source: str) -> ConfigError:
@@ -69,9 +60,15 @@ def _check_structure(text: str, source: str) -> None:
     """One YAML document whose root is a mapping, with no aliases (streamed: linear time)."""
     import yaml
 
-    depth, root_seen = 0, False
+    from medkit.config.received import YamlKeyPath, refuse_tag
+
+    depth, root_seen, paths = 0, False, YamlKeyPath()
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.ScalarEvent)):
+                refuse_tag(event, paths.node(event), source)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                paths.end()
             if isinstance(event, yaml.AliasEvent):
                 raise ConfigError(f"{source}: YAML aliases (*{event.anchor}) are not accepted in a medkit "
                                   f"config; write the values out")

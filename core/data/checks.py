@@ -1,12 +1,17 @@
-"""Read-time data checks shared by the readers: degenerate sizes and non-finite values, naming the file."""
+"""Read-time data checks shared by the readers: degenerate sizes, non-finite values, voxel geometry and
+library warnings, naming the file."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import numpy as np
 
 from medkit.api.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: Smallest edge (pixels) of the two largest axes of a volume or image. Below it there is no
 #: structure left to learn (a 1×1 image or a 1×1×1 volume resized to 224² is one flat colour). A
@@ -38,3 +43,67 @@ def check_finite(where: Any, x: Any, what: str = "voxels") -> None:
     if nan or inf:
         raise DataError(f"{where}: non-finite {what}: {nan} NaN and {inf} Inf of {int(np.asarray(x.shape).prod())}; "
                         f"they would make the loss NaN — fix or remove the file, or set on_error=skip")
+
+
+def check_nifti_file(path: Any) -> None:
+    """:func:`check_nifti_geometry` on a NIfTI file's header as stored (nibabel repairs a bad
+    ``pixdim`` when it loads a file, and MONAI's reader may build its own affine): header only."""
+    pixdim, affine = raw_pixdim(path, with_affine=True)
+    if pixdim is not None:
+        check_nifti_geometry(path, affine, pixdim)
+
+
+def raw_pixdim(path: Any, with_affine: bool = False) -> Any:
+    """``pixdim[1:4]`` of a NIfTI header as stored (``None`` for a file nibabel reads otherwise);
+    with ``with_affine``, ``(pixdim, the header's best affine)``."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        head = fh.read(4)
+        fh.seek(0)
+        size = int.from_bytes(head, "little") if len(head) == 4 else 0
+        if size not in (348, 540) and int.from_bytes(head, "big") not in (348, 540):
+            return None
+        cls = nib.Nifti2Header if 540 in (size, int.from_bytes(head, "big")) else nib.Nifti1Header
+        header = cls.from_fileobj(fh, check=False)
+    spatial = min(max(int(header["dim"][0]), 1), 3)
+    pixdim = np.asarray(header["pixdim"][1:1 + spatial], dtype=float)
+    if not with_affine:
+        return pixdim
+    if not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+        return pixdim, np.eye(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        affine = np.asarray(header.get_best_affine(), dtype=float)
+    return pixdim, affine
+
+
+def attribute_warnings(where: Any, caught: list[warnings.WarningMessage]) -> None:
+    """Re-emit a reader's warnings (nibabel, pydicom) once each through medkit's log, naming the file
+    (the libraries' own messages name none); other libraries' warnings (MONAI, torch deprecations)
+    stay at debug level."""
+    shown: set[str] = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if text in shown:
+            continue
+        shown.add(text)
+        about_the_file = any(lib in str(w.filename) for lib in ("nibabel", "pydicom")) \
+            and not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
+        log.log(logging.WARNING if about_the_file else logging.DEBUG, "%s: %s", where, text)
+
+
+def check_nifti_geometry(path: Any, affine: np.ndarray, pixdim: np.ndarray | None) -> None:
+    """Refuse voxel sizes (``pixdim``) that are not positive and finite, and an affine that is not
+    finite or maps an axis to nothing: the spacing every modality resamples to would be invented."""
+    if pixdim is not None and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+        raise DataError(f"{path}: voxel size (pixdim) {[float(v) for v in pixdim]} is not positive and finite; "
+                        f"fix the header's pixdim (e.g. nibabel: img.header.set_zooms) or remove the file")
+    if not np.isfinite(affine).all():
+        raise DataError(f"{path}: its affine holds NaN or Inf, so the voxel positions are unknown; fix the "
+                        f"header's qform/sform or remove the file")
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    if not (norms > 1e-6).all() or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        raise DataError(f"{path}: its affine {affine[:3, :3].round(4).tolist()} is singular (an axis of zero "
+                        f"length); fix the header's qform/sform or remove the file")

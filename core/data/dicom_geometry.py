@@ -27,9 +27,19 @@ def in_plane(ds: Any) -> tuple[np.ndarray, np.ndarray, float, float]:
     return np.array(iop[:3]), np.array(iop[3:]), dr, dc
 
 
-def file_affine(ds: Any) -> np.ndarray:
-    """RAS affine of one single- or multi-frame file, array laid out (column, row, frame)."""
-    row, col, dr, dc = in_plane(ds)
+def has_pixel_spacing(ds: Any) -> bool:
+    """Whether the header gives the in-plane voxel size (``PixelSpacing``, top level or shared group)."""
+    px = ds.get("PixelSpacing") or _first(ds, "SharedFunctionalGroupsSequence", "PixelMeasuresSequence",
+                                           "PixelSpacing")
+    try:
+        return px is not None and len(px) == 2 and all(float(v) > 0 for v in px)
+    except (TypeError, ValueError):
+        return False
+
+
+def slice_step(ds: Any) -> float | None:
+    """Millimetres between the frames of one file (spacing tags, frame offsets, slice thickness), or
+    ``None`` when the header gives none."""
     shared = "SharedFunctionalGroupsSequence"
     step = None
     for value in (_first(ds, shared, "PixelMeasuresSequence", "SpacingBetweenSlices"),
@@ -43,6 +53,13 @@ def file_affine(ds: Any) -> np.ndarray:
         step = abs(float(offsets[1]) - float(offsets[0])) or None
     if step is None and ds.get("SliceThickness") not in (None, "") and float(ds.SliceThickness) > 0:
         step = float(ds.SliceThickness)
+    return step
+
+
+def file_affine(ds: Any) -> np.ndarray:
+    """RAS affine of one single- or multi-frame file, array laid out (column, row, frame)."""
+    row, col, dr, dc = in_plane(ds)
+    step = slice_step(ds)
     affine = np.eye(4)
     affine[:3, 0] = row * dc
     affine[:3, 1] = col * dr

@@ -56,3 +56,25 @@ def encode_raw(values: Sequence[Any], where: Sequence[str]) -> tuple[list[int], 
     """:func:`parse_label` on every raw value (``where[i]`` names its file and row), then
     :func:`encode_labels`."""
     return encode_labels([parse_label(v, w) for v, w in zip(values, where)])
+
+
+def refuse_conflicts(rows: Sequence[tuple[str, str | None, str]]) -> None:
+    """Refuse one image listed twice with different labels, naming both rows.
+
+    Args:
+        rows: ``(key, parsed label, where)`` per row: ``key`` the image (path or id) the row labels,
+            ``where`` the file and line (``labels.csv line 4``). The same label twice is accepted.
+
+    Raises:
+        DataError: ``"<first where> and <second where> both list <key> with different labels ..."``.
+    """
+    first: dict[str, tuple[str | None, str]] = {}
+    for key, label, where in rows:
+        if key not in first:
+            first[key] = (label, where)
+            continue
+        label0, where0 = first[key]
+        if label0 != label:
+            raise DataError(f"{where0} and {where} both list {key!r}, with different labels "
+                            f"({label0 if label0 is not None else 'unlabelled'!r} and "
+                            f"{label if label is not None else 'unlabelled'!r}); keep one row per image")

@@ -234,12 +234,12 @@ class Image2DModality:
         data = Path(data).expanduser()
         if not data.exists():
             raise DataError(f"{self.name} data {data} does not exist; pass --data a folder of {self.files}")
-        root, files = walk(data)
+        errors = OnError(self.options.on_error, f"modality {self.name}")
+        root, files = walk(data, skipped=errors.skipped)
         if not files:
             raise DataError(f"{self.name} data folder {root} is empty; expected {self.files} (see the "
                             f"medkit-plugin-{self.name} README for the layout)")
         index = Index(root, self.side_tables(root))
-        errors = OnError(self.options.on_error, f"modality {self.name}")
         entries: list[Entry2D] = []
         candidates = 0
         for path in files:

@@ -62,11 +62,19 @@ def load_nifti(path: Path | str, dtype: Any = None) -> Any:
     carrying its affine; a 4D file's frames are its channels; ``dtype=None`` keeps the stored type.
 
     The one NIfTI reader of pre-training (:func:`medkit.data.volumes.load_volume`) and fine-tuning
-    (:func:`read_volume`)."""
+    (:func:`read_volume`). Voxel sizes that are not positive and finite, and non-finite or singular
+    affines, are a :class:`DataError` naming the file (:func:`medkit.data.checks.check_nifti_geometry`)."""
     from monai.data import NibabelReader
     from monai.transforms import LoadImage
 
-    return LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True, dtype=dtype)(str(path))
+    from medkit.data.checks import check_nifti_file, check_nifti_geometry
+
+    check_nifti_file(path)  # as stored: nibabel replaces a bad pixdim (abs(), 0 → 1) with a log line only
+    img = LoadImage(reader=NibabelReader(), image_only=True, ensure_channel_first=True, dtype=dtype)(str(path))
+    affine = getattr(img, "affine", None)
+    if affine is not None:
+        check_nifti_geometry(path, np.asarray(affine, dtype=float), None)
+    return img
 
 
 def orient(img: Any, axcodes: str = ORIENTATION) -> Any:

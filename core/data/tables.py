@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from medkit.api.errors import DataError
-from medkit.data.labels import parse_label
+from medkit.data.labels import parse_label, refuse_conflicts
 
 PATH_COLUMNS = ("path",)
 ID_COLUMNS = ("id", "dicom_id", "image_id")
@@ -64,12 +64,20 @@ def read_table(source: Path, value_columns: Sequence[str], *, labels: bool = Fal
                         f"{sorted(fields.values())}; fix the header or remove the file")
     by_path: dict[str, str] = {}
     by_id: dict[str, str] = {}
+    seen: list[tuple[str, str | None, str]] = []
     for line, row in enumerate(rows, start=2):
         v = (row.get(value) or "").strip()
         if labels:
             v = parse_label(v, f"{source} line {line}") or ""
         if path_col and (row.get(path_col) or "").strip():
             by_path[_norm_path(row[path_col])] = v
+            seen.append((f"path:{_norm_path(row[path_col])}", v, f"{source} line {line}"))
         if id_col and (row.get(id_col) or "").strip():
             by_id[row[id_col].strip()] = v
+            seen.append((f"id:{row[id_col].strip()}", v, f"{source} line {line}"))
+    if labels:
+        refuse_conflicts([(key.split(":", 1)[1], label, where) for key, label, where in seen
+                          if key.startswith("path:")])
+        refuse_conflicts([(key.split(":", 1)[1], label, where) for key, label, where in seen
+                          if key.startswith("id:")])
     return Table(source, by_path, by_id)

@@ -14,8 +14,9 @@ import numpy as np
 
 from medkit.api.errors import DataError
 from medkit.data.walk import walk
-from medkit.data.dicom_geometry import file_affine, in_plane
+from medkit.data.dicom_geometry import file_affine, has_pixel_spacing, in_plane, slice_step
 from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
+from medkit.data.checks import attribute_warnings, check_nifti_file, check_nifti_geometry
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,20 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))  # lazy: header only
-        shape = tuple(int(s) for s in img.shape)
-        affine = np.asarray(img.affine, dtype=float)
-        dtype = np.dtype(img.get_data_dtype())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_nifti_file(path)  # before nibabel "fixes" a bad pixdim (abs(), 0 → 1) in a log line
+            img = nib.load(str(path))  # lazy: header only
+            shape = tuple(int(s) for s in img.shape)
+            affine = np.asarray(img.affine, dtype=float)
+            dtype = np.dtype(img.get_data_dtype())
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem
         raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"re-export the file, remove it, or set on_error=skip") from exc
+    attribute_warnings(path, caught)
+    check_nifti_geometry(path, affine, None)
     if len(shape) < 3 or len(shape) > 4:
         raise DataError(f"{path}: {EXPECTED}, got a {len(shape)}D image of shape {shape}; "
                         f"4D files are read as their first frame, other dimensions are not supported")
@@ -134,7 +142,10 @@ def _header(path: Path) -> Any:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        attribute_warnings(path, caught)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot read it as DICOM ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"remove the file or set on_error=skip") from exc
@@ -144,8 +155,21 @@ def _header(path: Path) -> Any:
     return ds
 
 
+def _require_spacing(where: Any, ds: Any, *, slices: bool) -> None:
+    """Refuse a header without its voxel size (docs/run-safety.md: every modality resamples to a
+    spacing in millimetres, so an assumed 1 mm would silently stretch or squash the anatomy)."""
+    missing = [] if has_pixel_spacing(ds) else ["PixelSpacing"]
+    if slices and slice_step(ds) is None:
+        missing.append("SliceThickness/SpacingBetweenSlices")
+    if missing:
+        raise DataError(f"{where}: no {' or '.join(missing)} in the DICOM header, so its voxel size is "
+                        f"unknown (medkit assumes none: resampling would distort the anatomy); re-export it "
+                        f"with its geometry, remove it, or set on_error=skip")
+
+
 def _dicom_file(path: Path, rel: str, axcodes: str, ds: Any) -> Volume:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    _require_spacing(path, ds, slices=frames > 1)
     affine = file_affine(ds)
     shape = (int(ds.Columns), int(ds.Rows), frames)
     check_edges(path, shape)
@@ -168,12 +192,13 @@ def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcod
     first, last = pairs[0][0], pairs[-1][0]
     if {(int(ds.Rows), int(ds.Columns)) for ds, _ in pairs} != {(int(first.Rows), int(first.Columns))}:
         raise DataError(f"{where}: slices of one series must share Rows x Columns")
+    ipp0, ipp1 = first.get("ImagePositionPatient"), last.get("ImagePositionPatient")
+    _require_spacing(f"{where}, slice {pairs[0][1].name}", first, slices=ipp0 is None or ipp1 is None)
     row, col, dr, dc = in_plane(first)
     affine = np.eye(4)
     affine[:3, 0] = row * dc
     affine[:3, 1] = col * dr
-    affine[:3, 2] = [0.0, 0.0, 1.0]
-    ipp0, ipp1 = first.get("ImagePositionPatient"), last.get("ImagePositionPatient")
+    affine[:3, 2] = np.cross(row, col) * (slice_step(first) or 1.0)
     if ipp0 is not None and ipp1 is not None and len(pairs) > 1:
         affine[:3, 2] = (np.array(ipp1, dtype=float) - np.array(ipp0, dtype=float)) / (len(pairs) - 1)
         if np.linalg.norm(affine[:3, 2]) < 1e-6:
@@ -272,7 +297,8 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; {EXPECTED}")
     base = root.parent if root.is_file() else root
-    files = walk(root)[1]
+    skipped: list[tuple[str, str]] = []
+    files = walk(root, skipped=skipped)[1]
     tasks: list[tuple[str, Any]] = []
     dicom_groups: dict[Path, list[Path]] = {}
     for p in files:
@@ -293,7 +319,6 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
         what = "is not a volume file" if root.is_file() else "is empty: found no .nii, .nii.gz or .dcm files"
         raise DataError(f"{root}: {what}; {EXPECTED}")
     volumes: list[Volume] = []
-    skipped: list[tuple[str, str]] = []
     for rel, task in tasks:
         try:
             found = task()
@@ -363,8 +388,7 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{name}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
                         f"{EXPECTED}; re-export or remove it, or set on_error=skip") from exc
-    for w in caught:
-        log.debug("%s: %s", where, w.message)
+    attribute_warnings(name, caught)
     arr = out.as_tensor()[0].to(torch.float32)
     check_finite(name, arr)
     if arr.shape[-1] != vol.slices:

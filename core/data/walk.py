@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -30,14 +31,33 @@ def relative_id(path: Path, base: Path) -> str:
             return Path(path).as_posix()
 
 
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` (not a folder) cannot be read as a data file, or ``None`` for a regular file."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode  # follows links
+    except FileNotFoundError:
+        return f"a dangling symbolic link (to {os.readlink(path)})" if path.is_symlink() else "vanished while listed"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{kind}, not a regular file"
+
+
 def walk(root: Path, suffixes: Sequence[str] | None = None, *, exclude: Sequence[str] = (),
-         recursive: bool = True) -> tuple[Path, list[Path]]:
+         recursive: bool = True, skipped: list[tuple[str, str]] | None = None) -> tuple[Path, list[Path]]:
     """The base folder of ``root`` and every regular file under it, sorted by relative path.
 
     ``root`` may be one file (then the base is its folder and the list is that file). Hidden files
     and anything under a hidden folder are skipped; with ``suffixes`` only files ending in one of
     them are kept; ``exclude`` lists relative paths to leave out (such as ``labels.csv``);
-    ``recursive=False`` lists only the files directly in ``root``.
+    ``recursive=False`` lists only the files directly in ``root``. Entries that are neither files nor
+    folders (a FIFO, a socket, a device, a dangling symbolic link) are never read: each is logged as
+    skipped with its reason and recorded in ``skipped`` as ``(relative path, reason)``.
 
     Raises:
         DataError: when ``root`` does not exist.
@@ -51,11 +71,16 @@ def walk(root: Path, suffixes: Sequence[str] | None = None, *, exclude: Sequence
     out = []
     for p in (root.rglob("*") if recursive else root.iterdir()):
         rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        if any(part.startswith(".") for part in rel.parts) or rel.as_posix() in skip:
             continue
         if suffixes is not None and not has_suffix(p, suffixes):
             continue
-        if rel.as_posix() in skip:
+        if not p.is_file():
+            why = not_regular(p)
+            if why is not None:
+                log.warning("skipping %s: %s", p, why)
+                if skipped is not None:
+                    skipped.append((rel.as_posix(), why))
             continue
         out.append(p)
     return root, sorted(out, key=lambda p: p.relative_to(root).as_posix())

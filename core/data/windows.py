@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data.cache import DiskCache, VolumeCache
-from medkit.data.labels import UNLABELLED, encode_raw
+from medkit.data.labels import UNLABELLED, encode_raw, parse_label, refuse_conflicts
 from medkit.data.transforms import resize as _resize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,6 +85,8 @@ def read_labels(root: Path, volume_ids: Sequence[str]) -> tuple[list[int] | None
                         f"volume, or remove the file to train without labels")
     if rows and not {"id", "label"} <= set(rows[0][1]):
         raise DataError(f"{path}: expected the columns 'id,label', got {sorted(rows[0][1])}")
+    refuse_conflicts([(str(r["id"]).strip(), parse_label(r.get("label"), f"{path} line {line}"),
+                       f"{path} line {line}") for line, r in rows])
     table = {str(r["id"]).strip(): (r.get("label"), f"{path} line {line}") for line, r in rows}
     unknown = set(table) - set(volume_ids)
     if unknown:

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from medkit.storage.files import read_json
 from medkit.config.compose import Selection, compose
+from medkit.config.received import received_manifest
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.eval.records import evaluations_before
 
@@ -18,7 +18,7 @@ def source_stages(src: Path, arch: dict[str, Any]) -> list[list[str]]:
     """The stages a checkpoint went through (its manifest), or one per modality it has heads for."""
     manifest = src / "manifest.json"
     if manifest.exists():
-        done = read_json(manifest).get("stages_done")
+        done = received_manifest(manifest).get("stages_done")
         if done:
             return [list(s) for s in done]
     return [[m] for m in arch["uses"]]
@@ -38,14 +38,14 @@ def compose_continuation(ref: str, src: Path, sel: Selection, *, host: Any = Non
     prev = list(dict.fromkeys(prev))
     new = list(sel.modalities)
     everything = prev + [m for m in new if m not in prev]
-    manifest = read_json(src / "manifest.json") if (src / "manifest.json").exists() else {}
+    manifest = received_manifest(src / "manifest.json") if (src / "manifest.json").exists() else {}
+    # A received manifest's data paths are never read: the earlier modalities are evaluated only on
+    # folders the user names with --data (others are "not evaluated", see not_evaluated_after_from).
     data = dict(sel.data)
-    for m in prev:
-        if data.get(m):
-            continue
-        old = (manifest.get("data") or {}).get(m)
-        if old and Path(str(old)).exists():
-            data[m] = str(old)
+    unnamed = [m for m in prev if not data.get(m) and (manifest.get("data") or {}).get(m)]
+    if unnamed:
+        log.info("%s names data folders for %s; medkit does not read a received run's data paths: pass "
+                 "--data M=DIR to evaluate those modalities", ref, ", ".join(unnamed))
     preset = str(arch["encoder"].get("preset", sel.preset))
     cfg = compose(Selection(modalities=everything, strategy=sel.strategy, preset=preset, data=data,
                             seed=sel.seed, max_steps=sel.max_steps, overrides=list(sel.overrides)), host=host)

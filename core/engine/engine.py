@@ -225,7 +225,9 @@ class Engine:
         current = self.recovered
         if current is None or not (current / "manifest.json").is_file():
             return
-        before = int(ck.read_json(current / "manifest.json").get("world_size", 1))
+        from medkit.config.received import received_manifest
+
+        before = int(received_manifest(current / "manifest.json").get("world_size", 1))
         now = self.world.world_size
         if before == now:
             return
@@ -352,7 +354,8 @@ class Engine:
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:
-    """The resolved config saved in a run directory."""
-    from medkit.config.yaml import load_run_config
+    """The resolved config saved in a run directory, through the gate for received files
+    (:func:`medkit.config.received.received_config`)."""
+    from medkit.config.received import received_config
 
-    return load_run_config(run_dir)
+    return received_config(run_dir)

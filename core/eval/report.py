@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,9 +25,11 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     if not manifest_path.exists():
         raise CheckpointError(f"{run_dir} has no manifest.json: the run never checkpointed; run it "
                               f"(medkit run --run-dir {run_dir}) before reporting on it")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    from medkit.config.received import received_architecture, received_manifest
+
+    manifest = received_manifest(manifest_path)
     arch_path = run_dir / "config.json"
-    arch = json.loads(arch_path.read_text(encoding="utf-8")) if arch_path.is_file() else {}
+    arch = received_architecture(arch_path) if arch_path.is_file() else {}
     from medkit.storage.jsonl import read_jsonl
 
     steps = read_jsonl(run_dir / "metrics" / "steps.jsonl")  # a torn last line is dropped, with a warning
@@ -145,11 +146,25 @@ def _config_table(run: Mapping[str, Any]) -> str:
 
 def write_report(run_dir: Path, *, baseline: Path | None = None) -> Path:
     """Write ``RUN_DIR/report/``: one heat map per matrix, loss curves, ``report.md`` (opening with
-    :func:`change_summary`) and ``metrics.json`` (strict JSON)."""
-    from medkit.eval.plots import heatmap_png, loss_curves_png
-
+    :func:`change_summary`) and ``metrics.json`` (strict JSON). A run directory that cannot be
+    written is a :class:`CheckpointError` naming it and the fix."""
     run = load_run(run_dir)
     out = Path(run_dir) / REPORT_DIR
+    try:
+        return _write_report(run, out, Path(run_dir), baseline)
+    except OSError as exc:  # a read-only run directory (a received run, a shared or mounted copy)
+        import errno
+
+        name = errno.errorcode.get(exc.errno or 0, "")
+        raise CheckpointError(f"cannot write the report of {run_dir} into {out}: {exc.strerror or exc}"
+                              f"{f' ({name})' if name else ''}; the run directory is not writable: copy it "
+                              f"(cp -r {run_dir} COPY; medkit report COPY) or make it writable, then try "
+                              f"again") from exc
+
+
+def _write_report(run: dict[str, Any], out: Path, run_dir: Path, baseline: Path | None) -> Path:
+    from medkit.eval.plots import heatmap_png, loss_curves_png
+
     out.mkdir(exist_ok=True)
     cl = run_metrics(Path(run_dir), baseline_run=baseline)
     summary = change_summary(run, cl)

@@ -18,11 +18,11 @@ INCOMPATIBLE, MISSING = "×", "–"
 
 def is_finetune_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` is a ``medkit finetune`` run directory (its manifest says so)."""
-    from medkit.storage.files import read_json
+    from medkit.config.received import received_manifest
 
     path = Path(run_dir) / "manifest.json"
     try:
-        return path.is_file() and read_json(path).get("kind") == "finetune"
+        return path.is_file() and received_manifest(path).get("kind") == "finetune"
     except Exception:  # noqa: BLE001 - an unreadable manifest is reported by the pre-training comparison
         return False
 

@@ -28,7 +28,9 @@ def _evaluate_run(run_dir: Path, cfg: dict[str, Any], *, data: str | None, split
                   weights: str, components: Components | None) -> dict[str, Any]:
     if "task" not in cfg or "task" not in cfg.get("run", {}):
         raise CheckpointError(f"{run_dir} is not a `medkit finetune` run directory (its config has no task)")
-    manifest = ck.read_json(run_dir / "manifest.json")
+    from medkit.config.received import received_manifest
+
+    manifest = received_manifest(run_dir / "manifest.json")
     path = run_dir / ("best.safetensors" if weights == "best" else "model.safetensors")
     if not path.exists():
         raise CheckpointError(f"{path} is missing; the run has not validated yet (resume it first)")

@@ -35,6 +35,7 @@ from medkit.storage import files as ck
 from medkit.storage.jsonl import append_jsonl, truncate_jsonl
 from medkit.storage.lock import run_lock
 from medkit.config.compose import config_hash, to_yaml
+from medkit.config.received import received_manifest
 from medkit.api.batch import Batch, Source
 from medkit.engine.plan import StepPlan
 from medkit.engine.schedule import poly_lr
@@ -229,7 +230,7 @@ class Finetuner:
             return ("unstarted" if held else "empty"), {}
         trainer = ck.read_json(found / "trainer.json")
         manifest = self.run_dir / "manifest.json"
-        if trainer.get("finished") and manifest.exists() and ck.read_json(manifest).get("finished") \
+        if trainer.get("finished") and manifest.exists() and received_manifest(manifest).get("finished") \
                 and (self.run_dir / "metrics.json").exists():
             return "finished", trainer
         return "checkpointed", trainer
@@ -237,7 +238,7 @@ class Finetuner:
     def _is_finetune(self) -> bool:
         manifest = self.run_dir / "manifest.json"
         if manifest.exists():
-            return ck.read_json(manifest).get("kind") == "finetune"
+            return received_manifest(manifest).get("kind") == "finetune"
         if not (self.run_dir / "config.yaml").exists():
             return False  # a checkpoint/ with neither: not ours to clear
         from medkit.engine.engine import load_config

@@ -209,6 +209,7 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
         if path == src:
             raise ConfigError(f"--to {to} is the checkpoint itself")
         ck.scan_tensors_file(src / MODEL_FILE)  # refuse before copying anything
+        check_received_files(src)
         for rel in _matching_files(src):
             real = Path(os.path.realpath(src / rel))
             if src.resolve() not in real.parents:
@@ -217,8 +218,20 @@ def pull(ref: str, *, to: str | os.PathLike[str] | None = None) -> Path:
             (path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, path / rel)
     ck.scan_tensors_file(path / MODEL_FILE)  # corrupted, crafted or non-finite: an error now, not later
-    read_architecture(path)
+    check_received_files(path)
     return path
+
+
+def check_received_files(root: Path) -> None:
+    """``config.json`` and, where present, ``config.yaml`` and ``manifest.json`` of a checkpoint
+    through the gate for received files (:mod:`medkit.config.received`)."""
+    from medkit.config.received import received_config, received_manifest
+
+    read_architecture(root)
+    if os.path.lexists(root / "config.yaml"):
+        received_config(root / "config.yaml")
+    if os.path.lexists(root / "manifest.json"):
+        received_manifest(root / "manifest.json")
 
 
 def _matching_files(root: Path) -> list[str]:
@@ -253,27 +266,16 @@ def _find_target(node: Any, where: str = "") -> str | None:
 
 
 def read_architecture(root: str | os.PathLike[str]) -> dict[str, Any]:
-    """``config.json`` of a checkpoint, checked: medkit format 1, every section present, no ``_target_``."""
-    from medkit.config.yaml import read_config_json
+    """``config.json`` of a checkpoint through the gate for received files
+    (:func:`medkit.config.received.received_architecture`): medkit format 1, every section present and
+    of its type, no ``${...}``, ``_target_`` or other instantiation key."""
+    from medkit.config.received import received_architecture
 
-    path = Path(root) / ARCH_FILE
-    arch = read_config_json(path)  # refuses ${...} (it would be resolved by a later compose)
-    if not isinstance(arch, dict) or arch.get("library") != "medkit":
-        raise CheckpointError(f"{path} is not a medkit architecture file (no \"library\": \"medkit\")")
-    if arch.get("format") != 1:
-        raise CheckpointError(f"{path} has format {arch.get('format')!r}; this medkit reads format 1, "
-                              f"upgrade medkit")
-    for key in ("encoder", "uses", "tokenizer", "objective"):
-        if not isinstance(arch.get(key), dict):
-            raise CheckpointError(f"{path}: section {key!r} is missing or not a mapping")
-    target = _find_target(arch)
+    arch = received_architecture(Path(root) / ARCH_FILE)
+    target = _find_target(arch)  # the gate refuses it first; kept as a second lock
     if target:
-        raise CheckpointError(f"{path}: {target} holds a _target_; medkit builds components by their "
-                              f"registered name only and never imports code named in a file")
-    for m, use in arch["uses"].items():
-        if not (isinstance(use, dict) and isinstance(use.get("tokenizer"), str)
-                and isinstance(use.get("objective"), str)):
-            raise CheckpointError(f"{path}: uses.{m} must name a tokenizer and an objective")
+        raise CheckpointError(f"{Path(root) / ARCH_FILE}: {target} holds a _target_; medkit builds components "
+                              f"by their registered name only and never imports code named in a file")
     return arch
 
 

@@ -142,7 +142,9 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
     CSVs travel (aggregate numbers). ``provider(kind, name)`` names the distribution of a component
     for the card's install line (the CLI passes the plugin registry's answer).
     """
-    from medkit.config.yaml import load_run_config, to_yaml
+    from medkit.config.received import (reemit_architecture, reemit_manifest, reemit_run_config, received_architecture,
+                                        received_config, received_manifest)
+    from medkit.config.yaml import to_yaml
     from medkit.eval.matrices import matrix_files, run_matrices
     from medkit.eval.records import read_evaluations, write_json
     from medkit.hub.card import check_license, objectives_of, render_card, render_heatmap
@@ -152,14 +154,25 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
     for name in ("model.safetensors", "config.json", "config.yaml", "manifest.json"):
         if not (run_dir / name).is_file():
             raise CheckpointError(f"{run_dir} is not a finished medkit run directory ({name} missing)")
-    manifest = ck.read_json(run_dir / "manifest.json")
+    # Through the gate (no ${...}, no _target_/_args_, no tags, the types medkit reads), then re-emitted
+    # from the typed schema: what is published is what the schema knows, never the received bytes.
+    manifest, dropped_manifest = reemit_manifest(received_manifest(run_dir / "manifest.json"),
+                                                 str(run_dir / "manifest.json"))
     if not manifest.get("finished"):
         log.warning("%s is not finished (stage %s, step %s); pushing its latest checkpoint", run_dir,
                     manifest.get("current", {}).get("stage"), manifest.get("current", {}).get("step"))
     files: dict[str, Path] = {"model.safetensors": run_dir / "model.safetensors"}
-    arch, removed_arch = sanitize_architecture(ck.read_json(run_dir / "config.json"), run_dir)
+    arch, dropped_arch = reemit_architecture(received_architecture(run_dir / "config.json"),
+                                             str(run_dir / "config.json"))
+    arch, removed_arch = sanitize_architecture(arch, run_dir)
     ck.atomic_write_json(staging / "config.json", arch)
-    cfg, removed_cfg = sanitize_config(load_run_config(run_dir), run_dir)  # inert: no ${...} resolved
+    cfg, dropped_cfg = reemit_run_config(received_config(run_dir), str(run_dir / "config.yaml"))
+    cfg, removed_cfg = sanitize_config(cfg, run_dir)
+    for name, dropped in (("manifest.json", dropped_manifest), ("config.json", dropped_arch),
+                          ("config.yaml", dropped_cfg)):
+        if dropped:
+            log.warning("%s: not published (unknown to medkit's config schema): %s", run_dir / name,
+                        ", ".join(dropped))
     ck.atomic_write_text(staging / "config.yaml", to_yaml(cfg))
     files.update({"config.json": staging / "config.json", "config.yaml": staging / "config.yaml"})
     for path in sorted((run_dir / "tokenizers").rglob("*")) if (run_dir / "tokenizers").is_dir() else []:

@@ -107,7 +107,7 @@ def test_a_target_in_the_config_is_refused(run_copy: Path) -> None:
     from medkit.hub.hub import load_pretrained
 
     _edit_config(run_copy, lambda a: a["tokenizer"]["patch_3d"].update(_target_="os.system"))
-    with pytest.raises(CheckpointError, match=r"tokenizer\.patch_3d holds a _target_"):
+    with pytest.raises(ConfigError, match=r"config\.json: tokenizer\.patch_3d\._target_ is a _target_ key"):
         load_pretrained(run_copy, create=get_host().create)
 
 

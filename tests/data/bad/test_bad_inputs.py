@@ -1,16 +1,23 @@
-"""The bad-input corpus: every case goes through the CLI and must fail in one line naming the file
-(or, where skipping is documented, warn naming the file and finish). Add a row to ``CASES`` to grow it.
+"""The bad-input corpus: every case asserts its class — a clear one-line error naming the file, a
+documented skip (listed with its reason), or accepted — so that nothing is accepted silently. Add a row
+to ``CASES`` to grow it.
 
 Each case builds its folder in ``tmp_path`` (nothing is stored: the generators are the corpus) and
 names the file the message must mention. ``how`` is ``inspect`` (``medkit data inspect --on-error
 raise``), ``inspect-skip`` (its default ``--on-error skip``: still non-zero for NaN/Inf), ``run``
 (a 1-step tiny run) or ``skip`` (a 1-step tiny run with ``modality.<m>.on_error=skip`` that must finish
-and warn about the file).
+and warn about the file), ``listed`` (``data inspect`` finishes and lists the file as skipped, with
+its reason), ``accept`` (``data inspect --on-error raise`` finishes, skipping nothing), ``task`` /
+``task-listed`` / ``task-accept`` (a fine-tuning task indexes the folder and loads every sample: no
+training) and ``received`` / ``received-accept`` (a medkit command on a copy of a finished tiny run
+whose ``config.yaml``, ``config.json`` or ``manifest.json`` the case crafted).
 """
 
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -101,6 +108,138 @@ def text(path: Path, content: bytes) -> Path:
     return path
 
 
+def nifti_header(path: Path, **fields: object) -> Path:
+    """A good volume whose stored header is then patched (``pixdim`` = the three voxel sizes, or any
+    header field): nibabel itself would refuse to write, or silently repair, such a header. An
+    existing file keeps its data."""
+    raw_path = path.with_name(path.name.removesuffix(".gz"))
+    if path.name.endswith(".gz") and path.exists():
+        raw_path.write_bytes(gzip.decompress(path.read_bytes()))
+    elif not path.exists():
+        nifti(raw_path, np.ones((24, 24, 24), np.float32))
+    raw = bytearray(raw_path.read_bytes())
+    with open(raw_path, "rb") as fh:
+        header = nib.Nifti1Header.from_fileobj(fh, check=False)
+    for key, value in fields.items():
+        if key == "pixdim":
+            header["pixdim"][1:4] = value
+        else:
+            header[key] = value
+    block = header.binaryblock
+    raw[:len(block)] = block
+    if path.name.endswith(".gz"):
+        raw_path.unlink()
+        path.write_bytes(gzip.compress(bytes(raw)))
+    else:
+        path.write_bytes(bytes(raw))
+    return path
+
+
+def without(folder: Path, *tags: str) -> Path:
+    """Every DICOM file of ``folder`` with ``tags`` deleted from its header."""
+    for f in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        for tag in tags:
+            if tag in ds:
+                delattr(ds, tag)
+        ds.save_as(f, enforce_file_format=True)
+    return folder
+
+
+def fifo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def dangling(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(path.parent / "no-such-file", path)
+    return path
+
+
+def grey(path: Path, values: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values.astype(np.uint8), mode="L").save(path)
+    return path
+
+
+def seg2d(root: Path, n: int = 5, mask_values: tuple[int, ...] = (0, 1), bad: str | None = None) -> Path:
+    """``images/`` + ``masks/`` of ``n`` 32×32 cases; mask ``bad`` (a case name) holds ``mask_values``."""
+    for k in range(n):
+        grey(root / "images" / f"c{k}.png", np.full((32, 32), 40 * k + 10))
+        mask = np.zeros((32, 32))
+        mask[8:24, 8:24] = 1
+        if bad == f"c{k}":
+            mask = np.resize(np.array(mask_values), (32, 32))
+        grey(root / "masks" / f"c{k}.png", mask)
+    return root
+
+
+def seg3d(root: Path, n: int = 5, top: int = 1, bad: str | None = None, bad_shape: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        nifti(root / "images" / f"c{k}.nii.gz", rng.normal(size=(16, 16, 16)).astype(np.float32))
+        mask = np.zeros((16, 16, 16), np.uint8)
+        mask[4:12, 4:12, 4:12] = 1
+        if bad == f"c{k}":
+            mask = np.zeros((16, 16, 8), np.uint8) if bad_shape else mask * top
+        nifti(root / "masks" / f"c{k}.nii.gz", mask)
+    return root
+
+
+def cls2d(root: Path, n: int = 5) -> Path:
+    for cls in ("a", "b"):
+        for k in range(n):
+            grey(root / cls / f"{cls}{k}.png", np.full((32, 32), 20 * k + (0 if cls == "a" else 100)))
+    return root
+
+
+def cls_csv(root: Path, rows: str) -> Path:
+    cls2d(root)
+    return text(root / "labels.csv", ("path,label\n" + rows).encode())
+
+
+def cls3d(root: Path, n: int = 5) -> Path:
+    rng = np.random.default_rng(1)
+    for cls in ("a", "b"):
+        for k in range(n):
+            nifti(root / cls / f"{cls}{k}.nii.gz", rng.normal(size=(16, 16, 16)).astype(np.float32))
+    return root
+
+
+def cls1d(root: Path, n: int = 30) -> Path:
+    rows = "".join(f"lungs clear case {k} without effusion,{k % 2}\n" for k in range(n))
+    return text(root / "sentences.csv", ("text,label\n" + rows).encode())
+
+
+# received run directories: the case edits a copy of a finished tiny run (the copy is ``data``)
+def edit_json(name: str, change: Callable[[dict], object]) -> Callable[[Path], None]:
+    def build(run: Path) -> None:
+        path = run / name
+        doc = json.loads(path.read_text())
+        out = change(doc)
+        path.write_text(json.dumps(doc if out is None else out))
+    return build
+
+
+def edit_yaml(old: str, new: str) -> Callable[[Path], None]:
+    def build(run: Path) -> None:
+        text_ = (run / "config.yaml").read_text()
+        assert old in text_, old
+        (run / "config.yaml").write_text(text_.replace(old, new, 1))
+    return build
+
+
+def drop(name: str, then: Callable[[Path], None]) -> Callable[[Path], None]:
+    def build(run: Path) -> None:
+        (run / name).unlink()
+        then(run)
+    return build
+
+
 REPORT = b"FINDINGS: the lungs are clear without focal consolidation. IMPRESSION: no acute disease.\n"
 
 
@@ -138,11 +277,42 @@ class Case:
     how: str = "inspect"
     overrides: tuple[str, ...] = ()
     marks: tuple = field(default=())
+    more: tuple[str, ...] = ()  # further text the message must hold (the second row, the key)
+    task: str | None = None  # task cases: the task, and its options
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def expect(self) -> str:
+        """The class the case asserts: ``error`` (one line naming the file), ``skip`` (finishes and
+        names the file as skipped, with its reason) or ``accepted``."""
+        if self.how in ("skip", "listed", "task-listed"):
+            return "skip"
+        return "accepted" if self.how.endswith("accept") else "error"
 
 
-def _c(id, modality, build, names, how="inspect", overrides=(), xfail: str | None = None) -> Case:
+def _c(id, modality, build, names, how="inspect", overrides=(), xfail: str | None = None, more=(),
+       task=None, **options) -> Case:
     marks = (pytest.mark.xfail(reason=xfail, strict=False),) if xfail else ()
-    return Case(id, modality, build, names, how, tuple(overrides), marks)
+    return Case(id, modality, build, names, how, tuple(overrides), marks, tuple(more), task,
+                tuple(sorted(options.items())))
+
+
+def _task(id, task, modality, build, names, how="task", more=(), **options) -> Case:
+    return _c(id, modality, build, names, how, more=more, task=task, **options)
+
+
+#: received cases: the command (``{run}``: the crafted copy, ``{tmp}``: a scratch folder)
+RESUME = ("run", "--resume", "{run}")
+FROM = ("run", "--from", "{run}", "--modality", "xray", "--max-steps", "1", "--run-dir", "{tmp}/next",
+        "trainer.batch_size=2", "trainer.eval_batches=1")
+FINETUNE_FROM = ("finetune", "--from", "{run}", "--task", "classification", "--modality", "report", "--show")
+REPORT_CMD = ("report", "{run}")
+PULL = ("pull", "{run}", "--to", "{tmp}/pulled")
+EMBED = ("embed", "{run}", "--modality", "report", "--max-samples", "4", "--out", "{tmp}/embed.png")
+
+
+def _r(id, build, names, command, more=(), how="received") -> Case:
+    return _c(id, "received", build, names, how, overrides=command, more=more)
 
 
 CASES = [
@@ -223,12 +393,183 @@ CASES = [
        "r.jsonl"),
     _c("report-latin1-skipped", "report", lambda r: (reports(r, 6), text(r / "latin.txt", "Befund: unauffällig".encode("latin-1"))),
        "latin.txt", how="skip"),
+    # -- geometry, contradictory labels, non-regular files (issue 20)
+    *[_c(f"{m}-dicom-without-pixelspacing", m, lambda r: without(series(r / "s1", 3), "PixelSpacing"), "s1",
+         more=("PixelSpacing",)) for m in ("ct", "mri")],
+    _c("ct-dicom-without-positions-or-thickness", "ct",
+       lambda r: without(series(r / "s1", 3), "ImagePositionPatient", "SliceThickness", "SpacingBetweenSlices"), "s1",
+       more=("SliceThickness",)),
+    _c("ct-dicom-without-spacing-skipped", "ct", lambda r: (good_volume(r), good_volume(r, "b.nii.gz"),
+                                                            without(series(r / "s1", 3), "PixelSpacing")),
+       "s1", how="skip"),
+    _c("ct-negative-pixdim", "ct", lambda r: nifti_header(r / "neg.nii", pixdim=[1, 1, -2]), "neg.nii",
+       more=("pixdim",)),
+    _c("mri-negative-pixdim-niigz", "mri", lambda r: nifti_header(r / "neg.nii.gz", pixdim=[-1, 1, 1]),
+       "neg.nii.gz", more=("pixdim",)),
+    _c("ct-zero-pixdim", "ct", lambda r: nifti_header(r / "zero.nii", pixdim=[1, 1, 0], qform_code=0,
+                                                       sform_code=0), "zero.nii", more=("pixdim",)),
+    _c("mri-zero-pixdim", "mri", lambda r: nifti_header(r / "zero.nii.gz", pixdim=[0, 1, 1]), "zero.nii.gz"),
+    _c("ct-nan-pixdim", "ct", lambda r: nifti_header(r / "nan.nii", pixdim=[1, np.nan, 1]), "nan.nii"),
+    _c("ct-nan-affine", "ct", lambda r: nifti_header(r / "aff.nii", srow_x=[np.nan, 0, 0, 0], qform_code=0,
+                                                      sform_code=1), "aff.nii", more=("affine",)),
+    _c("mri-inf-affine", "mri", lambda r: nifti_header(r / "aff.nii.gz", srow_y=[0, np.inf, 0, 0], qform_code=0,
+                                                        sform_code=1), "aff.nii.gz", more=("affine",)),
+    _c("ct-singular-affine", "ct", lambda r: nifti_header(r / "flat.nii", srow_z=[0, 0, 0, 0], qform_code=0,
+                                                           sform_code=1), "flat.nii", more=("singular",)),
+    _c("ct-bad-pixdim-run", "ct", lambda r: (good_volume(r), nifti_header(r / "neg.nii", pixdim=[1, 1, -2])),
+       "neg.nii", how="run"),
+    _c("ct-bad-pixdim-skipped", "ct", lambda r: (good_volume(r), good_volume(r, "b.nii.gz"),
+                                                 nifti_header(r / "neg.nii", pixdim=[1, 1, -2])),
+       "neg.nii", how="skip"),
+    *[_c(f"{m}-labels-conflicting", m, lambda r: (good_volume(r), labels(r, "good.nii.gz,1\ngood.nii.gz,2\n")),
+         "labels.csv line 2 and ", more=("labels.csv line 3",)) for m in ("ct", "mri")],
+    _c("ct-labels-repeated-same", "ct", lambda r: (good_volume(r), labels(r, "good.nii.gz,1\ngood.nii.gz,1\n")),
+       "labels.csv", how="accept"),
+    *[_c(f"{m}-fifo-volume", m, lambda r: (good_volume(r), fifo(r / "pipe.nii.gz")), "pipe.nii.gz",
+         how="listed", more=("FIFO",)) for m in ("ct", "mri")],
+    *[_c(f"{m}-dangling-link", m, lambda r: (good_volume(r), dangling(r / "gone.nii.gz")), "gone.nii.gz",
+         how="listed", more=("dangling",)) for m in ("ct", "mri")],
+    _c("ct-good-volume", "ct", lambda r: good_volume(r), "good.nii.gz", how="accept"),
+    _c("mri-4d-volume", "mri", lambda r: nifti(r / "four.nii", np.ones((24, 24, 24, 2), np.float32)), "four.nii",
+       how="accept"),
+    _c("ct-good-dicom-series", "ct", lambda r: series(r / "s1", 3), "s1", how="accept"),
+    _c("xray-labels-conflicting", "xray", lambda r: (xrays(r), labels(r, "x0.png,1\nx1.png,0\nx0.png,0\n",
+                                                                       "path,label")),
+       "labels.csv line 2 and ", more=("labels.csv line 4", "x0.png")),
+    _c("xray-labels-conflicting-by-id", "xray", lambda r: (xrays(r), labels(r, "x0,1\nx0,0\n", "id,label")),
+       "labels.csv line 2 and ", more=("labels.csv line 3",)),
+    _c("xray-labels-repeated-same", "xray", lambda r: (xrays(r), labels(r, "x0.png,1\nx0.png,1\nx1.png,0\n",
+                                                                         "path,label")), "labels.csv",
+       how="accept"),
+    _c("xray-fifo-png", "xray", lambda r: (xrays(r), fifo(r / "pipe.png")), "pipe.png", how="listed",
+       more=("FIFO",)),
+    _c("xray-dangling-link", "xray", lambda r: (xrays(r), dangling(r / "gone.png")), "gone.png", how="listed",
+       more=("dangling",)),
+    _c("xray-good-pngs", "xray", lambda r: xrays(r), "x0.png", how="accept"),
+    _c("pathology-labels-conflicting", "pathology", lambda r: (tiles(r), labels(r, "t0.png,a\nt0.png,b\n",
+                                                                                 "path,label")),
+       "labels.csv line 2 and ", more=("labels.csv line 3",)),
+    _c("pathology-fifo-png", "pathology", lambda r: (tiles(r), fifo(r / "pipe.png")), "pipe.png", how="listed",
+       more=("FIFO",)),
+    _c("pathology-dangling-link", "pathology", lambda r: (tiles(r), dangling(r / "gone.svs")), "gone.svs",
+       how="listed", more=("dangling",)),
+    _c("pathology-truncated-tiled-tiff", "pathology", lambda r: truncate(slide(r, "boxes.tiff"), 3000),
+       "boxes.tiff"),
+    _c("pathology-good-tiles", "pathology", lambda r: tiles(r), "t0.png", how="accept"),
+    _c("report-labels-conflicting", "report", lambda r: (reports(r), labels(r, "r0.txt,1\nr0.txt,0\n")),
+       "labels.csv line 2 and ", more=("labels.csv line 3",)),
+    _c("report-fifo-txt", "report", lambda r: (reports(r), fifo(r / "pipe.txt")), "pipe.txt", how="listed",
+       more=("FIFO",)),
+    _c("report-dangling-link", "report", lambda r: (reports(r), dangling(r / "gone.txt")), "gone.txt",
+       how="listed", more=("dangling",)),
+    _c("report-good-texts", "report", lambda r: reports(r), "r0.txt", how="accept"),
+    # -- fine-tuning tasks (indexing and loading every sample, no training)
+    _task("seg2d-mask-values-above-num-classes", "segmentation", "xray",
+          lambda r: seg2d(r, mask_values=(0, 1, 2, 7), bad="c2"), "c2.png", dims=2, num_classes=2,
+          more=("label value 7",)),
+    _task("seg2d-mask-255-with-other-values", "segmentation", "xray",
+          lambda r: seg2d(r, mask_values=(0, 1, 255), bad="c1"), "c1.png", dims=2, num_classes=2),
+    _task("seg3d-mask-values-above-num-classes", "segmentation", "ct", lambda r: seg3d(r, top=5, bad="c3"),
+          "c3.nii.gz", dims=3, num_classes=3, more=("label value 5",)),
+    _task("seg3d-mask-shape-mismatch", "segmentation", "ct", lambda r: seg3d(r, bad="c0", bad_shape=True),
+          "c0.nii.gz", dims=3),
+    _task("seg3d-negative-pixdim-image", "segmentation", "ct",
+          lambda r: (seg3d(r), nifti_header(r / "images" / "c1.nii.gz", pixdim=[1, -1, 1])), "c1.nii.gz", dims=3,
+          more=("pixdim",)),
+    _task("seg2d-image-without-mask", "segmentation", "xray",
+          lambda r: (seg2d(r), grey(r / "images" / "lonely.png", np.zeros((32, 32)))), "lonely.png", dims=2),
+    _task("seg2d-fifo-image", "segmentation", "xray", lambda r: (seg2d(r), fifo(r / "images" / "pipe.png")),
+          "pipe.png", how="task-listed", dims=2, more=("FIFO",)),
+    _task("seg2d-binary-0-255-masks", "segmentation", "xray",
+          lambda r: seg2d(r, mask_values=(0, 255), bad="c0"), "c0.png", how="task-accept", dims=2, num_classes=2),
+    _task("seg3d-good", "segmentation", "ct", lambda r: seg3d(r), "c0.nii.gz", how="task-accept", dims=3),
+    _task("cls2d-csv-conflicting-labels", "classification", "xray",
+          lambda r: cls_csv(r, "a/a0.png,0\nb/b0.png,1\na/a0.png,1\n"), "labels.csv:2 and ",
+          more=("labels.csv:4",), dims=2),
+    _task("cls2d-fifo-image", "classification", "xray", lambda r: (cls2d(r), fifo(r / "a" / "pipe.png")),
+          "pipe.png", how="task-listed", dims=2, more=("FIFO",)),
+    _task("cls2d-dangling-link", "classification", "xray", lambda r: (cls2d(r), dangling(r / "b" / "gone.png")),
+          "gone.png", how="task-listed", dims=2, more=("dangling",)),
+    _task("cls3d-nan-affine", "classification", "ct",
+          lambda r: (cls3d(r), nifti_header(r / "a" / "a1.nii.gz", srow_x=[np.nan, 0, 0, 0], qform_code=0,
+                                            sform_code=1)), "a1.nii.gz", dims=3, more=("affine",)),
+    _task("cls3d-zero-pixdim", "classification", "mri",
+          lambda r: (cls3d(r), nifti_header(r / "b" / "b2.nii.gz", pixdim=[1, 0, 1])), "b2.nii.gz", dims=3),
+    _task("cls2d-good-folders", "classification", "xray", lambda r: cls2d(r), "a0.png", how="task-accept", dims=2),
+    _task("cls1d-good-csv", "classification", "report", lambda r: cls1d(r), "sentences.csv", how="task-accept", dims=1),
+    # -- received run directories: crafted config.yaml / config.json / manifest.json
+    _r("resume-config-target", edit_yaml("trainer:", "trainer:\n  _target_: os.system"), "config.yaml",
+       RESUME, more=("trainer._target_",)),
+    _r("resume-config-args", edit_yaml("run:", "run:\n  _args_: ['touch /tmp/medkit-pwned']"), "config.yaml",
+       RESUME, more=("run._args_",)),
+    _r("resume-config-interpolation", edit_yaml("device: auto", "device: ${oc.env:HOME}"), "config.yaml",
+       RESUME, more=("trainer.device",)),
+    _r("resume-config-python-tag", edit_yaml("device: auto", "device: !!python/object/apply:os.system [id]"),
+       "config.yaml", RESUME, more=("trainer.device", "tag")),
+    _r("resume-config-custom-tag", edit_yaml("seed: 0", "seed: !seed 0"), "config.yaml", RESUME,
+       more=("run.seed",)),
+    _r("resume-config-run-is-a-string", lambda run: (run / "config.yaml").write_text("run: x\nencoder: {}\n"),
+       "config.yaml", RESUME, more=("run must be a mapping",)),
+    _r("resume-config-partial", edit_yaml("optim:", "optim:\n  _partial_: true"), "config.yaml", RESUME,
+       more=("optim._partial_",)),
+    _r("from-configjson-target", edit_json("config.json", lambda a: a["encoder"].update(_target_="os.system")),
+       "config.json", FROM, more=("encoder._target_",)),
+    _r("from-configjson-convert", edit_json("config.json", lambda a: a["objective"]["mlm"].update(_convert_="all")),
+       "config.json", FROM, more=("objective.mlm._convert_",)),
+    _r("from-configjson-recursive", edit_json("config.json", lambda a: a.update(_recursive_=False)),
+       "config.json", FROM, more=("_recursive_",)),
+    _r("from-configjson-interpolation",
+       edit_json("config.json", lambda a: a["encoder"].update(preset="${oc.env:HOME}")), "config.json", FROM,
+       more=("encoder.preset",)),
+    _r("from-configjson-uses-a-string", edit_json("config.json", lambda a: a.update(uses="report")),
+       "config.json", FROM, more=("uses",)),
+    _r("from-configjson-trunk-a-list", edit_json("config.json", lambda a: a.update(trunk=[1])), "config.json",
+       FROM, more=("trunk",)),
+    _r("from-manifest-not-a-mapping", edit_json("manifest.json", lambda m: "x"), "manifest.json", FROM),
+    _r("from-manifest-stages-done-int", edit_json("manifest.json", lambda m: m.update(stages_done=1)),
+       "manifest.json", FROM, more=("stages_done",)),
+    _r("from-manifest-stage-names-int", edit_json("manifest.json", lambda m: m.update(stages_done=[[1]])),
+       "manifest.json", FROM, more=("stages_done[0][0]",)),
+    _r("from-manifest-data-a-string", edit_json("manifest.json", lambda m: m.update(data="/etc")),
+       "manifest.json", FROM, more=("data",)),
+    _r("from-manifest-interpolation", edit_json("manifest.json", lambda m: m.update(strategy="${oc.env:HOME}")),
+       "manifest.json", FROM, more=("strategy",)),
+    _r("finetune-from-config-target", edit_yaml("encoder:", "encoder:\n  _target_: builtins.exec"),
+       "config.yaml", FINETUNE_FROM, more=("encoder._target_",)),
+    _r("finetune-from-config-args", edit_yaml("run:", "run:\n  _args_: ['touch /tmp/medkit-pwned']"),
+       "config.yaml", FINETUNE_FROM, more=("run._args_",)),
+    _r("finetune-from-configjson-interpolation",
+       drop("config.yaml", edit_json("config.json", lambda a: a["encoder"].update(preset="${oc.env:HOME}"))),
+       "config.json", FINETUNE_FROM, more=("encoder.preset",)),
+    _r("finetune-from-configjson-target",
+       drop("config.yaml", edit_json("config.json", lambda a: a["tokenizer"]["text_1d"].update(_target_="x"))),
+       "config.json", FINETUNE_FROM, more=("tokenizer.text_1d._target_",)),
+    _r("finetune-from-config-tokenizer-a-list", edit_yaml("\ntokenizer:\n", "\ntokenizer: []\nold_tokenizer:\n"),
+       "config.yaml", FINETUNE_FROM, more=("tokenizer",)),
+    _r("embed-config-target", edit_yaml("\nobjective:\n", "\nobjective:\n  _target_: os.system\n"), "config.yaml",
+       EMBED, more=("objective._target_",)),
+    _r("report-manifest-stages-a-string", edit_json("manifest.json", lambda m: m.update(stages="x")),
+       "manifest.json", REPORT_CMD, more=("stages",)),
+    _r("report-manifest-current-a-string", edit_json("manifest.json", lambda m: m.update(current="x")),
+       "manifest.json", REPORT_CMD, more=("current",)),
+    _r("report-configjson-target", edit_json("config.json", lambda a: a["uses"]["report"].update(_target_="x")),
+       "config.json", REPORT_CMD, more=("uses.report._target_",)),
+    _r("pull-manifest-args", edit_json("manifest.json", lambda m: m.update(_args_=["rm -rf ~"])),
+       "manifest.json", PULL, more=("_args_",)),
+    _r("pull-config-python-tag", edit_yaml("seed: 0", "seed: !!python/name:os.system"), "config.yaml", PULL,
+       more=("run.seed",)),
+    _r("report-config-without-strategy", edit_yaml("  strategy: sequential\n", ""), "config.yaml", REPORT_CMD,
+       more=("run.strategy is missing",)),
+    _r("report-untouched-run", lambda run: None, "report.md", REPORT_CMD, how="received-accept"),
+    _r("pull-untouched-run", lambda run: None, "pulled", PULL, how="received-accept"),
 ]
 
 
 def _args(case: Case, data: Path, run_dir: Path) -> list[str]:
-    if case.how.startswith("inspect"):
-        extra = ["--on-error", "raise"] if case.how == "inspect" else []
+    if case.how.startswith("received"):
+        return [a.replace("{run}", str(data)).replace("{tmp}", str(run_dir.parent)) for a in case.overrides]
+    if case.how.startswith("inspect") or case.how in ("listed", "accept"):
+        extra = ["--on-error", "raise"] if case.how in ("inspect", "accept") else []
         return ["data", "inspect", "--modality", case.modality, "--data", str(data), *extra]
     over = [f"modality.{case.modality}.on_error=skip"] if case.how == "skip" else []
     return ["run", "--modality", case.modality, "--data", str(data), "--preset", "tiny", "--max-steps", "1",
@@ -248,13 +589,61 @@ def invoke(args: list[str]) -> tuple[int, str]:
     return result.exit_code, out
 
 
+def run_task(case: Case, data: Path) -> tuple[int, str]:
+    """A fine-tuning task indexes ``data`` and loads every sample of every split (no model, no
+    training); output in the CLI's form (``error: ...`` or the skipped files)."""
+    from medkit.api.errors import MedkitError
+    from medkit.registry import get_host
+
+    options = dict(case.options)
+    try:
+        task = get_host().create("task", case.task, modality=case.modality, **options)
+        skipped: list[tuple[str, str]] = []
+        for ds in task.splits(data, seed=0).values():
+            for i in range(len(ds)):
+                ds.load(i, seed=None)
+            skipped += [s for s in getattr(ds, "skipped", []) if s not in skipped]
+    except MedkitError as exc:
+        return 1, "error: " + " ".join(str(exc).split())
+    except Exception as exc:  # noqa: BLE001 - what the corpus exists to catch
+        return 1, f"Traceback: uncaught {type(exc).__name__}: {exc}"
+    return 0, "\n".join([f"skipped: {len(skipped)}", *[f"  {f}: {why}" for f, why in skipped]])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-step tiny run over the report demo data (the received cases edit copies)."""
+    run = tmp_path_factory.mktemp("received") / "run"
+    code, out = invoke(["run", "--modality", "report", "--preset", "tiny", "--max-steps", "1", "--run-dir",
+                        str(run), *SMALL])
+    assert code == 0, out
+    return run
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path) -> None:
+def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     data = tmp_path / "data"
+    if case.how.startswith("received"):
+        shutil.copytree(request.getfixturevalue("finished_run"), data, symlinks=True)
     case.build(data)
-    code, out = invoke(_args(case, data, tmp_path / "run"))
+    if case.task:
+        code, out = run_task(case, data)
+    else:
+        code, out = invoke(_args(case, data, tmp_path / "run"))
     assert "Traceback" not in out, out
     name = re.escape(case.names)
+    if case.expect == "accepted":
+        assert code == 0 and not re.search(r"^error:", out, re.MULTILINE), f"refused:\n{out}"
+        assert not re.search(r"^skipped: [1-9]", out, re.MULTILINE), f"skipped something:\n{out}"
+        if case.how == "received-accept":
+            assert any(p.name == case.names for p in tmp_path.rglob("*")), out
+        return
+    if case.how in ("listed", "task-listed"):
+        assert code == 0, out
+        listed = [line for line in out.splitlines() if line.startswith("  ") and re.search(name, line)]
+        assert re.search(r"^skipped: [1-9]", out, re.MULTILINE) and listed, f"{case.names} is not listed as skipped:\n{out}"
+        assert all(m in listed[0] for m in case.more), f"the reason is missing: {listed[0]}"
+        return
     if case.how == "skip":
         assert code == 0, out
         assert re.search(rf"warning: .*{name}", out), f"no warning naming {case.names}:\n{out}"
@@ -264,12 +653,25 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, out
     assert re.search(name, errors[0]), f"the error does not name {case.names}: {errors[0]}"
+    assert all(m in errors[0] for m in case.more), f"the error does not say {case.more}: {errors[0]}"
     assert not re.match(r"error: [A-Z]\w+(Error|Exception): ", errors[0]), f"an unexpected exception: {errors[0]}"
 
 
+def corpus_counts() -> dict[str, int]:
+    """Cases per class (``error``, ``skip``, ``accepted``)."""
+    counts = {"error": 0, "skip": 0, "accepted": 0}
+    for c in CASES:
+        counts[c.expect] += 1
+    return counts
+
+
 def test_the_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
-    assert {c.modality for c in CASES} == {"ct", "mri", "xray", "pathology", "report"}
+    assert len(CASES) >= 90 and len({c.id for c in CASES}) == len(CASES)
+    assert {c.modality for c in CASES} == {"ct", "mri", "xray", "pathology", "report", "received"}
+    assert {c.task for c in CASES if c.task} == {"classification", "segmentation"}
+    assert {dict(c.options)["dims"] for c in CASES if c.task} == {1, 2, 3}
+    counts = corpus_counts()
+    assert sum(counts.values()) == len(CASES) and all(counts.values()), counts
 
 
 @pytest.mark.slow

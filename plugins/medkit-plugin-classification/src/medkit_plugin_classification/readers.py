@@ -90,6 +90,7 @@ def read_csv(path: Path, opts: ReaderOptions, root: Path) -> dict[str, list[Item
                              "text" if opts.dims == 1 else "image path")
         label_col = _column(fields, LABEL_COLUMNS, path, "label")
         split_col = next((f for f in fields if f.strip().lower() == "split"), None)
+        first_row: dict[Any, tuple[str, str]] = {}  # image → (label, row): one image, one label
         for row in reader:
             line = reader.line_num
             origin = f"{path}:{line}"
@@ -113,6 +114,10 @@ def read_csv(path: Path, opts: ReaderOptions, root: Path) -> dict[str, list[Item
                 if not file.is_file():
                     _bad(opts, origin, f"image {value!r} does not exist (looked for {file})")
                     continue
+                seen = first_row.setdefault(file, (label, origin))
+                if seen[0] != label:
+                    raise DataError(f"{seen[1]} and {origin} both list {value!r}, with different labels "
+                                    f"({seen[0]!r} and {label!r}); keep one row per image")
                 item = Item(id=_rel(file, root), source=file, label=label, origin=origin)
             out.setdefault(split, []).append(item)
     return out
@@ -157,7 +162,7 @@ def read_folders(root: Path, opts: ReaderOptions, base: Path) -> list[Item]:
         label = parse_label(class_dir.name, str(class_dir))
         if label is None:
             continue  # a folder named -1 holds unlabelled images
-        for file in walk(class_dir, _suffixes(opts.dims))[1]:
+        for file in walk(class_dir, _suffixes(opts.dims), skipped=opts.skipped)[1]:
             items.append(Item(id=_rel(file, base), source=file, label=label, origin=str(class_dir)))
     return items
 

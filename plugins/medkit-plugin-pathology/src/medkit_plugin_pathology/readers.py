@@ -34,13 +34,18 @@ def image_size(path: Path, kind: str) -> tuple[int, int]:
     Raises:
         DataError: naming the file when it is unreadable or is a volume.
     """
+    import warnings
+
     if kind == "volume":
         raise not_2d(path, "a volume file (NIfTI/NRRD/MetaImage)")
     try:
-        with Image.open(path) as img:
-            return img.size
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+            warnings.simplefilter("always")
+            size = img.size
     except _ERRORS as exc:
         raise unreadable(path, exc) from exc
+    _attributed(path, caught)
+    return size
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -69,18 +74,35 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _attributed(path: Path, caught: list) -> None:
+    """Pillow's warnings about one file, named: a truncated file (Pillow fills the missing pixels with
+    black and only warns "Truncated File Read") is refused; others are logged with the file name."""
+    import logging
+
+    for text in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+        if "truncated" in text.lower():
+            raise DataError(f"{path}: the file is truncated ({text}): its pixel data end early and the rest "
+                            f"would be read as black; {_FIX}")
+        logging.getLogger(__name__).warning("%s: %s", path, text)
+
+
 def read_rgb(path: Path) -> Image.Image:
     """The whole image (TIFF: first page) decoded as ``RGB``.
 
     Raises:
-        DataError: naming the file when it cannot be decoded.
+        DataError: naming the file when it cannot be decoded or is truncated.
     """
+    import warnings
+
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+            warnings.simplefilter("always")
             img.load()
-            return to_rgb(img)
+            rgb = to_rgb(img)
     except _ERRORS as exc:
         raise unreadable(path, exc) from exc
+    _attributed(path, caught)
+    return rgb
 
 
 def read_thumbnail(path: Path, factor: int) -> tuple[Image.Image, tuple[int, int]]:
@@ -89,8 +111,11 @@ def read_thumbnail(path: Path, factor: int) -> tuple[Image.Image, tuple[int, int
     JPEGs are decoded directly at a reduced scale (Pillow ``draft``), the rest are box-averaged
     with ``Image.reduce``; either way the full-resolution image is never resampled twice.
     """
+    import warnings
+
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+            warnings.simplefilter("always")
             width, height = img.size
             if factor > 1:
                 img.draft("RGB", (max(1, width // factor), max(1, height // factor)))
@@ -98,5 +123,6 @@ def read_thumbnail(path: Path, factor: int) -> tuple[Image.Image, tuple[int, int
             rgb = to_rgb(img)
     except _ERRORS as exc:
         raise unreadable(path, exc) from exc
+    _attributed(path, caught)
     rest = max(1, int(round(factor * rgb.width / width)))
     return (rgb.reduce(rest) if rest > 1 else rgb), (width, height)

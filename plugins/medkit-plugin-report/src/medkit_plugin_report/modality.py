@@ -118,11 +118,13 @@ class ReportModality:
         if not data.exists():
             raise DataError(f"report data {data} does not exist; pass --data with a folder of .txt, .csv "
                             f"or .jsonl reports")
-        base, files = walk(data, None if data.is_file() else SUFFIXES, exclude=(LABELS_FILE,))
+        unreadable: list[tuple[str, str]] = []  # FIFOs, dangling links: listed as skipped, never read
+        base, files = walk(data, None if data.is_file() else SUFFIXES, exclude=(LABELS_FILE,), skipped=unreadable)
         if not files:
             raise DataError(f"report data folder {data} is empty: no .txt, .csv or .jsonl files found "
                             f"(labels.csv alone is not data); add reports or point --data elsewhere")
         ds = ReportDataset(texts=[], ids=[])
+        ds.skipped.extend(unreadable)
         errors = OnError(self.on_error, "modality report", skipped=ds.skipped)
         raw_labels: list[str | None] = []
         txt_labels = self._txt_labels(base) if any(f.suffix.lower() == ".txt" for f in files) else {}
@@ -211,5 +213,13 @@ class ReportModality:
         if rows and ("id" not in rows[0] or col not in rows[0]):
             raise DataError(f"{path}: expected columns 'id' and {col!r} (relative .txt path and label), got "
                             f"{', '.join(rows[0])}; fix the header or set modality.report.label_column")
-        labels = {r["id"].strip(): parse_label(r[col], f"{path} line {k + 2}") for k, r in enumerate(rows)}
+        labels: dict[str, str | None] = {}
+        first_line: dict[str, int] = {}
+        for k, r in enumerate(rows):
+            key, label = r["id"].strip(), parse_label(r[col], f"{path} line {k + 2}")
+            if key in labels and labels[key] != label:  # one report, one label
+                raise DataError(f"{path} line {first_line[key]} and {path} line {k + 2} both list {key!r}, with "
+                                f"different labels ({labels[key]!r} and {label!r}); keep one row per report")
+            labels.setdefault(key, label)
+            first_line.setdefault(key, k + 2)
         return {k: v for k, v in labels.items() if v is not None}

@@ -128,9 +128,9 @@ def read_pairs(folder: Path, root: Path, opts: SegReaderOptions) -> list[Item]:
     mask_dir = next((folder / d for d in MASK_DIRS if (folder / d).is_dir()), None)
     if mask_dir is None:
         raise DataError(f"{folder}: found images/ but no masks/ (or labels/) folder next to it")
-    masks = {file_stem(p): p for p in walk(mask_dir, _suffixes(opts.dims), recursive=False)[1]}
+    masks = {file_stem(p): p for p in walk(mask_dir, _suffixes(opts.dims), recursive=False, skipped=opts.skipped)[1]}
     items = []
-    for image in walk(image_dir, _suffixes(opts.dims), recursive=False)[1]:
+    for image in walk(image_dir, _suffixes(opts.dims), recursive=False, skipped=opts.skipped)[1]:
         stem = file_stem(image)
         mask = next((masks[stem + s] for s in MASK_SUFFIXES if stem + s in masks), None)
         if mask is None:
