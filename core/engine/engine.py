@@ -134,11 +134,7 @@ class Engine:
     # -- persistence ---------------------------------------------------------------------------
     def _save(self, ctx: RunContext, *, stage: int, step: int, finished: bool = False) -> None:
         """One checkpoint generation (rank 0 writes; every rank meets at the barrier)."""
-        if self.world.is_main:
-            if not (self.run_dir / "tokenizers").exists():
-                for name, tok in self.model.encoder.tokenizers.items():
-                    if callable(getattr(tok, "save_pretrained", None)):
-                        tok.save_pretrained(self.run_dir / "tokenizers" / name)
+        if self.world.is_main:  # the tokenizers' assets are part of the generation (cp.write_tokenizers)
             cp.write_generation(self.store, cfg=self.cfg, ctx=ctx, model=self.model, strategy=self.strategy,
                                 record=self.record, stage=stage, step=step, finished=finished,
                                 data_paths=self.data_paths, world_size=self.world.world_size,
