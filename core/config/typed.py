@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
 
 from medkit.api.errors import ConfigError
 from medkit.config.schemas import EncoderConfig, OptimConfig, TrainerConfig
@@ -38,7 +39,7 @@ def typed_section(values: Mapping[str, Any] | None, schema: type[T], *, section:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    known = {f.name for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(cast(Any, schema))}
     given = dict(values or {})
     unknown = sorted(set(given) - known)
     if unknown:
@@ -51,7 +52,7 @@ def typed_section(values: Mapping[str, Any] | None, schema: type[T], *, section:
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{where}{section}.{key}={given[key]!r}: {str(exc).splitlines()[0]}; "
                               f"fix the value in the config (see medkit.config.schemas)") from exc
-    return OmegaConf.to_object(node)  # type: ignore[return-value]
+    return cast(T, OmegaConf.to_object(node))  # the instance of ``schema`` (a structured config)
 
 
 def trainer_config(cfg: Mapping[str, Any], *, where: str = "") -> TrainerConfig:

@@ -271,9 +271,9 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
         from medkit.finetune.external import normalize_spec
 
         out["task"]["fusion"] = normalize_spec(fusion)
-    trainer = FinetuneSettings.of(out).trainer  # every value of its field's type (one line naming the key)
+    typed = FinetuneSettings.of(out).trainer  # every value of its field's type (one line naming the key)
     for key in ("max_steps", "batch_size", "val_every", "checkpoint_every"):
-        if int(getattr(trainer, key)) < 1:
+        if int(getattr(typed, key)) < 1:
             raise ConfigError(f"trainer.{key} must be >= 1, got {out['trainer'][key]}")
     return out
 
