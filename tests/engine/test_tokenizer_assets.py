@@ -92,3 +92,29 @@ def test_a_run_that_fails_before_its_first_commit_leaves_no_tokenizer_files(tmp_
         f"tokenizer files written outside the generation being committed: {outside}"
     GenerationStore(run).recover()  # what --resume does first: the staging folder goes
     assert not list(run.rglob("tokenizer.json"))
+
+
+def _commit(store: GenerationStore, *, tokenizers: bool) -> Path:
+    gen = store.begin()
+    gen.write_bytes("model.safetensors", b"weights")
+    if tokenizers:
+        gen.write_bytes(str(TOKENIZER), b'{"model": {"vocab": {}}}')
+    return store.commit(gen)
+
+
+def test_the_tokenizers_link_follows_the_generation_and_an_older_run_keeps_its_folder(tmp_path):
+    plain = GenerationStore(tmp_path / "images-only")
+    _commit(plain, tokenizers=False)
+    assert not os.path.lexists(tmp_path / "images-only" / "tokenizers"), "no dangling link without assets"
+
+    store = GenerationStore(tmp_path / "r")
+    first = _commit(store, tokenizers=True)
+    assert (tmp_path / "r" / "tokenizers").resolve() == first / "tokenizers"
+    second = _commit(store, tokenizers=True)
+    assert (tmp_path / "r" / TOKENIZER).resolve() == second / TOKENIZER
+
+    old = tmp_path / "old"  # written before generations held the assets: a folder of its own
+    (old / "tokenizers" / "text_1d").mkdir(parents=True)
+    (old / TOKENIZER).write_text("the old copy")
+    _commit(GenerationStore(old), tokenizers=True)
+    assert not (old / "tokenizers").is_symlink() and (old / TOKENIZER).read_text() == "the old copy"
