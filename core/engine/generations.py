@@ -32,10 +32,6 @@ GENERATIONS = "generations"
 CURRENT = "current"
 #: Top-level names that are symlinks into the current generation.
 LINKED = ("model.safetensors", "config.json", "manifest.json", "checkpoint", "strategy", "metrics")
-#: Top-level names that are symlinks into the current generation when it holds them (a run with no
-#: tokenizer assets has none; a run directory written before generations held them keeps its own
-#: ``tokenizers/`` folder, which is left as it is).
-LINKED_IF_PRESENT = ("tokenizers",)
 _NAME = re.compile(r"^g-(\d{8})$")
 
 
@@ -108,6 +104,12 @@ class Generation:
             except OSError:
                 shutil.copy2(f, target)
         return True
+
+
+#: Top-level names that are symlinks into the current generation when it holds them (a run with no
+#: tokenizer assets has none; a run directory written before generations held them keeps its own
+#: ``tokenizers/`` folder, which is left as it is).
+LINKED_IF_PRESENT = ("tokenizers",)
 
 
 class GenerationStore:

@@ -28,7 +28,7 @@ def test_a_run_reads_the_typed_values_and_leaves_its_config_as_it_was(tmp_path, 
     assert engine.settings.trainer.log_every == 3 and engine.store.keep == 3
     engine.run()
     assert cfg == before, "the engine changed the config it was given"
-    generations = sorted((tmp_path / "r" / "generations").iterdir())
+    generations = sorted((tmp_path / "r" / "generations").glob("g-*"))
     assert len(generations) == 3, "trainer.keep_checkpoints=3 keeps three generations"
 
 
