@@ -53,7 +53,7 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
     from medkit.engine.engine import load_config
     from medkit.api.errors import ConfigError
     from medkit.finetune.trainer import Finetuner
-    from medkit.finetune.config import (FinetuneSelection, compose_finetune, describe_recipe,
+    from medkit.finetune.config import (FinetuneSelection, FinetuneSettings, compose_finetune, describe_recipe,
                                              recipe_names)
 
     if list_recipes:
@@ -80,7 +80,7 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = Path(run_dir or f"runs/finetune-{stamp}-{cfg['run']['task']}-{cfg['run']['modality']}")
-    reporter = make_reporter(int(cfg["trainer"].get("log_every", 10)))
+    reporter = make_reporter(FinetuneSettings.of(cfg).trainer.log_every)
     from medkit.registry import get_host
 
     results = Finetuner(cfg, target, reporter=reporter, resume=bool(resume), components=get_host()).run()

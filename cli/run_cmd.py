@@ -136,7 +136,9 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
                   master_port=master_port)
         click.echo(f"run directory: {target}")
         return
-    reporter = make_reporter(int(cfg["trainer"].get("log_every", 10)))
+    from medkit.config.typed import trainer_config
+
+    reporter = make_reporter(trainer_config(cfg).log_every)
     Engine(cfg, target, components=get_host(), reporter=reporter, resume=bool(resume)).run()
     if int(os.environ.get("RANK", "0")) == 0 and not os.environ.get("MEDKIT_LAUNCHED"):
         click.echo(f"run directory: {target}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, List, Optional, Union
 
+from medkit.models.options import EncoderConfig  # the model's own schema, typed here with the others
 from medkit.api.errors import ConfigError
 from medkit.config.probes import PROBE_TRAINER_DEFAULTS as _PROBE
 
@@ -54,22 +55,6 @@ class OptimConfig:
     warmup_fraction: float = 40 / 300
     min_lr: float = 0.0
     clip_grad: Optional[float] = None  #: max gradient norm; ``null`` or 0: no clipping
-
-
-@dataclass
-class EncoderConfig:
-    """``encoder.*``: the shared ViT trunk (``null`` shape fields take the preset's value)."""
-
-    preset: str = "base"
-    depth: Optional[int] = None
-    embed_dim: Optional[int] = None
-    num_heads: Optional[int] = None
-    mlp_ratio: Optional[float] = None
-    drop_path: float = 0.1
-    layer_scale_init: float = 1e-3
-    final_norm: bool = False
-    # the reference's numerics, to use the official weights (spec §10.1; medkit convert medcoss)
-    legacy: bool = False
 
 
 #: section name → its schema.

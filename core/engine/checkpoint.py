@@ -15,7 +15,7 @@ import torch
 from medkit.api.context import RunContext
 from medkit.engine.generations import Generation, GenerationStore
 from medkit.eval.records import normalise_evaluations
-from medkit.models.build import MODEL_METADATA, Model, architecture
+from medkit.models.build import MODEL_METADATA, TOKENIZER_ASSETS, Model, architecture
 from medkit.storage import files as ck
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,19 @@ def manifest(cfg: dict[str, Any], ctx: RunContext, record: RunRecord, *, stage: 
     }
 
 
+def write_tokenizers(gen: Generation, model: Model) -> None:
+    """``tokenizers/<name>/`` of the generation: the assets (vocabularies) of every tokenizer that
+    has a ``save_pretrained``, saved into the staging folder so they are committed with the weights
+    that use them; a later generation carries the previous one's unchanged (a run's tokenizers do not
+    change while it trains)."""
+    if gen.carry(TOKENIZER_ASSETS):
+        return
+    for name, tok in model.encoder.tokenizers.items():
+        saver = getattr(tok, "save_pretrained", None)
+        if callable(saver):
+            saver(gen.path / TOKENIZER_ASSETS / name)
+
+
 def write_generation(store: GenerationStore, *, cfg: dict[str, Any], ctx: RunContext, model: Model,
                      strategy: Any, record: RunRecord, stage: int, step: int, finished: bool,
                      data_paths: dict[str, str], world_size: int, dists: Iterable[str],
@@ -90,6 +103,7 @@ def write_generation(store: GenerationStore, *, cfg: dict[str, Any], ctx: RunCon
     """
     gen: Generation = store.begin()
     model_file = gen.write_tensors("model.safetensors", model.state_dict(), MODEL_METADATA)
+    write_tokenizers(gen, model)
     gen.write_json("config.json", architecture(cfg))
     if ctx.optimizer is not None:
         tensors, meta = ck.optimizer_to_tensors(ctx.optimizer)

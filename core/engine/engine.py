@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import nullcontext
@@ -17,6 +18,7 @@ from medkit.api.events import RunInfo, StageInfo
 from medkit.api.features import FeatureCache
 from medkit.api.progress import LogReporter, Reporter
 from medkit.api.protocols import Strategy
+from medkit.config.typed import RunSettings
 from medkit.engine import checkpoint as cp
 from medkit.engine.continuation import not_evaluated_after_from
 from medkit.engine.datasets import build_datasets, data_paths
@@ -29,6 +31,7 @@ from medkit.engine.step import TrainStep
 from medkit.engine.steplog import StepLog
 from medkit.eval.evaluate import evaluate_stage, want_probe_features
 from medkit.eval.matrices import write_matrices
+from medkit.eval.probes import ProbeOptions
 from medkit.eval.records import stage_results
 from medkit.models.build import Model, build_model, load_model_state, set_trunk_options
 from medkit.storage import files as ck
@@ -52,18 +55,20 @@ class Engine:
     def __init__(self, cfg: dict[str, Any], run_dir: Path, *, components: Components,
                  reporter: Reporter | None = None, resume: bool = False) -> None:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        # the typed sections, built once; every default is the schema's (medkit.config.schemas)
+        self.settings = RunSettings.of(cfg)
         self.components = components
-        self.reporter: Reporter = reporter or LogReporter(cfg["trainer"].get("log_every", 10))
-        self.world: World = init_world(cfg["trainer"].get("device", "auto"))
+        self.reporter: Reporter = reporter or LogReporter(self.settings.trainer.log_every)
+        self.world: World = init_world(self.settings.trainer.device)
         self.record = cp.RunRecord()
-        self.store = GenerationStore(self.run_dir, keep=int(cfg["trainer"].get("keep_checkpoints", 2)))
+        self.store = GenerationStore(self.run_dir, keep=self.settings.trainer.keep_checkpoints)
         self.restored: cp.Restored | None = None
         self.recovered: Path | None = None
         self.loader: RunLoader | None = None  # one DataLoader (persistent workers) for the whole run
 
     # -- setup -------------------------------------------------------------------------------
     def _device(self) -> torch.device:
-        want = str(self.cfg["trainer"].get("device", "auto"))
+        want = self.settings.trainer.device
         if want == "auto":
             return torch.device(f"cuda:{self.world.local_rank}" if torch.cuda.is_available() else "cpu")
         return torch.device(want)
@@ -78,7 +83,7 @@ class Engine:
         names = list(cfg["run"]["modalities"])
         modalities = {m: self.components.create("modality", m, **cfg["modality"].get(m, {})) for m in names}
         self.data_paths = data_paths(cfg, modalities, is_main=self.world.is_main)
-        sets = build_datasets(modalities, self.data_paths, val_fraction=float(cfg["trainer"].get("val_fraction", 0.1)),
+        sets = build_datasets(modalities, self.data_paths, val_fraction=self.settings.trainer.val_fraction,
                               seed=seed, previous=self._previous_split())
         self.record.split = sets.split
         origin = cfg["run"].get("from")
@@ -96,7 +101,7 @@ class Engine:
             not_evaluated=not_evaluated_after_from(cfg), modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
             eval_sets=sets.eval, train_indices=sets.train_indices, val_indices=sets.val_indices, stages=stages,
             config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
-            world_size=self.world.world_size, batch_size=int(cfg["trainer"]["batch_size"]),
+            world_size=self.world.world_size, batch_size=self.settings.trainer.batch_size,
             model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths),
             feature_cache=FeatureCache(self.model.encoder))
         return ctx
@@ -110,8 +115,8 @@ class Engine:
         return ck.read_json(where / "metrics" / "split.json")
 
     def _step_factory(self, ctx: RunContext) -> Any:
-        tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
-        amp = bool(tr.get("amp"))
+        tr, opt_cfg = self.settings.trainer, self.settings.optim
+        amp = tr.amp
         set_trunk_options(self.model.encoder, tr)  # trainer.grad_checkpointing, trainer.compile
 
         def make(optimizer: torch.optim.Optimizer, **hooks: Any) -> TrainStep:
@@ -122,18 +127,14 @@ class Engine:
                 dp = DataParallelStep(self.model.modules(), [p for p in params if id(p) not in in_model],
                                       device=ctx.device)
                 forward, no_sync = dp.forward, dp.no_sync
-            return TrainStep(optimizer, params=params, device=ctx.device, clip_grad=opt_cfg.get("clip_grad"),
+            return TrainStep(optimizer, params=params, device=ctx.device, clip_grad=opt_cfg.clip_grad,
                              amp=amp, forward=forward, no_sync=no_sync, **hooks)
         return make
 
     # -- persistence ---------------------------------------------------------------------------
     def _save(self, ctx: RunContext, *, stage: int, step: int, finished: bool = False) -> None:
         """One checkpoint generation (rank 0 writes; every rank meets at the barrier)."""
-        if self.world.is_main:
-            if not (self.run_dir / "tokenizers").exists():
-                for name, tok in self.model.encoder.tokenizers.items():
-                    if callable(getattr(tok, "save_pretrained", None)):
-                        tok.save_pretrained(self.run_dir / "tokenizers" / name)
+        if self.world.is_main:  # the tokenizers' assets are part of the generation (cp.write_tokenizers)
             cp.write_generation(self.store, cfg=self.cfg, ctx=ctx, model=self.model, strategy=self.strategy,
                                 record=self.record, stage=stage, step=step, finished=finished,
                                 data_paths=self.data_paths, world_size=self.world.world_size,
@@ -203,7 +204,7 @@ class Engine:
         elif cfg["run"].get("from"):
             start_stage = self._continue_from()
         self.strategy.setup(ctx)
-        info = RunInfo(run_dir=self.run_dir, config=cfg, stages=ctx.stages, resumed=self.resume)
+        info = RunInfo(run_dir=self.run_dir, config=self.cfg, stages=ctx.stages, resumed=self.resume)
         self.components.emit("run_start", run=info)
         if not self.resume:
             self._save(ctx, stage=start_stage, step=0)
@@ -231,15 +232,19 @@ class Engine:
         now = self.world.world_size
         if before == now:
             return
-        tr = self.cfg["trainer"]
-        global_batch = int(tr["batch_size"]) * before
+        global_batch = self.settings.trainer.batch_size * before
         if global_batch % now:
             raise ConfigError(f"{self.run_dir} ran on {before} process(es) with a global batch of {global_batch}; "
                               f"it cannot be split over {now} processes — resume with a world size that divides "
                               f"{global_batch}")
-        tr["batch_size"] = global_batch // now
+        per_process = global_batch // now
+        # derived for this run as new objects (the caller's config is not changed); the manifest's
+        # config hash and the run events see the batch size each process runs, as they always did
+        trainer = dataclasses.replace(self.settings.trainer, batch_size=per_process)
+        self.settings = dataclasses.replace(self.settings, trainer=trainer)
+        self.cfg = {**self.cfg, "trainer": {**self.cfg["trainer"], "batch_size": per_process}}
         log.info("resuming on %d process(es) instead of %d: %d samples per process keep the global batch of %d",
-                 now, before, tr["batch_size"], global_batch)
+                 now, before, per_process, global_batch)
 
     def _results(self) -> dict[str, Any]:
         matrix = stage_results(self.record.evaluations)
@@ -247,8 +252,8 @@ class Engine:
 
     def _run_stage(self, ctx: RunContext, info: RunInfo, si: int, start_step: int,
                    restored: cp.Restored | None) -> None:
-        tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
-        max_steps = int(tr["max_steps"]) if self.strategy.trains else 0
+        tr, opt_cfg = self.settings.trainer, self.settings.optim
+        max_steps = tr.max_steps if self.strategy.trains else 0
         resumed_mid = restored is not None and restored.has_optimizer and start_step > 0
         ctx.begin_stage(StageState(index=si, max_steps=max_steps, start_step=start_step, resumed=bool(resumed_mid)))
         if restored is not None and not resumed_mid:
@@ -258,10 +263,10 @@ class Engine:
         self.components.emit("stage_start", run=info, stage=stage)
 
         named = [(n, p) for n, p in self.model.modules().named_parameters() if p.requires_grad]
-        groups = param_groups(named, float(opt_cfg["weight_decay"])) + list(self.strategy.parameters_groups(ctx))
+        groups = param_groups(named, opt_cfg.weight_decay) + list(self.strategy.parameters_groups(ctx))
         global_batch = ctx.batch_size * self.world.world_size
-        base_lr = opt_cfg["lr"] if opt_cfg.get("lr") is not None else opt_cfg["blr"] * global_batch / 256
-        ctx.optimizer = adamw(groups, lr=base_lr, betas=opt_cfg["betas"], device=ctx.device)
+        base_lr = opt_cfg.lr if opt_cfg.lr is not None else opt_cfg.blr * global_batch / 256
+        ctx.optimizer = adamw(groups, lr=base_lr, betas=opt_cfg.betas, device=ctx.device)
         if resumed_mid:
             restored.load_optimizer(ctx.optimizer, ctx.device)  # type: ignore[union-attr]
             ck.set_rng_state(restored.rng())  # type: ignore[union-attr]
@@ -271,10 +276,12 @@ class Engine:
             self._train_steps(ctx, info, stage, base_lr, timings)
         self.record.stage_steps[si] = max_steps
         t0 = time.perf_counter()
-        want_probe_features(ctx, tr)  # the buffer's pass over the training set keeps what the probes read
+        probes = ProbeOptions.from_trainer(dataclasses.asdict(tr))  # trainer.probe_*
+        want_probe_features(ctx, probes)  # the buffer's pass over the training set keeps what the probes read
         self.strategy.after_stage(ctx)
         t1 = time.perf_counter()
-        evaluation = evaluate_stage(ctx, self.strategy, trainer=tr)  # {"after_stage": si + 1, ...}
+        evaluation = evaluate_stage(ctx, self.strategy, eval_batches=tr.eval_batches,
+                                    probes=probes)  # {"after_stage": si + 1, ...}
         t2 = time.perf_counter()
         self.record.evaluations.append(evaluation)
         metrics = evaluation["metrics"]
@@ -292,27 +299,26 @@ class Engine:
         ``trainer.num_workers > 0``, are spawned once and serve every stage)."""
         if self.loader is None:
             tokenizers = {m: ctx.encoder.tokenizers[t] for m, t in ctx.tokenizer_of.items()}
-            workers = int(self.cfg["trainer"].get("num_workers", 0))
-            self.loader = RunLoader(ctx.train_sets, tokenizers, num_workers=workers,
+            self.loader = RunLoader(ctx.train_sets, tokenizers, num_workers=self.settings.trainer.num_workers,
                                     pin_memory=ctx.device.type == "cuda", seed=ctx.seed)
         return self.loader.stage(plan, start_step=ctx.step)
 
     def _train_steps(self, ctx: RunContext, info: RunInfo, stage: StageInfo, base_lr: float,
                      timings: dict[str, float]) -> None:
-        tr, opt_cfg = self.cfg["trainer"], self.cfg["optim"]
+        tr, opt_cfg = self.settings.trainer, self.settings.optim
         plan = StepPlan(self.strategy.sources(ctx), batch_size=ctx.batch_size, max_steps=ctx.max_steps,
                         seed=ctx.seed, stage=ctx.stage_index, rank=self.world.rank,
                         world_size=self.world.world_size,
-                        min_current_fraction=getattr(self.strategy, "min_current_fraction", 0.5))
+                        min_current_fraction=self.strategy.min_current_fraction)
         self.record.realised_mix[ctx.stage_index] = plan.mix()
         log.info("stage %d plan: %s", ctx.stage_index + 1,
                  ", ".join(f"{k} {v} steps" for k, v in plan.mix().items()))
         step = ctx.make_step(ctx.optimizer, after_backward=lambda: self.strategy.after_backward(ctx),
                              after_optimizer_step=lambda: self.strategy.after_optimizer_step(ctx))
-        every = int(tr.get("checkpoint_every", 50))
+        every = tr.checkpoint_every
         # trainer.batch_size samples per process and step, run as accum_steps micro-batches (their
         # mean loss: the same gradient as one batch for a loss that is a mean over equal samples)
-        accum = int(tr.get("accum_steps", 1))
+        accum = tr.accum_steps
         desc = f"stage {ctx.stage_index + 1}/{len(ctx.stages)} [{'+'.join(ctx.stage)}]"
         if self.world.is_main:
             self.reporter.start(ctx.max_steps, desc, completed=ctx.step)
@@ -323,13 +329,13 @@ class Engine:
                 self.reporter.update(n, metrics)
             self.components.emit("step_end", run=info, stage=stage, step=n, metrics=metrics)
         # losses stay on the device until a sync point (log_every, a checkpoint, the stage's end)
-        steps = StepLog(int(tr.get("log_every", 10)), self.record, report)
+        steps = StepLog(tr.log_every, self.record, report)
         waited = computed = saved = 0.0
         t_wait = time.perf_counter()
         for batch in self._loader(ctx, plan):
             t_got = time.perf_counter()
-            lr = lr_at(ctx.step, ctx.max_steps, base_lr=base_lr, min_lr=float(opt_cfg["min_lr"]),
-                       warmup_fraction=float(opt_cfg["warmup_fraction"]))
+            lr = lr_at(ctx.step, ctx.max_steps, base_lr=base_lr, min_lr=opt_cfg.min_lr,
+                       warmup_fraction=opt_cfg.warmup_fraction)
             micro = batch.split(accum) if accum > 1 else batch
             out = step(lambda b: self.strategy.loss(ctx, b), micro, lr=lr, sync=False)
             ctx.step += 1

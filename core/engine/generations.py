@@ -106,6 +106,12 @@ class Generation:
         return True
 
 
+#: Top-level names that are symlinks into the current generation when it holds them (a run with no
+#: tokenizer assets has none; a run directory written before generations held them keeps its own
+#: ``tokenizers/`` folder, which is left as it is).
+LINKED_IF_PRESENT = ("tokenizers",)
+
+
 class GenerationStore:
     """Generations of one run directory (see the module docstring)."""
 
@@ -211,7 +217,10 @@ class GenerationStore:
 
     def _link_top_level(self) -> None:
         """The fixed top-level symlinks through ``current`` (created once; idempotent)."""
-        for name in LINKED:
+        current = self.current()
+        present = [n for n in LINKED_IF_PRESENT if current is not None and (current / n).exists()
+                   and ((self.run_dir / n).is_symlink() or not (self.run_dir / n).exists())]
+        for name in (*LINKED, *present):
             link = self.run_dir / name
             want = f"{CURRENT}/{name}"
             if link.is_symlink() and os.readlink(link) == want:

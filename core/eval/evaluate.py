@@ -121,7 +121,7 @@ def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: in
     return values
 
 
-def want_probe_features(ctx: RunContext, trainer: Mapping[str, Any]) -> None:
+def want_probe_features(ctx: RunContext, options: ProbeOptions) -> None:
     """Before the strategy's ``after_stage``: tell ``ctx.feature_cache`` which training samples of
     the stage's modalities the probes will encode (their labelled, capped subset), so that a pass
     over the training set with the same weights (the rehearsal buffer's) keeps those rows and
@@ -130,7 +130,6 @@ def want_probe_features(ctx: RunContext, trainer: Mapping[str, Any]) -> None:
     if cache is None:
         return
     cache.clear()
-    options = ProbeOptions.from_trainer(trainer)
     if not probe_metrics(options):
         return
     skip = dict(ctx.not_evaluated)
@@ -143,7 +142,7 @@ def want_probe_features(ctx: RunContext, trainer: Mapping[str, Any]) -> None:
             cache.want(m, split.train)
 
 
-def evaluate_stage(ctx: RunContext, strategy: Any, *, trainer: Mapping[str, Any],
+def evaluate_stage(ctx: RunContext, strategy: Any, *, eval_batches: int, probes: ProbeOptions,
                    not_evaluated: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The evaluation record of the stage just finished (``ctx.stage_index``), ready for
     ``eval.json``: ``{"after_stage": ctx.stage_index + 1, "modalities", "metrics", "unavailable"}``.
@@ -151,13 +150,14 @@ def evaluate_stage(ctx: RunContext, strategy: Any, *, trainer: Mapping[str, Any]
     Args:
         ctx: the run context after the stage's training.
         strategy: the run's strategy (its ``eval_context`` wraps each modality).
-        trainer: the run's ``trainer`` config (``eval_batches``, ``probe_*``).
+        eval_batches: held-out batches per modality for the pretext loss (``trainer.eval_batches``).
+        probes: the probes' options (``trainer.probe_*``: :meth:`ProbeOptions.from_trainer`).
         not_evaluated: ``{modality: reason}`` of modalities not to evaluate (added to
             ``ctx.not_evaluated``).
     """
     try:
-        values, missing = evaluate_cells(ctx, strategy, max_batches=int(trainer.get("eval_batches", 4)),
-                                         options=ProbeOptions.from_trainer(trainer), not_evaluated=not_evaluated)
+        values, missing = evaluate_cells(ctx, strategy, max_batches=int(eval_batches), options=probes,
+                                         not_evaluated=not_evaluated)
     finally:
         cache = getattr(ctx, "feature_cache", None)
         if cache is not None:  # the rows kept for the probes are read: free them

@@ -329,19 +329,20 @@ def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretra
         pretrained: load the weights of ``run.from`` (False when the caller restores its own).
         assets_dir: where tokenizer assets are (the pre-trained or the fine-tuning run directory).
     """
+    from medkit.finetune.config import FinetuneSettings
     from medkit.models.build import build_model
 
-    run, bb = cfg["run"], cfg["backbone"]
-    name = str(bb.get("name") or "medkit")
+    run, bb = cfg["run"], FinetuneSettings.of(cfg).backbone
+    name = bb.name
     dims = int(run["dims"])
     size = cfg["task"].get("input_size") or cfg["task"].get("patch_size")
-    in_chans = bb.get("in_chans") or (3 if dims == 2 else 1)
+    in_chans = bb.in_chans or (3 if dims == 2 else 1)
     if name.startswith("timm:"):
         return TimmBackbone(name[5:], dims=dims, in_chans=int(in_chans), img_size=size,
-                            pretrained=bool(bb.get("pretrained", False)))
+                            pretrained=bb.pretrained)
     if name.startswith("monai:"):
         return MonaiBackbone(name[6:], dims=dims, in_chans=int(in_chans),
-                             out_channels=out_channels if maps else int(bb.get("features", 256)),
+                             out_channels=out_channels if maps else bb.features,
                              segmenter=maps, img_size=size)
     from medkit.finetune.external import FAMILIES, build_external, parse_spec
 

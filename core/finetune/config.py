@@ -4,24 +4,77 @@ pre-trained run's architecture, and ``KEY=VALUE`` overrides."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Optional
 
 from medkit.api.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: AdamW, weight decay 1e-4 on every parameter, default betas, poly decay (power 0.9), clip 12.
-FT_OPTIM: dict[str, Any] = {"lr": 1e-4, "weight_decay": 1e-4, "betas": [0.9, 0.999], "clip_grad": 12.0,
-                            "poly_power": 0.9}
-FT_TRAINER: dict[str, Any] = {
-    "max_steps": 1000, "batch_size": 8, "eval_batch_size": None, "val_every": 100,
-    "checkpoint_every": 100, "log_every": 10, "num_workers": 0, "device": "auto", "max_eval_samples": None,
+
+@dataclass
+class FinetuneOptimConfig:
+    """``optim.*`` of a fine-tune: AdamW, weight decay 1e-4 on every parameter, default betas, poly
+    decay (power 0.9), clip 12."""
+
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad: Optional[float] = 12.0  #: max gradient norm; ``null`` or 0: no clipping
+    poly_power: float = 0.9
+
+
+@dataclass
+class FinetuneTrainerConfig:
+    """``trainer.*`` of a fine-tune: the loop, validation, checkpoints and evaluation batches."""
+
+    max_steps: int = 1000
+    batch_size: int = 8
+    eval_batch_size: Optional[int] = None  #: ``null``: the task's, else ``batch_size``
+    val_every: int = 100
+    checkpoint_every: int = 100
+    log_every: int = 10
+    num_workers: int = 0
+    device: str = "auto"
+    max_eval_samples: Optional[int] = None  #: ``null``: every sample of the split
     # fine-tuning data that a --from run pre-trained on: refuse val/test sources it trained on
-    "allow_pretraining_overlap": False,
-}
-FT_BACKBONE: dict[str, Any] = {"name": "medkit", "pretrained": False, "features": 256, "in_chans": None}
+    allow_pretraining_overlap: bool = False
+
+
+@dataclass
+class FinetuneBackboneConfig:
+    """``backbone.*`` of a fine-tune: ``medkit`` (a pre-trained run's encoder) or an external model."""
+
+    name: str = "medkit"
+    pretrained: bool = False
+    features: int = 256  #: output features of a classification backbone
+    in_chans: Optional[int] = None  #: ``null``: 3 for 2D data, 1 otherwise
+
+
+#: The sections' defaults as plain dicts (the dataclasses above are the one place they live).
+FT_OPTIM: dict[str, Any] = asdict(FinetuneOptimConfig())
+FT_TRAINER: dict[str, Any] = asdict(FinetuneTrainerConfig())
+FT_BACKBONE: dict[str, Any] = asdict(FinetuneBackboneConfig())
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The typed sections of one fine-tuning config, built once (what the fine-tuning code reads)."""
+
+    trainer: FinetuneTrainerConfig
+    optim: FinetuneOptimConfig
+    backbone: FinetuneBackboneConfig
+
+    @classmethod
+    def of(cls, cfg: dict[str, Any], *, where: str = "") -> FinetuneSettings:
+        """The sections of ``cfg`` (absent keys: the defaults above; a wrong type: :class:`ConfigError`)."""
+        from medkit.config.typed import typed_section
+
+        return cls(trainer=typed_section(cfg.get("trainer"), FinetuneTrainerConfig, section="trainer", where=where),
+                   optim=typed_section(cfg.get("optim"), FinetuneOptimConfig, section="optim", where=where),
+                   backbone=typed_section(cfg.get("backbone"), FinetuneBackboneConfig, section="backbone",
+                                          where=where))
 RECIPE_GROUP = "recipe"
 #: Recipe field → where it lands in the fine-tuning config.
 RECIPE_TARGETS: dict[str, str] = {"lr": "optim.lr", "batch_size": "trainer.batch_size",
@@ -218,8 +271,9 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
         from medkit.finetune.external import normalize_spec
 
         out["task"]["fusion"] = normalize_spec(fusion)
+    typed = FinetuneSettings.of(out).trainer  # every value of its field's type (one line naming the key)
     for key in ("max_steps", "batch_size", "val_every", "checkpoint_every"):
-        if int(out["trainer"][key]) < 1:
+        if int(getattr(typed, key)) < 1:
             raise ConfigError(f"trainer.{key} must be >= 1, got {out['trainer'][key]}")
     return out
 

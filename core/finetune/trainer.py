@@ -42,7 +42,7 @@ from medkit.engine.schedule import poly_lr
 from medkit.engine.step import TrainStep
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.finetune.backbones import build_backbone
-from medkit.finetune.config import resolve_data
+from medkit.finetune.config import FinetuneSettings, resolve_data
 from medkit.finetune.leakage import check_pretraining_overlap
 from medkit.api.progress import LogReporter, Reporter
 
@@ -94,6 +94,7 @@ class FinetuneSession:
                  class_names: list[str] | None = None, components: Components | None = None) -> None:
         host = resolve_host(components)  # the plugin host the CLI hands in (or the one the registry binds)
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.settings = FinetuneSettings.of(cfg)
         run = cfg["run"]
         self.seed = int(run["seed"])
         torch.manual_seed(self.seed)
@@ -103,7 +104,7 @@ class FinetuneSession:
         # the pre-training run's held-out sources stay held out (medkit.finetune.leakage)
         self.overlap = check_pretraining_overlap(
             run.get("from"), self.data, self.splits,
-            allow=bool(cfg["trainer"].get("allow_pretraining_overlap", False)))
+            allow=self.settings.trainer.allow_pretraining_overlap)
         found = list(self.splits["train"].class_names or [])
         if class_names is not None and found != list(class_names):
             raise ConfigError(f"{self.data}: its classes {found} differ from the classes {list(class_names)} "
@@ -113,7 +114,7 @@ class FinetuneSession:
         backbone = build_backbone(cfg, out_channels=self.task.out_channels(self.class_names), maps=maps,
                                   pretrained=pretrained, assets_dir=None if pretrained else self.run_dir,
                                   create=host.create)
-        self.device = _device(str(cfg["trainer"].get("device", "auto")))
+        self.device = _device(self.settings.trainer.device)
         self.model = self.task.build_model(backbone, self.class_names, **_fusion_cnn(cfg, backbone, pretrained)
                                            ).to(self.device)
         self.backbone = backbone
@@ -122,10 +123,10 @@ class FinetuneSession:
 
     def batches(self, split: str) -> Iterator[Batch]:
         ds = self.splits[split]
-        limit = self.cfg["trainer"].get("max_eval_samples")
+        tr = self.settings.trainer
+        limit = tr.max_eval_samples
         n = len(ds) if not limit else min(len(ds), int(limit))
-        bs = int(self.task.eval_batch_size or self.cfg["trainer"].get("eval_batch_size")
-                 or self.cfg["trainer"]["batch_size"])
+        bs = int(self.task.eval_batch_size or tr.eval_batch_size or tr.batch_size)
         for k in range(0, n, bs):
             samples = [ds.load(i, seed=None) for i in range(k, min(k + bs, n))]
             yield self.task.collate(samples, self.backbone).to(self.device)
@@ -163,8 +164,9 @@ class Finetuner:
     def __init__(self, cfg: dict[str, Any], run_dir: Path, *, reporter: Reporter | None = None,
                  resume: bool = False, components: Components | None = None) -> None:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.settings = FinetuneSettings.of(cfg)  # the typed sections (their defaults: medkit.finetune.config)
         self.components = components
-        self.reporter: Reporter = reporter or LogReporter(int(cfg["trainer"].get("log_every", 10)))
+        self.reporter: Reporter = reporter or LogReporter(self.settings.trainer.log_every)
         self.pending: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -271,7 +273,7 @@ class Finetuner:
                               f"`medkit evaluate {where}`)")
         if state == "checkpointed" and not self.resume:
             raise ConfigError(f"{where} already holds a fine-tune at step {trainer.get('step')} of "
-                              f"{self.cfg['trainer']['max_steps']}; use --resume {where} to continue it or "
+                              f"{self.settings.trainer.max_steps}; use --resume {where} to continue it or "
                               f"choose another --run-dir")
         if state == "unstarted":
             log.warning("%s holds a fine-tune that stopped before its first checkpoint; starting it over "
@@ -288,7 +290,7 @@ class Finetuner:
         return {"format": 1, "kind": "finetune", "task": run["task"], "modality": run["modality"],
                 "dims": run["dims"], "backbone": self.cfg["backbone"]["name"], "from": run.get("from"),
                 "data": str(s.data), "class_names": s.class_names, "step": self.step,
-                "max_steps": int(self.cfg["trainer"]["max_steps"]), "finished": finished,
+                "max_steps": self.settings.trainer.max_steps, "finished": finished,
                 "best_step": (self.best or {}).get("step"), "config_hash": config_hash(self.cfg),
                 "backbone_weights": _weights_record(s),
                 "versions": package_versions(), "files": files}
@@ -300,7 +302,7 @@ class Finetuner:
             return self._run()
 
     def _run(self) -> dict[str, Any]:
-        cfg, tr, oc = self.cfg, self.cfg["trainer"], self.cfg["optim"]
+        cfg, tr, oc = self.cfg, self.settings.trainer, self.settings.optim
         fresh, done = self._prepare()
         if done is not None:
             return done
@@ -313,36 +315,35 @@ class Finetuner:
                 if callable(getattr(tok, "save_pretrained", None)):
                     tok.save_pretrained(self.run_dir / "tokenizers" / name)
         params = [p for p in s.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=float(oc["lr"]), betas=tuple(oc["betas"]),
-                                weight_decay=float(oc["weight_decay"]))
+        opt = torch.optim.AdamW(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
         finished = False if fresh else self._restore(s, opt)
         if fresh:
             ck.atomic_write_json(self.run_dir / "manifest.json", self._manifest(s, False))
-        max_steps = int(tr["max_steps"])
+        max_steps = tr.max_steps
         if not finished and self.step < max_steps:
             self._train(s, opt, max_steps)
         return self._finish(s, opt)
 
     def _train(self, s: FinetuneSession, opt: torch.optim.Optimizer, max_steps: int) -> None:
-        tr, oc = self.cfg["trainer"], self.cfg["optim"]
+        tr, oc = self.settings.trainer, self.settings.optim
         train = s.splits["train"]
-        plan = StepPlan([Source("train", list(range(len(train))))], batch_size=int(tr["batch_size"]),
+        plan = StepPlan([Source("train", list(range(len(train))))], batch_size=tr.batch_size,
                         max_steps=max_steps, seed=s.seed, stage=0)
         # its own generator: creating the iterator must not draw from the global RNG (DropPath's),
         # or a resumed run would diverge from an uninterrupted one
         loader = torch.utils.data.DataLoader(_Steps(plan, train, s.task, s.backbone, self.step), batch_size=None,
-                                             shuffle=False, num_workers=int(tr.get("num_workers", 0)),
+                                             shuffle=False, num_workers=tr.num_workers,
                                              generator=torch.Generator().manual_seed(s.seed))
         # the one training-step primitive every loop uses (medkit.engine.step)
         step = TrainStep(opt, params=[p for g in opt.param_groups for p in g["params"]], device=s.device,
-                         clip_grad=oc.get("clip_grad"), amp=bool(tr.get("amp")),
+                         clip_grad=oc.clip_grad, amp=False,  # fine-tuning's trainer has no amp key
                          describe=lambda b: f"finetune batch {', '.join(b.ids[:4])}")
-        val_every, ck_every = int(tr["val_every"]), int(tr["checkpoint_every"])
+        val_every, ck_every = tr.val_every, tr.checkpoint_every
         self.reporter.start(max_steps, f"finetune [{self.cfg['run']['task']}:{self.cfg['run']['modality']}]",
                             completed=self.step)
         s.model.train()
         for batch in loader:
-            lr = poly_lr(self.step, max_steps, float(oc["lr"]), float(oc.get("poly_power", 0.9)))
+            lr = poly_lr(self.step, max_steps, oc.lr, oc.poly_power)
             out = step(lambda b: s.task.loss(s.model, b), batch, lr=lr)
             self.step += 1
             values = out.values()  # one host sync per step (the check already ran before backward)

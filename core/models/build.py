@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -13,8 +13,12 @@ from torch import nn
 from medkit.storage.files import (atomic_link, atomic_write_json, load_state_checked, load_tensors,
                                      save_tensors)
 from medkit.models.encoder import UniversalEncoder, compiled_block_call, resolve_trunk
+from medkit.models.options import encoder_options
 from medkit.api.components import Create
 from medkit.api.errors import ConfigError
+
+if TYPE_CHECKING:  # the typed trainer section (the config layer sits above the models)
+    from medkit.config.schemas import TrainerConfig
 
 log = logging.getLogger(__name__)
 TOKENIZER_ASSETS = "tokenizers"
@@ -38,9 +42,9 @@ class Model:
 
 
 def trunk_shape(cfg: dict[str, Any]) -> dict[str, Any]:
-    enc = cfg["encoder"]
-    return resolve_trunk(enc["preset"], depth=enc.get("depth"), embed_dim=enc.get("embed_dim"),
-                         num_heads=enc.get("num_heads"), mlp_ratio=enc.get("mlp_ratio"))
+    enc_cfg = encoder_options(cfg)
+    return resolve_trunk(enc_cfg.preset, depth=enc_cfg.depth, embed_dim=enc_cfg.embed_dim,
+                         num_heads=enc_cfg.num_heads, mlp_ratio=enc_cfg.mlp_ratio)
 
 
 def build_model(cfg: dict[str, Any], *, create: Create, modalities: Sequence[str] | None = None,
@@ -57,8 +61,8 @@ def build_model(cfg: dict[str, Any], *, create: Create, modalities: Sequence[str
     uses: dict[str, dict[str, str]] = cfg["run"]["uses"]
     modalities = list(modalities if modalities is not None else uses)
     shape = trunk_shape(cfg)
-    enc_cfg = cfg["encoder"]
-    legacy = bool(enc_cfg.get("legacy", False))
+    enc_cfg = encoder_options(cfg)
+    legacy = bool(enc_cfg.legacy)
     tokenizers: dict[str, nn.Module] = {}
     for m in modalities:
         name = uses[m]["tokenizer"]
@@ -76,9 +80,9 @@ def build_model(cfg: dict[str, Any], *, create: Create, modalities: Sequence[str
             if candidate.exists():
                 params["vocab_file"] = str(candidate)
         tokenizers[name] = create("tokenizer", name, embed_dim=shape["embed_dim"], **params)
-    encoder = UniversalEncoder(tokenizers, **shape, drop_path=enc_cfg.get("drop_path", 0.1),
-                               layer_scale_init=enc_cfg.get("layer_scale_init", 1e-3),
-                               final_norm=bool(enc_cfg.get("final_norm", False)), legacy=legacy)
+    encoder = UniversalEncoder(tokenizers, **shape, drop_path=enc_cfg.drop_path,
+                               layer_scale_init=enc_cfg.layer_scale_init, final_norm=bool(enc_cfg.final_norm),
+                               legacy=legacy)
     heads = nn.ModuleDict()
     if with_heads:
         for m in modalities:
@@ -145,8 +149,8 @@ def compile_backend(value: Any, *, where: str = "") -> str | None:
     return name
 
 
-def set_trunk_options(encoder: UniversalEncoder, trainer: dict[str, Any]) -> None:
+def set_trunk_options(encoder: UniversalEncoder, trainer: TrainerConfig) -> None:
     """Apply ``trainer.grad_checkpointing`` and ``trainer.compile`` to the encoder's blocks (in
     training only; evaluation and no-grad passes run them as they are)."""
-    encoder.grad_checkpointing = bool(trainer.get("grad_checkpointing", False))
-    encoder.compile_backend = compile_backend(trainer.get("compile", False))
+    encoder.grad_checkpointing = bool(trainer.grad_checkpointing)
+    encoder.compile_backend = compile_backend(trainer.compile)

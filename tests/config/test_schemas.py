@@ -46,16 +46,34 @@ def test_defaults_are_the_previous_ones() -> None:
     assert {k: v for k, v in defaults("trainer").items() if k not in OLD_DEFAULTS["trainer"]} == new
 
 
+#: The names the runtime reads a section through: plain dicts (``cfg["trainer"]["x"]``) and the typed
+#: objects of medkit.config.typed / medkit.models.options (``settings.trainer.x``, ``tr.x``, ``enc.x``).
+_DICT_ALIASES = {"trainer": r"(?:cfg\[\"trainer\"\]|\btr)", "optim": r"(?:cfg\[\"optim\"\]|\bopt_cfg)",
+                 "encoder": r"(?:cfg\[\"encoder\"\]|\benc_cfg|\benc)"}
+_TYPED_ALIASES = {"trainer": r"(?:\bsettings\.trainer|\btr|\btrainer)", "optim": r"(?:\bsettings\.optim|\bopt_cfg)",
+                  "encoder": r"(?:\bsettings\.encoder|\benc_cfg)"}
+
+
+def _code_only(text: str) -> str:
+    """``text`` without its comments and string literals (docstrings name keys as ``trainer.x`` too)."""
+    import io
+    import tokenize
+
+    drop = {tokenize.COMMENT, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+    kept = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in drop]
+    return tokenize.untokenize(kept)
+
+
 def _keys_read(section: str) -> set[str]:
-    """Keys read from cfg[section] (directly or through the usual local names) across the runtime."""
-    aliases = {"trainer": r"(?:cfg\[\"trainer\"\]|\btr)", "optim": r"(?:cfg\[\"optim\"\]|\bopt_cfg)",
-               "encoder": r"(?:cfg\[\"encoder\"\]|\benc_cfg|\benc)"}[section]
+    """Keys read from cfg[section] (directly, through the usual local names, or as attributes of the
+    typed section objects) across the runtime."""
     found: set[str] = set()
     for path in SRC.rglob("*.py"):
         if path.relative_to(SRC).parts[0] in ("finetune", "config"):
             continue  # fine-tuning has its own trainer/optim sections
         text = path.read_text(encoding="utf-8")
-        found |= set(re.findall(aliases + r"(?:\.get\(|\[)\"(\w+)\"", text))
+        found |= set(re.findall(_DICT_ALIASES[section] + r"(?:\.get\(|\[)\"(\w+)\"", text))
+        found |= set(re.findall(_TYPED_ALIASES[section] + r"\.(\w+)\b(?!\s*\()", _code_only(text)))
     return found
 
 
