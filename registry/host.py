@@ -30,6 +30,7 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "objective": "medkit_register_objectives",
     "strategy": "medkit_register_strategies",
     "task": "medkit_register_tasks",
+    "backbone": "medkit_register_backbones",
 }
 #: A plugin whose import takes longer than this is named in a warning (it delays every command).
 SLOW_IMPORT_S = 2.0

@@ -20,3 +20,25 @@ __all__ = [
     "API_VERSION", "CheckpointError", "ConfigError", "DataError", "MedkitError", "ModalitySpec",
     "ObjectiveSpec", "PluginError", "StrategySpec", "TaskSpec", "TokenizerSpec", "hookimpl",
 ]
+
+# -- the ``backbone`` plugin kind (medkit_register_backbones): its spec, and the torch-based helpers a
+# backbone plugin builds on, imported on first use so that ``import medkit.api`` stays light (no torch).
+from medkit.api.specs import BackboneSpec  # noqa: E402
+
+_LAZY: dict[str, str] = {
+    "ExternalBackbone": "medkit.finetune.external.base", "Family": "medkit.finetune.external.base",
+    "StateDict": "medkit.finetune.external.base", "entry": "medkit.finetune.external.base",
+    "load_into": "medkit.finetune.external.base", "resize_to": "medkit.finetune.external.base",
+    "split_keys": "medkit.finetune.external.base", "default_blocks": "medkit.finetune.backbones",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'medkit.api' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+__all__ += ["BackboneSpec", *_LAZY]
