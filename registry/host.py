@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib.metadata as md
 import logging
 import os
@@ -145,12 +146,12 @@ class PluginHost:
             log.warning("plugin %s (%s) skipped: %s", ep.name, dist, record.error)
             return
         self._by_name[name] = record
-        registration = set(REGISTRATION_HOOKS.values())
         for caller in self.pm.get_hookcallers(plugin) or []:
+            scope: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+            if caller.name in REGISTRATION_HOOKS.values():
+                scope = functools.partial(self._running, record, caller.name)
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin:
-                    scope = (lambda r=record, h=caller.name: self._running(r, h)) if caller.name in registration \
-                        else contextlib.nullcontext
                     guard(impl, self._on_error(record, caller.name), scope)
 
     @contextlib.contextmanager
@@ -185,7 +186,8 @@ class PluginHost:
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - only a wrapper gets here (implementations are guarded)
-                impls = [i for h in REGISTRATION_HOOKS.values() for i in getattr(self.pm.hook, h).get_hookimpls()]
+                impls = [i for h in REGISTRATION_HOOKS.values()
+                         for i in getattr(self.pm.hook, h).get_hookimpls()]
                 name = culprit(exc, impls)
                 if name is None:
                     raise

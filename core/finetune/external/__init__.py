@@ -33,7 +33,14 @@ def names(components: Components) -> list[str]:
 def family(name: str, components: Components) -> Family:
     """The :class:`Family` registered as backbone ``name`` (a :class:`PluginError` naming the known
     ones, a close match, or the distribution to install, otherwise)."""
-    return components.spec("backbone", name).load_factory()  # type: ignore[return-value]
+    from medkit.api.errors import PluginError
+    from medkit.finetune.external.base import Family
+
+    found = components.spec("backbone", name).load_factory()
+    if not isinstance(found, Family):
+        raise PluginError(f"backbone {name!r}: its factory is a {type(found).__name__}, not a medkit.api.Family; "
+                          f"register BackboneSpec({name!r}, <a Family>)")
+    return found
 
 
 def parse_spec(spec: str, components: Components) -> tuple[str, str | None] | None:
