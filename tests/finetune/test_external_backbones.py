@@ -163,3 +163,14 @@ def test_inputs_too_small_for_the_architecture_are_a_clear_error() -> None:
         build_external("desd", 3, pretrained=False, components=get_host()).pooled(torch.zeros(1, 1, 16, 32, 32))
     with pytest.raises(ConfigError, match=r"at least \[64, 64\]"):
         build_external("unimiss", 2, pretrained=False, components=get_host()).pooled(torch.zeros(1, 3, 32, 32))
+
+
+def test_a_released_model_without_its_plugin_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backbones are a plugin kind: without medkit-plugin-backbones the error says where to get them."""
+    from medkit.finetune.external import build_external
+    from medkit.registry.host import PluginHost
+
+    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-backbones,backbones")
+    with pytest.raises(ConfigError, match=r"backbone 'desd' comes from medkit-plugin-backbones|"
+                                          r"pip install medkit-plugin-backbones"):
+        build_external("desd:/nowhere/DeSD_Res50.pth", 3, components=PluginHost())
