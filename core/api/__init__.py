@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> object:
+    """The backbone helpers of :data:`_LAZY`, imported when first asked for (PEP 562)."""
     if name not in _LAZY:
         raise AttributeError(f"module 'medkit.api' has no attribute {name!r}")
     import importlib
