@@ -89,7 +89,7 @@ def run_one(root: Path, strategy: str, seed: int, steps: int, modalities: tuple[
 
         shutil.rmtree(run_dir)
     cfg = compose(Selection(modalities=list(modalities), strategy=strategy, preset="tiny", max_steps=steps,
-                            seed=seed, overrides=base_overrides(args, modalities) + list(extra)))
+                            seed=seed, overrides=base_overrides(args, modalities) + list(extra)), host=get_host())
     t0 = time.perf_counter()
     Engine(cfg, run_dir, components=get_host(), reporter=NullReporter()).run()
     wall = time.perf_counter() - t0

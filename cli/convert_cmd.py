@@ -92,9 +92,10 @@ def _release_command(name: str) -> click.Command:
     @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
     def command(checkpoint: str, out: str, force: bool) -> None:
         from medkit.finetune.external import convert_release, family
+        from medkit.registry import get_host
 
-        fam = family(name)
-        report = convert_release(name, checkpoint, out, force=force)
+        fam = family(name, get_host())
+        report = convert_release(name, checkpoint, out, components=get_host(), force=force)
         click.echo(f"wrote {out}: {len(report.converted)} {fam.title} tensors ({report.coverage:.0%} of the model) "
                    f"from {report.released} released ones")
         by_reason: dict[str, list[str]] = defaultdict(list)
@@ -110,7 +111,9 @@ def _release_command(name: str) -> click.Command:
 
 
 def _add_release_commands(group: click.Group) -> None:
-    from medkit.finetune.external import FAMILIES
+    """One ``medkit convert NAME`` per registered backbone (``medkit_register_backbones``)."""
+    from medkit.finetune.external import names
+    from medkit.registry import get_host
 
-    for name in FAMILIES:
+    for name in names(get_host()):
         group.add_command(_release_command(name))

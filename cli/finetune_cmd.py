@@ -49,16 +49,17 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
       medkit finetune --recipe lits --show
       medkit finetune --resume runs/finetune-lits
     """
-    import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
     from medkit.engine.engine import load_config
     from medkit.api.errors import ConfigError
     from medkit.finetune.trainer import Finetuner
     from medkit.finetune.config import (FinetuneSelection, FinetuneSettings, compose_finetune, describe_recipe,
                                              recipe_names)
+    from medkit.registry import get_host
 
+    host = get_host()
     if list_recipes:
-        for name in recipe_names():
-            click.echo(describe_recipe(name).splitlines()[0].replace("recipe ", ""))
+        for name in recipe_names(host):
+            click.echo(describe_recipe(name, host).splitlines()[0].replace("recipe ", ""))
         return
     if resume:
         if any((task, data, source, scratch, recipe, modality, overrides, max_steps is not None)):
@@ -69,21 +70,19 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
         sel = FinetuneSelection(task=task, modality=modality, data=data, source=source, scratch=scratch,
                                 recipe=recipe, backbone=backbone, preset=preset, max_steps=max_steps,
                                 seed=seed, overrides=list(overrides))
-        cfg = compose_finetune(sel, require_source=not show)
+        cfg = compose_finetune(sel, host=host, require_source=not show)
         if show:
             from medkit.config.compose import to_yaml
 
             if recipe:
-                click.echo(describe_recipe(recipe))
+                click.echo(describe_recipe(recipe, host))
                 click.echo("")
             click.echo(to_yaml(cfg), nl=False)
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = Path(run_dir or f"runs/finetune-{stamp}-{cfg['run']['task']}-{cfg['run']['modality']}")
     reporter = make_reporter(FinetuneSettings.of(cfg).trainer.log_every)
-    from medkit.registry import get_host
-
-    results = Finetuner(cfg, target, reporter=reporter, resume=bool(resume), components=get_host()).run()
+    results = Finetuner(cfg, target, reporter=reporter, resume=bool(resume), components=host).run()
     if results.get("already_finished"):
         click.echo(f"{target} already finished at step {results.get('steps')}; nothing to resume "
                    f"(results: {target / 'metrics.json'})")
@@ -99,7 +98,6 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
 def evaluate(run_dir: str, data: str | None, split: str, weights: str) -> None:
     """Evaluate a fine-tuning run on the held-out split of its data (or of --data)."""
-    import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
     from medkit.finetune.evaluate import evaluate_run
 
     from medkit.registry import get_host
@@ -125,7 +123,6 @@ def embed(run_dir: str, modality: tuple[str, ...], data: tuple[str, ...], max_sa
           out: str | None, seed: int) -> None:
     """t-SNE of pooled encoder embeddings coloured by modality (supplement F)."""
     from medkit.config.compose import parse_data, parse_modalities
-    import medkit.registry  # noqa: F401  (binds the plugin host medkit.config's store uses)
     from medkit.finetune.embed import embed_modalities
 
     mods = parse_modalities(modality)

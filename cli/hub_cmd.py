@@ -19,6 +19,20 @@ def component_provider(kind: str, name: str) -> str | None:
     return dist or provider_of(kind, name)
 
 
+def strategy_publishable(name: str) -> list[str]:
+    """The strategy state roots strategy ``name`` declares publishable (its spec's ``publishable_state``);
+    none when its plugin is not installed."""
+    from medkit.api.errors import MedkitError
+    from medkit.hub.publish import PUBLISHABLE_STATE
+    from medkit.registry import get_host
+
+    try:
+        return [str(r) for r in get_host().spec("strategy", name).meta.get(PUBLISHABLE_STATE, ())]
+    except MedkitError as exc:
+        click.echo(f"warning: no strategy state is published: {exc}", err=True)
+        return []
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.option("--repo-id", required=True, help="Hub repository, USER/NAME (created if needed).")
@@ -27,8 +41,8 @@ def component_provider(kind: str, name: str) -> str | None:
 @click.option("--license", "license_", default="apache-2.0", show_default=True,
               help="Licence identifier for the model card (a Hub licence id, or 'other').")
 @click.option("--include-strategy-state", is_flag=True,
-              help="Also publish the strategy state that derives from no sample (teacher weights, masks); "
-                   "buffer ids, cached features and Fisher information are never published.")
+              help="Also publish the strategy state the run's strategy declares publishable (teacher "
+                   "weights, masks); buffer ids, cached features and Fisher information are never published.")
 @click.option("-m", "--message", default=None, help="Commit message.")
 def push(run_dir: str, repo_id: str, private: bool, revision: str | None, license_: str,
          include_strategy_state: bool, message: str | None) -> None:
@@ -46,7 +60,7 @@ def push(run_dir: str, repo_id: str, private: bool, revision: str | None, licens
 
     result = push_run(run_dir, repo_id, private=private, revision=revision, license=license_,
                       include_strategy_state=include_strategy_state, commit_message=message,
-                      create=get_host().create, provider=component_provider)
+                      create=get_host().create, provider=component_provider, publishable=strategy_publishable)
     click.echo(f"pushed {len(result.files)} files to {result.url} ({result.revision} @ {result.commit[:12]})")
     click.echo(f"load it with: medkit pull hf-hub:{result.repo_id}"
                + (f"@{result.revision}" if result.revision != "main" else ""))

@@ -51,7 +51,9 @@ def compare(run_dirs: tuple[str, ...], baseline: str | None, out: str | None) ->
     from medkit.finetune.compare import compare_finetune, finetune_kinds, write_finetune_comparison
 
     if any(finetune_kinds([Path(d) for d in run_dirs])):  # fine-tuning runs: the Table 2 layout
-        table = compare_finetune([Path(d) for d in run_dirs])
+        from medkit.registry import get_host
+
+        table = compare_finetune([Path(d) for d in run_dirs], get_host())
         click.echo(text_table(table["header"], table["rows"]))
         if out:
             click.echo(f"wrote {write_finetune_comparison(Path(out), table)}")

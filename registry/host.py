@@ -1,16 +1,17 @@
-"""Discovery and guarded loading of ``medkit`` entry points; the five registries."""
+"""Discovery and guarded loading of ``medkit`` entry points into the pluggy plugin manager; the registries."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import importlib.metadata as md
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
 
@@ -19,7 +20,7 @@ from medkit.api.errors import PluginError
 from medkit.api.specs import KINDS, ComponentSpec
 from medkit.api.version import check_plugin_api
 from medkit.registry.known import KNOWN, provider_of
-
+from medkit.registry.loading import check_pending, culprit, describe as _describe, guard, validate_plugin
 from medkit.registry.missing import fixes as _fixes, missing_message as _missing_message, run_needs
 
 log = logging.getLogger(__name__)
@@ -31,18 +32,10 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "objective": "medkit_register_objectives",
     "strategy": "medkit_register_strategies",
     "task": "medkit_register_tasks",
+    "backbone": "medkit_register_backbones",
 }
-SPEC_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("medkit_"))
 #: A plugin whose import takes longer than this is named in a warning (it delays every command).
 SLOW_IMPORT_S = 2.0
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, PluginError):
-        return str(exc)
-    if isinstance(exc, SystemExit):
-        return f"SystemExit({exc.code!r}) raised while loading (a plugin must never exit the process)"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _timed_load(ep: md.EntryPoint, dist: str) -> Any:
@@ -69,6 +62,7 @@ def _timed_load(ep: md.EntryPoint, dist: str) -> Any:
                         "with MEDKIT_DISABLE_PLUGINS=%s)", ep.name, dist, took, ep.name)
 
 
+
 @dataclass
 class PluginRecord:
     """One ``medkit`` entry point: where it comes from, what it provides, and why it broke."""
@@ -93,23 +87,9 @@ def _env_list(var: str) -> set[str] | None:
     return {x.strip() for x in raw.split(",") if x.strip()}
 
 
-def _validate_module(module: ModuleType) -> None:
-    """Refuse a plugin module for an incompatible API or a misspelled/unmarked hook."""
-    check_plugin_api(module.__name__, getattr(module, "MEDKIT_API_VERSION", None))
-    for attr, value in vars(module).items():
-        if not attr.startswith("medkit_") or not callable(value):
-            continue
-        if attr not in SPEC_NAMES:
-            close = difflib.get_close_matches(attr, sorted(SPEC_NAMES), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise PluginError(f"unknown hook {attr}{hint}")
-        if not hasattr(value, f"{hookspecs.PROJECT}_impl"):
-            raise PluginError(f"hook {attr} is not marked with @hookimpl "
-                              f"(from medkit.api import hookimpl)")
-
-
 class PluginHost:
-    """Loads every ``medkit`` entry point in its own guard and holds the five registries."""
+    """Loads every ``medkit`` entry point in its own guard into a pluggy ``PluginManager`` and holds
+    the registries its registration hooks fill."""
 
     def __init__(self, entry_points: Iterable[md.EntryPoint] | None = None) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -120,6 +100,9 @@ class PluginHost:
         #: distribution (and entry point) name → why it was not loaded (disabled / not selected)
         self.skipped: dict[str, str] = {}
         self.skipped_dists: list[str] = []
+        self._by_name: dict[str, PluginRecord] = {}  # pluggy plugin name → its record
+        self._current: tuple[PluginRecord, str] | None = None  # whose registration hook is running
+        self._collected: dict[str, list[ComponentSpec]] = {}
         eps = list(entry_points) if entry_points is not None else list(md.entry_points(group=GROUP))
         load_only, disabled = _env_list("MEDKIT_LOAD_PLUGINS"), _env_list("MEDKIT_DISABLE_PLUGINS") or set()
         for ep in sorted(eps, key=lambda e: (e.name != "builtin", e.name)):
@@ -135,68 +118,121 @@ class PluginHost:
                 self.skipped_dists.append(dist)
                 continue
             self._load(ep, dist, version)
+        self._register_all()
         self.pm.check_pending()
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self, ep: md.EntryPoint, dist: str, version: str) -> None:
+        """Import one entry point (a module or an object such as a class instance), check it and
+        register it with the plugin manager; anything it raises marks only this plugin broken."""
         record = PluginRecord(entry_point=ep.name, dist=dist, version=version, module=ep.value)
         self.records.append(record)
         for kind, names in KNOWN.items():  # what a broken distribution would have provided
             mine = [n for n, d in names.items() if d == dist]
             if mine:
                 record.would_provide[kind] = mine
+        name = f"{dist}:{ep.name}"
+        plugin: object = None
         try:
-            module = _timed_load(ep, dist)
-            if not isinstance(module, ModuleType):
-                raise PluginError(f"entry point must name a module, got {type(module).__name__}")
-            specs = self._collect(module)
-            _validate_module(module)
+            plugin = _timed_load(ep, dist)
+            validate_plugin(plugin)
+            self.pm.register(plugin, name=name)
+            check_pending(self.pm)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a broken plugin (even SystemExit) never stops the host
+            if plugin is not None and self.pm.get_name(plugin) == name:
+                self.pm.unregister(name=name)
             record.error = _describe(exc)
             log.warning("plugin %s (%s) skipped: %s", ep.name, dist, record.error)
             return
+        self._by_name[name] = record
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            scope: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+            if caller.name in REGISTRATION_HOOKS.values():
+                scope = functools.partial(self._running, record, caller.name)
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin:
+                    guard(impl, self._on_error(record, caller.name), scope)
+
+    @contextlib.contextmanager
+    def _running(self, record: PluginRecord, hook: str) -> Iterator[None]:
+        """Attribute the ``register(spec)`` calls made meanwhile to ``record``'s plugin and ``hook``."""
+        self._current = (record, hook)
         try:
-            self.pm.register(module, name=f"{dist}:{ep.name}")
-            self.pm.check_pending()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001
-            if self.pm.is_registered(module):
-                self.pm.unregister(module)
-            record.error = _describe(exc)
+            yield
+        finally:
+            self._current = None
+
+    def _on_error(self, record: PluginRecord, hook: str) -> Callable[[BaseException], None]:
+        """What happens when ``record``'s implementation of ``hook`` raises: a registration hook marks
+        the plugin broken (nothing of it is registered); any other hook is logged, and the run goes on."""
+        def report(exc: BaseException) -> None:
+            if hook in REGISTRATION_HOOKS.values():
+                record.error = record.error or _describe(exc)  # logged when the plugin is dropped
+            else:
+                log.warning("plugin %s failed in %s: %s", f"{record.dist}:{record.entry_point}", hook,
+                            _describe(exc))
+        return report
+
+    def _register_all(self) -> None:
+        """Call every registration hook once through ``pm.hook``; each ``register(spec)`` goes to the
+        plugin whose implementation is running. A plugin whose hook (or wrapper) raises is removed
+        with nothing registered; a wrapper's failure reruns the calls without its plugin."""
+        while True:
+            self._collected = {name: [] for name in self._by_name}
+            try:
+                for hook in REGISTRATION_HOOKS.values():
+                    getattr(self.pm.hook, hook)(register=self._register)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - only a wrapper gets here (implementations are guarded)
+                impls = [i for h in REGISTRATION_HOOKS.values()
+                         for i in getattr(self.pm.hook, h).get_hookimpls()]
+                name = culprit(exc, impls)
+                if name is None:
+                    raise
+                self._by_name[name].error = _describe(exc)
+                self._drop(name)
+                continue
+            break
+        for name, record in list(self._by_name.items()):
+            if record.error:
+                self._drop(name)
+                continue
+            for spec in self._collected[name]:
+                self._add(spec, record)
+
+    def _drop(self, name: str) -> None:
+        record = self._by_name.pop(name)
+        log.warning("plugin %s (%s) skipped: %s", record.entry_point, record.dist, record.error)
+        self.pm.unregister(name=name)
+
+    def _register(self, spec: ComponentSpec) -> None:
+        """The ``register`` callback every registration hook receives."""
+        if self._current is None:
+            raise PluginError(f"register({spec!r}) was called outside a registration hook implementation "
+                              f"(a hook wrapper observes registration; it does not register)")
+        record, hook = self._current
+        kind = next(k for k, h in REGISTRATION_HOOKS.items() if h == hook)
+        if not isinstance(spec, ComponentSpec):
+            raise PluginError(f"{hook} registered {spec!r}, not a spec from medkit.api")
+        if spec.kind and spec.kind != kind:
+            raise PluginError(f"{hook} registered a {spec.kind} spec {spec.name!r}")
+        self._collected[f"{record.dist}:{record.entry_point}"].append(spec if spec.kind else ComponentSpec(
+            spec.name, spec.factory, spec.summary, spec.context, spec.meta, kind=kind))
+
+    def _add(self, spec: ComponentSpec, record: PluginRecord) -> None:
+        table = self.registries[spec.kind]
+        if spec.name in table:
+            other = table[spec.name][1]
+            self.clashes[(spec.kind, spec.name)] = [other.dist, record.dist]
+            msg = (f"{spec.kind} {spec.name!r} is also provided by {other.dist}; "
+                   f"disable one with MEDKIT_DISABLE_PLUGINS")
+            record.error = f"{record.error}; {msg}" if record.error else msg
             return
-        for spec in specs:
-            table = self.registries[spec.kind]
-            if spec.name in table:
-                other = table[spec.name][1]
-                self.clashes[(spec.kind, spec.name)] = [other.dist, dist]
-                msg = (f"{spec.kind} {spec.name!r} is also provided by {other.dist}; "
-                       f"disable one with MEDKIT_DISABLE_PLUGINS")
-                record.error = f"{record.error}; {msg}" if record.error else msg
-                continue
-            table[spec.name] = (spec, record)
-            record.provides.setdefault(spec.kind, []).append(spec.name)
-
-    def _collect(self, module: ModuleType) -> list[ComponentSpec]:
-        """Call the module's registration hooks with a collecting ``register``."""
-        collected: list[ComponentSpec] = []
-        for kind, hook in REGISTRATION_HOOKS.items():
-            fn = getattr(module, hook, None)
-            if fn is None:
-                continue
-
-            def register(spec: ComponentSpec, _kind: str = kind) -> None:
-                if not isinstance(spec, ComponentSpec):
-                    raise PluginError(f"{hook} registered {spec!r}, not a spec from medkit.api")
-                if spec.kind and spec.kind != _kind:
-                    raise PluginError(f"{hook} registered a {spec.kind} spec {spec.name!r}")
-                collected.append(spec if spec.kind else ComponentSpec(
-                    spec.name, spec.factory, spec.summary, spec.context, spec.meta, kind=_kind))
-
-            fn(register)
-        return collected
+        table[spec.name] = (spec, record)
+        record.provides.setdefault(spec.kind, []).append(spec.name)
 
     # -- lookup ----------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -328,15 +364,19 @@ class PluginHost:
         return problems
 
     def call_guarded(self, hook: str, **kwargs: Any) -> None:
-        """Call every implementation of ``hook``; an observer that raises is logged, not fatal."""
-        caller: Callable[..., Any] = getattr(self.pm.hook, hook)
-        for impl in caller.get_hookimpls():
-            try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except KeyboardInterrupt:
+        """Call ``hook`` through ``pm.hook``; an implementation that raises is logged, not fatal, and
+        the others still run (see :func:`medkit.registry.loading.guard`). A wrapper that raises is
+        logged too (its exception ended the call)."""
+        caller = getattr(self.pm.hook, hook)
+        try:
+            caller(**kwargs)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - an observer (even SystemExit) never stops a run
+            who = culprit(exc, caller.get_hookimpls())
+            if who is None:
                 raise
-            except BaseException as exc:  # noqa: BLE001 - an observer (even SystemExit) never stops a run
-                log.warning("plugin %s failed in %s: %s", impl.plugin_name, hook, _describe(exc))
+            log.warning("plugin %s failed in %s: %s", who, hook, _describe(exc))
 
     def emit(self, event: str, **kwargs: Any) -> None:
         """Fire an event hook (``run_start``, ``step_end``...) to every observer."""

@@ -1,8 +1,14 @@
-"""Which distribution provides which built-in name, for install hints."""
+"""What no loaded spec can say: the built-in names of plugins that are missing, and the full install."""
 
 from __future__ import annotations
 
-#: kind -> name -> distribution that provides it.
+# Everything a loaded plugin provides comes from its specs (PluginHost.registries); these tables only
+# answer for a plugin that is *not* loaded (not installed, disabled, not selected, or broken at
+# import), when no spec exists to ask: which distribution to install or repair for a name the user
+# typed, and what a missing modality would have needed. The host's own builtin plugin always loads,
+# so its names (sequential, joint, tfs) are not restated here.
+
+#: kind -> name -> distribution that provides it (install hints and "did you mean" for missing plugins).
 KNOWN: dict[str, dict[str, str]] = {
     "modality": {
         "report": "medkit-plugin-report", "xray": "medkit-plugin-xray", "ct": "medkit-plugin-ct",
@@ -14,30 +20,32 @@ KNOWN: dict[str, dict[str, str]] = {
     "strategy": {
         "rehearsal": "medkit-plugin-medcoss", "er": "medkit-plugin-er", "ewc": "medkit-plugin-ewc",
         "packnet": "medkit-plugin-packnet", "cassle": "medkit-plugin-cassle",
-        "sequential": "medkit", "joint": "medkit", "tfs": "medkit",
     },
     "task": {"classification": "medkit-plugin-classification",
              "segmentation": "medkit-plugin-segmentation"},
+    "backbone": {name: "medkit-plugin-backbones" for name in ("desd", "pcrlv2-2d", "pcrlv2-3d", "path-dino",
+                                                               "unimiss")},
 }
 
 
-#: the default (tokenizer, objective) of each built-in modality, to name every missing piece at once
-#: when the modality's own plugin is missing too (each modality plugin depends on both).
+#: the default (tokenizer, objective) of each built-in modality, used only when the modality's own
+#: plugin is missing too (its spec's meta says it otherwise), to name every missing piece at once.
 MODALITY_DEFAULTS: dict[str, tuple[str, str]] = {
     "report": ("text_1d", "mlm"), "xray": ("patch_2d", "mae"), "pathology": ("patch_2d", "mae"),
     "ct": ("patch_3d", "mae"), "mri": ("patch_3d", "mae"),
 }
-#: every built-in plugin distribution (the host's ``all`` extra and the ``medkit-default`` set)
+#: every built-in plugin distribution (the host's ``all`` extra and the ``medkit-default`` set): what
+#: ``medkit doctor`` reports missing, which no installed plugin can know.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "medkit-plugin-tokenizers", "medkit-plugin-mae", "medkit-plugin-mlm", "medkit-plugin-report",
     "medkit-plugin-xray", "medkit-plugin-ct", "medkit-plugin-mri", "medkit-plugin-pathology",
     "medkit-plugin-medcoss", "medkit-plugin-er", "medkit-plugin-ewc", "medkit-plugin-packnet",
     "medkit-plugin-cassle", "medkit-plugin-classification", "medkit-plugin-segmentation",
-    "medkit-plugin-tensorboard",
+    "medkit-plugin-tensorboard", "medkit-plugin-backbones",
 )
 ALL_INSTALL = 'pip install "medkit[all]"'
 
 
 def provider_of(kind: str, name: str) -> str | None:
-    """The distribution known to provide ``name`` of ``kind``, if any."""
+    """The distribution known to provide ``name`` of ``kind`` when its plugin is not loaded, if any."""
     return KNOWN.get(kind, {}).get(name)

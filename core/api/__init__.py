@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "hookimpl": "medkit.api.hookspecs",
     "KINDS": "medkit.api.specs", "ComponentSpec": "medkit.api.specs", "ModalitySpec": "medkit.api.specs",
     "TokenizerSpec": "medkit.api.specs", "ObjectiveSpec": "medkit.api.specs", "StrategySpec": "medkit.api.specs",
-    "TaskSpec": "medkit.api.specs",
+    "TaskSpec": "medkit.api.specs", "BackboneSpec": "medkit.api.specs",
     # the interfaces the engine drives components through, and the host
     "SampleDataset": "medkit.api.protocols", "Modality": "medkit.api.protocols",
     "Tokenizer": "medkit.api.protocols", "Objective": "medkit.api.protocols", "Strategy": "medkit.api.protocols",
@@ -83,6 +83,11 @@ _EXPORTS: dict[str, str] = {
     "cached_image": "medkit.data.dicom:cached",
     "demo_is_current": "medkit.data.demo", "mark_demo": "medkit.data.demo", "save_image": "medkit.data.demo",
     "write_csv": "medkit.data.demo",
+    # the ``backbone`` kind (medkit_register_backbones): the released models' building blocks
+    "ExternalBackbone": "medkit.finetune.external.base", "Family": "medkit.finetune.external.base",
+    "StateDict": "medkit.finetune.external.base", "entry": "medkit.finetune.external.base",
+    "load_into": "medkit.finetune.external.base", "resize_to": "medkit.finetune.external.base",
+    "split_keys": "medkit.finetune.external.base", "default_blocks": "medkit.finetune.backbones",
     # storage
     "atomic_write_bytes": "medkit.storage.files", "atomic_write_text": "medkit.storage.files",
     "load_state_checked": "medkit.storage.files",
@@ -90,22 +95,23 @@ _EXPORTS: dict[str, str] = {
 
 #: the contract, sorted (tests/api/test_public_api.py: the same names as ``_EXPORTS``)
 __all__ = [
-    "API_VERSION", "BaseStrategy", "Batch", "Block", "CheckpointError", "ComponentSpec", "Components",
-    "ConfigError", "DEFAULT_CACHE_BYTES", "DataError", "EncoderOutput", "Entry2D", "FlatPositions",
-    "IMAGE_SUFFIXES", "Image2DDataset", "Image2DModality", "Index", "Item", "ItemDataset", "KINDS",
-    "LossOutput", "MEDKIT_API_VERSION", "Masking", "MedkitError", "Modality", "ModalitySpec",
-    "NIFTI_SUFFIXES", "Objective", "ObjectiveSpec", "OnError", "PluginError", "Reporter", "RunContext",
-    "RunInfo", "SPLITS", "Sample", "SampleDataset", "Source", "StageInfo", "StageState", "Strategy",
-    "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task", "TaskSpec", "Tokenizer", "TokenizerSpec",
-    "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume", "WindowedVolumeModality", "all_gather_cat",
-    "atomic_write_bytes", "atomic_write_text", "barrier", "broadcast_", "cached_image", "check_edges",
-    "check_finite", "check_on_error", "check_splits", "clip_zscore", "collate", "components_of",
-    "decode_dicom", "demo_is_current", "dicom_file_key", "encode_labels", "file_stem", "gather_cat",
-    "gather_tokens", "generator", "has_suffix", "header_shape", "hookimpl", "hu_window", "init_vit_weights",
-    "interpolate_grid", "load_state_checked", "load_volume", "make_noise", "mark_demo", "normalize",
-    "pad_depth", "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind",
-    "read_array", "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "save_image",
-    "sincos_init", "split_three", "walk", "world_size", "write_csv", "write_nifti_demo",
+    "API_VERSION", "BackboneSpec", "BaseStrategy", "Batch", "Block", "CheckpointError", "ComponentSpec",
+    "Components", "ConfigError", "DEFAULT_CACHE_BYTES", "DataError", "EncoderOutput", "Entry2D",
+    "ExternalBackbone", "Family", "FlatPositions", "IMAGE_SUFFIXES", "Image2DDataset", "Image2DModality",
+    "Index", "Item", "ItemDataset", "KINDS", "LossOutput", "MEDKIT_API_VERSION", "Masking", "MedkitError",
+    "Modality", "ModalitySpec", "NIFTI_SUFFIXES", "Objective", "ObjectiveSpec", "OnError", "PluginError",
+    "Reporter", "RunContext", "RunInfo", "SPLITS", "Sample", "SampleDataset", "Source", "StageInfo",
+    "StageState", "StateDict", "Strategy", "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task",
+    "TaskSpec", "Tokenizer", "TokenizerSpec", "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume",
+    "WindowedVolumeModality", "all_gather_cat", "atomic_write_bytes", "atomic_write_text", "barrier",
+    "broadcast_", "cached_image", "check_edges", "check_finite", "check_on_error", "check_splits",
+    "clip_zscore", "collate", "components_of", "decode_dicom", "default_blocks", "demo_is_current",
+    "dicom_file_key", "encode_labels", "entry", "file_stem", "gather_cat", "gather_tokens", "generator",
+    "has_suffix", "header_shape", "hookimpl", "hu_window", "init_vit_weights", "interpolate_grid",
+    "load_into", "load_state_checked", "load_volume", "make_noise", "mark_demo", "normalize", "pad_depth",
+    "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind", "read_array",
+    "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "resize_to", "save_image",
+    "sincos_init", "split_keys", "split_three", "walk", "world_size", "write_csv", "write_nifti_demo",
 ]
 
 
@@ -136,8 +142,8 @@ if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api
     from medkit.api.progress import Reporter
     from medkit.api.protocols import Modality, Objective, SampleDataset, Strategy, Task, Tokenizer
     from medkit.api.randomness import per_sample_rand
-    from medkit.api.specs import (KINDS, ComponentSpec, ModalitySpec, ObjectiveSpec, StrategySpec, TaskSpec,
-                                  TokenizerSpec)
+    from medkit.api.specs import (KINDS, BackboneSpec, ComponentSpec, ModalitySpec, ObjectiveSpec, StrategySpec,
+                                  TaskSpec, TokenizerSpec)
     from medkit.api.version import API_MAJOR as API_VERSION
     from medkit.api.version import MEDKIT_API_VERSION
     from medkit.data.cache import DEFAULT_CACHE_BYTES
@@ -157,6 +163,9 @@ if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api
                                         random_flips, resize)
     from medkit.data.volume_modality import WindowedVolumeModality, write_nifti_demo
     from medkit.data.volumes import Volume, load_volume
+    from medkit.finetune.backbones import default_blocks
+    from medkit.finetune.external.base import (ExternalBackbone, Family, StateDict, entry, load_into, resize_to,
+                                               split_keys)
     from medkit.data.walk import OnError, check_on_error, has_suffix, relative_id, walk
     from medkit.data.windows import pad_depth, resampled_slices
     from medkit.models.encoder import (Block, EncoderOutput, Tokens, UniversalEncoder, init_vit_weights,

@@ -113,6 +113,27 @@ def medkit_register_tasks(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def medkit_register_backbones(register: Callable[[Any], None]) -> None:
+    """Register released comparison backbones for ``medkit finetune --backbone NAME:PATH``.
+
+    Called once, when the plugin manager loads plugins. ``medkit convert NAME`` turns a backbone's
+    released checkpoint into safetensors.
+
+    Args:
+        register: call it with one :class:`medkit.api.specs.BackboneSpec` per backbone. Its factory is a
+            :class:`medkit.api.Family` (what the release is, which dimensions it takes, how to build
+            the model and map the released keys onto it), or ``"module:attr"`` naming one.
+
+    Example::
+
+        @hookimpl
+        def medkit_register_backbones(register):
+            register(BackboneSpec("desd", "medkit_plugin_backbones.desd:FAMILY",
+                                  summary="DeSD: 3D ResNet-50 (yeerwen/DeSD)"))
+    """
+
+
+@hookspec
 def medkit_register_configs(store: Any) -> None:
     """Add named configs (recipes, presets) to medkit's isolated hydra-zen store.
 

@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-KINDS: tuple[str, ...] = ("modality", "tokenizer", "objective", "strategy", "task")
+KINDS: tuple[str, ...] = ("modality", "tokenizer", "objective", "strategy", "task", "backbone")
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,6 @@ TokenizerSpec = _kind_spec("tokenizer")
 ObjectiveSpec = _kind_spec("objective")
 StrategySpec = _kind_spec("strategy")
 TaskSpec = _kind_spec("task")
+#: A released comparison backbone for ``medkit finetune --backbone NAME:PATH``; its factory is a
+#: :class:`medkit.api.Family` (calling it with ``dims`` builds the backbone).
+BackboneSpec = _kind_spec("backbone")

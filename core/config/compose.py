@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from medkit.api.errors import ConfigError, PluginError
 from medkit.config.overrides import apply_overrides, leaf_keys, strip_targets
 from medkit.config.schemas import PRESET_DEFAULTS, SCHEMAS, check_values, defaults, section_defaults
-from medkit.config.store import ConfigHost, component_config, get_store, resolve_host
+from medkit.config.store import ConfigHost, component_config, get_store
 from medkit.config.yaml import from_yaml, load_run_config, to_yaml
 
 #: Old private names, kept for callers outside medkit.config (use the public ones).
@@ -71,7 +71,7 @@ def parse_data(values: Sequence[str], modalities: Sequence[str]) -> dict[str, st
     return data
 
 
-def compose(sel: Selection, *, host: ConfigHost | None = None) -> dict[str, Any]:
+def compose(sel: Selection, *, host: ConfigHost) -> dict[str, Any]:
     """The resolved run config as a plain dict (no ``_target_``: components are always built
     through the registry by name).
 
@@ -81,7 +81,7 @@ def compose(sel: Selection, *, host: ConfigHost | None = None) -> dict[str, Any]
 
     Args:
         sel: what the command line selected.
-        host: the plugin host (``medkit.registry.get_host()``); default: the bound one.
+        host: the plugin host the caller built (the CLI: ``medkit.registry.get_host()``).
     """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -96,7 +96,6 @@ def compose(sel: Selection, *, host: ConfigHost | None = None) -> dict[str, Any]
         if path and "${" in str(path):
             raise ConfigError(f"--data {m}={path}: a data path may not hold '${{' (medkit resolves no "
                               f"interpolation in paths); give the folder itself")
-    host = resolve_host(host)
     host.require_run(sel.modalities, sel.strategy)  # every missing plugin in one message
     sections = section_defaults(sel.preset)
     if sel.max_steps is not None:

@@ -1,49 +1,30 @@
 """medkit's isolated hydra-zen store: component configs built from their factories, plugin configs.
 
 The store needs the plugin host (to find a component's factory and to let plugins add configs through
-``medkit_register_configs``), but the runtime never imports :mod:`medkit.registry`: callers pass
-``host=`` (the CLI passes ``medkit.registry.get_host()``). Callers that do not pass one yet use the
-host bound with :func:`bind_host`, which :mod:`medkit.registry` does when it is imported.
+``medkit_register_configs``), but the runtime never imports :mod:`medkit.registry` and keeps no host of
+its own: every caller passes ``host`` (the CLI passes the one it built, ``medkit.registry.get_host()``).
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from typing import Any
 
 from medkit.api.components import Components
-from medkit.api.errors import ConfigError, PluginError
+from medkit.api.errors import PluginError
 
 #: The plugin host the config layer is handed: the one host protocol, :class:`medkit.api.components.Components`.
 ConfigHost = Components
 
 
-_STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
-_BOUND: Callable[[], ConfigHost] | None = None
+_STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()  # host → its store (not a host)
 
 
-def bind_host(resolver: Callable[[], ConfigHost] | None) -> None:
-    """Set the fallback used when no ``host=`` is passed (a callable returning the current host)."""
-    global _BOUND
-    _BOUND = resolver
-
-
-def resolve_host(host: ConfigHost | None = None) -> ConfigHost:
-    """``host``, or the bound fallback's current host."""
-    if host is not None:
-        return host
-    if _BOUND is None:
-        raise ConfigError("medkit.config needs the plugin host: pass host=medkit.registry.get_host() "
-                          "(or import medkit.registry, which binds it)")
-    return _BOUND()
-
-
-def get_store(host: ConfigHost | None = None) -> Any:
+def get_store(host: ConfigHost) -> Any:
     """The isolated :class:`hydra_zen.ZenStore` of ``host`` (never merged into Hydra's global store),
     with plugin-provided configs (``medkit_register_configs``) added on first use; one per host."""
     from hydra_zen import ZenStore
 
-    host = resolve_host(host)
     store = _STORES.get(host)
     if store is None:
         store = ZenStore(name="medkit", deferred_to_config=False, overwrite_ok=True)
@@ -57,12 +38,11 @@ def reset_stores() -> None:
     _STORES.clear()
 
 
-def component_config(kind: str, name: str, host: ConfigHost | None = None) -> Any:
+def component_config(kind: str, name: str, host: ConfigHost) -> Any:
     """The hydra-zen ``builds`` of a component's factory (every user parameter, with defaults),
     stored in the isolated store under group ``kind``."""
     from hydra_zen import builds
 
-    host = resolve_host(host)
     store = get_store(host)
     if (kind, name) in store:
         return store[kind, name]

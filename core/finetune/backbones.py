@@ -1,6 +1,6 @@
 """Backbones for ``medkit finetune``: the medkit encoder (pre-trained or from scratch), timm models,
-MONAI networks and the released comparison models (:mod:`medkit.finetune.external`) behind one small
-interface, so every model meets the same heads and metrics."""
+MONAI networks and the released comparison models (backbone plugins, :mod:`medkit.finetune.external`)
+behind one small interface, so every model meets the same heads and metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from medkit.api.components import Components, Create
-from medkit.config.store import resolve_host
 from medkit.storage.files import load_state_checked, load_tensors
 from medkit.models.encoder import EncoderOutput, UniversalEncoder
 from medkit.api.errors import CheckpointError, ConfigError, DataError
@@ -27,13 +26,13 @@ FALLBACK_MODALITIES: dict[str, tuple[int, str]] = {
 }
 
 
-def modality_info(modality: str, components: Components | None = None) -> tuple[int, str]:
+def modality_info(modality: str, components: Components) -> tuple[int, str]:
     """``(dims, default tokenizer)`` of ``modality`` from its registered spec (``components``: the
-    plugin host; default: the one :mod:`medkit.registry` binds, see :func:`medkit.config.store.resolve_host`)."""
+    plugin host the caller was handed)."""
     from medkit.api.errors import PluginError
 
     try:
-        spec = resolve_host(components).spec("modality", modality)
+        spec = components.spec("modality", modality)
         return int(spec.meta["dims"]), str(spec.meta["default_tokenizer"])
     except (PluginError, KeyError):
         if modality in FALLBACK_MODALITIES:
@@ -279,7 +278,7 @@ class MonaiBackbone(nn.Module):
 
 
 def load_encoder(run_dir: Path, tokenizers: Sequence[str], *, defaults: dict[str, dict[str, Any]],
-                 create: Create | None = None) -> UniversalEncoder:
+                 create: Create) -> UniversalEncoder:
     """The pre-trained encoder of ``run_dir`` with ``tokenizers``.
 
     Built with :func:`medkit.models.build.build_model` (``with_heads=False``, tokenizer assets from
@@ -293,7 +292,7 @@ def load_encoder(run_dir: Path, tokenizers: Sequence[str], *, defaults: dict[str
     cfg = {"run": {"uses": {f"_{t}": {"tokenizer": t, "objective": ""} for t in tokenizers}},
            "encoder": run_cfg["encoder"],
            "tokenizer": {t: dict(run_cfg.get("tokenizer", {}).get(t) or defaults.get(t, {})) for t in tokenizers}}
-    encoder = build_model(cfg, create=create or resolve_host().create, with_heads=False, assets_dir=run_dir).encoder
+    encoder = build_model(cfg, create=create, with_heads=False, assets_dir=run_dir).encoder
     state = load_tensors(Path(run_dir) / "model.safetensors")
     own = encoder.state_dict()
     picked = {k[len("encoder."):]: v for k, v in state.items()
@@ -319,7 +318,7 @@ def encoder_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretrained: bool,
-                   assets_dir: Path | None = None, create: Create | None = None) -> nn.Module:
+                   components: Components, assets_dir: Path | None = None) -> nn.Module:
     """The backbone a fine-tuning config asks for.
 
     Args:
@@ -328,6 +327,7 @@ def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretra
         maps: the task reads feature maps (a dense decoder) rather than pooled features.
         pretrained: load the weights of ``run.from`` (False when the caller restores its own).
         assets_dir: where tokenizer assets are (the pre-trained or the fine-tuning run directory).
+        components: the plugin host (builds the tokenizer; finds the released backbones).
     """
     from medkit.finetune.config import FinetuneSettings
     from medkit.models.build import build_model
@@ -344,17 +344,17 @@ def build_backbone(cfg: dict[str, Any], *, out_channels: int, maps: bool, pretra
         return MonaiBackbone(name[6:], dims=dims, in_chans=int(in_chans),
                              out_channels=out_channels if maps else bb.features,
                              segmenter=maps, img_size=size)
-    from medkit.finetune.external import FAMILIES, build_external, parse_spec
+    from medkit.finetune.external import build_external, parse_spec, unknown_backbone
 
-    if parse_spec(name) is not None:
-        return build_external(name, dims, pretrained=pretrained)
+    if parse_spec(name, components) is not None:
+        return build_external(name, dims, components=components, pretrained=pretrained)
     if name != "medkit":
-        raise ConfigError(f"--backbone {name}: expected medkit, timm:<model>, monai:<network> or a released model "
-                          f"({', '.join(f + ':PATH' for f in FAMILIES)})")
+        raise unknown_backbone(name, components)
     tok = run["tokenizer"]
     if pretrained and run.get("from"):
-        encoder = load_encoder(Path(run["from"]), [tok], defaults={tok: cfg["tokenizer"].get(tok, {})}, create=create)
+        encoder = load_encoder(Path(run["from"]), [tok], defaults={tok: cfg["tokenizer"].get(tok, {})},
+                               create=components.create)
     else:
-        encoder = build_model(encoder_config(cfg), create=create or resolve_host().create, with_heads=False,
+        encoder = build_model(encoder_config(cfg), create=components.create, with_heads=False,
                               assets_dir=assets_dir).encoder
     return EncoderBackbone(encoder, tok)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from medkit.api.components import Components
 from medkit.api.errors import CheckpointError
 
 #: Test metrics shown per task, in order; the ``%`` ones are scaled by 100 as in the paper.
@@ -27,15 +28,15 @@ def is_finetune_run(run_dir: Path) -> bool:
         return False
 
 
-def backbone_label(cfg: dict[str, Any]) -> str:
+def backbone_label(cfg: dict[str, Any], components: Components) -> str:
     """The row name of a run: a released model's title, ``medkit (<pre-trained run>)`` or ``(scratch)``,
     or the timm / MONAI name."""
     from medkit.finetune.external import family, parse_spec
 
     name = str(cfg.get("backbone", {}).get("name") or "medkit")
-    parsed = parse_spec(name)
+    parsed = parse_spec(name, components)
     if parsed is not None:
-        return family(parsed[0]).title + ("" if parsed[1] else " (random init)")
+        return family(parsed[0], components).title + ("" if parsed[1] else " (random init)")
     if name == "medkit":
         source = cfg["run"].get("from")
         return f"medkit ({Path(source).name})" if source else "medkit (scratch)"
@@ -47,16 +48,16 @@ def _dataset(cfg: dict[str, Any]) -> str:
     return str(run.get("recipe") or f"{run['task']}:{run['modality']}")
 
 
-def _dims_ok(label_spec: str, dims: int) -> bool:
+def _dims_ok(label_spec: str, dims: int, components: Components) -> bool:
     from medkit.finetune.external import family, parse_spec
 
-    parsed = parse_spec(label_spec)
+    parsed = parse_spec(label_spec, components)
     if parsed is not None:
-        return int(dims) in family(parsed[0]).dims
+        return int(dims) in family(parsed[0], components).dims
     return not (label_spec.startswith("timm:") and int(dims) != 2)
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
+def read_run(run_dir: Path, components: Components) -> dict[str, Any]:
     """Backbone, dataset, task, dims and test metrics of a finished fine-tuning run."""
     from medkit.engine.engine import load_config
     from medkit.storage.files import read_json
@@ -68,7 +69,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
                               f"(medkit finetune --resume {run_dir}) before comparing it")
     cfg = load_config(run_dir)
     metrics = read_json(metrics_path)
-    return {"run": str(run_dir), "backbone": backbone_label(cfg), "spec": str(cfg["backbone"].get("name") or "medkit"),
+    return {"run": str(run_dir), "backbone": backbone_label(cfg, components), "spec": str(cfg["backbone"].get("name") or "medkit"),
             "dataset": _dataset(cfg), "task": cfg["run"]["task"], "dims": int(cfg["run"]["dims"]),
             "test": {k: float(v) for k, v in metrics.get("test", {}).items() if isinstance(v, (int, float))}}
 
@@ -81,14 +82,15 @@ def _fmt(key: str, values: Sequence[float]) -> str:
     return f"{mean * 100:.2f}" if key in PERCENT else f"{mean:.2f}"
 
 
-def compare_finetune(run_dirs: Sequence[Path]) -> dict[str, Any]:
-    """The Table 2 comparison of ``run_dirs``.
+def compare_finetune(run_dirs: Sequence[Path], components: Components) -> dict[str, Any]:
+    """The Table 2 comparison of ``run_dirs`` (``components``: the plugin host, which names the released
+    backbones).
 
     Returns:
         ``{"header", "rows", "runs", "datasets"}``: ``header``/``rows`` are the table (several runs of one
         backbone on one dataset, e.g. seeds, are averaged); ``runs`` every run's test metrics.
     """
-    runs = [read_run(Path(d)) for d in run_dirs]
+    runs = [read_run(Path(d), components) for d in run_dirs]
     datasets: dict[str, dict[str, Any]] = {}
     backbones: dict[str, str] = {}
     for r in runs:
@@ -104,7 +106,7 @@ def compare_finetune(run_dirs: Sequence[Path]) -> dict[str, Any]:
             keys = COLUMNS.get(info["task"], ())
             mine = [r for r in runs if r["backbone"] == label and r["dataset"] == name]
             if not mine:
-                row += [MISSING if _dims_ok(spec, info["dims"]) else INCOMPATIBLE] * len(keys)
+                row += [MISSING if _dims_ok(spec, info["dims"], components) else INCOMPATIBLE] * len(keys)
                 continue
             row += [_fmt(k, [r["test"].get(k, math.nan) for r in mine]) for k in keys]
         rows.append(row)

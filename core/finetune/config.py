@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from medkit.api.errors import ConfigError
+from medkit.config.store import ConfigHost
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,13 @@ class FinetuneSelection:
     overrides: list[str] = field(default_factory=list)
 
 
-def recipe_names() -> list[str]:
+def recipe_names(host: ConfigHost) -> list[str]:
     from medkit.config.compose import get_store
 
-    return sorted({e["name"] for e in get_store() if e["group"] == RECIPE_GROUP})
+    return sorted({e["name"] for e in get_store(host) if e["group"] == RECIPE_GROUP})
 
 
-def load_recipe(name: str) -> dict[str, Any]:
+def load_recipe(name: str, host: ConfigHost) -> dict[str, Any]:
     """A recipe registered by a task plugin (``medkit_register_configs``) as a plain dict."""
     import difflib
 
@@ -112,9 +113,9 @@ def load_recipe(name: str) -> dict[str, Any]:
 
     from medkit.config.compose import _strip_targets, get_store
 
-    store = get_store()
+    store = get_store(host)
     if (RECIPE_GROUP, name) not in store:
-        known = recipe_names()
+        known = recipe_names(host)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown recipe {name!r}{hint} known recipes: {', '.join(known) or 'none'} "
@@ -122,13 +123,13 @@ def load_recipe(name: str) -> dict[str, Any]:
     return _strip_targets(OmegaConf.to_container(OmegaConf.structured(store[RECIPE_GROUP, name]), resolve=True))
 
 
-def component_defaults(kind: str, name: str) -> dict[str, Any]:
+def component_defaults(kind: str, name: str, host: ConfigHost) -> dict[str, Any]:
     """Every config field of a registered component with its default value."""
     from omegaconf import OmegaConf
 
     from medkit.config.compose import _strip_targets, component_config
 
-    return _strip_targets(OmegaConf.to_container(OmegaConf.structured(component_config(kind, name)),
+    return _strip_targets(OmegaConf.to_container(OmegaConf.structured(component_config(kind, name, host)),
                                                  resolve=True))
 
 
@@ -157,7 +158,7 @@ def _infer_modality(sel: FinetuneSelection) -> str:
                       "or a --recipe")
 
 
-def _encoder_section(sel: FinetuneSelection, tokenizer: str, *, require_source: bool
+def _encoder_section(sel: FinetuneSelection, tokenizer: str, host: ConfigHost, *, require_source: bool
                      ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(encoder, tokenizer config, resolved --from) of the selection."""
     from medkit.config.compose import ENCODER_DEFAULTS
@@ -175,30 +176,31 @@ def _encoder_section(sel: FinetuneSelection, tokenizer: str, *, require_source: 
         run_cfg = pretrain_config(run_dir)
         tok_cfg = run_cfg.get("tokenizer", {}).get(tokenizer)
         if tok_cfg is None:
-            tok_cfg = component_defaults("tokenizer", tokenizer)
+            tok_cfg = component_defaults("tokenizer", tokenizer, host)
         return dict(run_cfg["encoder"]), {tokenizer: dict(tok_cfg)}, str(run_dir.resolve())
     if not sel.scratch and require_source:
         raise ConfigError("give --from RUN_DIR (a pre-trained medkit run or hf-hub:ID), --scratch (random "
                           "init of the same architecture) or --backbone timm:NAME / monai:NAME / a released "
                           "model such as desd:PATH")
     encoder = dict(ENCODER_DEFAULTS, preset=sel.preset or "base")
-    return encoder, {tokenizer: component_defaults("tokenizer", tokenizer)}, None
+    return encoder, {tokenizer: component_defaults("tokenizer", tokenizer, host)}, None
 
 
-def _external_backbone(sel: FinetuneSelection, recipe: dict[str, Any], modality: str, dims: int) -> str:
+def _external_backbone(sel: FinetuneSelection, recipe: dict[str, Any], modality: str, dims: int,
+                       host: Any) -> str:
     """``sel.backbone`` with a released model's path made absolute, after the supplement's "×" check:
     a model that cannot take the data's dimension is a one-line error naming both."""
     from medkit.finetune.external import check_dims, normalize_spec, parse_spec
 
-    parsed = parse_spec(sel.backbone)
+    parsed = parse_spec(sel.backbone, host)
     if parsed is None:
         return sel.backbone
     dataset = str(recipe.get("dataset") or "").split(" (")[0]
     if "->" in dataset:  # NCH's "NCT-CRC-HE-100K -> CRC-VAL-HE-7K": the paper's column name
         dataset = str(sel.recipe).upper()
     dataset = dataset or f"the {modality} data"
-    check_dims(parsed[0], dims, dataset)
-    return normalize_spec(sel.backbone)
+    check_dims(parsed[0], dims, dataset, host)
+    return normalize_spec(sel.backbone, host)
 
 
 def _recipe_into(cfg: dict[str, Any], recipe: dict[str, Any], tokenizer: str) -> None:
@@ -224,8 +226,8 @@ def _recipe_into(cfg: dict[str, Any], recipe: dict[str, Any], tokenizer: str) ->
         task_cfg[key] = value
 
 
-def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> dict[str, Any]:
-    """The resolved fine-tuning config as a plain dict.
+def compose_finetune(sel: FinetuneSelection, *, host: Any, require_source: bool = True) -> dict[str, Any]:
+    """The resolved fine-tuning config as a plain dict (``host``: the plugin host the caller built).
 
     Order: built-in defaults → the recipe (task, modality, input size, lr, batch size, iterations,
     task options) → the pre-trained run's encoder and tokenizer config → ``--max-steps`` →
@@ -236,7 +238,7 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
     from medkit.config.compose import _apply_overrides, _strip_targets
     from medkit.finetune.backbones import modality_info
 
-    recipe = load_recipe(sel.recipe) if sel.recipe else {}
+    recipe = load_recipe(sel.recipe, host) if sel.recipe else {}
     task = sel.task or recipe.get("task")
     if recipe and sel.task and recipe.get("task") != sel.task:
         raise ConfigError(f"recipe {sel.recipe!r} is a {recipe.get('task')} recipe, but --task {sel.task} "
@@ -244,10 +246,10 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
     if not task:
         raise ConfigError("choose a task with --task classification|segmentation (or a --recipe)")
     modality = sel.modality or recipe.get("modality") or _infer_modality(sel)
-    dims, tokenizer = modality_info(modality)
-    backbone = _external_backbone(sel, recipe, modality, dims)
-    encoder, tok_cfg, source = _encoder_section(sel, tokenizer, require_source=require_source)
-    task_cfg = component_defaults("task", task)
+    dims, tokenizer = modality_info(modality, host)
+    backbone = _external_backbone(sel, recipe, modality, dims, host)
+    encoder, tok_cfg, source = _encoder_section(sel, tokenizer, host, require_source=require_source)
+    task_cfg = component_defaults("task", task, host)
     trainer = dict(FT_TRAINER)
     if encoder.get("preset") == "tiny":
         trainer["batch_size"] = 4
@@ -270,7 +272,7 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
     if isinstance(fusion, str) and ":" in fusion:
         from medkit.finetune.external import normalize_spec
 
-        out["task"]["fusion"] = normalize_spec(fusion)
+        out["task"]["fusion"] = normalize_spec(fusion, host)
     typed = FinetuneSettings.of(out).trainer  # every value of its field's type (one line naming the key)
     for key in ("max_steps", "batch_size", "val_every", "checkpoint_every"):
         if int(getattr(typed, key)) < 1:
@@ -278,9 +280,9 @@ def compose_finetune(sel: FinetuneSelection, *, require_source: bool = True) -> 
     return out
 
 
-def describe_recipe(name: str) -> str:
+def describe_recipe(name: str, host: ConfigHost) -> str:
     """The recipe's values, one ``key: value`` per line (``medkit finetune --recipe R --show``)."""
-    recipe = load_recipe(name)
+    recipe = load_recipe(name, host)
     width = max(len(k) for k in recipe)
     lines = [f"recipe {name}"]
     for key, value in recipe.items():

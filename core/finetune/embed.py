@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from medkit.api.components import Components
-from medkit.config.store import resolve_host
 from medkit.storage.files import atomic_write_bytes, atomic_write_json
 from medkit.api.errors import ConfigError
 
@@ -145,13 +144,13 @@ def scatter_png(y: np.ndarray, groups: Sequence[str], path: Path, *, title: str)
 
 def embed_modalities(run_dir: Path, modalities: Sequence[str], data: dict[str, str | None], *,
                      max_samples: int = 200, method: str = "auto", out: Path | None = None,
-                     seed: int = 0, components: Components | None = None) -> dict[str, Any]:
+                     seed: int = 0, components: Components) -> dict[str, Any]:
     """Embed up to ``max_samples`` evenly spaced samples of every modality with the pre-trained
     encoder of ``run_dir``; write the t-SNE PNG and a JSON of its points."""
     from medkit.data.demo import demo_root
     from medkit.finetune.backbones import load_encoder, modality_info, pretrain_config
     from medkit.finetune.config import component_defaults
-    host = resolve_host(components)  # the plugin host the CLI hands in (or the one the registry binds)
+    host = components  # the plugin host the caller hands in
     run_dir = Path(run_dir)
     run_cfg = pretrain_config(run_dir)
     if "uses" not in run_cfg.get("run", {}):
@@ -161,7 +160,7 @@ def embed_modalities(run_dir: Path, modalities: Sequence[str], data: dict[str, s
     uses = run_cfg["run"]["uses"]
     tok_of = {m: uses[m]["tokenizer"] if m in uses else modality_info(m, host)[1] for m in modalities}
     names = list(dict.fromkeys(tok_of.values()))
-    encoder = load_encoder(run_dir, names, defaults={t: component_defaults("tokenizer", t) for t in names},
+    encoder = load_encoder(run_dir, names, defaults={t: component_defaults("tokenizer", t, host) for t in names},
                            create=host.create)
     encoder.eval()
     feats, groups, ids = [], [], []

@@ -13,7 +13,7 @@ from medkit.storage.lock import run_lock
 
 
 def evaluate_run(run_dir: Path, *, data: str | None = None, split: str = "test",
-                 weights: str = "best", components: Components | None = None) -> dict[str, Any]:
+                 weights: str = "best", components: Components) -> dict[str, Any]:
     """Evaluate a finished fine-tuning run on a split of its data (or of ``data``); writes
     ``metrics/evaluate-<split>.json`` and ``pictures/evaluate-<split>/``."""
     from medkit.engine.engine import load_config
@@ -25,7 +25,7 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, split: str = "test",
 
 
 def _evaluate_run(run_dir: Path, cfg: dict[str, Any], *, data: str | None, split: str,
-                  weights: str, components: Components | None) -> dict[str, Any]:
+                  weights: str, components: Components) -> dict[str, Any]:
     if "task" not in cfg or "task" not in cfg.get("run", {}):
         raise CheckpointError(f"{run_dir} is not a `medkit finetune` run directory (its config has no task)")
     from medkit.config.received import received_manifest

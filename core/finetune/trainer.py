@@ -30,7 +30,6 @@ from typing import Any, Iterator
 import torch
 
 from medkit.api.components import Components
-from medkit.config.store import resolve_host
 from medkit.storage import files as ck
 from medkit.storage.jsonl import append_jsonl, truncate_jsonl
 from medkit.storage.lock import run_lock
@@ -75,24 +74,25 @@ class _Steps(torch.utils.data.Dataset):
         return batch
 
 
-def _fusion_cnn(cfg: dict[str, Any], backbone: torch.nn.Module, pretrained: bool) -> dict[str, Any]:
+def _fusion_cnn(cfg: dict[str, Any], backbone: torch.nn.Module, pretrained: bool, components: Components
+                ) -> dict[str, Any]:
     """``{"fusion_cnn": DeSD's ResUNet}`` for ``task.fusion=desd:PATH`` (supplement D), else ``{}``."""
     from medkit.finetune.external import build_fusion_cnn, parse_spec
 
     fusion = cfg["task"].get("fusion")
-    if not isinstance(fusion, str) or parse_spec(fusion) is None:
+    if not isinstance(fusion, str) or parse_spec(fusion, components) is None:
         return {}
     return {"fusion_cnn": build_fusion_cnn(fusion, int(cfg["run"]["dims"]), in_channels=int(backbone.in_chans),
                                            out_channels=int(cfg["task"].get("fusion_channels", 32)),
-                                           pretrained=pretrained)}
+                                           components=components, pretrained=pretrained)}
 
 
 class FinetuneSession:
     """The task, data splits and model of a fine-tuning config (shared by training and evaluation)."""
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, *, pretrained: bool, data: str | None = None,
-                 class_names: list[str] | None = None, components: Components | None = None) -> None:
-        host = resolve_host(components)  # the plugin host the CLI hands in (or the one the registry binds)
+                 class_names: list[str] | None = None, components: Components) -> None:
+        host = components  # the plugin host the caller hands in
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.settings = FinetuneSettings.of(cfg)
         run = cfg["run"]
@@ -113,10 +113,10 @@ class FinetuneSession:
         maps = self.task.backbone_output == "maps"
         backbone = build_backbone(cfg, out_channels=self.task.out_channels(self.class_names), maps=maps,
                                   pretrained=pretrained, assets_dir=None if pretrained else self.run_dir,
-                                  create=host.create)
+                                  components=host)
         self.device = _device(self.settings.trainer.device)
-        self.model = self.task.build_model(backbone, self.class_names, **_fusion_cnn(cfg, backbone, pretrained)
-                                           ).to(self.device)
+        fusion = _fusion_cnn(cfg, backbone, pretrained, host)
+        self.model = self.task.build_model(backbone, self.class_names, **fusion).to(self.device)
         self.backbone = backbone
         log.info("%s on %s: %s", run["task"], self.data,
                  ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
@@ -162,7 +162,7 @@ class Finetuner:
     """Trains (or resumes) one fine-tuning run directory."""
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path, *, reporter: Reporter | None = None,
-                 resume: bool = False, components: Components | None = None) -> None:
+                 resume: bool = False, components: Components) -> None:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
         self.settings = FinetuneSettings.of(cfg)  # the typed sections (their defaults: medkit.finetune.config)
         self.components = components

@@ -7,16 +7,20 @@ import copy
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
 from medkit.storage import files as ck
 from medkit.api.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-#: Strategy tensors that may travel: roots naming weights or masks, never data-derived statistics.
-STRATEGY_ALLOWED_ROOTS = frozenset({"teacher", "predictor", "mask", "masks", "owner", "owners"})
-#: Name parts that mark something derived from samples (ids, buffers, features, Fisher, paths...).
+#: Which strategy tensors may travel is declared by each strategy: the roots of its state tensor names
+#: that hold weights or masks (``StrategySpec(..., meta={"publishable_state": ["teacher"]})``). A strategy
+#: that declares nothing publishes nothing. Whatever a strategy declares, these name parts mark something
+#: derived from samples (ids, buffers, features, Fisher, paths...) and never travel.
+PUBLISHABLE_STATE = "publishable_state"
+#: Publishes what a strategy declares: ``publishable(strategy name) -> roots`` (the CLI asks the plugin host).
+Publishable = Callable[[str], Sequence[str]]
 SENSITIVE_PARTS = frozenset({"id", "ids", "buffer", "buffers", "feature", "features", "feat", "feats",
                              "fisher", "importance", "sample", "samples", "path", "paths", "patient",
                              "data", "index", "indices", "label", "labels", "grad", "grads", "file",
@@ -35,12 +39,13 @@ def is_sensitive_name(name: str) -> bool:
     return any(p in SENSITIVE_PARTS for p in _parts(name))
 
 
-def strategy_tensor_allowed(name: str) -> bool:
-    """Conservative allow-list: the name's first (or, under a namespace, second) part is a teacher,
-    predictor, mask or owner table, and no part names ids, buffers, features, Fisher or data."""
+def strategy_tensor_allowed(name: str, publishable: Iterable[str]) -> bool:
+    """Conservative allow-list: the name's first (or, under a namespace, second) part is one of the roots
+    the strategy declares ``publishable`` (teacher or predictor weights, masks, owner tables), and no
+    part names ids, buffers, features, Fisher or data."""
+    roots = {str(r).lower() for r in publishable}
     parts = _parts(name)
-    rooted = bool(parts) and (parts[0] in STRATEGY_ALLOWED_ROOTS
-                              or (len(parts) > 1 and parts[1] in STRATEGY_ALLOWED_ROOTS))
+    rooted = bool(parts) and (parts[0] in roots or (len(parts) > 1 and parts[1] in roots))
     return rooted and not is_sensitive_name(name)
 
 
@@ -73,9 +78,12 @@ def _strip_meta(node: Any, where: str, dropped: list[str]) -> Any:
     return node
 
 
-def filter_strategy_state(tensors: dict[str, Any], meta: Any) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """The publishable part of a strategy's ``state_dict()`` and what was left out."""
-    kept = {k: v for k, v in tensors.items() if strategy_tensor_allowed(k)}
+def filter_strategy_state(tensors: dict[str, Any], meta: Any, publishable: Iterable[str] = ()
+                          ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The publishable part of a strategy's ``state_dict()`` (tensors under the roots it declares
+    ``publishable``) and what was left out."""
+    roots = list(publishable)
+    kept = {k: v for k, v in tensors.items() if strategy_tensor_allowed(k, roots)}
     dropped = sorted(set(tensors) - set(kept))
     meta_dropped: list[str] = []
     stripped = _strip_meta(meta if isinstance(meta, dict) else {}, "", meta_dropped)
@@ -132,7 +140,8 @@ def sanitize_manifest(manifest: dict[str, Any]) -> tuple[dict[str, Any], list[st
 
 
 def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "apache-2.0",
-                 include_strategy_state: bool = False, provider: Any = None) -> dict[str, Path]:
+                 include_strategy_state: bool = False, provider: Any = None,
+                 publishable: Publishable | None = None) -> dict[str, Path]:
     """Write the generated files into ``staging`` and return ``{path in repository: local file}``.
 
     Never included: ``checkpoint/`` (optimizer, RNG, resume copies), ``strategy/`` unless
@@ -140,7 +149,8 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
     JSON, recorded as ``manifest["published"]["strategy_state"]``), ``metrics/steps.jsonl``, and
     every local data path. ``metrics/eval.json`` (strict JSON, stages counted from 1) and the matrix
     CSVs travel (aggregate numbers). ``provider(kind, name)`` names the distribution of a component
-    for the card's install line (the CLI passes the plugin registry's answer).
+    for the card's install line (the CLI passes the plugin registry's answer); ``publishable(strategy)``
+    the state roots the run's strategy declares (``publishable_state``; none when not given).
     """
     from medkit.config.received import (reemit_architecture, reemit_manifest, reemit_run_config, received_architecture,
                                         received_config, received_manifest)
@@ -185,7 +195,9 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
         tensors = ck.load_tensors(run_dir / "strategy" / "state.safetensors")
         meta_path = run_dir / "strategy" / "state.json"
         meta = ck.read_json(meta_path) if meta_path.is_file() else {}
-        kept, kept_meta, dropped = filter_strategy_state(tensors, meta)
+        strategy = str(manifest.get("strategy") or "")
+        roots = list(publishable(strategy)) if publishable is not None and strategy else []
+        kept, kept_meta, dropped = filter_strategy_state(tensors, meta, roots)
         log.warning("--include-strategy-state: publishing %d of %d strategy tensors (teacher/predictor weights, "
                     "masks); %d entries derived from patient data (buffer ids, cached features, Fisher, paths) "
                     "stay local", len(kept), len(tensors), len(dropped))

@@ -13,13 +13,15 @@ from medkit.api.errors import ConfigError
 from medkit.finetune.backbones import (EncoderBackbone, MonaiBackbone, TimmBackbone, load_encoder,
                                             modality_info)
 from medkit.finetune.config import component_defaults
+from medkit.registry import get_host
 
 
 def test_load_encoder_takes_the_runs_weights(pretrained_run: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = load_tensors(pretrained_run / "model.safetensors")
     with caplog.at_level(logging.WARNING):
         enc = load_encoder(pretrained_run, ["patch_2d", "text_1d"],
-                           defaults={"text_1d": component_defaults("tokenizer", "text_1d")})
+                           defaults={"text_1d": component_defaults("tokenizer", "text_1d", get_host())},
+                           create=get_host().create)
     own = enc.state_dict()
     for key in ("blocks.1.attn.qkv.weight", "cls_token", "tokenizers.patch_2d.proj.weight"):
         assert torch.equal(own[key], state[f"encoder.{key}"]), key
@@ -42,8 +44,8 @@ def test_feature_maps_are_token_grids_without_cls() -> None:
 
 
 def test_modality_info() -> None:
-    assert modality_info("xray") == (2, "patch_2d")
-    assert modality_info("ct") == (3, "patch_3d")
+    assert modality_info("xray", get_host()) == (2, "patch_2d")
+    assert modality_info("ct", get_host()) == (3, "patch_3d")
 
 
 def test_timm_backbone_pooled_and_maps() -> None:

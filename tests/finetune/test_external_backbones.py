@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from medkit.api.errors import CheckpointError, ConfigError
+from medkit.registry import get_host
 
 NAMES = ["desd", "pcrlv2-2d", "pcrlv2-3d", "path-dino", "unimiss"]
 
@@ -21,9 +22,9 @@ def test_the_released_layout_loads_every_tensor_and_drops_only_named_pretext_par
         name: str, external: Any, releases: dict[str, Path]) -> None:
     from medkit.finetune.external import build_external, family
 
-    fam = family(name)
+    fam = family(name, get_host())
     released = external.released_state(name)  # the same values write_release stored (same seed)
-    backbone = build_external(f"{name}:{releases[name]}", fam.dims[0])
+    backbone = build_external(f"{name}:{releases[name]}", fam.dims[0], components=get_host())
     report = backbone.key_report
     own = backbone.weights_module().state_dict()
     assert report.coverage == 1.0 and sorted(report.converted) == sorted(own)
@@ -43,7 +44,7 @@ def test_a_tiny_forward_gives_the_expected_shapes(name: str, external: Any) -> N
     from medkit.finetune.external import build_external
 
     for dims, shape, width, channels in external.FORWARD[name]:
-        backbone = build_external(name, dims, pretrained=False).eval()
+        backbone = build_external(name, dims, pretrained=False, components=get_host()).eval()
         x = torch.randn(2, *shape)
         with torch.no_grad():
             pooled = backbone.pooled(x)
@@ -63,11 +64,11 @@ def test_convert_writes_safetensors_that_load_the_same_weights(medkit, releases:
     assert res.exit_code == 0, res.output
     assert "267 UniMiSS tensors (100% of the model) from 481 released" in res.output
     assert "pre-training decoder" in res.output and "DINO projection head" in res.output
-    a = build_external(f"unimiss:{releases['unimiss']}", 3).weights_module().state_dict()
-    b = build_external(f"unimiss:{out}", 3).weights_module().state_dict()
+    a = build_external(f"unimiss:{releases['unimiss']}", 3, components=get_host()).weights_module().state_dict()
+    b = build_external(f"unimiss:{out}", 3, components=get_host()).weights_module().state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(CheckpointError, match="holds 'unimiss' weights, not desd"):
-        build_external(f"desd:{out}", 3)
+        build_external(f"desd:{out}", 3, components=get_host())
     res = medkit("convert", "unimiss", str(releases["unimiss"]), str(out))
     assert res.exit_code == 1 and "pass --force" in res.output
 
@@ -93,14 +94,14 @@ def test_a_checkpoint_pickling_another_class_is_refused_unexecuted(external: Any
     # pickle names Path.touch as pathlib.Path.touch or through builtins.getattr, depending on what is imported
     with pytest.raises(CheckpointError, match=r"pickles (pathlib|builtins\.getattr)\S*, which the released "
                                               r"PCRLv2 \(LUNA\) checkpoint .*never unpickles"):
-        build_external(f"pcrlv2-3d:{tmp_path / 'evil.pt'}", 3)
+        build_external(f"pcrlv2-3d:{tmp_path / 'evil.pt'}", 3, components=get_host())
     monkeypatch.setattr(torchfile, "unsafe_globals", lambda p: [])  # the weights-only unpickler refuses it too
     with pytest.raises(CheckpointError, match="refusing to load it"):
-        build_external(f"pcrlv2-3d:{tmp_path / 'evil.pt'}", 3)
+        build_external(f"pcrlv2-3d:{tmp_path / 'evil.pt'}", 3, components=get_host())
     assert not marker.exists()
     torch.save({"teacher": external.released_state("path-dino"), "args": fractions.Fraction(1, 3)}, tmp_path / "f.pth")
     with pytest.raises(CheckpointError, match=r"fractions\.Fraction"):
-        build_external(f"path-dino:{tmp_path / 'f.pth'}", 2)
+        build_external(f"path-dino:{tmp_path / 'f.pth'}", 2, components=get_host())
 
 
 def test_a_file_of_another_layout_is_refused_by_key_name(external: Any, tmp_path: Path) -> None:
@@ -108,22 +109,22 @@ def test_a_file_of_another_layout_is_refused_by_key_name(external: Any, tmp_path
 
     state = external.released_state("pcrlv2-3d")
     torch.save({"state_dict": {**state, "up_tr64.extra.weight": torch.zeros(2)}}, tmp_path / "a.pt")
-    build_external(f"pcrlv2-3d:{tmp_path / 'a.pt'}", 3)  # a decoder key: dropped by the up_tr rule
+    build_external(f"pcrlv2-3d:{tmp_path / 'a.pt'}", 3, components=get_host())  # a decoder key: dropped by the up_tr rule
     torch.save({"state_dict": {**state, "classifier.weight": torch.zeros(2)}}, tmp_path / "b.pt")
     with pytest.raises(CheckpointError, match="unexpected key 'classifier.weight'"):
-        build_external(f"pcrlv2-3d:{tmp_path / 'b.pt'}", 3)
+        build_external(f"pcrlv2-3d:{tmp_path / 'b.pt'}", 3, components=get_host())
     del state["down_tr512.ops.1.bn1.running_var"]
     torch.save({"state_dict": state}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match=r"missing PCRLv2 \(LUNA\) tensor down_tr512.ops.1.bn1.running_var"):
-        build_external(f"pcrlv2-3d:{tmp_path / 'c.pt'}", 3)
+        build_external(f"pcrlv2-3d:{tmp_path / 'c.pt'}", 3, components=get_host())
     torch.save({"model": state}, tmp_path / "d.pt")
     with pytest.raises(CheckpointError, match="no PCRLv2 \\(LUNA\\) state dict.*'model'"):
-        build_external(f"pcrlv2-3d:{tmp_path / 'd.pt'}", 3)
+        build_external(f"pcrlv2-3d:{tmp_path / 'd.pt'}", 3, components=get_host())
     two_d = external.released_state("pcrlv2-2d")
     two_d["conv1.weight"] = torch.zeros(64, 1, 7, 7)  # a 1-channel variant is not the release
     torch.save({"state_dict": two_d}, tmp_path / "e.pt")
     with pytest.raises(CheckpointError, match=r"conv1.weight has shape \(64, 1, 7, 7\)"):
-        build_external(f"pcrlv2-2d:{tmp_path / 'e.pt'}", 2)
+        build_external(f"pcrlv2-2d:{tmp_path / 'e.pt'}", 2, components=get_host())
 
 
 def test_desd_accepts_the_teacher_without_the_module_prefix(external: Any, tmp_path: Path) -> None:
@@ -131,7 +132,7 @@ def test_desd_accepts_the_teacher_without_the_module_prefix(external: Any, tmp_p
 
     state = {k[len("module."):]: v for k, v in external.released_state("desd").items()}  # main_DeSD_ssl.py's
     torch.save({"teacher": state, "epoch": 300}, tmp_path / "desd.pth")
-    assert build_external(f"desd:{tmp_path / 'desd.pth'}", 3).key_report.coverage == 1.0
+    assert build_external(f"desd:{tmp_path / 'desd.pth'}", 3, components=get_host()).key_report.coverage == 1.0
 
 
 @pytest.mark.parametrize("name,dims,msg", [("desd", 2, "DeSD is a 3D model; ChestXR is 2D"),
@@ -142,7 +143,7 @@ def test_a_dimension_the_model_cannot_take_is_named(name: str, dims: int, msg: s
     from medkit.finetune.external import check_dims
 
     with pytest.raises(ConfigError, match=msg):
-        check_dims(name, dims, "ChestXR")
+        check_dims(name, dims, "ChestXR", get_host())
 
 
 def test_the_cli_gives_one_line_for_a_2d_dataset_and_a_3d_backbone(medkit, releases: dict[str, Path]) -> None:
@@ -159,6 +160,17 @@ def test_inputs_too_small_for_the_architecture_are_a_clear_error() -> None:
     from medkit.finetune.external import build_external
 
     with pytest.raises(ConfigError, match=r"at least \[16, 64, 64\]"):
-        build_external("desd", 3, pretrained=False).pooled(torch.zeros(1, 1, 16, 32, 32))
+        build_external("desd", 3, pretrained=False, components=get_host()).pooled(torch.zeros(1, 1, 16, 32, 32))
     with pytest.raises(ConfigError, match=r"at least \[64, 64\]"):
-        build_external("unimiss", 2, pretrained=False).pooled(torch.zeros(1, 3, 32, 32))
+        build_external("unimiss", 2, pretrained=False, components=get_host()).pooled(torch.zeros(1, 3, 32, 32))
+
+
+def test_a_released_model_without_its_plugin_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backbones are a plugin kind: without medkit-plugin-backbones the error says where to get them."""
+    from medkit.finetune.external import build_external
+    from medkit.registry.host import PluginHost
+
+    monkeypatch.setenv("MEDKIT_DISABLE_PLUGINS", "medkit-plugin-backbones,backbones")
+    with pytest.raises(ConfigError, match=r"backbone 'desd' comes from medkit-plugin-backbones|"
+                                          r"pip install medkit-plugin-backbones"):
+        build_external("desd:/nowhere/DeSD_Res50.pth", 3, components=PluginHost())

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from medkit.registry import get_host
+
 #: One validation and one checkpoint per run, few evaluation samples: the point is that it finishes.
 QUICK = ["trainer.batch_size=2", "trainer.val_every=5", "trainer.checkpoint_every=5", "trainer.max_eval_samples=4"]
 TINY = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3"]
@@ -35,8 +37,6 @@ def _cli(*args: str) -> Any:
 def runs(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every case of :data:`CASES` fine-tuned for 5 steps (once per module)."""
     import torch
-
-    from medkit.registry import get_host
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -124,15 +124,15 @@ def test_fusion_trains_desd_resunet_beside_the_frozen_vit(releases: dict[str, Pa
                "--max-steps", "3", "--run-dir", str(tmp_path / "fusion"), *over)
     assert res.exit_code == 0, res.output
     cfg = compose_finetune(FinetuneSelection(task="segmentation", modality="ct", scratch=True, preset="tiny",
-                                             overrides=over))
-    s = FinetuneSession(cfg, tmp_path / "fusion", pretrained=True)
+                                             overrides=over), host=get_host())
+    s = FinetuneSession(cfg, tmp_path / "fusion", pretrained=True, components=get_host())
     model = s.model
     assert type(model).__name__ == "FusionSegmentationModel" and type(model.cnn).__name__ == "ResUNet"
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.cnn.parameters())
     from medkit.finetune.external import build_external
 
-    desd = build_external(f"desd:{releases['desd']}", 3).weights_module().state_dict()
+    desd = build_external(f"desd:{releases['desd']}", 3, components=get_host()).weights_module().state_dict()
     own = model.cnn.encoder.state_dict()
     assert all(torch.equal(own[k], desd[k]) for k in desd)  # the released encoder, not random init
     from medkit.storage.files import load_tensors

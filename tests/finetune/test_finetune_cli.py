@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from medkit.registry import get_host
+
 #: A tiny encoder for --scratch runs; quick steps and validation for every run.
 TINY = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3"]
 QUICK = ["trainer.batch_size=4", "trainer.val_every=2", "trainer.checkpoint_every=2"]
@@ -78,7 +80,7 @@ def test_resume_matches_an_uninterrupted_run(medkit, tmp_path: Path, monkeypatch
 
     sel = FinetuneSelection(task="classification", modality="xray", scratch=True, preset="tiny", max_steps=4,
                             overrides=TINY + QUICK)
-    Finetuner(compose_finetune(sel), tmp_path / "a").run()
+    Finetuner(compose_finetune(sel, host=get_host()), tmp_path / "a", components=get_host()).run()
     calls = {"n": 0}
     original = ClassificationTask.loss
 
@@ -90,7 +92,7 @@ def test_resume_matches_an_uninterrupted_run(medkit, tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(ClassificationTask, "loss", crash_on_third)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Finetuner(compose_finetune(sel), tmp_path / "b").run()
+        Finetuner(compose_finetune(sel, host=get_host()), tmp_path / "b", components=get_host()).run()
     monkeypatch.setattr(ClassificationTask, "loss", original)
     res = medkit("finetune", "--resume", str(tmp_path / "b"))
     assert res.exit_code == 0, res.output

@@ -28,7 +28,31 @@ from medkit.api.errors import CheckpointError, ConfigError
 def test_strategy_tensor_allow_list(name: str, allowed: bool) -> None:
     from medkit.hub.publish import strategy_tensor_allowed
 
-    assert strategy_tensor_allowed(name) is allowed
+    declared = ["teacher", "predictor", "masks", "owners"]  # what some strategy declares publishable
+    assert strategy_tensor_allowed(name, declared) is allowed
+
+
+def test_only_what_the_strategy_declares_is_publishable() -> None:
+    """The strategy, not publish.py, says which of its state may travel; sensitive names never do."""
+    from medkit.hub.publish import filter_strategy_state
+
+    tensors = {"owner.blocks.0": 1, "teacher.encoder.w": 2, "fisher.0.w": 3, "owner.buffer_ids": 4}
+    assert set(filter_strategy_state(tensors, {}, ["owner"])[0]) == {"owner.blocks.0"}
+    assert set(filter_strategy_state(tensors, {}, ["teacher", "fisher"])[0]) == {"teacher.encoder.w"}
+    assert filter_strategy_state(tensors, {})[0] == {}, "a strategy that declares nothing publishes nothing"
+
+
+def test_strategies_declare_their_publishable_state() -> None:
+    from medkit.hub.publish import PUBLISHABLE_STATE
+    from medkit.registry import get_host
+
+    host = get_host()
+    declared = {name: host.spec("strategy", name).meta.get(PUBLISHABLE_STATE, [])
+                for name in ("cassle", "rehearsal", "packnet", "ewc", "er", "sequential")
+                if name in host.names("strategy")}
+    expected = {"cassle": ["predictor", "teacher"], "rehearsal": ["teacher"], "packnet": ["owner"], "ewc": [],
+                "er": [], "sequential": []}
+    assert declared == {k: expected[k] for k in declared} and "sequential" in declared
 
 
 def test_filter_strategy_meta_known_answer() -> None:

@@ -212,7 +212,10 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
 
     _write_strategy_state(run_copy)
     caplog.set_level(logging.WARNING, logger="medkit")
-    result = push(run_copy, "alice/with-state", include_strategy_state=True, create=get_host().create)
+    declared, asked = {"teacher", "masks", "owner"}, []  # what the run's strategy declares publishable
+    result = push(run_copy, "alice/with-state", include_strategy_state=True, create=get_host().create,
+                  publishable=lambda strategy: asked.append(strategy) or sorted(declared))
+    assert asked == [json.loads((run_copy / "manifest.json").read_text())["strategy"]]
     assert "--include-strategy-state" in caplog.text and "stay local" in caplog.text
     remote = hub.files("alice/with-state")
     assert {"strategy/state.safetensors", "strategy/state.json"} <= set(remote)

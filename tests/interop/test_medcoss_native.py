@@ -44,7 +44,8 @@ def legacy_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("legacy") / "run"
     root.mkdir()
-    cfg = compose(Selection(modalities=["xray", "ct"], strategy="sequential", preset="tiny", overrides=OVERRIDES))
+    cfg = compose(Selection(modalities=["xray", "ct"], strategy="sequential", preset="tiny", overrides=OVERRIDES),
+                  host=get_host())
     model = build_model(cfg, create=get_host().create)
     g = torch.Generator().manual_seed(0)
     state = {k: 0.2 * torch.randn(v.shape, generator=g) for k, v in model.state_dict().items()}
@@ -86,7 +87,7 @@ def test_legacy_weights_in_a_native_model_suggest_legacy_true(legacy_run: dict[s
     from medkit.models.build import build_model
 
     native_cfg = compose(Selection(modalities=["xray", "ct"], strategy="sequential", preset="tiny",
-                                   overrides=[o for o in OVERRIDES if "legacy" not in o]))
+                                   overrides=[o for o in OVERRIDES if "legacy" not in o]), host=get_host())
     model = build_model(native_cfg, create=get_host().create)
     with pytest.raises(CheckpointError, match=r"encoder\.legacy=true.*--to native"):
         ck.load_state_checked(model.modules(), legacy_run["state"], source="official", strict=True)

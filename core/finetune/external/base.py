@@ -35,6 +35,12 @@ class Family:
             module's names, and each released key not used → why.
         paper_params: the parameter count the paper (or the authors' code) gives, as text.
         release: the released file name(s).
+        fusion: ``fusion(dims, in_channels, out_channels, path) -> nn.Module``: the CNN branch of the
+            ViT + CNN fusion (``task.fusion=NAME:PATH``) filled from the release at ``path`` (``None``:
+            random init); ``None`` when the family offers none.
+
+    A plugin registers one as the factory of a :class:`medkit.api.BackboneSpec`; calling it builds the
+    backbone (``family(dims)``, random init).
     """
 
     name: str
@@ -46,6 +52,10 @@ class Family:
     map_keys: Callable[[Any, str], tuple[StateDict, dict[str, str]]]
     paper_params: str
     release: str
+    fusion: Callable[[int, int, int, str | None], nn.Module] | None = None
+
+    def __call__(self, dims: int) -> ExternalBackbone:
+        return self.build(int(dims))
 
     def dims_text(self) -> str:
         return " and ".join(f"{d}D" for d in self.dims)

@@ -13,4 +13,6 @@ MEDKIT_API_VERSION = "1.1"
 def medkit_register_strategies(register: Callable[[Any], None]) -> None:
     register(StrategySpec("cassle", "medkit_plugin_cassle.strategy:CaSSLe",
                           summary="CaSSLe: predictor-based distillation to the frozen previous-stage "
-                                  "encoder"))
+                                  "encoder",
+                          # what `push --include-strategy-state` may send: weights, never sample data
+                          meta={"publishable_state": ["predictor", "teacher"]}))

@@ -13,4 +13,6 @@ MEDKIT_API_VERSION = "1.1"
 def medkit_register_strategies(register: Callable[[Any], None]) -> None:
     register(StrategySpec("packnet", "medkit_plugin_packnet.strategy:PackNet",
                           summary="iterative magnitude pruning: each stage owns a disjoint subset of "
-                                  "the trunk's Linear weights"))
+                                  "the trunk's Linear weights",
+                          # what `push --include-strategy-state` may send: weights, never sample data
+                          meta={"publishable_state": ["owner"]}))

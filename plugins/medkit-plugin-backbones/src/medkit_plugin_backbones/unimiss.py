@@ -12,8 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from medkit.api.errors import ConfigError
-from medkit.finetune.external.base import ExternalBackbone, Family, StateDict, entry, split_keys
+from medkit.api import ConfigError, ExternalBackbone, Family, StateDict, entry, split_keys
 
 #: ``encoder_small``.
 EMBED = (48, 128, 256, 512)

@@ -10,8 +10,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from medkit.api.errors import ConfigError
-from medkit.finetune.external.base import ExternalBackbone, Family, StateDict, entry, resize_to, split_keys
+from medkit.api import ConfigError, ExternalBackbone, Family, StateDict, entry, load_into, resize_to, split_keys
 
 #: ``res3d50``: Bottleneck blocks per stage.
 LAYERS = (3, 4, 6, 3)
@@ -171,6 +170,18 @@ def build_resunet(dims: int, in_channels: int, out_channels: int) -> ResUNet:
     return ResUNet(out_channels, in_channels)
 
 
+def build_fusion(dims: int, in_channels: int, out_channels: int, path: str | None) -> ResUNet:
+    """The CNN branch of the ViT + CNN fusion (``task.fusion=desd:PATH``, supplement D): the ResUNet, its
+    encoder filled from the released checkpoint at ``path`` (``None``: random initialisation)."""
+    net = build_resunet(dims, in_channels, out_channels)
+    if path:
+        holder = DeSDBackbone()
+        holder.net = net.encoder  # load_into fills the module the released keys address
+        load_into(holder, FAMILY, path)
+    return net
+
+
 FAMILY = Family(name="desd", title="DeSD", repository="yeerwen/DeSD", dims=(3,), allowed=(argparse.Namespace,),
                 build=build, map_keys=map_keys, release="DeSD_Res50.pth (entry 'teacher')",
-                paper_params="3D ResNet-50 (the paper gives no count; the authors' res3d50 has 46.2 M)")
+                paper_params="3D ResNet-50 (the paper gives no count; the authors' res3d50 has 46.2 M)",
+                fusion=build_fusion)

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medkit.api.errors import ConfigError
-from medkit.finetune.external.base import ExternalBackbone, Family, StateDict, entry, split_keys
+from medkit.api import ConfigError, ExternalBackbone, Family, StateDict, entry, split_keys
 
 
 class PCRLv2Backbone2D(ExternalBackbone):

@@ -9,9 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from medkit.api.errors import ConfigError
-from medkit.finetune.backbones import default_blocks
-from medkit.finetune.external.base import ExternalBackbone, Family, StateDict, entry, split_keys
+from medkit.api import ConfigError, ExternalBackbone, Family, StateDict, default_blocks, entry, split_keys
 
 
 class PathDINOBackbone(ExternalBackbone):
