@@ -11,6 +11,7 @@ DESIGN_HOOKS = {
     "medkit_register_strategies", "medkit_register_tasks", "medkit_register_configs",
     "medkit_register_commands", "medkit_on_run_start", "medkit_on_stage_start", "medkit_on_step_end",
     "medkit_on_stage_end", "medkit_on_run_end",
+    "medkit_register_backbones",  # the released comparison backbones, a plugin kind of their own
 }
 
 
