@@ -235,6 +235,7 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
         (out / MANIFEST).unlink()  # the folder is being prepared again with other inputs or config
     atomic_write_json(out / PLAN, plan)
     mine = [p for p in parts if p.index % n == i]
+    _remove_staging(out, {p.index for p in mine})
     todo = [p for p in mine if not _done(out, p)]
     summary = Summary(out, reused=len(mine) - len(todo), parts=len(parts))
     log.info("prepare %s: %d parts (%d in this shard, %d already done) from %s into %s", modality.name,
@@ -256,6 +257,17 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     if n == 1 or all(_done(out, p) for p in parts):
         _finalize_into(out, summary)
     return summary
+
+
+def _remove_staging(out: Path, mine: set[int]) -> None:
+    """Remove what a killed prepare of these parts left half-written (other shards' are theirs)."""
+    for tmp in (out / PARTS).glob(".part-*.tmp-*"):
+        try:
+            index = int(tmp.name.split("-")[1].split(".")[0])
+        except (IndexError, ValueError):
+            continue
+        if index in mine:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _plan_of(out: Path) -> dict[str, Any] | None:
