@@ -182,7 +182,9 @@ class PartReader:
             check_part_format(Path(self.dirs[k]))
             from litdata import StreamingDataset
 
-            ds = self._open[k] = StreamingDataset(self.dirs[k])
+            # batch_decode=0: decode the one item asked for (its default decodes a window of rows
+            # ahead, which sequential iteration amortises but random access by index pays each time)
+            ds = self._open[k] = StreamingDataset(self.dirs[k], batch_decode=0)
         return ds
 
     def read(self, index: int) -> dict[str, np.ndarray]:
