@@ -64,11 +64,14 @@ def prepare(modality: str | None, data: str | None, out: str, workers: int, shar
         click.echo(f"skipped: {len(summary.skipped)}")
         for file, reason in summary.skipped:
             click.echo(f"  {file}: {reason}")
+        click.echo(f"filtered: {len(summary.filtered)}")
+        for file, reason in summary.filtered:
+            click.echo(f"  {file}: {reason}")
     else:
         click.echo("this shard is done; run `medkit prepare --merge --out OUT` once every shard has finished")
 
 
-def _modality(name: str, overrides: tuple[str, ...]):  # noqa: ANN202 - a modality object of any plugin
+def _modality(name: str, overrides: tuple[str, ...]):
     from medkit.cli.common import make_selection
     from medkit.config.compose import compose
     from medkit.registry import create, get_host
@@ -80,7 +83,7 @@ def _modality(name: str, overrides: tuple[str, ...]):  # noqa: ANN202 - a modali
     return create("modality", name, **kwargs)
 
 
-def _demo(mod, name: str) -> Path:  # noqa: ANN001 - a modality object of any plugin
+def _demo(mod, name: str) -> Path:
     from medkit.data.demo import demo_root
 
     return Path(mod.demo_data(demo_root() / name))

@@ -60,6 +60,7 @@ class Summary:
     parts: int = 0
     samples: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    filtered: list[tuple[str, str]] = field(default_factory=list)
     finished: bool = False
     content_sha256: str = ""
 
@@ -123,7 +124,7 @@ def _hash_files(files: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def _items(dataset: Any, kind: str, part: Part, store: str, skipped: list[tuple[str, str]]):  # noqa: ANN202
+def _items(dataset: Any, kind: str, part: Part, store: str, skipped: list[tuple[str, str]]):
     """(sample index, stored item) of every sample of ``part`` that can be read; the others are
     appended to ``skipped`` with the reason."""
     if kind == "image2d":
@@ -347,6 +348,7 @@ def _finalize_into(out: Path, summary: Summary) -> None:
     atomic_write_json(out / MANIFEST, manifest)
     summary.finished, summary.samples, summary.parts = True, manifest["num_samples"], len(records)
     summary.skipped = [(str(a), str(b)) for a, b in skipped]
+    summary.filtered = [(str(a), str(b)) for a, b in plan["filtered"]]
     summary.content_sha256 = content_hash(out)
 
 

@@ -90,8 +90,9 @@ class PreparedDataset(TrainViewMixin):
 
     def describe(self) -> list[str]:
         """Summary lines for ``medkit data inspect``."""
-        return [f"prepared by medkit {self.manifest.get('medkit_version')} from {self.manifest.get('data')} "
-                f"({len(self.manifest['parts'])} parts, {self.manifest['storage']['dtype']} storage)"]
+        line = (f"prepared by medkit {self.manifest.get('medkit_version')} from {self.manifest.get('data')} "
+                f"({len(self.manifest['parts'])} parts, {self.manifest['storage']['dtype']} storage)")
+        return [line]
 
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         """Sample ``index``; with ``train=True`` and an int ``seed`` the modality's random

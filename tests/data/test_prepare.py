@@ -7,7 +7,8 @@ import os
 import signal
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,10 +16,10 @@ import torch
 
 pytest.importorskip("litdata")
 
-from medkit.api.errors import ConfigError  # noqa: E402
-from medkit.data.prepare import content_hash, finalize, prepare  # noqa: E402
-from medkit.data.prepared import read_manifest  # noqa: E402
-from medkit.registry import create  # noqa: E402
+from medkit.api.errors import ConfigError
+from medkit.data.prepare import content_hash, finalize, prepare
+from medkit.data.prepared import read_manifest
+from medkit.registry import create
 
 CT = {"input_size": [16, 32, 32]}  # small windows keep the 3D tests fast
 
@@ -184,3 +185,21 @@ def test_a_part_declaring_pickle_is_refused(demo, tmp_path):
     index.write_text(json.dumps(body))
     with pytest.raises(DataError, match="pickle"):
         open_prepared(mod, tmp_path / "x", train=True).load(0, seed=1)
+
+
+@pytest.mark.slow
+def test_cli_prepare_lists_skips_then_a_run_with_another_config_fails_in_one_line(demo, tmp_path):
+    from tests.conftest import run_cli
+
+    out = run_cli("prepare", "--modality", "xray", "--data", str(demo["xray"]), "--out", str(tmp_path / "x"),
+                  "--part-size", "16", "--workers", "2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "samples: 42 in 3 parts" in out.stdout and "lateral_ll.dcm: view 'LL' is not frontal" in out.stdout
+    again = run_cli("prepare", "--modality", "xray", "--data", str(demo["xray"]), "--out", str(tmp_path / "x"),
+                    "--part-size", "16")
+    assert "parts written: 0, reused: 3" in again.stdout
+    run = run_cli("run", "--modality", "xray", "--preset", "tiny", "--max-steps", "1", "--data",
+                  f"xray={tmp_path / 'x'}", "--run-dir", str(tmp_path / "r"), "modality.xray.frontal_only=false")
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "modality.xray.frontal_only=true" in errors[0], run.stderr[-2000:]

@@ -7,17 +7,18 @@ import os
 import signal
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 
 pytest.importorskip("litdata")
 
-from medkit.data.prepare import prepare  # noqa: E402
-from medkit.registry import create  # noqa: E402
-from medkit.storage.files import load_tensors  # noqa: E402
-from medkit.testing.faults import CommitPoints  # noqa: E402
+from medkit.data.prepare import prepare
+from medkit.registry import create
+from medkit.storage.files import load_tensors
+from medkit.testing.faults import CommitPoints
 
 SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
          "trainer.eval_batches=1", "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0",
