@@ -33,7 +33,14 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
     kwargs = {"on_error": on_error} if "on_error" in pyinspect.signature(factory).parameters else {}
     mod = create("modality", modality, **kwargs)
     root = Path(path) if path else mod.demo_data(demo_root() / modality)
-    ds = mod.dataset(root, train=False)
+    from medkit.data.prepared import is_prepared, read_manifest
+
+    if is_prepared(root):  # a medkit prepare folder: its samples, whatever config prepared them
+        from medkit.data.prepared_dataset import PreparedDataset
+
+        ds = PreparedDataset(mod, root, read_manifest(root), train=False)
+    else:
+        ds = mod.dataset(root, train=False)
     click.echo(f"modality: {modality}  data: {root}")
     click.echo(f"samples: {len(ds)}")
     shapes: dict[str, int] = {}

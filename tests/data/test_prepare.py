@@ -198,6 +198,8 @@ def test_cli_prepare_lists_skips_then_a_run_with_another_config_fails_in_one_lin
     again = run_cli("prepare", "--modality", "xray", "--data", str(demo["xray"]), "--out", str(tmp_path / "x"),
                     "--part-size", "16")
     assert "parts written: 0, reused: 3" in again.stdout
+    shown = run_cli("data", "inspect", "--modality", "xray", "--data", str(tmp_path / "x"))
+    assert "samples: 42" in shown.stdout and "prepared by medkit" in shown.stdout, shown.stderr[-2000:]
     run = run_cli("run", "--modality", "xray", "--preset", "tiny", "--max-steps", "1", "--data",
                   f"xray={tmp_path / 'x'}", "--run-dir", str(tmp_path / "r"), "modality.xray.frontal_only=false")
     assert run.returncode == 1

@@ -42,7 +42,7 @@ def _fork(fn: Callable[[], None]) -> int:
 
 
 def _train(run: Path, data: Path | None = None, *, kill_at: int | None = None, log: Path | None = None,
-           resume: bool = False) -> int:
+           resume: bool = False, extra: tuple[str, ...] = ()) -> int:
     def go() -> None:
         from medkit.api.progress import NullReporter
         from medkit.config.compose import Selection, compose
@@ -55,7 +55,8 @@ def _train(run: Path, data: Path | None = None, *, kill_at: int | None = None, l
             Engine(load_config(run), run, components=host, reporter=NullReporter(), resume=True).run()
         else:
             cfg = compose(Selection(modalities=["xray"], strategy="sequential", preset="tiny",
-                                    data={"xray": str(data)}, max_steps=STEPS, overrides=SMALL), host=host)
+                                    data={"xray": str(data)}, max_steps=STEPS, overrides=SMALL + list(extra)),
+                          host=host)
             Engine(cfg, run, components=host, reporter=NullReporter()).run()
         points.uninstall()
     return _fork(go)
@@ -93,12 +94,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.slow
 def test_training_from_prepared_data_is_the_folder_run(runs, tmp_path):
     """Same held-out split by source (metrics/split.json), same batches and per-sample seeds, so
-    with float32 storage the very same weights."""
+    with float32 storage the very same weights; also when DataLoader workers read the shards."""
     assert _train(tmp_path / "folder", runs["demo"]) == 0
+    assert _train(tmp_path / "workers", runs["prepared"], extra=("trainer.num_workers=2",)) == 0
     a, b = _state(tmp_path / "folder"), runs["prep"]
     assert b["split"] == a["split"] and b["split"]["modalities"]["xray"]["val"]
     assert [s["loss"] for s in b["steps"]] == [s["loss"] for s in a["steps"]]
     assert not _same_weights(a["weights"], b["weights"])
+    assert not _same_weights(_state(tmp_path / "workers")["weights"], b["weights"])
 
 
 def test_resume_from_prepared_data_is_bit_identical(runs, tmp_path):
