@@ -83,7 +83,7 @@ def kind_of(dataset: Any) -> str:
                       f"(2D image and 3D window modalities can); train it from its folder")
 
 
-def plan_parts(dataset: Any, kind: str, part_size: int, cfg_hash: str, store: str) -> list[Part]:
+def plan_parts(dataset: Any, kind: str, part_size: int, cfg_hash: str, store: dict[str, Any]) -> list[Part]:
     """Consecutive samples in parts of about ``part_size`` (3D: whole volumes, so each volume is
     preprocessed once), each keyed by the config, the storage dtype and its files' names, sizes
     and modification times (a part whose key changed is written again)."""
@@ -124,14 +124,15 @@ def _hash_files(files: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def _items(dataset: Any, kind: str, part: Part, store: str, skipped: list[tuple[str, str]]):
+def _items(dataset: Any, kind: str, part: Part, store: dict[str, Any], skipped: list[tuple[str, str]]):
     """(sample index, stored item) of every sample of ``part`` that can be read; the others are
     appended to ``skipped`` with the reason."""
     if kind == "image2d":
         for i in part.samples:
             entry = dataset.entries[i]
             try:
-                yield i, encode_image(dataset.modality.read_image(entry), entry.box, store)
+                yield i, encode_image(dataset.modality.read_image(entry), entry.box, store["dtype"],
+                                      store["max_side"])
             except (DataError, OSError, ValueError) as exc:
                 skipped.append((entry.id, f"unreadable: {exc}"))
         return
@@ -141,13 +142,13 @@ def _items(dataset: Any, kind: str, part: Part, store: str, skipped: list[tuple[
         if vol in failed:
             continue
         try:
-            yield i, encode_window(dataset.load(i, seed=None)["input"], store)
+            yield i, encode_window(dataset.load(i, seed=None)["input"], store["dtype"])
         except (DataError, OSError, ValueError) as exc:
             failed.add(vol)
             skipped.append((vol, f"unreadable: {exc}"))
 
 
-def write_part(out: Path, dataset: Any, kind: str, part: Part, store: str) -> dict[str, Any]:
+def write_part(out: Path, dataset: Any, kind: str, part: Part, store: dict[str, Any]) -> dict[str, Any]:
     """Write ``part`` under ``out/parts`` (litdata chunks + ``part.json``), atomically: filled in a
     temporary folder and renamed into place only when complete. Returns its record."""
     from litdata.streaming.writer import BinaryWriter
@@ -201,7 +202,7 @@ def _worker_part(part: Part) -> int:
 
 
 def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tuple[int, int] = (0, 1),
-            part_size: int = 256, store: str = "auto") -> Summary:
+            part_size: int = 256, store: str = "auto", max_side: int = 0) -> Summary:
     """Prepare ``data`` for ``modality`` into ``out`` (see the module docstring).
 
     Args:
@@ -213,6 +214,8 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
             with :func:`finalize` once every shard is done.
         part_size: samples per part (the unit of work and of resume).
         store: ``auto`` or ``float32`` (:data:`~medkit.data.prepared_dataset.STORE_DTYPES`).
+        max_side: 2D only: store regions resized to at most this many pixels on their longer
+            side (0: as decoded); see :func:`~medkit.data.prepared_dataset.encode_image`.
     """
     if store not in STORE_DTYPES:
         raise MedkitError(f"medkit prepare: --store must be one of {', '.join(STORE_DTYPES)}, got {store!r}")
@@ -224,10 +227,14 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     kind = kind_of(dataset)
     if kind == "windows":
         dataset.on_error = "raise"  # a bad volume is skipped here, never served by another volume's windows
+    if kind == "windows" and max_side:
+        raise MedkitError(f"medkit prepare: --max-side resizes 2D images; modality {modality.name} stores 3D "
+                          f"windows at its input_size (set modality.{modality.name}.input_size instead)")
     cfg = preprocessing_config(modality)
-    parts = plan_parts(dataset, kind, max(1, int(part_size)), config_hash(cfg), store)
+    storage = {"dtype": store, "max_side": int(max_side)}
+    parts = plan_parts(dataset, kind, max(1, int(part_size)), config_hash(cfg), storage)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
-    plan = {"modality": modality.name, "kind": kind, "data": str(Path(data).resolve()), "store": store,
+    plan = {"modality": modality.name, "kind": kind, "data": str(Path(data).resolve()), "store": storage,
             "preprocessing": cfg, "preprocessing_sha256": config_hash(cfg), "part_size": int(part_size),
             "parts": [{"dir": p.dir, "key": p.key} for p in parts], "class_names": dataset.class_names,
             "skipped": [list(s) for s in dataset.skipped],
@@ -242,7 +249,7 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     log.info("prepare %s: %d parts (%d in this shard, %d already done) from %s into %s", modality.name,
              len(parts), len(mine), summary.reused, data, out)
     if workers > 1 and len(todo) > 1:
-        _JOB.update(out=out, dataset=dataset, kind=kind, store=store)
+        _JOB.update(out=out, dataset=dataset, kind=kind, store=storage)
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
                 for k in pool.map(_worker_part, todo):
@@ -252,7 +259,7 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
             _JOB.clear()
     else:
         for p in todo:
-            write_part(out, dataset, kind, p, store)
+            write_part(out, dataset, kind, p, storage)
             summary.written += 1
             log.info("prepare %s: part %d of %d written", modality.name, p.index + 1, len(parts))
     if n == 1 or all(_done(out, p) for p in parts):
@@ -335,7 +342,7 @@ def _finalize_into(out: Path, summary: Summary) -> None:
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "medkit_version": medkit_version(),
                 "modality": plan["modality"], "kind": plan["kind"], "data": plan["data"],
                 "preprocessing": plan["preprocessing"], "preprocessing_sha256": plan["preprocessing_sha256"],
-                "inputs_sha256": inputs, "storage": {"format": "litdata", "dtype": plan["store"],
+                "inputs_sha256": inputs, "storage": {"format": "litdata", **plan["store"],
                                                      "litdata_version": _litdata_version()},
                 "num_samples": sum(r["count"] for r in records),
                 "parts": [{"dir": p["dir"], "count": r["count"]} for p, r in zip(plan["parts"], records)],

@@ -23,16 +23,25 @@ STORE_DTYPES = ("auto", "float32")
 _U16 = 65535.0
 
 
-def encode_image(img: Image.Image, box: tuple[float, float, float, float] | None, store: str
-                 ) -> dict[str, np.ndarray]:
+def encode_image(img: Image.Image, box: tuple[float, float, float, float] | None, store: str,
+                 max_side: int = 0) -> dict[str, np.ndarray]:
     """The stored item of a decoded 2D image: the pixels of ``box`` (cut at whole pixels, as
-    :func:`medkit.data.image2d.make_view` cuts it) and the box left within them."""
+    :func:`medkit.data.image2d.make_view` cuts it) and the box left within them. With
+    ``max_side > 0`` a larger region is first resized (bicubic, aspect ratio kept) so that its
+    longer side is ``max_side``: training then crops that canvas, as the reference crops the image
+    it resized beforehand, instead of the full-resolution region."""
     if box is not None:
         x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
         img = img.crop((x0, y0, int(np.ceil(box[2])), int(np.ceil(box[3]))))
         rest = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
     else:
         rest = (0.0, 0.0, float(img.width), float(img.height))
+    if max_side > 0 and max(img.width, img.height) > max_side:
+        scale = max_side / max(img.width, img.height)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        sx, sy = size[0] / img.width, size[1] / img.height
+        img = img.resize(size, Image.Resampling.BICUBIC)
+        rest = (rest[0] * sx, rest[1] * sy, rest[2] * sx, rest[3] * sy)
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         if store == "auto":  # [0, 1] grey: 1/65535 steps, far below what an 8-bit-scale view resolves
@@ -107,7 +116,7 @@ class PreparedDataset(TrainViewMixin):
             return sample_of(self.modality, img, box, self.ids[index], label, seed)
         from medkit.data.windows import seeded_flips
 
-        x = torch.from_numpy(np.array(item["x"])).to(torch.float32)
+        x = torch.from_numpy(np.asarray(item["x"])).to(torch.float32)  # litdata hands out its own copy
         if seed is not None:
             x = seeded_flips(x, seed, self.modality.flip_prob).to(torch.float32)
         sample: dict[str, Any] = {"input": x.contiguous(), "id": self.ids[index]}

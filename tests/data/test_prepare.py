@@ -205,3 +205,25 @@ def test_cli_prepare_lists_skips_then_a_run_with_another_config_fails_in_one_lin
     assert run.returncode == 1
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "modality.xray.frontal_only=true" in errors[0], run.stderr[-2000:]
+
+
+def test_max_side_stores_2d_images_smaller_and_is_part_of_the_part_key(demo, tmp_path):
+    from litdata import StreamingDataset
+
+    from medkit.api.errors import MedkitError
+    from medkit.data.prepared_dataset import open_prepared
+
+    mod = _modality("xray", input_size=32)
+    prepare(mod, demo["xray"], tmp_path / "x", part_size=64)
+    small = prepare(mod, demo["xray"], tmp_path / "x", part_size=64, max_side=48)
+    assert small.written == 1 and small.reused == 0, "another max_side writes the parts again"
+    part = tmp_path / "x" / read_manifest(tmp_path / "x")["parts"][0]["dir"]
+    assert max(StreamingDataset(str(part))[0]["x"].shape) == 48
+    assert read_manifest(tmp_path / "x")["storage"]["max_side"] == 48
+    ds, folder = open_prepared(mod, tmp_path / "x", train=True), mod.dataset(demo["xray"], train=False)
+    x = ds.load(2, seed=5)["input"]
+    assert x.shape == (3, 32, 32) and torch.equal(x, ds.load(2, seed=5)["input"])
+    plain = ds.view(train=False).load(2)["input"]  # the whole image from the 48-pixel canvas
+    assert float((plain - folder.load(2)["input"]).abs().mean()) < 0.02
+    with pytest.raises(MedkitError, match="--max-side resizes 2D images"):
+        prepare(_modality("ct"), demo["ct"], tmp_path / "c", max_side=48)
