@@ -227,3 +227,22 @@ def test_max_side_stores_2d_images_smaller_and_is_part_of_the_part_key(demo, tmp
     assert float((plain - folder.load(2)["input"]).abs().mean()) < 0.02
     with pytest.raises(MedkitError, match="--max-side resizes 2D images"):
         prepare(_modality("ct"), demo["ct"], tmp_path / "c", max_side=48)
+
+
+def test_unreadable_inputs_are_listed_with_reasons_never_dropped_silently(demo, tmp_path):
+    import shutil
+
+    data = tmp_path / "xray"
+    shutil.copytree(demo["xray"], data)
+    (data / "images" / "garbage.png").write_bytes(b"not an image at all")
+    good = (data / "images" / "cxr_000.png").read_bytes()
+    (data / "images" / "truncated.png").write_bytes(good[: len(good) // 3])  # a header, half the pixels
+    summary = prepare(_modality("xray", on_error="skip"), data, tmp_path / "p", part_size=64)
+    manifest = read_manifest(tmp_path / "p")
+    listed = {name: reason for name, reason in manifest["skipped"]}
+    assert {"images/garbage.png", "images/truncated.png"} <= set(listed), listed
+    assert all(reason for reason in listed.values())
+    assert listed["images/truncated.png"].startswith("unreadable:"), "found when its pixels were read"
+    assert set(dict(summary.skipped)) == set(listed)
+    assert "images/truncated.png" not in manifest["ids"] and "images/cxr_000.png" in manifest["ids"]
+    assert manifest["num_samples"] == len(manifest["ids"]) == 42
