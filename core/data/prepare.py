@@ -226,7 +226,13 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     dataset = modality.dataset(Path(data), train=False)
     kind = kind_of(dataset)
     if kind == "windows":
+        from medkit.data.cache import VolumeCache
+
         dataset.on_error = "raise"  # a bad volume is skipped here, never served by another volume's windows
+        # parts hold whole volumes and are read window by window in order: keeping the one current
+        # volume, whatever its size and the run's cache settings, preprocesses each volume once
+        dataset._cache = VolumeCache(1 << 62, 1, owner=f"medkit prepare {modality.name}")
+        dataset._disk = None
     if kind == "windows" and max_side:
         raise MedkitError(f"medkit prepare: --max-side resizes 2D images; modality {modality.name} stores 3D "
                           f"windows at its input_size (set modality.{modality.name}.input_size instead)")

@@ -246,3 +246,12 @@ def test_unreadable_inputs_are_listed_with_reasons_never_dropped_silently(demo, 
     assert set(dict(summary.skipped)) == set(listed)
     assert "images/truncated.png" not in manifest["ids"] and "images/cxr_000.png" in manifest["ids"]
     assert manifest["num_samples"] == len(manifest["ids"]) == 42
+
+
+def test_prepare_preprocesses_each_volume_once_even_without_a_cache(demo, tmp_path):
+    mod = _modality("ct", cache_bytes=0)
+    calls: list[str] = []
+    real = mod.prepare
+    mod.prepare = lambda vol: (calls.append(vol.id), real(vol))[1]
+    summary = prepare(mod, demo["ct"], tmp_path / "p", part_size=8)
+    assert summary.samples == 48 and sorted(calls) == sorted(set(calls)) and len(calls) == 6
