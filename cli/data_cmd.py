@@ -35,7 +35,11 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
         kwargs = {"on_error": on_error} if "on_error" in pyinspect.signature(factory).parameters else {}
         mod = create("modality", modality, **kwargs)
         root = Path(path) if path else mod.demo_data(demo_root() / modality)
-        ds = mod.dataset(root, train=False)
+        from medkit.data.prepared import is_prepared, read_manifest
+
+        prepared = is_prepared(root)  # a medkit prepare folder: its samples, whatever config prepared them
+        if not prepared:
+            ds = mod.dataset(root, train=False)
     except ImportError as exc:
         from medkit.api.errors import PluginError
 
@@ -44,6 +48,10 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
         raise PluginError(f"modality {modality!r} from plugin {dist} cannot import {missing!r} "
                           f"({type(exc).__name__}: {exc}); install what {dist} needs (pip install "
                           f"{missing.split('.')[0]}) or reinstall {dist}") from exc
+    if prepared:
+        from medkit.data.prepared_dataset import PreparedDataset
+
+        ds = PreparedDataset(mod, root, read_manifest(root), train=False)
     click.echo(f"modality: {modality}  data: {root}")
     click.echo(f"samples: {len(ds)}")
     shapes: dict[str, int] = {}

@@ -83,11 +83,12 @@ def _register_builtin_commands() -> None:
     from medkit.cli.finetune_cmd import embed, evaluate, finetune
     from medkit.cli.hub_cmd import pull, push
     from medkit.cli.plugins_cmd import plugins
+    from medkit.cli.prepare_cmd import prepare
     from medkit.cli.report_cmd import compare, report
     from medkit.cli.run_cmd import run
 
     for command in (run, plugins, doctor, config, data, push, pull, finetune, evaluate, embed, report,
-                    compare, convert):
+                    compare, convert, prepare):
         cli.add_command(command)
 
 

@@ -121,19 +121,28 @@ class Image2DDataset(TrainViewMixin):
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         """Sample ``index`` resized to ``input_size``²: un-augmented with ``seed=None`` or when not
         training, otherwise a RandomResizedCrop within the region + flip drawn only from ``seed``."""
-        entry, opts = self.entries[index], self.modality.options
-        img = self._image(entry)
-        gen = torch.Generator().manual_seed(int(seed)) if self.train and seed is not None else None
-        box = entry.box or (0.0, 0.0, float(img.width), float(img.height))
-        view = make_view(img, tuple(float(v) for v in box), opts.input_size, gen,  # type: ignore[arg-type]
-                         crop_scale=opts.crop_scale, hflip=opts.hflip)
-        x = to_tensor(view)
-        if x.shape[0] != self.modality.channels:
-            x = x.expand(self.modality.channels, -1, -1).contiguous()  # grey → identical channels
-        sample: dict[str, Any] = {"input": normalize(x, opts.normalize), "id": entry.id}
-        if self.labels is not None:
-            sample["label"] = self.labels[index]
-        return sample
+        entry = self.entries[index]
+        return sample_of(self.modality, self._image(entry), entry.box, entry.id,
+                         None if self.labels is None else self.labels[index], seed if self.train else None)
+
+
+def sample_of(modality: Image2DModality, img: Image.Image, box: tuple[float, float, float, float] | None,
+              sample_id: str, label: int | None, seed: int | None) -> dict[str, Any]:
+    """The sample of region ``box`` (``None``: all) of the decoded ``img``, resized to ``input_size``²:
+    un-augmented with ``seed=None``, otherwise a RandomResizedCrop + flip drawn only from ``seed``.
+    The one load-time view of a 2D modality: the folder path and prepared data both call it."""
+    opts = modality.options
+    gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    box = box or (0.0, 0.0, float(img.width), float(img.height))
+    view = make_view(img, tuple(float(v) for v in box), opts.input_size, gen,  # type: ignore[arg-type]
+                     crop_scale=opts.crop_scale, hflip=opts.hflip)
+    x = to_tensor(view)
+    if x.shape[0] != modality.channels:
+        x = x.expand(modality.channels, -1, -1).contiguous()  # grey → identical channels
+    sample: dict[str, Any] = {"input": normalize(x, opts.normalize), "id": sample_id}
+    if label is not None:
+        sample["label"] = label
+    return sample
 
 
 class Image2DModality:

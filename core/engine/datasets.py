@@ -10,6 +10,7 @@ from typing import Any
 from medkit.api.collectives import barrier
 from medkit.api.errors import ConfigError
 from medkit.data.demo import demo_root
+from medkit.data.prepared import is_prepared
 from medkit.data.split import sources_of, split_by_source
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,12 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
     kept = (previous or {}).get("modalities", {})
     for m, modality in modalities.items():
         path = Path(paths[m])
-        out.train[m] = modality.dataset(path, train=True)
+        if is_prepared(path):  # a folder written by ``medkit prepare``: its manifest lists the samples
+            from medkit.data.prepared_dataset import open_prepared
+
+            out.train[m] = open_prepared(modality, path, train=True)
+        else:
+            out.train[m] = modality.dataset(path, train=True)
         view = getattr(out.train[m], "view", None)
         out.eval[m] = view(train=False) if callable(view) else modality.dataset(path, train=False)
         ids, sources = list(out.train[m].ids), sources_of(out.train[m])

@@ -1,0 +1,195 @@
+"""Prepared data on disk: the manifest, the preprocessing config it was made with, and reading its shards."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medkit.api.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "medkit-prepared"
+FORMAT_VERSION = 1
+#: The options of a modality that act at load time (random augmentation, caches, error policy):
+#: they may differ between ``medkit prepare`` and the run that trains on its output.
+LOAD_TIME_KEYS = frozenset({"crop_scale", "hflip", "normalize", "flip_prob", "on_error", "verify", "disk_cache",
+                            "cache", "cache_size", "cache_bytes"})
+#: litdata leaf formats a prepared part may hold: arrays and scalars only. Anything else (litdata
+#: also knows ``pickle``) is refused before a reader is opened — nothing executable from received files.
+SAFE_LEAF_FORMATS = frozenset({"numpy", "no_header_numpy", "int", "str", "float", "bool"})
+
+
+def medkit_version() -> str:
+    """The installed medkit version (``0+unknown`` from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("medkit")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON (tuples → lists), or ``None`` when it is not data (objects, callables)."""
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return None
+
+
+def preprocessing_config(modality: Any) -> dict[str, Any]:
+    """The options of ``modality`` that change what :func:`medkit.data.prepare.prepare` writes.
+
+    A modality may define ``preprocessing_config()`` itself. A windowed 3D modality's are its
+    ``fingerprint()`` (what its disk cache is keyed by), ``input_size`` and ``depth_stride``; a 2D
+    modality's are its public data attributes (readers, filters, tiling) and ``folder_labels``,
+    without the load-time options of :data:`LOAD_TIME_KEYS` (crops, flips, normalisation).
+    """
+    own = getattr(modality, "preprocessing_config", None)
+    if callable(own):
+        return dict(own())
+    out: dict[str, Any] = {"modality": str(getattr(modality, "name", ""))}
+    fingerprint = getattr(modality, "fingerprint", None)
+    if callable(fingerprint):
+        out.update(json.loads(fingerprint()))
+        out["input_size"] = [int(v) for v in modality.input_size]
+        out["depth_stride"] = int(modality.depth_stride)
+        return out
+    for key, value in sorted(vars(modality).items()):
+        if key.startswith("_") or key in LOAD_TIME_KEYS or key == "options":
+            continue
+        plain = _jsonable(value)
+        if plain is not None or value is None:
+            out[key] = plain
+    options = getattr(modality, "options", None)
+    if options is not None:
+        out["folder_labels"] = bool(getattr(options, "folder_labels", False))
+    return out
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a preprocessing config."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def is_prepared(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``medkit prepare`` (it holds a prepared manifest)."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a prepared folder, checked for its format and version.
+
+    Raises:
+        DataError: naming the file when it is unreadable, of another format or of a newer version.
+    """
+    file = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: cannot read the prepared-data manifest ({exc}); run medkit prepare again") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{file}: not a medkit prepared-data manifest (format {manifest.get('format')!r})")
+    if int(manifest.get("version", 0)) > FORMAT_VERSION:
+        raise DataError(f"{file}: prepared-data format version {manifest['version']} is newer than this medkit "
+                        f"reads ({FORMAT_VERSION}); upgrade medkit or prepare the data again")
+    n = int(manifest.get("num_samples", -1))
+    if not all(len(manifest.get(k) or []) == n for k in ("ids", "sources")) or \
+            sum(int(p["count"]) for p in manifest.get("parts", [])) != n:
+        raise DataError(f"{file}: the manifest's sample lists and part counts disagree; prepare the data again")
+    return manifest
+
+
+def check_config(manifest: dict[str, Any], modality: Any, where: str) -> None:
+    """Refuse prepared data made with another preprocessing config than ``modality``'s.
+
+    Raises:
+        ConfigError: one line naming the first key that differs, both values and the fix.
+    """
+    made, now = manifest.get("preprocessing", {}), preprocessing_config(modality)
+    name = now.get("modality") or manifest.get("modality")
+    if manifest.get("modality") != getattr(modality, "name", None):
+        raise ConfigError(f"{where} was prepared for modality {manifest.get('modality')!r}, not "
+                          f"{getattr(modality, 'name', None)!r}; pass it as --data {manifest.get('modality')}=PATH")
+    for key in sorted(set(made) | set(now)):
+        if made.get(key) != now.get(key):
+            raise ConfigError(f"{where} was prepared with modality.{name}.{key}={json.dumps(made.get(key))} but this "
+                              f"run has {json.dumps(now.get(key))}; set modality.{name}.{key}="
+                              f"{json.dumps(made.get(key))} or run medkit prepare again with the run's config")
+
+
+def check_part_format(part: Path) -> None:
+    """Refuse a part whose litdata index declares a leaf format other than arrays and scalars.
+
+    Raises:
+        DataError: naming the index file and the format.
+    """
+    index = part / "index.json"
+    try:
+        formats = json.loads(index.read_text())["config"]["data_format"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{index}: unreadable litdata index ({exc}); prepare the data again") from exc
+    bad = [f for f in formats if str(f).split(":", 1)[0] not in SAFE_LEAF_FORMATS]
+    if bad:
+        raise DataError(f"{index}: declares the leaf format(s) {bad}; medkit reads only "
+                        f"{sorted(SAFE_LEAF_FORMATS)} (never pickled objects) — prepare the data again with medkit")
+
+
+class PartReader:
+    """Random access by global sample index over the litdata parts of a prepared folder.
+
+    Each part is a litdata ``StreamingDataset``, opened on first use in the process that reads
+    (DataLoader workers open their own; nothing open is ever pickled).
+    """
+
+    def __init__(self, root: str | Path, parts: list[dict[str, Any]]) -> None:
+        self.root = Path(root)
+        self.dirs = [str(self.root / p["dir"]) for p in parts]
+        self.starts = [0]
+        for p in parts:
+            self.starts.append(self.starts[-1] + int(p["count"]))
+        self._open: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        return state
+
+    def _part(self, k: int) -> Any:
+        ds = self._open.get(k)
+        if ds is None:
+            check_part_format(Path(self.dirs[k]))
+            from litdata import StreamingDataset
+
+            # batch_decode=0: decode the one item asked for (its default decodes a window of rows
+            # ahead, which sequential iteration amortises but random access by index pays each time)
+            ds = self._open[k] = StreamingDataset(self.dirs[k], batch_decode=0)
+        return ds
+
+    def read(self, index: int) -> dict[str, np.ndarray]:
+        """The stored item of global sample ``index``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"prepared sample {index} out of range (0..{len(self) - 1})")
+        k = bisect.bisect_right(self.starts, index) - 1
+        return self._part(k)[int(index - self.starts[k])]
