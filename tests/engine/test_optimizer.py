@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medkit.api.errors import ConfigError
 from medkit.engine.schedule import adamw, param_groups
 from medkit.models.encoder import sincos_init
 from medkit.storage.files import load_optimizer, save_optimizer
@@ -64,5 +65,5 @@ def test_resume_through_a_checkpoint_is_bit_exact(tmp_path: Path, impl: str) -> 
 
 
 def test_an_unknown_or_unavailable_impl_is_refused() -> None:
-    with pytest.raises(ValueError, match="auto, fused or foreach"):
+    with pytest.raises(ConfigError, match="auto, fused or foreach"):
         _make(_model(), "loop")
