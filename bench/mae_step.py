@@ -58,9 +58,10 @@ OPTIMS = ("auto", "fused", "foreach", "loop")
 MODES = ("fp32", "bf16", "fp32+compile", "bf16+compile")
 #: The official ``Unified_Model``'s fp32 step (s, median): one core, batch 8, base preset, CPU.
 REFERENCE_S = {"2d": 3.11, "3d": 2.59}
-REFERENCE_NOTE = ("official MedCoSS Unified_Model fp32 step: a recorded figure (one core, batch 8; 2D 3.11 s, "
-                  "3D 2.59 s), not measured in this run: the reference model is not a dependency, so this "
-                  "bench cannot build it")
+REFERENCE_NOTE = ("official MedCoSS Unified_Model fp32 step: a recorded figure (one core, batch 8, a quiet "
+                  "machine; 2D 3.11 s, 3D 2.59 s), not measured in this run: the reference model is not a "
+                  "dependency, so this bench cannot build it; 'x ref' means something only on a quiet machine "
+                  "like that one")
 
 
 # -- process measurements ------------------------------------------------------------------
