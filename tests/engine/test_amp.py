@@ -60,7 +60,7 @@ def _run(run_dir: Path, demo: Path, *, amp: str, crash_at: int | None = None, re
         code = 1
         try:
             torch.set_num_threads(1)
-            import medkit.api.progress as progress
+            from medkit.api import progress
 
             class Crash(progress.NullReporter):
                 def update(self, completed: int, metrics: dict[str, Any]) -> None:
