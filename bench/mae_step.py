@@ -1,22 +1,36 @@
-"""Benchmark: one base-preset MAE training step (forward + backward + AdamW) against the matmul ceiling.
+"""Benchmark: one base-preset MAE training step (forward + backward + AdamW) in fp32, bf16 and bf16 +
+compile, each against its own matmul ceiling and against the reference's fp32 step.
 
 The model is built the way a run builds it (:func:`medkit.config.compose.compose` then
 :func:`medkit.models.build.build_model`, base preset, the modality's default tokenizer and the ``mae``
 objective): ``2d`` is the X-ray step (3×224², 196 tokens) and ``3d`` the CT step (1×16×192², 144
-tokens), batch 8, mask ratio 0.75. Each case runs in its own subprocess so its peak resident set is
-its own (Linux ``VmHWM``; on CUDA also ``torch.cuda.max_memory_allocated``). The step's FLOPs are
-counted once with :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and
-attention, forward and backward; the optimizer's element-wise work is not counted). Inside a worker
-every repetition first measures the matmul ceiling (square ``mm`` of ``--ceiling-n`` back to back for
-``--ceiling-seconds``, same threads, same dtype as the step) and then times one step, so ceiling and step see the same
-machine load; the table gives medians over repetitions.
+tokens), batch 8, mask ratio 0.75. A mode is what a run's config selects: ``fp32``; ``bf16``
+(``trainer.amp=bf16``: bf16 autocast on the device, fp32 weights, loss and optimizer); ``+compile``
+(``trainer.compile=true``: the encoder's blocks through ``torch.compile`` with inductor, regionally,
+as :func:`medkit.models.build.set_trunk_options` sets it). The optimizer is the engine's AdamW
+(:func:`medkit.engine.schedule.adamw`, fused where torch has it) unless ``--optim`` says otherwise.
 
-    python bench/mae_step.py --threads 1 --reps 5                       # fp32, eager, both cases
-    python bench/mae_step.py --cases 2d --amp --reps 3                  # bf16 autocast
-    python bench/mae_step.py --cases 2d --compile --reps 3              # torch.compile of the loss
-    python bench/mae_step.py --device cuda --amp --batch 128 --reps 10  # see bench/gpu.sh
+Each case × mode runs in its own subprocess, so its peak resident set is its own (Linux ``VmHWM``;
+on CUDA also ``torch.cuda.max_memory_allocated``). The step's FLOPs are counted once with
+:class:`torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and attention, forward and
+backward; the optimizer's element-wise work is not counted). Inside a worker every repetition first
+measures the matmul ceiling in the mode's matmul dtype (square ``mm`` of ``--ceiling-n`` back to back
+for ``--ceiling-seconds``, same threads: fp32 for ``fp32``, bf16 for ``bf16``), then times one step,
+so ceiling and step see the same machine load; the table gives medians over repetitions, and
+``first s`` is the first step (with compilation, for a compiled mode).
+
+The reference is the official MedCoSS ``Unified_Model``'s fp32 step. It is not a dependency, so this
+bench cannot build it: it compares with a recorded figure (one core, batch 8, base: 2D 3.11 s, 3D
+2.59 s, the median of interleaved runs with medkit's own fp32 step, on the machine where they were
+measured) and says so; ``--reference-s 2d=S,3d=S`` gives figures measured elsewhere. A comparison
+is printed only for the recorded settings (base, batch 8, one thread, CPU) or given figures.
+
+    python bench/mae_step.py --threads 1 --reps 5                       # fp32, bf16, bf16+compile, both cases
+    python bench/mae_step.py --cases 2d --modes bf16 --reps 3           # one mode
+    python bench/mae_step.py --device cuda --amp --batch 128 --reps 10  # bf16 on CUDA (see bench/gpu.sh)
     python bench/mae_step.py --cases 2d --mmap-threshold 1048576        # RSS with a fixed glibc threshold
 
+``--amp`` / ``--compile`` are shorthands for one mode (``bf16``, ``bf16+compile``, ``fp32+compile``).
 Writes JSON (default ``bench/results/mae_step.json``) with every repetition, the host, and the
 ``uptime`` load before and after.
 """
@@ -41,6 +55,13 @@ from benchlib import load, peak_rss_mb, status_mb  # noqa: E402
 #: case -> (modality, per-sample input shape)
 CASES: dict[str, tuple[str, tuple[int, ...]]] = {"2d": ("xray", (3, 224, 224)), "3d": ("ct", (1, 16, 192, 192))}
 OPTIMS = ("auto", "fused", "foreach", "loop")
+MODES = ("fp32", "bf16", "fp32+compile", "bf16+compile")
+#: The official ``Unified_Model``'s fp32 step (s, median): one core, batch 8, base preset, CPU.
+REFERENCE_S = {"2d": 3.11, "3d": 2.59}
+REFERENCE_NOTE = ("official MedCoSS Unified_Model fp32 step: a recorded figure (one core, batch 8, a quiet "
+                  "machine; 2D 3.11 s, 3D 2.59 s), not measured in this run: the reference model is not a "
+                  "dependency, so this bench cannot build it; 'x ref' means something only on a quiet machine "
+                  "like that one")
 
 
 # -- process measurements ------------------------------------------------------------------
@@ -94,21 +115,18 @@ def matmul_ceiling(n: int, dtype: Any, device: Any, seconds: float = 1.0) -> flo
                 return 2.0 * n ** 3 * calls / elapsed / 1e9
 
 
-def make_optimizer(params: list[Any], kind: str, device: Any) -> tuple[Any, str]:
-    """AdamW (MedCoSS's betas and weight decay) as ``kind``; ``auto`` = fused where the installed
-    torch supports it on ``device``, else foreach."""
+def make_optimizer(named: list[tuple[str, Any]], kind: str, device: Any) -> tuple[Any, str]:
+    """AdamW (MedCoSS's betas and weight decay, timm's decay groups) as ``kind``: ``auto`` is the
+    engine's (:func:`medkit.engine.schedule.adamw`: fused where torch has it, else foreach)."""
     import torch
 
-    kw = {"lr": 1.5e-4, "betas": (0.9, 0.95), "weight_decay": 0.05}
-    if kind in ("auto", "fused"):
-        try:
-            return torch.optim.AdamW(params, fused=True, **kw), "fused"
-        except (RuntimeError, TypeError, ValueError):
-            if kind == "fused":
-                raise
-    if kind in ("auto", "foreach"):
-        return torch.optim.AdamW(params, foreach=True, **kw), "foreach"
-    return torch.optim.AdamW(params, foreach=False, **kw), "loop"
+    from medkit.engine.schedule import adamw, param_groups
+
+    groups = param_groups(named, 0.05)
+    if kind in ("auto", "fused", "foreach"):
+        opt = adamw(groups, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, device=device, impl=kind)
+        return opt, "fused" if opt.defaults.get("fused") else "foreach"
+    return torch.optim.AdamW(groups, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, foreach=False), "loop"
 
 
 def build(case: str, args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -147,55 +165,59 @@ def set_mmap_threshold(nbytes: int) -> bool:
         return False
 
 
-def worker(case: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Build ``case``, count its FLOPs, then ``reps`` × (ceiling, timed step)."""
+def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Build ``case`` in ``mode``, count its FLOPs, then ``reps`` × (ceiling, timed step)."""
     mmap_set = set_mmap_threshold(args.mmap_threshold) if args.mmap_threshold else False
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    from medkit.models.build import set_trunk_options
+    from medkit.models.precision import amp_dtype, autocast
 
     rss_torch = status_mb("VmRSS")
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    bf16, compiled = mode.startswith("bf16"), mode.endswith("+compile")
     encoder, head, batch = build(case, args)
     modules = torch.nn.ModuleDict({"encoder": encoder, "head": head}).to(device).train()
+    set_trunk_options(encoder, {"compile": args.compile_backend if compiled else False})  # trainer.compile
     batch.inputs = batch.inputs.to(device)
-    opt, optim_kind = make_optimizer([p for p in modules.parameters() if p.requires_grad], args.optim, device)
+    opt, optim_kind = make_optimizer([(n, p) for n, p in modules.named_parameters() if p.requires_grad],
+                                     args.optim, device)
     rss_built = status_mb("VmRSS")
-    amp_dtype = torch.bfloat16 if args.amp else None
+    dtype = amp_dtype(bf16)  # trainer.amp: None (fp32) or bf16
     gen = torch.Generator(device=device).manual_seed(0)
-
-    def loss_fn() -> Any:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-            return head(encoder, batch, generator=gen).loss
-
-    forward = torch.compile(loss_fn) if args.compile else loss_fn
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        loss = forward()
-        loss.backward()
+        with autocast(device, dtype):
+            loss = head(encoder, batch, generator=gen).loss
+        loss.float().backward()
         opt.step()
         sync(device)
         return float(loss.detach())
 
     t0 = time.perf_counter()
+    step()  # the first step: compilation, lazy optimizer state, allocator warm-up
+    first_s = time.perf_counter() - t0
     with FlopCounterMode(display=False) as counter:
         step()
-    first_s = time.perf_counter() - t0
     flops = counter.get_total_flops()
     for _ in range(args.warmup):
         step()
     reps = []
     for _ in range(args.reps):
-        ceiling = matmul_ceiling(args.ceiling_n, amp_dtype or torch.float32, device, args.ceiling_seconds)
+        ceiling = matmul_ceiling(args.ceiling_n, dtype or torch.float32, device, args.ceiling_seconds)
         t0 = time.perf_counter()
         loss = step()
         dt = time.perf_counter() - t0
         reps.append({"step_s": dt, "gflops": flops / dt / 1e9, "ceiling_gflops": ceiling,
                      "pct_of_ceiling": 100.0 * flops / dt / 1e9 / ceiling, "loss": loss})
-    out = {"case": case, "modality": CASES[case][0], "device": str(device), "threads": args.threads,
-           "batch": args.batch, "amp": bool(args.amp), "compile": bool(args.compile), "optim": optim_kind,
+    out = {"case": case, "mode": mode, "modality": CASES[case][0], "device": str(device), "threads": args.threads,
+           "batch": args.batch, "preset": args.preset, "amp": bf16, "compile": compiled, "optim": optim_kind,
+           "compile_backend": args.compile_backend if compiled else None,
+           "ceiling_dtype": "bf16" if bf16 else "fp32",
            "params": sum(p.numel() for p in modules.parameters()), "gflop_per_step": flops / 1e9,
            "first_step_s": first_s, "reps": reps, "mmap_threshold": args.mmap_threshold if mmap_set else None,
            "rss_after_import_mb": rss_torch, "rss_after_build_mb": rss_built, "peak_rss_mb": peak_rss_mb()}
@@ -205,39 +227,58 @@ def worker(case: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def reference_for(r: dict[str, Any], given: dict[str, float]) -> dict[str, Any] | None:
+    """The reference's fp32 step for row ``r``: a figure given with ``--reference-s``, else the
+    recorded one where the row has its settings (base, batch 8, one thread, CPU), else ``None``."""
+    if r["case"] in given:
+        return {"step_s": given[r["case"]], "source": "given (--reference-s)"}
+    recorded = (r["preset"], r["batch"], r["threads"], r["device"]) == ("base", 8, 1, "cpu")
+    if recorded and r["case"] in REFERENCE_S:
+        return {"step_s": REFERENCE_S[r["case"]], "source": "recorded"}
+    return None
+
+
 def summarise(r: dict[str, Any]) -> dict[str, Any]:
-    """Medians over the repetitions of a worker's result."""
+    """Medians over the repetitions of a worker's result (and the speed-up over the reference, if any)."""
     med = {k: statistics.median(x[k] for x in r["reps"]) for k in ("step_s", "gflops", "ceiling_gflops",
                                                                    "pct_of_ceiling")}
-    return med | {"samples_per_s": r["batch"] / med["step_s"], "min_step_s": min(x["step_s"] for x in r["reps"])}
+    ref = r.get("reference")
+    return med | {"samples_per_s": r["batch"] / med["step_s"], "min_step_s": min(x["step_s"] for x in r["reps"]),
+                  "speedup_vs_reference": ref["step_s"] / med["step_s"] if ref else None}
+
+
+COLUMNS = (("case", "<5"), ("mode", "<13"), ("device", ">7"), ("thr", ">4"), ("optim", ">8"), ("GFLOP", ">7"),
+           ("s/step", ">8"), ("min s", ">8"), ("first s", ">8"), ("GFLOP/s", ">8"), ("ceiling", ">8"),
+           ("ceil", ">5"), ("% ceil", ">7"), ("samp/s", ">7"), ("ref s", ">6"), ("x ref", ">6"), ("RSS MiB", ">8"))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'case':<5}{'device':>7}{'thr':>4}{'dtype':>7}{'mode':>8}{'optim':>8}{'mmap thr':>9}{'GFLOP':>8}{'s/step':>9}"
-            f"{'min s':>8}{'GFLOP/s':>9}{'ceiling':>9}{'% ceil':>8}{'samp/s':>8}{'peak RSS MiB':>13}")
+    """One line per case × mode; ``ceil`` is the ceiling's dtype, ``ref s`` the reference's fp32 step."""
+    head = "".join(f"{name:{fmt}}" for name, fmt in COLUMNS)
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['case']:<5} failed: {r['error']}")
+            lines.append(f"{r['case']:<5}{r.get('mode', ''):<13} failed: {r['error']}")
             continue
-        s = summarise(r)
-        lines.append(f"{r['case']:<5}{r['device']:>7}{r['threads']:>4}{'bf16' if r['amp'] else 'fp32':>7}"
-                     f"{'compile' if r['compile'] else 'eager':>8}{r['optim']:>8}"
-                     f"{str(r.get('mmap_threshold') or 'glibc'):>9}{r['gflop_per_step']:>8.0f}"
-                     f"{s['step_s']:>9.3f}{s['min_step_s']:>8.3f}{s['gflops']:>9.1f}{s['ceiling_gflops']:>9.1f}"
-                     f"{s['pct_of_ceiling']:>8.1f}{s['samples_per_s']:>8.2f}{r['peak_rss_mb']:>13.0f}")
+        s, ref = summarise(r), r.get("reference")
+        cells = [r["case"], r["mode"], r["device"], r["threads"], r["optim"], f"{r['gflop_per_step']:.0f}",
+                 f"{s['step_s']:.3f}", f"{s['min_step_s']:.3f}", f"{r['first_step_s']:.2f}", f"{s['gflops']:.1f}",
+                 f"{s['ceiling_gflops']:.1f}", r["ceiling_dtype"], f"{s['pct_of_ceiling']:.1f}",
+                 f"{s['samples_per_s']:.2f}", f"{ref['step_s']:.2f}" if ref else "n/a",
+                 f"{s['speedup_vs_reference']:.2f}" if ref else "n/a", f"{r['peak_rss_mb']:.0f}"]
+        lines.append("".join(f"{str(c):{fmt}}" for c, (_, fmt) in zip(cells, COLUMNS)))
     return "\n".join(lines)
 
 
-def run_case(case: str, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+def run_case(case: str, mode: str, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     env = dict(os.environ)
     if args.device == "cpu":
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(args.threads)
-    out = subprocess.run([sys.executable, __file__, *argv, "--worker", case], capture_output=True, text=True,
-                         env=env, check=False)
+    out = subprocess.run([sys.executable, __file__, *argv, "--worker", case, "--worker-mode", mode],
+                         capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
-        return {"case": case, "error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {"case": case, "mode": mode, "error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -249,9 +290,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-ratio", type=float, default=0.75, help="MAE mask ratio")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (ceiling measured in bf16 too)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the loss computation")
-    p.add_argument("--optim", choices=OPTIMS, default="auto", help="AdamW implementation (auto: fused if supported)")
+    p.add_argument("--modes", default="fp32,bf16,bf16+compile", help=f"comma-separated, of {', '.join(MODES)}")
+    p.add_argument("--amp", action="store_true", help="only bf16 (with --compile: only bf16+compile)")
+    p.add_argument("--compile", action="store_true", help="only the compiled mode (fp32+compile, or bf16+compile with --amp)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the +compile modes (aot_eager: no C++ compiler, for checking)")
+    p.add_argument("--optim", choices=OPTIMS, default="auto",
+                   help="AdamW implementation (auto: the engine's, fused where torch has it)")
+    p.add_argument("--reference-s", default="",
+                   help="the reference's fp32 step in s per case, measured elsewhere (e.g. 2d=3.11,3d=2.59)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (each after a ceiling measurement)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counting one")
     p.add_argument("--ceiling-n", type=int, default=2048, help="square matmul size for the ceiling")
@@ -260,33 +307,68 @@ def parser() -> argparse.ArgumentParser:
                    help="glibc M_MMAP_THRESHOLD in bytes for the worker (e.g. 1048576; default: glibc's own)")
     p.add_argument("--out", default="bench/results/mae_step.json", help="JSON results file")
     p.add_argument("--worker", choices=tuple(CASES), help=argparse.SUPPRESS)
+    p.add_argument("--worker-mode", choices=MODES, default="fp32", help=argparse.SUPPRESS)
     return p
+
+
+def chosen_modes(args: argparse.Namespace) -> list[str]:
+    """``--modes``, or the one mode ``--amp`` / ``--compile`` name."""
+    if args.amp or args.compile:
+        return [("bf16" if args.amp else "fp32") + ("+compile" if args.compile else "")]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            parser().error(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
+    return modes
+
+
+def given_references(text: str) -> dict[str, float]:
+    """``--reference-s 2d=3.11,3d=2.59`` as ``{case: seconds}``."""
+    out = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        case, _, value = item.partition("=")
+        if case not in CASES or not value:
+            parser().error(f"--reference-s {item!r}: give CASE=SECONDS with CASE one of {', '.join(CASES)}")
+        out[case] = float(value)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args)))
+        print(json.dumps(worker(args.worker, args.worker_mode, args)))
         return 0
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     for c in cases:
         if c not in CASES:
             parser().error(f"unknown case {c!r}; choose from {', '.join(CASES)}")
+    modes, given = chosen_modes(args), given_references(args.reference_s)
     before = load()
     rows = []
     for case in cases:
-        rows.append(run_case(case, args, argv))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        for mode in modes:
+            row = run_case(case, mode, args, argv)
+            if "error" not in row:
+                row["reference"] = reference_for(row, given)
+            rows.append(row)
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     after = load()
     print()
     print(table(rows))
-    print(f"\nload before {before}, after {after}")
+    compared = [r["reference"]["source"] for r in rows if r.get("reference")]
+    if "recorded" in compared:
+        print(f"\nreference: {REFERENCE_NOTE}")
+    elif not compared:
+        print("\nreference: none for these settings (the recorded figures are for base, batch 8, one thread, "
+              "CPU; give --reference-s to compare)")
+    print(f"load before {before}, after {after}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = [r | {"median": summarise(r)} if "error" not in r else r for r in rows]
-    out.write_text(json.dumps({"config": vars(args) | {"worker": None}, "host": host_info(),
-                               "load_before": before, "load_after": after, "results": summary}, indent=2) + "\n")
+    out.write_text(json.dumps({"config": vars(args) | {"worker": None}, "host": host_info(), "modes": modes,
+                               "reference_note": REFERENCE_NOTE, "load_before": before, "load_after": after,
+                               "results": summary}, indent=2, allow_nan=False) + "\n")
     print(f"wrote {out}")
     return 0
 

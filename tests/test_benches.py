@@ -55,7 +55,7 @@ def test_mae_step_bench_measures_a_real_step(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "mae_step.py"), "--preset", "tiny", "--cases", "2d,3d", "--batch", "2",
-         "--reps", "1", "--ceiling-n", "128", "--ceiling-seconds", "0.1", "--out", str(out)],
+         "--modes", "fp32", "--reps", "1", "--ceiling-n", "128", "--ceiling-seconds", "0.1", "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = _strict(out.read_text(encoding="utf-8"))["results"]  # type: ignore[index]
@@ -65,3 +65,34 @@ def test_mae_step_bench_measures_a_real_step(tmp_path: Path) -> None:
         # FLOPs counted by torch's counter, a measured step and ceiling: all positive and finite
         assert r["gflop_per_step"] > 0 and r["median"]["step_s"] > 0 and r["median"]["ceiling_gflops"] > 0
         assert 0 < r["median"]["pct_of_ceiling"] < 1000
+
+
+@pytest.mark.slow
+def test_mae_step_bench_runs_each_mode_against_its_own_ceiling(tmp_path: Path) -> None:
+    """fp32, bf16 and bf16 + compile side by side at toy size (aot_eager: no C++ compiler or long
+    compile in a test; the bench's default is inductor): strict JSON, one table line per mode, each
+    mode's ceiling in its own dtype, and the reference said to be a recorded figure or absent."""
+    out = tmp_path / "mae_step.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "mae_step.py"), "--preset", "tiny", "--cases", "2d", "--batch", "2",
+         "--reps", "1", "--warmup", "0", "--ceiling-n", "128", "--ceiling-seconds", "0.1",
+         "--modes", "fp32,bf16,bf16+compile", "--compile-backend", "aot_eager", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = _strict(out.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    results = doc["results"]
+    assert [(r["case"], r["mode"]) for r in results] == [("2d", "fp32"), ("2d", "bf16"), ("2d", "bf16+compile")]
+    for r in results:
+        assert "error" not in r, r.get("error")
+        assert r["ceiling_dtype"] == ("bf16" if r["mode"].startswith("bf16") else "fp32")
+        assert r["compile"] == r["mode"].endswith("+compile") and r["amp"] == r["mode"].startswith("bf16")
+        assert r["median"]["step_s"] > 0 and 0 < r["median"]["pct_of_ceiling"] < 1000
+        # not the recorded settings (tiny, batch 2): no comparison is made up
+        assert r["reference"] is None and r["median"]["speedup_vs_reference"] is None
+    assert results[1]["reps"][0]["loss"] != results[0]["reps"][0]["loss"], "the bf16 row ran in bf16"
+    table = proc.stdout.split("\n\n")[1].splitlines()
+    assert table[0].split()[:3] == ["case", "mode", "device"] and set(table[1]) == {"-"}
+    assert [line.split()[1] for line in table[2:]] == ["fp32", "bf16", "bf16+compile"]
+    assert "reference: none for these settings" in proc.stdout

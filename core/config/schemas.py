@@ -30,7 +30,7 @@ class TrainerConfig:
     val_fraction: float = 0.1  #: share of each modality's samples held out (hash split)
     num_workers: int = 0  #: DataLoader worker processes
     device: str = "auto"  #: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
-    amp: bool = False  #: bfloat16 autocast on CUDA
+    amp: Union[bool, str] = False  #: autocast precision (CPU and CUDA): false (fp32) or bf16 (true = bf16)
     grad_checkpointing: bool = False  #: recompute each encoder block's activations in backward (less memory)
     compile: Union[bool, str] = False  #: torch.compile the encoder's blocks: true (inductor) or a backend name
     # frozen-encoder probes after each stage (0 steps and k=0 turn them off); probe_unseen also
@@ -134,6 +134,11 @@ def check_values(cfg: dict[str, Any], *, where: str = "") -> None:
         from medkit.models.build import compile_backend
 
         compile_backend(backend, where=where)
+    amp = (cfg.get("trainer") or {}).get("amp")
+    if amp is not None and amp is not False:
+        from medkit.models.precision import amp_dtype
+
+        amp_dtype(amp, where=where)
     betas = (cfg.get("optim") or {}).get("betas")
     if betas is not None and (len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas)):
         raise ConfigError(f"{where}optim.betas={list(betas)}: give two values in [0, 1), e.g. [0.9,0.95]")

@@ -22,6 +22,7 @@ from medkit.api.batch import Batch
 from medkit.api.context import LossOutput
 from medkit.api.errors import DataError
 from medkit.api.randomness import sample_streams
+from medkit.models.precision import amp_dtype, autocast, check_amp_device
 
 #: A function from one batch to its loss (the strategy's ``loss``, a task's ``loss``...).
 LossFn = Callable[[Batch], LossOutput]
@@ -97,7 +98,10 @@ class TrainStep:
         params: the trainable parameters (clipping and the finite check use them).
         device: where batches go (``non_blocking`` copies; pin memory in the loader on CUDA).
         clip_grad: max global gradient norm, or ``None``.
-        amp: bf16 autocast (CPU and CUDA).
+        amp: ``trainer.amp``: ``False`` (fp32) or bf16 (``True``, ``"bf16"``, ``torch.bfloat16``):
+            the forward under bf16 autocast on ``device``'s type, the loss, gradients, weights and
+            optimizer in fp32 (:mod:`medkit.models.precision`; no loss scaling is needed for bf16).
+            Refused with a :class:`ConfigError` where the device cannot run it.
         forward: calls the loss function the way the run needs (through the DDP wrapper in a
             distributed run, see :class:`medkit.engine.distributed.LossModule`); default: directly.
         no_sync: a context in which gradients are not reduced (DDP's ``no_sync`` for every
@@ -108,7 +112,7 @@ class TrainStep:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, params: Sequence[torch.nn.Parameter],
-                 device: torch.device, clip_grad: float | None = None, amp: bool = False,
+                 device: torch.device, clip_grad: float | None = None, amp: bool | str | torch.dtype | None = False,
                  forward: Callable[[LossFn, Batch], LossOutput] | None = None,
                  no_sync: Callable[[], Any] | None = None,
                  after_backward: Callable[[], None] | None = None,
@@ -116,7 +120,9 @@ class TrainStep:
                  describe: Callable[[Batch], str] | None = None) -> None:
         self.optimizer, self.params, self.device = optimizer, list(params), device
         self.clip_grad = float(clip_grad) if clip_grad else None
-        self.amp = bool(amp)
+        self.amp_dtype = amp_dtype(amp)
+        check_amp_device(self.amp_dtype, device)
+        self.amp = self.amp_dtype is not None
         self.forward = forward or (lambda fn, batch: fn(batch))
         self.no_sync = no_sync or nullcontext
         self.after_backward, self.after_optimizer_step = after_backward, after_optimizer_step
@@ -148,10 +154,9 @@ class TrainStep:
             batch = batch.to(self.device)
             sync_grads = nullcontext() if k == len(micro) - 1 else self.no_sync()
             with sync_grads:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp), \
-                        sample_streams(batch.seeds):
+                with autocast(self.device, self.amp_dtype), sample_streams(batch.seeds):
                     out = self.forward(loss_fn, batch)
-                loss = out.loss.float()
+                loss = out.loss.float()  # the backward starts from an fp32 loss (bf16 or not)
                 if check_finite and sync and not bool(torch.isfinite(loss)):
                     raise _nonfinite_error(float(loss.detach()), self.describe(batch), "")
                 (loss / len(micro)).backward()

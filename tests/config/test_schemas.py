@@ -90,7 +90,7 @@ def test_every_key_the_runtime_reads_is_in_the_schema(section: str) -> None:
     ("trainer.max_steps=abc", "trainer.max_steps", ["int", "'abc'"]),
     ("optim.lr=fast", "optim.lr", ["float", "'fast'"]),
     ("encoder.depth=2.5", "encoder.depth", ["int", "'2.5'"]),
-    ("trainer.amp=maybe", "trainer.amp", ["bool", "'maybe'"]),
+    ("trainer.amp=0", "trainer.amp", ["bool", "'0'"]),
     ("optim.betas=abc", "optim.betas", ["list of float"]),
 ])
 def test_wrong_type_is_refused_naming_key_value_and_type(host, override: str, key: str, words: list[str]) -> None:
