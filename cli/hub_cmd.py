@@ -60,7 +60,7 @@ def push(run_dir: str, repo_id: str, private: bool, revision: str | None, licens
 
     result = push_run(run_dir, repo_id, private=private, revision=revision, license=license_,
                       include_strategy_state=include_strategy_state, commit_message=message,
-                      create=get_host().create, provider=component_provider, publishable=strategy_publishable)
+                      components=get_host(), provider=component_provider, publishable=strategy_publishable)
     click.echo(f"pushed {len(result.files)} files to {result.url} ({result.revision} @ {result.commit[:12]})")
     click.echo(f"load it with: medkit pull hf-hub:{result.repo_id}"
                + (f"@{result.revision}" if result.revision != "main" else ""))

@@ -323,7 +323,7 @@ def _typed_section(kind: str, name: str, values: dict[str, Any], source: str, wh
     return {k: out[k] for k in names if k in out}
 
 
-def reemit_run_config(cfg: dict[str, Any], source: str, host: Any = None) -> tuple[dict[str, Any], list[str]]:
+def reemit_run_config(cfg: dict[str, Any], source: str, host: Any) -> tuple[dict[str, Any], list[str]]:
     """A pre-training ``config.yaml`` rebuilt from the typed schema: every section and key the schema
     (:mod:`medkit.config.schemas`, the components' registered configs) knows, with its received value
     type-checked; nothing else. Returns the config and the key paths left out.
@@ -331,7 +331,7 @@ def reemit_run_config(cfg: dict[str, Any], source: str, host: Any = None) -> tup
     Args:
         cfg: the config as read through :func:`received_config`.
         source: the file (named in messages).
-        host: the plugin host (default: the bound one).
+        host: the plugin host (the components' registered config schemas).
     """
     check_run_config(cfg, source)
     dropped: list[str] = [k for k in cfg if k not in ("run", "encoder", "optim", "trainer", "strategy",
@@ -360,7 +360,7 @@ def reemit_run_config(cfg: dict[str, Any], source: str, host: Any = None) -> tup
     return out, dropped
 
 
-def reemit_architecture(arch: dict[str, Any], source: str, host: Any = None) -> tuple[dict[str, Any], list[str]]:
+def reemit_architecture(arch: dict[str, Any], source: str, host: Any) -> tuple[dict[str, Any], list[str]]:
     """A checkpoint's ``config.json`` with only the keys medkit writes, its sections type-checked
     against their schemas (see :func:`reemit_run_config`)."""
     check_architecture(arch, source)

@@ -141,7 +141,7 @@ def sanitize_manifest(manifest: dict[str, Any]) -> tuple[dict[str, Any], list[st
 
 def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "apache-2.0",
                  include_strategy_state: bool = False, provider: Any = None,
-                 publishable: Publishable | None = None) -> dict[str, Path]:
+                 publishable: Publishable | None = None, host: Any) -> dict[str, Path]:
     """Write the generated files into ``staging`` and return ``{path in repository: local file}``.
 
     Never included: ``checkpoint/`` (optimizer, RNG, resume copies), ``strategy/`` unless
@@ -150,7 +150,8 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
     every local data path. ``metrics/eval.json`` (strict JSON, stages counted from 1) and the matrix
     CSVs travel (aggregate numbers). ``provider(kind, name)`` names the distribution of a component
     for the card's install line (the CLI passes the plugin registry's answer); ``publishable(strategy)``
-    the state roots the run's strategy declares (``publishable_state``; none when not given).
+    the state roots the run's strategy declares (``publishable_state``; none when not given); ``host``
+    (the plugin host) gives the components' config schemas the re-emitted config is typed against.
     """
     from medkit.config.received import (reemit_architecture, reemit_manifest, reemit_run_config, received_architecture,
                                         received_config, received_manifest)
@@ -173,10 +174,10 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
                     manifest.get("current", {}).get("stage"), manifest.get("current", {}).get("step"))
     files: dict[str, Path] = {"model.safetensors": run_dir / "model.safetensors"}
     arch, dropped_arch = reemit_architecture(received_architecture(run_dir / "config.json"),
-                                             str(run_dir / "config.json"))
+                                             str(run_dir / "config.json"), host)
     arch, removed_arch = sanitize_architecture(arch, run_dir)
     ck.atomic_write_json(staging / "config.json", arch)
-    cfg, dropped_cfg = reemit_run_config(received_config(run_dir), str(run_dir / "config.yaml"))
+    cfg, dropped_cfg = reemit_run_config(received_config(run_dir), str(run_dir / "config.yaml"), host)
     cfg, removed_cfg = sanitize_config(cfg, run_dir)
     for name, dropped in (("manifest.json", dropped_manifest), ("config.json", dropped_arch),
                           ("config.yaml", dropped_cfg)):

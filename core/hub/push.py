@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medkit.api.components import Create
+from medkit.api.components import Components
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.hub.hub import (LOCAL_PREFIX, _hub_error, _medkit_version, _transport_errors, check_repo_id, hub_endpoint,
                             load_pretrained)
@@ -35,25 +35,26 @@ class PushResult:
 
 def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
          license: str = "apache-2.0", include_strategy_state: bool = False,
-         commit_message: str | None = None, create: Create, provider: Any = None,
+         commit_message: str | None = None, components: Components, provider: Any = None,
          publishable: Any = None) -> PushResult:
     """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
 
     The token comes from huggingface_hub's usual sources (``HF_TOKEN``, the stored login) and is never
     logged. Rehearsal buffers, cached features, Fisher information, optimizer/RNG state and data paths
     are never uploaded (see :func:`medkit.hub.publish.prepare_push`; ``publishable`` gives the strategy
-    state roots a strategy declares).
+    state roots a strategy declares). ``components`` is the plugin host: it rebuilds the run before
+    anything is uploaded and types the re-emitted config against the components' schemas.
     """
     check_repo_id(repo_id)
     run_dir = Path(run_dir)
     with run_lock(run_dir, "push", read_only=True):  # no run may write it while it is uploaded
         return _push(run_dir, repo_id, private=private, revision=revision, license=license,
                      include_strategy_state=include_strategy_state, commit_message=commit_message,
-                     create=create, provider=provider, publishable=publishable)
+                     components=components, provider=provider, publishable=publishable)
 
 
 def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str,
-          include_strategy_state: bool, commit_message: str | None, create: Create,
+          include_strategy_state: bool, commit_message: str | None, components: Components,
           provider: Any = None, publishable: Any = None) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
@@ -69,11 +70,11 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
         raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}: the token check (whoami) failed; "
                          f"set HF_TOKEN or run `hf auth login`", repo_id=repo_id) from exc
     # Refuse early a run that would not rebuild on the other side.
-    load_pretrained(LOCAL_PREFIX + str(run_dir), create=create)
+    load_pretrained(LOCAL_PREFIX + str(run_dir), create=components.create)
     with tempfile.TemporaryDirectory(prefix="medkit-push-") as tmp:
         files = prepare_push(run_dir, Path(tmp), repo_id=repo_id, license=license,
                              include_strategy_state=include_strategy_state, provider=provider,
-                             publishable=publishable)
+                             publishable=publishable, host=components)
         try:
             log.info("pushing %s to %s@%s on %s as %s (%d files)", run_dir, repo_id, branch, hub_endpoint(),
                      user, len(files))

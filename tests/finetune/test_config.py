@@ -72,7 +72,7 @@ def test_selection_errors(pretrained_run: Path, tmp_path: Path) -> None:
                                            overrides=["task.haed=one_layer"]), host=get_host())
     with pytest.raises(CheckpointError):
         compose_finetune(FinetuneSelection(task="classification", modality="xray", source=str(tmp_path)), host=get_host())
-    (tmp_path / "config.yaml").write_text("run:\n  task: classification\n")
+    (tmp_path / "config.yaml").write_text("run:\n  task: classification\n  modality: xray\n")
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="is a fine-tuning run"):

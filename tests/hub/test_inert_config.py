@@ -30,7 +30,7 @@ def test_push_refuses_an_interpolation_and_uploads_nothing(hub: Any, run_copy: P
     monkeypatch.setenv("MEDKIT_TEST_SECRET", SECRET)
     _plant(run_copy / "config.yaml", "device: auto", "device: ${oc.env:MEDKIT_TEST_SECRET}")
     with pytest.raises(ConfigError) as info:
-        push(run_copy, "alice/crafted", create=get_host().create)
+        push(run_copy, "alice/crafted", components=get_host())
     message = str(info.value)
     assert str(run_copy / "config.yaml") in message and "trainer.device" in message and SECRET not in message
     assert not hub.repos and not hub.blobs, "refused before any repository or file reached the Hub"
@@ -43,7 +43,7 @@ def test_push_names_the_file_of_a_malformed_config(hub: Any, run_copy: Path) -> 
 
     _plant(run_copy / "config.yaml", "trainer:", "trainer: {")
     with pytest.raises(ConfigError, match=r"config.yaml: not valid YAML at line \d+"):
-        push(run_copy, "alice/broken", create=get_host().create)
+        push(run_copy, "alice/broken", components=get_host())
 
 
 def test_a_checkpoint_config_json_with_an_interpolation_is_refused(run_copy: Path) -> None:

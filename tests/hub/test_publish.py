@@ -122,8 +122,10 @@ def test_card_is_model_card_data_with_lineage_results_and_install_line(run_copy:
     from medkit.hub.publish import prepare_push
 
     run = _continued_copy(run_copy)
+    from medkit.registry import get_host
+
     files = prepare_push(run, tmp_path / "staging", repo_id="alice/tiny", license="cc-by-4.0",
-                         provider=lambda kind, name: PROVIDERS.get((kind, name)))
+                         provider=lambda kind, name: PROVIDERS.get((kind, name)), host=get_host())
     card = ModelCard.load(files["README.md"])
     meta = metadata_load(files["README.md"])
     assert meta == card.data.to_dict()

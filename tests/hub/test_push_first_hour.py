@@ -37,7 +37,7 @@ def test_a_refused_token_fails_before_any_work(hub: Any, synthetic_run: Path, no
 
     monkeypatch.setenv("HF_TOKEN", "hf_notTheRightToken000000000000000000000")
     with pytest.raises(CheckpointError, match="whoami") as err:
-        push(synthetic_run, "alice/wrong-token", create=get_host().create)
+        push(synthetic_run, "alice/wrong-token", components=get_host())
     assert "HF_TOKEN" in str(err.value) and "hf_notTheRightToken" not in str(err.value)
     assert no_work == [] and "alice/wrong-token" not in hub.repos
 
@@ -48,7 +48,7 @@ def test_no_token_fails_before_any_work(hub: Any, synthetic_run: Path, no_work: 
 
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(ConfigError, match="HF_TOKEN"):
-        push(synthetic_run, "alice/no-token", create=get_host().create)
+        push(synthetic_run, "alice/no-token", components=get_host())
     assert no_work == []
 
 

@@ -45,7 +45,7 @@ def test_push_then_pull_into_a_clean_cache_is_bit_identical(hub: Any, synthetic_
     from medkit.hub.push import push
 
     caplog.set_level(logging.DEBUG)
-    result = push(synthetic_run, "alice/tiny-ct", license="mit", create=get_host().create)
+    result = push(synthetic_run, "alice/tiny-ct", license="mit", components=get_host())
     assert set(result.files) == pushed(synthetic_run) and "metrics/matrix.csv" in result.files
     remote = hub.files("alice/tiny-ct")
     assert set(remote) == pushed(synthetic_run) | {".gitattributes"}, "a push never carries buffers, checkpoints or metrics"
@@ -140,7 +140,7 @@ def test_a_vocabulary_from_a_local_file_travels_as_tokenizer_assets(hub: Any, re
     arch["tokenizer"]["text_1d"]["vocab_file"] = str(vocab)
     (run / "config.json").write_text(json.dumps(arch))
 
-    result = push(run, "alice/report", create=get_host().create)
+    result = push(run, "alice/report", components=get_host())
     assert {"tokenizers/text_1d/tokenizer.json", "tokenizers/text_1d/medkit_tokenizer.json"} <= set(result.files)
     pushed = json.loads(hub.files("alice/report")["config.json"])
     assert pushed["tokenizer"]["text_1d"]["vocab_file"] is None
@@ -162,7 +162,7 @@ def test_push_without_a_token_is_a_clear_error(hub: Any, synthetic_run: Path,
 
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(ConfigError, match="HF_TOKEN"):
-        push(synthetic_run, "alice/no-token", create=get_host().create)
+        push(synthetic_run, "alice/no-token", components=get_host())
     assert "alice/no-token" not in hub.repos
 
 
@@ -172,7 +172,7 @@ def test_missing_repo_and_revision_are_checkpoint_errors(hub: Any, synthetic_run
 
     with pytest.raises(CheckpointError, match="repository alice/absent not found"):
         resolve_checkpoint("hf-hub:alice/absent")
-    push(synthetic_run, "alice/there", create=get_host().create)
+    push(synthetic_run, "alice/there", components=get_host())
     with pytest.raises(CheckpointError, match="no revision 'nope'"):
         resolve_checkpoint("hf-hub:alice/there@nope")
 
@@ -198,7 +198,7 @@ def test_strategy_state_is_never_pushed_by_default(hub: Any, run_copy: Path) -> 
     from medkit.hub.push import push
 
     _write_strategy_state(run_copy)
-    push(run_copy, "alice/plain", create=get_host().create)
+    push(run_copy, "alice/plain", components=get_host())
     remote = hub.files("alice/plain")
     assert not [f for f in remote if f.startswith(("strategy/", "checkpoint/"))]
     _assert_no_private_data(remote, run_copy)
@@ -213,7 +213,7 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
     _write_strategy_state(run_copy)
     caplog.set_level(logging.WARNING, logger="medkit")
     declared, asked = {"teacher", "masks", "owner"}, []  # what the run's strategy declares publishable
-    result = push(run_copy, "alice/with-state", include_strategy_state=True, create=get_host().create,
+    result = push(run_copy, "alice/with-state", include_strategy_state=True, components=get_host(),
                   publishable=lambda strategy: asked.append(strategy) or sorted(declared))
     assert asked == [json.loads((run_copy / "manifest.json").read_text())["strategy"]]
     assert "--include-strategy-state" in caplog.text and "stay local" in caplog.text
@@ -231,7 +231,7 @@ def test_include_strategy_state_pushes_only_the_allow_list(hub: Any, run_copy: P
     assert "strategy/state.json" in result.files
 
     # a later push without the flag removes the earlier strategy files (and keeps the rest)
-    again = push(run_copy, "alice/with-state", create=get_host().create)
+    again = push(run_copy, "alice/with-state", components=get_host())
     assert sorted(again.deleted) == ["strategy/state.json", "strategy/state.safetensors"]
     assert set(hub.files("alice/with-state")) == pushed(run_copy) | {".gitattributes"}
 
@@ -241,11 +241,11 @@ def test_heatmap_is_drawn_from_the_matrices_and_license_is_checked(hub: Any, run
 
     png = b"\x89PNG\r\n\x1a\n" + b"already drawn by the run"  # e.g. an old one-scale picture
     (run_copy / "metrics" / "matrix.png").write_bytes(png)
-    push(run_copy, "alice/reuse", create=get_host().create)
+    push(run_copy, "alice/reuse", components=get_host())
     pushed_png = hub.files("alice/reuse")["matrix.png"]
     # the card's picture always matches the pushed numbers: drawn from the matrices, one panel per metric
     assert pushed_png != png and pushed_png[:8] == b"\x89PNG\r\n\x1a\n" and len(pushed_png) > 2000
     with pytest.raises(ConfigError, match="licence identifier"):
-        push(run_copy, "alice/reuse", license="apache2", create=get_host().create)
+        push(run_copy, "alice/reuse", license="apache2", components=get_host())
     with pytest.raises(ConfigError, match="USER/NAME"):
-        push(run_copy, "not a repo", create=get_host().create)
+        push(run_copy, "not a repo", components=get_host())

@@ -81,7 +81,7 @@ def test_push_publishes_what_the_schema_knows_never_the_received_bytes(hub: Any,
     manifest["stages"][0]["crafted_stage_field"] = 1
     (run_copy / "manifest.json").unlink()
     (run_copy / "manifest.json").write_text(json.dumps(manifest))
-    push(run_copy, "alice/reemitted", create=get_host().create)
+    push(run_copy, "alice/reemitted", components=get_host())
     remote = hub.files("alice/reemitted")
     published = remote["config.yaml"].decode()
     assert "crafted" not in published and "rm -rf" not in published, published
@@ -99,7 +99,7 @@ def test_push_refuses_a_received_target_and_uploads_nothing(hub: Any, run_copy: 
     (run_copy / "config.yaml").write_text(text.replace("trainer:\n", "trainer:\n  _target_: os.system\n"
                                                                      "  _args_: ['touch /tmp/x']\n", 1))
     with pytest.raises(ConfigError, match=r"config\.yaml: trainer\._target_ is a _target_ key"):
-        push(run_copy, "alice/crafted-target", create=get_host().create)
+        push(run_copy, "alice/crafted-target", components=get_host())
     assert not hub.repos and not hub.blobs
 
 
