@@ -85,7 +85,7 @@ def _value_of(node: Any, label: str) -> str:
 
     try:
         value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the value only decorates an error message
         return ""
     return f" ({label} {'null' if value is None else value})"
 

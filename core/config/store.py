@@ -26,7 +26,7 @@ class ConfigHost(Protocol):
     def require_run(self, modalities: Any, strategy: str) -> None: ...
 
 
-_STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_STORES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _BOUND: Callable[[], ConfigHost] | None = None
 
 
@@ -80,7 +80,7 @@ def component_config(kind: str, name: str, host: ConfigHost | None = None) -> An
         cfg = builds(factory, populate_full_signature=True, zen_exclude=tuple(spec.context))
     except PluginError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         dist = host.provider(kind, name).dist
         raise PluginError(f"{kind} {name!r} from {dist}: cannot build its config from factory "
                           f"{spec.factory!r}: {exc}") from exc

@@ -75,13 +75,12 @@ def _check_structure(text: str, source: str) -> None:
             if isinstance(event, yaml.AliasEvent):
                 raise ConfigError(f"{source}: YAML aliases (*{event.anchor}) are not accepted in a medkit "
                                   f"config; write the values out")
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.ScalarEvent)):
-                if depth == 0:
-                    if root_seen:
-                        raise ConfigError(f"{source}: holds more than one YAML document")
-                    root_seen = True
-                    if not isinstance(event, yaml.MappingStartEvent):
-                        raise ConfigError(f"{source}: is not a mapping of config sections (run:, trainer:, ...)")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.ScalarEvent)) and depth == 0:
+                if root_seen:
+                    raise ConfigError(f"{source}: holds more than one YAML document")
+                root_seen = True
+                if not isinstance(event, yaml.MappingStartEvent):
+                    raise ConfigError(f"{source}: is not a mapping of config sections (run:, trainer:, ...)")
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):

@@ -166,7 +166,7 @@ class DiskCache:
         try:
             with safe_open(str(path), framework="pt") as fh:
                 return tuple(int(s) for s in fh.get_slice(_TENSOR).get_shape())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a damaged cache file is removed, never fatal
             log.warning("%s: unreadable volume cache file (%s); removing it", path, exc)
             path.unlink(missing_ok=True)
             return None

@@ -103,7 +103,7 @@ def read_volume(path: Path, axcodes: str = ORIENTATION, *, spacing: Sequence[flo
                 img = img.to(dtype) if nearest else img
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - nibabel and MONAI raise many kinds
+    except Exception as exc:  # nibabel and MONAI raise many kinds
         raise DataError(f"{path}: cannot read the NIfTI file ({exc}); expected a valid .nii/.nii.gz") from exc
     return np.ascontiguousarray(img.as_tensor().numpy().transpose(0, 3, 1, 2))
 

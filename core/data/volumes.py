@@ -96,7 +96,7 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
         shape = tuple(int(s) for s in img.shape)
         affine = np.asarray(img.affine, dtype=float)
         dtype = np.dtype(img.get_data_dtype())
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem
+    except Exception as exc:  # any reader failure is a data problem
         raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"re-export the file, remove it, or set on_error=skip") from exc
     if len(shape) < 3 or len(shape) > 4:
@@ -135,7 +135,7 @@ def _header(path: Path) -> Any:
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DataError(f"{path}: cannot read it as DICOM ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"remove the file or set on_error=skip") from exc
     if int(ds.get("SamplesPerPixel", 1)) != 1:
@@ -360,7 +360,7 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
             out = orient(img, axcodes)
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DataError(f"{name}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
                         f"{EXPECTED}; re-export or remove it, or set on_error=skip") from exc
     for w in caught:

@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +123,7 @@ def _redact(text: str) -> str:
         from huggingface_hub import get_token
 
         token = get_token()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no readable token store: nothing to redact
         token = None
     return text.replace(token, "<token>") if token else text
 
@@ -357,8 +357,8 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
     state = ck.load_tensors(root / MODEL_FILE)
     source_tokenizers = {u["tokenizer"] for u in arch["uses"].values()}
     source_heads = set(arch["uses"])
-    fresh = {f"heads.{m}." for m in model.heads.keys() if m not in source_heads}
-    fresh |= {f"encoder.tokenizers.{t}." for t in model.encoder.tokenizers.keys() if t not in source_tokenizers}
+    fresh = {f"heads.{m}." for m in model.heads if m not in source_heads}
+    fresh |= {f"encoder.tokenizers.{t}." for t in model.encoder.tokenizers if t not in source_tokenizers}
     dropped = {f"heads.{m}." for m in source_heads if m not in model.heads}
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in dropped)}

@@ -136,7 +136,7 @@ def compile_backend(value: Any, *, where: str = "") -> str | None:
     name = "inductor" if value is True or str(value).lower() == "true" else str(value)
     try:
         compiled_block_call(name)  # torch.compile looks the backend up here (nothing runs yet)
-    except Exception as exc:  # torch._dynamo.exc.InvalidBackend and what a broken backend raises
+    except Exception as exc:  # noqa: BLE001 - InvalidBackend and whatever a broken backend raises
         import torch._dynamo
 
         known = ", ".join(sorted(set(torch._dynamo.list_backends()) | {"aot_eager", "eager"}))

@@ -210,7 +210,7 @@ def block_call(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None
     return block(x, attn_mask=attn_mask)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_block_call(backend: str) -> Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """:func:`block_call` through ``torch.compile(backend=...)``: one compiled function for every block
     (regional compilation; the blocks' parameters are its inputs), never bound to a module, so a

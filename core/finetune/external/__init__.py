@@ -33,7 +33,8 @@ def family(name: str) -> Family:
         import difflib
 
         close = difflib.get_close_matches(name, list(FAMILIES), n=1)
-        raise ConfigError(f"unknown pre-trained model {name!r}{'; did you mean ' + repr(close[0]) + '?' if close else ''} "
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown pre-trained model {name!r}{hint} "
                           f"(known: {', '.join(FAMILIES)})")
     module, attr = FAMILIES[name]
     return getattr(importlib.import_module(f"medkit.finetune.external.{module}"), attr)

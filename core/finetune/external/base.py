@@ -42,7 +42,7 @@ class Family:
     repository: str
     dims: tuple[int, ...]
     allowed: tuple[type, ...]
-    build: Callable[[int], "ExternalBackbone"]
+    build: Callable[[int], ExternalBackbone]
     map_keys: Callable[[Any, str], tuple[StateDict, dict[str, str]]]
     paper_params: str
     release: str
@@ -187,7 +187,7 @@ def read_converted(path: Path, family: Family) -> StateDict:
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); convert the released "
                               f"checkpoint with: medkit convert {family.name} CHECKPOINT OUT.safetensors") from exc
     if meta.get("format") != CONVERTED_FORMAT:

@@ -286,7 +286,8 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
             "format": 1, "strategy": cfg["run"]["strategy"], "from": None, "modalities": chosen,
             "stages": stages, "stages_done": [[m] for m in chosen],
             "current": {"stage": len(chosen), "step": 0}, "finished": True,
-            "config_hash": config_hash(cfg), "versions": package_versions(components.distributions()), "data": {m: None for m in chosen},
+            "config_hash": config_hash(cfg), "versions": package_versions(components.distributions()),
+            "data": {m: None for m in chosen},
             "seed": 0, "world_size": 1, "converted_by": "medkit convert medcoss",
             "files": {rel: ck.sha256_file(staging / rel)
                       for rel in ("model.safetensors", "config.json", "config.yaml")},

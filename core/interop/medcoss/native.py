@@ -158,7 +158,8 @@ def write_native(legacy_run: str | Path, out_dir: str | Path, *, components: Com
             "config_hash": config_hash(ncfg), "converted_by": "medkit convert medcoss --to native",
             "native_from": {"folded": folded, "note": "eval-mode image features equal the legacy model's at "
                             "each patch tokenizer's base_size grid; text attention is the corrected one"},
-            "files": {rel: ck.sha256_file(staging / rel) for rel in ("model.safetensors", "config.json", "config.yaml")},
+            "files": {rel: ck.sha256_file(staging / rel)
+                      for rel in ("model.safetensors", "config.json", "config.yaml")},
         })
         ck.atomic_write_json(staging / "manifest.json", manifest)
     return folded

@@ -99,7 +99,7 @@ def _open(path: Path) -> Any:
     osl = _openslide()
     try:
         return osl.OpenSlide(str(path))
-    except Exception as exc:  # noqa: BLE001 - OpenSlideError, unsupported formats, IO errors
+    except Exception as exc:  # OpenSlideError, unsupported formats, IO errors
         raise DataError(f"{path}: cannot open this whole-slide image ({type(exc).__name__}: {exc}); {_FIX}") from exc
 
 
@@ -211,7 +211,7 @@ def slide_tiles(path: Path, rel: str, *, tile_size: int = 512, tile_mpp: float =
             thumb, _ = _low_res(slide, info, max(1.0, tile0 / THUMB_PIXELS_PER_TILE))
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a damaged tile in the low-resolution level
+        except Exception as exc:  # a damaged tile in the low-resolution level
             raise DataError(f"{path}: cannot decode the slide's low-resolution level "
                             f"({type(exc).__name__}: {exc}); {_FIX}") from exc
         finally:
@@ -316,7 +316,7 @@ class TileReader:
             img = _rgb(region)
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a damaged tile
+        except Exception as exc:  # a damaged tile
             raise DataError(f"{ref.path}: cannot decode tile {ref.id} ({type(exc).__name__}: {exc}); {_FIX}") from exc
         self.reads += 1
         size = img.width * img.height * 3

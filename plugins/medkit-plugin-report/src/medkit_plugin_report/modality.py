@@ -130,7 +130,7 @@ class ReportModality:
         txt_labels = self._txt_labels(base) if any(f.suffix.lower() == ".txt" for f in files) else {}
         for path in files:
             rel = path.relative_to(base).as_posix()
-            records = errors.run(rel, lambda: list(self._records(path, rel, txt_labels)))
+            records = errors.run(rel, lambda p=path, r=rel: list(self._records(p, r, txt_labels)))
             if records is None:
                 continue
             for sid, text, label in records:

@@ -80,7 +80,7 @@ def load_vocab(vocab_file: str | os.PathLike[str], *, lowercase: bool = True) ->
             tok = Tokenizer.from_file(str(path))
         else:
             tok = _bert_pipeline(models.WordPiece.from_file(str(path), unk_token=UNK), lowercase)
-    except Exception as exc:  # noqa: BLE001 - the Rust errors are plain Exceptions
+    except Exception as exc:  # the Rust errors are plain Exceptions
         raise ConfigError(f"tokenizer text_1d: cannot read vocabulary {path}: {exc}; expected a HF "
                           f"tokenizer.json or a vocab.txt with one word-piece per line") from exc
     return _finish(tok, str(path))
