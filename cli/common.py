@@ -104,7 +104,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     handler._medkit = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    warnings.formatwarning = _one_line_warning
     logging.captureWarnings(True)
     # MONAI warns on every DICOM read that an optional GPU decoder is absent: not actionable here
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)

@@ -13,7 +13,8 @@ from typing import Hashable, Sequence
 
 import torch
 
-from medkit.api.errors import ConfigError
+from medkit.api.errors import CheckpointError, ConfigError
+from medkit.storage.files import atomic_write_file
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +177,8 @@ class DiskCache:
         from safetensors.torch import save_file
 
         path = self.path_for(sources)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tensors = {_TENSOR: x.detach().to(torch.float32).contiguous()}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({_TENSOR: x.detach().to(torch.float32).contiguous()}, str(tmp))
-            os.replace(tmp, path)
-        except OSError as exc:
+            atomic_write_file(path, lambda tmp: save_file(tensors, tmp))
+        except CheckpointError as exc:  # the temp file is already removed
             log.warning("%s: cannot write the volume cache (%s); continuing without it", path, exc)
-            tmp.unlink(missing_ok=True)

@@ -267,6 +267,7 @@ class Image2DModality:
         level with ``folder_labels``, else none (the rule of :mod:`medkit.data.labels`)."""
         if (root / LABELS_CSV).is_file():
             table = read_table(root / LABELS_CSV, ("label", "class"), labels=True)
+            assert table is not None  # only optional=True gives None
             values = [table.get(e.rel) or None for e in entries]
             missing = sum(v is None for v in values)
             if missing:

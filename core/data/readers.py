@@ -140,7 +140,7 @@ def header_shape(path: Path) -> tuple[int, ...]:
         if has_suffix(path, NIFTI_SUFFIXES):
             import nibabel as nib
 
-            img = nib.load(str(path))
+            img: Any = nib.load(str(path))  # its class depends on the file
             ornt = nib.orientations.io_orientation(img.affine)
             target = nib.orientations.axcodes2ornt(tuple(ORIENTATION))
             order = nib.orientations.ornt_transform(ornt, target)[:, 0].astype(int)

@@ -8,7 +8,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -65,7 +65,13 @@ class Volume:
         return self.paths[0]
 
 
-def _uids(ds: Any) -> dict[str, str | None]:
+class _Uids(TypedDict):
+    patient: str | None
+    study: str | None
+    series: str | None
+
+
+def _uids(ds: Any) -> _Uids:
     def text(key: str) -> str | None:
         value = str(ds.get(key, "") or "").strip()
         return value or None
@@ -92,9 +98,9 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))  # lazy: header only
+        img: Any = nib.load(str(path))  # lazy: header only (its class depends on the file)
         shape = tuple(int(s) for s in img.shape)
-        affine = np.asarray(img.affine, dtype=float)
+        affine = np.asarray(img.affine, dtype=np.float64)
         dtype = np.dtype(img.get_data_dtype())
     except Exception as exc:  # any reader failure is a data problem
         raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "

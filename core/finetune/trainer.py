@@ -74,7 +74,7 @@ class _Steps(torch.utils.data.Dataset):
         return batch
 
 
-def _fusion_cnn(cfg: dict[str, Any], backbone: torch.nn.Module, pretrained: bool) -> dict[str, Any]:
+def _fusion_cnn(cfg: dict[str, Any], backbone: Any, pretrained: bool) -> dict[str, Any]:
     """``{"fusion_cnn": DeSD's ResUNet}`` for ``task.fusion=desd:PATH`` (supplement D), else ``{}``."""
     from medkit.finetune.external import build_fusion_cnn, parse_spec
 

@@ -113,13 +113,10 @@ def use_synthetic_host() -> Any:
     from medkit.registry import reset_host
     from medkit.registry.host import PluginHost
 
-    import medkit.config.compose as config
-
     eps = [ep for ep in md.entry_points(group="medkit")]
     eps.append(md.EntryPoint(name="synthetic", value="medkit.testing.synthetic", group="medkit"))
     host = PluginHost(eps)
     reset_host(host)
-    config._STORE = None
     return host
 
 

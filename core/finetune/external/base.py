@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import nn
@@ -150,7 +150,7 @@ class ExternalBackbone(nn.Module):
 
     def weights_module(self) -> nn.Module:
         """The module whose ``state_dict`` the converted keys address."""
-        return self.net
+        return cast(nn.Module, self.net)  # every subclass sets self.net
 
     def default_blocks(self) -> list[int]:
         return [0, 1, 2, 3]
@@ -229,7 +229,7 @@ def load_into(backbone: ExternalBackbone, family: Family, path: str | Path) -> K
         raise CheckpointError(f"--backbone {family.name}:{path}: no such file; give the released {family.title} "
                               f"checkpoint ({family.release}) or its `medkit convert {family.name}` output")
     if path.suffix == ".safetensors":
-        state, dropped = read_converted(path, family), {}
+        state, dropped = read_converted(path, family), dict[str, str]()
         released = len(state)
     else:
         state, dropped, released = read_release(path, family)

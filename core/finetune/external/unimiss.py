@@ -194,7 +194,10 @@ class UniMiSSBackbone(ExternalBackbone):
     def pooled(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None,
                pooling: str = "mean") -> torch.Tensor:
         last = self.stages(inputs)[-1]
-        return self.net.last_cls if pooling == "cls" else last.flatten(2).mean(dim=2)
+        if pooling == "cls":
+            assert self.net.last_cls is not None  # stages() has just set it
+            return self.net.last_cls
+        return last.flatten(2).mean(dim=2)
 
 
 def map_keys(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:

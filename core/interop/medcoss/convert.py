@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -20,6 +20,9 @@ from medkit.storage.torchfile import load_restricted, unsafe_globals
 from medkit.storage.torchfile import qualname as _qualname
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.interop.medcoss.keys import TOKENIZERS, Conversion, Layout, official_to_medkit
+
+if TYPE_CHECKING:
+    from medkit.models.encoder import UniversalEncoder
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +161,7 @@ def converted_config(modalities: Sequence[str] | None = None, *, components: Com
     return cfg, notes
 
 
-def _build_head(cfg: dict[str, Any], modality: str, encoder: torch.nn.Module, create: Create) -> torch.nn.Module:
+def _build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder, create: Create) -> torch.nn.Module:
     """The modality's pretext head, on the meta device when its constructor allows it."""
     from medkit.models.build import build_head
 
@@ -175,17 +178,7 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: d
     copy of the whole file: the converted model is about 1 GB)."""
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    ck.atomic_write_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _check_target(out: Path, force: bool) -> None:

@@ -198,7 +198,8 @@ def _routes(key: str, layout: Layout) -> list[tuple[str, Callable[..., torch.Ten
             return f"the run has no {TOKENIZERS[kind]} tokenizer: no {kind} modality was selected"
         return [(layout.tokenizer_key(kind, sub), None)]
     if key in SHARED_VIDEO_NORM:
-        dst = [(layout.tokenizer_key(k, SHARED_VIDEO_NORM[key]), None) for k in ("2d", "3d") if k in layout.tokenizers]
+        dst: list[tuple[str, Callable[..., torch.Tensor] | None]] = [
+            (layout.tokenizer_key(k, SHARED_VIDEO_NORM[key]), None) for k in ("2d", "3d") if k in layout.tokenizers]
         return dst or "the run has no image tokenizer"
     if _MAE_SHARED.match(key):
         heads = layout.mae_heads.get("2d", []) + layout.mae_heads.get("3d", [])

@@ -100,14 +100,14 @@ class ClassificationTask:
         return len(class_names)
 
     # -- model ---------------------------------------------------------------------------------
-    def build_model(self, backbone: nn.Module, class_names: Sequence[str]) -> nn.Module:
+    def build_model(self, backbone: Any, class_names: Sequence[str]) -> nn.Module:
         if int(backbone.dims) != self.dims:
             raise ConfigError(f"task classification: the backbone takes {backbone.dims}D inputs but the "
                               f"{self.modality} data are {self.dims}D")
         head = build_head(self.head_kind, int(backbone.embed_dim), len(class_names), fc_norm=self.fc_norm)
         return Classifier(backbone, head, self.pooling)
 
-    def collate(self, samples: Sequence[dict[str, Any]], backbone: nn.Module) -> Batch:
+    def collate(self, samples: Sequence[dict[str, Any]], backbone: Any) -> Batch:
         parts = backbone.collate(samples, self.modality)
         labels = []
         for s in samples:
@@ -119,6 +119,7 @@ class ClassificationTask:
 
     def loss(self, model: nn.Module, batch: Batch) -> LossOutput:
         logits = model(batch.inputs, batch.attention_mask)  # [B, C]
+        assert batch.labels is not None  # collate always sets them
         loss = nn.functional.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing)
         acc = float((logits.argmax(dim=1) == batch.labels).float().mean())
         return LossOutput(loss, {"ce": float(loss.detach()), "train_acc": acc})
@@ -129,6 +130,7 @@ class ClassificationTask:
         for batch in batches:
             logits = model(batch.inputs, batch.attention_mask)
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            assert batch.labels is not None  # collate always sets them
             labels.append(batch.labels.cpu())
             ids += batch.ids
         if not probs:

@@ -144,7 +144,8 @@ class MAEObjective(nn.Module):
 
     def target(self, encoder: UniversalEncoder, inputs: torch.Tensor) -> torch.Tensor:
         """Pixel targets ``[B, N, P]``: patchified inputs, per-patch normalised with ``norm_pix_loss``."""
-        target = encoder.tokenizers[self.tokenizer].patchify(inputs).float()  # [B, N, P]
+        tok: Any = encoder.tokenizers[self.tokenizer]
+        target = tok.patchify(inputs).float()  # [B, N, P]
         if self.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True, unbiased=True)  # unbiased, as MAE/MedCoSS
@@ -177,7 +178,7 @@ class MAEObjective(nn.Module):
         With ``norm_pix_loss`` the prediction is in per-patch normalised units; it is mapped back to
         pixels with each patch's own mean and standard deviation from the input (for viewing only).
         """
-        tok = encoder.tokenizers[self.tokenizer]
+        tok: Any = encoder.tokenizers[self.tokenizer]
         inputs = batch.inputs
         latent, masking, grid = self.forward_encoder(encoder, inputs, generator)
         pred = self.forward_decoder(latent, masking.ids_restore, grid).float()  # [B, N, P]

@@ -50,8 +50,8 @@ class Rehearsal(BaseStrategy):
         self.distill_weight = float(distill_weight)
         self.mixup, self.mixup_dist, self.mixup_alpha = bool(mixup), str(mixup_dist), float(mixup_alpha)
         self.distill_mask_ratio = float(distill_mask_ratio)
-        self.kmeans = {"iters": int(kmeans_iters), "batch": int(kmeans_batch), "seed": int(kmeans_seed),
-                       "method": str(kmeans_method)}
+        self.kmeans: dict[str, Any] = {"iters": int(kmeans_iters), "batch": int(kmeans_batch),
+                                       "seed": int(kmeans_seed), "method": str(kmeans_method)}
         self.spill_threshold, self.spill_dir = int(spill_threshold), spill_dir
         self.per_center_rule, self.mlm_buffer = str(per_center_rule), bool(mlm_buffer)
         self.min_current_fraction = float(min_current_fraction)

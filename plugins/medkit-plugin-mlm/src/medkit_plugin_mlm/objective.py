@@ -61,13 +61,15 @@ class MLMObjective(nn.Module):
         random_prob: share replaced by a random non-special word-piece (the rest are kept).
     """
 
+    random_ids: torch.Tensor  # a buffer registered in __init__
+
     def __init__(self, encoder: UniversalEncoder, tokenizer: str, mlm_probability: float = 0.15,
                  mask_prob: float = 0.8, random_prob: float = 0.1) -> None:
         super().__init__()
         if tokenizer not in encoder.tokenizers:
             raise ConfigError(f"objective mlm: the encoder has no tokenizer {tokenizer!r} (it has "
                               f"{', '.join(encoder.tokenizers) or 'none'})")
-        tok = encoder.tokenizers[tokenizer]
+        tok: Any = encoder.tokenizers[tokenizer]
         missing = [a for a in TOKENIZER_NEEDS if not hasattr(tok, a)]
         if missing:
             raise ConfigError(f"objective mlm: tokenizer {tokenizer!r} lacks {', '.join(missing)}; mlm needs a "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import torch
 from torch import nn
@@ -26,7 +26,8 @@ def _generator(*keys: Any) -> torch.Generator:
 
 def prunable_weights(encoder: nn.Module) -> dict[str, nn.Parameter]:
     """The ``.weight`` of every ``nn.Linear`` inside ``encoder.blocks``, by encoder parameter name."""
-    return {f"blocks.{name}.weight": m.weight for name, m in encoder.blocks.named_modules()
+    blocks = cast(nn.Module, encoder.blocks)
+    return {f"blocks.{name}.weight": cast(nn.Parameter, m.weight) for name, m in blocks.named_modules()
             if isinstance(m, nn.Linear)}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ def _ints(value: int | Sequence[int], n: int, what: str, name: str) -> tuple[int
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         out = (int(value),) * n
     else:
-        out = tuple(int(v) for v in value)
+        out = tuple(int(v) for v in cast(Sequence[int], value))  # a bool fails here, as ever
     if len(out) != n or any(v <= 0 for v in out):
         raise ConfigError(f"tokenizer {name}: {what} must be {n} positive ints, got {value!r}; "
                           f"set tokenizer.{name}.{what} accordingly")
@@ -78,7 +78,7 @@ class PatchTokenizer(nn.Module):
             raise ConfigError(f"tokenizer {name}: base_size {list(self.base_size)} is not a multiple of "
                               f"patch_size {list(self.patch_size)}; change tokenizer.{name}.base_size")
         self.base_grid = tuple(s // p for s, p in zip(self.base_size, self.patch_size))
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        conv: Callable[..., nn.Conv2d | nn.Conv3d] = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         # PyTorch's default conv init, as MedCoSS (spec §1.3).
         self.proj = conv(self.in_chans, self.embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
         self.legacy = bool(legacy)

@@ -16,6 +16,7 @@ from torch import nn
 
 from medkit.models.encoder import Tokens
 from medkit.api.errors import ConfigError, DataError
+from medkit.storage.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -176,20 +177,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / TOKENIZER_FILE
-    _atomic_write(path, tok.to_str(pretty=True))
-    _atomic_write(out / "vocab.txt", "".join(f"{t}\n" for t, _ in sorted(tok.get_vocab().items(),
+    atomic_write_text(path, tok.to_str(pretty=True))
+    atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t, _ in sorted(tok.get_vocab().items(),
                                                                          key=lambda kv: kv[1])))
     log.info("trained a %d-piece vocabulary on %d texts -> %s", tok.get_vocab_size(), count, path)
     return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _describe(x: Any) -> str:
@@ -223,6 +215,9 @@ class TextTokenizer(nn.Module):
         legacy_vocab_rows: rows of the token table in legacy mode.
         legacy_position_rows: rows of the position table in legacy mode (>= ``max_length``).
     """
+
+    special_mask: torch.Tensor  # buffers registered in __init__
+    continuation_mask: torch.Tensor
 
     dims = 1
     adds_cls = False
@@ -347,11 +342,11 @@ class TextTokenizer(nn.Module):
         """Write ``tokenizer.json`` and ``medkit_tokenizer.json`` (no weights: they live in the model)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / TOKENIZER_FILE, self._tok.to_str(pretty=True))
+        atomic_write_text(out / TOKENIZER_FILE, self._tok.to_str(pretty=True))
         config = {"name": "text_1d", "format": 1, "max_length": self.max_length, "lowercase": self.lowercase,
                   "vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "legacy": self.legacy,
                   "legacy_vocab_rows": self.legacy_vocab_rows, "legacy_position_rows": self.legacy_position_rows}
-        _atomic_write(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return out
 
     @classmethod
