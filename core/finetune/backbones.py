@@ -141,7 +141,7 @@ class EncoderBackbone(nn.Module):
 
     def feature_maps(self, inputs: torch.Tensor, blocks: Sequence[int]) -> list[torch.Tensor]:
         """Outputs of ``blocks`` (0-based; the last block gives the encoder output) as grids
-        ``[B, D, *grid]``, without CLS (spec §8.1)."""
+        ``[B, D, *grid]``, without CLS."""
         if self.dims == 1:
             raise ConfigError("feature maps need 2D or 3D inputs; text has no spatial grid")
         out = self.encode(inputs, add_cls=False, return_hidden=True)

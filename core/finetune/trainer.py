@@ -1,4 +1,4 @@
-"""``medkit finetune``: train a task head and the encoder on labelled data (spec §8.1), keep the
+"""``medkit finetune``: train a task head and the encoder on labelled data, keep the
 checkpoint that scores best on the validation split, test it once, and write metrics and pictures.
 
 Run directory::

@@ -65,7 +65,7 @@ def build_model(cfg: dict[str, Any], *, create: Create, modalities: Sequence[str
         if name in tokenizers:
             continue
         params = dict(cfg["tokenizer"].get(name, {}))
-        if legacy:  # the reference numerics need every tokenizer in its legacy mode (spec §10.1)
+        if legacy:  # the reference numerics need every tokenizer in its legacy mode
             if "legacy" not in params:
                 raise ConfigError(f"encoder.legacy=true needs tokenizers with a legacy mode; tokenizer {name!r} "
                                   f"(modality {m}) has none; set encoder.legacy=false")

@@ -1,4 +1,4 @@
-"""``medkit convert medcoss``: the official MedCoSS checkpoint (spec §7) → a medkit run directory
+"""``medkit convert medcoss``: the official MedCoSS checkpoint → a medkit run directory
 whose legacy encoder (``encoder.legacy=true``) gives the official model's features."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The official stage order (spec §4): the modalities a converted run holds, in this order.
+#: The official stage order: the modalities a converted run holds, in this order.
 OFFICIAL_STAGES = ("report", "xray", "ct", "mri", "pathology")
 #: The only class an official checkpoint pickles besides tensors, numbers and containers (its ``args``).
 ALLOWED_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
@@ -58,7 +58,7 @@ class ConversionReport:
 # -- reading the official file ------------------------------------------------------------------
 def _refusal(path: Path, name: str) -> str:
     return (f"{path}: refusing to load it: the file pickles {name}, which an official MedCoSS checkpoint does "
-            f"not contain (tensors, numbers and one {', '.join(_qualname(c) for c in ALLOWED_GLOBALS)}, spec §7.1); "
+            f"not contain (tensors, numbers and one {', '.join(_qualname(c) for c in ALLOWED_GLOBALS)}); "
             f"this file is not an official MedCoSS checkpoint, and medkit never unpickles other objects")
 
 
@@ -81,7 +81,7 @@ def load_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; give the official checkpoint-299.pth (spec §7.1)")
+        raise CheckpointError(f"{path} does not exist; give the official checkpoint-299.pth")
     obj = load_restricted(path, ALLOWED_GLOBALS, refusal=lambda name: _refusal(path, name),
                           unreadable=lambda why: f"{path} is not a readable torch checkpoint ({why}); give the "
                                                  f"official MedCoSS checkpoint-299.pth",
@@ -96,7 +96,7 @@ def load_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
         state = obj  # a bare state dict
     else:
         raise CheckpointError(f"{path} has no 'model' entry; an official MedCoSS checkpoint is a dict with "
-                              f"'model', 'optimizer', 'epoch', 'scaler' and 'args' (spec §7.1)")
+                              f"'model', 'optimizer', 'epoch', 'scaler' and 'args'")
     keys = [str(k) for k in state]
     if keys and all(k.startswith("module.") for k in keys):
         state = {k[len("module."):]: v for k, v in state.items()}

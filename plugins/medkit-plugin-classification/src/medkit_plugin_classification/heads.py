@@ -1,4 +1,4 @@
-"""Classification heads of supplement A.1 / spec §8.2 and the model that puts one on a backbone."""
+"""Classification heads of supplement A.1 and the model that puts one on a backbone."""
 
 from __future__ import annotations
 

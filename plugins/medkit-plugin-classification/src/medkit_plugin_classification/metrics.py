@@ -1,4 +1,4 @@
-"""Classification metrics in numpy (spec §8.4): accuracy, ROC AUC (binary on P(class 1); macro
+"""Classification metrics in numpy: accuracy, ROC AUC (binary on P(class 1); macro
 one-vs-one for more classes, as scikit-learn's ``roc_auc_score(multi_class="ovo")``), F1 and the
 confusion matrix. scikit-learn is only the test oracle."""
 
@@ -94,5 +94,5 @@ def classification_metrics(labels: Sequence[int] | np.ndarray, probs: np.ndarray
 
 
 def selection_score(metrics: dict[str, float]) -> float:
-    """ACC + AUC + F1 (spec §8.4 model selection); an undefined term counts as 0."""
+    """ACC + AUC + F1 (MedCoSS selects the fine-tuned model by this sum); an undefined term counts as 0."""
     return float(sum(0.0 if np.isnan(metrics[k]) else metrics[k] for k in ("acc", "auc", "f1")))

@@ -1,4 +1,4 @@
-"""The ``classification`` task: 1D/2D/3D inputs, the heads of spec §8.2, cross-entropy, ACC/AUC/F1."""
+"""The ``classification`` task: 1D/2D/3D inputs, the heads of supplement A.1, cross-entropy, ACC/AUC/F1."""
 
 from __future__ import annotations
 

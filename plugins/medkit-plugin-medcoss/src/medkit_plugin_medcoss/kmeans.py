@@ -1,4 +1,4 @@
-"""Seeded, chunked k-means on torch (CPU or CUDA) for buffer selection at any N (spec §5.1, §10.2-19)."""
+"""Seeded, chunked k-means on torch (CPU or CUDA) for buffer selection at any N."""
 
 from __future__ import annotations
 

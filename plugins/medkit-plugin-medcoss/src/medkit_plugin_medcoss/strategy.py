@@ -1,4 +1,4 @@
-"""The MedCoSS ``rehearsal`` strategy: k-means buffers, intra-modal mixup, feature distillation (spec §5)."""
+"""The MedCoSS ``rehearsal`` strategy: k-means buffers, intra-modal mixup, feature distillation."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ class Rehearsal(BaseStrategy):
     * ``before_stage``: buffers of earlier modalities are mapped back to dataset indices and a frozen
       ``eval()`` teacher is copied from the encoder (restored from the state on a mid-stage resume).
     * ``sources``: the current modality plus one ``"buffer"`` source per earlier modality, weighted by
-      size, so batches interleave in proportion to their sizes (spec §5.2).
+      size, so batches interleave in proportion to their sizes.
     * ``loss``: the pretext loss on current batches; on buffer batches only mixup + distillation.
       Buffer text is first corrupted by the text objective's own MLM masking (``mlm_buffer``), as
-      the reference's buffer dataset applies its 0.15 whole-word collator (spec §5.3).
+      the reference's buffer dataset applies its 0.15 whole-word collator.
     """
 
     name = "rehearsal"

@@ -1,4 +1,4 @@
-"""The ``mlm`` objective: whole-word masked language modelling with a BERT-style head (spec §3.2)."""
+"""The ``mlm`` objective: whole-word masked language modelling with a BERT-style head."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class MLMObjective(nn.Module):
     Masking is drawn here, from the batch ids and ``generator``: whole words up to 15 % of each
     sample's real pieces, replaced 80/10/10 by ``[MASK]`` / a random non-special id / themselves.
     The encoder attends bidirectionally with the tokenizer's per-sample padding mask (the reference's
-    causal, batch-scrambled mask is not reproduced, spec §10.1 items 1–2). Cross-entropy is taken on
+    causal, batch-scrambled mask is not reproduced). Cross-entropy is taken on
     the selected positions only.
 
     Args:

@@ -77,7 +77,7 @@ class ReportModality:
     Reads, recursively and in sorted order, every ``*.txt`` (one report per file; labels from an
     optional ``labels.csv`` with columns ``id`` and ``label``), ``*.csv`` and ``*.jsonl`` file
     (one report per row, text in ``text_column``, label in ``label_column``). A path to a single
-    file works too. Texts go through MIMIC-CXR section selection and the MedCoSS cleaning (spec §9.1).
+    file works too. Texts go through MIMIC-CXR section selection and the MedCoSS cleaning.
 
     Args:
         text_column: CSV/JSONL column holding the report text.

@@ -1,4 +1,4 @@
-"""The UNETR-style decoder of supplement A.2 / spec §8.3, the model around it, and the ViT + CNN
+"""The UNETR-style decoder of supplement A.2, the model around it, and the ViT + CNN
 fusion of supplement D."""
 
 from __future__ import annotations

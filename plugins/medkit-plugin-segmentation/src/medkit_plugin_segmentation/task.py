@@ -33,7 +33,7 @@ def _spacing(value: Any) -> tuple[float, float, float]:
 
 
 class SegmentationTask:
-    """Dense prediction of 2D images or 3D volumes from trunk feature maps (spec §8.3).
+    """Dense prediction of 2D images or 3D volumes from trunk feature maps.
 
     Args:
         dims, modality: supplied by the engine.
@@ -103,7 +103,7 @@ class SegmentationTask:
             on_error=check_on_error(on_error, "task segmentation"))
         self.ce_loss = DiceCELoss(to_onehot_y=True, softmax=True)  # Dice + cross-entropy over classes
         self.dice_loss = DiceLoss(sigmoid=True)  # multilabel: per-channel sigmoid Dice ...
-        self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE (spec §8.3)
+        self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE
 
     # -- data ----------------------------------------------------------------------------------
     def demo_data(self, root: Path) -> Path:

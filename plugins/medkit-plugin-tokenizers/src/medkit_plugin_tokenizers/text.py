@@ -1,4 +1,4 @@
-"""Word-piece text tokenizer ``text_1d``: HF word-pieces → token + learned position → LayerNorm (spec §2.1)."""
+"""Word-piece text tokenizer ``text_1d``: HF word-pieces → token + learned position → LayerNorm."""
 
 from __future__ import annotations
 
@@ -193,11 +193,11 @@ def _describe(x: Any) -> str:
 class TextTokenizer(nn.Module):
     """Report text → word-piece ids ``[B, L]`` → trunk tokens ``[B, L, D]`` (``text_1d``).
 
-    Order of operations (spec §2.1, without the legacy type embedding): token embedding + learned
+    Order of operations (without the legacy type embedding): token embedding + learned
     absolute position (rows ``0..L-1``) → LayerNorm (eps 1e-5) → no dropout. Both tables are
     initialised N(0, 0.02). The word-piece ``[CLS]`` is the first token, so ``adds_cls`` is False.
 
-    With ``legacy`` the module has the reference's ``token_embed`` layout (spec §1.2, §2.1): a
+    With ``legacy`` the module has the reference's ``token_embed`` layout: a
     ``legacy_vocab_rows``-row token table (49,411; the vocabulary's ids must be below it), a
     ``legacy_position_rows``-row position table (512) and a 2-row type table whose row 0 is added to
     every token, before the LayerNorm; tables keep PyTorch's N(0, 1) init. ``vocab_size`` is then the
@@ -247,7 +247,7 @@ class TextTokenizer(nn.Module):
         if self.legacy:
             self.type_embed = nn.Embedding(2, self.embed_dim)  # [2, D], row 0 added to every token
         self.norm = nn.LayerNorm(self.embed_dim, eps=1e-5)
-        if not self.legacy:  # legacy tables keep nn.Embedding's N(0, 1), as the reference (spec §1.3)
+        if not self.legacy:  # legacy tables keep nn.Embedding's N(0, 1), as the reference
             nn.init.normal_(self.word_embed.weight, std=0.02)
             nn.init.normal_(self.pos_embed.weight, std=0.02)
 
