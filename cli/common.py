@@ -101,7 +101,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     handler.setFormatter(_Formatter())
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("medkit"))
     handler.addFilter(_OnceFromPydicom())
-    handler._medkit = True  # type: ignore[attr-defined]
+    handler._medkit = True  # type: ignore[attr-defined]  # our marker on a stdlib handler (found again later)
     root.addHandler(handler)
     root.setLevel(level)
     warnings.formatwarning = _one_line_warning

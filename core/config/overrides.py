@@ -175,7 +175,7 @@ def apply_resume_overrides(cfg: dict[str, Any], overrides: Sequence[str], *, sou
 
     where = f"{source}: "
     typed = typed_sections(cfg, where=where)
-    check_values(OmegaConf.to_container(typed), where=where)  # type: ignore[arg-type]
+    check_values(cast(dict[str, Any], OmegaConf.to_container(typed)), where=where)
     out = copy.deepcopy(cfg)
     applied: list[str] = []
     for item in overrides:

@@ -1,7 +1,7 @@
 """Typed schemas of the ``trainer``, ``optim`` and ``encoder`` sections of a pre-training run config.
 
 Every key the engine, the model builder and the evaluation read from these sections is a field here,
-with its default (the optimiser's are MedCoSS's pre-training ones). ``compose`` builds the sections from these dataclasses
+with its default (for the optimiser, MedCoSS's). ``compose`` builds the sections from these dataclasses
 (OmegaConf structured configs), so an override of the wrong type or an unknown key is refused before
 anything is written; :func:`check_values` adds the range rules a type cannot say.
 """

@@ -14,7 +14,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from medkit.api.errors import CheckpointError, ConfigError
 
@@ -111,7 +111,7 @@ def from_yaml(text: str, source: str = "<config text>") -> dict[str, Any]:
         raise ConfigError(f"{source}: not a valid config ({str(exc).splitlines()[0]})") from exc
     data = OmegaConf.to_container(node, resolve=False)
     check_inert(data, source)
-    return data  # type: ignore[return-value]
+    return cast(dict[str, Any], data)  # the root is a mapping (checked above)
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -125,7 +125,8 @@ class Image2DDataset(TrainViewMixin):
         img = self._image(entry)
         gen = torch.Generator().manual_seed(int(seed)) if self.train and seed is not None else None
         box = entry.box or (0.0, 0.0, float(img.width), float(img.height))
-        view = make_view(img, tuple(float(v) for v in box), opts.input_size, gen,  # type: ignore[arg-type]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        view = make_view(img, (x0, y0, x1, y1), opts.input_size, gen,
                          crop_scale=opts.crop_scale, hflip=opts.hflip)
         x = to_tensor(view)
         if x.shape[0] != self.modality.channels:

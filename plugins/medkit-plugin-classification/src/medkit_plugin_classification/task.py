@@ -81,8 +81,8 @@ class ClassificationTask:
             normalize = "unit" if self.dims == 2 else "zscore"
         self.options = ReaderOptions(
             dims=self.dims, input_size=None if size is None or self.dims == 1 else tuple(int(s) for s in size),
-            normalize=normalize, clip=_floats(clip, 2, "clip"), augment=bool(augment),  # type: ignore[arg-type]
-            spacing=_floats(spacing, 3, "spacing"),  # type: ignore[arg-type]
+            normalize=normalize, clip=_floats(clip, 2, "clip"), augment=bool(augment),  # type: ignore[arg-type]  # length n checked
+            spacing=_floats(spacing, 3, "spacing"),  # type: ignore[arg-type]  # length n checked
             val_fraction=float(val_fraction), test_fraction=float(test_fraction),
             class_names=list(class_names) if class_names else None,
             num_classes=None if num_classes is None else int(num_classes), on_error=on_error)

@@ -28,7 +28,8 @@ def decoder_shape(embed_dim: int, dim: int | None = None, depth: int | None = No
                   heads: int | None = None) -> tuple[int, int, int]:
     """The decoder's ``(dim, depth, heads)``; explicit (non-``None``) values win.
 
-    Defaults: an encoder of width ≥ 768 gets MedCoSS's decoder, 512 wide, 8 blocks, 16 heads. A narrower encoder gets a proportionally small one, so the ``tiny`` preset trains fast:
+    Defaults: an encoder of width ≥ 768 gets MedCoSS's decoder, 512 wide, 8 blocks, 16 heads. A
+    narrower encoder gets a proportionally small one, so the ``tiny`` preset trains fast:
     ``dim = max(32, embed_dim // 2)``, ``depth = clamp(embed_dim // 96, 1, 8)``, and heads of width
     32 (the largest head count ≤ ``dim // 32`` that divides ``dim``). Width 192 → 96 / 2 / 3;
     width 384 → 192 / 4 / 6.

@@ -158,9 +158,8 @@ def extract_features(ctx: RunContext, modality: str, indices: Sequence[int], *, 
         for done, start in enumerate(chunks, 1):
             part = list(indices[start:start + chunk])
             lo, hi = _shard(len(part), ctx.rank, ctx.world_size)
-            feats: torch.Tensor | None = ctx.features(modality, part[lo:hi])
-            if distributed:
-                feats = gather_cat(feats.to(ctx.device))  # type: ignore[union-attr]
+            local = ctx.features(modality, part[lo:hi])
+            feats: torch.Tensor | None = gather_cat(local.to(ctx.device)) if distributed else local
             if store is not None and feats is not None:
                 store.write(start, feats.cpu())
             if reporter is not None:

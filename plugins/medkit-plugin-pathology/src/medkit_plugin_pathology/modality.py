@@ -162,5 +162,5 @@ class PathologyModality(Image2DModality):
     def dataset(self, data: Path, *, train: bool) -> Image2DDataset:
         """Index the images under ``data`` into tissue tiles; ``dataset.patients`` = ``sources``."""
         ds = super().dataset(data, train=train)
-        ds.patients = ds.sources  # type: ignore[attr-defined]
+        ds.patients = ds.sources  # type: ignore[attr-defined]  # read by the patient-level split
         return ds
