@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 MODALITY_OF_DIMS = {1: "report", 2: "xray", 3: "ct"}
 
 
@@ -59,6 +61,7 @@ class TaskContract:
             assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2]), "splits must be disjoint"
             assert len(splits["train"].class_names or ()) >= 2
 
+    @pytest.mark.slow  # writes the 3D demo volumes
     def test_augmentation_is_seeded(self, tmp_path: Path) -> None:
         import torch
 
