@@ -115,6 +115,7 @@ def test_resume_never_resolves_an_interpolation(run_copy: Path, synth_env: dict[
     assert {p: p.lstat().st_mtime_ns for p in run_copy.rglob("*")} == before, "the run directory is untouched"
 
 
+@pytest.mark.slow
 def test_resume_names_the_file_of_a_malformed_config(run_copy: Path, synth_env: dict[str, str]) -> None:
     _plant(run_copy, "trainer:", "trainer: [")
     line = _one_line(run_cli("run", "--resume", str(run_copy), env=synth_env), str(run_copy / "config.yaml"),
