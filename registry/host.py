@@ -335,7 +335,7 @@ class PluginHost:
             factory = spec.load_factory()
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             dist = self.registries[kind][name][1].dist
             raise PluginError(f"{kind} {name!r} from {dist}: cannot import its factory "
                               f"{spec.factory!r}: {_describe(exc)}") from exc

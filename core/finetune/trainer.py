@@ -1,4 +1,4 @@
-"""``medkit finetune``: train a task head and the encoder on labelled data (spec §8.1), keep the
+"""``medkit finetune``: train a task head and the encoder on labelled data, keep the
 checkpoint that scores best on the validation split, test it once, and write metrics and pictures.
 
 Run directory::
@@ -74,8 +74,7 @@ class _Steps(torch.utils.data.Dataset):
         return batch
 
 
-def _fusion_cnn(cfg: dict[str, Any], backbone: torch.nn.Module, pretrained: bool, components: Components
-                ) -> dict[str, Any]:
+def _fusion_cnn(cfg: dict[str, Any], backbone: Any, pretrained: bool, components: Components) -> dict[str, Any]:
     """``{"fusion_cnn": DeSD's ResUNet}`` for ``task.fusion=desd:PATH`` (supplement D), else ``{}``."""
     from medkit.finetune.external import build_fusion_cnn, parse_spec
 

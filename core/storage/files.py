@@ -125,6 +125,22 @@ def atomic_write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=allow_nan) + "\n")
 
 
+def atomic_write_file(path: Path, write: Callable[[str], None]) -> None:
+    """Let ``write(name)`` write ``path``'s content to a temp file beside it (for a library that writes by
+    file name and streams, such as safetensors' ``save_file``), then fsync and rename it over ``path``.
+
+    Raises:
+        CheckpointError: the write failed (see :func:`atomic_write_bytes`); the temp file is removed.
+    """
+    def fill(fd: int, tmp: str) -> None:
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+
+    _swap_in(path, fill)
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file of a run directory; missing, non-regular (FIFO, device) or invalid is a
     :class:`CheckpointError` naming it."""

@@ -109,6 +109,7 @@ def _sample(ops: list[dict[str, Any]], k: int = 6) -> list[int]:
                       + rng.sample([o["n"] for o in ops], min(k, len(ops)))))
 
 
+@pytest.mark.slow
 def test_kill_at_sampled_commit_points_then_resume_is_bit_identical(reference, tmp_path) -> None:
     for n in _sample(reference["ops"]):
         _trial(reference, n, tmp_path)

@@ -36,6 +36,7 @@ CASES = [("classification", "report", 5), ("classification", "xray", 3), ("class
          ("segmentation", "xray", 2), ("segmentation", "ct", 3)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["from", "scratch"])
 @pytest.mark.parametrize("task,modality,classes", CASES, ids=[f"{t[:3]}-{m}" for t, m, _ in CASES])
 def test_finetune_on_demo_data(medkit, task: str, modality: str, classes: int, source: str,
@@ -58,6 +59,7 @@ def test_finetune_on_demo_data(medkit, task: str, modality: str, classes: int, s
         assert (tmp_path / "ft" / "tokenizers" / "text_1d" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_segmentation_2d_from_pretrained_run_and_evaluate(medkit, pretrained_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "seg"
     res = medkit("finetune", "--task", "segmentation", "--modality", "xray", "--from", str(pretrained_run),

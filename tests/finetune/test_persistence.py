@@ -166,6 +166,7 @@ def test_a_full_disk_is_one_line_naming_the_file(medkit, tmp_path: Path, monkeyp
         in errors[0]
 
 
+@pytest.mark.slow
 def test_two_finetunes_started_together_one_runs(tmp_path: Path) -> None:
     run = tmp_path / "shared"
     cmd = [sys.executable, "-m", "medkit.cli.main", "finetune", *ARGS[:-1], "24", "--run-dir", str(run), *TINY,
