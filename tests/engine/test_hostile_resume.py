@@ -57,8 +57,8 @@ def _steps(run: Path) -> list[dict[str, Any]]:
 def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("hostile")
     run = run_synthetic(root / "run", "sequential", max_steps=4, overrides=OVERRIDES, demo_dir=root / "demo")
-    other = run_synthetic(root / "other", "sequential", ("synth_a",), max_steps=2, overrides=OVERRIDES,
-                          demo_dir=root / "demo")
+    other = run_synthetic(root / "other", "sequential", max_steps=4, overrides=OVERRIDES, seed=1,
+                          demo_dir=root / "demo")  # the same architecture: only its identity tells them apart
     return {"run": run, "other": other, "demo": root / "demo", "steps": _steps(run),
             "weights": load_tensors(run / "model.safetensors")}
 

@@ -11,7 +11,6 @@ import pytest
 
 from medkit.api.errors import CheckpointError
 from medkit.storage import files
-from medkit.storage.leftovers import sweep_leftovers
 
 
 def test_linking_a_file_onto_its_own_inode_leaves_no_temp_name(tmp_path: Path) -> None:
@@ -72,6 +71,8 @@ def test_a_full_disk_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_the_sweep_removes_only_medkit_leftovers_inside_the_run(tmp_path: Path) -> None:
+    from medkit.storage.leftovers import sweep_leftovers
+
     run, outside = tmp_path / "run", tmp_path / "elsewhere"
     (run / "metrics").mkdir(parents=True)
     (run / "generations" / ".staging-abc12345").mkdir(parents=True)
