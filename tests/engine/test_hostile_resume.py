@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from medkit.api.errors import CheckpointError
 from medkit.storage.files import load_tensors
 from medkit.storage.jsonl import read_jsonl

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from medkit.api.errors import CheckpointError
 from medkit.storage import files
 
