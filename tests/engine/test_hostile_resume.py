@@ -190,3 +190,21 @@ def test_a_checkpoint_on_a_full_disk_leaves_no_staging_folder(finished: dict[str
 
 def _full(fd: int) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_run_written_before_identities_resumes_and_keeps_what_it_cannot_prove(copy, finished: dict[str, Any],
+                                                                                 caplog) -> None:
+    run = copy()
+    (run / "generations" / "run.json").unlink()
+    for g in _generations(run):
+        (run / "generations" / g / "generation.json").unlink()
+    older, newer = _generations(run)
+    (run / "current").unlink()
+    (run / "current").symlink_to(f"generations/{older}")
+    with caplog.at_level("WARNING"):
+        _resume(run)
+    assert f"kept {newer}, numbered after the committed generation but not provably this run's" in caplog.text
+    assert {older, newer} <= set(_generations(run)), "nothing it cannot identify is deleted"
+    assert _steps(run) == finished["steps"]
+    assert json.loads((run / "current" / "generation.json").read_text())["run"] == \
+        json.loads((run / "generations" / "run.json").read_text())["run"]
