@@ -11,7 +11,8 @@ either the old or the new generation current; ``--resume`` continues from whiche
 ``keep`` generations stay on disk so a newest one that became unreadable falls back to the one
 before. A generation is identified by its own ``generation.json`` (its number and the run's id),
 never by a folder's name or by where ``current`` points, and ``--resume`` refuses a ``current`` it
-cannot prove to be this run's without changing anything (:mod:`medkit.engine.identity`). Hand-written because no library offers a crash-consistent multi-file commit (docs/checkpoints.md).
+cannot prove to be this run's without changing anything (:mod:`medkit.engine.identity`).
+Hand-written because no library offers a crash-consistent multi-file commit (docs/checkpoints.md).
 """
 
 from __future__ import annotations
