@@ -139,9 +139,9 @@ def survey(run_dir: Path) -> Survey:
     target_text = os.readlink(link)
     target = Path(os.path.realpath(link))
     if target.parent != Path(os.path.realpath(root)):
-        raise CheckpointError(f"{link} points outside this run's {GENERATIONS}/ (to {target_text}, which is "
-                              f"{target}); --resume only continues a generation inside {run_dir}: "
-                              f"{_fix(run_dir, ours)} ({_UNCHANGED})")
+        where = target_text if target_text == str(target) else f"{target_text}, which is {target}"
+        raise CheckpointError(f"{link} points outside this run's {GENERATIONS}/ (to {where}); --resume only "
+                              f"continues a generation inside {run_dir}: {_fix(run_dir, ours)} ({_UNCHANGED})")
     if not target.is_dir():
         raise CheckpointError(f"{link} points to {GENERATIONS}/{target.name}, which does not exist; "
                               f"{_fix(run_dir, ours)} ({_UNCHANGED})")
