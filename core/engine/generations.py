@@ -186,7 +186,8 @@ class GenerationStore:
         half-made links); only medkit's own names, only inside the run directory."""
         return sweep_leftovers(
             self.run_dir, folders=(rf"{GENERATIONS}/\.staging-[^/]+", rf"{GENERATIONS}/\.deleting-[^/]+"),
-            links=(rf"\.{CURRENT}\.new", *(rf"\.{re.escape(name)}\.link" for name in LINKED)))
+            links=(rf"\.{CURRENT}\.new", *(rf"\.{re.escape(name)}\.link" for name in LINKED)),
+            places=("", GENERATIONS))
 
     def recover(self) -> Path | None:
         """Clean what a crash left (staging folders, uncommitted generations) and return the newest

@@ -308,7 +308,8 @@ class Finetuner:
         fresh, done = self._prepare()
         if done is None:  # what an interrupted write or checkpoint left (never in a finished run)
             sweep_leftovers(self.run_dir, folders=(r"\.checkpoint-[^/]+",) + (
-                (rf"{CHECKPOINT_DIR}\.old",) if (self.run_dir / CHECKPOINT_DIR).is_dir() else ()))
+                (rf"{CHECKPOINT_DIR}\.old",) if (self.run_dir / CHECKPOINT_DIR).is_dir() else ()),
+                places=("", "metrics", CHECKPOINT_DIR))
         if done is not None:
             return done
         if fresh:

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
-def sweep_leftovers(root: Path, folders: Iterable[str] = (), links: Iterable[str] = ()) -> list[str]:
-    """Remove medkit's stale temp files and staging folders under ``root``.
+def sweep_leftovers(root: Path, folders: Iterable[str] = (), links: Iterable[str] = (),
+                    places: Iterable[str] = ("",)) -> list[str]:
+    """Remove medkit's stale temp files and staging folders in the given folders of ``root``.
 
     Args:
         root: the run directory.
@@ -35,6 +36,9 @@ def sweep_leftovers(root: Path, folders: Iterable[str] = (), links: Iterable[str
             matches is removed with its contents.
         links: the same for symbolic links that medkit creates only to rename them at once
             (``.current.new``); the link itself is removed, never its target.
+        places: the folders (relative to ``root``, ``""`` for ``root`` itself) whose entries are
+            looked at — not recursively, so a run directory placed in a big folder costs nothing and
+            nothing of the user's deeper down is touched. A place that is a link is skipped.
 
     Returns:
         The removed paths relative to ``root``, in the order removed (each also logged at INFO).
@@ -45,31 +49,38 @@ def sweep_leftovers(root: Path, folders: Iterable[str] = (), links: Iterable[str
     removed: list[str] = []
     if not root.is_dir() or root.is_symlink():
         return removed
-    for here, dirs, names in os.walk(root, followlinks=False):
-        rel_dir = Path(here).relative_to(root)
-        for d in list(dirs):
-            rel = (rel_dir / d).as_posix()
-            path = Path(here) / d
-            if path.is_symlink():
-                dirs.remove(d)  # os.walk lists links to folders as folders; never descend into one
-                if any(r.match(rel) for r in link_res):
-                    path.unlink()
-                    removed.append(rel)
-            elif any(r.match(rel) for r in folder_res):
-                dirs.remove(d)
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(rel)
-        for n in names:
-            rel = (rel_dir / n).as_posix()
-            path = Path(here) / n
+    for place in dict.fromkeys(places):
+        here = root / place if place else root
+        if not place_ok(root, here):
+            continue
+        for path in sorted(here.iterdir()):
+            rel = path.relative_to(root).as_posix()
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
                 if any(r.match(rel) for r in link_res):
                     path.unlink()
                     removed.append(rel)
-            elif stat.S_ISREG(mode) and TEMP_FILE.match(n):
+            elif stat.S_ISDIR(mode):
+                if any(r.match(rel) for r in folder_res):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(rel)
+            elif stat.S_ISREG(mode) and TEMP_FILE.match(path.name):
                 path.unlink()
                 removed.append(rel)
     for rel in removed:
         log.info("%s: removed %s, left by an interrupted write", root, rel)
     return removed
+
+
+def place_ok(root: Path, here: Path) -> bool:
+    """Whether ``here`` is a real folder inside ``root`` reached through no symbolic link."""
+    try:
+        rel = here.relative_to(root)
+    except ValueError:
+        return False
+    walk = root
+    for part in rel.parts:
+        walk = walk / part
+        if walk.is_symlink():
+            return False
+    return here.is_dir()

@@ -88,10 +88,14 @@ def test_the_sweep_removes_only_medkit_leftovers_inside_the_run(tmp_path: Path) 
     (run / "linked").symlink_to(outside)  # a link to a folder is never walked into
     (run / ".model.safetensors.zzzzzzzz.tmp").symlink_to(outside / ".best.safetensors.k2j4h6g8.tmp")
     (run / ".current.new").symlink_to("generations/g-00000001")
-    removed = sweep_leftovers(run, folders=(r"generations/\.staging-[^/]+",), links=(r"\.current\.new",))
+    (run / "metrics" / "deeper").mkdir()
+    (run / "metrics" / "deeper" / ".other.a1b2c3d4.tmp").write_bytes(b"not in a place medkit writes")
+    removed = sweep_leftovers(run, folders=(r"generations/\.staging-[^/]+",), links=(r"\.current\.new",),
+                              places=("", "generations", "metrics", "linked"))
     assert sorted(removed) == [".best.safetensors.k2j4h6g8.tmp", ".current.new", "generations/.staging-abc12345",
                                "metrics/.steps.jsonl.a_b_c_d_.tmp"]
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == [
         ".model.safetensors.zzzzzzzz.tmp", ".x.tmp", "generations", "generations/g-00000001",
-        "generations/g-00000001/model.safetensors", "linked", "metrics", "notes.tmp"]
+        "generations/g-00000001/model.safetensors", "linked", "metrics", "metrics/deeper",
+        "metrics/deeper/.other.a1b2c3d4.tmp", "notes.tmp"]
     assert sorted(p.name for p in outside.iterdir()) == [".best.safetensors.k2j4h6g8.tmp", ".staging-abc12345"]
