@@ -185,6 +185,7 @@ class Engine:
                                   f"continue it or choose another --run-dir")
             from medkit.config.compose import to_yaml
 
+            self.store.sweep()  # what an earlier start that never committed left (temp files, staging)
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
         if self.resume:
             self.recovered = self.store.recover()

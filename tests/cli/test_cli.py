@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from medkit.storage.files import load_tensors
+from medkit.storage.jsonl import read_jsonl
 
 from ..conftest import make_dist, run_cli
 
@@ -108,8 +109,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, synth_env):
     b = load_tensors(tmp_path / "crash" / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = (tmp_path / "crash" / "metrics" / "steps.jsonl").read_text().splitlines()
+    steps = read_jsonl(tmp_path / "crash" / "metrics" / "steps.jsonl")  # no torn or glued line
     assert len(steps) == 16, "no step is lost or logged twice"
+    assert len({(s["stage"], s["step"]) for s in steps}) == 16
     assert (tmp_path / "full" / "metrics" / "matrix.csv").read_text() == \
         (tmp_path / "crash" / "metrics" / "matrix.csv").read_text()
 
@@ -212,7 +214,7 @@ def test_resume_under_another_world_size_keeps_the_global_batch(tmp_path, synth_
     assert "keep the global batch of 4" in resumed.stderr
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["finished"] is True and manifest["world_size"] == 2
-    steps = [json.loads(x) for x in (tmp_path / "r" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    steps = read_jsonl(tmp_path / "r" / "metrics" / "steps.jsonl")
     assert [(s["stage"], s["step"]) for s in steps] == [(1, i) for i in range(1, 7)] + [(2, i) for i in range(1, 7)]
 
 

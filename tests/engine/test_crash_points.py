@@ -60,8 +60,9 @@ def _run(run_dir: Path, *, resume: bool, kill_at: int | None, log_file: Path | N
 
 def _state(run: Path) -> dict[str, Any]:
     from medkit.storage.files import load_tensors
+    from medkit.storage.jsonl import read_jsonl
 
-    steps = [json.loads(x) for x in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
+    steps = read_jsonl(run / "metrics" / "steps.jsonl")  # medkit's own reader: no torn or glued line
     for s in steps:  # wall times differ between any two runs
         s.pop("time_s", None)
         s.pop("data_s", None)

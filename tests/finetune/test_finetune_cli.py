@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from medkit.registry import get_host
+from medkit.storage.jsonl import read_jsonl
 
 #: A tiny encoder for --scratch runs; quick steps and validation for every run.
 TINY = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3"]
@@ -100,7 +101,7 @@ def test_resume_matches_an_uninterrupted_run(medkit, tmp_path: Path, monkeypatch
     assert res.exit_code == 0, res.output
     a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
     assert set(a) == set(b) and all((a[k] == b[k]).all() for k in a)
-    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in read_jsonl(tmp_path / "b" / "metrics" / "steps.jsonl")]
     assert steps == [1, 2, 3, 4]
     assert load_config(tmp_path / "b") == load_config(tmp_path / "a")
 

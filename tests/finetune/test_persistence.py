@@ -31,7 +31,9 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 def _steps(run: Path) -> list[int]:
-    return [json.loads(x)["step"] for x in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
+    from medkit.storage.jsonl import read_jsonl
+
+    return [r["step"] for r in read_jsonl(run / "metrics" / "steps.jsonl")]  # no torn or glued line
 
 
 @pytest.fixture
