@@ -17,7 +17,7 @@ from medkit.api.errors import PluginError
 ConfigHost = Components
 
 
-_STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()  # host → its store (not a host)
+_STORES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # host → its store (not a host)
 
 
 def get_store(host: ConfigHost) -> Any:

@@ -5,8 +5,8 @@ back: such a file could read the user's environment or files and ``medkit push``
 them. A ``${`` anywhere in a loaded config (key or value) is **refused** with one line naming the file
 and the key — configs medkit writes are always fully resolved, so only a crafted or hand-edited file
 holds one. So are Hydra's instantiation keys (``_target_``, ``_args_``, ...) and explicit YAML tags
-(:mod:`medkit.config.received`, the gate every received file passes). YAML aliases are refused too (a few lines could expand to gigabytes), and every YAML/JSON
-error names the file, the line and the column.
+(:mod:`medkit.config.received`, the gate every received file passes). YAML aliases are refused too (a
+few lines could expand to gigabytes), and every YAML/JSON error names the file, the line and the column.
 """
 
 from __future__ import annotations

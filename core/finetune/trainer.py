@@ -323,7 +323,8 @@ class Finetuner:
                 if callable(getattr(tok, "save_pretrained", None)):
                     tok.save_pretrained(self.run_dir / "tokenizers" / name)
         params = [p for p in s.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+        betas = (float(oc.betas[0]), float(oc.betas[1]))
+        opt = torch.optim.AdamW(params, lr=oc.lr, betas=betas, weight_decay=oc.weight_decay)
         finished = False if fresh else self._restore(s, opt)
         if fresh:
             ck.atomic_write_json(self.run_dir / "manifest.json", self._manifest(s, False))

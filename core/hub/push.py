@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.api.components import Components
-from medkit.api.errors import CheckpointError, ConfigError
+from medkit.api.errors import ConfigError
 from medkit.hub.hub import (LOCAL_PREFIX, _hub_error, _medkit_version, _transport_errors, check_repo_id, hub_endpoint,
                             load_pretrained)
 from medkit.hub.publish import prepare_push

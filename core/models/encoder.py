@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import torch
 import torch.nn.functional as F
@@ -294,7 +294,8 @@ class UniversalEncoder(nn.Module):
     def trunk_linear_weights(self) -> dict[str, nn.Parameter]:
         """The ``weight`` of every ``nn.Linear`` of the trunk's blocks, by parameter name (what PackNet
         prunes)."""
-        return {f"blocks.{n}.weight": m.weight for n, m in self.blocks.named_modules() if isinstance(m, nn.Linear)}
+        return {f"blocks.{n}.weight": cast(nn.Parameter, m.weight) for n, m in self.blocks.named_modules()
+                if isinstance(m, nn.Linear)}
 
     def tokenize(self, tokenizer: str, inputs: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> Tokens:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from contextlib import contextmanager
-from typing import Any, Iterator, cast
+from typing import Any, Iterator
 
 import torch
 from torch import nn
