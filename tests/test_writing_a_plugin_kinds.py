@@ -1,12 +1,12 @@
 """docs/writing-a-plugin.md has one working plugin of each kind: every example, extracted from the page and
-installed through an entry point, is small, imports only ``medkit.api`` and passes its kind's contract
-(or, for the backbone and the observer, does what the page says on the real host and engine)."""
+installed through an entry point, is small, imports only ``medkit.api`` and passes the page's own tests
+(the ``# tests/...`` blocks, collected here: each kind's contract suite, the observer on a real run) and,
+for the backbone, what the page says it does on the real host."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata as md
-import math
 import re
 import sys
 from pathlib import Path
@@ -14,8 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from medkit.testing.contracts import ObjectiveContract, StrategyContract, TokenizerContract
-from medkit.testing.tasks import TaskContract
+from medkit.testing.contracts import StrategyContract
 
 #: package → entry point value, as each example's ``pyproject.toml`` declares it
 ENTRY_POINTS = {"medkit_plugin_shapes": "medkit_plugin_shapes", "medkit_plugin_rows": "medkit_plugin_rows",
@@ -28,14 +27,38 @@ ENTRY_POINTS = {"medkit_plugin_shapes": "medkit_plugin_shapes", "medkit_plugin_r
 DOC = Path(__file__).resolve().parents[1] / "docs" / "writing-a-plugin.md"
 
 
-def _files() -> dict[str, str]:
-    """``{path: code}`` of every python block that starts with a ``# src/...`` path comment."""
-    out = {}
+def _blocks(prefix: str) -> list[tuple[str, str]]:
+    """``(path, code)`` of every python block whose first line is a ``# <prefix>...`` path comment."""
+    out = []
     for block in re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S):
         first, _, body = block.partition("\n")
-        if first.startswith("# src/"):
-            out[first[2:].strip()] = body
+        if first.startswith(f"# {prefix}"):
+            out.append((first[2:].strip(), body))
     return out
+
+
+def _files() -> dict[str, str]:
+    """``{path: code}`` of the plugins' files (``# src/...`` blocks)."""
+    return dict(_blocks("src/"))
+
+
+def _collect_page_tests() -> list[str]:
+    """Define the page's ``# tests/...`` blocks in this module, so pytest collects their tests here."""
+    names = []
+    for rel, code in _blocks("tests/"):
+        scope: dict[str, object] = {"__name__": __name__}
+        exec(compile(code, f"{DOC}:{rel}", "exec"), scope)  # the page's own code, as a plugin's tests run it
+        for name, value in scope.items():
+            if name.startswith(("Test", "test_")) and callable(value):
+                assert name not in globals(), f"{DOC.name}: two test blocks define {name}"
+                if isinstance(value, type) and issubclass(value, StrategyContract):  # two engine runs: ~5 s
+                    value = pytest.mark.slow(value)
+                globals()[name] = value
+                names.append(name)
+    return names
+
+
+PAGE_TESTS = _collect_page_tests()
 
 
 def _packages() -> dict[str, dict[str, str]]:
@@ -115,36 +138,9 @@ def test_every_example_loads_and_registers_what_the_page_says(host) -> None:
     assert host.pm.get_plugin("medkit-doc-examples:losses") is medkit_plugin_losses.OBSERVER
 
 
-class TestRows(TokenizerContract):
-    name = "rows_2d"
-
-    def make_samples(self):
-        import torch
-
-        return [{"id": str(i), "input": torch.rand(3, 16, 32)} for i in range(2)]
-
-    def make_bad_sample(self):
-        import torch
-
-        return {"id": "bad", "input": torch.rand(3, 16, 20)}
-
-
-class TestMeanColour(ObjectiveContract):
-    name, tokenizer = "mean_colour", "patch_2d"
-
-    def make_samples(self):
-        import torch
-
-        return [{"id": str(i), "input": torch.rand(3, 32, 32)} for i in range(2)]
-
-
-@pytest.mark.slow  # two engine runs of two stages: about 5 s on a busy CPU
-class TestTogether(StrategyContract):
-    name = "together"
-
-
-class TestBrightness(TaskContract):
-    name, dims = "brightness", (2,)
+def test_the_page_tests_every_kind() -> None:
+    assert sorted(PAGE_TESTS) == ["TestBrightness", "TestMeanColour", "TestRows", "TestTogether",
+                                  "test_it_sees_every_logged_step"]
 
 
 def test_the_backbone_is_found_builds_and_loads_a_release(host, tmp_path: Path) -> None:
@@ -172,14 +168,3 @@ def test_the_backbone_is_found_builds_and_loads_a_release(host, tmp_path: Path) 
     with pytest.raises(CheckpointError, match="missing TinyCNN tensor"):
         load_into(family(2), family, release)
 
-
-def test_the_observer_instance_sees_every_logged_step(tmp_path: Path) -> None:
-    from medkit.testing.synthetic import run_synthetic
-
-    import medkit_plugin_losses
-
-    run_synthetic(tmp_path / "run", "sequential", max_steps=3, overrides=("trainer.log_every=1",),
-                  demo_dir=tmp_path / "demo")
-    seen = medkit_plugin_losses.OBSERVER.steps
-    assert [(stage, step) for stage, step, _ in seen] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
-    assert all(math.isfinite(loss) for _, _, loss in seen)
