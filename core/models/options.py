@@ -23,7 +23,7 @@ class EncoderConfig:
     drop_path: float = 0.1
     layer_scale_init: float = 1e-3
     final_norm: bool = False
-    # the reference's numerics, to use the official weights (spec §10.1; medkit convert medcoss)
+    # the reference's numerics, to use the official weights (medkit convert medcoss)
     legacy: bool = False
 
 
