@@ -1,4 +1,4 @@
-"""Benchmark: k-means buffer selection (rehearsal, spec §5.1) — medkit's torch k-means vs sklearn and faiss.
+"""Benchmark: k-means buffer selection (rehearsal) — medkit's torch k-means vs sklearn and faiss.
 
 Each method runs in its own subprocess on the same seeded, clustered features, so peak memory is
 measured per method: the resident set after the data is built (``data``), and the peak during the fit

@@ -101,10 +101,10 @@ def setup_logging(level: int = logging.INFO) -> None:
     handler.setFormatter(_Formatter())
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("medkit"))
     handler.addFilter(_OnceFromPydicom())
-    handler._medkit = True  # type: ignore[attr-defined]
+    handler._medkit = True  # type: ignore[attr-defined]  # our marker on a stdlib handler (found again later)
     root.addHandler(handler)
     root.setLevel(level)
-    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    warnings.formatwarning = _one_line_warning
     logging.captureWarnings(True)
     # MONAI warns on every DICOM read that an optional GPU decoder is absent: not actionable here
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)

@@ -88,8 +88,8 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
         counts: dict[int, int] = {}
         for y in labels:
             counts[int(y)] = counts.get(int(y), 0) + 1
-        shown = ", ".join(f"{names[k] if 0 <= k < len(names) else k}: {v}" for k, v in sorted(counts.items()))
-        click.echo(f"labels: {shown}")
+        summary = ", ".join(f"{names[k] if 0 <= k < len(names) else k}: {v}" for k, v in sorted(counts.items()))
+        click.echo(f"labels: {summary}")
     skipped = list(getattr(ds, "skipped", []) or [])
     click.echo(f"skipped: {len(skipped)}")
     for file, reason in skipped:

@@ -18,7 +18,6 @@ import pluggy
 from medkit.api import hookspecs
 from medkit.api.errors import PluginError
 from medkit.api.specs import KINDS, ComponentSpec
-from medkit.api.version import check_plugin_api
 from medkit.registry.known import KNOWN, provider_of
 from medkit.registry.loading import check_pending, culprit, describe as _describe, guard, validate_plugin
 from medkit.registry.missing import fixes as _fixes, missing_message as _missing_message, run_needs
@@ -106,8 +105,9 @@ class PluginHost:
         eps = list(entry_points) if entry_points is not None else list(md.entry_points(group=GROUP))
         load_only, disabled = _env_list("MEDKIT_LOAD_PLUGINS"), _env_list("MEDKIT_DISABLE_PLUGINS") or set()
         for ep in sorted(eps, key=lambda e: (e.name != "builtin", e.name)):
-            dist = ep.dist.name if getattr(ep, "dist", None) is not None else ep.name
-            version = ep.dist.version if getattr(ep, "dist", None) is not None else "?"
+            ep_dist = getattr(ep, "dist", None)
+            dist = ep_dist.name if ep_dist is not None else ep.name
+            version = ep_dist.version if ep_dist is not None else "?"
             selectors = {ep.name, dist}
             if selectors & disabled:
                 self.skipped.update(dict.fromkeys(selectors, "disabled by MEDKIT_DISABLE_PLUGINS"))
@@ -186,7 +186,7 @@ class PluginHost:
                     getattr(self.pm.hook, hook)(register=self._register)
             except KeyboardInterrupt:
                 raise
-            except BaseException as exc:  # noqa: BLE001 - only a wrapper gets here (implementations are guarded)
+            except BaseException as exc:  # only a wrapper gets here (implementations are guarded)
                 impls = [i for h in REGISTRATION_HOOKS.values()
                          for i in getattr(self.pm.hook, h).get_hookimpls()]
                 name = culprit(exc, impls)
@@ -335,7 +335,7 @@ class PluginHost:
             factory = spec.load_factory()
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             dist = self.registries[kind][name][1].dist
             raise PluginError(f"{kind} {name!r} from {dist}: cannot import its factory "
                               f"{spec.factory!r}: {_describe(exc)}") from exc
@@ -372,7 +372,7 @@ class PluginHost:
             caller(**kwargs)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001 - an observer (even SystemExit) never stops a run
+        except BaseException as exc:  # an observer (even SystemExit) never stops a run
             who = culprit(exc, caller.get_hookimpls())
             if who is None:
                 raise

@@ -52,6 +52,7 @@ def test_run_data_folder_of_real_files(tmp_path):
     assert "samples:" in inspect.stdout and "skipped: 0" in inspect.stdout
 
 
+@pytest.mark.slow
 def test_unreadable_file_is_one_clear_line(tmp_path):
     bad = tmp_path / "ct"
     bad.mkdir()

@@ -64,7 +64,7 @@ class Batch:
         def cut(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
             return None if t is None else t[k * size:(k + 1) * size]
 
-        return [replace(self, inputs=cut(self.inputs, k), attention_mask=cut(self.attention_mask, k),
+        return [replace(self, inputs=self.inputs[k * size:(k + 1) * size], attention_mask=cut(self.attention_mask, k),
                         labels=cut(self.labels, k), ids=self.ids[k * size:(k + 1) * size],
                         seeds=None if self.seeds is None else self.seeds[k * size:(k + 1) * size])
                 for k in range(parts)]
@@ -73,12 +73,13 @@ class Batch:
         """The batch in page-locked memory (a ``DataLoader`` with ``pin_memory=True`` calls this),
         so :meth:`to` with ``non_blocking`` really overlaps the copy to the GPU."""
         pin = (lambda t: None if t is None else t.pin_memory())
-        return replace(self, inputs=pin(self.inputs), attention_mask=pin(self.attention_mask),
+        return replace(self, inputs=self.inputs.pin_memory(), attention_mask=pin(self.attention_mask),
                        labels=pin(self.labels))
 
     def to(self, device: torch.device | str) -> Batch:
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))
-        return replace(self, inputs=move(self.inputs), attention_mask=move(self.attention_mask),
+        return replace(self, inputs=self.inputs.to(device, non_blocking=True),
+                       attention_mask=move(self.attention_mask),
                        labels=move(self.labels))
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import torch
 
 _STREAMS: ContextVar[list[int] | None] = ContextVar("medkit_sample_streams", default=None)
-_DRAWS: ContextVar[list[int]] = ContextVar("medkit_sample_draws", default=[0])
+_DRAWS: ContextVar[list[int]] = ContextVar("medkit_sample_draws", default=[0])  # noqa: B039 - only mutated after a set()
 T = TypeVar("T")
 
 

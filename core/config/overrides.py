@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from medkit.api.errors import ConfigError
 
@@ -65,8 +65,8 @@ def expected_type(node: Any) -> str:
     from omegaconf import (AnyNode, BooleanNode, DictConfig, EnumNode, FloatNode, IntegerNode, ListConfig,
                            StringNode, UnionNode)
 
-    names = {IntegerNode: "int", FloatNode: "float", BooleanNode: "bool (true/false)", StringNode: "str",
-             AnyNode: "any value", UnionNode: "bool (true/false) or str"}
+    names: dict[type, str] = {IntegerNode: "int", FloatNode: "float", BooleanNode: "bool (true/false)",
+                              StringNode: "str", AnyNode: "any value", UnionNode: "bool (true/false) or str"}
     if isinstance(node, ListConfig):
         element = node._metadata.element_type
         what = f"list of {getattr(element, '__name__', 'values')}" if element not in (Any, None) else "list"
@@ -85,7 +85,7 @@ def _value_of(node: Any, label: str) -> str:
 
     try:
         value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the value only decorates an error message
         return ""
     return f" ({label} {'null' if value is None else value})"
 
@@ -175,7 +175,7 @@ def apply_resume_overrides(cfg: dict[str, Any], overrides: Sequence[str], *, sou
 
     where = f"{source}: "
     typed = typed_sections(cfg, where=where)
-    check_values(OmegaConf.to_container(typed), where=where)  # type: ignore[arg-type]
+    check_values(cast(dict[str, Any], OmegaConf.to_container(typed)), where=where)
     out = copy.deepcopy(cfg)
     applied: list[str] = []
     for item in overrides:
@@ -190,7 +190,7 @@ def apply_resume_overrides(cfg: dict[str, Any], overrides: Sequence[str], *, sou
         if section not in typed:
             raise ConfigError(f"--resume {source}: the run's config has no {section} section to override")
         typed = apply_overrides(typed, [f"{key}={value}"], label="now")
-        new = OmegaConf.to_container(typed)[section][leaf]  # type: ignore[index]
+        new = cast(dict[str, Any], OmegaConf.to_container(typed))[section][leaf]
         check_values({section: {leaf: new}})
         out[section][leaf] = new
         applied.append(f"{key}={'null' if new is None else new}")

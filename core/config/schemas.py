@@ -1,7 +1,7 @@
 """Typed schemas of the ``trainer``, ``optim`` and ``encoder`` sections of a pre-training run config.
 
 Every key the engine, the model builder and the evaluation read from these sections is a field here,
-with its default (spec §4 for the optimiser). ``compose`` builds the sections from these dataclasses
+with its default (for the optimiser, MedCoSS's). ``compose`` builds the sections from these dataclasses
 (OmegaConf structured configs), so an override of the wrong type or an unknown key is refused before
 anything is written; :func:`check_values` adds the range rules a type cannot say.
 """
@@ -46,7 +46,7 @@ class TrainerConfig:
 
 @dataclass
 class OptimConfig:
-    """``optim.*``: AdamW(0.9, 0.95), wd 0.05, lr = blr * global batch / 256, warm-up 40/300 (spec §4)."""
+    """``optim.*``: AdamW(0.9, 0.95), wd 0.05, lr = blr * global batch / 256, warm-up 40/300."""
 
     lr: Optional[float] = None  #: absolute learning rate; ``null``: blr * global batch / 256
     blr: float = 1.5e-4

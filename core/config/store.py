@@ -17,7 +17,7 @@ from medkit.api.errors import PluginError
 ConfigHost = Components
 
 
-_STORES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()  # host → its store (not a host)
+_STORES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # host → its store (not a host)
 
 
 def get_store(host: ConfigHost) -> Any:
@@ -52,7 +52,7 @@ def component_config(kind: str, name: str, host: ConfigHost) -> Any:
         cfg = builds(factory, populate_full_signature=True, zen_exclude=tuple(spec.context))
     except PluginError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         dist = host.provider(kind, name).dist
         raise PluginError(f"{kind} {name!r} from {dist}: cannot build its config from factory "
                           f"{spec.factory!r}: {exc}") from exc

@@ -5,8 +5,8 @@ back: such a file could read the user's environment or files and ``medkit push``
 them. A ``${`` anywhere in a loaded config (key or value) is **refused** with one line naming the file
 and the key — configs medkit writes are always fully resolved, so only a crafted or hand-edited file
 holds one. So are Hydra's instantiation keys (``_target_``, ``_args_``, ...) and explicit YAML tags
-(:mod:`medkit.config.received`, the gate every received file passes). YAML aliases are refused too (a few lines could expand to gigabytes), and every YAML/JSON
-error names the file, the line and the column.
+(:mod:`medkit.config.received`, the gate every received file passes). YAML aliases are refused too (a
+few lines could expand to gigabytes), and every YAML/JSON error names the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from medkit.api.errors import CheckpointError, ConfigError
 
@@ -72,13 +72,12 @@ def _check_structure(text: str, source: str) -> None:
             if isinstance(event, yaml.AliasEvent):
                 raise ConfigError(f"{source}: YAML aliases (*{event.anchor}) are not accepted in a medkit "
                                   f"config; write the values out")
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.ScalarEvent)):
-                if depth == 0:
-                    if root_seen:
-                        raise ConfigError(f"{source}: holds more than one YAML document")
-                    root_seen = True
-                    if not isinstance(event, yaml.MappingStartEvent):
-                        raise ConfigError(f"{source}: is not a mapping of config sections (run:, trainer:, ...)")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.ScalarEvent)) and depth == 0:
+                if root_seen:
+                    raise ConfigError(f"{source}: holds more than one YAML document")
+                root_seen = True
+                if not isinstance(event, yaml.MappingStartEvent):
+                    raise ConfigError(f"{source}: is not a mapping of config sections (run:, trainer:, ...)")
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
@@ -109,7 +108,7 @@ def from_yaml(text: str, source: str = "<config text>") -> dict[str, Any]:
         raise ConfigError(f"{source}: not a valid config ({str(exc).splitlines()[0]})") from exc
     data = OmegaConf.to_container(node, resolve=False)
     check_inert(data, source)
-    return data  # type: ignore[return-value]
+    return cast(dict[str, Any], data)  # the root is a mapping (checked above)
 
 
 def _read_text(path: Path, what: str) -> str:

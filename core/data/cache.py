@@ -13,7 +13,8 @@ from typing import Hashable, Sequence
 
 import torch
 
-from medkit.api.errors import ConfigError
+from medkit.api.errors import CheckpointError, ConfigError
+from medkit.storage.files import atomic_write_file
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class DiskCache:
         try:
             with safe_open(str(path), framework="pt") as fh:
                 return tuple(int(s) for s in fh.get_slice(_TENSOR).get_shape())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a damaged cache file is removed, never fatal
             log.warning("%s: unreadable volume cache file (%s); removing it", path, exc)
             path.unlink(missing_ok=True)
             return None
@@ -176,11 +177,8 @@ class DiskCache:
         from safetensors.torch import save_file
 
         path = self.path_for(sources)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tensors = {_TENSOR: x.detach().to(torch.float32).contiguous()}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({_TENSOR: x.detach().to(torch.float32).contiguous()}, str(tmp))
-            os.replace(tmp, path)
-        except OSError as exc:
+            atomic_write_file(path, lambda tmp: save_file(tensors, tmp))
+        except CheckpointError as exc:  # the temp file is already removed
             log.warning("%s: cannot write the volume cache (%s); continuing without it", path, exc)
-            tmp.unlink(missing_ok=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from medkit.storage.files import atomic_write_bytes, atomic_write_text
 
 MARKER = ".medkit-demo.json"
 
@@ -30,33 +33,27 @@ def demo_is_current(root: Path, version: int) -> bool:
 
 def mark_demo(root: Path, modality: str, version: int) -> Path:
     """Write the marker that records a complete demo (the last file a demo writer writes)."""
-    marker = Path(root) / MARKER
-    tmp = marker.with_name(f"{MARKER}.tmp")
-    tmp.write_text(json.dumps({"modality": modality, "version": version}))
-    os.replace(tmp, marker)
+    atomic_write_text(Path(root) / MARKER, json.dumps({"modality": modality, "version": version}))
     return Path(root)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """Write a CSV with ``header`` atomically (a temp name, then a rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(list(header))
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(list(header))
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
     return path
 
 
 def save_image(path: Path, img: Any, **save: Any) -> Path:
     """Save a Pillow image atomically; ``save`` goes to ``Image.save`` (format defaults to the suffix)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     fmt = save.pop("format", None) or {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF",
                                        ".tiff": "TIFF"}.get(path.suffix.lower(), "PNG")
-    img.save(tmp, format=fmt, **save)
-    os.replace(tmp, path)
+    data = io.BytesIO()
+    img.save(data, format=fmt, **save)
+    atomic_write_bytes(path, data.getvalue())
     return path

@@ -72,11 +72,11 @@ def decode(path: Path, ds: Any | None = None) -> DicomPixels:
 
     try:
         ds = ds if ds is not None else pydicom.dcmread(str(path))
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged file
+    except Exception as exc:  # pydicom raises many types for a damaged file
         raise DataError(f"{path}: cannot read this file as DICOM ({type(exc).__name__}: {exc}); {_FIX}") from exc
     try:
         stored = np.asarray(ds.pixel_array)
-    except Exception as exc:  # noqa: BLE001 - missing codec, truncated data, bad tags...
+    except Exception as exc:  # missing codec, truncated data, bad tags...
         raise DataError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc}); "
                         f"compressed transfer syntaxes need a decoder (pylibjpeg, gdcm or Pillow with "
                         f"OpenJPEG) — {_FIX}") from exc

@@ -37,7 +37,7 @@ def random_resized_crop_params(g: torch.Generator, size: int, scale: Sequence[fl
                                ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[float, float, float, float]:
     """torchvision's ``RandomResizedCrop.get_params`` on a ``size``×``size`` canvas, drawn from ``g``.
 
-    The canvas is the image as the reference sees it (already resized to ``size``², spec §9.1);
+    The canvas is the image as the reference sees it (already resized to ``size``²);
     the result is returned as fractions ``(top, left, height, width)`` of that canvas so the crop
     can be taken from the full-resolution source in one resampling.
     """

@@ -134,8 +134,8 @@ def sample_of(modality: Image2DModality, img: Image.Image, box: tuple[float, flo
     opts = modality.options
     gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     box = box or (0.0, 0.0, float(img.width), float(img.height))
-    view = make_view(img, tuple(float(v) for v in box), opts.input_size, gen,  # type: ignore[arg-type]
-                     crop_scale=opts.crop_scale, hflip=opts.hflip)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    view = make_view(img, (x0, y0, x1, y1), opts.input_size, gen, crop_scale=opts.crop_scale, hflip=opts.hflip)
     x = to_tensor(view)
     if x.shape[0] != modality.channels:
         x = x.expand(modality.channels, -1, -1).contiguous()  # grey → identical channels
@@ -276,6 +276,7 @@ class Image2DModality:
         level with ``folder_labels``, else none (the rule of :mod:`medkit.data.labels`)."""
         if (root / LABELS_CSV).is_file():
             table = read_table(root / LABELS_CSV, ("label", "class"), labels=True)
+            assert table is not None  # only optional=True gives None
             values = [table.get(e.rel) or None for e in entries]
             missing = sum(v is None for v in values)
             if missing:

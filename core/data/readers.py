@@ -111,7 +111,7 @@ def read_volume(path: Path, axcodes: str = ORIENTATION, *, spacing: Sequence[flo
                 img = img.to(dtype) if nearest else img
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - nibabel and MONAI raise many kinds
+    except Exception as exc:  # nibabel and MONAI raise many kinds
         raise DataError(f"{path}: cannot read the NIfTI file ({exc}); expected a valid .nii/.nii.gz") from exc
     return np.ascontiguousarray(img.as_tensor().numpy().transpose(0, 3, 1, 2))
 
@@ -148,7 +148,7 @@ def header_shape(path: Path) -> tuple[int, ...]:
         if has_suffix(path, NIFTI_SUFFIXES):
             import nibabel as nib
 
-            img = nib.load(str(path))
+            img: Any = nib.load(str(path))  # its class depends on the file
             ornt = nib.orientations.io_orientation(img.affine)
             target = nib.orientations.axcodes2ornt(tuple(ORIENTATION))
             order = nib.orientations.ornt_transform(ornt, target)[:, 0].astype(int)

@@ -62,8 +62,8 @@ def normalize(arr: np.ndarray, mode: str, *, clip: Sequence[float] | None = None
             return x / top
         mode = "minmax"
     if mode == "minmax":
-        low, high = x.min(), x.max()
-        return (x - low) / (high - low).clamp_min(1e-8)
+        lowest, highest = x.min(), x.max()
+        return (x - lowest) / (highest - lowest).clamp_min(1e-8)
     if mode == "zscore":
         return zscore(x)
     return x

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from medkit.data.demo import write_csv
 from medkit.data.volumes import Volume, find_volumes
 from medkit.data.walk import check_on_error
 from medkit.data.windows import WindowDataset
+from medkit.storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +99,7 @@ def write_nifti_demo(root: Path, names: list[str], make: Any, spacing: tuple[flo
                      what: str) -> Path:
     """Write ``make(i) -> (array [X, Y, Z], label)`` as NIfTI ``names[i]`` with ``spacing`` mm, and
     ``labels.csv`` last (its presence marks the demo complete), under ``root`` once; later calls
-    only check that every file is there. Each file is written to a temp name and renamed."""
-    import os
-
+    only check that every file is there. Each file is written atomically (medkit.storage.files)."""
     import nibabel as nib
     import numpy as np
 
@@ -114,9 +114,8 @@ def write_nifti_demo(root: Path, names: list[str], make: Any, spacing: tuple[flo
         data, label = make(i)
         img = nib.Nifti1Image(data, affine)
         img.header.set_xyzt_units("mm")
-        tmp = root / f".{name}.tmp.nii.gz"
-        nib.save(img, str(tmp))
-        os.replace(tmp, root / name)
+        raw = img.to_bytes()  # the whole .nii file
+        atomic_write_bytes(root / name, gzip.compress(raw, mtime=0) if name.endswith(".gz") else raw)
         rows.append((name, label))
     write_csv(labels_path, ["id", "label"], rows)
     log.info("wrote %d demo %s volumes to %s", len(names), what, root)

@@ -8,7 +8,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -66,7 +66,13 @@ class Volume:
         return self.paths[0]
 
 
-def _uids(ds: Any) -> dict[str, str | None]:
+class _Uids(TypedDict):
+    patient: str | None
+    study: str | None
+    series: str | None
+
+
+def _uids(ds: Any) -> _Uids:
     def text(key: str) -> str | None:
         value = str(ds.get(key, "") or "").strip()
         return value or None
@@ -96,13 +102,13 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             check_nifti_file(path)  # before nibabel "fixes" a bad pixdim (abs(), 0 → 1) in a log line
-            img = nib.load(str(path))  # lazy: header only
+            img: Any = nib.load(str(path))  # lazy: header only (its class depends on the file)
             shape = tuple(int(s) for s in img.shape)
-            affine = np.asarray(img.affine, dtype=float)
+            affine = np.asarray(img.affine, dtype=np.float64)
             dtype = np.dtype(img.get_data_dtype())
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem
+    except Exception as exc:  # any reader failure is a data problem
         raise DataError(f"{path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"re-export the file, remove it, or set on_error=skip") from exc
     attribute_warnings(path, caught)
@@ -146,7 +152,7 @@ def _header(path: Path) -> Any:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         attribute_warnings(path, caught)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DataError(f"{path}: cannot read it as DICOM ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"remove the file or set on_error=skip") from exc
     if int(ds.get("SamplesPerPixel", 1)) != 1:
@@ -385,7 +391,7 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
             out = orient(img, axcodes)
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DataError(f"{name}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
                         f"{EXPECTED}; re-export or remove it, or set on_error=skip") from exc
     attribute_warnings(name, caught)

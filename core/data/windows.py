@@ -119,7 +119,8 @@ class WindowDataset(TrainViewMixin):
         self._prepare, self._finish = prepare, finish
         self.train, self.flip_prob = train, flip_prob
         self.skipped = list(skipped)
-        self.on_error, self._bad = on_error, set()  # volumes whose pixels failed with on_error="skip"
+        self.on_error = on_error
+        self._bad: set[int] = set()  # volumes whose pixels failed with on_error="skip"
         self._cache = cache if cache is not None else VolumeCache(owner=f"modality {modality}")
         self._disk = disk_cache
         self._space = str(self.root.resolve())  # the cache may be shared by datasets of other roots

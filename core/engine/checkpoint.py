@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.metadata as md
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +101,19 @@ def write_generation(store: GenerationStore, *, cfg: dict[str, Any], ctx: RunCon
     continues with); mid-stage generations carry the previous boundary's ``strategy/`` unchanged.
     """
     gen: Generation = store.begin()
+    try:
+        return _fill_and_commit(store, gen, cfg=cfg, ctx=ctx, model=model, strategy=strategy, record=record,
+                                stage=stage, step=step, finished=finished, data_paths=data_paths,
+                                world_size=world_size, dists=dists, write_matrices=write_matrices)
+    except BaseException:
+        store.abandon(gen)  # a failed checkpoint (a full disk) leaves no staging copy of the weights
+        raise
+
+
+def _fill_and_commit(store: GenerationStore, gen: Generation, *, cfg: dict[str, Any], ctx: RunContext,
+                     model: Model, strategy: Any, record: RunRecord, stage: int, step: int, finished: bool,
+                     data_paths: dict[str, str], world_size: int, dists: Iterable[str],
+                     write_matrices: Any) -> Path:
     model_file = gen.write_tensors("model.safetensors", model.state_dict(), MODEL_METADATA)
     write_tokenizers(gen, model)
     gen.write_json("config.json", architecture(cfg))
@@ -169,7 +181,6 @@ def read_generation(path: Path, record: RunRecord) -> Restored:
 
 def read_steps(path: Path) -> list[dict[str, Any]]:
     """The step log of a run or generation (``metrics/steps.jsonl``)."""
-    file = Path(path) / "metrics" / "steps.jsonl"
-    if not file.exists():
-        return []
-    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from medkit.storage.jsonl import read_jsonl
+
+    return read_jsonl(Path(path) / "metrics" / "steps.jsonl")

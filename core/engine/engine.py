@@ -98,7 +98,8 @@ class Engine:
             stages = self.strategy.plan(names)
         ctx = RunContext(
             run_dir=self.run_dir, encoder=self.model.encoder, heads=self.model.heads,
-            not_evaluated=not_evaluated_after_from(cfg), modalities=modalities, tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
+            not_evaluated=not_evaluated_after_from(cfg), modalities=modalities,
+            tokenizer_of=dict(self.model.tokenizer_of), train_sets=sets.train,
             eval_sets=sets.eval, train_indices=sets.train_indices, val_indices=sets.val_indices, stages=stages,
             config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=self.settings.trainer.batch_size,
@@ -185,6 +186,7 @@ class Engine:
                                   f"continue it or choose another --run-dir")
             from medkit.config.compose import to_yaml
 
+            self.store.sweep()  # what an earlier start that never committed left (temp files, staging)
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
         if self.resume:
             self.recovered = self.store.recover()
@@ -266,14 +268,15 @@ class Engine:
         groups = param_groups(named, opt_cfg.weight_decay) + list(self.strategy.parameters_groups(ctx))
         global_batch = ctx.batch_size * self.world.world_size
         base_lr = opt_cfg.lr if opt_cfg.lr is not None else opt_cfg.blr * global_batch / 256
-        ctx.optimizer = adamw(groups, lr=base_lr, betas=opt_cfg.betas, device=ctx.device)
-        if resumed_mid:
-            restored.load_optimizer(ctx.optimizer, ctx.device)  # type: ignore[union-attr]
-            ck.set_rng_state(restored.rng())  # type: ignore[union-attr]
+        optimizer = adamw(groups, lr=base_lr, betas=opt_cfg.betas, device=ctx.device)
+        ctx.optimizer = optimizer
+        if resumed_mid and restored is not None:
+            restored.load_optimizer(optimizer, ctx.device)
+            ck.set_rng_state(restored.rng())
 
         timings: dict[str, float] = {}
         if start_step < max_steps:
-            self._train_steps(ctx, info, stage, base_lr, timings)
+            self._train_steps(ctx, info, stage, base_lr, timings, optimizer)
         self.record.stage_steps[si] = max_steps
         t0 = time.perf_counter()
         probes = ProbeOptions.from_trainer(dataclasses.asdict(tr))  # trainer.probe_*
@@ -304,7 +307,7 @@ class Engine:
         return self.loader.stage(plan, start_step=ctx.step)
 
     def _train_steps(self, ctx: RunContext, info: RunInfo, stage: StageInfo, base_lr: float,
-                     timings: dict[str, float]) -> None:
+                     timings: dict[str, float], optimizer: torch.optim.Optimizer) -> None:
         tr, opt_cfg = self.settings.trainer, self.settings.optim
         plan = StepPlan(self.strategy.sources(ctx), batch_size=ctx.batch_size, max_steps=ctx.max_steps,
                         seed=ctx.seed, stage=ctx.stage_index, rank=self.world.rank,
@@ -313,7 +316,7 @@ class Engine:
         self.record.realised_mix[ctx.stage_index] = plan.mix()
         log.info("stage %d plan: %s", ctx.stage_index + 1,
                  ", ".join(f"{k} {v} steps" for k, v in plan.mix().items()))
-        step = ctx.make_step(ctx.optimizer, after_backward=lambda: self.strategy.after_backward(ctx),
+        step = ctx.make_step(optimizer, after_backward=lambda: self.strategy.after_backward(ctx),
                              after_optimizer_step=lambda: self.strategy.after_optimizer_step(ctx))
         every = tr.checkpoint_every
         # trainer.batch_size samples per process and step, run as accum_steps micro-batches (their

@@ -12,7 +12,7 @@ from medkit.api.errors import ConfigError
 
 
 def lr_at(step: int, max_steps: int, *, base_lr: float, min_lr: float, warmup_fraction: float) -> float:
-    """Linear warm-up then half-cycle cosine to ``min_lr`` (spec §4), per optimizer step."""
+    """Linear warm-up then half-cycle cosine to ``min_lr``, per optimizer step."""
     warmup = int(round(warmup_fraction * max_steps))
     if step < warmup:
         return base_lr * (step + 1) / warmup
@@ -21,12 +21,12 @@ def lr_at(step: int, max_steps: int, *, base_lr: float, min_lr: float, warmup_fr
 
 
 def poly_lr(step: int, max_steps: int, base_lr: float, power: float = 0.9) -> float:
-    """The fine-tuning schedule (spec §8.1): ``base_lr · (1 − step / max_steps) ** power``."""
+    """The fine-tuning schedule: ``base_lr · (1 − step / max_steps) ** power``."""
     return base_lr * (1.0 - min(step, max_steps) / max(max_steps, 1)) ** power
 
 
 def param_groups(named: Sequence[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
-    """timm's rule (spec §4): no weight decay for 1-D parameters and biases."""
+    """timm's rule: no weight decay for 1-D parameters and biases."""
     decay = [p for n, p in named if p.ndim > 1 and not n.endswith(".bias")]
     no_decay = [p for n, p in named if p.ndim <= 1 or n.endswith(".bias")]
     groups = []

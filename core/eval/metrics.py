@@ -107,7 +107,7 @@ def continual_metrics(metric: str, modalities: Sequence[str], stage_modalities: 
     finals = [m for m, v in out.final.items() if v is not None]
     ok, why = comparable(metric, finals, objectives)
     out.comparable = ok
-    out.final_mean = _mean([out.final[m] for m in finals]) if ok else None
+    out.final_mean = _mean([v for v in (out.final[m] for m in finals) if v is not None]) if ok else None
     if not ok:
         out.reasons["final_mean"] = why
     own = own_stages(modalities, stage_modalities)
@@ -123,15 +123,16 @@ def continual_metrics(metric: str, modalities: Sequence[str], stage_modalities: 
                            bwt="no modality was trained before the last stage")
     for m in earlier:
         j, s = col[m], own[m]
-        if rows[s][j] is None or last[j] is None:
-            which = [name for name, v in ((f"after its own stage {s + 1}", rows[s][j]),
-                                          (f"after the last stage {T}", last[j])) if v is None]
+        after_own, after_last = rows[s][j], last[j]
+        if after_own is None or after_last is None:
+            which = [name for name, v in ((f"after its own stage {s + 1}", after_own),
+                                          (f"after the last stage {T}", after_last)) if v is None]
             out.excluded[m] = f"no value {' or '.join(which)}: left out of forgetting and BWT"
             continue
-        history = [rows[i][j] for i in range(s, T - 1) if rows[i][j] is not None]
+        history = [v for v in (rows[i][j] for i in range(s, T - 1)) if v is not None]
         best = max(history) if hib else min(history)
-        out.forgetting_first_per[m] = sign * (rows[s][j] - last[j])
-        out.forgetting_max_per[m] = sign * (best - last[j])
+        out.forgetting_first_per[m] = sign * (after_own - after_last)
+        out.forgetting_max_per[m] = sign * (best - after_last)
     if earlier and not out.forgetting_first_per:
         out.reasons.update(forgetting="R[s(j), j] or R[T, j] missing for every earlier modality",
                            bwt="R[s(j), j] or R[T, j] missing for every earlier modality")
@@ -178,8 +179,9 @@ def baseline_from_rows(modalities: Sequence[str], rows: Sequence[Row]) -> dict[s
     out: dict[str, float] = {}
     for j, m in enumerate(modalities):
         for row in reversed(rows):
-            if row[j] is not None:
-                out[m] = float(row[j])
+            value = row[j]
+            if value is not None:
+                out[m] = float(value)
                 break
     return out
 

@@ -10,7 +10,6 @@ value, not a span of 1e-9.
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 

@@ -4,10 +4,12 @@ behind one small interface, so every model meets the same heads and metrics."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from types import ModuleType
+from typing import Any, Sequence, cast
 
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ from medkit.api.components import Components, Create
 from medkit.storage.files import load_state_checked, load_tensors
 from medkit.models.encoder import EncoderOutput, UniversalEncoder
 from medkit.api.errors import CheckpointError, ConfigError, DataError
+from medkit.api.protocols import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,9 @@ def default_blocks(depth: int) -> list[int]:
 
 def resolve_source(ref: str) -> Path:
     """A pre-trained run directory from a path or ``hf-hub:ID`` (through ``medkit.hub.hub``)."""
+    hub: ModuleType | None
     try:
-        from medkit.hub import hub  # type: ignore[attr-defined]
+        hub = importlib.import_module("medkit.hub.hub")
     except ImportError:
         hub = None
     resolver = getattr(hub, "resolve_checkpoint", None) if hub is not None else None
@@ -102,7 +106,7 @@ class EncoderBackbone(nn.Module):
             raise ConfigError(f"the encoder has no tokenizer {tokenizer!r}")
         self.encoder = encoder
         self.tokenizer_name = tokenizer
-        tok = encoder.tokenizers[tokenizer]
+        tok = cast(Tokenizer, encoder.tokenizers[tokenizer])
         self.dims = int(tok.dims)
         self.embed_dim = int(encoder.embed_dim)
         self.depth = int(encoder.depth)
@@ -110,8 +114,8 @@ class EncoderBackbone(nn.Module):
         self.patch_size = tuple(int(p) for p in getattr(tok, "patch_size", ()))
 
     @property
-    def tokenizer(self) -> nn.Module:
-        return self.encoder.tokenizers[self.tokenizer_name]
+    def tokenizer(self) -> Tokenizer:
+        return cast(Tokenizer, self.encoder.tokenizers[self.tokenizer_name])
 
     def default_blocks(self) -> list[int]:
         return default_blocks(self.depth)
@@ -136,7 +140,7 @@ class EncoderBackbone(nn.Module):
 
     def feature_maps(self, inputs: torch.Tensor, blocks: Sequence[int]) -> list[torch.Tensor]:
         """Outputs of ``blocks`` (0-based; the last block gives the encoder output) as grids
-        ``[B, D, *grid]``, without CLS (spec §8.1)."""
+        ``[B, D, *grid]``, without CLS."""
         if self.dims == 1:
             raise ConfigError("feature maps need 2D or 3D inputs; text has no spatial grid")
         out = self.encode(inputs, add_cls=False, return_hidden=True)
@@ -178,11 +182,13 @@ class TimmBackbone(nn.Module):
                               f"are {dims}D; use the medkit encoder or a monai: network")
         import timm
 
-        base = {"pretrained": bool(pretrained), "num_classes": 0, "in_chans": int(in_chans)}
+        base: dict[str, Any] = {"pretrained": bool(pretrained), "num_classes": 0, "in_chans": int(in_chans)}
         size = [int(s) for s in img_size] if img_size else None
-        attempts = ([{"img_size": size, "dynamic_img_size": True}, {"img_size": size}] if size
-                    else [{"dynamic_img_size": True}]) + [{}]  # ViTs then take any multiple of the patch
+        attempts: list[dict[str, Any]] = ([{"img_size": size, "dynamic_img_size": True}, {"img_size": size}]
+                                          if size else [{"dynamic_img_size": True}])
+        attempts.append({})  # ViTs then take any multiple of the patch
         last: Exception | None = None
+        self.net: Any  # a timm model: num_features, forward_features... are timm's, not nn.Module's
         for extra in attempts:
             try:
                 self.net = timm.create_model(name, **base, **extra)
@@ -252,7 +258,7 @@ class MonaiBackbone(nn.Module):
             forwarded = open_kwargs and key in ("spatial_dims", "in_channels", "num_classes") and not (
                 key == "num_classes" and "out_channels" in params)
             if (key in params or forwarded) and value is not None:
-                kwargs[key] = list(value) if key == "img_size" else value
+                kwargs[key] = list(cast(Sequence[int], value)) if key == "img_size" else value
         if "dimensions" in params and "spatial_dims" not in params:
             kwargs["dimensions"] = dims
         try:

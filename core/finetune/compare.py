@@ -69,7 +69,8 @@ def read_run(run_dir: Path, components: Components) -> dict[str, Any]:
                               f"(medkit finetune --resume {run_dir}) before comparing it")
     cfg = load_config(run_dir)
     metrics = read_json(metrics_path)
-    return {"run": str(run_dir), "backbone": backbone_label(cfg, components), "spec": str(cfg["backbone"].get("name") or "medkit"),
+    return {"run": str(run_dir), "backbone": backbone_label(cfg, components),
+            "spec": str(cfg["backbone"].get("name") or "medkit"),
             "dataset": _dataset(cfg), "task": cfg["run"]["task"], "dims": int(cfg["run"]["dims"]),
             "test": {k: float(v) for k, v in metrics.get("test", {}).items() if isinstance(v, (int, float))}}
 

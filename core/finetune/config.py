@@ -1,4 +1,4 @@
-"""The config of a fine-tuning run: defaults (spec §8.1), named recipes (supplement Table 1), the
+"""The config of a fine-tuning run: defaults, named recipes (supplement Table 1), the
 pre-trained run's architecture, and ``KEY=VALUE`` overrides."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``medkit finetune``: train a task head and the encoder on labelled data (spec §8.1), keep the
+"""``medkit finetune``: train a task head and the encoder on labelled data, keep the
 checkpoint that scores best on the validation split, test it once, and write metrics and pictures.
 
 Run directory::
@@ -32,6 +32,7 @@ import torch
 from medkit.api.components import Components
 from medkit.storage import files as ck
 from medkit.storage.jsonl import append_jsonl, truncate_jsonl
+from medkit.storage.leftovers import sweep_leftovers
 from medkit.storage.lock import run_lock
 from medkit.config.compose import config_hash, to_yaml
 from medkit.config.received import received_manifest
@@ -74,8 +75,7 @@ class _Steps(torch.utils.data.Dataset):
         return batch
 
 
-def _fusion_cnn(cfg: dict[str, Any], backbone: torch.nn.Module, pretrained: bool, components: Components
-                ) -> dict[str, Any]:
+def _fusion_cnn(cfg: dict[str, Any], backbone: Any, pretrained: bool, components: Components) -> dict[str, Any]:
     """``{"fusion_cnn": DeSD's ResUNet}`` for ``task.fusion=desd:PATH`` (supplement D), else ``{}``."""
     from medkit.finetune.external import build_fusion_cnn, parse_spec
 
@@ -183,17 +183,21 @@ class Finetuner:
         ck.atomic_write_text(metrics / "val.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
         final = self.run_dir / CHECKPOINT_DIR
         tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.run_dir))
-        ck.save_tensors(tmp / "model.safetensors", s.model.state_dict(), metadata=self._metadata())
-        ck.save_optimizer(tmp, opt)
-        ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
         pending, previous = self.run_dir / BEST_PENDING, ck.recover_directory(final)
-        if pending.exists():
-            ck.atomic_link(pending, tmp / BEST_FILE)
-        elif previous is not None and (previous / BEST_FILE).exists():
-            ck.atomic_link(previous / BEST_FILE, tmp / BEST_FILE)
-        ck.atomic_write_json(tmp / "trainer.json", {"step": self.step, "best": self.best, "finished": finished,
-                                                    "history": self.history})
-        ck.swap_directory(tmp, final)
+        try:
+            ck.save_tensors(tmp / "model.safetensors", s.model.state_dict(), metadata=self._metadata())
+            ck.save_optimizer(tmp, opt)
+            ck.save_tensors(tmp / "rng.safetensors", ck.rng_state())
+            if pending.exists():
+                ck.atomic_link(pending, tmp / BEST_FILE)
+            elif previous is not None and (previous / BEST_FILE).exists():
+                ck.atomic_link(previous / BEST_FILE, tmp / BEST_FILE)
+            ck.atomic_write_json(tmp / "trainer.json", {"step": self.step, "best": self.best,
+                                                        "finished": finished, "history": self.history})
+            ck.swap_directory(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed checkpoint (full disk) leaves no staging copy
+            raise
         if (final / BEST_FILE).exists():
             ck.atomic_link(final / BEST_FILE, self.run_dir / BEST_FILE)
         pending.unlink(missing_ok=True)
@@ -304,6 +308,10 @@ class Finetuner:
     def _run(self) -> dict[str, Any]:
         cfg, tr, oc = self.cfg, self.settings.trainer, self.settings.optim
         fresh, done = self._prepare()
+        if done is None:  # what an interrupted write or checkpoint left (never in a finished run)
+            sweep_leftovers(self.run_dir, folders=(r"\.checkpoint-[^/]+",) + (
+                (rf"{CHECKPOINT_DIR}\.old",) if (self.run_dir / CHECKPOINT_DIR).is_dir() else ()),
+                places=("", "metrics", CHECKPOINT_DIR))
         if done is not None:
             return done
         if fresh:
@@ -315,7 +323,8 @@ class Finetuner:
                 if callable(getattr(tok, "save_pretrained", None)):
                     tok.save_pretrained(self.run_dir / "tokenizers" / name)
         params = [p for p in s.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay)
+        betas = (float(oc.betas[0]), float(oc.betas[1]))
+        opt = torch.optim.AdamW(params, lr=oc.lr, betas=betas, weight_decay=oc.weight_decay)
         finished = False if fresh else self._restore(s, opt)
         if fresh:
             ck.atomic_write_json(self.run_dir / "manifest.json", self._manifest(s, False))

@@ -111,7 +111,8 @@ def card_metadata(*, arch: Mapping[str, Any], manifest: Mapping[str, Any], licen
     trunk = arch.get("trunk", {})
     results = eval_results(matrices or {}, objectives=objectives_of(arch)) if repo_id else []
     return ModelCardData(
-        library_name="medkit", license=check_license(license), tags=list(dict.fromkeys([*BASE_TAGS, *modalities, strategy])),
+        library_name="medkit", license=check_license(license),
+        tags=list(dict.fromkeys([*BASE_TAGS, *modalities, strategy])),
         pipeline_tag="feature-extraction", base_model=base_model_of(manifest),
         model_name=repo_id.split("/")[-1] if repo_id and results else None, eval_results=results or None,
         medkit={"format": int(arch.get("format", 1)), "strategy": strategy, "modalities": modalities,

@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,11 +104,11 @@ def _medkit_version() -> str:
         return "0"
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def _transport_errors() -> tuple[type[Exception], ...]:
     """Network errors of whichever HTTP client this huggingface_hub uses (httpx2, httpx, requests)."""
     import importlib
 
-    found: list[type[BaseException]] = []
+    found: list[type[Exception]] = []
     for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
         try:
             found.append(getattr(importlib.import_module(module), name))
@@ -123,7 +123,7 @@ def _redact(text: str) -> str:
         from huggingface_hub import get_token
 
         token = get_token()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no readable token store: nothing to redact
         token = None
     return text.replace(token, "<token>") if token else text
 
@@ -188,12 +188,14 @@ def _download(repo_id: str, revision: str | None, local_dir: str | os.PathLike[s
 
     where = f"hf-hub:{repo_id}" + (f"@{revision}" if revision else "")
     log.info("fetching %s from %s", where, hub_endpoint())
+    failed: tuple[type[Exception], ...] = (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError,
+                                               *_transport_errors())
     try:
         path = snapshot_download(repo_id, revision=revision, repo_type="model", endpoint=hub_endpoint(),
-                                 cache_dir=hub_cache_dir(), local_dir=local_dir,
+                                 cache_dir=hub_cache_dir(), local_dir=None if local_dir is None else str(local_dir),
                                  allow_patterns=PULL_PATTERNS, library_name="medkit",
                                  library_version=_medkit_version(), etag_timeout=_etag_timeout())
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError, *_transport_errors()) as exc:
+    except failed as exc:
         raise _hub_error(exc, f"cannot fetch {where}", repo_id=repo_id, revision=revision) from exc
     return Path(path)
 
@@ -359,8 +361,8 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
     state = ck.load_tensors(root / MODEL_FILE)
     source_tokenizers = {u["tokenizer"] for u in arch["uses"].values()}
     source_heads = set(arch["uses"])
-    fresh = {f"heads.{m}." for m in model.heads.keys() if m not in source_heads}
-    fresh |= {f"encoder.tokenizers.{t}." for t in model.encoder.tokenizers.keys() if t not in source_tokenizers}
+    fresh = {f"heads.{m}." for m in model.heads if m not in source_heads}
+    fresh |= {f"encoder.tokenizers.{t}." for t in model.encoder.tokenizers if t not in source_tokenizers}
     dropped = {f"heads.{m}." for m in source_heads if m not in model.heads}
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in dropped)}

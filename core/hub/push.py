@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.api.components import Components
-from medkit.api.errors import CheckpointError, ConfigError
+from medkit.api.errors import ConfigError
 from medkit.hub.hub import (LOCAL_PREFIX, _hub_error, _medkit_version, _transport_errors, check_repo_id, hub_endpoint,
                             load_pretrained)
 from medkit.hub.publish import prepare_push
@@ -61,12 +61,13 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
 
     api = HfApi(endpoint=hub_endpoint(), library_name="medkit", library_version=_medkit_version())
     branch = revision or "main"
+    failed: tuple[type[Exception], ...] = (HfHubHTTPError, OSError, ValueError, *_transport_errors())
     try:  # the token first: a missing or refused one must not wait for the work below
         user = api.whoami().get("name", "?")
     except LocalTokenNotFoundError:
         raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before "
                           "`medkit push`") from None
-    except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
+    except failed as exc:
         raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}: the token check (whoami) failed; "
                          f"set HF_TOKEN or run `hf auth login`", repo_id=repo_id) from exc
     # Refuse early a run that would not rebuild on the other side.
@@ -91,7 +92,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
         except LocalTokenNotFoundError:
             raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before "
                               "`medkit push`") from None
-        except (HfHubHTTPError, OSError, ValueError, *_transport_errors()) as exc:
+        except failed as exc:
             raise _hub_error(exc, f"cannot push {run_dir} to {repo_id}", repo_id=repo_id) from exc
     return PushResult(repo_id=repo_id, revision=branch, commit=info.oid, url=str(url), files=sorted(files),
                       deleted=stale)

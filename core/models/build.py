@@ -69,7 +69,7 @@ def build_model(cfg: dict[str, Any], *, create: Create, modalities: Sequence[str
         if name in tokenizers:
             continue
         params = dict(cfg["tokenizer"].get(name, {}))
-        if legacy:  # the reference numerics need every tokenizer in its legacy mode (spec §10.1)
+        if legacy:  # the reference numerics need every tokenizer in its legacy mode
             if "legacy" not in params:
                 raise ConfigError(f"encoder.legacy=true needs tokenizers with a legacy mode; tokenizer {name!r} "
                                   f"(modality {m}) has none; set encoder.legacy=false")
@@ -140,7 +140,7 @@ def compile_backend(value: Any, *, where: str = "") -> str | None:
     name = "inductor" if value is True or str(value).lower() == "true" else str(value)
     try:
         compiled_block_call(name)  # torch.compile looks the backend up here (nothing runs yet)
-    except Exception as exc:  # torch._dynamo.exc.InvalidBackend and what a broken backend raises
+    except Exception as exc:  # noqa: BLE001 - InvalidBackend and whatever a broken backend raises
         import torch._dynamo
 
         known = ", ".join(sorted(set(torch._dynamo.list_backends()) | {"aot_eager", "eager"}))

@@ -1,10 +1,10 @@
-"""The shared transformer trunk (spec §1) with one tokenizer per dimensionality."""
+"""The shared transformer trunk with one tokenizer per dimensionality."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from medkit.api.errors import ConfigError
 from medkit.models.legacy import legacy_text_attention_mask
 from medkit.models.masking import gather_tokens
 
-#: Trunk shapes per preset. ``base`` is ViT-B (85,072,896 trunk parameters, spec §1.1).
+#: Trunk shapes per preset. ``base`` is ViT-B (85,072,896 trunk parameters).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"depth": 4, "embed_dim": 192, "num_heads": 3, "mlp_ratio": 4.0},
     "small": {"depth": 12, "embed_dim": 384, "num_heads": 6, "mlp_ratio": 4.0},
@@ -210,7 +210,7 @@ def block_call(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None
     return block(x, attn_mask=attn_mask)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_block_call(backend: str) -> Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """:func:`block_call` through ``torch.compile(backend=...)``: one compiled function for every block
     (regional compilation; the blocks' parameters are its inputs), never bound to a module, so a
@@ -227,11 +227,11 @@ class UniversalEncoder(nn.Module):
     Args:
         tokenizers: tokenizer modules by name (``patch_3d``, ``text_1d``...).
         depth, embed_dim, num_heads, mlp_ratio: trunk shape (see :data:`PRESETS`).
-        drop_path: stochastic-depth rate, the same for every block (spec §1.1).
+        drop_path: stochastic-depth rate, the same for every block.
         layer_scale_init: initial LayerScale value (1e-3 in MedCoSS).
         final_norm: add a LayerNorm after the last block (MedCoSS has none).
         legacy: attend to padded tokens (text) as the reference does: causal AND padding, additive
-            -10000, with its batch-scrambled mask layout (spec §10.1 items 1-2,
+            -10000, with its batch-scrambled mask layout (
             :func:`medkit.models.legacy.legacy_text_attention_mask`). Images get no mask either way.
     """
 
@@ -294,7 +294,8 @@ class UniversalEncoder(nn.Module):
     def trunk_linear_weights(self) -> dict[str, nn.Parameter]:
         """The ``weight`` of every ``nn.Linear`` of the trunk's blocks, by parameter name (what PackNet
         prunes)."""
-        return {f"blocks.{n}.weight": m.weight for n, m in self.blocks.named_modules() if isinstance(m, nn.Linear)}
+        return {f"blocks.{n}.weight": cast(nn.Parameter, m.weight) for n, m in self.blocks.named_modules()
+                if isinstance(m, nn.Linear)}
 
     def tokenize(self, tokenizer: str, inputs: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> Tokens:

@@ -1,4 +1,4 @@
-"""The reference MedCoSS numerics behind ``encoder.legacy`` (spec §10.1 items 1, 2, 6, 7).
+"""The reference MedCoSS numerics behind ``encoder.legacy``.
 
 Only the official weights need these: a converted checkpoint (``medkit convert medcoss``) gives the
 official model's features when its encoder and tokenizers run in legacy mode. The corrected model
@@ -12,7 +12,7 @@ from torch import nn
 
 from medkit.api.errors import ConfigError, DataError
 
-#: Additive score of a masked key, as the reference's ``(1 - m) * -10000`` (spec §2.1).
+#: Additive score of a masked key, as the reference's ``(1 - m) * -10000``.
 MASK_VALUE = -10000.0
 #: Rows of the temporal table of the reference's ``Divide_ST_POS`` (Uni-Perceiver ``MAX_FRAMES``).
 TEMPORAL_ROWS = 8
@@ -22,11 +22,11 @@ def legacy_text_attention_mask(padding_mask: torch.Tensor, num_heads: int,
                                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The reference text attention mask, batch-scrambled layout included: ``[B, H, L, L]`` additive.
 
-    The reference builds ``m[b, i, j] = (j <= i) * real[b, j]`` (causal AND padding, spec §2.1),
+    The reference builds ``m[b, i, j] = (j <= i) * real[b, j]`` (causal AND padding),
     turns it into ``(1 - m) * -10000`` of shape ``[B, L, L]``, and hands
     ``mask.repeat(H, 1, 1)`` (``[B·H, L, L]``) to ``nn.MultiheadAttention``, which reads row
     ``b·H + h`` for head ``h`` of sample ``b``. Row ``n`` of the repeat is sample ``n mod B``, so
-    head ``h`` of sample ``b`` gets the padding of sample ``(b·H + h) mod B`` (spec §10.1-1). Viewing
+    head ``h`` of sample ``b`` gets the padding of sample ``(b·H + h) mod B``. Viewing
     the repeat as ``[B, H, L, L]`` reproduces exactly that. With ``B = 1`` (or the same padding in
     every sample) it is the plain causal + padding mask.
 
@@ -50,13 +50,13 @@ def padding_source(sample: int, head: int, *, batch: int, num_heads: int) -> int
 
 
 class FlatPositions(nn.Module):
-    """The reference ``Divide_ST_POS`` table (spec §2.2): ``spatial[i] + temporal[t]``.
+    """The reference ``Divide_ST_POS`` table: ``spatial[i] + temporal[t]``.
 
     ``i`` is the flattened row-major patch index ``0..N-1`` (not grid-aware: a 32×32 grid reuses
-    rows of a 14×14 one for other places, spec §10.1-7). ``t`` is drawn once per forward for the
+    rows of a 14×14 one for other places). ``t`` is drawn once per forward for the
     whole batch from the global torch RNG, uniform in ``[0, 7]``, in ``train()`` mode — with the
-    reference's exact call, so the same seed gives the same ``t`` — and is 0 in ``eval()`` mode
-    (spec §10.1-6). Both tables keep PyTorch's ``nn.Embedding`` N(0, 1) init, as the reference.
+    reference's exact call, so the same seed gives the same ``t`` — and is 0 in ``eval()`` mode.
+    Both tables keep PyTorch's ``nn.Embedding`` N(0, 1) init, as the reference.
 
     Args:
         rows: rows of the spatial table (``(512/16)²`` = 1024 in 2D, ``(256/16)³`` = 4096 in 3D).
@@ -87,7 +87,7 @@ class FlatPositions(nn.Module):
         """Positions of ``num_tokens`` tokens, ``[1, N, D]``."""
         if num_tokens > self.rows:
             raise DataError(f"tokenizer {self.name} (legacy): the input gives {num_tokens} tokens but the flat "
-                            f"position table has {self.rows} rows (spec §10.1-7); use smaller inputs or "
+                            f"position table has {self.rows} rows; use smaller inputs or "
                             f"raise tokenizer.{self.name}.legacy_position_rows")
         temporal = self.temporal(self.temporal_index(device)).unsqueeze(1).to(dtype)  # [1, 1, D]
         index = torch.arange(num_tokens, dtype=torch.long, device=device)

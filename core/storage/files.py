@@ -64,24 +64,50 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
 
 
+def _same_inode(a: str | Path, b: str | Path) -> bool:
+    """Whether the names ``a`` and ``b`` (links not followed) are one file; ``False`` if either is missing."""
+    try:
+        x, y = os.lstat(a), os.lstat(b)
+    except FileNotFoundError:
+        return False
+    return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+
+
+def _replace(tmp: str, path: Path) -> None:
+    """``os.replace(tmp, path)``, also when both names are hard links to one inode: POSIX ``rename``
+    then does nothing and both names stay, so ``tmp`` is removed (``path`` already names the file)."""
+    os.replace(tmp, path)
+    if _same_inode(tmp, path):
+        os.unlink(tmp)
+
+
+def _discard(tmp: str) -> None:
+    """Remove a temp file on a failure path without hiding the failure itself."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
 def _swap_in(path: Path, fill: Callable[[int, str], None]) -> None:
     """``fill(fd, tmp)`` a temp file beside ``path``, then rename it over ``path`` and fsync the
     folder: readers see the old file or the new one, never a torn one. An ``OSError`` becomes the
-    :func:`write_error` that names the path; the temp file never stays behind."""
+    :func:`write_error` that names the path; the temp file never stays behind (on any exception,
+    and when the rename had nothing to do because both names were one inode)."""
     path = Path(path)
     existed = path.exists()
     tmp: str | None = None
     try:
         fd, tmp = _temp_beside(path)
         fill(fd, tmp)
-        os.replace(tmp, path)
+        _replace(tmp, path)
         tmp = None
         _fsync_dir(path.parent)
     except OSError as exc:
         raise write_error(path, exc, existed=existed) from exc
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None:
+            _discard(tmp)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -103,6 +129,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_link(source: Path, path: Path) -> None:
     """Make ``path`` the same file as ``source`` (a hard link swapped in atomically; a copy where the
     file system has no hard links). Safe because medkit never rewrites a file in place."""
+    if _same_inode(source, path):
+        return  # already that file (a rename onto its own inode would leave the temp name behind)
+
     def fill(fd: int, tmp: str) -> None:
         os.close(fd)
         os.unlink(tmp)
@@ -123,6 +152,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj: Any, *, allow_nan: bool = True) -> None:
     """``obj`` as indented JSON; ``allow_nan=False`` refuses NaN/inf (strict JSON, ``ValueError``)."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=allow_nan) + "\n")
+
+
+def atomic_write_file(path: Path, write: Callable[[str], None]) -> None:
+    """Let ``write(name)`` write ``path``'s content to a temp file beside it (for a library that writes by
+    file name and streams, such as safetensors' ``save_file``), then fsync and rename it over ``path``.
+
+    Raises:
+        CheckpointError: the write failed (see :func:`atomic_write_bytes`); the temp file is removed.
+    """
+    def fill(fd: int, tmp: str) -> None:
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+
+    _swap_in(path, fill)
 
 
 def read_json(path: Path) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,3 +131,53 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
     if new != data:
         atomic_write_bytes(path, new)
     return len(kept)
+
+
+def _row_key(record: dict[str, Any]) -> tuple[int, int] | None:
+    """A step row's position: ``(stage, step)`` (``stage`` 0 when the log has none)."""
+    stage, step = record.get("stage", 0), record.get("step")
+    if isinstance(stage, int) and isinstance(step, int):
+        return stage, step
+    return None
+
+
+def _torn_where(fragment: bytes, records: list[dict[str, Any]]) -> str:
+    """Which step a torn tail held: read from the fragment where it got that far, else the step after
+    the last complete row."""
+    stage = re.search(rb'"stage":\s*(\d+)', fragment)
+    step = re.search(rb'"step":\s*(\d+)', fragment)
+    if step is not None:
+        return (f"stage {int(stage.group(1))} " if stage else "") + f"step {int(step.group(1))}"
+    last = records[-1] if records else None
+    if last is None:
+        return "the first step"
+    return "the step after " + (f"stage {last['stage']} " if "stage" in last else "") + f"step {last.get('step')}"
+
+
+def complete_lines(path: Path, data: bytes, *, before: dict[str, Any] | None = None) -> bytes:
+    """The part of log ``data`` (the bytes of ``path``) that new rows may follow: every complete line,
+    byte for byte, so nothing is ever glued onto a fragment, lost or repeated.
+
+    A torn tail (bytes after the last newline) is cut with a warning naming the step it held; rows at
+    or after ``before``'s ``(stage, step)`` — the first row about to be appended — are cut with a
+    warning (they would otherwise appear twice).
+
+    Raises:
+        CheckpointError: a line before the tail is not a JSON object (naming the file and the line).
+    """
+    records, raws, torn = _parse(Path(path), data)
+    if torn is not None:
+        log.warning("%s: cut a torn last line (%d bytes at byte %d) that held %s, left by an interrupted write; "
+                    "that row is lost, %d complete row(s) kept", path, len(data) - torn, torn,
+                    _torn_where(data[torn:], records), len(records))
+    first = _row_key(before) if before is not None else None
+    if first is not None:
+        keep = len(records)
+        while keep and (key := _row_key(records[keep - 1])) is not None and key >= first:
+            keep -= 1
+        if keep < len(records):
+            log.warning("%s: %d row(s) from stage %d step %d on were already logged; the new rows replace them",
+                        path, len(records) - keep, *first)
+            raws = raws[:keep]
+    out = b"".join(raw + b"\n" for raw in raws)
+    return data if out == data else out

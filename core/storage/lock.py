@@ -149,8 +149,8 @@ def run_lock(run_dir: str | os.PathLike[str], command: str, *, read_only: bool =
     key = os.path.realpath(run_dir)
     with _guard:
         if key in _held:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth + 1)
+            held_fd, depth = _held[key]
+            _held[key] = (held_fd, depth + 1)
             nested = True
         else:
             nested = False
@@ -160,8 +160,8 @@ def run_lock(run_dir: str | os.PathLike[str], command: str, *, read_only: bool =
         finally:
             with _guard:
                 if key in _held:
-                    fd, depth = _held[key]
-                    _held[key] = (fd, depth - 1)
+                    held_fd, depth = _held[key]
+                    _held[key] = (held_fd, depth - 1)
         return
     fd = _acquire(run_dir, command, read_only)
     if fd is None:

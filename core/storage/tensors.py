@@ -159,7 +159,7 @@ def scan_tensors_file(path: Path, *, root: Path | None = None) -> dict[str, Any]
                 check_finite({name: fh.get_tensor(name)}, source=str(path))
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own, unexported error types
+    except Exception as exc:  # safetensors raises its own, unexported error types
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); it is corrupted or "
                               f"truncated — re-download or re-create it") from exc
     return header

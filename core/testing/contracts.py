@@ -211,6 +211,7 @@ class StrategyContract:
         assert isinstance(strategy, Strategy), f"{self.name}: not a Strategy (subclass BaseStrategy)"
         assert 0.0 <= float(strategy.min_current_fraction) <= 1.0
 
+    @pytest.mark.slow  # runs a two-stage pre-training
     def test_each_stage_trains_on_its_own_data_and_runs_reproduce(self, tmp_path: Path) -> None:
         import json
 
@@ -234,6 +235,7 @@ class StrategyContract:
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "same seed, same weights"
         assert (runs[0] / "metrics" / "matrix.csv").read_text() == (runs[1] / "metrics" / "matrix.csv").read_text()
 
+    @pytest.mark.slow  # runs a two-stage pre-training
     def test_two_stage_run_writes_matrix(self, tmp_path: Path) -> None:
         from medkit.eval.matrices import read_matrix
 
@@ -245,6 +247,7 @@ class StrategyContract:
         assert rows[-1][0] is not None and rows[-1][1] is not None
         assert (run / "model.safetensors").exists() and (run / "manifest.json").exists()
 
+    @pytest.mark.slow  # runs a two-stage pre-training
     def test_state_round_trips(self, tmp_path: Path) -> None:
         import json
 

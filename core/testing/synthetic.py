@@ -43,9 +43,8 @@ class SyntheticDataset(TrainViewMixin):
             x[..., half:, :] += 1.0
         else:
             x[..., :half, :] += 1.0
-        if self.train and seed is not None:
-            if torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5:
-                x = x.flip(-1)
+        if self.train and seed is not None and torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5:
+            x = x.flip(-1)
         return {"input": x, "id": self.ids[index], "label": self.labels[index]}
 
 
@@ -114,13 +113,10 @@ def use_synthetic_host() -> Any:
     from medkit.registry import reset_host
     from medkit.registry.host import PluginHost
 
-    import medkit.config.compose as config
-
     eps = [ep for ep in md.entry_points(group="medkit")]
     eps.append(md.EntryPoint(name="synthetic", value="medkit.testing.synthetic", group="medkit"))
     host = PluginHost(eps)
     reset_host(host)
-    config._STORE = None
     return host
 
 
@@ -133,7 +129,6 @@ def run_synthetic(run_dir: Path, strategy: str, modalities: tuple[str, ...] = ("
     from medkit.config.compose import Selection, compose
     from medkit.engine.engine import Engine
     from medkit.api.progress import NullReporter
-    from medkit.registry import get_host
 
     previous = os.environ.get("MEDKIT_DEMO_DIR")
     if demo_dir is not None:

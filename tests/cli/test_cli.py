@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from medkit.storage.files import load_tensors
+from medkit.storage.jsonl import read_jsonl
 
 from ..conftest import make_dist, run_cli
 
@@ -63,6 +64,7 @@ def test_plugins_list_json_does_not_import_torch():
     assert all({"distribution", "version", "provides", "error"} <= set(p) for p in data["plugins"])
 
 
+@pytest.mark.slow
 def test_unknown_modality_is_one_line_naming_known(synth_env):
     out = run_cli("run", "--modality", "nope", "--strategy", "sequential", env=synth_env)
     assert out.returncode != 0
@@ -71,12 +73,14 @@ def test_unknown_modality_is_one_line_naming_known(synth_env):
     assert "unknown modality 'nope'" in lines[0] and "synth_a" in lines[0]
 
 
+@pytest.mark.slow
 def test_bad_override_is_one_line(synth_env):
     out = run_cli("config", "show", "--modality", "synth_a", "optim.lrr=3", env=synth_env)
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
     assert "did you mean optim.lr" in out.stderr
 
 
+@pytest.mark.slow
 def test_config_show_composes_overrides(synth_env):
     out = run_cli("config", "show", "--modality", "synth_a", "--preset", "tiny", "optim.lr=0.5", env=synth_env)
     assert out.returncode == 0, out.stderr
@@ -88,6 +92,7 @@ def _run_args(run_dir, steps=8):
             "--max-steps", str(steps), "--run-dir", str(run_dir), *SMALL, "trainer.checkpoint_every=3"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, synth_env):
     full = run_cli(*_run_args(tmp_path / "full"), env=synth_env)
     assert full.returncode == 0, full.stderr
@@ -104,12 +109,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, synth_env):
     b = load_tensors(tmp_path / "crash" / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = (tmp_path / "crash" / "metrics" / "steps.jsonl").read_text().splitlines()
+    steps = read_jsonl(tmp_path / "crash" / "metrics" / "steps.jsonl")  # no torn or glued line
     assert len(steps) == 16, "no step is lost or logged twice"
+    assert len({(s["stage"], s["step"]) for s in steps}) == 16
     assert (tmp_path / "full" / "metrics" / "matrix.csv").read_text() == \
         (tmp_path / "crash" / "metrics" / "matrix.csv").read_text()
 
 
+@pytest.mark.slow
 def test_broken_plugins_are_reported_and_isolated(tmp_path, synth_env):
     site = tmp_path / "broken"
     make_dist(site / "a", "medkit-plugin-boom", "boomplug", "raise ImportError('missing dependency xyz')")
@@ -158,6 +165,7 @@ def test_broken_plugins_are_reported_and_isolated(tmp_path, synth_env):
     assert future.returncode != 0 and "medkit-plugin-future" in future.stderr
 
 
+@pytest.mark.slow
 def test_nproc_per_node_two_on_cpu(tmp_path, synth_env):
     out = run_cli("run", "--modality", "synth_a", "--strategy", "sequential", "--preset", "tiny",
                   "--max-steps", "4", "--run-dir", str(tmp_path / "ddp"), "--nproc-per-node", "2", *SMALL,
@@ -177,6 +185,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_localhost_meet_through_c10d(tmp_path, synth_env):
     """Two "nodes" (one process each) on 127.0.0.1: one run, written once, by global rank 0."""
     import os
@@ -196,6 +205,7 @@ def test_two_nodes_on_localhost_meet_through_c10d(tmp_path, synth_env):
     assert len(steps) == 3, "one writer: every step logged once"
 
 
+@pytest.mark.slow
 def test_resume_under_another_world_size_keeps_the_global_batch(tmp_path, synth_env):
     crashed = run_cli(*_run_args(tmp_path / "r", steps=6), env={**synth_env, "CRASH_AT": "1:5"})
     assert crashed.returncode == -9
@@ -204,10 +214,11 @@ def test_resume_under_another_world_size_keeps_the_global_batch(tmp_path, synth_
     assert "keep the global batch of 4" in resumed.stderr
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["finished"] is True and manifest["world_size"] == 2
-    steps = [json.loads(x) for x in (tmp_path / "r" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    steps = read_jsonl(tmp_path / "r" / "metrics" / "steps.jsonl")
     assert [(s["stage"], s["step"]) for s in steps] == [(1, i) for i in range(1, 7)] + [(2, i) for i in range(1, 7)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy,extra", [("sequential", []), ("rehearsal", ["strategy.mixup=false"])])
 def test_two_ranks_of_b_equal_one_rank_of_2b(tmp_path, synth_env, strategy, extra):
     """DDP (bucketed all-reduce) and per-sample randomness keyed by the global batch: the weights do
@@ -231,6 +242,7 @@ def test_two_ranks_of_b_equal_one_rank_of_2b(tmp_path, synth_env, strategy, extr
     assert moved < 2e-5
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_directory_one_runs_the_other_is_refused(tmp_path, synth_env):
     import os
 

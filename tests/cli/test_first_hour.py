@@ -45,6 +45,7 @@ def test_non_zero_ranks_log_warnings_only():
     assert "an info line of the run" in _run({"RANK": "0"})
 
 
+@pytest.mark.slow
 def test_data_inspect_summarises_texts_in_one_line():
     out = run_cli("data", "inspect", "--modality", "report")
     assert out.returncode == 0, out.stderr

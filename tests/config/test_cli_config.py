@@ -79,6 +79,7 @@ def _one_line(out, *needles: str) -> str:
     ("optim.lr=fast", ["optim.lr", "'fast'", "float"]),
     ("trainer.nope=1", ["trainer.nope", "no config key"]),
 ])
+@pytest.mark.slow
 def test_run_refuses_a_bad_typed_override_before_any_run_directory(tmp_path: Path, override: str,
                                                                    needles: list[str]) -> None:
     out = run_cli("run", "--modality", "ct", "--strategy", "sequential", override, cwd=tmp_path)
@@ -86,6 +87,7 @@ def test_run_refuses_a_bad_typed_override_before_any_run_directory(tmp_path: Pat
     assert not (tmp_path / "runs").exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_config_show_prints_the_typed_sections(synth_env: dict[str, str]) -> None:
     out = run_cli("config", "show", "--modality", "synth_a", "--preset", "tiny", "trainer.max_steps=5", env=synth_env)
     assert out.returncode == 0, out.stderr
@@ -101,6 +103,7 @@ def _plant(run: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+@pytest.mark.slow
 def test_resume_never_resolves_an_interpolation(run_copy: Path, synth_env: dict[str, str], tmp_path: Path) -> None:
     _plant(run_copy, "device: auto", "device: ${oc.env:MEDKIT_TEST_SECRET}")
     before = {p: p.lstat().st_mtime_ns for p in run_copy.rglob("*")}
@@ -112,6 +115,7 @@ def test_resume_never_resolves_an_interpolation(run_copy: Path, synth_env: dict[
     assert {p: p.lstat().st_mtime_ns for p in run_copy.rglob("*")} == before, "the run directory is untouched"
 
 
+@pytest.mark.slow
 def test_resume_names_the_file_of_a_malformed_config(run_copy: Path, synth_env: dict[str, str]) -> None:
     _plant(run_copy, "trainer:", "trainer: [")
     line = _one_line(run_cli("run", "--resume", str(run_copy), env=synth_env), str(run_copy / "config.yaml"),
@@ -119,6 +123,7 @@ def test_resume_names_the_file_of_a_malformed_config(run_copy: Path, synth_env: 
     assert "<unicode string>" not in line
 
 
+@pytest.mark.slow
 def test_resume_refuses_unsafe_overrides_listing_the_allowed(run_copy: Path, synth_env: dict[str, str]) -> None:
     line = _one_line(run_cli("run", "--resume", str(run_copy), "encoder.depth=3", env=synth_env),
                      "encoder.depth cannot change on resume", "allowed: optim.lr, optim.min_lr, trainer.max_steps")
@@ -128,6 +133,7 @@ def test_resume_refuses_unsafe_overrides_listing_the_allowed(run_copy: Path, syn
     _one_line(run_cli("run", "--resume", str(run_copy), "--modality", "synth_a", env=synth_env), "--modality")
 
 
+@pytest.mark.slow
 def test_resume_applies_safe_overrides_and_hands_them_to_the_engine(run_copy: Path, synth_env: dict[str, str],
                                                                    tmp_path: Path) -> None:
     record = tmp_path / "rec.json"
@@ -141,6 +147,7 @@ def test_resume_applies_safe_overrides_and_hands_them_to_the_engine(run_copy: Pa
     assert manifest["finished"] is True and manifest.get("resume_overrides") == applied
 
 
+@pytest.mark.slow
 def test_finetune_from_and_evaluate_never_resolve_an_interpolation(run_copy: Path, synth_env: dict[str, str],
                                                                    tmp_path: Path) -> None:
     _plant(run_copy, "preset: tiny", "preset: ${oc.env:MEDKIT_TEST_SECRET}")

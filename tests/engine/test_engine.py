@@ -5,6 +5,7 @@ from __future__ import annotations
 from medkit.registry import get_host
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -15,7 +16,9 @@ from medkit.testing.synthetic import run_synthetic
 
 
 def _steps(run):
-    return [json.loads(line) for line in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
+    from medkit.storage.jsonl import read_jsonl
+
+    return read_jsonl(run / "metrics" / "steps.jsonl")  # medkit's own reader: no torn or glued line
 
 
 def test_sequential_two_stages(tmp_path):
@@ -35,7 +38,9 @@ def test_sequential_two_stages(tmp_path):
     for name in ("model.safetensors", "manifest.json", "metrics", "checkpoint", "config.json"):
         assert (run / name).is_symlink() and (run / name).resolve().parent == current, \
             f"{name} is read through the current generation"
-    assert current.parent == (run / "generations").resolve() and len(list(current.parent.iterdir())) == 2
+    assert current.parent == (run / "generations").resolve()
+    assert sorted(p.name for p in current.parent.iterdir()) == ["g-00000002", "g-00000003", "run.json"], \
+        "the newest keep_checkpoints=2 generations and the run's identity; no staging or temp file"
     state = load_tensors(run / "model.safetensors")
     assert any(k.startswith("encoder.blocks.") for k in state)
     assert any(k.startswith("heads.synth_a.") for k in state) and any(k.startswith("heads.synth_b.") for k in state)
@@ -107,13 +112,17 @@ def test_resume_cleans_what_a_crash_left_and_a_finished_run_stays_as_it_is(tmp_p
     staging = run / "generations" / ".staging-crashed"
     staging.mkdir()
     (staging / "model.safetensors").write_bytes(b"half")
-    uncommitted = run / "generations" / "g-00000099"
-    uncommitted.mkdir()
-    before = {p.name: p.read_bytes() for p in (run / "metrics").iterdir()}
     current = (run / "current").resolve()
+    ident = json.loads((current / "generation.json").read_text())
+    uncommitted = run / "generations" / f"g-{ident['generation'] + 1:08d}"  # renamed into place, never committed
+    shutil.copytree(current, uncommitted)
+    (uncommitted / "generation.json").write_text(json.dumps({**ident, "generation": ident["generation"] + 1}))
+    unknown = run / "generations" / "g-00000099"  # no identity: not provably this run's, so never deleted
+    unknown.mkdir()
+    before = {p.name: p.read_bytes() for p in (run / "metrics").iterdir()}
     with caplog.at_level("INFO"):
         Engine(load_config(run), run, components=get_host(), reporter=NullReporter(), resume=True).run()
-    assert not staging.exists() and not uncommitted.exists()
+    assert not staging.exists() and not uncommitted.exists() and unknown.is_dir()
     assert "already finished" in caplog.text
     assert (run / "current").resolve() == current
     assert {p.name: p.read_bytes() for p in (run / "metrics").iterdir()} == before

@@ -42,6 +42,7 @@ def _builders(where: Path) -> dict[str, set[int]]:
     return out
 
 
+@pytest.mark.slow
 def test_two_workers_serve_every_stage_and_give_the_losses_of_no_workers(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     demo = tmp_path / "demo"
@@ -58,6 +59,7 @@ def test_two_workers_serve_every_stage_and_give_the_losses_of_no_workers(tmp_pat
     assert [s["loss"] for s in s2] == [s["loss"] for s in s0]
 
 
+@pytest.mark.slow
 def test_resume_mid_stage_with_workers_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from medkit.api.progress import NullReporter
     from medkit.engine.engine import Engine, load_config

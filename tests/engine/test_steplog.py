@@ -37,6 +37,7 @@ def _record_step_events(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_synced_every_seven_steps_logs_what_every_step_sync_logs(tmp_path, monkeypatch):
     """log_every=1 reads every step's loss at once (the old per-step float()); log_every=7 reads them
     in bursts, with a checkpoint (and its flush) at step 4 in between: the same rows, keys in the same
@@ -158,6 +159,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_rank_stops_every_rank(tmp_path):
     """Both ranks raise at the same sync point (no rank is left waiting in a collective): the rank
     that saw the NaN names its samples, the other says another rank's loss was not finite."""

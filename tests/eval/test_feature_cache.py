@@ -133,6 +133,7 @@ def _encoded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, int]]:
     return seen
 
 
+@pytest.mark.slow
 def test_the_probes_reuse_the_buffers_features_with_the_same_results(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     demo = tmp_path / "demo"

@@ -58,6 +58,7 @@ def test_timm_backbone_pooled_and_maps() -> None:
         TimmBackbone("vit_tiny_patch16_224", dims=3, in_chans=1, img_size=None)
 
 
+@pytest.mark.slow
 def test_external_backbones_finetune_through_the_same_task(medkit, tmp_path: Path) -> None:
     quick = ["trainer.batch_size=4", "trainer.val_every=1", "trainer.max_eval_samples=3"]
     res = medkit("finetune", "--task", "classification", "--modality", "xray", "--backbone",

@@ -1,4 +1,4 @@
-"""Composition of fine-tuning configs: defaults (spec §8.1), recipes (Table 1), sources, overrides."""
+"""Composition of fine-tuning configs: defaults, recipes (Table 1), sources, overrides."""
 
 from __future__ import annotations
 

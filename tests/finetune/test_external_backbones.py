@@ -55,6 +55,7 @@ def test_a_tiny_forward_gives_the_expected_shapes(name: str, external: Any) -> N
         assert sizes == sorted(sizes, reverse=True) or name == "path-dino"  # deeper stages are coarser
 
 
+@pytest.mark.slow
 def test_convert_writes_safetensors_that_load_the_same_weights(medkit, releases: dict[str, Path],
                                                                tmp_path: Path) -> None:
     from medkit.finetune.external import build_external

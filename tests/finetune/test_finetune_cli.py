@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from medkit.registry import get_host
+from medkit.storage.jsonl import read_jsonl
 
 #: A tiny encoder for --scratch runs; quick steps and validation for every run.
 TINY = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3"]
@@ -36,6 +37,7 @@ CASES = [("classification", "report", 5), ("classification", "xray", 3), ("class
          ("segmentation", "xray", 2), ("segmentation", "ct", 3)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["from", "scratch"])
 @pytest.mark.parametrize("task,modality,classes", CASES, ids=[f"{t[:3]}-{m}" for t, m, _ in CASES])
 def test_finetune_on_demo_data(medkit, task: str, modality: str, classes: int, source: str,
@@ -58,6 +60,7 @@ def test_finetune_on_demo_data(medkit, task: str, modality: str, classes: int, s
         assert (tmp_path / "ft" / "tokenizers" / "text_1d" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_segmentation_2d_from_pretrained_run_and_evaluate(medkit, pretrained_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "seg"
     res = medkit("finetune", "--task", "segmentation", "--modality", "xray", "--from", str(pretrained_run),
@@ -98,7 +101,7 @@ def test_resume_matches_an_uninterrupted_run(medkit, tmp_path: Path, monkeypatch
     assert res.exit_code == 0, res.output
     a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
     assert set(a) == set(b) and all((a[k] == b[k]).all() for k in a)
-    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in read_jsonl(tmp_path / "b" / "metrics" / "steps.jsonl")]
     assert steps == [1, 2, 3, 4]
     assert load_config(tmp_path / "b") == load_config(tmp_path / "a")
 

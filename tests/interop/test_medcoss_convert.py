@@ -1,5 +1,5 @@
-"""``medkit convert medcoss``: key mapping (spec §7.2), parity with a re-implementation of the reference
-forward (spec §1.1, §2, §11.5), the official-shaped checkpoint end to end, and refusal of other pickles."""
+"""``medkit convert medcoss``: key mapping, parity with a re-implementation of the reference
+forward, the official-shaped checkpoint end to end, and refusal of other pickles."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _random_official(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[
     return {k: 0.2 * torch.randn(s, generator=g) for k, s in shapes.items()}
 
 
-# -- a re-implementation of the reference forward (spec §1.1, §2.1-2.3), official key names ---------------
+# -- a re-implementation of the reference forward, official key names ---------------
 class _Table(nn.Module):
     def __init__(self, rows: int, dim: int) -> None:
         super().__init__()
@@ -149,7 +149,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_official_key_table_is_the_release() -> None:
     shapes = official_key_shapes()
-    assert len(shapes) == 300 and sum(math.prod(s) for s in shapes.values()) == 199_205_635  # spec §1.4, §7.2
+    assert len(shapes) == 300 and sum(math.prod(s) for s in shapes.values()) == 199_205_635  # the official release
     backbone = [k for k in shapes if k.startswith(("fused_encoder.", "token_embed.", "video_embed.", "cls_token"))]
     assert sum(math.prod(shapes[k]) for k in backbone) == 132_330_240
     assert sum(math.prod(shapes[k]) for k in shapes if k.startswith("fused_encoder.")) == 85_072_896
@@ -186,7 +186,7 @@ def test_every_official_key_goes_somewhere_and_comes_back(small: dict[str, Any])
 
 
 def test_features_match_the_reference_forward(small: dict[str, Any]) -> None:
-    """Spec §11.5: same weights, eval mode, fp32 tolerance 1e-5 per modality."""
+    """The parity bar: same weights, eval mode, fp32 tolerance 1e-5 per modality."""
     ref = _RefBackbone(SMALL, HEADS)
     backbone = {k: v for k, v in small["official"].items()
                 if k.startswith(("cls_token", "fused_encoder.", "token_embed.", "video_embed."))}
@@ -246,7 +246,7 @@ def test_a_checkpoint_pickling_another_class_is_refused(tmp_path: Path, monkeypa
 
 
 def _official_file(path: Path) -> dict[str, torch.Tensor]:
-    """Random tensors of every §7.2 shape. Tensors above 1M values repeat one random row (a stride-0
+    """Random tensors of every official key's shape. Tensors above 1M values repeat one random row (a stride-0
     view: torch.save stores the row only), so that the file stays small; shapes are exact."""
     g = torch.Generator().manual_seed(1)
     state = {}

@@ -1,5 +1,5 @@
 """The legacy trunk (``encoder.legacy``): the reference's text attention mask, its batch-scrambled
-layout (spec §10.1-1), causality (§10.1-2), and the parameter count of the ``base`` trunk (§1.4)."""
+layout, causality, and the parameter count of the ``base`` trunk."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_changing_token_30_leaves_earlier_positions_identical_in_legacy_mode() -
         a = enc.forward_tokens(Tokens(x=x, padding_mask=pad), add_cls=False).x
         b = enc.forward_tokens(Tokens(x=y, padding_mask=pad), add_cls=False).x
         if legacy:
-            assert torch.equal(a[:, :30], b[:, :30]), "legacy text attention is causal (spec §10.1-2)"
+            assert torch.equal(a[:, :30], b[:, :30]), "legacy text attention is causal"
             assert (a[:, 30:36] - b[:, 30:36]).abs().amax() > 1e-4
         else:
             assert (a[:, :30] - b[:, :30]).abs().amax() > 1e-4, "the default attention is bidirectional"
@@ -148,5 +148,5 @@ def test_base_trunk_has_85_072_896_parameters() -> None:
     with torch.device("meta"):
         enc = UniversalEncoder({}, depth=12, embed_dim=768, num_heads=12, legacy=True)
     assert count_parameters(enc, "blocks.") == 85_072_896 == sum(p.numel() for p in enc.trunk_parameters().values())
-    assert isinstance(enc.norm, torch.nn.Identity), "no final LayerNorm (spec §1.1)"
+    assert isinstance(enc.norm, torch.nn.Identity), "no final LayerNorm"
     assert enc.blocks[0].mlp.act.approximate == "none" and enc.blocks[0].norm1.eps == 1e-5  # F.gelu, LN 1e-5

@@ -75,6 +75,7 @@ def _losses(run):
     return [json.loads(line)["loss"] for line in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_compiled_blocks_give_the_eager_losses(tmp_path):
     """trainer.compile=aot_eager (no C++ compiler needed): a 3-step run's losses equal the eager run's
     to 1e-5, also with grad checkpointing around the compiled blocks."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import importlib.metadata as md
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,6 +60,7 @@ def test_overwritten_files_of_ours_are_a_problem(tmp_path):
     assert [f.level for f in found] == ["problem"] and "medkit/__init__.py" in found[0].what
 
 
+@pytest.mark.slow
 def test_doctor_command_reports_medkit_lib(tmp_path):
     site = tmp_path / "site"
     info = site / "medkit_lib-0.4.0.dist-info"

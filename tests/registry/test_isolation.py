@@ -138,6 +138,7 @@ def _env(site: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_cli_survives_a_plugin_that_exits_and_check_imports_factories(tmp_path):
     site = tmp_path / "site"
     make_dist(site, "medkit-plugin-exiter", "exiterplug", "raise SystemExit(3)")

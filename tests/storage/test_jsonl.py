@@ -88,3 +88,20 @@ def test_a_failed_append_names_the_path_and_keeps_earlier_records(tmp_path: Path
     assert str(path) in msg and "No space left on device" in msg and "ENOSPC" in msg
     assert "records already in steps.jsonl are intact" in msg and "\n" not in msg
     assert path.read_bytes() == good, "the partial append is undone"
+
+
+def test_complete_lines_never_glues_loses_or_repeats_a_row(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "steps.jsonl"
+    rows = b'{"stage": 1, "step": 1}\n{"stage": 1, "step": 2}\n{"stage": 2, "step": 1}\n'
+    assert jsonl.complete_lines(path, rows) == rows
+    with caplog.at_level("WARNING"):
+        healed = jsonl.complete_lines(path, rows + b'{"stage": 2, "step": 2, "lo')
+    assert healed == rows and "held stage 2 step 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        healed = jsonl.complete_lines(path, rows, before={"stage": 1, "step": 2, "loss": 0.1})
+    assert healed == rows.split(b"\n", 1)[0] + b"\n", "rows from the first new one on are not kept twice"
+    assert "2 row(s) from stage 1 step 2 on were already logged" in caplog.text
+    torn_middle = rows.replace(b'"step": 2}', b'"st', 1)
+    with pytest.raises(CheckpointError, match=r"steps\.jsonl: line 2 is not valid JSON"):
+        jsonl.complete_lines(path, torn_middle)

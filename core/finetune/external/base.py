@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ class Family:
     repository: str
     dims: tuple[int, ...]
     allowed: tuple[type, ...]
-    build: Callable[[int], "ExternalBackbone"]
+    build: Callable[[int], ExternalBackbone]
     map_keys: Callable[[Any, str], tuple[StateDict, dict[str, str]]]
     paper_params: str
     release: str
@@ -160,7 +160,7 @@ class ExternalBackbone(nn.Module):
 
     def weights_module(self) -> nn.Module:
         """The module whose ``state_dict`` the converted keys address."""
-        return self.net
+        return cast(nn.Module, self.net)  # every subclass sets self.net
 
     def default_blocks(self) -> list[int]:
         return [0, 1, 2, 3]
@@ -197,7 +197,7 @@ def read_converted(path: Path, family: Family) -> StateDict:
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); convert the released "
                               f"checkpoint with: medkit convert {family.name} CHECKPOINT OUT.safetensors") from exc
     if meta.get("format") != CONVERTED_FORMAT:
@@ -239,7 +239,7 @@ def load_into(backbone: ExternalBackbone, family: Family, path: str | Path) -> K
         raise CheckpointError(f"--backbone {family.name}:{path}: no such file; give the released {family.title} "
                               f"checkpoint ({family.release}) or its `medkit convert {family.name}` output")
     if path.suffix == ".safetensors":
-        state, dropped = read_converted(path, family), {}
+        state, dropped = read_converted(path, family), dict[str, str]()
         released = len(state)
     else:
         state, dropped, released = read_release(path, family)

@@ -1,4 +1,4 @@
-"""``medkit convert medcoss``: the official MedCoSS checkpoint (spec §7) → a medkit run directory
+"""``medkit convert medcoss``: the official MedCoSS checkpoint → a medkit run directory
 whose legacy encoder (``encoder.legacy=true``) gives the official model's features."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -21,9 +21,12 @@ from medkit.storage.torchfile import qualname as _qualname
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.interop.medcoss.keys import TOKENIZERS, Conversion, Layout, official_to_medkit
 
+if TYPE_CHECKING:
+    from medkit.models.encoder import UniversalEncoder
+
 log = logging.getLogger(__name__)
 
-#: The official stage order (spec §4): the modalities a converted run holds, in this order.
+#: The official stage order: the modalities a converted run holds, in this order.
 OFFICIAL_STAGES = ("report", "xray", "ct", "mri", "pathology")
 #: The only class an official checkpoint pickles besides tensors, numbers and containers (its ``args``).
 ALLOWED_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
@@ -55,7 +58,7 @@ class ConversionReport:
 # -- reading the official file ------------------------------------------------------------------
 def _refusal(path: Path, name: str) -> str:
     return (f"{path}: refusing to load it: the file pickles {name}, which an official MedCoSS checkpoint does "
-            f"not contain (tensors, numbers and one {', '.join(_qualname(c) for c in ALLOWED_GLOBALS)}, spec §7.1); "
+            f"not contain (tensors, numbers and one {', '.join(_qualname(c) for c in ALLOWED_GLOBALS)}); "
             f"this file is not an official MedCoSS checkpoint, and medkit never unpickles other objects")
 
 
@@ -78,7 +81,7 @@ def load_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; give the official checkpoint-299.pth (spec §7.1)")
+        raise CheckpointError(f"{path} does not exist; give the official checkpoint-299.pth")
     obj = load_restricted(path, ALLOWED_GLOBALS, refusal=lambda name: _refusal(path, name),
                           unreadable=lambda why: f"{path} is not a readable torch checkpoint ({why}); give the "
                                                  f"official MedCoSS checkpoint-299.pth",
@@ -93,7 +96,7 @@ def load_official(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
         state = obj  # a bare state dict
     else:
         raise CheckpointError(f"{path} has no 'model' entry; an official MedCoSS checkpoint is a dict with "
-                              f"'model', 'optimizer', 'epoch', 'scaler' and 'args' (spec §7.1)")
+                              f"'model', 'optimizer', 'epoch', 'scaler' and 'args'")
     keys = [str(k) for k in state]
     if keys and all(k.startswith("module.") for k in keys):
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -158,7 +161,7 @@ def converted_config(modalities: Sequence[str] | None = None, *, components: Com
     return cfg, notes
 
 
-def _build_head(cfg: dict[str, Any], modality: str, encoder: torch.nn.Module, create: Create) -> torch.nn.Module:
+def _build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder, create: Create) -> torch.nn.Module:
     """The modality's pretext head, on the meta device when its constructor allows it."""
     from medkit.models.build import build_head
 
@@ -175,17 +178,7 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: d
     copy of the whole file: the converted model is about 1 GB)."""
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    ck.atomic_write_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _check_target(out: Path, force: bool) -> None:
@@ -286,7 +279,8 @@ def convert_medcoss(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLi
             "format": 1, "strategy": cfg["run"]["strategy"], "from": None, "modalities": chosen,
             "stages": stages, "stages_done": [[m] for m in chosen],
             "current": {"stage": len(chosen), "step": 0}, "finished": True,
-            "config_hash": config_hash(cfg), "versions": package_versions(components.distributions()), "data": {m: None for m in chosen},
+            "config_hash": config_hash(cfg), "versions": package_versions(components.distributions()),
+            "data": {m: None for m in chosen},
             "seed": 0, "world_size": 1, "converted_by": "medkit convert medcoss",
             "files": {rel: ck.sha256_file(staging / rel)
                       for rel in ("model.safetensors", "config.json", "config.yaml")},

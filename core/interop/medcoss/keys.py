@@ -1,4 +1,4 @@
-"""Name mapping between the official MedCoSS state dict (spec §7.2) and a legacy medkit model."""
+"""Name mapping between the official MedCoSS state dict and a legacy medkit model."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from medkit.api.errors import CheckpointError
 
 #: medkit tokenizer names of the reference's three embedding paths.
 TOKENIZERS = {"text": "text_1d", "2d": "patch_2d", "3d": "patch_3d"}
-#: Keys the reference saves but never reads in forward (spec §1.2, §10.1-14).
+#: Keys the reference saves but never reads in forward.
 DEAD_KEYS = ("video_embed.embeddings_pos.position_embeddings.weight", "video_embed.embeddings_type.weight")
-#: Added to the text features before the MLM head; only row 0 is used (spec §1.2).
+#: Added to the text features before the MLM head; only row 0 is used.
 MLM_BIAS_KEY = "decoder_pos_embed_1D.weight"
 
 #: ``fused_encoder.layers.{i}.<name>`` → ``encoder.blocks.{i}.<name>`` (timm ``Block``).
@@ -72,7 +72,7 @@ def official_key_shapes(*, depth: int = 12, dim: int = 768, mlp_dim: int = 3072,
                         decoder_dim: int = 512, decoder_depth: int = 8, tokens_2d: int = 196,
                         tokens_3d: int = 144) -> dict[str, tuple[int, ...]]:
     """Every key of the official ``Unified_Model`` state dict with its shape, in the file's order
-    (spec §7.2-7.3). The defaults are the release's (300 tensors, 199,205,635 values)."""
+    (the converter maps each one). The defaults are the release's (300 tensors, 199,205,635 values)."""
     shapes: dict[str, tuple[int, ...]] = {
         "cls_token": (1, 1, dim), "mask_token": (1, 1, decoder_dim),
         "decoder_pos_embed_2D": (1, tokens_2d + 1, decoder_dim),
@@ -191,14 +191,15 @@ def _routes(key: str, layout: Layout) -> list[tuple[str, Callable[..., torch.Ten
     if key == "cls_token":
         return [("encoder.cls_token", None)]
     if key in DEAD_KEYS:
-        return "never used in the reference's forward, spec §10.1-14"
+        return "never used in the reference's forward"
     if key in TOKENIZER_NAMES:
         kind, sub = TOKENIZER_NAMES[key]
         if kind not in layout.tokenizers:
             return f"the run has no {TOKENIZERS[kind]} tokenizer: no {kind} modality was selected"
         return [(layout.tokenizer_key(kind, sub), None)]
     if key in SHARED_VIDEO_NORM:
-        dst = [(layout.tokenizer_key(k, SHARED_VIDEO_NORM[key]), None) for k in ("2d", "3d") if k in layout.tokenizers]
+        dst: list[tuple[str, Callable[..., torch.Tensor] | None]] = [
+            (layout.tokenizer_key(k, SHARED_VIDEO_NORM[key]), None) for k in ("2d", "3d") if k in layout.tokenizers]
         return dst or "the run has no image tokenizer"
     if _MAE_SHARED.match(key):
         heads = layout.mae_heads.get("2d", []) + layout.mae_heads.get("3d", [])
@@ -215,7 +216,7 @@ def _routes(key: str, layout: Layout) -> list[tuple[str, Callable[..., torch.Ten
         return out or f"the run has no {MAE_POS[key]} mae head"
     if key in MLM_NAMES:
         return [(f"heads.{m}.{MLM_NAMES[key]}", None) for m in layout.mlm_heads] or "the run has no mlm head"
-    return "not a key of the reference model (spec §7.2)"
+    return "not a key of the reference model"
 
 
 def official_to_medkit(state: Mapping[str, torch.Tensor], layout: Layout,
@@ -255,7 +256,7 @@ def official_to_medkit(state: Mapping[str, torch.Tensor], layout: Layout,
             except _NoFit as exc:
                 if not dst.startswith("heads."):
                     raise CheckpointError(f"{source}: {key} {tuple(value.shape)} cannot go into {dst}: {exc}; "
-                                          f"the converter reads the official MedCoSS release (ViT-B, spec §7.2) "
+                                          f"the converter reads the official MedCoSS release (ViT-B) "
                                           f"into a legacy encoder (encoder.legacy=true)") from None
                 reasons.append(str(exc))
                 continue
@@ -271,7 +272,7 @@ def official_to_medkit(state: Mapping[str, torch.Tensor], layout: Layout,
     missing_encoder = [k for k in expected if k.startswith("encoder.") and k not in conv.tensors]
     if missing_encoder:
         raise CheckpointError(f"{source}: no tensor for {missing_encoder[0]} ({len(missing_encoder)} encoder "
-                              f"keys in all); it is not an official MedCoSS checkpoint (spec §7.2)")
+                              f"keys in all); it is not an official MedCoSS checkpoint")
     conv.missing = [k for k in expected if k not in conv.tensors]
     return conv
 

@@ -1,17 +1,17 @@
 """``medkit convert medcoss --to native``: a legacy (official-layout) run → the corrected, non-legacy layout.
 
 The legacy patch tokenizers add ``spatial[i] + temporal[t]`` (a flat table indexed by the row-major
-patch index, ``t = 0`` in ``eval()``, spec §2.2); the native ones add a grid-aware table
+patch index, ``t = 0`` in ``eval()``); the native ones add a grid-aware table
 ``pos_embed [1, D, *g0]`` stored at ``base_size // patch_size``. At that grid the two are the same
 function once ``pos_embed[:, :, h, w] = spatial[h·W + w] + temporal[0]``, so a native model built
 from the folded tables gives the legacy model's eval-mode image features exactly (to float
 rounding). At any other grid the native table is resampled where the legacy one reuses flat rows
-for other places (spec §10.1-7), so the two differ there, by design.
+for other places, so the two differ there, by design.
 
 Text: the legacy ``type_embed`` row 0 (added to every token) is folded into the position rows
 ``0..max_length-1`` and the token table / MLM decoder are cut to the vocabulary's own pieces, but the
 native encoder attends bidirectionally with a per-sample padding mask where the legacy one is causal
-with the reference's scrambled mask (spec §10.1 items 1-2), so text features are *not* reproduced.
+with the reference's scrambled mask, so text features are *not* reproduced.
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def write_native(legacy_run: str | Path, out_dir: str | Path, *, components: Com
             "config_hash": config_hash(ncfg), "converted_by": "medkit convert medcoss --to native",
             "native_from": {"folded": folded, "note": "eval-mode image features equal the legacy model's at "
                             "each patch tokenizer's base_size grid; text attention is the corrected one"},
-            "files": {rel: ck.sha256_file(staging / rel) for rel in ("model.safetensors", "config.json", "config.yaml")},
+            "files": {rel: ck.sha256_file(staging / rel)
+                      for rel in ("model.safetensors", "config.json", "config.yaml")},
         })
         ck.atomic_write_json(staging / "manifest.json", manifest)
     return folded

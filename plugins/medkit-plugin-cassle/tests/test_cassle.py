@@ -61,6 +61,7 @@ def _params(run: Path) -> dict[str, torch.Tensor]:
     return load_tensors(run / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_predictor_group_teacher_and_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     checks: list[dict[str, Any]] = []
     original_backward = CaSSLe.after_backward

@@ -1,4 +1,4 @@
-"""Heads of spec §8.2, their automatic choice, and pooling that ignores text padding."""
+"""Heads of supplement A.1, their automatic choice, and pooling that ignores text padding."""
 
 from __future__ import annotations
 

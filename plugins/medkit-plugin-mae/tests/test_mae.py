@@ -46,7 +46,7 @@ def _zero_pred(objective: Any) -> None:
 def test_default_decoder_shapes() -> None:
     from medkit_plugin_mae.objective import decoder_shape
 
-    assert decoder_shape(768) == (512, 8, 16)  # spec §3.1
+    assert decoder_shape(768) == (512, 8, 16)  # MedCoSS's MAE decoder: 512 wide, 8 blocks, 16 heads
     assert decoder_shape(1024) == (512, 8, 16)
     assert decoder_shape(384) == (192, 4, 6)
     assert decoder_shape(192) == (96, 2, 3)  # the tiny preset
@@ -57,7 +57,7 @@ def test_default_decoder_shapes() -> None:
 
 
 def test_base_decoder_parameter_count_matches_the_spec() -> None:
-    """Spec §1.4: MAE decoder (``decoder_*`` + ``mask_token``) = 28,284,672 for both 2D and 3D heads
+    """MedCoSS's MAE decoder (``decoder_*`` + ``mask_token``) = 28,284,672 for both 2D and 3D heads
     together. Ours is one objective per tokenizer; the shared parts (embed, mask token, 8 blocks, norm)
     are counted once, the per-dimension parts (positions incl. CLS row, prediction head) once each."""
     tok2 = create("tokenizer", "patch_2d", embed_dim=768)
@@ -85,7 +85,7 @@ def test_mask_count_is_n_minus_int_quarter_n(tokenizer: str, shape: tuple[int, .
                                              n_tok: int) -> None:
     encoder, objective, batch = _setup(tokenizer, images=[torch.randn(*shape) for _ in range(2)], tok_kw=tok_kw)
     latent, masking, grid = objective.forward_encoder(encoder, batch.inputs, torch.Generator().manual_seed(0))
-    n_keep = int(n_tok * 0.25)  # 49 of 196 (2D), 36 of 144 (3D), spec §3.1
+    n_keep = int(n_tok * 0.25)  # 49 of 196 (2D), 36 of 144 (3D)
     assert latent.shape == (2, 1 + n_keep, 32)  # [CLS] + visible tokens
     assert masking.mask.sum(dim=1).tolist() == [n_tok - n_keep] * 2
     assert masking.ids_keep.shape == (2, n_keep)
@@ -141,7 +141,7 @@ def test_without_norm_pix_loss_the_raw_pixels_are_the_target() -> None:
     _zero_pred(objective)
     out = objective(encoder, batch, generator=torch.Generator().manual_seed(0))
     assert out.loss.item() == pytest.approx(4.0)  # mean of (0 - 2)^2
-    # and it trains (the reference crashes here, spec §10.1 item 9)
+    # and it trains (the reference crashes here)
     _, objective, _ = _setup(images=images, norm_pix_loss=False)
     out = objective(encoder, batch, generator=torch.Generator().manual_seed(0))
     out.loss.backward()

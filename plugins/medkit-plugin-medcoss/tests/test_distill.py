@@ -1,4 +1,4 @@
-"""Distillation: an eval-mode frozen teacher, the student's own mask, padding excluded (spec §5.4)."""
+"""Distillation: an eval-mode frozen teacher, the student's own mask, padding excluded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Known answers for intra-modal mixup on fixed tensors with a fixed generator (spec §5.3)."""
+"""Known answers for intra-modal mixup on fixed tensors with a fixed generator."""
 
 from __future__ import annotations
 

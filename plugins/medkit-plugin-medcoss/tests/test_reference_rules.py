@@ -111,6 +111,7 @@ def test_bad_buffer_sizes_are_refused_when_built_and_when_sized(kwargs, key) -> 
         buffer_sizes(100, sizes["buffer_ratio"], sizes["num_center"], sizes["rule"])
 
 
+@pytest.mark.slow
 def test_a_rehearsal_run_records_the_mix_it_trained_and_keeps_the_floor(tmp_path) -> None:
     """The manifest's per-stage mix is the count of steps.jsonl rows by modality and role, and with
     strategy.min_current_fraction=0.8 stage 2 trains at least 8 of its 10 steps on its own data."""

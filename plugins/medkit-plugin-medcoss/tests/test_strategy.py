@@ -110,6 +110,7 @@ def two_stage_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_synthetic(root / "run", "rehearsal", demo_dir=root / "demo", overrides=RUN_OVERRIDES)
 
 
+@pytest.mark.slow
 def test_two_stage_buffers_come_from_each_modalitys_training_ids(two_stage_run: Path) -> None:
     meta = json.loads((two_stage_run / "strategy" / "state.json").read_text())
     assert [(b["modality"], b["stage"]) for b in meta["buffers"]] == [("synth_a", 0), ("synth_b", 1)]
@@ -133,6 +134,7 @@ def test_two_stage_run_distils_only_on_buffer_steps(two_stage_run: Path) -> None
     assert all("mae" in s and "distill" not in s for s in steps if s["role"] == "current")
 
 
+@pytest.mark.slow
 def test_mid_stage_resume_reproduces_the_uninterrupted_run(two_stage_run: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from medkit.testing import Engine, NullReporter, load_config, load_tensors

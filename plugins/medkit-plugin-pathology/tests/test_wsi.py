@@ -196,6 +196,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           env=dict(os.environ), timeout=900)
 
 
+@pytest.mark.slow
 def test_cli_inspect_lists_tiles_per_slide_and_names_an_unreadable_one(slides: Path) -> None:
     out = _cli("data", "inspect", "--modality", "pathology", "--data", str(slides))
     assert out.returncode == 0, out.stderr
@@ -206,6 +207,7 @@ def test_cli_inspect_lists_tiles_per_slide_and_names_an_unreadable_one(slides: P
     assert "broken.tiff: cannot open this whole-slide image" in bad.stderr + bad.stdout
 
 
+@pytest.mark.slow
 def test_cli_run_trains_on_slides(slides: Path, tmp_path: Path) -> None:
     out = _cli("run", "--modality", "pathology", "--data", str(slides), "--preset", "tiny", "--max-steps", "5",
                "--run-dir", str(tmp_path / "run"))
@@ -214,6 +216,7 @@ def test_cli_run_trains_on_slides(slides: Path, tmp_path: Path) -> None:
     assert len(steps) == 5
 
 
+@pytest.mark.slow
 def test_cli_run_on_the_svs_dicom_wsi_and_tiff_fixtures(tmp_path: Path) -> None:
     data = tmp_path / "fixtures"
     data.mkdir()

@@ -13,7 +13,7 @@ from medkit_plugin_segmentation.decoder import FusionSegmentationModel, UNETRDec
 
 
 def test_default_blocks_scale_with_depth() -> None:
-    assert default_blocks(12) == [3, 6, 9, 11]  # blocks 4, 7, 10, 12 (spec §8.3)
+    assert default_blocks(12) == [3, 6, 9, 11]  # blocks 4, 7, 10, 12
     assert default_blocks(4) == [0, 1, 2, 3]
     assert default_blocks(2) == [0, 0, 1, 1]
     assert default_blocks(24) == [7, 13, 19, 23]

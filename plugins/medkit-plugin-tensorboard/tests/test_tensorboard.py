@@ -50,6 +50,7 @@ def _accumulator(run_dir: Path):
     return acc
 
 
+@pytest.mark.slow
 def test_event_scalars_equal_steps_jsonl(tmp_path: Path, env: dict[str, str]) -> None:
     out = _run(tmp_path / "run", env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -78,6 +79,7 @@ def test_event_scalars_equal_steps_jsonl(tmp_path: Path, env: dict[str, str]) ->
     assert img.width > 50 and img.height > 50
 
 
+@pytest.mark.slow
 def test_matrix_scalars_equal_the_matrix_file(tmp_path: Path, env: dict[str, str]) -> None:
     out = _run(tmp_path / "run", env, steps=2)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -93,6 +95,7 @@ def test_matrix_scalars_equal_the_matrix_file(tmp_path: Path, env: dict[str, str
                 assert np.float32(events[after * 2]) == np.float32(value)
 
 
+@pytest.mark.slow
 def test_off_switch_writes_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     out = _run(tmp_path / "run", {**env, "MEDKIT_TENSORBOARD": "0"}, steps=1)
     assert out.returncode == 0, out.stderr[-3000:]

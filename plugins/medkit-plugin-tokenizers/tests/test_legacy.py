@@ -1,4 +1,4 @@
-"""Legacy mode of patch_2d / patch_3d / text_1d: the reference's tables and numerics (spec §2, §10.1)."""
+"""Legacy mode of patch_2d / patch_3d / text_1d: the reference's tables and numerics."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def test_512_input_gives_1024_tokens_with_resampled_positions() -> None:
     assert out.x.shape == (1, 1024, 16) and out.grid == (32, 32)
     table = t.position_table((32, 32))
     assert table.shape == (1, 1024, 16)
-    # resampled, not the reference's flat-index reuse of the first rows (spec §10.1 item 7)
+    # resampled, not the reference's flat-index reuse of the first rows
     assert not torch.allclose(table[0, :196], t.position_table((14, 14))[0])
 
 

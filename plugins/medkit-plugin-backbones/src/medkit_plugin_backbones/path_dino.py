@@ -5,7 +5,7 @@ load it into; other input sizes interpolate the position table (timm's ``dynamic
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 
@@ -38,8 +38,8 @@ class PathDINOBackbone(ExternalBackbone):
         bad = [b for b in blocks if not 0 <= int(b) < self.depth]
         if bad:
             raise ConfigError(f"backbone path-dino has blocks 0..{self.depth - 1}; task.blocks asks for {bad}")
-        return list(self.net.forward_intermediates(inputs, indices=[int(b) for b in blocks],
-                                                   intermediates_only=True))
+        maps = self.net.forward_intermediates(inputs, indices=[int(b) for b in blocks], intermediates_only=True)
+        return list(cast(list[torch.Tensor], maps))  # intermediates_only: the list alone
 
 
 def map_keys(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:

@@ -26,7 +26,7 @@ class PCRLv2Backbone2D(ExternalBackbone):
         self.net = timm.create_model("resnet18", pretrained=False, num_classes=0, in_chans=3)
 
     def stages(self, inputs: torch.Tensor) -> list[torch.Tensor]:
-        n = self.net
+        n: Any = self.net  # a timm ResNet: its stages are timm's attributes
         x = n.maxpool(n.act1(n.bn1(n.conv1(inputs))))
         outs = []
         for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
@@ -95,7 +95,8 @@ class PCRLv2Backbone3D(ExternalBackbone):
 def map_keys_2d(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:
     """``state_dict`` (smp's ResNet-18 encoder: torchvision names, no ``fc``) → timm ``resnet18``, 1:1."""
     state = entry(obj, ["state_dict", None], source, "PCRLv2 (CheXpert)")
-    rules = [(p, p, "") for p in ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")]
+    rules: list[tuple[str, str | None, str]] = [
+        (p, p, "") for p in ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")]
     rules += [("fc.", None, "ImageNet classifier (not pre-trained)")]
     return split_keys(state, rules, source, "PCRLv2 (CheXpert)")
 
@@ -104,7 +105,7 @@ def map_keys_3d(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:
     """``state_dict`` of ``PCRLv23d``: ``down_tr*`` kept; the pretext decoder (``up_tr*``, ``out_tr``:
     no skip connections, projection and deep-supervision heads) dropped."""
     state = entry(obj, ["state_dict", None], source, "PCRLv2 (LUNA)")
-    rules = [(f"down_tr{c}.", f"down_tr{c}.", "") for c in (64, 128, 256, 512)]
+    rules: list[tuple[str, str | None, str]] = [(f"down_tr{c}.", f"down_tr{c}.", "") for c in (64, 128, 256, 512)]
     rules += [(f"up_tr{c}.", None, "pretext decoder of pre-training") for c in (64, 128, 256)]
     rules += [("out_tr.", None, "pretext reconstruction output of pre-training")]
     return split_keys(state, rules, source, "PCRLv2 (LUNA)")

@@ -184,15 +184,19 @@ class UniMiSSBackbone(ExternalBackbone):
         need = [32, 32] if self.dims == 2 else [16, 32, 32]  # the grids the spatial reductions 6, 4, 2 need
         last = math.prod(-(-v // (16 if self.dims == 3 and k == 0 else 32)) for k, v in enumerate(size))
         if any(v < n for v, n in zip(size, need)) or last <= 1:
+            least = [64, 64] if self.dims == 2 else [16, 64, 64]
             raise ConfigError(f"backbone unimiss: inputs of {size} are too small for MiT (spatial reductions 6, 4, 2 "
-                              f"and an instance norm at stride 32); use at least {[64, 64] if self.dims == 2 else [16, 64, 64]} "
+                              f"and an instance norm at stride 32); use at least {least} "
                               f"(task.input_size / task.patch_size; UniMiSS pre-trained on 224x224 and 16x96x96)")
         return self.net(inputs)
 
     def pooled(self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None,
                pooling: str = "mean") -> torch.Tensor:
         last = self.stages(inputs)[-1]
-        return self.net.last_cls if pooling == "cls" else last.flatten(2).mean(dim=2)
+        if pooling == "cls":
+            assert self.net.last_cls is not None  # stages() has just set it
+            return self.net.last_cls
+        return last.flatten(2).mean(dim=2)
 
 
 def map_keys(obj: Any, source: str) -> tuple[StateDict, dict[str, str]]:

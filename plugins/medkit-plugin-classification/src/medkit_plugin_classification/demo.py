@@ -7,6 +7,7 @@ import csv
 import io
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,10 +109,10 @@ def write_csv_3d(root: Path, per_class: int = 8, size: tuple[int, int, int] = (3
     return root
 
 
-def _gz(img: object) -> bytes:
+def _gz(img: Any) -> bytes:
     import gzip
 
-    return gzip.compress(img.to_bytes(), mtime=0)  # type: ignore[attr-defined]
+    return gzip.compress(img.to_bytes(), mtime=0)
 
 
 def write_demo(root: Path, dims: int) -> Path:

@@ -1,6 +1,8 @@
-"""Classification heads of supplement A.1 / spec §8.2 and the model that puts one on a backbone."""
+"""Classification heads of supplement A.1 and the model that puts one on a backbone."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,6 +73,8 @@ class TwoLayerHead(nn.Module):
 class Classifier(nn.Module):
     """``backbone`` → pooled features ``[B, D]`` (mean over patch / non-padding tokens, or CLS) →
     ``head`` → logits ``[B, C]``."""
+
+    backbone: Any  # a fine-tuning backbone (medkit.finetune.backbones): pooled(), feature_maps(), dims...
 
     def __init__(self, backbone: nn.Module, head: nn.Module, pooling: str = "mean") -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Classification metrics in numpy (spec §8.4): accuracy, ROC AUC (binary on P(class 1); macro
+"""Classification metrics in numpy: accuracy, ROC AUC (binary on P(class 1); macro
 one-vs-one for more classes, as scikit-learn's ``roc_auc_score(multi_class="ovo")``), F1 and the
 confusion matrix. scikit-learn is only the test oracle."""
 
@@ -35,7 +35,7 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def auc_score(labels: Sequence[int], probs: np.ndarray) -> float:
+def auc_score(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> float:
     """Binary AUC on ``probs[:, 1]`` for two classes; otherwise the macro average over class pairs
     (a, b) of ½·(AUC(a vs b on P(a)) + AUC(b vs a on P(b))) using only samples of a and b (Hand &
     Till). Pairs whose classes are not both present are skipped; ``nan`` if none is left."""
@@ -55,7 +55,8 @@ def auc_score(labels: Sequence[int], probs: np.ndarray) -> float:
     return float(np.mean(pair_scores)) if pair_scores else float("nan")
 
 
-def confusion_matrix(labels: Sequence[int], preds: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(labels: Sequence[int] | np.ndarray, preds: Sequence[int] | np.ndarray,
+                     n_classes: int) -> np.ndarray:
     """``[n_classes, n_classes]`` counts; row = true class, column = predicted class."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)), 1)
@@ -70,7 +71,7 @@ def f1_per_class(cm: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
 
-def classification_metrics(labels: Sequence[int], probs: np.ndarray,
+def classification_metrics(labels: Sequence[int] | np.ndarray, probs: np.ndarray,
                            class_names: Sequence[str]) -> dict[str, float]:
     """``acc``, ``auc``, ``f1`` (binary F1 of class 1 for two classes, macro otherwise, as the
     reference), ``f1_macro`` (over the classes present in labels or predictions, as scikit-learn)
@@ -93,5 +94,5 @@ def classification_metrics(labels: Sequence[int], probs: np.ndarray,
 
 
 def selection_score(metrics: dict[str, float]) -> float:
-    """ACC + AUC + F1 (spec §8.4 model selection); an undefined term counts as 0."""
+    """ACC + AUC + F1 (MedCoSS selects the fine-tuned model by this sum); an undefined term counts as 0."""
     return float(sum(0.0 if np.isnan(metrics[k]) else metrics[k] for k in ("acc", "auc", "f1")))

@@ -1,4 +1,4 @@
-"""Named fine-tuning recipes of the classification datasets (supplement Table 1, A.1; spec §8.5)."""
+"""Named fine-tuning recipes of the classification datasets (supplement Table 1, A.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``classification`` task: 1D/2D/3D inputs, the heads of spec §8.2, cross-entropy, ACC/AUC/F1."""
+"""The ``classification`` task: 1D/2D/3D inputs, the heads of supplement A.1, cross-entropy, ACC/AUC/F1."""
 
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ class ClassificationTask:
             normalize = "unit" if self.dims == 2 else "zscore"
         self.options = ReaderOptions(
             dims=self.dims, input_size=None if size is None or self.dims == 1 else tuple(int(s) for s in size),
-            normalize=normalize, clip=_floats(clip, 2, "clip"), augment=bool(augment),  # type: ignore[arg-type]
-            spacing=_floats(spacing, 3, "spacing"),  # type: ignore[arg-type]
+            normalize=normalize, clip=_floats(clip, 2, "clip"), augment=bool(augment),  # type: ignore[arg-type]  # length n checked
+            spacing=_floats(spacing, 3, "spacing"),  # type: ignore[arg-type]  # length n checked
             val_fraction=float(val_fraction), test_fraction=float(test_fraction),
             class_names=list(class_names) if class_names else None,
             num_classes=None if num_classes is None else int(num_classes), on_error=on_error)
@@ -98,14 +98,14 @@ class ClassificationTask:
         return len(class_names)
 
     # -- model ---------------------------------------------------------------------------------
-    def build_model(self, backbone: nn.Module, class_names: Sequence[str]) -> nn.Module:
+    def build_model(self, backbone: Any, class_names: Sequence[str]) -> nn.Module:
         if int(backbone.dims) != self.dims:
             raise ConfigError(f"task classification: the backbone takes {backbone.dims}D inputs but the "
                               f"{self.modality} data are {self.dims}D")
         head = build_head(self.head_kind, int(backbone.embed_dim), len(class_names), fc_norm=self.fc_norm)
         return Classifier(backbone, head, self.pooling)
 
-    def collate(self, samples: Sequence[dict[str, Any]], backbone: nn.Module) -> Batch:
+    def collate(self, samples: Sequence[dict[str, Any]], backbone: Any) -> Batch:
         parts = backbone.collate(samples, self.modality)
         labels = []
         for s in samples:
@@ -117,6 +117,7 @@ class ClassificationTask:
 
     def loss(self, model: nn.Module, batch: Batch) -> LossOutput:
         logits = model(batch.inputs, batch.attention_mask)  # [B, C]
+        assert batch.labels is not None  # collate always sets them
         loss = nn.functional.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing)
         acc = float((logits.argmax(dim=1) == batch.labels).float().mean())
         return LossOutput(loss, {"ce": float(loss.detach()), "train_acc": acc})
@@ -127,6 +128,7 @@ class ClassificationTask:
         for batch in batches:
             logits = model(batch.inputs, batch.attention_mask)
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            assert batch.labels is not None  # collate always sets them
             labels.append(batch.labels.cpu())
             ids += batch.ids
         if not probs:

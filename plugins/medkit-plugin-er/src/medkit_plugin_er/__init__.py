@@ -12,4 +12,5 @@ MEDKIT_API_VERSION = "1.1"
 @hookimpl
 def medkit_register_strategies(register: Callable[[Any], None]) -> None:
     register(StrategySpec("er", "medkit_plugin_er.strategy:make_er",
-                          summary="experience replay: seeded random (reservoir) buffer, pretext loss on replayed batches"))
+                          summary="experience replay: seeded random (reservoir) buffer, "
+                                  "pretext loss on replayed batches"))

@@ -20,7 +20,7 @@ _EPS = 1e-9
 
 
 def buffer_size(num_samples: int, buffer_ratio: float, num_center: float) -> int:
-    """The size MedCoSS's k-means buffer nominally has (its reference per-centre rule, spec §5.1):
+    """The size MedCoSS's k-means buffer nominally has (its reference per-centre rule):
     ``K·k`` with ``K = max(1, int(num_center·N))`` and ``k = max(1, int(N·buffer_ratio // K))``
     (≈ ``buffer_ratio·N``), at most ``N``."""
     clusters = min(max(1, int(num_center * num_samples + _EPS)), max(1, num_samples))

@@ -222,9 +222,9 @@ class EWC(BaseStrategy):
                 raise CheckpointError(f"strategy ewc: unexpected state tensor {key!r} (expected "
                                       f"fisher.<j>.<param> / theta.<j>.<param> for {len(specs)} anchors)")
             anchors[int(j)][0 if kind == "fisher" else 1][name] = value.float()
-        for j, (fisher, theta) in enumerate(anchors):
+        for k, (fisher, theta) in enumerate(anchors):
             if set(fisher) != set(theta):
-                raise CheckpointError(f"strategy ewc: anchor {j} has Fisher and θ* for different "
+                raise CheckpointError(f"strategy ewc: anchor {k} has Fisher and θ* for different "
                                       f"parameters; the strategy state is corrupted")
         self.anchors = anchors
         self.anchor_stages = [[int(s) for s in spec["stages"]] for spec in specs]

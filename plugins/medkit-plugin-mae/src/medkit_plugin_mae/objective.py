@@ -1,4 +1,4 @@
-"""Masked autoencoding (MAE) for 2D images and 3D volumes, as MedCoSS trains it (spec §3.1)."""
+"""Masked autoencoding (MAE) for 2D images and 3D volumes, as MedCoSS trains it."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def decoder_shape(embed_dim: int, dim: int | None = None, depth: int | None = No
                   heads: int | None = None) -> tuple[int, int, int]:
     """The decoder's ``(dim, depth, heads)``; explicit (non-``None``) values win.
 
-    Defaults: an encoder of width ≥ 768 gets MedCoSS's decoder, 512 wide, 8 blocks, 16 heads (spec
-    §3.1). A narrower encoder gets a proportionally small one, so the ``tiny`` preset trains fast:
+    Defaults: an encoder of width ≥ 768 gets MedCoSS's decoder, 512 wide, 8 blocks, 16 heads. A
+    narrower encoder gets a proportionally small one, so the ``tiny`` preset trains fast:
     ``dim = max(32, embed_dim // 2)``, ``depth = clamp(embed_dim // 96, 1, 8)``, and heads of width
     32 (the largest head count ≤ ``dim // 32`` that divides ``dim``). Width 192 → 96 / 2 / 3;
     width 384 → 192 / 4 / 6.
@@ -143,7 +143,8 @@ class MAEObjective(nn.Module):
 
     def target(self, encoder: UniversalEncoder, inputs: torch.Tensor) -> torch.Tensor:
         """Pixel targets ``[B, N, P]``: patchified inputs, per-patch normalised with ``norm_pix_loss``."""
-        target = encoder.tokenizers[self.tokenizer].patchify(inputs).float()  # [B, N, P]
+        tok: Any = encoder.tokenizers[self.tokenizer]
+        target = tok.patchify(inputs).float()  # [B, N, P]
         if self.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True, unbiased=True)  # unbiased, as MAE/MedCoSS
@@ -176,7 +177,7 @@ class MAEObjective(nn.Module):
         With ``norm_pix_loss`` the prediction is in per-patch normalised units; it is mapped back to
         pixels with each patch's own mean and standard deviation from the input (for viewing only).
         """
-        tok = encoder.tokenizers[self.tokenizer]
+        tok: Any = encoder.tokenizers[self.tokenizer]
         inputs = batch.inputs
         latent, masking, grid = self.forward_encoder(encoder, inputs, generator)
         pred = self.forward_decoder(latent, masking.ids_restore, grid).float()  # [B, N, P]

@@ -44,7 +44,7 @@ def buffer_sizes(num_samples: int, buffer_ratio: float, num_center: float,
                  rule: str = "reference") -> tuple[int, int]:
     """``(K, k)``: ``K = max(1, int(num_center·N))`` clusters (at most N) and ``k`` samples per cluster.
 
-    ``rule="reference"`` (MedCoSS ``main_buffer_kmean.py``, spec §5.1): ``k = max(1, int(N·buffer_ratio
+    ``rule="reference"`` (MedCoSS ``main_buffer_kmean.py``): ``k = max(1, int(N·buffer_ratio
     // K))``, so ``K·k ≈ buffer_ratio·N`` for every N (N = 199: K = 1, k = 9). ``rule="fixed"``:
     ``k = max(1, int(buffer_ratio / num_center))`` (N = 199: K = 1, k = 5). The ``max(1, ·)`` floors
     can make the buffer larger than ``buffer_ratio·N``; :func:`select_buffer` warns when they do.
@@ -61,7 +61,7 @@ def buffer_sizes(num_samples: int, buffer_ratio: float, num_center: float,
 
 @dataclass
 class BufferEntry:
-    """The buffer of one modality, selected once after the stage that trained it (spec §5.1).
+    """The buffer of one modality, selected once after the stage that trained it.
 
     Attributes:
         modality: modality name.
@@ -156,9 +156,8 @@ def extract_features(ctx: RunContext, modality: str, indices: Sequence[int], *, 
         for done, start in enumerate(chunks, 1):
             part = list(indices[start:start + chunk])
             lo, hi = _shard(len(part), ctx.rank, ctx.world_size)
-            feats: torch.Tensor | None = ctx.features(modality, part[lo:hi])
-            if distributed:
-                feats = gather_cat(feats.to(ctx.device))  # type: ignore[union-attr]
+            local = ctx.features(modality, part[lo:hi])
+            feats: torch.Tensor | None = gather_cat(local.to(ctx.device)) if distributed else local
             if store is not None and feats is not None:
                 store.write(start, feats.cpu())
             if reporter is not None:
@@ -189,8 +188,8 @@ def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: flo
                   batch: int = 4096, seed: int = 0, method: str = "lloyd",
                   device: torch.device | str | None = None, rule: str = "reference",
                   modality: str = "?") -> Selection:
-    """K-means with ``K`` clusters, then the ``k`` rows nearest each centroid (:func:`buffer_sizes`,
-    spec §5.1), deterministic for ``seed``. Warns when the per-centre floor makes ``K·k`` exceed
+    """K-means with ``K`` clusters, then the ``k`` rows nearest each centroid (:func:`buffer_sizes`),
+    deterministic for ``seed``. Warns when the per-centre floor makes ``K·k`` exceed
     ``buffer_ratio·N``."""
     n = features.shape[0] if isinstance(features, torch.Tensor) else features.num_rows
     if n == 0:

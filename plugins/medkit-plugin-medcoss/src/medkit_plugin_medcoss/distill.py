@@ -1,4 +1,4 @@
-"""Feature distillation from a frozen eval-mode teacher with the student's own mask (spec §5.4)."""
+"""Feature distillation from a frozen eval-mode teacher with the student's own mask."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seeded, chunked k-means on torch (CPU or CUDA) for buffer selection at any N (spec §5.1, §10.2-19)."""
+"""Seeded, chunked k-means on torch (CPU or CUDA) for buffer selection at any N."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Union, runtime_checkable
+from typing import Iterator, Protocol, runtime_checkable
 
 import torch
 
@@ -35,7 +35,7 @@ class RowSource(Protocol):
         ...
 
 
-Data = Union[torch.Tensor, RowSource]
+Data = torch.Tensor | RowSource
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Intra-modal mixup of buffer batches (spec §5.3): per-sample λ for images, token swap for text."""
+"""Intra-modal mixup of buffer batches: per-sample λ for images, token swap for text."""
 
 from __future__ import annotations
 

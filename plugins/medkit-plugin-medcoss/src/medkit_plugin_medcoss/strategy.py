@@ -1,4 +1,4 @@
-"""The MedCoSS ``rehearsal`` strategy: k-means buffers, intra-modal mixup, feature distillation (spec §5)."""
+"""The MedCoSS ``rehearsal`` strategy: k-means buffers, intra-modal mixup, feature distillation."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ class Rehearsal(BaseStrategy):
     * ``before_stage``: buffers of earlier modalities are mapped back to dataset indices and a frozen
       ``eval()`` teacher is copied from the encoder (restored from the state on a mid-stage resume).
     * ``sources``: the current modality plus one ``"buffer"`` source per earlier modality, weighted by
-      size, so batches interleave in proportion to their sizes (spec §5.2).
+      size, so batches interleave in proportion to their sizes.
     * ``loss``: the pretext loss on current batches; on buffer batches only mixup + distillation.
       Buffer text is first corrupted by the text objective's own MLM masking (``mlm_buffer``), as
-      the reference's buffer dataset applies its 0.15 whole-word collator (spec §5.3).
+      the reference's buffer dataset applies its 0.15 whole-word collator.
     """
 
     name = "rehearsal"
@@ -49,8 +49,8 @@ class Rehearsal(BaseStrategy):
         self.distill_weight = float(distill_weight)
         self.mixup, self.mixup_dist, self.mixup_alpha = bool(mixup), str(mixup_dist), float(mixup_alpha)
         self.distill_mask_ratio = float(distill_mask_ratio)
-        self.kmeans = {"iters": int(kmeans_iters), "batch": int(kmeans_batch), "seed": int(kmeans_seed),
-                       "method": str(kmeans_method)}
+        self.kmeans: dict[str, Any] = {"iters": int(kmeans_iters), "batch": int(kmeans_batch),
+                                       "seed": int(kmeans_seed), "method": str(kmeans_method)}
         self.spill_threshold, self.spill_dir = int(spill_threshold), spill_dir
         self.per_center_rule, self.mlm_buffer = str(per_center_rule), bool(mlm_buffer)
         self.min_current_fraction = float(min_current_fraction)

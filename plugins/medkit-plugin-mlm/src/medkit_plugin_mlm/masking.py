@@ -1,4 +1,4 @@
-"""Whole-word masking of word-piece ids with the 80/10/10 replacement rule (spec §3.2)."""
+"""Whole-word masking of word-piece ids with the 80/10/10 replacement rule."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def whole_word_mask(ids: torch.Tensor, word_ids: torch.Tensor, *, mask_token_id:
 
     Per sample, the quota is ``max(1, round(p · n))`` pieces where ``n`` counts its real
     (non-special, non-padding) pieces — not the padded length, which made MedCoSS mask short reports
-    more heavily (spec §3.2). Words are visited in a random order and taken whole while they fit, so
+    more heavily. Words are visited in a random order and taken whole while they fit, so
     at least one word is masked in every sample that has one, and special tokens or padding never are.
 
     Args:

@@ -1,4 +1,4 @@
-"""The ``mlm`` objective: whole-word masked language modelling with a BERT-style head (spec §3.2)."""
+"""The ``mlm`` objective: whole-word masked language modelling with a BERT-style head."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class MLMObjective(nn.Module):
     Masking is drawn here, from the batch ids and ``generator``: whole words up to 15 % of each
     sample's real pieces, replaced 80/10/10 by ``[MASK]`` / a random non-special id / themselves.
     The encoder attends bidirectionally with the tokenizer's per-sample padding mask (the reference's
-    causal, batch-scrambled mask is not reproduced, spec §10.1 items 1–2). Cross-entropy is taken on
+    causal, batch-scrambled mask is not reproduced). Cross-entropy is taken on
     the selected positions only.
 
     Args:
@@ -58,13 +58,15 @@ class MLMObjective(nn.Module):
         random_prob: share replaced by a random non-special word-piece (the rest are kept).
     """
 
+    random_ids: torch.Tensor  # a buffer registered in __init__
+
     def __init__(self, encoder: UniversalEncoder, tokenizer: str, mlm_probability: float = 0.15,
                  mask_prob: float = 0.8, random_prob: float = 0.1) -> None:
         super().__init__()
         if tokenizer not in encoder.tokenizers:
             raise ConfigError(f"objective mlm: the encoder has no tokenizer {tokenizer!r} (it has "
                               f"{', '.join(encoder.tokenizers) or 'none'})")
-        tok = encoder.tokenizers[tokenizer]
+        tok: Any = encoder.tokenizers[tokenizer]
         missing = [a for a in TOKENIZER_NEEDS if not hasattr(tok, a)]
         if missing:
             raise ConfigError(f"objective mlm: tokenizer {tokenizer!r} lacks {', '.join(missing)}; mlm needs a "

@@ -53,7 +53,8 @@ def he_image(seed: int, width: int, height: int, *, tumor: bool, mask: np.ndarra
                 for a in rng.uniform(0, np.pi, 3))
     shade = _upsample(shade, width, height)
     m = mask.astype(np.float32)[..., None]
-    stroma = EOSIN.astype(np.float32) + shade.astype(np.float32)[..., None] * np.float32([0.6, 1.0, 0.8])
+    tint = np.array([0.6, 1.0, 0.8], dtype=np.float32)
+    stroma = EOSIN.astype(np.float32) + shade.astype(np.float32)[..., None] * tint
     img = WHITE.astype(np.float32) + (stroma - WHITE.astype(np.float32)) * m + np.float32(0.5)
     canvas = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))  # values ≥ 0: +0.5 then truncate rounds
     draw = ImageDraw.Draw(canvas)

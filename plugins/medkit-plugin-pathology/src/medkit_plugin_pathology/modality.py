@@ -120,8 +120,8 @@ class PathologyModality(Image2DModality):
         stats["images"] += 1
         stats["tiles"] += len(grid)
         stats["background"] += len(grid) - len(kept)
-        return [Entry2D(f"{rel}#x{t.col}_y{t.row}", rel, path, patient, tuple(float(v) for v in t.box))
-                for t in kept]
+        return [Entry2D(f"{rel}#x{t.col}_y{t.row}", rel, path, patient,
+                        (float(t.box[0]), float(t.box[1]), float(t.box[2]), float(t.box[3]))) for t in kept]
 
     def _slide_entries(self, path: Path, rel: str, patient: str, index: Index) -> list[Entry2D]:
         seen: set[str] = index.__dict__.setdefault("slides_seen", set())
@@ -160,5 +160,5 @@ class PathologyModality(Image2DModality):
     def dataset(self, data: Path, *, train: bool) -> Image2DDataset:
         """Index the images under ``data`` into tissue tiles; ``dataset.patients`` = ``sources``."""
         ds = super().dataset(data, train=train)
-        ds.patients = ds.sources  # type: ignore[attr-defined]
+        ds.patients = ds.sources  # type: ignore[attr-defined]  # read by the patient-level split
         return ds

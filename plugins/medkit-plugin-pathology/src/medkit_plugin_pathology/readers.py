@@ -49,7 +49,7 @@ def image_size(path: Path, kind: str) -> tuple[int, int]:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to ``RGB`` in R, G, B order (never BGR, spec §10.1 item 13).
+    """Any Pillow mode to ``RGB`` in R, G, B order (never BGR).
 
     Transparent pixels (RGBA, LA, P with transparency) are composited on white (slide background);
     16-bit and 32-bit grey are scaled to 8 bits (by 65535, floats by 1 when ≤ 1 else by 255);

@@ -89,7 +89,8 @@ def slide_format(path: Path) -> str | None:
 def split_slides(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     """``(slides, other files)``: files OpenSlide reads as pyramids (known slide suffixes always
     count, so that an unreadable ``.svs`` is reported rather than ignored)."""
-    slides, rest = [], []
+    slides: list[Path] = []
+    rest: list[Path] = []
     for p in files:
         (slides if slide_format(p) is not None or p.name.lower().endswith(SLIDE_SUFFIXES) else rest).append(p)
     return slides, rest
@@ -99,7 +100,7 @@ def _open(path: Path) -> Any:
     osl = _openslide()
     try:
         return osl.OpenSlide(str(path))
-    except Exception as exc:  # noqa: BLE001 - OpenSlideError, unsupported formats, IO errors
+    except Exception as exc:  # OpenSlideError, unsupported formats, IO errors
         raise DataError(f"{path}: cannot open this whole-slide image ({type(exc).__name__}: {exc}); {_FIX}") from exc
 
 
@@ -126,6 +127,7 @@ def slide_info(path: Path, slide_mpp: float | None = None) -> SlideInfo:
     try:
         props = slide.properties
         vendor = str(props.get("openslide.vendor", "unknown"))
+        mpp: float | None
         if slide_mpp is not None:
             mpp, source = float(slide_mpp), "override"
         elif props.get("openslide.mpp-x") not in (None, ""):
@@ -136,7 +138,7 @@ def slide_info(path: Path, slide_mpp: float | None = None) -> SlideInfo:
             raise DataError(f"{path}: the slide's resolution (µm per pixel) is unknown: no openslide.mpp-x "
                             f"and no TIFF resolution with a unit; state it with "
                             f"modality.pathology.slide_mpp=<µm/px> (e.g. 0.25 at 40×, 0.5 at 20×)")
-        return SlideInfo(Path(path), vendor, tuple(tuple(int(v) for v in d) for d in slide.level_dimensions),
+        return SlideInfo(Path(path), vendor, tuple((int(w), int(h)) for w, h in slide.level_dimensions),
                          tuple(float(d) for d in slide.level_downsamples), mpp, source)
     finally:
         slide.close()
@@ -211,7 +213,7 @@ def slide_tiles(path: Path, rel: str, *, tile_size: int = 512, tile_mpp: float =
             thumb, _ = _low_res(slide, info, max(1.0, tile0 / THUMB_PIXELS_PER_TILE))
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a damaged tile in the low-resolution level
+        except Exception as exc:  # a damaged tile in the low-resolution level
             raise DataError(f"{path}: cannot decode the slide's low-resolution level "
                             f"({type(exc).__name__}: {exc}); {_FIX}") from exc
         finally:
@@ -316,7 +318,7 @@ class TileReader:
             img = _rgb(region)
         except DataError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a damaged tile
+        except Exception as exc:  # a damaged tile
             raise DataError(f"{ref.path}: cannot decode tile {ref.id} ({type(exc).__name__}: {exc}); {_FIX}") from exc
         self.reads += 1
         size = img.width * img.height * 3

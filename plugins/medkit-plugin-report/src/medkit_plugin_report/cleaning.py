@@ -1,4 +1,4 @@
-"""MIMIC-CXR section extraction and the MedCoSS/MGCA report cleaning rules (spec §9.1)."""
+"""MIMIC-CXR section extraction and the MedCoSS/MGCA report cleaning rules."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class Cleaned:
 
 
 def clean_report(text: str) -> Cleaned:
-    """Apply the MedCoSS/MGCA cleaning (spec §9.1).
+    """Apply the MedCoSS/MGCA cleaning.
 
     Newlines become spaces; the text is split at numbered bullets (``\\d+\\.``) and at ``"."``;
     each sentence is lowercased and tokenised with ``\\w+``, non-ASCII characters are removed, and

@@ -75,7 +75,7 @@ class ReportModality:
     Reads, recursively and in sorted order, every ``*.txt`` (one report per file; labels from an
     optional ``labels.csv`` with columns ``id`` and ``label``), ``*.csv`` and ``*.jsonl`` file
     (one report per row, text in ``text_column``, label in ``label_column``). A path to a single
-    file works too. Texts go through MIMIC-CXR section selection and the MedCoSS cleaning (spec §9.1).
+    file works too. Texts go through MIMIC-CXR section selection and the MedCoSS cleaning.
 
     Args:
         text_column: CSV/JSONL column holding the report text.
@@ -130,7 +130,7 @@ class ReportModality:
         txt_labels = self._txt_labels(base) if any(f.suffix.lower() == ".txt" for f in files) else {}
         for path in files:
             rel = path.relative_to(base).as_posix()
-            records = errors.run(rel, lambda: list(self._records(path, rel, txt_labels)))
+            records = errors.run(rel, lambda p=path, r=rel: list(self._records(p, r, txt_labels)))
             if records is None:
                 continue
             for sid, text, label in records:

@@ -1,9 +1,9 @@
-"""The UNETR-style decoder of supplement A.2 / spec §8.3, the model around it, and the ViT + CNN
+"""The UNETR-style decoder of supplement A.2, the model around it, and the ViT + CNN
 fusion of supplement D."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -82,6 +82,8 @@ class SegmentationModel(nn.Module):
     """``backbone`` feature maps of ``blocks`` → :class:`UNETRDecoder`; or, when the backbone is a
     whole segmenter (``monai:<network>``), the backbone alone."""
 
+    backbone: Any  # a fine-tuning backbone (medkit.finetune.backbones): pooled(), feature_maps(), dims...
+
     def __init__(self, backbone: nn.Module, decoder: UNETRDecoder | None, blocks: Sequence[int],
                  patch: Sequence[int]) -> None:
         super().__init__()
@@ -107,6 +109,8 @@ class FusionSegmentationModel(nn.Module):
        norm) → ``UnetOutBlock`` (1×1 conv) → logits.
     Only the CNN, the projection and the fusion block are trained.
     """
+
+    backbone: Any  # a fine-tuning backbone (medkit.finetune.backbones): pooled(), feature_maps(), dims...
 
     def __init__(self, backbone: nn.Module, cnn: nn.Module, blocks: Sequence[int], patch: Sequence[int], *,
                  spatial_dims: int, map_channels: Sequence[int], out_channels: int, fusion_channels: int = 32,
@@ -151,7 +155,7 @@ def build_cnn(name: str, *, spatial_dims: int, in_channels: int, out_channels: i
         raise ConfigError(f"task segmentation: fusion network {name!r} is not in monai.networks.nets "
                           f"(try BasicUNet, UNet, SegResNet)")
     params = inspect.signature(cls.__init__).parameters
-    kwargs = {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels}
+    kwargs: dict[str, Any] = {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels}
     if "channels" in params and params["channels"].default is inspect.Parameter.empty:
         kwargs.update(channels=(16, 32, 64, 128), strides=(2, 2, 2))
     try:

@@ -1,4 +1,4 @@
-"""Segmentation metrics (spec §8.4): Dice and HD95 per class with MONAI, and the empty-mask rules.
+"""Segmentation metrics: Dice and HD95 per class with MONAI, and the empty-mask rules.
 
 Empty masks, per sample and class:
 

@@ -67,7 +67,7 @@ def crop_pad(x: torch.Tensor, mask: torch.Tensor, roi: Sequence[int], gen: torch
     else:
         start = [int(torch.randint(s - r + 1, (1,), generator=gen)) for r, s in zip(roi, shape)]
     window = tuple(slice(a, a + r) for a, r in zip(start, roi))
-    return x[(slice(None), *window)], mask[window]
+    return x[(slice(None),) + window], mask[window]
 
 
 class SegLoader:

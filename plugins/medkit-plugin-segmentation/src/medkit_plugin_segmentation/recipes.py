@@ -1,4 +1,4 @@
-"""Named fine-tuning recipes of the segmentation datasets (supplement Table 1; spec §8.3, §8.5)."""
+"""Named fine-tuning recipes of the segmentation datasets (supplement Table 1)."""
 
 from __future__ import annotations
 

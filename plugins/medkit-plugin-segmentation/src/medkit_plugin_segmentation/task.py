@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import torch
 from torch import nn
@@ -27,11 +27,11 @@ def _spacing(value: Any) -> tuple[float, float, float]:
     out = tuple(float(v) for v in value)
     if len(out) != 3 or min(out) <= 0:
         raise ConfigError(f"task segmentation: spacing must be 3 positive mm values, got {list(value)}")
-    return out  # type: ignore[return-value]
+    return out
 
 
 class SegmentationTask:
-    """Dense prediction of 2D images or 3D volumes from trunk feature maps (spec §8.3).
+    """Dense prediction of 2D images or 3D volumes from trunk feature maps.
 
     Args:
         dims, modality: supplied by the engine.
@@ -101,7 +101,7 @@ class SegmentationTask:
             on_error=check_on_error(on_error, "task segmentation"))
         self.ce_loss = DiceCELoss(to_onehot_y=True, softmax=True)  # Dice + cross-entropy over classes
         self.dice_loss = DiceLoss(sigmoid=True)  # multilabel: per-channel sigmoid Dice ...
-        self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE (spec §8.3)
+        self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE
 
     # -- data ----------------------------------------------------------------------------------
     def demo_data(self, root: Path) -> Path:
@@ -120,7 +120,7 @@ class SegmentationTask:
         return list(class_names[1:])
 
     # -- model ---------------------------------------------------------------------------------
-    def _map_channels(self, backbone: nn.Module, blocks: Sequence[int]) -> list[int]:
+    def _map_channels(self, backbone: Any, blocks: Sequence[int]) -> list[int]:
         if getattr(backbone, "kind", "") == "medkit":
             return [int(backbone.embed_dim)] * len(blocks)
         size = self.patch_size or (64,) * self.dims
@@ -131,7 +131,7 @@ class SegmentationTask:
         backbone.train(was)
         return [int(m.shape[1]) for m in maps]
 
-    def build_model(self, backbone: nn.Module, class_names: Sequence[str], *,
+    def build_model(self, backbone: Any, class_names: Sequence[str], *,
                     fusion_cnn: nn.Module | None = None) -> nn.Module:
         """The backbone with a UNETR decoder, or with the fusion CNN (``fusion_cnn``, built by the caller
         for a pre-trained CNN such as ``fusion=desd:PATH``; otherwise the MONAI network ``fusion``)."""
@@ -161,7 +161,7 @@ class SegmentationTask:
                                res_block=self.res_block)
         return SegmentationModel(backbone, decoder, blocks, patch)
 
-    def collate(self, samples: Sequence[dict[str, Any]], backbone: nn.Module) -> Batch:
+    def collate(self, samples: Sequence[dict[str, Any]], backbone: Any) -> Batch:
         chans = int(backbone.in_chans)
         xs, ms = [], []
         for s in samples:
@@ -179,15 +179,17 @@ class SegmentationTask:
 
     def loss(self, model: nn.Module, batch: Batch) -> LossOutput:
         logits = model(batch.inputs)  # [B, K, *S]
+        labels = batch.labels
+        assert labels is not None  # collate always sets them
         if self.multilabel:
-            target = labels_to_channels(batch.labels, logits.shape[1] + 1, multilabel=True).float()
+            target = labels_to_channels(labels, logits.shape[1] + 1, multilabel=True).float()
             dice, ce = self.dice_loss(logits, target), self.bce_loss(logits, target)
             loss = dice + ce
             return LossOutput(loss, {"dice_loss": float(dice.detach()), "bce": float(ce.detach())})
-        if int(batch.labels.max()) >= logits.shape[1]:
-            raise DataError(f"batch {batch.ids}: a mask holds label {int(batch.labels.max())} but the head "
+        if int(labels.max()) >= logits.shape[1]:
+            raise DataError(f"batch {batch.ids}: a mask holds label {int(labels.max())} but the head "
                             f"has {logits.shape[1]} classes")
-        loss = self.ce_loss(logits, batch.labels[:, None])
+        loss = self.ce_loss(logits, labels[:, None])
         return LossOutput(loss, {"dice_ce": float(loss.detach())})
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -197,8 +199,9 @@ class SegmentationTask:
         from monai.inferers import sliding_window_inference
 
         roi = self.patch_size or ceil16(inputs.shape[2:])
-        return sliding_window_inference(inputs, roi, self.sw_batch_size, model, overlap=self.overlap,
-                                        mode="gaussian")
+        out = sliding_window_inference(inputs, roi, self.sw_batch_size, model, overlap=self.overlap,
+                                       mode="gaussian")
+        return cast(torch.Tensor, out)  # the model returns one tensor, so does the inferer
 
     def evaluate(self, model: nn.Module, batches: Iterable[Batch], class_names: Sequence[str]) -> dict[str, Any]:
         meter = SegmentationMeter(self.scored_names(class_names), percentile=self.hd_percentile,
@@ -208,13 +211,15 @@ class SegmentationTask:
         for batch in batches:
             logits = self.predict(model, batch.inputs)
             pred = logits_to_channels(logits, multilabel=self.multilabel)
-            gt = labels_to_channels(batch.labels, n, multilabel=self.multilabel)
+            labels = batch.labels
+            assert labels is not None  # collate always sets them
+            gt = labels_to_channels(labels, n, multilabel=self.multilabel)
             scored = slice(0, None) if self.multilabel else slice(1, None)
             meter.add(pred[:, scored].cpu(), gt[:, scored].cpu())
             for i in range(len(batch)):
                 if len(examples) < self.max_pictures:
                     examples.append({"id": batch.ids[i], "image": batch.inputs[i, 0].cpu().numpy(),
-                                     "gt": batch.labels[i].cpu().numpy(),
+                                     "gt": labels[i].cpu().numpy(),
                                      "pred": channels_to_labels(pred[i:i + 1], multilabel=self.multilabel)[0]
                                      .cpu().numpy()})
         metrics = meter.result()

@@ -155,7 +155,7 @@ def _heatmap(metric: str, rows: list[int], cols: list[str], values: list[list[fl
     if hi - lo < 1e-12 * max(1.0, abs(hi)):  # one value: a readable scale around it
         lo, hi = lo - 0.5 * max(abs(lo), 1.0) * 0.1, hi + 0.5 * max(abs(hi), 1.0) * 0.1
     fig = Figure(figsize=(1.2 + 0.9 * len(cols), 1.0 + 0.5 * len(rows)), dpi=80)
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
     ax.set_xticks(range(len(cols)), cols)
@@ -169,8 +169,8 @@ def _heatmap(metric: str, rows: list[int], cols: list[str], values: list[list[fl
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if light else "black")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 @atexit.register

@@ -1,10 +1,10 @@
-"""Patch tokenizers for 2D images and 3D volumes with grid-aware learned positions (spec §2.2-2.3)."""
+"""Patch tokenizers for 2D images and 3D volumes with grid-aware learned positions."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ def _ints(value: int | Sequence[int], n: int, what: str, name: str) -> tuple[int
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         out = (int(value),) * n
     else:
-        out = tuple(int(v) for v in value)
+        out = tuple(int(v) for v in cast(Sequence[int], value))  # a bool fails here, as ever
     if len(out) != n or any(v <= 0 for v in out):
         raise ConfigError(f"tokenizer {name}: {what} must be {n} positive ints, got {value!r}; "
                           f"set tokenizer.{name}.{what} accordingly")
@@ -35,7 +35,7 @@ def _shape(t: Any) -> str:
 class PatchTokenizer(nn.Module):
     """Cut ``[B, C, *S]`` into non-overlapping patches, embed them, add positions, normalise.
 
-    Dimension-agnostic (``spatial_dims`` 2 or 3). Order of operations follows MedCoSS (spec §2.2):
+    Dimension-agnostic (``spatial_dims`` 2 or 3). Order of operations follows MedCoSS:
     patch convolution → tokens ``[B, N, D]`` flattened row-major over the grid → learned positions
     added → LayerNorm (eps 1e-5) → no dropout. The position table is stored at the grid of
     ``base_size`` (initialised from sin-cos) and resampled to any other grid, so 224² and 512²
@@ -49,7 +49,7 @@ class PatchTokenizer(nn.Module):
         patch_size: patch edge (an int for cubic/square patches, or one int per spatial axis).
         base_size: input size whose grid the position table is stored at.
         name: registry name, used in error messages.
-        legacy: the reference's positions instead (spec §2.2, §10.1 items 6-7): a flat table indexed by
+        legacy: the reference's positions instead: a flat table indexed by
             the row-major patch index plus a temporal row (random 0..7 per forward in ``train()``, 0 in
             ``eval()``), see :class:`medkit.models.legacy.FlatPositions`.
         legacy_position_rows: rows of that flat table (legacy only).
@@ -76,8 +76,8 @@ class PatchTokenizer(nn.Module):
             raise ConfigError(f"tokenizer {name}: base_size {list(self.base_size)} is not a multiple of "
                               f"patch_size {list(self.patch_size)}; change tokenizer.{name}.base_size")
         self.base_grid = tuple(s // p for s, p in zip(self.base_size, self.patch_size))
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        # PyTorch's default conv init, as MedCoSS (spec §1.3).
+        conv: Callable[..., nn.Conv2d | nn.Conv3d] = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        # PyTorch's default conv init, as MedCoSS.
         self.proj = conv(self.in_chans, self.embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
         self.legacy = bool(legacy)
         if self.legacy:
@@ -168,7 +168,7 @@ class PatchTokenizer(nn.Module):
             pos = self.pos(x.shape[1], device=x.device, dtype=x.dtype)
         else:
             pos = self.position_table(grid).to(x.dtype)
-        x = x + pos  # positions before the norm (spec §2.2)
+        x = x + pos  # positions before the norm
         x = self.norm(x)  # [B, N, D]
         return Tokens(x=x, padding_mask=None, grid=grid)
 
@@ -176,7 +176,7 @@ class PatchTokenizer(nn.Module):
     def patchify(self, inputs: torch.Tensor) -> torch.Tensor:
         """``[B, C, *S]`` → ``[B, N, prod(patch) * C]``.
 
-        Layout per patch as MAE/MedCoSS (spec §3.1): 2D ``(h, w, p, q, c)``, 3D
+        Layout per patch as MAE/MedCoSS: 2D ``(h, w, p, q, c)``, 3D
         ``(d, h, w, kd, kh, kw, c)``.
         """
         b, c = inputs.shape[:2]
@@ -211,7 +211,7 @@ class PatchTokenizer(nn.Module):
 
 
 class Patch2D(PatchTokenizer):
-    """``patch_2d``: ``Conv2d(in_chans, D, 16, stride 16)`` on ``[B, C, H, W]`` (spec §2.2).
+    """``patch_2d``: ``Conv2d(in_chans, D, 16, stride 16)`` on ``[B, C, H, W]``.
 
     The position table lives at the grid of ``base_size`` (224² → 14×14) and is resampled
     bicubically for other sizes (512² → 32×32, 1024 tokens). Grey ``[1, H, W]`` samples are
@@ -228,7 +228,7 @@ class Patch2D(PatchTokenizer):
 
 
 class Patch3D(PatchTokenizer):
-    """``patch_3d``: ``Conv3d(in_chans, D, 16, stride 16)`` (cubic) on ``[B, C, D, H, W]`` (spec §2.3).
+    """``patch_3d``: ``Conv3d(in_chans, D, 16, stride 16)`` (cubic) on ``[B, C, D, H, W]``.
 
     The position table lives at the grid of ``base_size`` (16×192×192 → 1×12×12) and is resampled
     trilinearly for other sizes (64×192×192 → 4×12×12, 576 tokens). With ``legacy`` the positions

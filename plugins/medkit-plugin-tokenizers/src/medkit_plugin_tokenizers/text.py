@@ -1,4 +1,4 @@
-"""Word-piece text tokenizer ``text_1d``: HF word-pieces → token + learned position → LayerNorm (spec §2.1)."""
+"""Word-piece text tokenizer ``text_1d``: HF word-pieces → token + learned position → LayerNorm."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from medkit.api import ConfigError, DataError, Tokens
+from medkit.api import ConfigError, DataError, Tokens, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def load_vocab(vocab_file: str | os.PathLike[str], *, lowercase: bool = True) ->
             tok = Tokenizer.from_file(str(path))
         else:
             tok = _bert_pipeline(models.WordPiece.from_file(str(path), unk_token=UNK), lowercase)
-    except Exception as exc:  # noqa: BLE001 - the Rust errors are plain Exceptions
+    except Exception as exc:  # the Rust errors are plain Exceptions
         raise ConfigError(f"tokenizer text_1d: cannot read vocabulary {path}: {exc}; expected a HF "
                           f"tokenizer.json or a vocab.txt with one word-piece per line") from exc
     return _finish(tok, str(path))
@@ -175,20 +175,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / TOKENIZER_FILE
-    _atomic_write(path, tok.to_str(pretty=True))
-    _atomic_write(out / "vocab.txt", "".join(f"{t}\n" for t, _ in sorted(tok.get_vocab().items(),
+    atomic_write_text(path, tok.to_str(pretty=True))
+    atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t, _ in sorted(tok.get_vocab().items(),
                                                                          key=lambda kv: kv[1])))
     log.info("trained a %d-piece vocabulary on %d texts -> %s", tok.get_vocab_size(), count, path)
     return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _describe(x: Any) -> str:
@@ -200,11 +191,11 @@ def _describe(x: Any) -> str:
 class TextTokenizer(nn.Module):
     """Report text → word-piece ids ``[B, L]`` → trunk tokens ``[B, L, D]`` (``text_1d``).
 
-    Order of operations (spec §2.1, without the legacy type embedding): token embedding + learned
+    Order of operations (without the legacy type embedding): token embedding + learned
     absolute position (rows ``0..L-1``) → LayerNorm (eps 1e-5) → no dropout. Both tables are
     initialised N(0, 0.02). The word-piece ``[CLS]`` is the first token, so ``adds_cls`` is False.
 
-    With ``legacy`` the module has the reference's ``token_embed`` layout (spec §1.2, §2.1): a
+    With ``legacy`` the module has the reference's ``token_embed`` layout: a
     ``legacy_vocab_rows``-row token table (49,411; the vocabulary's ids must be below it), a
     ``legacy_position_rows``-row position table (512) and a 2-row type table whose row 0 is added to
     every token, before the LayerNorm; tables keep PyTorch's N(0, 1) init. ``vocab_size`` is then the
@@ -222,6 +213,9 @@ class TextTokenizer(nn.Module):
         legacy_vocab_rows: rows of the token table in legacy mode.
         legacy_position_rows: rows of the position table in legacy mode (>= ``max_length``).
     """
+
+    special_mask: torch.Tensor  # buffers registered in __init__
+    continuation_mask: torch.Tensor
 
     dims = 1
     adds_cls = False
@@ -251,7 +245,7 @@ class TextTokenizer(nn.Module):
         if self.legacy:
             self.type_embed = nn.Embedding(2, self.embed_dim)  # [2, D], row 0 added to every token
         self.norm = nn.LayerNorm(self.embed_dim, eps=1e-5)
-        if not self.legacy:  # legacy tables keep nn.Embedding's N(0, 1), as the reference (spec §1.3)
+        if not self.legacy:  # legacy tables keep nn.Embedding's N(0, 1), as the reference
             nn.init.normal_(self.word_embed.weight, std=0.02)
             nn.init.normal_(self.pos_embed.weight, std=0.02)
 
@@ -346,11 +340,11 @@ class TextTokenizer(nn.Module):
         """Write ``tokenizer.json`` and ``medkit_tokenizer.json`` (no weights: they live in the model)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / TOKENIZER_FILE, self._tok.to_str(pretty=True))
+        atomic_write_text(out / TOKENIZER_FILE, self._tok.to_str(pretty=True))
         config = {"name": "text_1d", "format": 1, "max_length": self.max_length, "lowercase": self.lowercase,
                   "vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "legacy": self.legacy,
                   "legacy_vocab_rows": self.legacy_vocab_rows, "legacy_position_rows": self.legacy_position_rows}
-        _atomic_write(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return out
 
     @classmethod

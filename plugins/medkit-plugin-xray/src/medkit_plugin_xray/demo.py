@@ -58,12 +58,12 @@ def write_dicom(path: Path, pixels: np.ndarray, *, view: str | None = "PA",
     """Write a DX DICOM of uint16 ``pixels`` (``[H, W]``, or ``[F, H, W]`` with ``frames`` > 1)
     with deterministic UIDs. Used by the demo data and by the tests."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
     entropy = [uid_seed or path.name]
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=entropy + ["sop"])
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()

@@ -91,7 +91,7 @@ def _read_dicom(path: Path, *, pixels: bool) -> Any:
 
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a damaged file
+    except Exception as exc:  # pydicom raises many types for a damaged file
         raise _unreadable(path, "DICOM", exc) from exc
 
 
@@ -159,7 +159,7 @@ def _raster_values(img: Image.Image) -> tuple[np.ndarray, float | None]:
 def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
     try:
         return np.asarray(ds.pixel_array)
-    except Exception as exc:  # noqa: BLE001 - missing codec, truncated data, bad tags...
+    except Exception as exc:  # missing codec, truncated data, bad tags...
         raise DataError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc}); "
                         f"compressed transfer syntaxes need pylibjpeg/gdcm installed — {_FIX}") from exc
 
