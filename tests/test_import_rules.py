@@ -1,7 +1,7 @@
 """The one-way import rule (docs/architecture.md): ``cli → registry → runtime``; the runtime never
-imports the registry or the CLI; plugins import only the public contract ``medkit.api``, never each
-other. Every import counts, including those inside functions; ``from medkit import x`` counts as
-``medkit.x`` when ``x`` is a module."""
+imports the registry or the CLI; plugins import only the public contract ``medkit.api`` (their tests also
+``medkit.testing``), never each other. Every import counts, including those inside functions; ``from
+medkit import x`` counts as ``medkit.x`` when ``x`` is a module."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ SRC = REPO / "core"
 
 #: What plugin code (``plugins/*/src``) may import from medkit: the public contract, nothing else.
 PLUGIN_ALLOWED = ("medkit.api",)
+#: What plugin tests (``plugins/*/tests``) may import from medkit: the contract and the testing namespace,
+#: not their leaf modules (``medkit.api.errors``, ``medkit.testing.contracts``).
+PLUGIN_TESTS_ALLOWED = ("medkit.api", "medkit.testing")
+#: Plugin test files that are explicitly about another plugin, and the plugin they may import.
+CROSS_PLUGIN_TESTS = {
+    # developer tool: regenerates text_1d's shipped corpus from the report plugin's demo and cleaning
+    "plugins/medkit-plugin-tokenizers/tests/make_text_corpus.py": "medkit_plugin_report",
+}
 #: Layers above the registry: they may import it (the CLI wires commands; the contract suites build
 #: the plugin under test by name; the top-level convenience functions hand the host in).
 ABOVE_REGISTRY = ("cli", "testing")
@@ -26,6 +34,8 @@ def module_name(path: Path, repo: Path = REPO) -> list[str]:
     rel = path.resolve().relative_to(repo.resolve()).with_suffix("").parts
     if rel[0] in ROOTS:
         return [*ROOTS[rel[0]].split("."), *rel[1:]]
+    if "src" not in rel:  # a plugin's tests: not a package, named by their path
+        return list(rel)
     return list(rel[rel.index("src") + 1:])  # plugins/<dist>/src/<package>/...
 
 
@@ -143,6 +153,24 @@ def plugin_violations(repo: Path = REPO) -> list[str]:
     return bad
 
 
+def plugin_test_violations(repo: Path = REPO) -> list[str]:
+    """Plugin test modules (``plugins/*/tests``) importing more of medkit than ``medkit.api`` and
+    ``medkit.testing``, or another plugin where the test is not one of :data:`CROSS_PLUGIN_TESTS`."""
+    own = {d.name for d in repo.glob("plugins/*/src/*") if d.is_dir()}
+    bad = []
+    for tests in sorted(repo.glob("plugins/*/tests")):
+        mine = {d.name for d in tests.parent.glob("src/*") if d.is_dir()}
+        for path in sorted(p for p in tests.rglob("*.py") if "__pycache__" not in p.parts):
+            where = path.relative_to(repo).as_posix()
+            for i in imports(path, repo):
+                root = i.name.split(".")[0]
+                if root == "medkit" and i.name not in PLUGIN_TESTS_ALLOWED:
+                    bad.append(f"{where}:{i.line} imports {i.name}")
+                elif root in own and root not in mine and CROSS_PLUGIN_TESTS.get(where) != root:
+                    bad.append(f"{where}:{i.line} imports another plugin, {root}")
+    return bad
+
+
 def test_the_runtime_never_imports_the_registry_or_the_cli() -> None:
     bad = registry_violations()
     assert not bad, "the runtime must be handed the plugin host, not import it:\n" + "\n".join(bad)
@@ -152,6 +180,12 @@ def test_plugins_import_only_the_public_contract() -> None:
     assert len(list(REPO.glob("plugins/*/src/*"))) >= 15, "the scan found the plugins"
     bad = plugin_violations()
     assert not bad, ("plugins may import only " + ", ".join(PLUGIN_ALLOWED) + ":\n" + "\n".join(bad))
+
+
+def test_plugin_tests_import_only_the_contract_and_the_testing_namespace() -> None:
+    assert len(list(REPO.glob("plugins/*/tests/*.py"))) >= 15, "the scan found the plugins' tests"
+    bad = plugin_test_violations()
+    assert not bad, ("plugin tests may import only " + ", ".join(PLUGIN_TESTS_ALLOWED) + ":\n" + "\n".join(bad))
 
 
 def _fake_tree(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -202,3 +236,24 @@ def test_from_package_import_module_names_the_module(tmp_path: Path) -> None:
     assert plugin_violations(repo) == [
         "plugins/medkit-plugin-x/src/medkit_plugin_x/__init__.py:1 imports medkit.registry",
         "plugins/medkit-plugin-x/src/medkit_plugin_x/strategy.py:1 imports medkit.api.errors"]
+
+
+def test_the_plugin_test_scan_names_leaf_modules_the_registry_and_other_plugins(tmp_path: Path) -> None:
+    """A plugin test may use ``medkit.api`` and ``medkit.testing``; their leaf modules, the registry and
+    another plugin's package (outside :data:`CROSS_PLUGIN_TESTS`) are reported, inside functions too."""
+    repo = _fake_tree(tmp_path, {
+        "core/__init__.py": "", "core/api/__init__.py": "", "core/api/errors.py": "",
+        "core/testing/__init__.py": "", "core/testing/contracts.py": "", "registry/__init__.py": "",
+        "plugins/medkit-plugin-x/src/medkit_plugin_x/__init__.py": "",
+        "plugins/medkit-plugin-y/src/medkit_plugin_y/__init__.py": "",
+        "plugins/medkit-plugin-x/tests/test_x.py": (
+            "from medkit.api import ConfigError\nfrom medkit.testing import create\n"
+            "import medkit_plugin_x\nfrom medkit.api.errors import DataError\n"
+            "def test():\n    from medkit.testing import contracts\n    from medkit.registry import get_host\n"
+            "    import medkit_plugin_y\n"),
+    })
+    assert plugin_test_violations(repo) == [
+        "plugins/medkit-plugin-x/tests/test_x.py:4 imports medkit.api.errors",
+        "plugins/medkit-plugin-x/tests/test_x.py:6 imports medkit.testing.contracts",
+        "plugins/medkit-plugin-x/tests/test_x.py:7 imports medkit.registry",
+        "plugins/medkit-plugin-x/tests/test_x.py:8 imports another plugin, medkit_plugin_y"]

@@ -8,7 +8,7 @@ import importlib.metadata as md
 import pytest
 
 from medkit.api import ExternalBackbone, Family
-from medkit.registry.host import PluginHost
+from medkit.testing import PluginHost
 
 NAMES = ["desd", "path-dino", "pcrlv2-2d", "pcrlv2-3d", "unimiss"]
 

@@ -3,7 +3,6 @@ optimizer group and the frozen teacher on the real engine, and an exact mid-stag
 
 from __future__ import annotations
 
-from medkit.registry import get_host
 
 import json
 from pathlib import Path
@@ -12,10 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.storage.files import load_tensors
-from medkit.api.errors import ConfigError
-from medkit.testing.contracts import StrategyContract
-from medkit.testing.synthetic import run_synthetic
+from medkit.api import ConfigError
+from medkit.testing import StrategyContract, get_host, load_tensors, run_synthetic
 from medkit_plugin_cassle.strategy import CaSSLe, distill_loss, make_predictor
 
 
@@ -115,8 +112,7 @@ def test_predictor_group_teacher_and_exact_resume(tmp_path: Path, monkeypatch: p
     assert any(k.startswith("teacher.blocks.") for k in state) and any(k.startswith("predictor.") for k in state)
     monkeypatch.setattr(CaSSLe, "loss", original_loss)
 
-    from medkit.engine.engine import Engine, load_config
-    from medkit.api.progress import NullReporter
+    from medkit.testing import Engine, NullReporter, load_config
 
     run = tmp_path / "resumed"
     Engine(load_config(run), run, components=get_host(), reporter=NullReporter(), resume=True).run()

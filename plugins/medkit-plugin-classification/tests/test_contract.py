@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.testing.tasks import TaskContract, tiny_backbone
+from medkit.testing import TaskContract, tiny_backbone
 
 
 class TestClassification(TaskContract):
@@ -15,7 +15,7 @@ class TestClassification(TaskContract):
 
 
 def _text_tokenizer_registered() -> bool:
-    from medkit.registry import get_host
+    from medkit.testing import get_host
 
     return "text_1d" in get_host().names("tokenizer")
 
@@ -25,7 +25,7 @@ def test_text_classification_step(tmp_path: Path) -> None:
         pytest.skip("tokenizer text_1d (medkit-plugin-tokenizers) is not registered, so 1D text cannot be encoded")
     import torch
 
-    from medkit.registry import create
+    from medkit.testing import create
 
     task = create("task", "classification", dims=1, modality="report")
     splits = task.splits(task.demo_data(tmp_path / "demo"), seed=0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from medkit.api.errors import ConfigError
-from medkit.testing.tasks import tiny_backbone
+from medkit.api import ConfigError
+from medkit.testing import tiny_backbone
 from medkit_plugin_classification.heads import (Classifier, OneLayerHead, TwoLayerHead, build_head,
                                                resolve_head)
 
@@ -49,7 +49,7 @@ def test_image_pooling_mean_excludes_cls_and_cls_option() -> None:
 
 
 def test_text_pooling_ignores_padding() -> None:
-    from medkit.registry import get_host
+    from medkit.testing import get_host
 
     if "text_1d" not in get_host().names("tokenizer"):
         pytest.skip("tokenizer text_1d is not registered")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError, DataError
+from medkit.api import ConfigError, DataError
 from medkit_plugin_classification.readers import ReaderOptions, read_classification
 
 

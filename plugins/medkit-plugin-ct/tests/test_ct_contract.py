@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medkit.testing.contracts import ModalityContract
+from medkit.testing import ModalityContract
 
 
 class TestCTContract(ModalityContract):
@@ -10,7 +10,7 @@ class TestCTContract(ModalityContract):
 
 
 def test_demo_gives_enough_labelled_windows(tmp_path):
-    from medkit.registry import create
+    from medkit.testing import create
 
     m = create("modality", "ct")
     ds = m.dataset(m.demo_data(tmp_path), train=False)

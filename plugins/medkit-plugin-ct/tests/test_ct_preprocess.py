@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError
-from medkit.data.windows import read_labels
+from medkit.api import ConfigError
+from medkit.testing import read_labels
 from medkit_plugin_ct.modality import CTModality, hu_window
 
 nib = pytest.importorskip("nibabel")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medkit.api.errors import DataError
+from medkit.api import DataError
 from medkit_plugin_ct.modality import CTModality
 
 pydicom = pytest.importorskip("pydicom")

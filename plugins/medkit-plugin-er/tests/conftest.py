@@ -7,15 +7,11 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _fresh_host(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
-    from medkit.registry import reset_host
-
-    import medkit.config.compose as config
+    from medkit.testing import reset_host
 
     monkeypatch.delenv("MEDKIT_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS", raising=False)
     monkeypatch.setenv("MEDKIT_DEMO_DIR", str(tmp_path_factory.getbasetemp() / "demo"))
     reset_host()
-    config._STORE = None
     yield
     reset_host()
-    config._STORE = None

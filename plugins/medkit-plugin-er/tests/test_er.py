@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.engine.plan import StepPlan
-from medkit.api.errors import CheckpointError, ConfigError, DataError
-from medkit.testing.contracts import StrategyContract
-from medkit.testing.synthetic import run_synthetic
+from medkit.api import CheckpointError, ConfigError, DataError
+from medkit.testing import StepPlan, StrategyContract, run_synthetic
 from medkit_plugin_er.strategy import ReplayBuffer, buffer_size, make_er, reservoir
 
 

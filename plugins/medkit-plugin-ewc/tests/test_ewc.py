@@ -10,10 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from medkit.storage.files import load_tensors
-from medkit.api.errors import ConfigError
-from medkit.testing.contracts import StrategyContract
-from medkit.testing.synthetic import run_synthetic
+from medkit.api import ConfigError
+from medkit.testing import StrategyContract, load_tensors, run_synthetic
 from medkit_plugin_ewc.fisher import diagonal_fisher, ewc_penalty, online_update
 
 
@@ -127,7 +125,7 @@ def test_separate_and_online_runs(tmp_path: Path) -> None:
 def test_trained_parameters_cover_the_stages_tokenizers_only() -> None:
     from types import SimpleNamespace
 
-    from medkit.models.encoder import UniversalEncoder
+    from medkit.api import UniversalEncoder
     from medkit_plugin_ewc.strategy import trained_parameters
 
     toks = {"patch_2d": nn.Linear(2, 8), "text_1d": nn.Embedding(5, 8)}

@@ -7,12 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.batch import collate
-from medkit.models.encoder import UniversalEncoder, count_parameters
-from medkit.api.errors import ConfigError
-from medkit.models.masking import make_noise, random_masking
-from medkit.testing.contracts import ObjectiveContract
-from medkit.registry import create
+from medkit.api import ConfigError, UniversalEncoder, collate, make_noise, random_masking
+from medkit.testing import ObjectiveContract, count_parameters, create
 
 
 class TestMAE2DContract(ObjectiveContract):
@@ -160,7 +156,7 @@ def test_constant_patches_have_zero_normalised_target() -> None:
 
 # -- decoder positions ----------------------------------------------------------------------
 def test_decoder_positions_are_grid_aware() -> None:
-    from medkit.models.encoder import sincos_init
+    from medkit.api import sincos_init
 
     encoder, objective, _ = _setup("patch_3d")
     assert objective.base_grid == (1, 12, 12)
@@ -218,7 +214,7 @@ def test_bad_configuration_is_a_config_error() -> None:
 def test_hydra_zen_config_round_trip() -> None:
     from hydra_zen import builds, instantiate
 
-    from medkit.registry import get_host
+    from medkit.testing import get_host
 
     spec = get_host().spec("objective", "mae")
     conf = builds(spec.load_factory(), populate_full_signature=True, zen_exclude=spec.context)

@@ -12,18 +12,14 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _fresh_host(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
-    from medkit.registry import reset_host
-
-    import medkit.config.compose as config
+    from medkit.testing import reset_host
 
     monkeypatch.delenv("MEDKIT_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS", raising=False)
     monkeypatch.setenv("MEDKIT_DEMO_DIR", str(tmp_path_factory.getbasetemp() / "demo"))
     reset_host()
-    config._STORE = None
     yield
     reset_host()
-    config._STORE = None
 
 
 class IdsDataset:
@@ -41,9 +37,8 @@ class IdsDataset:
 def make_ctx(tmp_path: Path) -> Callable[..., Any]:
     """``make_ctx(tokenizer="patch_2d", ids={modality: ids}, stage=[...])`` → a real ``RunContext``
     with a tiny encoder (width 32, depth 2), no heads, and id-only datasets."""
-    from medkit.api import RunContext, StageState
-    from medkit.models.encoder import UniversalEncoder
-    from medkit.registry import create
+    from medkit.api import RunContext, StageState, UniversalEncoder
+    from medkit.testing import create
 
     def build(tokenizer: str = "patch_2d", ids: dict[str, list[str]] | None = None,
               stage: list[str] | None = None, resumed: bool = False, seed: int = 0,

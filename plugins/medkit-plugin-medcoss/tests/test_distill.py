@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.batch import Batch
+from medkit.api import Batch
 from medkit_plugin_medcoss.distill import distillation_loss, masked_mse, snapshot_teacher
 from medkit_plugin_medcoss.strategy import make_rehearsal
 
@@ -85,7 +85,7 @@ def test_current_batches_get_only_the_pretext_loss(make_ctx: Any) -> None:
 
     class Head(torch.nn.Module):
         def forward(self, encoder: Any, batch: Batch, generator: Any = None) -> Any:
-            from medkit.api.context import LossOutput
+            from medkit.api import LossOutput
 
             calls.append(batch.role)
             return LossOutput(torch.tensor(1.5), {"mae": 1.5})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError
+from medkit.api import ConfigError
 from medkit_plugin_medcoss import kmeans
 from medkit_plugin_medcoss.buffer import select_buffer
 from medkit_plugin_medcoss.store import FeatureStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError
+from medkit.api import ConfigError
 from medkit_plugin_medcoss.mixup import draw_ratios, mix_images, mix_tokens
 
 

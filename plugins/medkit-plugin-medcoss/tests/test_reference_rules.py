@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.batch import Batch
-from medkit.api.errors import ConfigError
+from medkit.api import Batch, ConfigError
 from medkit_plugin_medcoss.buffer import buffer_sizes, select_buffer
 from medkit_plugin_medcoss.strategy import make_rehearsal
 
@@ -100,7 +99,7 @@ def test_buffer_text_is_mlm_corrupted_before_mixup(make_ctx: Any, monkeypatch: p
 def test_bad_buffer_sizes_are_refused_when_built_and_when_sized(kwargs, key) -> None:
     """One check serves the strategy (at build time, before any stage) and buffer_sizes (the bench
     and select_buffer call it directly): both refuse, naming the strategy key."""
-    from medkit.api.errors import ConfigError
+    from medkit.api import ConfigError
     from medkit_plugin_medcoss.buffer import buffer_sizes
     from medkit_plugin_medcoss.strategy import make_rehearsal
 
@@ -118,7 +117,7 @@ def test_a_rehearsal_run_records_the_mix_it_trained_and_keeps_the_floor(tmp_path
     strategy.min_current_fraction=0.8 stage 2 trains at least 8 of its 10 steps on its own data."""
     import json
 
-    from medkit.testing.synthetic import run_synthetic
+    from medkit.testing import run_synthetic
 
     run = run_synthetic(tmp_path / "run", "rehearsal", max_steps=10, demo_dir=tmp_path / "demo",
                         overrides=("strategy.spill_threshold=0", "strategy.buffer_ratio=1.0",

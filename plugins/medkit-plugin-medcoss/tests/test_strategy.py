@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from medkit.registry import get_host
 
 import json
 from pathlib import Path
@@ -11,10 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.engine.plan import StepPlan
-from medkit.api.errors import CheckpointError, ConfigError, DataError
-from medkit.testing.contracts import StrategyContract
-from medkit.testing.synthetic import run_synthetic
+from medkit.api import CheckpointError, ConfigError, DataError
+from medkit.testing import StepPlan, StrategyContract, get_host, run_synthetic
 from medkit_plugin_medcoss.buffer import BufferEntry
 from medkit_plugin_medcoss.strategy import make_rehearsal
 
@@ -140,9 +137,7 @@ def test_two_stage_run_distils_only_on_buffer_steps(two_stage_run: Path) -> None
 @pytest.mark.slow
 def test_mid_stage_resume_reproduces_the_uninterrupted_run(two_stage_run: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.storage.files import load_tensors
-    from medkit.engine.engine import Engine, load_config
-    from medkit.api.progress import NullReporter
+    from medkit.testing import Engine, NullReporter, load_config, load_tensors
     from medkit_plugin_medcoss.strategy import Rehearsal
 
     whole, demo = two_stage_run, two_stage_run.parent / "demo"

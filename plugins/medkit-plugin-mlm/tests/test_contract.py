@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from medkit.testing.contracts import ObjectiveContract
-from medkit.registry import get_host
+from medkit.testing import ObjectiveContract, get_host
 
 if "text_1d" not in get_host().names("tokenizer"):  # pragma: no cover - depends on the environment
     pytest.skip("medkit-plugin-tokenizers (text_1d) is not installed", allow_module_level=True)

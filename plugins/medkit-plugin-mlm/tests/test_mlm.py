@@ -10,10 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from medkit.api.batch import collate
-from medkit.models.encoder import UniversalEncoder
-from medkit.api.errors import ConfigError
-from medkit.registry import create, get_host
+from medkit.api import ConfigError, UniversalEncoder, collate
+from medkit.testing import create, get_host
 from medkit_plugin_mlm.masking import (
     IGNORE_INDEX,
     KEEP_UNMASKED,

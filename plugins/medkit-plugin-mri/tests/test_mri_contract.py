@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from medkit.testing.contracts import ModalityContract
+from medkit.testing import ModalityContract
 
 
 class TestMRIContract(ModalityContract):
@@ -12,7 +12,7 @@ class TestMRIContract(ModalityContract):
 
 
 def test_demo_gives_enough_labelled_windows(tmp_path):
-    from medkit.registry import create
+    from medkit.testing import create
 
     m = create("modality", "mri")
     ds = m.dataset(m.demo_data(tmp_path), train=False)

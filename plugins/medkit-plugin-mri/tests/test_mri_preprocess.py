@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError
-from medkit.data.windows import window_starts
+from medkit.api import ConfigError
+from medkit.testing import window_starts
 from medkit_plugin_mri.modality import MRIModality, clip_zscore
 
 nib = pytest.importorskip("nibabel")

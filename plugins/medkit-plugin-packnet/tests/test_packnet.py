@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError
-from medkit.eval.matrices import read_matrix
-from medkit.testing.contracts import StrategyContract
-from medkit.testing.synthetic import run_synthetic
+from medkit.api import ConfigError
+from medkit.testing import StrategyContract, read_matrix, run_synthetic
 from medkit_plugin_packnet.masks import FREE, assign_owners, default_ratios, eval_keep
 from medkit_plugin_packnet.strategy import PackNet
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.testing.contracts import ModalityContract
-from medkit.registry import create
+from medkit.testing import ModalityContract, create
 
 
 class TestPathologyContract(ModalityContract):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.registry import create
+from medkit.api import ConfigError, DataError
+from medkit.testing import create
 from medkit_plugin_pathology.readers import to_rgb
 
 

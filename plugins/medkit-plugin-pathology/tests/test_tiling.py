@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medkit.registry import create
+from medkit.testing import create
 from medkit_plugin_pathology.tiling import Tile, cap_per_group, tile_grid, tissue_fractions
 
 PINK = (234, 168, 204)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medkit.api.errors import DataError
-from medkit.registry import create
+from medkit.api import DataError
+from medkit.testing import create
 from medkit_plugin_pathology import wsi
 from medkit_plugin_pathology.tiling import tissue_mask
 

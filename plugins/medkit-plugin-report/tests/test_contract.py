@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medkit.testing.contracts import ModalityContract
+from medkit.testing import ModalityContract
 
 
 class TestReportModality(ModalityContract):

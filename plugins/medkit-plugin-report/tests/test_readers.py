@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medkit.api.errors import ConfigError, DataError
+from medkit.api import ConfigError, DataError
 from medkit_plugin_report.cleaning import clean_report, findings_and_impression, select_text
 from medkit_plugin_report.demo import make_reports
 from medkit_plugin_report.modality import ReportModality

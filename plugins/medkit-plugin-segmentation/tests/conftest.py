@@ -9,17 +9,13 @@ import pytest
 def _one_thread_fresh_host(monkeypatch: pytest.MonkeyPatch):
     import torch
 
-    from medkit.registry import reset_host
-
-    import medkit.config.compose as config
+    from medkit.testing import reset_host
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.delenv("MEDKIT_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("MEDKIT_DISABLE_PLUGINS", raising=False)
     reset_host()
-    config._STORE = None
     yield
     torch.set_num_threads(threads)
     reset_host()
-    config._STORE = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medkit.testing.tasks import TaskContract
+from medkit.testing import TaskContract
 
 
 class TestSegmentation(TaskContract):

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError
-from medkit.finetune.backbones import MonaiBackbone, default_blocks
-from medkit.testing.tasks import tiny_backbone
+from medkit.api import ConfigError, default_blocks
+from medkit.testing import MonaiBackbone, tiny_backbone
 from medkit_plugin_segmentation.decoder import FusionSegmentationModel, UNETRDecoder
 
 
@@ -32,7 +31,7 @@ def test_decoder_output_shape(dims: int, size: tuple[int, ...]) -> None:
 
 
 def _task(**options):
-    from medkit.registry import create
+    from medkit.testing import create
 
     return create("task", "segmentation", dims=2, modality="xray", **options)
 
@@ -86,7 +85,7 @@ def test_patch_and_block_checks(tmp_path: Path) -> None:
     task = _task(blocks=[0, 1, 5, 1])
     with pytest.raises(ConfigError, match="blocks must be 4 indices"):
         task.build_model(tiny_backbone(2), ["background", "foreground"])
-    from medkit.registry import create
+    from medkit.testing import create
 
     with pytest.raises(ConfigError, match="2D or 3D"):
         create("task", "segmentation", dims=1, modality="report")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError, DataError
+from medkit.api import ConfigError, DataError
 from medkit_plugin_segmentation.readers import SegReaderOptions, crop_pad, read_segmentation
 
 

@@ -103,7 +103,7 @@ def test_off_switch_writes_nothing(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 def test_only_rank_zero_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medkit.api.events import RunInfo, StageInfo
+    from medkit.api import RunInfo, StageInfo
 
     import medkit_plugin_tensorboard as plugin
 

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.testing.contracts import TokenizerContract
-from medkit.registry import create
+from medkit.api import ConfigError, DataError
+from medkit.testing import TokenizerContract, create
 from medkit_plugin_tokenizers.text import TextTokenizer
 
 WORDS = ["no", "acute", "process", ".", "small", "left", "pleural", "effusion", "##s", "lung", "clear", "heart"]

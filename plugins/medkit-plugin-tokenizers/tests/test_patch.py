@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.testing.contracts import TokenizerContract
-from medkit.registry import create
+from medkit.api import ConfigError, DataError
+from medkit.testing import TokenizerContract, create
 
 
 class TestPatch2DContract(TokenizerContract):
@@ -47,7 +46,7 @@ def test_attributes_and_base_grids() -> None:
 
 
 def test_position_table_starts_as_sincos() -> None:
-    from medkit.models.encoder import sincos_init
+    from medkit.api import sincos_init
 
     t = _tok("patch_2d", embed_dim=16, base_size=(64, 32))
     assert torch.equal(t.pos_embed.detach(), sincos_init(16, (4, 2)))
@@ -195,7 +194,7 @@ def test_bad_config_is_a_config_error() -> None:
 def test_hydra_zen_config_round_trip() -> None:
     from hydra_zen import builds, instantiate
 
-    from medkit.registry import get_host
+    from medkit.testing import get_host
 
     spec = get_host().spec("tokenizer", "patch_3d")
     conf = builds(spec.load_factory(), populate_full_signature=True, zen_exclude=spec.context)

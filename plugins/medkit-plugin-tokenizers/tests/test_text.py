@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.testing.contracts import TokenizerContract
+from medkit.api import ConfigError, DataError
+from medkit.testing import TokenizerContract
 from medkit_plugin_tokenizers.text import (
     SPECIAL_TOKENS,
     TextTokenizer,
@@ -192,7 +192,7 @@ def test_commands_hook_registers_the_tokenizer_group() -> None:
 def test_train_command_on_report_data(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from medkit.registry import get_host
+    from medkit.testing import get_host
     from medkit_plugin_tokenizers.commands import tokenizer_group
 
     if "report" not in get_host().names("modality"):
@@ -202,7 +202,7 @@ def test_train_command_on_report_data(tmp_path: Path) -> None:
     for k, text in enumerate(default_corpus()[:30]):
         (data / f"r{k}.txt").write_text(text, encoding="utf-8")
     out = tmp_path / "vocab"
-    from medkit.api.components import COMPONENTS_KEY
+    from medkit.testing import COMPONENTS_KEY
 
     result = CliRunner().invoke(tokenizer_group, ["train", "--modality", "report", "--data", str(data),
                                                   "--vocab-size", "150", "--out", str(out)],

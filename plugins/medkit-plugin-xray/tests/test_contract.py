@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medkit.testing.contracts import ModalityContract
-from medkit.registry import create
+from medkit.testing import ModalityContract, create
 
 
 class TestXrayContract(ModalityContract):
@@ -68,7 +67,7 @@ def test_seeded_augmentation_differs_between_seeds_and_is_off_in_eval(demo_root:
 def test_config_fields_come_from_the_factory_signature() -> None:
     from hydra_zen import builds, instantiate
 
-    from medkit.registry import get_host
+    from medkit.testing import get_host
 
     cfg = builds(get_host().spec("modality", "xray").load_factory(), populate_full_signature=True)
     m = instantiate(cfg, input_size=64, normalize="imagenet")

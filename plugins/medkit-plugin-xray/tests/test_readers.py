@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medkit.api.errors import ConfigError, DataError
-from medkit.data.image2d import IMAGENET_MEAN, IMAGENET_STD
-from medkit.registry import create
+from medkit.api import ConfigError, DataError
+from medkit.testing import IMAGENET_MEAN, IMAGENET_STD, create
 from medkit_plugin_xray.modality import is_frontal
 from medkit_plugin_xray.demo import write_dicom
 from medkit_plugin_xray.readers import probe, read_grey
