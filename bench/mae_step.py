@@ -171,6 +171,7 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from medkit.config.schemas import TrainerConfig
     from medkit.models.build import set_trunk_options
     from medkit.models.precision import amp_dtype, autocast
 
@@ -181,7 +182,7 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     bf16, compiled = mode.startswith("bf16"), mode.endswith("+compile")
     encoder, head, batch = build(case, args)
     modules = torch.nn.ModuleDict({"encoder": encoder, "head": head}).to(device).train()
-    set_trunk_options(encoder, {"compile": args.compile_backend if compiled else False})  # trainer.compile
+    set_trunk_options(encoder, TrainerConfig(compile=args.compile_backend if compiled else False))
     batch.inputs = batch.inputs.to(device)
     opt, optim_kind = make_optimizer([(n, p) for n, p in modules.named_parameters() if p.requires_grad],
                                      args.optim, device)

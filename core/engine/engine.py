@@ -189,7 +189,12 @@ class Engine:
             self.store.sweep()  # what an earlier start that never committed left (temp files, staging)
             ck.atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
         if self.resume:
-            self.recovered = self.store.recover()
+            # recovery writes (sweeps leftovers, deletes uncommitted generations, re-points links): rank 0
+            # alone does it, then every rank reads the generation it settled on
+            self.recovered = self.store.recover() if self.world.is_main else None
+            barrier()
+            if not self.world.is_main:
+                self.recovered = self.store.current()
             if self.recovered is None:
                 raise CheckpointError(f"{self.run_dir} has no committed checkpoint to resume from (it stopped "
                                       f"before its first one); start it again without --resume")

@@ -17,10 +17,10 @@ REPORT_DIR = "report"
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """Config, architecture, manifest, matrices, evaluation records and step log of a run directory."""
-    from medkit.config.yaml import load_run_config as load_config
+    from medkit.config.received import received_config
 
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
+    cfg = received_config(run_dir)  # through the gate every received file passes
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.exists():
         raise CheckpointError(f"{run_dir} has no manifest.json: the run never checkpointed; run it "
