@@ -14,8 +14,9 @@ plugin that declares another major (:func:`medkit.api.version.check_plugin_api`)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medkit.api.lazy import lazy_exports as _lazy_exports
 
 #: public name → ``"module"`` or ``"module:attribute"`` (the attribute's name where it differs).
 _EXPORTS: dict[str, str] = {
@@ -115,20 +116,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first use and cache the value here."""
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'medkit.api' has no attribute {name!r}; the plugin contract is "
-                             f"medkit.api.__all__ (docs/writing-a-plugin.md)")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr or name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS, __all__, "the plugin contract is "
+    "medkit.api.__all__ (docs/writing-a-plugin.md)")
 
 
 if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api.py keeps both in step)
