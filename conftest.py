@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# pytest-xdist runs the suite in several worker processes (one file per worker: --dist loadfile); each
+# worker generates the built-in demo data in a folder of its own, so no two processes write one folder.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER and os.environ.get("MEDKIT_DEMO_DIR"):
+    os.environ["MEDKIT_DEMO_DIR"] = os.path.join(os.environ["MEDKIT_DEMO_DIR"], _WORKER)
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 try:

@@ -10,10 +10,14 @@ from typing import Any
 import medkit
 
 
+#: Above the registry (docs/architecture.md): the CLI, and medkit.testing, which re-exports the host
+#: helpers for plugin tests (a test may use the process-wide host; the runtime may not).
+ABOVE_REGISTRY = ("medkit.registry", "medkit.cli", "medkit.testing")
+
+
 def _runtime_modules() -> dict[str, Any]:
     return {name: mod for name, mod in list(sys.modules.items())
-            if name.startswith("medkit.") and not name.startswith(("medkit.registry", "medkit.cli"))
-            and mod is not None}
+            if name.startswith("medkit.") and not name.startswith(ABOVE_REGISTRY) and mod is not None}
 
 
 def _bound_hosts(host: Any, get_host: Any) -> list[str]:
