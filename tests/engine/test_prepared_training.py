@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import traceback
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,20 +23,7 @@ SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trai
          "trainer.checkpoint_every=2", "modality.xray.input_size=64"]
 STEPS = 6
 
-
-def _fork(fn: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            torch.set_num_threads(1)
-            fn()
-            code = 0
-        except BaseException:  # noqa: BLE001 - report and leave the child, never return into pytest
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return os.waitpid(pid, 0)[1]
+from tests.data.test_prepare import _fork  # noqa: E402  (one fork-and-report helper for both files)
 
 
 def _train(run: Path, data: Path | None = None, *, kill_at: int | None = None, log: Path | None = None,
