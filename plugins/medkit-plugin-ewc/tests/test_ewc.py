@@ -13,6 +13,7 @@ from torch import nn
 from medkit.api import ConfigError
 from medkit.testing import StrategyContract, load_tensors, run_synthetic
 from medkit_plugin_ewc.fisher import diagonal_fisher, ewc_penalty, online_update
+from medkit_plugin_ewc.strategy import EWC
 
 
 class TestEWCContract(StrategyContract):
@@ -161,3 +162,25 @@ def test_a_shared_tokenizer_is_penalised(tmp_path: Path) -> None:
 
     got = ewc_penalty(params, [ewc.anchors[0]]).item()
     assert got == pytest.approx(float(fisher[name].sum()) * delta ** 2, rel=1e-4)
+
+
+def _plan_ctx(train: dict[str, list[int]], batch_size: int = 4) -> object:
+    from types import SimpleNamespace
+    return SimpleNamespace(batch_size=batch_size, stage=tuple(train), train_indices=train, seed=3, stage_index=1)
+
+
+def test_default_fisher_is_one_full_pass_over_the_training_data() -> None:
+    """``fisher_batches=None`` (the default): every training sample of every modality of the stage
+    exactly once, in minibatches of at most the batch size, each minibatch from one modality."""
+    train = {"a": list(range(0, 11)), "b": list(range(100, 107))}
+    strategy = EWC()
+    assert strategy.fisher_batches is None
+    plan = strategy.fisher_plan(_plan_ctx(train))  # type: ignore[arg-type]
+    for m, pool in train.items():
+        seen = [i for mod, idx in plan if mod == m for i in idx]
+        assert sorted(seen) == pool  # each sample exactly once
+    assert all(0 < len(idx) <= 4 and set(idx) <= set(train[m]) for m, idx in plan)
+    assert len(plan) == 3 + 2  # ceil(11/4) + ceil(7/4)
+    assert plan == EWC().fisher_plan(_plan_ctx(train))  # type: ignore[arg-type]  # seeded, reproducible
+    sampled = EWC(fisher_batches=2).fisher_plan(_plan_ctx(train))  # type: ignore[arg-type]
+    assert len(sampled) == 2 and sum(len(idx) for _, idx in sampled) == 8

@@ -51,57 +51,73 @@ class EWC(BaseStrategy):
     θ* = the latest stage's weights (Schwarz et al., 2018). The logged metric ``ewc`` is λ·penalty.
 
     Fisher convention: ``F = (1/K) Σ_k g_k²`` with ``g_k`` the gradient of the *minibatch-mean* pretext
-    loss of minibatch ``k`` (``K = fisher_batches`` minibatches of ``fisher_batch_size`` un-augmented
-    training samples, drawn deterministically from the seed and stage). The model is in ``eval()`` mode
-    (no drop-path) and every minibatch's masking noise comes from its own fixed generator, so the
-    estimate is a deterministic function of the weights and the data (and of the world size only
-    through float summation order).
+    loss of minibatch ``k`` over un-augmented training samples. By default (``fisher_batches=None``) the
+    minibatches are one full pass over the stage's training data, as Avalanche's EWC does: every
+    training sample of every modality of the stage exactly once, in a seeded order, in minibatches of
+    ``fisher_batch_size`` (the last of each modality may be smaller). ``fisher_batches=K`` instead draws K
+    minibatches deterministically from the seed and stage — cheaper on a large archive, but a sampled
+    estimate whose per-element values can differ a lot from the full pass (the README gives a measure).
+    The model is in ``eval()`` mode (no drop-path) and every minibatch's masking noise comes from its
+    own fixed generator, so the estimate is a deterministic function of the weights and the data (and
+    of the world size only through float summation order).
 
     Args:
         lam: λ, the weight of the penalty (1.0 by default; the Fisher of a minibatch-mean loss is small,
             so useful values depend on the model and are typically far larger — tune it).
         mode: ``"separate"`` or ``"online"``.
         gamma: γ of online EWC (ignored in ``separate`` mode).
-        fisher_batches: K, the number of minibatches of the Fisher estimate.
+        fisher_batches: K, the number of minibatches of the Fisher estimate (``None``: one full pass).
         fisher_batch_size: samples per minibatch (``None``: the run's ``trainer.batch_size``).
     """
 
     name = "ewc"
 
     def __init__(self, lam: float = 1.0, mode: str = "separate", gamma: float = 1.0,
-                 fisher_batches: int = 16, fisher_batch_size: int | None = None) -> None:
+                 fisher_batches: int | None = None, fisher_batch_size: int | None = None) -> None:
         if mode not in MODES:
             raise ConfigError(f"strategy ewc: mode {mode!r} is not one of {', '.join(MODES)}; "
                               f"set strategy.mode=separate or strategy.mode=online")
         if lam < 0 or gamma < 0:
             raise ConfigError(f"strategy ewc: lam ({lam}) and gamma ({gamma}) must be >= 0")
-        if fisher_batches < 1 or (fisher_batch_size is not None and fisher_batch_size < 1):
+        if (fisher_batches is not None and fisher_batches < 1) or \
+                (fisher_batch_size is not None and fisher_batch_size < 1):
             raise ConfigError(f"strategy ewc: fisher_batches ({fisher_batches}) and fisher_batch_size "
-                              f"({fisher_batch_size}) must be >= 1")
+                              f"({fisher_batch_size}) must be >= 1 (fisher_batches=null: one full pass)")
         self.lam, self.mode, self.gamma = float(lam), mode, float(gamma)
-        self.fisher_batches = int(fisher_batches)
+        self.fisher_batches = None if fisher_batches is None else int(fisher_batches)
         self.fisher_batch_size = None if fisher_batch_size is None else int(fisher_batch_size)
+        self.last_fisher_batches = 0
         self.anchors: list[Anchor] = []
         #: per anchor, the 0-based stage indices it consolidates (several in online mode)
         self.anchor_stages: list[list[int]] = []
 
     # -- Fisher ------------------------------------------------------------------------------
     def fisher_plan(self, ctx: RunContext) -> list[tuple[str, list[int]]]:
-        """The K minibatches of the current stage's Fisher: ``(modality, training indices)``.
+        """The minibatches of the current stage's Fisher: ``(modality, training indices)``.
 
-        Minibatch ``k`` takes the stage's modalities in turn (``k mod #modalities``) and the next
-        ``fisher_batch_size`` indices of a seeded permutation of that modality's training indices
-        (a new permutation once one is used up).
+        With ``fisher_batches=None``: one full pass — each modality's training indices in a seeded
+        permutation, cut into minibatches of ``fisher_batch_size``, the modalities in stage order.
+        With ``fisher_batches=K``: minibatch ``k`` takes the stage's modalities in turn
+        (``k mod #modalities``) and the next ``fisher_batch_size`` indices of a seeded permutation of
+        that modality's training indices (a new permutation once one is used up).
         """
         bs = self.fisher_batch_size or ctx.batch_size
         mods = [m for m in ctx.stage if ctx.train_indices.get(m)]
         if not mods:
             raise ConfigError(f"strategy ewc: stage {ctx.stage_index + 1} ({'+'.join(ctx.stage)}) has no "
                               f"training samples to estimate the Fisher from; check --data")
+        if self.fisher_batches is None:
+            full: list[tuple[str, list[int]]] = []
+            for m in mods:
+                pool = list(ctx.train_indices[m])
+                perm = torch.randperm(len(pool), generator=_generator("ewc", ctx.seed, ctx.stage_index, m, 0))
+                order = [pool[int(j)] for j in perm]
+                full += [(m, order[i:i + bs]) for i in range(0, len(order), bs)]
+            return full
         cursor = {m: 0 for m in mods}
         perms: dict[str, list[int]] = {m: [] for m in mods}
         plan = []
-        for k in range(self.fisher_batches):
+        for k in range(int(self.fisher_batches)):
             m = mods[k % len(mods)]
             pool = list(ctx.train_indices[m])
             picked: list[int] = []
@@ -135,6 +151,7 @@ class EWC(BaseStrategy):
         try:
             with torch.enable_grad():
                 fisher = diagonal_fisher(params, mine, loss_fn)
+            self.last_fisher_batches = len(plan)
         finally:
             for mod, mode in zip(modules, modes):
                 mod.train(mode)
@@ -177,7 +194,7 @@ class EWC(BaseStrategy):
             self.anchor_stages = [self.anchor_stages[0] + [stage]]
         total = sum(float(f.sum()) for f in fisher.values())
         log.info("ewc: stage %d consolidated (%d minibatches, sum of Fisher %.4g, %d anchors)",
-                 stage + 1, self.fisher_batches, total, len(self.anchors))
+                 stage + 1, self.last_fisher_batches, total, len(self.anchors))
 
     # -- state ------------------------------------------------------------------------------------
     def _check_and_move(self, ctx: RunContext) -> None:
