@@ -160,3 +160,57 @@ def test_mid_stage_resume_reproduces_the_uninterrupted_run(two_stage_run: Path, 
     b = load_tensors(tmp_path / "cut" / "model.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert (whole / "strategy" / "state.json").read_text() == (tmp_path / "cut" / "strategy" / "state.json").read_text()
+
+
+# -- ablations: MedCoSS's parts one at a time -------------------------------------------------------
+def test_random_selection_draws_the_k_means_size_without_a_feature_pass(make_ctx: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import medkit_plugin_medcoss.strategy as module
+
+    ids = {"a": [f"a{i}" for i in range(200)], "c": [f"c{i}" for i in range(10)]}
+    monkeypatch.setattr(module, "build_buffer", lambda *a, **k: pytest.fail("random selection ran k-means"))
+    picks = []
+    for _ in range(2):
+        ctx = make_ctx(ids=ids, stage=["a"])
+        strategy = make_rehearsal(selection="random", buffer_ratio=0.05, num_center=0.01)
+        strategy.after_stage(ctx)
+        entry = strategy.buffers["a"]
+        picks.append(entry.ids)
+        assert entry.selection == "random" and "a" not in strategy.centroids
+        assert len(entry.ids) == 10 == len(set(entry.ids)) and set(entry.ids) <= set(ids["a"])  # K=2 × k=5
+        assert BufferEntry.from_json(entry.to_json()) == entry
+    assert picks[0] == picks[1]  # a pure function of the seed, the stage and the modality
+    other = make_rehearsal(selection="random", kmeans_seed=1)
+    other.after_stage(make_ctx(ids=ids, stage=["a"]))
+    assert other.buffers["a"].ids != picks[0]
+
+
+def test_pretext_buffer_loss_rehearses_without_a_teacher(make_ctx: Any) -> None:
+    ids = {"a": [f"a{i}" for i in range(8)], "c": [f"c{i}" for i in range(8)]}
+    ctx = make_ctx(ids=ids, stage=["c"])
+    strategy = make_rehearsal(buffer_loss="pretext")
+    strategy.buffers = {"a": entry("a", ["a1", "a2"])}
+    strategy.before_stage(ctx)
+    assert strategy.teacher is None and strategy.active == {"a": [1, 2]}
+    calls = []
+    object.__setattr__(ctx, "pretext_loss", lambda batch, **kw: calls.append(batch.role) or "pretext")
+    from medkit.api import Batch
+    batch = Batch(modality="a", inputs=torch.zeros(2, 3, 32, 32), role="buffer")
+    assert strategy.loss(ctx, batch) == "pretext" and calls == ["buffer"]
+
+
+@pytest.mark.parametrize("kw", [{"selection": "herding"}, {"buffer_loss": "mse"}])
+def test_bad_ablation_options_are_config_errors(kw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="strategy rehearsal: (selection|buffer_loss)"):
+        make_rehearsal(**kw)
+
+
+@pytest.mark.slow
+def test_ablated_run_rehearses_a_random_buffer_with_its_pretext_loss(tmp_path: Path) -> None:
+    run = run_synthetic(tmp_path / "run", "rehearsal", demo_dir=tmp_path / "demo",
+                        overrides=RUN_OVERRIDES + ("strategy.selection=random", "strategy.buffer_loss=pretext"))
+    meta = json.loads((run / "strategy" / "state.json").read_text())
+    assert {b["selection"] for b in meta["buffers"]} == {"random"}
+    steps = [json.loads(line) for line in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
+    rehearsed = [s for s in steps if s["role"] == "buffer"]
+    assert rehearsed and all("mae" in s and "distill" not in s for s in rehearsed)

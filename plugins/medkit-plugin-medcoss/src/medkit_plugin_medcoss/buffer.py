@@ -71,6 +71,7 @@ class BufferEntry:
         num_clusters, per_cluster: K and k.
         inertia: the k-means inertia, for the record.
         data: the data path the samples came from (for error messages).
+        selection: ``"kmeans"`` (MedCoSS) or ``"random"`` (the ablation; K, k and inertia are then 0).
     """
 
     modality: str
@@ -81,6 +82,7 @@ class BufferEntry:
     per_cluster: int
     inertia: float
     data: str | None = None
+    selection: str = "kmeans"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +93,8 @@ class BufferEntry:
             return cls(modality=str(obj["modality"]), stage=int(obj["stage"]), ids=[str(i) for i in obj["ids"]],
                        num_samples=int(obj["num_samples"]), num_clusters=int(obj["num_clusters"]),
                        per_cluster=int(obj["per_cluster"]), inertia=float(obj["inertia"]),
-                       data=None if obj.get("data") is None else str(obj["data"]))
+                       data=None if obj.get("data") is None else str(obj["data"]),
+                       selection=str(obj.get("selection", "kmeans")))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: a rehearsal buffer entry is malformed ({exc!r}); "
                                   f"the strategy state is corrupted or from another strategy") from exc

@@ -13,6 +13,7 @@ from medkit.api import (
     UniversalEncoder,
 )
 
+from medkit_plugin_medcoss.ablation import BUFFER_LOSSES, SELECTIONS, random_buffer
 from medkit_plugin_medcoss.buffer import BufferEntry, build_buffer, check_sizes, indices_for_ids
 from medkit_plugin_medcoss.distill import distillation_loss, is_text, snapshot_teacher
 from medkit_plugin_medcoss.mixup import DISTRIBUTIONS, mix_images, mix_tokens
@@ -44,7 +45,9 @@ class Rehearsal(BaseStrategy):
                  mixup_dist: str, mixup_alpha: float, distill_mask_ratio: float, kmeans_iters: int,
                  kmeans_batch: int, kmeans_seed: int, kmeans_method: str, spill_threshold: int,
                  spill_dir: str | None, per_center_rule: str = "reference", mlm_buffer: bool = True,
-                 min_current_fraction: float = 0.5) -> None:
+                 min_current_fraction: float = 0.5, selection: str = "kmeans",
+                 buffer_loss: str = "distill") -> None:
+        self.selection, self.buffer_loss = str(selection), str(buffer_loss)
         self.buffer_ratio, self.num_center = float(buffer_ratio), float(num_center)
         self.distill_weight = float(distill_weight)
         self.mixup, self.mixup_dist, self.mixup_alpha = bool(mixup), str(mixup_dist), float(mixup_alpha)
@@ -66,8 +69,11 @@ class Rehearsal(BaseStrategy):
         self.active = {m: indices_for_ids(ctx, e, strategy=self.name)
                        for m, e in self.buffers.items() if m not in ctx.stage}
         restored, self._teacher_state = self._teacher_state, None
-        if not self.active:
+        if not self.active or self.buffer_loss != "distill":
             self.teacher = None
+            if self.active:
+                log.info("stage %d rehearses %s with their pretext loss (buffer_loss=pretext)",
+                         ctx.stage_index + 1, ", ".join(f"{m} ({len(ix)} samples)" for m, ix in self.active.items()))
             return
         if ctx.stage_state.resumed:
             if restored is None:
@@ -89,6 +95,8 @@ class Rehearsal(BaseStrategy):
     def loss(self, ctx: RunContext, batch: Batch) -> LossOutput:
         if batch.role != "buffer":
             return ctx.pretext_loss(batch)
+        if self.buffer_loss == "pretext":  # the ablation without distillation: rehearse as ER does
+            return ctx.pretext_loss(self.mix(ctx, batch) if self.mixup else batch)
         if self.teacher is None:
             raise PluginError(f"strategy {self.name}: got a buffer batch of {batch.modality!r} without a "
                               f"teacher; before_stage was not called for this stage")
@@ -126,6 +134,12 @@ class Rehearsal(BaseStrategy):
 
     def after_stage(self, ctx: RunContext) -> None:
         for m in ctx.stage:  # every stage, the last included, so `--from` can continue the run
+            if self.selection == "random":
+                self.buffers.pop(m, None)
+                self.centroids.pop(m, None)
+                self.buffers[m] = random_buffer(ctx, m, buffer_ratio=self.buffer_ratio, num_center=self.num_center,
+                                                seed=self.kmeans["seed"], rule=self.per_center_rule)
+                continue
             entry, centroids = build_buffer(
                 ctx, m, buffer_ratio=self.buffer_ratio, num_center=self.num_center,
                 iters=self.kmeans["iters"], batch=self.kmeans["batch"], seed=self.kmeans["seed"],
@@ -166,8 +180,12 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
                    distill_mask_ratio: float = 0.75, kmeans_iters: int = 50, kmeans_batch: int = 4096,
                    kmeans_seed: int = 0, kmeans_method: str = "lloyd", spill_threshold: int = 200_000,
                    spill_dir: str | None = None, per_center_rule: str = "reference", mlm_buffer: bool = True,
-                   min_current_fraction: float = 0.5) -> Rehearsal:
+                   min_current_fraction: float = 0.5, selection: str = "kmeans",
+                   buffer_loss: str = "distill") -> Rehearsal:
     """MedCoSS rehearsal: k-means buffer + intra-modal mixup + feature distillation.
+
+    ``selection``, ``mixup``, ``buffer_loss`` and ``buffer_ratio`` switch MedCoSS's parts one at a time
+    for ablations; the defaults are MedCoSS.
 
     Args:
         buffer_ratio: buffer size as a fraction of a modality's training samples (MedCoSS 0.05).
@@ -190,6 +208,11 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
             distillation, as the reference does; ``False`` distils clean ids.
         min_current_fraction: the least share of a stage's steps on its own data (read by the
             engine's step plan), in ``[0, 1]``.
+        selection: ``"kmeans"`` (MedCoSS) or ``"random"``: a uniform draw of the same size, no
+            feature pass (the ablation of the k-means selection).
+        buffer_loss: ``"distill"`` (MedCoSS: feature distillation from the frozen teacher) or
+            ``"pretext"``: buffer batches train with their own pretext loss, as ER does (the ablation
+            of distillation; mixup still applies when ``mixup`` is true).
     """
     check_sizes(buffer_ratio, num_center, per_center_rule)
     if mixup_dist not in DISTRIBUTIONS:
@@ -207,7 +230,13 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
     if not 0.0 <= float(min_current_fraction) <= 1.0:
         raise ConfigError(f"strategy rehearsal: min_current_fraction must be in [0, 1], got "
                           f"{min_current_fraction}; set strategy.min_current_fraction=0.5 (the default)")
-    return Rehearsal(buffer_ratio=buffer_ratio, num_center=num_center, distill_weight=distill_weight,
+    if selection not in SELECTIONS:
+        raise ConfigError(f"strategy rehearsal: selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if buffer_loss not in BUFFER_LOSSES:
+        raise ConfigError(f"strategy rehearsal: buffer_loss must be one of {', '.join(BUFFER_LOSSES)}, "
+                          f"got {buffer_loss!r}")
+    return Rehearsal(selection=selection, buffer_loss=buffer_loss, buffer_ratio=buffer_ratio, num_center=num_center,
+                     distill_weight=distill_weight,
                      mixup=mixup, mixup_dist=mixup_dist, mixup_alpha=mixup_alpha,
                      distill_mask_ratio=distill_mask_ratio, kmeans_iters=kmeans_iters,
                      kmeans_batch=kmeans_batch, kmeans_seed=kmeans_seed, kmeans_method=kmeans_method,
