@@ -214,3 +214,22 @@ def test_ablated_run_rehearses_a_random_buffer_with_its_pretext_loss(tmp_path: P
     steps = [json.loads(line) for line in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
     rehearsed = [s for s in steps if s["role"] == "buffer"]
     assert rehearsed and all("mae" in s and "distill" not in s for s in rehearsed)
+
+
+def test_kmeans_init_sample_reaches_the_k_means(make_ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medkit_plugin_medcoss.buffer as buffer
+
+    seen: list[int | None] = []
+    real = buffer.kmeans.fit
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("init_sample"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(buffer.kmeans, "fit", spy)
+    features = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    buffer.select_buffer(features, buffer_ratio=0.2, num_center=0.1, init_sample=7)
+    assert seen == [7]
+    with pytest.raises(ConfigError, match="kmeans_init_sample"):
+        make_rehearsal(kmeans_init_sample=0)
+    assert make_rehearsal(kmeans_init_sample=10**9).kmeans["init_sample"] == 10**9

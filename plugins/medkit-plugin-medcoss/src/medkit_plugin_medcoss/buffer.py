@@ -190,10 +190,10 @@ class Selection:
 def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: float, iters: int = 50,
                   batch: int = 4096, seed: int = 0, method: str = "lloyd",
                   device: torch.device | str | None = None, rule: str = "reference",
-                  modality: str = "?") -> Selection:
+                  modality: str = "?", init_sample: int | None = None) -> Selection:
     """K-means with ``K`` clusters, then the ``k`` rows nearest each centroid (:func:`buffer_sizes`),
-    deterministic for ``seed``. Warns when the per-centre floor makes ``K·k`` exceed
-    ``buffer_ratio·N``."""
+    deterministic for ``seed``; k-means++ seeds on ``init_sample`` rows (:func:`kmeans.init_rows`).
+    Warns when the per-centre floor makes ``K·k`` exceed ``buffer_ratio·N``."""
     n = features.shape[0] if isinstance(features, torch.Tensor) else features.num_rows
     if n == 0:
         raise DataError("cannot select a rehearsal buffer from 0 training samples")
@@ -204,7 +204,8 @@ def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: flo
                     "(%.1f samples) because of the at-least-one floor of K=%d clusters × k=%d per cluster "
                     "(per_center_rule=%s); lower num_center or accept the larger buffer", modality, nominal,
                     n, 100.0 * nominal / n, buffer_ratio, buffer_ratio * n, k_clusters, per_cluster, rule)
-    result = kmeans.fit(features, k_clusters, iters=iters, batch=batch, seed=seed, method=method, device=device)
+    result = kmeans.fit(features, k_clusters, iters=iters, batch=batch, seed=seed, method=method, device=device,
+                        init_sample=init_sample)
     rows = kmeans.select_nearest(result.labels, result.sq_dist, per_cluster, k_clusters)
     return Selection(rows=[int(r) for r in rows], centroids=result.centroids, num_clusters=k_clusters,
                      per_cluster=per_cluster, inertia=result.inertia, iterations=result.iterations)
@@ -212,7 +213,8 @@ def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: flo
 
 def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_center: float, iters: int,
                  batch: int, seed: int, method: str, spill_threshold: int,
-                 spill_dir: str | None, rule: str = "reference") -> tuple[BufferEntry, torch.Tensor]:
+                 spill_dir: str | None, rule: str = "reference",
+                 init_sample: int | None = None) -> tuple[BufferEntry, torch.Tensor]:
     """Select ``modality``'s buffer from every training sample with the model as it is now."""
     t0 = time.perf_counter()
     indices = list(ctx.train_indices[modality])
@@ -226,7 +228,7 @@ def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_cen
         try:
             sel = select_buffer(store, buffer_ratio=buffer_ratio, num_center=num_center, iters=iters,
                                 batch=batch, seed=seed, method=method, device=ctx.device, rule=rule,
-                                modality=modality)
+                                modality=modality, init_sample=init_sample)
         finally:
             store.close()
     sel = share_selection(ctx, sel)

@@ -46,14 +46,15 @@ class Rehearsal(BaseStrategy):
                  kmeans_batch: int, kmeans_seed: int, kmeans_method: str, spill_threshold: int,
                  spill_dir: str | None, per_center_rule: str = "reference", mlm_buffer: bool = True,
                  min_current_fraction: float = 0.5, selection: str = "kmeans",
-                 buffer_loss: str = "distill") -> None:
+                 buffer_loss: str = "distill", kmeans_init_sample: int | None = None) -> None:
         self.selection, self.buffer_loss = str(selection), str(buffer_loss)
         self.buffer_ratio, self.num_center = float(buffer_ratio), float(num_center)
         self.distill_weight = float(distill_weight)
         self.mixup, self.mixup_dist, self.mixup_alpha = bool(mixup), str(mixup_dist), float(mixup_alpha)
         self.distill_mask_ratio = float(distill_mask_ratio)
         self.kmeans: dict[str, Any] = {"iters": int(kmeans_iters), "batch": int(kmeans_batch),
-                                       "seed": int(kmeans_seed), "method": str(kmeans_method)}
+                                       "seed": int(kmeans_seed), "method": str(kmeans_method),
+                                       "init_sample": kmeans_init_sample}
         self.spill_threshold, self.spill_dir = int(spill_threshold), spill_dir
         self.per_center_rule, self.mlm_buffer = str(per_center_rule), bool(mlm_buffer)
         self.min_current_fraction = float(min_current_fraction)
@@ -144,7 +145,7 @@ class Rehearsal(BaseStrategy):
                 ctx, m, buffer_ratio=self.buffer_ratio, num_center=self.num_center,
                 iters=self.kmeans["iters"], batch=self.kmeans["batch"], seed=self.kmeans["seed"],
                 method=self.kmeans["method"], spill_threshold=self.spill_threshold, spill_dir=self.spill_dir,
-                rule=self.per_center_rule)
+                rule=self.per_center_rule, init_sample=self.kmeans["init_sample"])
             self.buffers.pop(m, None)
             self.buffers[m] = entry
             self.centroids[m] = centroids
@@ -181,7 +182,7 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
                    kmeans_seed: int = 0, kmeans_method: str = "lloyd", spill_threshold: int = 200_000,
                    spill_dir: str | None = None, per_center_rule: str = "reference", mlm_buffer: bool = True,
                    min_current_fraction: float = 0.5, selection: str = "kmeans",
-                   buffer_loss: str = "distill") -> Rehearsal:
+                   buffer_loss: str = "distill", kmeans_init_sample: int | None = None) -> Rehearsal:
     """MedCoSS rehearsal: k-means buffer + intra-modal mixup + feature distillation.
 
     ``selection``, ``mixup``, ``buffer_loss`` and ``buffer_ratio`` switch MedCoSS's parts one at a time
@@ -202,6 +203,8 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
         kmeans_batch: rows per k-means chunk (bounds memory).
         kmeans_seed: k-means seed; the buffer is a function of it and the model.
         kmeans_method: ``"lloyd"`` or ``"minibatch"``.
+        kmeans_init_sample: rows k-means++ seeds on (``None``: all rows up to ``max(20·K, 10000)``, a
+            seeded sample beyond; a number ≥ N seeds on every row, as scikit-learn does).
         spill_threshold: above this many samples, features are kept on disk as fp16.
         spill_dir: where spilled features go (default: the run directory; removed afterwards).
         mlm_buffer: MLM-corrupt buffer text (the objective's own masking) before mixup and
@@ -224,6 +227,8 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
         raise ConfigError(f"strategy rehearsal: distill_mask_ratio must be in [0, 1), got {distill_mask_ratio}")
     if kmeans_method not in ("lloyd", "minibatch"):
         raise ConfigError(f"strategy rehearsal: kmeans_method must be 'lloyd' or 'minibatch', got {kmeans_method!r}")
+    if kmeans_init_sample is not None and kmeans_init_sample < 1:
+        raise ConfigError(f"strategy rehearsal: kmeans_init_sample must be >= 1 or null, got {kmeans_init_sample}")
     if kmeans_iters < 1 or kmeans_batch < 1 or spill_threshold < 0:
         raise ConfigError(f"strategy rehearsal: kmeans_iters ({kmeans_iters}) and kmeans_batch "
                           f"({kmeans_batch}) must be ≥ 1 and spill_threshold ({spill_threshold}) ≥ 0")
@@ -241,4 +246,5 @@ def make_rehearsal(buffer_ratio: float = 0.05, num_center: float = 0.01, distill
                      distill_mask_ratio=distill_mask_ratio, kmeans_iters=kmeans_iters,
                      kmeans_batch=kmeans_batch, kmeans_seed=kmeans_seed, kmeans_method=kmeans_method,
                      spill_threshold=spill_threshold, spill_dir=spill_dir, per_center_rule=per_center_rule,
-                     mlm_buffer=mlm_buffer, min_current_fraction=min_current_fraction)
+                     mlm_buffer=mlm_buffer, min_current_fraction=min_current_fraction,
+                     kmeans_init_sample=kmeans_init_sample)
