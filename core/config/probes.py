@@ -20,6 +20,9 @@ class ProbeOptions:
         unseen: also probe the modalities of later stages (forward transfer needs them).
         max_train: labelled training samples used at most (an even stride).
         max_query: labelled held-out samples used at most.
+        refit_steps: AdamW steps of the fresh pretext head behind ``refit_loss``, the
+            refitted-decoder loss (:mod:`medkit.eval.refit`; ``<= 0`` turns it off).
+        refit_lr: the learning rate of that head.
     """
 
     knn_k: int = 5
@@ -28,6 +31,8 @@ class ProbeOptions:
     unseen: bool = False
     max_train: int = 256
     max_query: int = 128
+    refit_steps: int = 100
+    refit_lr: float = 1e-3
 
     @property
     def enabled(self) -> bool:

@@ -42,6 +42,8 @@ class TrainerConfig:
     probe_unseen: bool = _PROBE["probe_unseen"]
     probe_max_train: int = _PROBE["probe_max_train"]
     probe_max_query: int = _PROBE["probe_max_query"]
+    probe_refit_steps: int = _PROBE["probe_refit_steps"]  #: steps of the fresh head behind refit_loss (0: off)
+    probe_refit_lr: float = _PROBE["probe_refit_lr"]
 
 
 @dataclass
@@ -62,7 +64,7 @@ SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "optim": OptimConfig, "enc
 
 #: Per-preset defaults that differ from the paper's ViT-B settings (tiny models are smoke tests).
 PRESET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "tiny": {"optim": {"lr": 1e-3}, "trainer": {"batch_size": 8}},
+    "tiny": {"optim": {"lr": 1e-3}, "trainer": {"batch_size": 8, "probe_refit_steps": 10}},
     "small": {"trainer": {"batch_size": 32}},
     "base": {"trainer": {"batch_size": 128}},
 }
@@ -75,7 +77,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "trainer.eval_batches": (0, None, True), "trainer.val_fraction": (0, 1, False),
     "trainer.num_workers": (0, None, True), "trainer.probe_knn_k": (0, None, True),
     "trainer.probe_linear_steps": (0, None, True), "trainer.probe_max_train": (0, None, True),
-    "trainer.probe_max_query": (0, None, True),
+    "trainer.probe_max_query": (0, None, True), "trainer.probe_refit_steps": (0, None, True),
+    "trainer.probe_refit_lr": (0, None, True),
     "optim.lr": (0, None, True), "optim.blr": (0, None, True), "optim.weight_decay": (0, None, True),
     "optim.warmup_fraction": (0, 1, True), "optim.min_lr": (0, None, True), "optim.clip_grad": (0, None, True),
     "encoder.depth": (1, None, True), "encoder.embed_dim": (1, None, True), "encoder.num_heads": (1, None, True),

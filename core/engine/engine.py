@@ -33,7 +33,7 @@ from medkit.eval.evaluate import evaluate_stage, want_probe_features
 from medkit.eval.matrices import write_matrices
 from medkit.eval.probes import ProbeOptions
 from medkit.eval.records import stage_results
-from medkit.models.build import Model, build_model, load_model_state, set_trunk_options
+from medkit.models.build import Model, build_head, build_model, load_model_state, set_trunk_options
 from medkit.storage import files as ck
 from medkit.storage.lock import run_lock
 
@@ -288,8 +288,8 @@ class Engine:
         want_probe_features(ctx, probes)  # the buffer's pass over the training set keeps what the probes read
         self.strategy.after_stage(ctx)
         t1 = time.perf_counter()
-        evaluation = evaluate_stage(ctx, self.strategy, eval_batches=tr.eval_batches,
-                                    probes=probes)  # {"after_stage": si + 1, ...}
+        evaluation = evaluate_stage(ctx, self.strategy, eval_batches=tr.eval_batches, probes=probes,
+                                    make_head=self._fresh_head(ctx))  # {"after_stage": si + 1, ...}
         t2 = time.perf_counter()
         self.record.evaluations.append(evaluation)
         metrics = evaluation["metrics"]
@@ -301,6 +301,10 @@ class Engine:
                  ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
         flat = {f"{m}/{k}": v for k, per in metrics.items() for m, v in per.items()}
         self.components.emit("stage_end", run=info, stage=stage, metrics=flat)
+
+    def _fresh_head(self, ctx: RunContext) -> Any:
+        """Builds a new pretext head of a modality for the live encoder (the refitted-decoder loss)."""
+        return lambda modality: build_head(self.cfg, modality, ctx.encoder, create=self.components.create)
 
     def _loader(self, ctx: RunContext, plan: StepPlan) -> Any:
         """This stage's batches from the run's one :class:`RunLoader` (its workers, when

@@ -12,6 +12,7 @@ import torch
 from medkit.api.context import RunContext
 from medkit.eval.probes import NO_LABELS, ProbeOptions, labelled_split, probe_metrics, probe_modality
 from medkit.eval.records import evaluation_record
+from medkit.eval.refit import HeadFactory, refit_loss
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,15 @@ def probe_options(trainer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int) -> float:
+def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int, head: torch.nn.Module | None = None) -> float:
     """Mean held-out pretext loss of ``modality`` in eval mode with a fixed masking generator
-    (NaN when the modality has no held-out sample)."""
+    (NaN when the modality has no held-out sample), through ``head`` (default: the run's own head
+    of the modality — the *stale* decoder for a modality trained in an earlier stage)."""
     indices = list(ctx.val_indices[modality])[: max(1, max_batches) * ctx.batch_size]
     if not indices:
         return float("nan")
     gen = torch.Generator().manual_seed(ctx.seed * 1000 + zlib.crc32(modality.encode()) % 1000)
-    head = ctx.heads[modality]
+    head = head if head is not None else ctx.heads[modality]
     states = (ctx.encoder.training, head.training)
     ctx.encoder.eval()
     head.eval()
@@ -53,11 +55,14 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int) -> float:
 
 
 def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options: ProbeOptions,
-                   not_evaluated: Mapping[str, str] | None = None,
+                   not_evaluated: Mapping[str, str] | None = None, make_head: HeadFactory | None = None,
                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]]]:
     """``({metric: {modality: value}}, {metric: {modality: reason}})`` after a stage.
 
-    ``pretext_loss`` for every modality seen so far; ``knn_acc`` / ``linear_acc`` (see
+    ``pretext_loss`` (the run's own, possibly stale, head) for every modality seen so far;
+    ``refit_loss`` (:mod:`medkit.eval.refit`: a fresh head fitted on the frozen encoder) for the same
+    modalities — and, with ``options.unseen``, for later ones — when ``make_head`` is given and
+    ``options.refit_steps > 0``; ``knn_acc`` / ``linear_acc`` (see
     :mod:`medkit.eval.probes`) for every labelled modality seen so far and, with ``options.unseen``,
     for later stages' modalities too. Each modality is evaluated inside ``strategy.eval_context``.
     A modality in ``not_evaluated`` (or ``ctx.not_evaluated``) is not evaluated at all:
@@ -67,14 +72,18 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
     """
     skip = {**dict(ctx.not_evaluated), **dict(not_evaluated or {})}
     probes = probe_metrics(options)
-    values: dict[str, dict[str, float]] = {"pretext_loss": {}, **{k: {} for k in probes}}
+    refit = make_head is not None and options.refit_steps > 0
+    values: dict[str, dict[str, float]] = {"pretext_loss": {}, **({"refit_loss": {}} if refit else {}),
+                                           **{k: {} for k in probes}}
     missing: dict[str, dict[str, str]] = {k: {} for k in values}
     seen = list(ctx.seen)
     probed = [] if not probes else (list(ctx.modalities) if options.unseen else seen)
+    refitted = [] if not refit else (list(ctx.modalities) if options.unseen else seen)
     skipped = ctx.evaluation.probe_skipped
     logged = ctx.evaluation.not_evaluated_logged
-    for m in [*seen, *[p for p in probed if p not in seen]]:
-        wanted = (["pretext_loss"] if m in seen else []) + (probes if m in probed else [])
+    for m in [*seen, *[p for p in [*probed, *refitted] if p not in seen]]:
+        wanted = (["pretext_loss"] if m in seen else []) + (["refit_loss"] if m in refitted else []) + \
+            (probes if m in probed else [])
         if m in skip:
             for k in wanted:
                 missing[k][m] = skip[m]
@@ -90,6 +99,15 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
                     values["pretext_loss"][m] = loss
                 else:
                     missing["pretext_loss"][m] = NO_HELD_OUT if not ctx.val_indices[m] else "the loss is not finite"
+            if m in refitted and make_head is not None:
+                loss = refit_loss(ctx, m, make_head, steps=options.refit_steps, lr=options.refit_lr,
+                                  max_batches=max_batches, score=_score)
+                if math.isfinite(loss):
+                    values["refit_loss"][m] = loss
+                else:
+                    missing["refit_loss"][m] = NO_HELD_OUT if not ctx.val_indices[m] else \
+                        "no training samples to fit a decoder on" if not ctx.train_indices[m] else \
+                        "the loss is not finite"
             if m in probed and reason is None:
                 got, reason = probe_modality(ctx, m, options)
                 if reason is not None:
@@ -101,9 +119,13 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
             for k in probes:
                 missing[k][m] = reason
     # a probe metric no modality can have (no labels anywhere) gets no matrix at all
-    keep = [k for k in values if values[k] or k == "pretext_loss"
+    keep = [k for k in values if values[k] or k in ("pretext_loss", "refit_loss")
             or any(reason != NO_LABELS for reason in missing[k].values())]
     return {k: values[k] for k in keep}, {k: missing[k] for k in keep if missing[k]}
+
+
+def _score(ctx: RunContext, modality: str, head: torch.nn.Module, max_batches: int) -> float:
+    return pretext_loss(ctx, modality, max_batches=max_batches, head=head)
 
 
 def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: int = ProbeOptions.knn_k,
@@ -143,7 +165,8 @@ def want_probe_features(ctx: RunContext, options: ProbeOptions) -> None:
 
 
 def evaluate_stage(ctx: RunContext, strategy: Any, *, eval_batches: int, probes: ProbeOptions,
-                   not_evaluated: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   not_evaluated: Mapping[str, str] | None = None,
+                   make_head: HeadFactory | None = None) -> dict[str, Any]:
     """The evaluation record of the stage just finished (``ctx.stage_index``), ready for
     ``eval.json``: ``{"after_stage": ctx.stage_index + 1, "modalities", "metrics", "unavailable"}``.
 
@@ -154,10 +177,12 @@ def evaluate_stage(ctx: RunContext, strategy: Any, *, eval_batches: int, probes:
         probes: the probes' options (``trainer.probe_*``: :meth:`ProbeOptions.from_trainer`).
         not_evaluated: ``{modality: reason}`` of modalities not to evaluate (added to
             ``ctx.not_evaluated``).
+        make_head: builds a fresh pretext head of a modality, for the refitted-decoder loss
+            (``None``: that metric is not computed).
     """
     try:
         values, missing = evaluate_cells(ctx, strategy, max_batches=int(eval_batches), options=probes,
-                                         not_evaluated=not_evaluated)
+                                         not_evaluated=not_evaluated, make_head=make_head)
     finally:
         cache = getattr(ctx, "feature_cache", None)
         if cache is not None:  # the rows kept for the probes are read: free them

@@ -40,8 +40,14 @@ class MetricInfo:
 
 
 METRICS: dict[str, MetricInfo] = {
-    "pretext_loss": MetricInfo("pretext_loss", "pretext loss", False, "each modality's objective loss",
-                               per_objective=True, split=f"{EVAL_SPLIT}, eval mode, fixed masking seed"),
+    "pretext_loss": MetricInfo("pretext_loss", "pretext loss, run's own decoder", False,
+                               "each modality's objective loss", per_objective=True,
+                               split=f"{EVAL_SPLIT}, eval mode, fixed masking seed, the modality's head as "
+                                     f"the run left it (stale for modalities of earlier stages)"),
+    "refit_loss": MetricInfo("refit_loss", "pretext loss, refitted decoder", False,
+                             "each modality's objective loss", per_objective=True,
+                             split=f"{EVAL_SPLIT}, eval mode, fixed masking seed, a fresh head fitted on the "
+                                   f"frozen encoder (trainer.probe_refit_steps)"),
     "knn_acc": MetricInfo("knn_acc", "kNN probe accuracy", True, "fraction correct", (0.0, 1.0),
                           split=f"{EVAL_SPLIT} queries, training split as memory"),
     "linear_acc": MetricInfo("linear_acc", "linear probe accuracy", True, "fraction correct", (0.0, 1.0),

@@ -136,7 +136,7 @@ def run_synthetic(run_dir: Path, strategy: str, modalities: tuple[str, ...] = ("
     try:
         host = use_synthetic_host()
         base = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
-                "trainer.eval_batches=1", "trainer.checkpoint_every=1000"]
+                "trainer.eval_batches=1", "trainer.checkpoint_every=1000", "trainer.probe_refit_steps=0"]
         cfg = compose(Selection(modalities=list(modalities), strategy=strategy, preset="tiny",
                                 max_steps=max_steps, seed=seed, overrides=base + list(overrides)), host=host)
         Engine(cfg, Path(run_dir), components=host, reporter=NullReporter()).run()

@@ -38,7 +38,7 @@ def test_one_panel_per_metric_each_with_its_own_scale(tmp_path: Path) -> None:
     fig = heatmap_figure([_loss(), acc], objectives=objectives)
     heatmap_png(_out(tmp_path, "heatmap_loss_and_knn.png"), [_loss(), acc], objectives=objectives)
     panels = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in panels] == ["pretext loss (lower is better)",
+    assert [ax.get_title() for ax in panels] == ["pretext loss, run's own decoder (lower is better)",
                                                  "kNN probe accuracy (higher is better)"]
     loss_ax, acc_ax = panels
     # the loss panel is coloured per column (ct's best and worst cells are the colour extremes) ...

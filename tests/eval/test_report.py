@@ -52,7 +52,7 @@ def test_report_writes_pngs_and_markdown(runs: dict[str, Path]) -> None:
     # the command opens with a short summary of what changed, the report.md with the same lines
     lines = result.output.splitlines()
     assert lines[0].startswith("sequential run ") and "synth_a → synth_b" in lines[0]
-    assert any(line.startswith("pretext loss (lower is better): synth_a ") and "→" in line for line in lines[1:3])
+    assert any(line.startswith("pretext loss, run's own decoder (lower is better): synth_a ") and "→" in line for line in lines[1:3])
     assert md.index("## What changed") < md.index("## Configuration")
     keep = os.environ.get("MEDKIT_PICTURES")
     if keep:
