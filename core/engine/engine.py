@@ -21,6 +21,7 @@ from medkit.api.protocols import Strategy
 from medkit.config.typed import RunSettings
 from medkit.engine import checkpoint as cp
 from medkit.engine.continuation import not_evaluated_after_from
+from medkit.engine.chunk_plan import declared_chunks
 from medkit.engine.datasets import build_datasets, data_paths
 from medkit.engine.distributed import DataParallelStep, World, barrier, init_world
 from medkit.engine.generations import GenerationStore
@@ -317,7 +318,8 @@ class Engine:
         plan = StepPlan(self.strategy.sources(ctx), batch_size=ctx.batch_size, max_steps=ctx.max_steps,
                         seed=ctx.seed, stage=ctx.stage_index, rank=self.world.rank,
                         world_size=self.world.world_size,
-                        min_current_fraction=self.strategy.min_current_fraction)
+                        min_current_fraction=self.strategy.min_current_fraction,
+                        chunk_sizes=declared_chunks(ctx.train_sets))
         self.record.realised_mix[ctx.stage_index] = plan.mix()
         log.info("stage %d plan: %s", ctx.stage_index + 1,
                  ", ".join(f"{k} {v} steps" for k, v in plan.mix().items()))
