@@ -12,6 +12,7 @@ from PIL import Image
 
 from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
+from medkit.data import remote
 from medkit.data.prepared import PartReader, check_config, read_manifest
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ class PreparedDataset(TrainViewMixin):
     by source and the strategies treat it like the folder it was made from.
     """
 
-    def __init__(self, modality: Any, root: Path, manifest: dict[str, Any], train: bool) -> None:
-        self.modality, self.root, self.train = modality, Path(root), bool(train)
+    def __init__(self, modality: Any, root: str | Path, manifest: dict[str, Any], train: bool) -> None:
+        self.modality, self.root, self.train = modality, remote.normalise(root), bool(train)
         self.manifest = manifest
         self.kind = manifest["kind"]
         self.ids = list(manifest["ids"])
@@ -96,6 +97,12 @@ class PreparedDataset(TrainViewMixin):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def chunk_sizes(self) -> list[int]:
+        """Samples per stored chunk in index order: the step plan reads them chunk by chunk
+        (:mod:`medkit.engine.chunk_plan`) instead of in a random order that reloads a chunk per sample."""
+        return self.reader.chunk_sizes
 
     def describe(self) -> list[str]:
         """Summary lines for ``medkit data inspect``."""
@@ -135,7 +142,7 @@ def open_prepared(modality: Any, path: str | Path, *, train: bool) -> PreparedDa
     """
     manifest = read_manifest(path)
     check_config(manifest, modality, f"prepared data {path}")
-    ds = PreparedDataset(modality, Path(path), manifest, train)
+    ds = PreparedDataset(modality, path, manifest, train)
     log.info("%s: %d prepared samples from %s (%d skipped when prepared)", modality.name, len(ds), path,
              len(ds.skipped))
     return ds
