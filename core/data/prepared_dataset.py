@@ -13,6 +13,7 @@ from PIL import Image
 from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data import remote
+from medkit.data.prepare_text import check_tokenizer, token_sample
 from medkit.data.prepared import PartReader, check_config, read_manifest
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,17 @@ class PreparedDataset(TrainViewMixin):
         (:mod:`medkit.engine.chunk_plan`) instead of in a random order that reloads a chunk per sample."""
         return self.reader.chunk_sizes
 
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Refuse to train prepared token ids with a tokenizer other than the one they were made
+        by (the engine calls this once the run's tokenizers are built; other kinds store no ids).
+
+        Raises:
+            ConfigError: one line naming the first key that differs.
+        """
+        if self.kind == "text":
+            check_tokenizer(self.manifest["storage"].get("tokenizer", {}), tokenizer, f"prepared data {self.root}",
+                            self.modality.name)
+
     def describe(self) -> list[str]:
         """Summary lines for ``medkit data inspect``."""
         line = (f"prepared by medkit {self.manifest.get('medkit_version')} from {self.manifest.get('data')} "
@@ -116,6 +128,8 @@ class PreparedDataset(TrainViewMixin):
         item = self.reader.read(index)
         seed = seed if self.train else None
         label = None if self.labels is None else self.labels[index]
+        if self.kind == "text":
+            return token_sample(item, self.ids[index], label)
         if self.kind == "image2d":
             from medkit.data.modality2d import sample_of
 

@@ -42,6 +42,8 @@ def chunk_permutation(chunks: Sequence[int], generator: torch.Generator, window:
     other. Every position appears once, and once the permutation has left a window it never
     returns to its chunks, so a reader that keeps ``window`` chunks open reads each chunk once per
     epoch. Everything is drawn from ``generator`` alone (no dependence on ranks or history).
+    When all the chunks fit in one window this is the plain ``randperm`` of the folder path, so
+    small prepared data trains in exactly the folder path's order.
 
     Args:
         chunks: the chunk of every position (:func:`chunk_of` of a source's indices).
@@ -55,6 +57,8 @@ def chunk_permutation(chunks: Sequence[int], generator: torch.Generator, window:
     members: dict[int, list[int]] = {}
     for pos, c in enumerate(chunks):
         members.setdefault(int(c), []).append(pos)
+    if len(members) <= window:  # every chunk fits one window: the plain permutation is already chunk-local
+        return torch.randperm(len(chunks), generator=generator)
     order = sorted(members)
     visit = [order[int(j)] for j in torch.randperm(len(order), generator=generator)]
     out: list[torch.Tensor] = []

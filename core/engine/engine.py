@@ -90,6 +90,10 @@ class Engine:
         origin = cfg["run"].get("from")
         assets = self.run_dir if self.resume else (Path(origin["path"]) if origin else None)
         self.model: Model = build_model(cfg, create=self.components.create, assets_dir=assets)
+        for m, dataset in sets.train.items():  # prepared token ids must come from this run's tokenizer
+            check = getattr(dataset, "check_tokenizer", None)
+            if callable(check):
+                check(self.model.encoder.tokenizers[self.model.tokenizer_of[m]])
         device = self._device()
         self.model.modules().to(device)
         self.strategy = self._fresh_strategy()

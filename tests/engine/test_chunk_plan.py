@@ -122,3 +122,12 @@ def test_only_datasets_that_declare_chunks_get_chunk_aware_plans():
     assert _epoch(plain, 10) == _epoch(other, 10), "a source without declared chunks keeps the plain permutation"
     want = torch.randperm(n, generator=_generator(2, 0, 0, 0))
     assert _epoch(plain, 10) == want.tolist(), "the folder path's permutation is unchanged"
+
+
+def test_a_source_within_one_window_keeps_the_plain_order():
+    """Prepared data in at most ``window`` chunks is read in the folder path's order (already chunk-local)."""
+    n = 30
+    plain = StepPlan([Source("x", list(range(n)))], batch_size=5, max_steps=12, seed=9, stage=1)
+    few = StepPlan([Source("x", list(range(n)))], batch_size=5, max_steps=12, seed=9, stage=1,
+                   chunk_sizes={"x": [10, 10, 10]}, chunk_window=4)
+    assert _epoch(few, 12) == _epoch(plain, 12)
