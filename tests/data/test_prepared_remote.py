@@ -100,3 +100,25 @@ def test_a_remote_manifest_is_read_fresh_each_time(prepared, tmp_path):
     body["medkit_version"] = "changed"
     (copy / "manifest.json").write_text(json.dumps(body))
     assert read_manifest(url)["medkit_version"] == "changed"
+
+
+@pytest.mark.slow
+def test_a_run_trains_from_a_url(prepared, tmp_path):
+    """``medkit run --data xray=local:…`` end to end: it trains, and records the URL as its data."""
+    from medkit.api.progress import NullReporter
+    from medkit.config.compose import Selection, compose
+    from medkit.engine.engine import Engine
+    from medkit.registry import get_host
+
+    host = get_host()
+    url = f"local:{prepared}"
+    cfg = compose(Selection(modalities=["xray"], strategy="sequential", preset="tiny", data={"xray": url},
+                            max_steps=2, overrides=["encoder.depth=1", "encoder.embed_dim=24", "encoder.num_heads=2",
+                                                    "trainer.batch_size=2", "trainer.eval_batches=1",
+                                                    "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0",
+                                                    "modality.xray.input_size=32"]), host=host)
+    Engine(cfg, tmp_path / "run", components=host, reporter=NullReporter()).run()
+    split = json.loads((tmp_path / "run" / "metrics" / "split.json").read_text())
+    assert split["modalities"]["xray"]["data"] == url
+    steps = (tmp_path / "run" / "metrics" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 2
