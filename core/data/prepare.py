@@ -23,7 +23,7 @@ from typing import Any
 
 from medkit.api.errors import DataError, MedkitError
 from medkit.data import prepare_text
-from medkit.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, config_hash, medkit_version,
+from medkit.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, PartReader, config_hash, medkit_version,
                                   preprocessing_config, read_manifest)
 from medkit.data.prepared_dataset import STORE_DTYPES, encode_image, encode_window
 from medkit.storage.files import atomic_write_json, read_json
@@ -364,13 +364,15 @@ def _finalize_into(out: Path, summary: Summary) -> None:
     skipped = [list(s) for s in plan["skipped"]] + [list(s) for r in records for s in r["skipped"]]
     inputs = hashlib.sha256("".join(r["inputs_sha256"] for r in records).encode()).hexdigest()
     labels = None if any(r["labels"] is None for r in records) else [v for r in records for v in r["labels"]]
+    chunks = [_chunk_sizes(out / p["dir"], r["count"]) for p, r in zip(plan["parts"], records)]
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "medkit_version": medkit_version(),
                 "modality": plan["modality"], "kind": plan["kind"], "data": plan["data"],
                 "preprocessing": plan["preprocessing"], "preprocessing_sha256": plan["preprocessing_sha256"],
                 "inputs_sha256": inputs, "storage": {"format": "litdata", **plan["store"],
                                                      "litdata_version": _litdata_version()},
                 "num_samples": sum(r["count"] for r in records),
-                "parts": [{"dir": p["dir"], "count": r["count"]} for p, r in zip(plan["parts"], records)],
+                "parts": [{"dir": p["dir"], "count": r["count"], "chunk_sizes": c}
+                          for p, r, c in zip(plan["parts"], records, chunks)],
                 "ids": [v for r in records for v in r["ids"]], "sources": [v for r in records for v in r["sources"]],
                 "labels": labels, "class_names": plan["class_names"], "skipped": skipped,
                 "filtered": plan["filtered"]}
@@ -382,6 +384,12 @@ def _finalize_into(out: Path, summary: Summary) -> None:
     summary.skipped = [(str(a), str(b)) for a, b in skipped]
     summary.filtered = [(str(a), str(b)) for a, b in plan["filtered"]]
     summary.content_sha256 = content_hash(out)
+
+
+def _chunk_sizes(part: Path, count: int) -> list[int]:
+    """Samples per litdata chunk of a written part (the step plan reads them from the manifest
+    rather than fetching every part's index, which for remote data is one download each)."""
+    return list(PartReader.chunk_sizes_of(str(part), count)) if count else []
 
 
 def _litdata_version() -> str:

@@ -189,19 +189,34 @@ class PartReader:
         for p in parts:
             self.starts.append(self.starts[-1] + int(p["count"]))
         self._open: dict[int, Any] = {}
+        self._recorded = [p.get("chunk_sizes") for p in parts]  # None in manifests written before they were
         self._chunk_sizes: list[int] | None = None
+
+    @staticmethod
+    def chunk_sizes_of(part: str, count: int) -> list[int]:
+        """Samples per litdata chunk of one part, from its ``index.json``, checked against ``count``.
+
+        Raises:
+            DataError: the index and the manifest disagree.
+        """
+        own = [int(c["chunk_size"]) for c in read_part_index(part)["chunks"]] if count else []
+        if sum(own) != count:
+            raise DataError(f"{remote.join(part, 'index.json')}: its chunks hold {sum(own)} samples but the "
+                            f"manifest counts {count}; prepare the data again")
+        return own
 
     @property
     def chunk_sizes(self) -> list[int]:
-        """Samples per litdata chunk, part after part, in sample order (from each part's index)."""
+        """Samples per litdata chunk, part after part, in sample order (as the manifest records
+        them, else from each part's index)."""
         if self._chunk_sizes is None:
             sizes: list[int] = []
-            for d, (lo, hi) in zip(self.dirs, zip(self.starts, self.starts[1:])):
-                own = [int(c["chunk_size"]) for c in read_part_index(d)["chunks"]] if hi > lo else []
-                if sum(own) != hi - lo:
-                    raise DataError(f"{remote.join(d, 'index.json')}: its chunks hold {sum(own)} samples but the "
-                                    f"manifest counts {hi - lo}; prepare the data again")
-                sizes += own
+            for k, (d, (lo, hi)) in enumerate(zip(self.dirs, zip(self.starts, self.starts[1:]))):
+                recorded = self._recorded[k]
+                if recorded is not None and sum(int(v) for v in recorded) == hi - lo:
+                    sizes += [int(v) for v in recorded]
+                else:
+                    sizes += self.chunk_sizes_of(d, hi - lo)
             self._chunk_sizes = sizes
         return self._chunk_sizes
 

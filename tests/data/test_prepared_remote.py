@@ -122,3 +122,15 @@ def test_a_run_trains_from_a_url(prepared, tmp_path):
     assert split["modalities"]["xray"]["data"] == url
     steps = (tmp_path / "run" / "metrics" / "steps.jsonl").read_text().splitlines()
     assert len(steps) == 2
+
+
+def test_the_manifest_records_each_parts_chunks_as_its_index_does(prepared):
+    """The step plan's chunk sizes come from the manifest (one file for a remote dataset), equal to
+    what litdata's index of every part says."""
+    from medkit.data.prepared import PartReader
+
+    manifest = read_manifest(prepared)
+    for part in manifest["parts"]:
+        assert part["chunk_sizes"] == PartReader.chunk_sizes_of(str(prepared / part["dir"]), part["count"])
+    older = [{k: v for k, v in p.items() if k != "chunk_sizes"} for p in manifest["parts"]]
+    assert PartReader(prepared, older).chunk_sizes == PartReader(prepared, manifest["parts"]).chunk_sizes
