@@ -45,6 +45,7 @@ def prepare(modality: str | None, data: str | None, out: str, workers: int, shar
     \b
     Examples:
       medkit prepare --modality ct --data /data/ct --out /data/ct-prepared --workers 8
+      medkit prepare --modality report --data /data/reports --out /data/reports-prepared   # token ids
       medkit prepare --modality xray --data /data/cxr --out /shared/cxr --shard 3/16   # one of 16 jobs
       medkit prepare --merge --out /shared/cxr
       medkit run --modality ct --data ct=/data/ct-prepared
@@ -57,10 +58,10 @@ def prepare(modality: str | None, data: str | None, out: str, workers: int, shar
     else:
         if not modality:
             raise ConfigError("medkit prepare: give --modality (e.g. --modality ct), or --merge to join shards")
-        mod = _modality(modality, args)
+        mod, tokenizer = _modality(modality, args)
         root = Path(data) if data else _demo(mod, modality)
         summary = runtime.prepare(mod, root, Path(out), workers=workers, shard=_shard(shard),
-                                  part_size=part_size, store=store, max_side=max_side)
+                                  part_size=part_size, store=store, max_side=max_side, tokenizer=tokenizer)
     click.echo(f"prepared: {summary.out}  parts written: {summary.written}, reused: {summary.reused}")
     if summary.finished:
         click.echo(f"samples: {summary.samples} in {summary.parts} parts  content sha256: {summary.content_sha256}")
@@ -83,7 +84,13 @@ def _modality(name: str, overrides: tuple[str, ...]):
     kwargs = dict(cfg["modality"].get(name, {}))
     if "on_error" in kwargs and not any(o.startswith(f"modality.{name}.on_error=") for o in overrides):
         kwargs["on_error"] = "skip"  # list every unreadable file in the manifest instead of stopping
-    return create("modality", name, **kwargs)
+    mod = create("modality", name, **kwargs)
+    tokenizer = None
+    if getattr(mod, "dims", None) == 1:  # text is stored as the word-piece ids of the run's tokenizer
+        tok = cfg["run"]["uses"][name]["tokenizer"]
+        # embed_dim only sizes the embedding tables, which preparing never uses: the smallest will do
+        tokenizer = create("tokenizer", tok, **{**dict(cfg["tokenizer"].get(tok, {})), "embed_dim": 8})
+    return mod, tokenizer
 
 
 def _demo(mod, name: str) -> Path:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from medkit.api.errors import DataError, MedkitError
-from medkit.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, config_hash, medkit_version,
+from medkit.data import prepare_text
+from medkit.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, PartReader, config_hash, medkit_version,
                                   preprocessing_config, read_manifest)
 from medkit.data.prepared_dataset import STORE_DTYPES, encode_image, encode_window
 from medkit.storage.files import atomic_write_json, read_json
@@ -66,8 +67,8 @@ class Summary:
 
 
 def kind_of(dataset: Any) -> str:
-    """``image2d`` (an :class:`~medkit.data.modality2d.Image2DDataset`) or ``windows`` (a
-    :class:`~medkit.data.windows.WindowDataset`).
+    """``image2d`` (an :class:`~medkit.data.modality2d.Image2DDataset`), ``windows`` (a
+    :class:`~medkit.data.windows.WindowDataset`) or ``text`` (samples whose input is text: reports).
 
     Raises:
         MedkitError: for a modality whose data ``medkit prepare`` cannot store yet.
@@ -79,8 +80,10 @@ def kind_of(dataset: Any) -> str:
         return "image2d"
     if isinstance(dataset, WindowDataset):
         return "windows"
+    if prepare_text.is_text(dataset):
+        return "text"
     raise MedkitError(f"medkit prepare: modality data of type {type(dataset).__name__} cannot be prepared yet "
-                      f"(2D image and 3D window modalities can); train it from its folder")
+                      f"(2D image, 3D window and text modalities can); train it from its folder")
 
 
 def plan_parts(dataset: Any, kind: str, part_size: int, cfg_hash: str, store: dict[str, Any]) -> list[Part]:
@@ -88,7 +91,10 @@ def plan_parts(dataset: Any, kind: str, part_size: int, cfg_hash: str, store: di
     preprocessed once), each keyed by the config, the storage dtype and its files' names, sizes
     and modification times (a part whose key changed is written again)."""
     groups: list[tuple[list[int], list[Path]]] = []
-    if kind == "image2d":
+    if kind == "text":  # texts are held in memory: a part's key hashes them instead of file stats
+        for lo in range(0, len(dataset), part_size):
+            groups.append((list(range(lo, min(lo + part_size, len(dataset)))), []))
+    elif kind == "image2d":
         for lo in range(0, len(dataset.entries), part_size):
             entries = dataset.entries[lo:lo + part_size]
             groups.append((list(range(lo, lo + len(entries))), list(dict.fromkeys(e.path for e in entries))))
@@ -108,7 +114,9 @@ def plan_parts(dataset: Any, kind: str, part_size: int, cfg_hash: str, store: di
             groups.append(current)
     parts = []
     for k, (samples, files) in enumerate(groups):
-        stats = [(str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+        stats: Any = [(str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+        if kind == "text":
+            stats = prepare_text.texts_sha256([dataset.load(i)["input"] for i in samples])
         key = hashlib.sha256(json.dumps([cfg_hash, store, kind, [dataset.ids[i] for i in samples], stats]
                                         ).encode()).hexdigest()
         parts.append(Part(k, tuple(samples), tuple(str(f) for f in files), key))
@@ -124,9 +132,13 @@ def _hash_files(files: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def _items(dataset: Any, kind: str, part: Part, store: dict[str, Any], skipped: list[tuple[str, str]]):
+def _items(dataset: Any, kind: str, part: Part, store: dict[str, Any], skipped: list[tuple[str, str]],
+           tokenizer: Any = None):
     """(sample index, stored item) of every sample of ``part`` that can be read; the others are
     appended to ``skipped`` with the reason."""
+    if kind == "text":
+        yield from prepare_text.text_items(dataset, part.samples, tokenizer, store["tokenizer"]["ids_dtype"])
+        return
     if kind == "image2d":
         for i in part.samples:
             entry = dataset.entries[i]
@@ -148,7 +160,8 @@ def _items(dataset: Any, kind: str, part: Part, store: dict[str, Any], skipped: 
             skipped.append((vol, f"unreadable: {exc}"))
 
 
-def write_part(out: Path, dataset: Any, kind: str, part: Part, store: dict[str, Any]) -> dict[str, Any]:
+def write_part(out: Path, dataset: Any, kind: str, part: Part, store: dict[str, Any],
+               tokenizer: Any = None) -> dict[str, Any]:
     """Write ``part`` under ``out/parts`` (litdata chunks + ``part.json``), atomically: filled in a
     temporary folder and renamed into place only when complete. Returns its record."""
     from litdata.streaming.writer import BinaryWriter
@@ -160,7 +173,7 @@ def write_part(out: Path, dataset: Any, kind: str, part: Part, store: dict[str, 
     skipped: list[tuple[str, str]] = []
     kept: list[int] = []
     writer: Any = None
-    for i, item in _items(dataset, kind, part, store, skipped):
+    for i, item in _items(dataset, kind, part, store, skipped, tokenizer):
         if writer is None:
             writer = BinaryWriter(str(tmp), chunk_bytes=CHUNK_BYTES)
         writer[len(kept)] = item
@@ -172,7 +185,8 @@ def write_part(out: Path, dataset: Any, kind: str, part: Part, store: dict[str, 
     record = {"part": part.index, "key": part.key, "count": len(kept), "ids": [dataset.ids[i] for i in kept],
               "sources": [str(dataset.sources[i]) for i in kept],
               "labels": None if labels is None else [int(labels[i]) for i in kept],
-              "skipped": skipped, "inputs_sha256": _hash_files(part.files)}
+              "skipped": skipped, "inputs_sha256": _hash_files(part.files) if kind != "text" else
+              prepare_text.texts_sha256([dataset.load(i)["input"] for i in part.samples])}
     atomic_write_json(tmp / PART_RECORD, record)
     if final.exists():
         shutil.rmtree(final)
@@ -197,12 +211,12 @@ def _worker_part(part: Part) -> int:
     import torch
 
     torch.set_num_threads(1)
-    write_part(_JOB["out"], _JOB["dataset"], _JOB["kind"], part, _JOB["store"])
+    write_part(_JOB["out"], _JOB["dataset"], _JOB["kind"], part, _JOB["store"], _JOB.get("tokenizer"))
     return part.index
 
 
 def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tuple[int, int] = (0, 1),
-            part_size: int = 256, store: str = "auto", max_side: int = 0) -> Summary:
+            part_size: int = 256, store: str = "auto", max_side: int = 0, tokenizer: Any = None) -> Summary:
     """Prepare ``data`` for ``modality`` into ``out`` (see the module docstring).
 
     Args:
@@ -216,6 +230,8 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
         store: ``auto`` or ``float32`` (:data:`~medkit.data.prepared_dataset.STORE_DTYPES`).
         max_side: 2D only: store regions resized to at most this many pixels on their longer
             side (0: as decoded); see :func:`~medkit.data.prepared_dataset.encode_image`.
+        tokenizer: text only: the run's tokenizer (``text_1d``); the word-piece ids it gives are
+            stored, with its :meth:`encoding_config` recorded in ``storage.tokenizer``.
     """
     if store not in STORE_DTYPES:
         raise MedkitError(f"medkit prepare: --store must be one of {', '.join(STORE_DTYPES)}, got {store!r}")
@@ -237,7 +253,10 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
         raise MedkitError(f"medkit prepare: --max-side resizes 2D images; modality {modality.name} stores 3D "
                           f"windows at its input_size (set modality.{modality.name}.input_size instead)")
     cfg = preprocessing_config(modality)
-    storage = {"dtype": store, "max_side": int(max_side)}
+    storage: dict[str, Any] = {"dtype": store, "max_side": int(max_side)}
+    if kind == "text":
+        prepare_text.no_max_side(max_side, modality.name)
+        storage["tokenizer"] = prepare_text.tokenizer_config(tokenizer, modality.name)
     parts = plan_parts(dataset, kind, max(1, int(part_size)), config_hash(cfg), storage)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     plan = {"modality": modality.name, "kind": kind, "data": str(Path(data).resolve()), "store": storage,
@@ -255,7 +274,7 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     log.info("prepare %s: %d parts (%d in this shard, %d already done) from %s into %s", modality.name,
              len(parts), len(mine), summary.reused, data, out)
     if workers > 1 and len(todo) > 1:
-        _JOB.update(out=out, dataset=dataset, kind=kind, store=storage)
+        _JOB.update(out=out, dataset=dataset, kind=kind, store=storage, tokenizer=tokenizer)
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
                 for k in pool.map(_worker_part, todo):
@@ -265,7 +284,7 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
             _JOB.clear()
     else:
         for p in todo:
-            write_part(out, dataset, kind, p, storage)
+            write_part(out, dataset, kind, p, storage, tokenizer)
             summary.written += 1
             log.info("prepare %s: part %d of %d written", modality.name, p.index + 1, len(parts))
     if n == 1 or all(_done(out, p) for p in parts):
@@ -345,13 +364,15 @@ def _finalize_into(out: Path, summary: Summary) -> None:
     skipped = [list(s) for s in plan["skipped"]] + [list(s) for r in records for s in r["skipped"]]
     inputs = hashlib.sha256("".join(r["inputs_sha256"] for r in records).encode()).hexdigest()
     labels = None if any(r["labels"] is None for r in records) else [v for r in records for v in r["labels"]]
+    chunks = [_chunk_sizes(out / p["dir"], r["count"]) for p, r in zip(plan["parts"], records)]
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "medkit_version": medkit_version(),
                 "modality": plan["modality"], "kind": plan["kind"], "data": plan["data"],
                 "preprocessing": plan["preprocessing"], "preprocessing_sha256": plan["preprocessing_sha256"],
                 "inputs_sha256": inputs, "storage": {"format": "litdata", **plan["store"],
                                                      "litdata_version": _litdata_version()},
                 "num_samples": sum(r["count"] for r in records),
-                "parts": [{"dir": p["dir"], "count": r["count"]} for p, r in zip(plan["parts"], records)],
+                "parts": [{"dir": p["dir"], "count": r["count"], "chunk_sizes": c}
+                          for p, r, c in zip(plan["parts"], records, chunks)],
                 "ids": [v for r in records for v in r["ids"]], "sources": [v for r in records for v in r["sources"]],
                 "labels": labels, "class_names": plan["class_names"], "skipped": skipped,
                 "filtered": plan["filtered"]}
@@ -363,6 +384,12 @@ def _finalize_into(out: Path, summary: Summary) -> None:
     summary.skipped = [(str(a), str(b)) for a, b in skipped]
     summary.filtered = [(str(a), str(b)) for a, b in plan["filtered"]]
     summary.content_sha256 = content_hash(out)
+
+
+def _chunk_sizes(part: Path, count: int) -> list[int]:
+    """Samples per litdata chunk of a written part (the step plan reads them from the manifest
+    rather than fetching every part's index, which for remote data is one download each)."""
+    return list(PartReader.chunk_sizes_of(str(part), count)) if count else []
 
 
 def _litdata_version() -> str:

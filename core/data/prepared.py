@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from medkit.api.errors import ConfigError, DataError
+from medkit.data import remote
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,11 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def is_prepared(path: str | Path) -> bool:
-    """Whether ``path`` is a folder written by ``medkit prepare`` (it holds a prepared manifest)."""
+    """Whether ``path`` is a folder written by ``medkit prepare`` (it holds a prepared manifest).
+    A URL (:func:`medkit.data.remote.is_url`) is always taken for prepared data: only prepared data
+    is read remotely, and :func:`read_manifest` says what is wrong with one that is not."""
+    if remote.is_url(str(path)):
+        return True
     manifest = Path(path) / MANIFEST
     if not manifest.is_file():
         return False
@@ -96,14 +101,17 @@ def is_prepared(path: str | Path) -> bool:
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest of a prepared folder, checked for its format and version.
+    """The manifest of a prepared folder or URL (read through litdata's client for its scheme),
+    checked for its format and version.
 
     Raises:
-        DataError: naming the file when it is unreadable, of another format or of a newer version.
+        DataError: naming the file when it is unreadable, of another format or of a newer version,
+            or the package to install when a URL's client library is missing.
     """
-    file = Path(path) / MANIFEST
+    location = remote.normalise(path)
+    file = remote.join(location, MANIFEST)
     try:
-        manifest = json.loads(file.read_text())
+        manifest = json.loads(remote.read_bytes(location, MANIFEST))
     except (OSError, ValueError) as exc:
         raise DataError(f"{file}: cannot read the prepared-data manifest ({exc}); run medkit prepare again") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -136,17 +144,30 @@ def check_config(manifest: dict[str, Any], modality: Any, where: str) -> None:
                               f"{json.dumps(made.get(key))} or run medkit prepare again with the run's config")
 
 
-def check_part_format(part: Path) -> None:
+def read_part_index(part: str | Path) -> dict[str, Any]:
+    """The litdata ``index.json`` of a part (a folder or URL), checked by :func:`check_part_format`."""
+    location = str(part)
+    index = remote.join(location, "index.json")
+    try:
+        content = json.loads(remote.read_bytes(location, "index.json"))
+        if not isinstance(content["config"]["data_format"], list) or not isinstance(content["chunks"], list):
+            raise TypeError("config.data_format and chunks must be lists")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{index}: unreadable litdata index ({exc}); prepare the data again") from exc
+    check_part_format(part, content)
+    return content
+
+
+def check_part_format(part: str | Path, content: dict[str, Any] | None = None) -> None:
     """Refuse a part whose litdata index declares a leaf format other than arrays and scalars.
 
     Raises:
         DataError: naming the index file and the format.
     """
-    index = part / "index.json"
-    try:
-        formats = json.loads(index.read_text())["config"]["data_format"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{index}: unreadable litdata index ({exc}); prepare the data again") from exc
+    index = remote.join(str(part), "index.json")
+    if content is None:
+        content = read_part_index(part)
+    formats = content["config"]["data_format"]
     bad = [f for f in formats if str(f).split(":", 1)[0] not in SAFE_LEAF_FORMATS]
     if bad:
         raise DataError(f"{index}: declares the leaf format(s) {bad}; medkit reads only "
@@ -157,16 +178,47 @@ class PartReader:
     """Random access by global sample index over the litdata parts of a prepared folder.
 
     Each part is a litdata ``StreamingDataset``, opened on first use in the process that reads
-    (DataLoader workers open their own; nothing open is ever pickled).
+    (DataLoader workers open their own; nothing open is ever pickled). ``root`` may be a URL
+    litdata streams from; its chunks are cached under :func:`medkit.data.remote.cache_dir`.
     """
 
     def __init__(self, root: str | Path, parts: list[dict[str, Any]]) -> None:
-        self.root = Path(root)
-        self.dirs = [str(self.root / p["dir"]) for p in parts]
+        self.root = remote.normalise(root)
+        self.dirs = [remote.join(self.root, p["dir"]) for p in parts]
         self.starts = [0]
         for p in parts:
             self.starts.append(self.starts[-1] + int(p["count"]))
         self._open: dict[int, Any] = {}
+        self._recorded = [p.get("chunk_sizes") for p in parts]  # None in manifests written before they were
+        self._chunk_sizes: list[int] | None = None
+
+    @staticmethod
+    def chunk_sizes_of(part: str, count: int) -> list[int]:
+        """Samples per litdata chunk of one part, from its ``index.json``, checked against ``count``.
+
+        Raises:
+            DataError: the index and the manifest disagree.
+        """
+        own = [int(c["chunk_size"]) for c in read_part_index(part)["chunks"]] if count else []
+        if sum(own) != count:
+            raise DataError(f"{remote.join(part, 'index.json')}: its chunks hold {sum(own)} samples but the "
+                            f"manifest counts {count}; prepare the data again")
+        return own
+
+    @property
+    def chunk_sizes(self) -> list[int]:
+        """Samples per litdata chunk, part after part, in sample order (as the manifest records
+        them, else from each part's index)."""
+        if self._chunk_sizes is None:
+            sizes: list[int] = []
+            for k, (d, (lo, hi)) in enumerate(zip(self.dirs, zip(self.starts, self.starts[1:]))):
+                recorded = self._recorded[k]
+                if recorded is not None and sum(int(v) for v in recorded) == hi - lo:
+                    sizes += [int(v) for v in recorded]
+                else:
+                    sizes += self.chunk_sizes_of(d, hi - lo)
+            self._chunk_sizes = sizes
+        return self._chunk_sizes
 
     def __len__(self) -> int:
         return self.starts[-1]
@@ -179,12 +231,16 @@ class PartReader:
     def _part(self, k: int) -> Any:
         ds = self._open.get(k)
         if ds is None:
-            check_part_format(Path(self.dirs[k]))
+            check_part_format(self.dirs[k])
             from litdata import StreamingDataset
 
+            extra: dict[str, Any] = {}
+            if remote.is_url(self.root):
+                remote.downloader(self.root)  # a missing client library: one line naming what to install
+                extra["cache_dir"] = str(remote.cache_dir(self.root) / f"part-{k:05d}")
             # batch_decode=0: decode the one item asked for (its default decodes a window of rows
             # ahead, which sequential iteration amortises but random access by index pays each time)
-            ds = self._open[k] = StreamingDataset(self.dirs[k], batch_decode=0)
+            ds = self._open[k] = StreamingDataset(self.dirs[k], batch_decode=0, **extra)
         return ds
 
     def read(self, index: int) -> dict[str, np.ndarray]:

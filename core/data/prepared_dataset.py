@@ -12,6 +12,8 @@ from PIL import Image
 
 from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
+from medkit.data import remote
+from medkit.data.prepare_text import check_tokenizer, token_sample
 from medkit.data.prepared import PartReader, check_config, read_manifest
 
 log = logging.getLogger(__name__)
@@ -81,8 +83,8 @@ class PreparedDataset(TrainViewMixin):
     by source and the strategies treat it like the folder it was made from.
     """
 
-    def __init__(self, modality: Any, root: Path, manifest: dict[str, Any], train: bool) -> None:
-        self.modality, self.root, self.train = modality, Path(root), bool(train)
+    def __init__(self, modality: Any, root: str | Path, manifest: dict[str, Any], train: bool) -> None:
+        self.modality, self.root, self.train = modality, remote.normalise(root), bool(train)
         self.manifest = manifest
         self.kind = manifest["kind"]
         self.ids = list(manifest["ids"])
@@ -97,6 +99,23 @@ class PreparedDataset(TrainViewMixin):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def chunk_sizes(self) -> list[int]:
+        """Samples per stored chunk in index order: the step plan reads them chunk by chunk
+        (:mod:`medkit.engine.chunk_plan`) instead of in a random order that reloads a chunk per sample."""
+        return self.reader.chunk_sizes
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Refuse to train prepared token ids with a tokenizer other than the one they were made
+        by (the engine calls this once the run's tokenizers are built; other kinds store no ids).
+
+        Raises:
+            ConfigError: one line naming the first key that differs.
+        """
+        if self.kind == "text":
+            check_tokenizer(self.manifest["storage"].get("tokenizer", {}), tokenizer, f"prepared data {self.root}",
+                            self.modality.name)
+
     def describe(self) -> list[str]:
         """Summary lines for ``medkit data inspect``."""
         line = (f"prepared by medkit {self.manifest.get('medkit_version')} from {self.manifest.get('data')} "
@@ -109,6 +128,8 @@ class PreparedDataset(TrainViewMixin):
         item = self.reader.read(index)
         seed = seed if self.train else None
         label = None if self.labels is None else self.labels[index]
+        if self.kind == "text":
+            return token_sample(item, self.ids[index], label)
         if self.kind == "image2d":
             from medkit.data.modality2d import sample_of
 
@@ -135,7 +156,7 @@ def open_prepared(modality: Any, path: str | Path, *, train: bool) -> PreparedDa
     """
     manifest = read_manifest(path)
     check_config(manifest, modality, f"prepared data {path}")
-    ds = PreparedDataset(modality, Path(path), manifest, train)
+    ds = PreparedDataset(modality, path, manifest, train)
     log.info("%s: %d prepared samples from %s (%d skipped when prepared)", modality.name, len(ds), path,
              len(ds.skipped))
     return ds

@@ -11,6 +11,7 @@ from medkit.api.collectives import barrier
 from medkit.api.errors import ConfigError
 from medkit.data.demo import demo_root
 from medkit.data.prepared import is_prepared
+from medkit.data.remote import is_url, normalise
 from medkit.data.split import sources_of, split_by_source
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ def data_paths(cfg: dict[str, Any], modalities: dict[str, Any], *, is_main: bool
     paths: dict[str, str] = {}
     for name, modality in modalities.items():
         given = cfg["run"]["data"].get(name)
+        if given and is_url(given):  # prepared data streamed by litdata (s3://, gs://, local:, …)
+            paths[name] = normalise(given)
+            continue
         if given:
-            path = Path(given).expanduser()
+            path = Path(normalise(given))
             if not path.exists():
                 raise ConfigError(f"--data for modality {name!r}: {path} does not exist")
             paths[name] = str(path.resolve())
@@ -64,7 +68,7 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
     out.split = {"format": 1, "seed": int(seed), "val_fraction": float(val_fraction), "modalities": {}}
     kept = (previous or {}).get("modalities", {})
     for m, modality in modalities.items():
-        path = Path(paths[m])
+        path = paths[m] if is_url(paths[m]) else Path(paths[m])
         if is_prepared(path):  # a folder written by ``medkit prepare``: its manifest lists the samples
             from medkit.data.prepared_dataset import open_prepared
 

@@ -21,6 +21,7 @@ from medkit.api.protocols import Strategy
 from medkit.config.typed import RunSettings
 from medkit.engine import checkpoint as cp
 from medkit.engine.continuation import not_evaluated_after_from
+from medkit.engine.chunk_plan import declared_chunks
 from medkit.engine.datasets import build_datasets, data_paths
 from medkit.engine.distributed import DataParallelStep, World, barrier, init_world
 from medkit.engine.generations import GenerationStore
@@ -89,6 +90,10 @@ class Engine:
         origin = cfg["run"].get("from")
         assets = self.run_dir if self.resume else (Path(origin["path"]) if origin else None)
         self.model: Model = build_model(cfg, create=self.components.create, assets_dir=assets)
+        for m, dataset in sets.train.items():  # prepared token ids must come from this run's tokenizer
+            check = getattr(dataset, "check_tokenizer", None)
+            if callable(check):
+                check(self.model.encoder.tokenizers[self.model.tokenizer_of[m]])
         device = self._device()
         self.model.modules().to(device)
         self.strategy = self._fresh_strategy()
@@ -321,7 +326,8 @@ class Engine:
         plan = StepPlan(self.strategy.sources(ctx), batch_size=ctx.batch_size, max_steps=ctx.max_steps,
                         seed=ctx.seed, stage=ctx.stage_index, rank=self.world.rank,
                         world_size=self.world.world_size,
-                        min_current_fraction=self.strategy.min_current_fraction)
+                        min_current_fraction=self.strategy.min_current_fraction,
+                        chunk_sizes=declared_chunks(ctx.train_sets))
         self.record.realised_mix[ctx.stage_index] = plan.mix()
         log.info("stage %d plan: %s", ctx.stage_index + 1,
                  ", ".join(f"{k} {v} steps" for k, v in plan.mix().items()))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from medkit.api.batch import Source
 from medkit.api.errors import DataError
 from medkit.api.randomness import sample_key
+from medkit.engine.chunk_plan import CHUNK_WINDOW, chunk_of, chunk_permutation
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,17 @@ class StepPlan:
     with a floor for the current stage's own data), in a seeded random order; within a source,
     samples are drawn without replacement from per-epoch seeded permutations. Because nothing
     depends on history, a resumed run sees exactly the batches it would have seen.
+
+    A modality in ``chunk_sizes`` (its training dataset is stored in chunks of these many
+    consecutive samples, e.g. prepared data) gets chunk-aware permutations instead
+    (:func:`~medkit.engine.chunk_plan.chunk_permutation`: chunks shuffled, samples shuffled within
+    windows of ``chunk_window`` chunks), equally a pure function of seed, stage, source and epoch.
     """
 
     def __init__(self, sources: Sequence[Source], *, batch_size: int, max_steps: int, seed: int,
-                 stage: int, rank: int = 0, world_size: int = 1, min_current_fraction: float = 0.0) -> None:
+                 stage: int, rank: int = 0, world_size: int = 1, min_current_fraction: float = 0.0,
+                 chunk_sizes: Mapping[str, Sequence[int]] | None = None,
+                 chunk_window: int = CHUNK_WINDOW) -> None:
         sources = [s for s in sources if s.indices]
         if not sources:
             raise DataError("this stage has no training samples; check --data")
@@ -97,6 +105,9 @@ class StepPlan:
             else list(range(len(order)))
         self.choice = [order[j] for j in perm]
         self._perms: dict[int, tuple[int, torch.Tensor]] = {}
+        self.chunk_sizes = {m: list(v) for m, v in (chunk_sizes or {}).items() if v}
+        self.chunk_window = int(chunk_window)
+        self._chunks: dict[int, list[int]] = {}
         # position k of step s within its source = number of earlier steps choosing that source
         seen: dict[int, int] = {}
         self.position: list[int] = []
@@ -109,9 +120,19 @@ class StepPlan:
         # (the sampler computes steps in the main process, so a large source is not shuffled per step)
         kept = self._perms.get(source)
         if kept is None or kept[0] != epoch:
-            kept = (epoch, torch.randperm(n, generator=_generator(self.seed, self.stage, source, epoch)))
+            kept = (epoch, self._epoch_permutation(source, n, _generator(self.seed, self.stage, source, epoch)))
             self._perms[source] = kept
         return kept[1]
+
+    def _epoch_permutation(self, source: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """A source's epoch permutation: chunk-aware where its modality declares chunks."""
+        sizes = self.chunk_sizes.get(self.sources[source].modality)
+        if not sizes:
+            return torch.randperm(n, generator=generator)
+        chunks = self._chunks.get(source)
+        if chunks is None:
+            chunks = self._chunks[source] = chunk_of(self.sources[source].indices, sizes)
+        return chunk_permutation(chunks, generator, self.chunk_window)
 
     def mix(self) -> dict[str, int]:
         """Steps per ``modality/role`` source: the realised mix of the stage."""

@@ -79,14 +79,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.slow
 def test_training_from_prepared_data_is_the_folder_run(runs, tmp_path):
     """Same held-out split by source (metrics/split.json), same batches and per-sample seeds, so
-    with float32 storage the very same weights; also when DataLoader workers read the shards."""
+    with float32 storage the very same weights, for prepared data in one chunk (the step plan's
+    chunk-aware order is then the folder path's); prepared in many chunks, the same split and a
+    chunk-aware order; DataLoader workers reading the shards give the same weights."""
+    one = tmp_path / "one-chunk"
+    prepare(create("modality", "xray", on_error="skip"), runs["demo"], one, part_size=256, store="float32")
     assert _train(tmp_path / "folder", runs["demo"]) == 0
+    assert _train(tmp_path / "one", one) == 0
     assert _train(tmp_path / "workers", runs["prepared"], extra=("trainer.num_workers=2",)) == 0
-    a, b = _state(tmp_path / "folder"), runs["prep"]
+    a, b, many = _state(tmp_path / "folder"), _state(tmp_path / "one"), runs["prep"]
     assert b["split"] == a["split"] and b["split"]["modalities"]["xray"]["val"]
     assert [s["loss"] for s in b["steps"]] == [s["loss"] for s in a["steps"]]
     assert not _same_weights(a["weights"], b["weights"])
-    assert not _same_weights(_state(tmp_path / "workers")["weights"], b["weights"])
+    assert many["split"] == a["split"]
+    assert [s["loss"] for s in many["steps"]] != [s["loss"] for s in a["steps"]], "many chunks: another order"
+    assert not _same_weights(_state(tmp_path / "workers")["weights"], many["weights"])
 
 
 def test_resume_from_prepared_data_is_bit_identical(runs, tmp_path):

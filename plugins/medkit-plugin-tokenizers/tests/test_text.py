@@ -214,3 +214,26 @@ def test_train_command_on_report_data(tmp_path: Path) -> None:
     bad = CliRunner().invoke(tokenizer_group, ["train", "--modality", "report", "--data", str(data),
                                                "--vocab-size", "3"])
     assert bad.exit_code != 0 and "--vocab-size" in bad.output
+
+
+def test_collating_encode_ids_gives_the_text_batch(tok):
+    """Prepared data stores ``encode_ids``; collating them gives the very batch collating the texts gives."""
+    texts = ["no acute cardiopulmonary process .", "heart size is normal " * 40, "x"]
+    want = tok.collate([{"input": t} for t in texts], "report")
+    ids = tok.encode_ids(texts)
+    assert len(ids[1]) == tok.max_length and ids[0][0] == tok.cls_token_id and ids[0][-1] == tok.sep_token_id
+    import numpy as np
+
+    got = tok.collate([{"input": torch.from_numpy(np.asarray(i, dtype=np.uint16).astype(np.int64))} for i in ids],
+                      "report")
+    assert torch.equal(got["inputs"], want["inputs"]) and torch.equal(got["attention_mask"], want["attention_mask"])
+    with pytest.raises(DataError, match="at most max_length"):
+        tok.collate([{"input": torch.zeros(tok.max_length + 1, dtype=torch.long)}], "report")
+
+
+def test_encoding_config_names_what_the_ids_depend_on(tok):
+    same = TextTokenizer(embed_dim=16)
+    assert same.encoding_config() == tok.encoding_config()
+    assert TextTokenizer(embed_dim=16, max_length=32).encoding_config()["max_length"] == 32
+    assert TextTokenizer(embed_dim=16, lowercase=False).encoding_config()["vocab_sha256"] != \
+        tok.encoding_config()["vocab_sha256"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -284,6 +285,18 @@ class TextTokenizer(nn.Module):
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long)
         return ids, mask
 
+    def encode_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids of every text without the padding: what :meth:`encode` gives before it pads
+        (``medkit prepare`` stores these; :meth:`collate` pads them back)."""
+        return [e.ids[:sum(e.attention_mask)] for e in (self._tok.encode(t) for t in texts)]
+
+    def encoding_config(self) -> dict[str, Any]:
+        """What decides the ids of a text: the vocabulary and its pipeline (sha256 of its canonical
+        JSON), ``max_length`` and the id range. Prepared token ids are only valid for an equal one."""
+        canonical = json.dumps(json.loads(self._tok.to_str()), sort_keys=True)
+        return {"name": "text_1d", "vocab_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+                "max_length": self.max_length, "num_pieces": self.num_pieces}
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of one id sequence, special tokens dropped."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
@@ -293,7 +306,13 @@ class TextTokenizer(nn.Module):
         return [self._tok.id_to_token(int(i)) for i in ids]
 
     def collate(self, samples: Sequence[dict[str, Any]], modality: str) -> dict[str, torch.Tensor]:
-        """``{"inputs": ids [B, L], "attention_mask": [B, L]}`` with ``L = max_length``."""
+        """``{"inputs": ids [B, L], "attention_mask": [B, L]}`` with ``L = max_length``.
+
+        An input is report text, or the 1-D integer word-piece ids :meth:`encode_ids` gave for it
+        (prepared data): those are padded exactly as :meth:`encode` pads, so both give the same batch.
+        """
+        if samples and all(isinstance(s.get("input"), torch.Tensor) for s in samples):
+            return self._collate_ids(samples, modality)
         texts = []
         for k, sample in enumerate(samples):
             text = sample.get("input")
@@ -303,6 +322,19 @@ class TextTokenizer(nn.Module):
                                 f"use text_1d only with text modalities such as report")
             texts.append(text)
         ids, mask = self.encode(texts)
+        return {"inputs": ids, "attention_mask": mask}
+
+    def _collate_ids(self, samples: Sequence[dict[str, Any]], modality: str) -> dict[str, torch.Tensor]:
+        ids = torch.full((len(samples), self.max_length), self.pad_token_id, dtype=torch.long)  # [B, L]
+        mask = torch.zeros((len(samples), self.max_length), dtype=torch.long)  # [B, L]
+        for k, sample in enumerate(samples):
+            x = sample["input"]
+            if x.ndim != 1 or x.is_floating_point() or x.is_complex() or len(x) > self.max_length:
+                raise DataError(f"modality {modality!r}, sample {sample.get('id', k)!r}: tokenizer text_1d expects "
+                                f"text or 1-D word-piece ids of at most max_length={self.max_length}, got "
+                                f"{_describe(x)} of {x.dtype}; prepare the data again with this tokenizer")
+            ids[k, :len(x)] = x.long()
+            mask[k, :len(x)] = 1
         return {"inputs": ids, "attention_mask": mask}
 
     # -- ids → tokens --------------------------------------------------------------------------
