@@ -60,7 +60,8 @@ def prepare(modality: str | None, data: str | None, out: str, workers: int, shar
         mod = _modality(modality, args)
         root = Path(data) if data else _demo(mod, modality)
         summary = runtime.prepare(mod, root, Path(out), workers=workers, shard=_shard(shard),
-                                  part_size=part_size, store=store, max_side=max_side)
+                                  part_size=part_size, store=store, max_side=max_side,
+                                  groups=_group_options(modality, args))
     click.echo(f"prepared: {summary.out}  parts written: {summary.written}, reused: {summary.reused}")
     if summary.finished:
         click.echo(f"samples: {summary.samples} in {summary.parts} parts  content sha256: {summary.content_sha256}")
@@ -84,6 +85,17 @@ def _modality(name: str, overrides: tuple[str, ...]):
     if "on_error" in kwargs and not any(o.startswith(f"modality.{name}.on_error=") for o in overrides):
         kwargs["on_error"] = "skip"  # list every unreadable file in the manifest instead of stopping
     return create("modality", name, **kwargs)
+
+
+def _group_options(name: str, overrides: tuple[str, ...]):
+    """The split-key options (``trainer.patient_column``, ``trainer.group_folder_level``) of the overrides."""
+    from medkit.cli.common import make_selection
+    from medkit.config.compose import compose
+    from medkit.data.groups import GroupOptions
+    from medkit.registry import get_host
+
+    cfg = compose(make_selection((name,), "sequential", (), "base", None, 0, overrides), host=get_host())
+    return GroupOptions.from_trainer(cfg["trainer"])
 
 
 def _demo(mod, name: str) -> Path:
