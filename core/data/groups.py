@@ -28,7 +28,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from medkit.api.errors import DataError
 
@@ -60,10 +60,10 @@ class GroupOptions:
         return asdict(self)
 
     @classmethod
-    def from_trainer(cls, trainer: Any) -> GroupOptions:
-        """The options of a run's ``trainer`` section (a dict or a config object)."""
-        get = trainer.get if isinstance(trainer, dict) else (lambda k, d=None: getattr(trainer, k, d))
-        column, level = get("patient_column", None), get("group_folder_level", None)
+    def from_trainer(cls, section: Any) -> GroupOptions:
+        """The options of a run's ``trainer`` section (a mapping or the typed config object)."""
+        values = dict(section) if isinstance(section, Mapping) else vars(section)
+        column, level = values.get("patient_column"), values.get("group_folder_level")
         return cls(str(column) if column else None, None if level is None else int(level))
 
 
