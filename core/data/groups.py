@@ -13,8 +13,9 @@ grouping known for its file, in this order:
 Identical images never end up on both sides: files that share a DICOM SOPInstanceUID (the same
 image in another encoding or under another name), a SeriesInstanceUID (the same series copied),
 or the same bytes are *duplicates*, and their groups are joined (union-find) before splitting.
-Bytes are hashed (sha256 of the file) only for files whose size another file shares, since
-identical files have equal sizes: a folder is read once more only where copies can exist. Decoded
+Bytes are hashed (sha256 of the file) only for files without a DICOM identity (a copied DICOM file
+keeps its SOPInstanceUID) whose size another such file shares, since identical files have equal
+sizes: files are read once more only where copies can exist. Decoded
 pixels are not hashed: that needs decoding every image while indexing (seconds per JPEG 2000
 radiograph), and the same image in two encodings is caught by its SOPInstanceUID already.
 """
@@ -251,10 +252,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _content_ids(units: Sequence[Unit]) -> dict[int, str]:
-    """``unit -> sha256:<hex>`` for the single files whose size another one shares."""
+def _content_ids(units: Sequence[Unit], among: Iterable[int]) -> dict[int, str]:
+    """``unit -> sha256:<hex>`` for the single files (of the units ``among``) whose size another one shares."""
     by_size: dict[int, list[int]] = defaultdict(list)
-    for u, unit in enumerate(units):
+    for u in among:
+        unit = units[u]
         if len(unit.paths) == 1 and not unit.folder and Path(unit.paths[0]).is_file():
             by_size[Path(unit.paths[0]).stat().st_size].append(u)
     out: dict[int, str] = {}
@@ -324,17 +326,18 @@ def sample_keys(dataset: Any, root: Path | None, options: GroupOptions | None = 
         return SampleKeys(keys, list(keys), ["source"] * len(keys), [()] * len(keys))
     of, units = found
     tables = patient_tables(Path(root), options) if root is not None else []
-    content = _content_ids(units)
     unit_keys, unit_kinds, unit_ids = [], [], []
-    for u, unit in enumerate(units):
+    for unit in units:
         uids = _dicom_of(unit)
         key, kind = _key_of(unit, tables, options, uids)
         ids = [f"sop:{uids['SOPInstanceUID']}"] if "SOPInstanceUID" in uids else []
         ids += [f"series:{uids['SeriesInstanceUID']}"] if unit.folder and "SeriesInstanceUID" in uids else []
-        ids += [content[u]] if u in content else []
         unit_keys.append(key)
         unit_kinds.append(kind)
         unit_ids.append(tuple(ids))
+    # a copy of a DICOM file has its SOPInstanceUID: only files without an identity are hashed
+    content = _content_ids(units, [u for u, ids in enumerate(unit_ids) if not ids])
+    unit_ids = [ids + ((content[u],) if u in content else ()) for u, ids in enumerate(unit_ids)]
     joined, dups = join(unit_keys, unit_ids, [u.rel for u in units])
     return SampleKeys([unit_keys[u] for u in of], [joined[unit_keys[u]] for u in of], [unit_kinds[u] for u in of],
                       [unit_ids[u] for u in of], dups)

@@ -51,10 +51,10 @@ def _sides(run: Any, name: str = "xray") -> dict[str, str]:
     return out
 
 
-def _names_on_both_sides(prefix: str, n: int = 2) -> list[str]:
+def _names_on_both_sides(prefix: str, n: int = 2, suffix: str = ".dcm") -> list[str]:
     """``n`` file names that a split by file name (seed 0) puts on different sides, so a test using
     them fails on a split that does not join them."""
-    names = [f"{prefix}{k}.dcm" for k in range(200)]
+    names = [f"{prefix}{k}{suffix}" for k in range(200)]
     val = [x for x in names if hash_score(x, 0) < VAL]
     train = [x for x in names if hash_score(x, 0) >= VAL]
     return [val[0], *train[:n - 1]]
@@ -93,9 +93,10 @@ def test_the_same_image_under_two_names_is_never_on_both_sides_and_is_reported(
     # the same SOPInstanceUID, re-labelled with another PatientID and other bytes: a re-export
     _dicom(data / first, "PAT-A", 1, uid_seed="one-image")
     _dicom(data / second, "PAT-B", 2, uid_seed="one-image")
-    # the same bytes under two names (a copy), no PatientID at all
-    third, fourth = _names_on_both_sides("copy")
-    _dicom(data / third, None, 3)
+    # the same bytes under two names (a copied PNG: no identifier but its content)
+    third, fourth = _names_on_both_sides("copy", suffix=".png")
+    _pngs(data, 1)
+    shutil.move(data / "im0.png", data / third)
     shutil.copy(data / third, data / fourth)
     for k in range(10):
         _dicom(data / f"other{k}.dcm", f"P{k}", 100 + k)
@@ -108,7 +109,7 @@ def test_the_same_image_under_two_names_is_never_on_both_sides_and_is_reported(
     by_files = {tuple(d["files"]): d for d in dups}
     assert [i.split(":")[0] for i in by_files[tuple(sorted((first, second)))]["identities"]] == ["sop"]
     assert by_files[tuple(sorted((first, second)))]["keys"] == ["patient:PAT-A", "patient:PAT-B"]
-    assert sorted(i.split(":")[0] for i in by_files[tuple(sorted((third, fourth)))]["identities"]) == ["sha256", "sop"]
+    assert [i.split(":")[0] for i in by_files[tuple(sorted((third, fourth)))]["identities"]] == ["sha256"]
     assert sum("duplicate image" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -230,7 +231,7 @@ def test_finetuning_leakage_check_uses_the_patient_key(tmp_path: Path) -> None:
     from medkit.finetune.leakage import check_pretraining_overlap
 
     data = tmp_path / "cxr"
-    for p in range(8):
+    for p in range(12):
         for k in range(2):
             _dicom(data / f"p{p}_{k}.dcm", f"PAT{p}", 10 * p + k)
     run = _split(data)
@@ -239,9 +240,10 @@ def test_finetuning_leakage_check_uses_the_patient_key(tmp_path: Path) -> None:
     (origin / "metrics" / "split.json").write_text(json.dumps(run.split))
     entry = run.split["modalities"]["xray"]
     trained = sorted(entry["train"])
-    patient = trained[0].split("_")[0]
-    # fine-tuning's own split: one file of a pre-training patient in val, the other in train
-    val_file, train_file = f"{patient}_1.dcm", f"{patient}_0.dcm"
+    # a patient pre-training trained on, one of whose files a split by file would have held out
+    val_file, train_file = next((f"p{p}_1.dcm", f"p{p}_0.dcm") for p in range(12)
+                                if hash_score(f"p{p}_1.dcm", 0) < VAL and f"p{p}_0.dcm" in trained)
+    # fine-tuning's own split: one file of that patient in val, the other in train
 
     def ds(*names: str) -> ItemDataset:
         return ItemDataset([Item(n, data / n, 0) for n in names], lambda *a: {}, ["c"])
@@ -273,3 +275,38 @@ def test_prepared_data_is_split_by_the_same_keys_as_its_folder(tmp_path: Path) -
 
     with pytest.raises(ConfigError, match="prepare it again"):
         _split(tmp_path / "prep", options=GroupOptions(folder_level=0))
+
+
+def test_ct_series_of_one_patient_and_a_copied_series_stay_on_one_side(tmp_path: Path) -> None:
+    """DICOM series (folders of slices of pydicom's CT_small.dcm): two series per patient, and one
+    series copied to another folder (same SeriesInstanceUID and SOPInstanceUIDs)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    data = tmp_path / "ct"
+    for p in range(6):
+        for s in range(2):
+            series, folder = pydicom.uid.generate_uid(), data / f"s{p}_{s}"
+            folder.mkdir(parents=True)
+            for k in range(4):
+                ds = src.copy()
+                ds.SeriesInstanceUID, ds.PatientID, ds.InstanceNumber = series, f"CT{p}", k + 1
+                ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[f"study{p}_{s}"])
+                ds.SOPInstanceUID = pydicom.uid.generate_uid()
+                ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0.0, 0.0, 2.0 * k]
+                ds.save_as(folder / f"IM{k}", enforce_file_format=True)
+    shutil.copytree(data / "s0_0", data / "copy_of_s0_0")
+    ds = pydicom.dcmread(data / "copy_of_s0_0" / "IM0")
+    for f in sorted((data / "copy_of_s0_0").iterdir()):
+        one = pydicom.dcmread(f)
+        one.PatientID = "ANON"  # re-labelled: only the series UID says it is the same
+        one.save_as(f)
+    run = _split(data, "ct", input_size=[4, 32, 32], depth=4, depth_stride=4)
+    sides = _sides(run, "ct")
+    assert all(sides[f"s{p}_0"] == sides[f"s{p}_1"] for p in range(6)), sides
+    assert sides["copy_of_s0_0"] == sides["s0_0"] and {"train", "val"} == set(sides.values())
+    entry = run.split["modalities"]["ct"]
+    assert entry["key"] == {"patient": 7}
+    assert [d["files"] for d in entry["duplicates"]] == [["copy_of_s0_0", "s0_0"]]
+    assert entry["duplicates"][0]["identities"] == [f"series:{ds.SeriesInstanceUID}"]
