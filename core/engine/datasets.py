@@ -16,6 +16,9 @@ from medkit.data.split import sources_of, split_by_group
 
 log = logging.getLogger(__name__)
 
+#: How a duplicate's shared identity is named in its warning.
+IDENTITY_NAMES = {"sop": "SOPInstanceUID", "series": "SeriesInstanceUID", "sha256": "file bytes"}
+
 
 @dataclass
 class RunData:
@@ -110,9 +113,9 @@ def report_keys(modality: str, keys: SampleKeys, n_sources: int) -> None:
     kinds = ", ".join(f"{kind} ({n})" for kind, n in keys.kind_counts().items())
     log.info("%s: held-out split by %s", modality, kinds)
     for dup in keys.duplicates:
+        same = " and ".join(IDENTITY_NAMES.get(i.split(":", 1)[0], i) for i in dup["identities"])
         log.warning("%s: duplicate image in %s (same %s); kept on one side of the split (groups %s)", modality,
-                    ", ".join(dup["files"][:4]), " and ".join(i.split(":", 1)[0] for i in dup["identities"]),
-                    ", ".join(dup["keys"][:4]))
+                    ", ".join(dup["files"][:4]), same, ", ".join(dup["keys"][:4]))
     if len(set(keys.groups)) == 1 and n_sources > 1:
         log.warning("%s: all %d sources share one group (%s), so nothing can be held out; if that is not one "
                     "patient, set trainer.patient_column or trainer.group_folder_level", modality, n_sources,
@@ -127,6 +130,10 @@ def check_prepared_keys(dataset: Any, groups: GroupOptions, path: Path) -> None:
     """
     made = getattr(dataset, "key_options", None)
     if made is not None and dict(made) != groups.as_dict():
-        raise ConfigError(f"prepared data {path}: its split keys were found with {made}, this run asks for "
-                          f"{groups.as_dict()} (trainer.patient_column / trainer.group_folder_level); prepare it "
-                          f"again with the same overrides, or run with the ones it was prepared with")
+        def said(options: dict[str, Any]) -> str:
+            column, level = options.get("patient_column"), options.get("folder_level")
+            return (f"trainer.patient_column={'null' if column is None else column}, "
+                    f"trainer.group_folder_level={'null' if level is None else level}")
+        raise ConfigError(f"prepared data {path}: its split keys were found with {said(dict(made))}, this run "
+                          f"has {said(groups.as_dict())}; prepare it again with this run's overrides, or run "
+                          f"with the ones it was prepared with")

@@ -273,7 +273,7 @@ def test_prepared_data_is_split_by_the_same_keys_as_its_folder(tmp_path: Path) -
         assert got[key] == want[key], key
     from medkit.api.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="prepare it again"):
+    with pytest.raises(ConfigError, match="trainer.group_folder_level=0; prepare it again"):
         _split(tmp_path / "prep", options=GroupOptions(folder_level=0))
 
 
