@@ -132,18 +132,21 @@ def units_of(dataset: Any) -> tuple[list[int], list[Unit]] | None:
             units.append(make())
         return index[key]
 
-    entries, volumes, items = (getattr(dataset, a, None) for a in ("entries", "volumes", "items"))
-    if entries is not None and len(entries) == len(sources):
-        of = [add(e.rel, lambda e=e, s=s: Unit(e.rel, (str(e.path),), s)) for e, s in zip(entries, sources)]
-    elif volumes is not None:
-        by_id = {v.id: v for v in volumes}
+    from medkit.data.items import ItemDataset
+    from medkit.data.modality2d import Image2DDataset
+    from medkit.data.windows import WindowDataset
+
+    if isinstance(dataset, Image2DDataset) and len(dataset.entries) == len(sources):
+        of = [add(e.rel, lambda e=e, s=s: Unit(e.rel, (str(e.path),), s)) for e, s in zip(dataset.entries, sources)]
+    elif isinstance(dataset, WindowDataset):
+        by_id = {v.id: v for v in dataset.volumes}
         if not all(s in by_id for s in sources):
             return None
         of = [add(s, lambda v=by_id[s]: Unit(v.id, tuple(v.paths), v.id, folder=v.kind == "series",
                                              dicom=_volume_uids(v))) for s in sources]
-    elif items is not None and len(items) == len(sources):
+    elif isinstance(dataset, ItemDataset) and len(dataset.items) == len(sources):
         of = []
-        for it, s in zip(items, sources):
+        for it, s in zip(dataset.items, sources):
             path = _as_path(it.source)
             of.append(add(it.id, lambda it=it, s=s, p=path: Unit(it.id, (str(p),) if p else (), s,
                                                                    folder=bool(p and p.is_dir()))))
