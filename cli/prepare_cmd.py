@@ -61,7 +61,8 @@ def prepare(modality: str | None, data: str | None, out: str, workers: int, shar
         mod, tokenizer = _modality(modality, args)
         root = Path(data) if data else _demo(mod, modality)
         summary = runtime.prepare(mod, root, Path(out), workers=workers, shard=_shard(shard),
-                                  part_size=part_size, store=store, max_side=max_side, tokenizer=tokenizer)
+                                  part_size=part_size, store=store, max_side=max_side, tokenizer=tokenizer,
+                                  groups=_group_options(modality, args))
     click.echo(f"prepared: {summary.out}  parts written: {summary.written}, reused: {summary.reused}")
     if summary.finished:
         click.echo(f"samples: {summary.samples} in {summary.parts} parts  content sha256: {summary.content_sha256}")
@@ -91,6 +92,17 @@ def _modality(name: str, overrides: tuple[str, ...]):
         # embed_dim only sizes the embedding tables, which preparing never uses: the smallest will do
         tokenizer = create("tokenizer", tok, **{**dict(cfg["tokenizer"].get(tok, {})), "embed_dim": 8})
     return mod, tokenizer
+
+
+def _group_options(name: str, overrides: tuple[str, ...]):
+    """The split-key options (``trainer.patient_column``, ``trainer.group_folder_level``) of the overrides."""
+    from medkit.cli.common import make_selection
+    from medkit.config.compose import compose
+    from medkit.data.groups import GroupOptions
+    from medkit.registry import get_host
+
+    cfg = compose(make_selection((name,), "sequential", (), "base", None, 0, overrides), host=get_host())
+    return GroupOptions.from_trainer(cfg["trainer"])
 
 
 def _demo(mod, name: str) -> Path:

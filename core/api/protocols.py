@@ -22,7 +22,8 @@ class SampleDataset(Protocol):
     plus a window index, say): buffers store ids, never copies. ``labels`` is ``None`` when the data
     carry no labels, otherwise one int per sample (``-1`` for unlabelled ones) and ``class_names``.
     ``sources[i]`` names the volume / image / patient / report sample ``i`` comes from: held-out
-    splits take whole sources (:func:`medkit.data.split.split_by_source`).
+    splits take whole sources, joined further by patient, study or case and by duplicate images
+    where the host can read them from the files (:mod:`medkit.data.groups`).
     """
 
     ids: Sequence[str]

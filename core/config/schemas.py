@@ -28,6 +28,10 @@ class TrainerConfig:
     log_every: int = 10  #: steps between progress lines
     eval_batches: int = 4  #: held-out batches per modality for the pretext loss after each stage
     val_fraction: float = 0.1  #: share of each modality's samples held out (hash split)
+    #: CSV column naming each file's patient for the held-out split; null: patient_id, PatientID, ...
+    patient_column: Optional[str] = None
+    #: folder level naming the patient for the held-out split (0 = first); null: not used
+    group_folder_level: Optional[int] = None
     num_workers: int = 0  #: DataLoader worker processes
     device: str = "auto"  #: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
     amp: Union[bool, str] = False  #: autocast precision (CPU and CUDA): false (fp32) or bf16 (true = bf16)
@@ -76,6 +80,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "trainer.keep_checkpoints": (1, None, True), "trainer.accum_steps": (1, None, True),
     "trainer.eval_batches": (0, None, True), "trainer.val_fraction": (0, 1, False),
     "trainer.num_workers": (0, None, True), "trainer.probe_knn_k": (0, None, True),
+    "trainer.group_folder_level": (0, None, True),
     "trainer.probe_linear_steps": (0, None, True), "trainer.probe_max_train": (0, None, True),
     "trainer.probe_max_query": (0, None, True), "trainer.probe_refit_steps": (0, None, True),
     "trainer.probe_refit_lr": (0, None, True),

@@ -23,6 +23,7 @@ from typing import Any
 
 from medkit.api.errors import DataError, MedkitError
 from medkit.data import prepare_text
+from medkit.data.groups import GroupOptions, manifest_keys, split_keys_record
 from medkit.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, PartReader, config_hash, medkit_version,
                                   preprocessing_config, read_manifest)
 from medkit.data.prepared_dataset import STORE_DTYPES, encode_image, encode_window
@@ -216,7 +217,8 @@ def _worker_part(part: Part) -> int:
 
 
 def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tuple[int, int] = (0, 1),
-            part_size: int = 256, store: str = "auto", max_side: int = 0, tokenizer: Any = None) -> Summary:
+            part_size: int = 256, store: str = "auto", max_side: int = 0, tokenizer: Any = None,
+            groups: GroupOptions | None = None) -> Summary:
     """Prepare ``data`` for ``modality`` into ``out`` (see the module docstring).
 
     Args:
@@ -232,6 +234,9 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
             side (0: as decoded); see :func:`~medkit.data.prepared_dataset.encode_image`.
         tokenizer: text only: the run's tokenizer (``text_1d``); the word-piece ids it gives are
             stored, with its :meth:`encoding_config` recorded in ``storage.tokenizer``.
+        groups: how the held-out split's group keys are found (``trainer.patient_column``,
+            ``trainer.group_folder_level``); the keys are recorded so that training from the
+            prepared folder splits it as it would split ``data``.
     """
     if store not in STORE_DTYPES:
         raise MedkitError(f"medkit prepare: --store must be one of {', '.join(STORE_DTYPES)}, got {store!r}")
@@ -263,7 +268,8 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
             "preprocessing": cfg, "preprocessing_sha256": config_hash(cfg), "part_size": int(part_size),
             "parts": [{"dir": p.dir, "key": p.key} for p in parts], "class_names": dataset.class_names,
             "skipped": [list(s) for s in dataset.skipped],
-            "filtered": [list(s) for s in getattr(dataset, "filtered", [])]}
+            "filtered": [list(s) for s in getattr(dataset, "filtered", [])],
+            "split_keys": split_keys_record(dataset, Path(data), groups or GroupOptions())}
     if (out / MANIFEST).exists() and _plan_of(out) != plan:
         (out / MANIFEST).unlink()  # the folder is being prepared again with other inputs or config
     atomic_write_json(out / PLAN, plan)
@@ -376,6 +382,7 @@ def _finalize_into(out: Path, summary: Summary) -> None:
                 "ids": [v for r in records for v in r["ids"]], "sources": [v for r in records for v in r["sources"]],
                 "labels": labels, "class_names": plan["class_names"], "skipped": skipped,
                 "filtered": plan["filtered"]}
+    manifest.update(manifest_keys(plan.get("split_keys"), manifest["ids"]))
     if manifest["num_samples"] == 0:
         raise DataError(f"{out}: every sample was skipped ({len(skipped)} skipped; first: {skipped[:1]}); "
                         f"nothing to train on")

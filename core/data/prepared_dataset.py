@@ -89,6 +89,10 @@ class PreparedDataset(TrainViewMixin):
         self.kind = manifest["kind"]
         self.ids = list(manifest["ids"])
         self.sources = list(manifest["sources"])
+        if manifest.get("group_keys") is not None:  # the split keys found when it was prepared
+            self.group_keys, self.group_kinds = list(manifest["group_keys"]), list(manifest["group_kinds"])
+            self.groups, self.duplicates = list(manifest["groups"]), list(manifest["split_keys"]["duplicates"])
+            self.key_options = dict(manifest["split_keys"]["options"])
         labels = manifest.get("labels")
         self.labels = None if labels is None else [int(v) for v in labels]
         self.class_names = manifest.get("class_names")

@@ -56,6 +56,41 @@ def split_by_source(ids: Sequence[str], sources: Sequence[str], val_fraction: fl
     return train, val
 
 
+def split_by_group(sources: Sequence[str], groups: Sequence[str], keys: Sequence[str], val_fraction: float = 0.1,
+                   seed: int = 0, *, previous: dict[str, Any] | None = None, min_val: int = 1
+                   ) -> tuple[list[int], list[int], list[str]]:
+    """Train and held-out sample indices, whole groups (patients, studies, cases...) at a time.
+
+    ``groups[i]`` is the joined group of sample ``i`` (:func:`medkit.data.groups.sample_keys`):
+    a group is held out when its hash scores below ``val_fraction``, as in :func:`split_by_source`.
+    ``previous`` is the ``split.json`` entry of the run this one continues (``--from``) or resumes:
+    a group any of whose sources or keys (``sources[i]``, ``keys[i]``) it trained on stays in
+    training, one it held out stays held out, and only new groups are split by the hash.
+
+    Returns:
+        (train indices, held-out indices, the groups ``previous`` had on both sides: kept in
+        training, since held-out data must be data no stage trained on).
+
+    Raises:
+        DataError: when the three sequences differ in length.
+    """
+    if not len(sources) == len(groups) == len(keys):
+        raise DataError(f"split: {len(sources)} sources, {len(groups)} groups and {len(keys)} keys; a dataset "
+                        f"must name the group of every sample")
+    val_groups = _held_out([str(g) for g in groups], val_fraction, int(seed), min_val)
+    conflicts: list[str] = []
+    if previous:
+        was = {side: set(map(str, previous.get(side, []))) | set(map(str, (previous.get("groups") or {}).get(side, [])))
+               for side in ("train", "val")}
+        trained = {g for g, s, k in zip(groups, sources, keys) if str(s) in was["train"] or str(k) in was["train"]}
+        held = {g for g, s, k in zip(groups, sources, keys) if str(s) in was["val"] or str(k) in was["val"]}
+        conflicts = sorted(trained & held)
+        val_groups = (val_groups | held) - trained
+    val = [i for i, g in enumerate(groups) if g in val_groups]
+    train = [i for i, g in enumerate(groups) if g not in val_groups]
+    return train, val, conflicts
+
+
 def split_indices(ids: Sequence[str], val_fraction: float = 0.1, *, min_val: int = 1
                   ) -> tuple[list[int], list[int]]:
     """Train/held-out split by an unseeded hash of each sample id (each sample its own source).

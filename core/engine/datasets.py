@@ -11,10 +11,14 @@ from medkit.api.collectives import barrier
 from medkit.api.errors import ConfigError
 from medkit.data.demo import demo_root
 from medkit.data.prepared import is_prepared
+from medkit.data.groups import GroupOptions, SampleKeys, sample_keys
 from medkit.data.remote import is_url, normalise
-from medkit.data.split import sources_of, split_by_source
+from medkit.data.split import sources_of, split_by_group
 
 log = logging.getLogger(__name__)
+
+#: How a duplicate's shared identity is named in its warning.
+IDENTITY_NAMES = {"sop": "SOPInstanceUID", "series": "SeriesInstanceUID", "sha256": "file bytes"}
 
 
 @dataclass
@@ -26,7 +30,8 @@ class RunData:
     train_indices: dict[str, list[int]]
     val_indices: dict[str, list[int]]
     #: ``metrics/split.json``: per modality, the sources on each side (whole volumes, images,
-    #: patients or reports; never windows or tiles of one source on both sides).
+    #: patients or reports; never windows or tiles of one source on both sides), and the group
+    #: keys the split was made by (``key``: how many of each kind, ``groups``, ``duplicates``).
     split: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,13 +62,16 @@ def data_paths(cfg: dict[str, Any], modalities: dict[str, Any], *, is_main: bool
 
 
 def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fraction: float, seed: int,
-                   previous: dict[str, Any] | None = None) -> RunData:
-    """Index each modality's folder once (the eval view shares the index) and split it by source.
+                   previous: dict[str, Any] | None = None, groups: GroupOptions | None = None) -> RunData:
+    """Index each modality's folder once (the eval view shares the index) and split it by group.
 
-    ``previous``: the ``split.json`` of the run this one continues (``--from``) or resumes: a source
-    it held out stays held out and a source it trained on stays in training, so "held-out" keeps
-    meaning data no stage of the model ever trained on; only new sources are split by the hash.
+    A group is the most specific grouping known for a sample (patient, study, case, folder, else its
+    source; :mod:`medkit.data.groups`, set by ``groups``), and duplicate images join their groups.
+    ``previous``: the ``split.json`` of the run this one continues (``--from``) or resumes: a group
+    it held out stays held out and a group it trained on stays in training, so "held-out" keeps
+    meaning data no stage of the model ever trained on; only new groups are split by the hash.
     """
+    groups = groups or GroupOptions()
     out = RunData({}, {}, {}, {})
     out.split = {"format": 1, "seed": int(seed), "val_fraction": float(val_fraction), "modalities": {}}
     kept = (previous or {}).get("modalities", {})
@@ -73,21 +81,63 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
             from medkit.data.prepared_dataset import open_prepared
 
             out.train[m] = open_prepared(modality, path, train=True)
+            check_prepared_keys(out.train[m], groups, path)
         else:
             out.train[m] = modality.dataset(path, train=True)
         view = getattr(out.train[m], "view", None)
         out.eval[m] = view(train=False) if callable(view) else modality.dataset(path, train=False)
-        ids, sources = list(out.train[m].ids), sources_of(out.train[m])
-        train, val = split_by_source(ids, sources, val_fraction, seed)
-        if m in kept:
-            was_val, was_train = set(kept[m].get("val", [])), set(kept[m].get("train", []))
-            val = [i for i in range(len(ids)) if sources[i] in was_val
-                   or (sources[i] not in was_train and i in set(val))]
-            val_set = set(val)
-            train = [i for i in range(len(ids)) if i not in val_set]
+        sources = sources_of(out.train[m])
+        root = getattr(out.train[m], "root", None) or (path.parent if path.is_file() else path)
+        keys = sample_keys(out.train[m], Path(root), groups)
+        train, val, both = split_by_group(sources, keys.groups, keys.keys, val_fraction, seed, previous=kept.get(m))
+        if both:
+            log.warning("%s: %d group(s) were on both sides of the split of the run this one continues (e.g. "
+                        "%s: that split was made by another key); they stay in training, so held-out data remain "
+                        "data no stage trained on", m, len(both), both[0])
         out.train_indices[m], out.val_indices[m] = train, val
         out.split["modalities"][m] = {"data": str(path), "train": sorted({sources[i] for i in train}),
-                                      "val": sorted({sources[i] for i in val})}
+                                      "val": sorted({sources[i] for i in val}), **split_record(keys, train, val,
+                                                                                              groups)}
+        report_keys(m, keys, len(set(sources)))
         log.info("%s: %d training / %d held-out samples (%d / %d sources) from %s", m, len(train), len(val),
                  len(out.split["modalities"][m]["train"]), len(out.split["modalities"][m]["val"]), path)
     return out
+
+
+def split_record(keys: SampleKeys, train: list[int], val: list[int], groups: GroupOptions) -> dict[str, Any]:
+    """What ``split.json`` records of the key: its kinds (and how many keys of each), the options
+    it was found with, the keys on each side and the duplicate images found."""
+    return {"key": keys.kind_counts(), "key_options": groups.as_dict(),
+            "groups": {"train": sorted({keys.keys[i] for i in train}), "val": sorted({keys.keys[i] for i in val})},
+            "duplicates": keys.duplicates}
+
+
+def report_keys(modality: str, keys: SampleKeys, n_sources: int) -> None:
+    """Log the key the split was made by, every duplicate found, and a split with one group."""
+    kinds = ", ".join(f"{kind} ({n})" for kind, n in keys.kind_counts().items())
+    log.info("%s: held-out split by %s", modality, kinds)
+    for dup in keys.duplicates:
+        same = " and ".join(IDENTITY_NAMES.get(i.split(":", 1)[0], i) for i in dup["identities"])
+        log.warning("%s: duplicate image in %s (same %s); kept on one side of the split (groups %s)", modality,
+                    ", ".join(dup["files"][:4]), same, ", ".join(dup["keys"][:4]))
+    if len(set(keys.groups)) == 1 and n_sources > 1:
+        log.warning("%s: all %d sources share one group (%s), so nothing can be held out; if that is not one "
+                    "patient, set trainer.patient_column or trainer.group_folder_level", modality, n_sources,
+                    keys.groups[0])
+
+
+def check_prepared_keys(dataset: Any, groups: GroupOptions, path: Path) -> None:
+    """Refuse prepared data whose group keys were found with other options than the run's.
+
+    Raises:
+        ConfigError: naming the folder and both settings.
+    """
+    made = getattr(dataset, "key_options", None)
+    if made is not None and dict(made) != groups.as_dict():
+        def said(options: dict[str, Any]) -> str:
+            column, level = options.get("patient_column"), options.get("folder_level")
+            return (f"trainer.patient_column={'null' if column is None else column}, "
+                    f"trainer.group_folder_level={'null' if level is None else level}")
+        raise ConfigError(f"prepared data {path}: its split keys were found with {said(dict(made))}, this run "
+                          f"has {said(groups.as_dict())}; prepare it again with this run's overrides, or run "
+                          f"with the ones it was prepared with")

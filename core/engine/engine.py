@@ -22,6 +22,7 @@ from medkit.config.typed import RunSettings
 from medkit.engine import checkpoint as cp
 from medkit.engine.continuation import not_evaluated_after_from
 from medkit.engine.chunk_plan import declared_chunks
+from medkit.data.groups import GroupOptions
 from medkit.engine.datasets import build_datasets, data_paths
 from medkit.engine.distributed import DataParallelStep, World, barrier, init_world
 from medkit.engine.generations import GenerationStore
@@ -85,7 +86,8 @@ class Engine:
         modalities = {m: self.components.create("modality", m, **cfg["modality"].get(m, {})) for m in names}
         self.data_paths = data_paths(cfg, modalities, is_main=self.world.is_main)
         sets = build_datasets(modalities, self.data_paths, val_fraction=self.settings.trainer.val_fraction,
-                              seed=seed, previous=self._previous_split())
+                              seed=seed, previous=self._previous_split(),
+                              groups=GroupOptions.from_trainer(self.settings.trainer))
         self.record.split = sets.split
         origin = cfg["run"].get("from")
         assets = self.run_dir if self.resume else (Path(origin["path"]) if origin else None)

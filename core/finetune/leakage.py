@@ -1,11 +1,14 @@
 """Fine-tuning on the data a pre-training run trained on: its held-out split must stay held out.
 
-A pre-training run writes its source-level split to ``metrics/split.json`` (per modality: the data
-folder, the training and the held-out sources). When a fine-tuning run's ``--from`` is such a run
-and its ``--data`` is one of those folders, a validation or test sample whose source the encoder
-pre-trained on would score data the encoder has already seen. :func:`check_pretraining_overlap`
-refuses that (``trainer.allow_pretraining_overlap=true`` accepts it, with a warning), and says when
-it cannot tell because the two readers name their sources differently.
+A pre-training run writes its split to ``metrics/split.json`` (per modality: the data folder, the
+training and the held-out sources, and the group keys, patient, study, case or source, the split
+was made by). When a fine-tuning run's ``--from`` is such a run and its ``--data`` is one of those
+folders, a validation or test sample whose group the encoder pre-trained on would score data the
+encoder has already seen (another image of a patient it trained on, say); the fine-tuning samples'
+keys are found exactly as pre-training found them (:func:`medkit.data.groups.sample_keys`).
+:func:`check_pretraining_overlap` refuses that (``trainer.allow_pretraining_overlap=true`` accepts
+it, with a warning), and says when it cannot tell because the two readers name their sources
+differently.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medkit.api.errors import ConfigError
+from medkit.data.groups import GroupOptions, sample_keys
 from medkit.data.split import sources_of
 from medkit.storage.files import read_json
 
@@ -56,8 +60,15 @@ def check_pretraining_overlap(origin: str | Path | None, data: str | Path, split
     if match is None:
         return None
     modality, entry = match
-    trained, held = {str(s) for s in entry.get("train", [])}, {str(s) for s in entry.get("val", [])}
-    mine = {name: sources_of(ds) for name, ds in splits.items()}
+    if isinstance(entry.get("groups"), dict):  # split by group keys: find the same keys in these splits
+        sides = entry["groups"]
+        trained, held = {str(s) for s in sides.get("train", [])}, {str(s) for s in sides.get("val", [])}
+        options = entry.get("key_options") or {}
+        groups = GroupOptions(options.get("patient_column"), options.get("folder_level"))
+        mine = {name: sample_keys(ds, folder, groups).keys for name, ds in splits.items()}
+    else:  # a split.json of an earlier medkit: by source
+        trained, held = {str(s) for s in entry.get("train", [])}, {str(s) for s in entry.get("val", [])}
+        mine = {name: sources_of(ds) for name, ds in splits.items()}
     known = trained | held
     checked = any(s in known for srcs in mine.values() for s in srcs)
     result: dict[str, Any] = {"split_json": str(path), "modality": modality, "checked": checked, "overlap": {}}

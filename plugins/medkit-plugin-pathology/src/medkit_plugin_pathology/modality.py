@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -15,6 +16,16 @@ from medkit_plugin_pathology.tiling import cap_per_group, thumbnail_factor, tile
 log = logging.getLogger(__name__)
 
 PATIENTS_CSV = "patients.csv"
+
+
+#: A TCGA barcode's case part (project and participant), as in ``TCGA-A2-A0T2-01Z-00-DX1.svs``.
+TCGA_CASE = re.compile(r"(?<![A-Za-z0-9])(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})(?![A-Za-z0-9])")
+
+
+def tcga_case(rel: str) -> str | None:
+    """The TCGA case id in a slide's file name (or folders), upper-cased; ``None`` when there is none."""
+    match = TCGA_CASE.search(rel)
+    return match.group(1).upper() if match else None
 
 
 def folder_patient(rel: str, level: int) -> str:
@@ -40,7 +51,8 @@ class PathologyModality(Image2DModality):
     tiles; values in [0, 1].
 
     Sample ids are ``"<relative path>#x<col>_y<row>"``; a sample's source is its patient
-    (``patients.csv``, else the folder at ``patient_level``), so a split never divides a patient.
+    (``patients.csv``, else the TCGA case id in the file name, else the folder at ``patient_level``),
+    so a split never divides a patient.
     ``dataset.stats`` counts images, tiles cut, background tiles dropped and tiles over the cap.
 
     Args:
@@ -102,7 +114,7 @@ class PathologyModality(Image2DModality):
         """The tissue tiles of one image: grid from the header, tissue test on a thumbnail (for a
         whole-slide image: on a low-resolution pyramid level)."""
         patient = (index.tables["patients"].get(rel) if "patients" in index.tables else None) \
-            or folder_patient(rel, self.patient_level)
+            or tcga_case(rel) or folder_patient(rel, self.patient_level)
         if kind == "slide":
             return self._slide_entries(path, rel, patient, index)
         width, height = image_size(path, kind)
