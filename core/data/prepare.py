@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.api.errors import DataError, MedkitError
+from medkit.api.progress import work_reporter
 from medkit.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, config_hash, medkit_version,
                                   preprocessing_config, read_manifest)
 from medkit.data.prepared_dataset import STORE_DTYPES, encode_image, encode_window
@@ -202,7 +203,7 @@ def _worker_part(part: Part) -> int:
 
 
 def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tuple[int, int] = (0, 1),
-            part_size: int = 256, store: str = "auto", max_side: int = 0) -> Summary:
+            part_size: int = 256, store: str = "auto", max_side: int = 0, reporter: Any = None) -> Summary:
     """Prepare ``data`` for ``modality`` into ``out`` (see the module docstring).
 
     Args:
@@ -216,6 +217,8 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
         store: ``auto`` or ``float32`` (:data:`~medkit.data.prepared_dataset.STORE_DTYPES`).
         max_side: 2D only: store regions resized to at most this many pixels on their longer
             side (0: as decoded); see :func:`~medkit.data.prepared_dataset.encode_image`.
+        reporter: shows the parts written (a bar; default: a line every few seconds with the
+            rate and the time left, :func:`medkit.api.progress.work_reporter`).
     """
     if store not in STORE_DTYPES:
         raise MedkitError(f"medkit prepare: --store must be one of {', '.join(STORE_DTYPES)}, got {store!r}")
@@ -254,20 +257,24 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     summary = Summary(out, reused=len(mine) - len(todo), parts=len(parts))
     log.info("prepare %s: %d parts (%d in this shard, %d already done) from %s into %s", modality.name,
              len(parts), len(mine), summary.reused, data, out)
+    shown = work_reporter(reporter, "parts")
+    shown.start(len(todo), f"prepare {modality.name}")
     if workers > 1 and len(todo) > 1:
         _JOB.update(out=out, dataset=dataset, kind=kind, store=storage)
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
                 for k in pool.map(_worker_part, todo):
                     summary.written += 1
-                    log.info("prepare %s: part %d of %d written", modality.name, k + 1, len(parts))
+                    log.debug("prepare %s: part %d of %d written", modality.name, k + 1, len(parts))
+                    shown.update(summary.written, {})
         finally:
             _JOB.clear()
     else:
         for p in todo:
             write_part(out, dataset, kind, p, storage)
             summary.written += 1
-            log.info("prepare %s: part %d of %d written", modality.name, p.index + 1, len(parts))
+            shown.update(summary.written, {})
+    shown.finish()
     if n == 1 or all(_done(out, p) for p in parts):
         _finalize_into(out, summary)
     return summary

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from medkit.api.context import RunContext
+from medkit.api.progress import Reporter, work_reporter
 from medkit.eval.probes import NO_LABELS, ProbeOptions, labelled_split, probe_metrics, probe_modality
 from medkit.eval.records import evaluation_record
 
@@ -28,9 +29,10 @@ def probe_options(trainer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int) -> float:
+def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int,
+                 progress: Callable[[], None] | None = None) -> float:
     """Mean held-out pretext loss of ``modality`` in eval mode with a fixed masking generator
-    (NaN when the modality has no held-out sample)."""
+    (NaN when the modality has no held-out sample); ``progress()`` is called after each batch."""
     indices = list(ctx.val_indices[modality])[: max(1, max_batches) * ctx.batch_size]
     if not indices:
         return float("nan")
@@ -46,6 +48,8 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int) -> float:
             out = head(ctx.encoder, batch, generator=gen)
             total += float(out.loss) * len(batch)
             count += len(batch)
+            if progress is not None:
+                progress()
     finally:
         ctx.encoder.train(states[0])
         head.train(states[1])
@@ -73,6 +77,8 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
     probed = [] if not probes else (list(ctx.modalities) if options.unseen else seen)
     skipped = ctx.evaluation.probe_skipped
     logged = ctx.evaluation.not_evaluated_logged
+    bar = _Progress(ctx, [m for m in seen if m not in skip and ctx.val_indices[m]],
+                    [m for m in probed if m not in skip and skipped.get(m) is None], max_batches)
     for m in [*seen, *[p for p in probed if p not in seen]]:
         wanted = (["pretext_loss"] if m in seen else []) + (probes if m in probed else [])
         if m in skip:
@@ -85,13 +91,15 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
         reason = skipped.get(m)
         with strategy.eval_context(ctx, m):
             if m in seen:
-                loss = pretext_loss(ctx, m, max_batches=max_batches) if ctx.val_indices[m] else math.nan
+                loss = pretext_loss(ctx, m, max_batches=max_batches, progress=bar.step) \
+                    if ctx.val_indices[m] else math.nan
                 if math.isfinite(loss):
                     values["pretext_loss"][m] = loss
                 else:
                     missing["pretext_loss"][m] = NO_HELD_OUT if not ctx.val_indices[m] else "the loss is not finite"
             if m in probed and reason is None:
                 got, reason = probe_modality(ctx, m, options)
+                bar.step()
                 if reason is not None:
                     skipped[m] = reason
                     log.info("%s: no kNN/linear probe (%s)", m, reason)
@@ -100,10 +108,37 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
         if m in probed and reason is not None:
             for k in probes:
                 missing[k][m] = reason
+    bar.finish()
     # a probe metric no modality can have (no labels anywhere) gets no matrix at all
     keep = [k for k in values if values[k] or k == "pretext_loss"
             or any(reason != NO_LABELS for reason in missing[k].values())]
     return {k: values[k] for k in keep}, {k: missing[k] for k in keep if missing[k]}
+
+
+class _Progress:
+    """The evaluation's progress on rank 0: one part per held-out batch of the pretext losses, one
+    per modality's probe (:func:`medkit.api.progress.work_reporter`: the run's bar, or a line every
+    few seconds with the rate and the time left)."""
+
+    def __init__(self, ctx: RunContext, pretext: list[str], probed: list[str], max_batches: int) -> None:
+        bs = max(1, ctx.batch_size)
+        batches = sum(-(-min(len(ctx.val_indices[m]), max(1, max_batches) * bs) // bs) for m in pretext)
+        self.total, self.done = batches + len(probed), 0
+        self.reporter: Reporter | None = None
+        if ctx.rank == 0 and self.total:
+            self.reporter = work_reporter(getattr(ctx, "reporter", None), "parts")
+            self.reporter.start(self.total, f"evaluation after stage {ctx.stage_index + 1} ({batches} held-out "
+                                            f"batches, {len(probed)} probes)")
+
+    def step(self) -> None:
+        self.done += 1
+        if self.reporter is not None:
+            self.reporter.update(min(self.done, self.total), {})
+
+    def finish(self) -> None:
+        if self.reporter is not None:
+            self.reporter.finish()
+            self.reporter = None
 
 
 def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: int = ProbeOptions.knn_k,
