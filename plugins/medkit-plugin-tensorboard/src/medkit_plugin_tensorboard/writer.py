@@ -65,10 +65,10 @@ def run_start(run: Any) -> None:
 def stage_start(run: Any, stage: Any) -> None:
     if not is_main_rank():
         return
-    if _get(run) is None:
-        # a resumed run: drop the steps logged after the checkpoint it resumes from (they are re-run)
-        _open(run, purge_step=global_step(run, stage.index, stage.start_step) + 1)
     writer = _get(run)
+    if writer is None:
+        # a resumed run: drop the steps logged after the checkpoint it resumes from (they are re-run)
+        writer = _open(run, purge_step=global_step(run, stage.index, stage.start_step) + 1)
     at = global_step(run, stage.index, stage.start_step + 1)
     for tag, value in stage_marker(stage).items():  # the stage boundaries, on the same x-axis
         writer.add_scalar(tag, value, at)
