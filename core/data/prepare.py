@@ -203,7 +203,7 @@ def _worker_part(part: Part) -> int:
 
 
 def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tuple[int, int] = (0, 1),
-            part_size: int = 256, store: str = "auto", max_side: int = 0, reporter: Any = None) -> Summary:
+            part_size: int = 256, store: str = "auto", max_side: int = 0) -> Summary:
     """Prepare ``data`` for ``modality`` into ``out`` (see the module docstring).
 
     Args:
@@ -217,8 +217,6 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
         store: ``auto`` or ``float32`` (:data:`~medkit.data.prepared_dataset.STORE_DTYPES`).
         max_side: 2D only: store regions resized to at most this many pixels on their longer
             side (0: as decoded); see :func:`~medkit.data.prepared_dataset.encode_image`.
-        reporter: shows the parts written (a bar; default: a line every few seconds with the
-            rate and the time left, :func:`medkit.api.progress.work_reporter`).
     """
     if store not in STORE_DTYPES:
         raise MedkitError(f"medkit prepare: --store must be one of {', '.join(STORE_DTYPES)}, got {store!r}")
@@ -257,7 +255,7 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     summary = Summary(out, reused=len(mine) - len(todo), parts=len(parts))
     log.info("prepare %s: %d parts (%d in this shard, %d already done) from %s into %s", modality.name,
              len(parts), len(mine), summary.reused, data, out)
-    shown = work_reporter(reporter, "parts")
+    shown = work_reporter(None, "parts")  # a line every few seconds: parts written, rate, time left
     shown.start(len(todo), f"prepare {modality.name}")
     if workers > 1 and len(todo) > 1:
         _JOB.update(out=out, dataset=dataset, kind=kind, store=storage)
