@@ -137,8 +137,10 @@ class RichReporter:
         from medkit.api.progress import show_metrics
 
         self._means.add(metrics)
-        if completed % self.window == 0 or completed >= self._total or not self._shown:
+        if completed % self.window == 0 or completed >= self._total:
             self._shown = show_metrics(self._means.take())
+        elif not self._shown:  # before the first full window: its means so far
+            self._shown = show_metrics(self._means.peek())
         self.progress.update(self.task, completed=completed, metrics=self._shown)
 
     def finish(self) -> None:

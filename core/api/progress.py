@@ -61,12 +61,17 @@ class WindowMeans:
                 self._sums[key] = self._sums.get(key, 0.0) + float(value)
                 self._counts[key] = self._counts.get(key, 0) + 1
 
-    def take(self) -> dict[str, float]:
-        """The window's means (in first-seen order, ``lr`` last), and a new window."""
+    def peek(self) -> dict[str, float]:
+        """The means so far of the window (in first-seen order, ``lr`` last), keeping it open."""
         means = {k: self._sums[k] / self._counts[k] for k in self._sums}
         if len(means) > 1:
             means.pop(self.total, None)
         means.update(self._latest)
+        return means
+
+    def take(self) -> dict[str, float]:
+        """The window's means (as :meth:`peek`), and a new window."""
+        means = self.peek()
         self._sums, self._counts, self._latest = {}, {}, {}
         return means
 
