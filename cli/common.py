@@ -111,24 +111,37 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 class RichReporter:
-    """A progress bar on a terminal (rich)."""
+    """A progress bar on a terminal (rich); the metrics shown are each kind's mean over the last
+    ``window`` steps (:class:`medkit.api.progress.WindowMeans`), not the last step's values."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 10) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        from medkit.api.progress import WindowMeans
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                                  TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
                                  transient=False)
         self.task: Any = None
+        self.window, self._means, self._shown, self._total = max(1, window), WindowMeans(), "", 0
 
     def start(self, total: int, description: str, completed: int = 0) -> None:
+        from medkit.api.progress import WindowMeans
+
         self.progress.start()
         self.task = self.progress.add_task(description, total=total, completed=completed, metrics="")
+        self._means, self._shown, self._total = WindowMeans(), "", total
 
     def update(self, completed: int, metrics: dict[str, float]) -> None:
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
-        self.progress.update(self.task, completed=completed, metrics=shown)
+        from medkit.api.progress import show_metrics
+
+        self._means.add(metrics)
+        if completed % self.window == 0 or completed >= self._total:
+            self._shown = show_metrics(self._means.take())
+        elif not self._shown:  # before the first full window: its means so far
+            self._shown = show_metrics(self._means.peek())
+        self.progress.update(self.task, completed=completed, metrics=self._shown)
 
     def finish(self) -> None:
         self.progress.stop()
@@ -139,7 +152,7 @@ def make_reporter(log_every: int) -> Any:
 
     if sys.stderr.isatty():
         try:
-            return RichReporter()
+            return RichReporter(window=log_every)
         except ImportError:  # pragma: no cover
             pass
     return LogReporter(every=log_every)

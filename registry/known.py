@@ -41,7 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "medkit-plugin-xray", "medkit-plugin-ct", "medkit-plugin-mri", "medkit-plugin-pathology",
     "medkit-plugin-medcoss", "medkit-plugin-er", "medkit-plugin-ewc", "medkit-plugin-packnet",
     "medkit-plugin-cassle", "medkit-plugin-classification", "medkit-plugin-segmentation",
-    "medkit-plugin-tensorboard", "medkit-plugin-backbones",
+    "medkit-plugin-tensorboard", "medkit-plugin-wandb", "medkit-plugin-mlflow", "medkit-plugin-backbones",
 )
 ALL_INSTALL = 'pip install "medkit[all]"'
 

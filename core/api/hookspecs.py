@@ -202,20 +202,29 @@ def medkit_on_stage_start(run: Any, stage: Any) -> None:
 
 
 @hookspec
-def medkit_on_step_end(run: Any, stage: Any, step: int, metrics: dict[str, float]) -> None:
+def medkit_on_step_end(run: Any, stage: Any, step: int, metrics: dict[str, float], modality: str,
+                       role: str) -> None:
     """Observe the end of one optimizer step.
+
+    Called every step, in order, at the step log's sync points (every ``trainer.log_every`` steps,
+    before a checkpoint and at the end of the stage), on every rank.
 
     Args:
         run: the :class:`medkit.api.events.RunInfo`.
         stage: the :class:`medkit.api.events.StageInfo`.
         step: the number of optimizer steps done in this stage (1-based).
-        metrics: ``loss``, ``lr`` and the objective's and strategy's own terms.
+        metrics: ``loss``, ``lr`` and the objective's and strategy's own terms (``mae``, ``mlm``,
+            ``distill``…) of this step's batch.
+        modality: the modality of this step's batch (each step trains on one modality's batch).
+        role: ``"current"`` (this stage's data) or ``"buffer"`` (rehearsed data of an earlier stage).
+            An implementation may leave out ``modality`` and ``role`` (pluggy passes the arguments an
+            implementation names); :func:`medkit.api.step_scalars` tags the terms by modality.
 
     Example::
 
         @hookimpl
-        def medkit_on_step_end(run, stage, step, metrics):
-            wandb.log(metrics, step=step)
+        def medkit_on_step_end(run, stage, step, metrics, modality):
+            wandb.log({f"train/{modality}/{k}": v for k, v in metrics.items()}, step=step)
     """
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medkit.api.errors import DataError, MedkitError
+from medkit.api.progress import work_reporter
 from medkit.data import prepare_text
 from medkit.data.groups import GroupOptions, manifest_keys, split_keys_record
 from medkit.data.prepared import (FORMAT, FORMAT_VERSION, MANIFEST, PartReader, config_hash, medkit_version,
@@ -279,20 +280,24 @@ def prepare(modality: Any, data: Path, out: Path, *, workers: int = 1, shard: tu
     summary = Summary(out, reused=len(mine) - len(todo), parts=len(parts))
     log.info("prepare %s: %d parts (%d in this shard, %d already done) from %s into %s", modality.name,
              len(parts), len(mine), summary.reused, data, out)
+    shown = work_reporter(None, "parts")  # a line every few seconds: parts written, rate, time left
+    shown.start(len(todo), f"prepare {modality.name}")
     if workers > 1 and len(todo) > 1:
         _JOB.update(out=out, dataset=dataset, kind=kind, store=storage, tokenizer=tokenizer)
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
                 for k in pool.map(_worker_part, todo):
                     summary.written += 1
-                    log.info("prepare %s: part %d of %d written", modality.name, k + 1, len(parts))
+                    log.debug("prepare %s: part %d of %d written", modality.name, k + 1, len(parts))
+                    shown.update(summary.written, {})
         finally:
             _JOB.clear()
     else:
         for p in todo:
             write_part(out, dataset, kind, p, storage, tokenizer)
             summary.written += 1
-            log.info("prepare %s: part %d of %d written", modality.name, p.index + 1, len(parts))
+            shown.update(summary.written, {})
+    shown.finish()
     if n == 1 or all(_done(out, p) for p in parts):
         _finalize_into(out, summary)
     return summary

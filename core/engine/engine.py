@@ -347,9 +347,12 @@ class Engine:
         def report(n: int, metrics: dict[str, float]) -> None:
             if self.world.is_main:
                 self.reporter.update(n, metrics)
-            self.components.emit("step_end", run=info, stage=stage, step=n, metrics=metrics)
+
+        def observe(head: dict[str, Any], metrics: dict[str, float]) -> None:
+            self.components.emit("step_end", run=info, stage=stage, step=head["step"], metrics=metrics,
+                                 modality=head["modality"], role=head["role"])
         # losses stay on the device until a sync point (log_every, a checkpoint, the stage's end)
-        steps = StepLog(tr.log_every, self.record, report)
+        steps = StepLog(tr.log_every, self.record, report, observe)
         waited = computed = saved = 0.0
         t_wait = time.perf_counter()
         for batch in self._loader(ctx, plan):

@@ -43,11 +43,14 @@ class StepLog:
             to its ``pending_steps`` (the next checkpoint writes them to ``metrics/steps.jsonl``).
         report: called ``report(step, metrics)`` for every resolved step, in order (progress and
             the ``step_end`` event), with ``metrics = {"loss", "lr", **the step's metrics}``.
+        observe: also called ``observe(row, metrics)`` for every resolved step, after ``report``,
+            with the step's row head (``stage``, ``step``, ``modality``, ``role``); default none.
     """
 
-    def __init__(self, every: int, record: Any, report: Callable[[int, dict[str, float]], None]) -> None:
+    def __init__(self, every: int, record: Any, report: Callable[[int, dict[str, float]], None],
+                 observe: Callable[[dict[str, Any], dict[str, float]], None] | None = None) -> None:
         self.every = max(1, int(every))
-        self.record, self.report = record, report
+        self.record, self.report, self.observe = record, report, observe
         self._pending: list[tuple[StepResult, dict[str, Any], dict[str, Any], float]] = []
 
     def add(self, result: StepResult, *, stage: int, step: int, modality: str, role: Any, lr: float,
@@ -81,3 +84,5 @@ class StepLog:
             metrics = {"loss": vals.pop("loss"), "lr": lr, **vals}
             self.record.pending_steps.append({**head, **metrics, **tail})
             self.report(head["step"], metrics)
+            if self.observe is not None:
+                self.observe(head, metrics)

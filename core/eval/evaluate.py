@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from medkit.api.context import RunContext
+from medkit.api.progress import Reporter, work_reporter
 from medkit.eval.probes import NO_LABELS, ProbeOptions, labelled_split, probe_metrics, probe_modality
 from medkit.eval.records import evaluation_record
 from medkit.eval.refit import HeadFactory, refit_loss
@@ -29,10 +30,12 @@ def probe_options(trainer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int, head: torch.nn.Module | None = None) -> float:
+def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int,
+                 progress: Callable[[], None] | None = None, head: torch.nn.Module | None = None) -> float:
     """Mean held-out pretext loss of ``modality`` in eval mode with a fixed masking generator
     (NaN when the modality has no held-out sample), through ``head`` (default: the run's own head
-    of the modality — the *stale* decoder for a modality trained in an earlier stage)."""
+    of the modality — the *stale* decoder for a modality trained in an earlier stage);
+    ``progress()`` is called after each batch."""
     indices = list(ctx.val_indices[modality])[: max(1, max_batches) * ctx.batch_size]
     if not indices:
         return float("nan")
@@ -48,6 +51,8 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int, head: torc
             out = head(ctx.encoder, batch, generator=gen)
             total += float(out.loss) * len(batch)
             count += len(batch)
+            if progress is not None:
+                progress()
     finally:
         ctx.encoder.train(states[0])
         head.train(states[1])
@@ -81,6 +86,9 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
     refitted = [] if not refit else (list(ctx.modalities) if options.unseen else seen)
     skipped = ctx.evaluation.probe_skipped
     logged = ctx.evaluation.not_evaluated_logged
+    bar = _Progress(ctx, [m for m in seen if m not in skip and ctx.val_indices[m]],
+                    [m for m in probed if m not in skip and skipped.get(m) is None], max_batches,
+                    refitted=[m for m in refitted if m not in skip])
     for m in [*seen, *[p for p in [*probed, *refitted] if p not in seen]]:
         wanted = (["pretext_loss"] if m in seen else []) + (["refit_loss"] if m in refitted else []) + \
             (probes if m in probed else [])
@@ -94,7 +102,8 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
         reason = skipped.get(m)
         with strategy.eval_context(ctx, m):
             if m in seen:
-                loss = pretext_loss(ctx, m, max_batches=max_batches) if ctx.val_indices[m] else math.nan
+                loss = pretext_loss(ctx, m, max_batches=max_batches, progress=bar.step) \
+                    if ctx.val_indices[m] else math.nan
                 if math.isfinite(loss):
                     values["pretext_loss"][m] = loss
                 else:
@@ -102,6 +111,7 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
             if m in refitted and make_head is not None:
                 loss = refit_loss(ctx, m, make_head, steps=options.refit_steps, lr=options.refit_lr,
                                   max_batches=max_batches, score=_score)
+                bar.step()
                 if math.isfinite(loss):
                     values["refit_loss"][m] = loss
                 else:
@@ -110,6 +120,7 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
                         "the loss is not finite"
             if m in probed and reason is None:
                 got, reason = probe_modality(ctx, m, options)
+                bar.step()
                 if reason is not None:
                     skipped[m] = reason
                     log.info("%s: no kNN/linear probe (%s)", m, reason)
@@ -118,6 +129,7 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
         if m in probed and reason is not None:
             for k in probes:
                 missing[k][m] = reason
+    bar.finish()
     # a probe metric no modality can have (no labels anywhere) gets no matrix at all
     keep = [k for k in values if values[k] or k in ("pretext_loss", "refit_loss")
             or any(reason != NO_LABELS for reason in missing[k].values())]
@@ -126,6 +138,34 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
 
 def _score(ctx: RunContext, modality: str, head: torch.nn.Module, max_batches: int) -> float:
     return pretext_loss(ctx, modality, max_batches=max_batches, head=head)
+
+
+class _Progress:
+    """The evaluation's progress on rank 0: one part per held-out batch of the pretext losses, one
+    per modality's probe (:func:`medkit.api.progress.work_reporter`: the run's bar, or a line every
+    few seconds with the rate and the time left)."""
+
+    def __init__(self, ctx: RunContext, pretext: list[str], probed: list[str], max_batches: int,
+                 refitted: list[str] | None = None) -> None:
+        bs = max(1, ctx.batch_size)
+        batches = sum(-(-min(len(ctx.val_indices[m]), max(1, max_batches) * bs) // bs) for m in pretext)
+        refits = len(refitted or [])
+        self.total, self.done = batches + len(probed) + refits, 0
+        self.reporter: Reporter | None = None
+        if ctx.rank == 0 and self.total:
+            self.reporter = work_reporter(getattr(ctx, "reporter", None), "parts")
+            self.reporter.start(self.total, f"evaluation after stage {ctx.stage_index + 1} ({batches} held-out "
+                                            f"batches, {refits} decoder refits, {len(probed)} probes)")
+
+    def step(self) -> None:
+        self.done += 1
+        if self.reporter is not None:
+            self.reporter.update(min(self.done, self.total), {})
+
+    def finish(self) -> None:
+        if self.reporter is not None:
+            self.reporter.finish()
+            self.reporter = None
 
 
 def evaluate_seen(ctx: RunContext, strategy: Any, *, max_batches: int, knn_k: int = ProbeOptions.knn_k,

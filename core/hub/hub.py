@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from medkit.storage import files as ck
 from medkit.api.components import Create
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
+from medkit.hub.transfer import size_of, transfer
 
 if TYPE_CHECKING:
     from medkit.models.build import Model
@@ -191,10 +192,14 @@ def _download(repo_id: str, revision: str | None, local_dir: str | os.PathLike[s
     failed: tuple[type[Exception], ...] = (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError,
                                                *_transport_errors())
     try:
-        path = snapshot_download(repo_id, revision=revision, repo_type="model", endpoint=hub_endpoint(),
-                                 cache_dir=hub_cache_dir(), local_dir=None if local_dir is None else str(local_dir),
-                                 allow_patterns=PULL_PATTERNS, library_name="medkit",
-                                 library_version=_medkit_version(), etag_timeout=_etag_timeout())
+        with transfer(f"fetched {where}") as counts:  # huggingface_hub's bars on, then size and rate
+            path = snapshot_download(repo_id, revision=revision, repo_type="model", endpoint=hub_endpoint(),
+                                     cache_dir=hub_cache_dir(),
+                                     local_dir=None if local_dir is None else str(local_dir),
+                                     allow_patterns=PULL_PATTERNS, library_name="medkit",
+                                     library_version=_medkit_version(), etag_timeout=_etag_timeout())
+            files = [f for f in Path(path).rglob("*") if f.is_file() and ".cache" not in f.parts]
+            counts.update(files=len(files), bytes=size_of(files))
     except failed as exc:
         raise _hub_error(exc, f"cannot fetch {where}", repo_id=repo_id, revision=revision) from exc
     return Path(path)

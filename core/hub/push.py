@@ -15,6 +15,7 @@ from medkit.api.errors import ConfigError
 from medkit.hub.hub import (LOCAL_PREFIX, _hub_error, _medkit_version, _transport_errors, check_repo_id, hub_endpoint,
                             load_pretrained)
 from medkit.hub.publish import prepare_push
+from medkit.hub.transfer import size_of, transfer
 from medkit.storage.lock import run_lock
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
             ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(src))
                               for p, src in sorted(files.items())]
             ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-            info = api.create_commit(repo_id, operations=ops, revision=branch, repo_type="model",
-                                     commit_message=commit_message or f"medkit push of {run_dir.name}")
+            with transfer(f"pushed {repo_id}@{branch}") as counts:  # huggingface_hub's bars on, then the rate
+                counts.update(files=len(files), bytes=size_of(Path(src) for src in files.values()))
+                info = api.create_commit(repo_id, operations=ops, revision=branch, repo_type="model",
+                                         commit_message=commit_message or f"medkit push of {run_dir.name}")
         except LocalTokenNotFoundError:
             raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before "
                               "`medkit push`") from None

@@ -62,9 +62,10 @@ def test_a_plugin_of_this_major_loads(declared: object) -> None:
 
 
 @pytest.mark.parametrize("declared, message", [
-    (2, "toyplug was written for medkit plugin API 2, but this medkit provides API 1.1 (another major"),
+    (2, f"toyplug was written for medkit plugin API 2, but this medkit provides API {MEDKIT_API_VERSION} "
+        f"(another major"),
     ("0.9", "written for medkit plugin API '0.9'"),
-    ("1.99", "needs medkit plugin API 1.99, but this medkit provides 1.1; upgrade medkit"),
+    ("1.99", f"needs medkit plugin API 1.99, but this medkit provides {MEDKIT_API_VERSION}; upgrade medkit"),
     ("one", "declares MEDKIT_API_VERSION = 'one'"),
     (True, "declares MEDKIT_API_VERSION = True"),
     (None, "does not declare MEDKIT_API_VERSION"),

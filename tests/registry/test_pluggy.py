@@ -130,7 +130,7 @@ def test_a_wrapper_observes_a_registration_hook_and_an_event_hook(tmp_path, monk
     assert "observed" in host.names("strategy") and _record(host, "awrapper").error is None
     assert _record(host, "observer").provides == {"strategy": ["observed"]}
     seen.clear()
-    host.emit("step_end", run=None, stage=None, step=3, metrics={"loss": 1.0})
+    host.emit("step_end", run=None, stage=None, step=3, metrics={"loss": 1.0}, modality="a", role="current")
     assert seen == [("step: before", {"loss": 1.0}), ("step: after", {"loss": 1.0, "seen_by_observer": 3}, None)]
 
 

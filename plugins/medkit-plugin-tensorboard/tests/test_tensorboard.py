@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+NOT_TERMS = {"stage", "step", "modality", "role", "loss", "lr", "time_s", "data_s"}
 SMALL = ["encoder.depth=1", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
          "trainer.eval_batches=1", "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0"]
 
@@ -34,10 +35,11 @@ def env(tmp_path: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1"}
 
 
-def _run(run_dir: Path, env: dict[str, str], steps: int = 3) -> subprocess.CompletedProcess[str]:
+def _run(run_dir: Path, env: dict[str, str], steps: int = 3, strategy: str = "sequential",
+         extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "medkit.cli.main", "run", "--modality", "synth_a,synth_b",
-                           "--strategy", "sequential", "--preset", "tiny", "--max-steps", str(steps),
-                           "--run-dir", str(run_dir), *SMALL], capture_output=True, text=True, env=env,
+                           "--strategy", strategy, "--preset", "tiny", "--max-steps", str(steps),
+                           "--run-dir", str(run_dir), *SMALL, *extra], capture_output=True, text=True, env=env,
                           timeout=600)
 
 
@@ -80,6 +82,38 @@ def test_event_scalars_equal_steps_jsonl(tmp_path: Path, env: dict[str, str]) ->
 
 
 @pytest.mark.slow
+def test_every_loss_kind_of_every_modality_has_its_own_curve(tmp_path: Path, env: dict[str, str]) -> None:
+    """A rehearsal run: ``train/<modality>/<term>`` holds exactly the steps of that modality that
+    carried that term (a buffer step's distillation loss never lands on an MAE curve), with stage
+    boundaries and the config as parameters."""
+    steps = 6
+    out = _run(tmp_path / "run", env, steps=steps, strategy="rehearsal", extra=("trainer.log_every=2",))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics" / "steps.jsonl").read_text().splitlines()]
+    assert any(r["role"] == "buffer" for r in rows), "the plan rehearsed no buffer step: the test proves nothing"
+    expected: dict[str, dict[int, float]] = {}
+    for r in rows:
+        at = (r["stage"] - 1) * steps + r["step"]
+        terms = {k: v for k, v in r.items() if k not in NOT_TERMS}
+        for tag, value in {f"train/{r['modality']}/{k}": v for k, v in terms.items()}.items():
+            expected.setdefault(tag, {})[at] = value
+    assert {"train/synth_a/mae", "train/synth_a/distill", "train/synth_b/mae"} <= set(expected)
+    acc = _accumulator(tmp_path / "run")
+    tags = acc.Tags()["scalars"]
+    per_modality = {t for t in tags if t.startswith(("train/synth_a/", "train/synth_b/"))}
+    assert {t for t in per_modality if not t.endswith("/loss")} == set(expected)
+    for tag, points in expected.items():
+        got = {e.step: np.float32(e.value) for e in acc.Scalars(tag)}
+        assert got == {k: np.float32(v) for k, v in points.items()}, tag
+    assert [(e.step, e.value) for e in acc.Scalars("stage/index")] == [(1, 1.0), (steps + 1, 2.0)]
+    texts = acc.Tags()["tensors"]
+    assert any(t.startswith("run/params") for t in texts) and any(t.startswith("run/stages") for t in texts)
+    params = [t for t in texts if t.startswith("run/params")][0]
+    table = acc.Tensors(params)[0].tensor_proto.string_val[0].decode()
+    assert f"| `trainer.max_steps` | `{steps}` |" in table and "| `run.strategy` | `rehearsal` |" in table
+
+
+@pytest.mark.slow
 def test_matrix_scalars_equal_the_matrix_file(tmp_path: Path, env: dict[str, str]) -> None:
     out = _run(tmp_path / "run", env, steps=2)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -112,12 +146,12 @@ def test_only_rank_zero_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("RANK", "1")
     plugin.medkit_on_run_start(run=run)
     plugin.medkit_on_stage_start(run=run, stage=stage)
-    plugin.medkit_on_step_end(run=run, stage=stage, step=1, metrics={"loss": 1.0})
+    plugin.medkit_on_step_end(run=run, stage=stage, step=1, metrics={"loss": 1.0}, modality="a")
     plugin.medkit_on_run_end(run=run, results={"matrix": {}})
     assert not (tmp_path / "r").exists()
     monkeypatch.setenv("RANK", "0")
     plugin.medkit_on_run_start(run=run)
-    plugin.medkit_on_step_end(run=run, stage=stage, step=1, metrics={"loss": 1.5})
+    plugin.medkit_on_step_end(run=run, stage=stage, step=1, metrics={"loss": 1.5}, modality="a")
     plugin.medkit_on_run_end(run=run, results={"matrix": {1: {"loss": {"a": 0.5, "b": None}}}})
     acc = _accumulator(tmp_path / "r")
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 1.5)]

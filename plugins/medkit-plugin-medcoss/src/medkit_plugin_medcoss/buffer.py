@@ -6,12 +6,13 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from medkit.api import CheckpointError, ConfigError, DataError, RunContext, gather_cat
+from medkit.api import CheckpointError, ConfigError, DataError, RunContext, gather_cat, work_reporter
 
 from medkit_plugin_medcoss import kmeans
 from medkit_plugin_medcoss.store import FeatureStore
@@ -151,20 +152,26 @@ def extract_features(ctx: RunContext, modality: str, indices: Sequence[int], *, 
     distributed = _distributed(ctx)
     store = None if distributed and ctx.rank != 0 else FeatureStore(
         len(indices), int(ctx.encoder.embed_dim), spill_threshold=spill_threshold, spill_dir=spill_dir)
-    reporter = getattr(ctx, "reporter", None) if ctx.rank == 0 else None
+    reporter = work_reporter(getattr(ctx, "reporter", None), "samples") if ctx.rank == 0 else None
     chunks = range(0, len(indices), chunk)
     if reporter is not None:
-        reporter.start(len(chunks), f"buffer features [{modality}], chunks of {chunk}")
+        reporter.start(len(indices), f"buffer features [{modality}]")
+    # each rank's share of a chunk is encoded in pieces, so progress (rate, time left) shows between gathers
+    piece = max(8 * ctx.batch_size, chunk // 16)
     try:
-        for done, start in enumerate(chunks, 1):
+        for start in chunks:
             part = list(indices[start:start + chunk])
             lo, hi = _shard(len(part), ctx.rank, ctx.world_size)
-            local = ctx.features(modality, part[lo:hi])
+            mine, pieces = part[lo:hi], []
+            for p in range(0, max(len(mine), 1), piece):
+                pieces.append(ctx.features(modality, mine[p:p + piece]))
+                if reporter is not None:  # rank 0's share done, scaled to the whole chunk
+                    share = min(p + piece, len(mine)) / max(len(mine), 1)
+                    reporter.update(start + round(share * len(part)), {})
+            local = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
             feats: torch.Tensor | None = gather_cat(local.to(ctx.device)) if distributed else local
             if store is not None and feats is not None:
                 store.write(start, feats.cpu())
-            if reporter is not None:
-                reporter.update(done, {"samples": float(min(start + chunk, len(indices)))})
     except BaseException:
         if store is not None:
             store.close()
@@ -190,7 +197,7 @@ class Selection:
 def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: float, iters: int = 50,
                   batch: int = 4096, seed: int = 0, method: str = "lloyd",
                   device: torch.device | str | None = None, rule: str = "reference",
-                  modality: str = "?", init_sample: int | None = None) -> Selection:
+                  modality: str = "?", reporter: Any = None, init_sample: int | None = None) -> Selection:
     """K-means with ``K`` clusters, then the ``k`` rows nearest each centroid (:func:`buffer_sizes`),
     deterministic for ``seed``; k-means++ seeds on ``init_sample`` rows (:func:`kmeans.init_rows`).
     Warns when the per-centre floor makes ``K·k`` exceed ``buffer_ratio·N``."""
@@ -204,8 +211,17 @@ def select_buffer(features: kmeans.Data, *, buffer_ratio: float, num_center: flo
                     "(%.1f samples) because of the at-least-one floor of K=%d clusters × k=%d per cluster "
                     "(per_center_rule=%s); lower num_center or accept the larger buffer", modality, nominal,
                     n, 100.0 * nominal / n, buffer_ratio, buffer_ratio * n, k_clusters, per_cluster, rule)
-    result = kmeans.fit(features, k_clusters, iters=iters, batch=batch, seed=seed, method=method, device=device,
-                        init_sample=init_sample)
+    # the run's bar, or a line every few seconds; ``iters`` is an upper bound (it may converge sooner)
+    shown = work_reporter(reporter, "iterations") if reporter is not None else None
+    if shown is not None:
+        shown.start(iters, f"k-means [{modality}] (K={k_clusters}, N={n}; stops when converged)")
+    try:
+        result = kmeans.fit(features, k_clusters, iters=iters, batch=batch, seed=seed, method=method, device=device,
+                            progress=None if shown is None else partial(shown.update, metrics={}),
+                            init_sample=init_sample)
+    finally:
+        if shown is not None:
+            shown.finish()
     rows = kmeans.select_nearest(result.labels, result.sq_dist, per_cluster, k_clusters)
     return Selection(rows=[int(r) for r in rows], centroids=result.centroids, num_clusters=k_clusters,
                      per_cluster=per_cluster, inertia=result.inertia, iterations=result.iterations)
@@ -228,7 +244,7 @@ def build_buffer(ctx: RunContext, modality: str, *, buffer_ratio: float, num_cen
         try:
             sel = select_buffer(store, buffer_ratio=buffer_ratio, num_center=num_center, iters=iters,
                                 batch=batch, seed=seed, method=method, device=ctx.device, rule=rule,
-                                modality=modality, init_sample=init_sample)
+                                modality=modality, reporter=getattr(ctx, "reporter", None), init_sample=init_sample)
         finally:
             store.close()
     sel = share_selection(ctx, sel)

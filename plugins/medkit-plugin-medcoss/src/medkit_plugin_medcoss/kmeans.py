@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 
@@ -36,6 +36,8 @@ class RowSource(Protocol):
 
 
 Data = torch.Tensor | RowSource
+#: ``progress(iterations_done)``, called between iterations
+Progress = Callable[[int], None]
 
 
 @dataclass
@@ -269,7 +271,8 @@ def _update(data: Data, centroids: torch.Tensor, sums: torch.Tensor, counts: tor
 
 
 def _lloyd(data: Data, centroids: torch.Tensor, *, iters: int, batch: int, tol: float,
-           x_sq: torch.Tensor | None = None) -> tuple[torch.Tensor, Assignment | None, int, bool]:
+           x_sq: torch.Tensor | None = None, progress: Progress | None = None,
+           ) -> tuple[torch.Tensor, Assignment | None, int, bool]:
     previous: torch.Tensor | None = None
     for it in range(1, iters + 1):
         labels, sq, sums, counts, far = _lloyd_pass(data, centroids, batch, x_sq)
@@ -283,6 +286,8 @@ def _lloyd(data: Data, centroids: torch.Tensor, *, iters: int, batch: int, tol: 
         centroids, previous = new, labels
         if shift <= tol and not bool((counts == 0).any()):
             return centroids, None, it, True
+        if progress is not None:
+            progress(it)
     return centroids, None, iters, False
 
 
@@ -297,7 +302,7 @@ def _exact_pass(data: Data, centroids: torch.Tensor, labels: torch.Tensor, batch
 
 
 def _minibatch(data: Data, centroids: torch.Tensor, *, iters: int, batch: int, tol: float,
-               generator: torch.Generator) -> tuple[torch.Tensor, int, bool]:
+               generator: torch.Generator, progress: Progress | None = None) -> tuple[torch.Tensor, int, bool]:
     """Sculley's mini-batch k-means: ``iters`` epochs over seeded permutations, per-centre rate 1/count."""
     n, _ = _shape(data)
     dev = centroids.device
@@ -319,12 +324,15 @@ def _minibatch(data: Data, centroids: torch.Tensor, *, iters: int, batch: int, t
             centroids = (centroids.double() + rate[:, None] * (means - centroids.double())).float()
         if float(((centroids - before) ** 2).sum()) <= tol:
             return centroids, epoch, True
+        if progress is not None:
+            progress(epoch)
     return centroids, iters, False
 
 
 def fit(data: Data, num_clusters: int, *, iters: int = 50, batch: int = 4096, seed: int = 0,
         tol: float = 1e-4, init_sample: int | None = None, local_trials: int | None = None,
-        method: str = "lloyd", device: torch.device | str | None = None) -> KMeansResult:
+        method: str = "lloyd", device: torch.device | str | None = None,
+        progress: Progress | None = None) -> KMeansResult:
     """Cluster the rows of ``data`` into ``num_clusters``, deterministically for a given ``seed``.
 
     Memory stays bounded: ``data`` (a tensor or a :class:`RowSource`, e.g. an fp16 memmap) is read
@@ -343,6 +351,8 @@ def fit(data: Data, num_clusters: int, *, iters: int = 50, batch: int = 4096, se
         local_trials: greedy k-means++ candidates per centre (default ``2 + int(ln K)``).
         method: ``"lloyd"`` (full passes) or ``"minibatch"``.
         device: where distances are computed (default: the tensor's device, CPU for a source).
+        progress: called ``progress(iterations_done)`` after each iteration that does not end the
+            fit (``iters`` is the most there can be: convergence ends it earlier).
     """
     n, _ = _shape(data)
     if not 1 <= num_clusters <= n:
@@ -360,10 +370,10 @@ def fit(data: Data, num_clusters: int, *, iters: int = 50, batch: int = 4096, se
     final: Assignment | None = None
     if method == "lloyd":
         centroids, final, it, converged = _lloyd(data, centroids, iters=iters, batch=batch, tol=tol_abs,
-                                                 x_sq=x_sq)
+                                                 x_sq=x_sq, progress=progress)
     else:
         centroids, it, converged = _minibatch(data, centroids, iters=iters, batch=batch, tol=tol_abs,
-                                              generator=gen)
+                                              generator=gen, progress=progress)
     if final is None:
         final = assign(data, centroids, batch=batch, device=dev)
     t2 = time.perf_counter()

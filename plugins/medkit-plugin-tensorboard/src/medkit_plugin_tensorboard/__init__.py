@@ -11,7 +11,7 @@ from typing import Any
 
 from medkit.api import hookimpl
 
-MEDKIT_API_VERSION = "1.1"
+MEDKIT_API_VERSION = "1.2"
 #: Set to ``0`` (or ``false``/``off``/``no``) to switch the plugin off without uninstalling it.
 ENV_SWITCH = "MEDKIT_TENSORBOARD"
 
@@ -40,9 +40,9 @@ def medkit_on_stage_start(run: Any, stage: Any) -> None:
 
 
 @hookimpl
-def medkit_on_step_end(run: Any, stage: Any, step: int, metrics: dict[str, float]) -> None:
+def medkit_on_step_end(run: Any, stage: Any, step: int, metrics: dict[str, float], modality: str) -> None:
     if enabled():
-        _writers().step_end(run, stage, step, metrics)
+        _writers().step_end(run, stage, step, metrics, modality)
 
 
 @hookimpl

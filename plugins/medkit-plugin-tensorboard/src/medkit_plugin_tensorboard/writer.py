@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
-import os
 from pathlib import Path
 from typing import Any
+
+from medkit.api import flat_config, matrix_markdown, matrix_tables, stage_marker, stage_scalars, stage_title
+from medkit.api import global_step as _global_step
+from medkit.api import is_main_rank as _is_main_rank
+from medkit.api import step_scalars
 
 log = logging.getLogger(__name__)
 SUBDIR = "tensorboard"
@@ -16,14 +19,7 @@ _WRITERS: dict[Path, Any] = {}
 
 def is_main_rank() -> bool:
     """Rank 0 of a distributed run (or the only process); the others write nothing."""
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank() == 0
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return int(os.environ.get("RANK", "0") or 0) == 0
+    return _is_main_rank()
 
 
 def steps_per_stage(run: Any) -> int:
@@ -33,7 +29,7 @@ def steps_per_stage(run: Any) -> int:
 
 def global_step(run: Any, stage_index: int, step: int) -> int:
     """The x-axis of every curve: ``stage_index * trainer.max_steps + step`` (stages side by side)."""
-    return stage_index * steps_per_stage(run) + step
+    return _global_step(run, stage_index, step)
 
 
 def _open(run: Any, purge_step: int | None = None) -> Any:
@@ -61,24 +57,32 @@ def run_start(run: Any) -> None:
     writer.add_text("run/config", f"strategy `{run.config.get('run', {}).get('strategy')}`, "
                                   f"modalities {', '.join(modalities)}, stages {stages}, "
                                   f"{steps_per_stage(run)} steps per stage", 0)
+    params = flat_config(run.config)
+    writer.add_text("run/params", "| key | value |\n|---|---|\n"
+                    + "".join(f"| `{k}` | `{v}` |\n" for k, v in sorted(params.items())), 0)
 
 
 def stage_start(run: Any, stage: Any) -> None:
     if not is_main_rank():
         return
-    if _get(run) is None:
+    writer = _get(run)
+    if writer is None:
         # a resumed run: drop the steps logged after the checkpoint it resumes from (they are re-run)
-        _open(run, purge_step=global_step(run, stage.index, stage.start_step) + 1)
+        writer = _open(run, purge_step=global_step(run, stage.index, stage.start_step) + 1)
+    at = global_step(run, stage.index, stage.start_step + 1)
+    for tag, value in stage_marker(stage).items():  # the stage boundaries, on the same x-axis
+        writer.add_scalar(tag, value, at)
+    writer.add_text("run/stages", stage_title(run, stage), at)
 
 
-def step_end(run: Any, stage: Any, step: int, metrics: dict[str, float]) -> None:
+def step_end(run: Any, stage: Any, step: int, metrics: dict[str, float], modality: str = "") -> None:
+    """``train/loss``, ``train/lr`` and ``train/<modality>/<term>`` (:func:`medkit.api.step_scalars`)."""
     writer = _get(run) if is_main_rank() else None
     if writer is None:
         return
     at = global_step(run, stage.index, step)
-    for name, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            writer.add_scalar(f"train/{name}", float(value), at)
+    for tag, value in step_scalars(metrics, modality).items():
+        writer.add_scalar(tag, value, at)
 
 
 def stage_end(run: Any, stage: Any, metrics: dict[str, float]) -> None:
@@ -87,10 +91,8 @@ def stage_end(run: Any, stage: Any, metrics: dict[str, float]) -> None:
     if writer is None:
         return
     at = global_step(run, stage.index + 1, 0)
-    for key, value in metrics.items():
-        modality, _, metric = key.partition("/")
-        if isinstance(value, (int, float)) and value is not None and math.isfinite(float(value)):
-            writer.add_scalar(f"matrix/{metric}/{modality}", float(value), at)
+    for tag, value in stage_scalars(metrics).items():
+        writer.add_scalar(tag, value, at)
     writer.flush()
 
 
@@ -100,45 +102,14 @@ def run_end(run: Any, results: dict[str, Any]) -> None:
     if writer is None:
         return
     try:
-        matrix = {int(k): v for k, v in (results.get("matrix") or {}).items()}
         at = global_step(run, len(run.stages), 0)
-        for metric, (rows, cols, values) in _tables(matrix).items():
-            writer.add_text(f"matrix/{metric}", _markdown(metric, rows, cols, values), at)
+        for metric, (rows, cols, values) in matrix_tables(results.get("matrix") or {}).items():
+            writer.add_text(f"matrix/{metric}", matrix_markdown(metric, rows, cols, values), at)
             image = _heatmap(metric, rows, cols, values)
             if image is not None:
                 writer.add_image(f"matrix/{metric}", image, at, dataformats="HWC")
     finally:
         writer.close()
-
-
-def _tables(matrix: dict[int, dict[str, dict[str, float | None]]]
-            ) -> dict[str, tuple[list[int], list[str], list[list[float | None]]]]:
-    """``{metric: (stage numbers, modalities, values[row][col])}`` from the run's matrix."""
-    out = {}
-    metrics = sorted({m for row in matrix.values() for m in row})
-    for metric in metrics:
-        rows = sorted(matrix)
-        cols: list[str] = []
-        for r in rows:
-            cols += [c for c in (matrix[r].get(metric) or {}) if c not in cols]
-        values = [[_num((matrix[r].get(metric) or {}).get(c)) for c in cols] for r in rows]
-        out[metric] = (rows, cols, values)
-    return out
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _markdown(metric: str, rows: list[int], cols: list[str], values: list[list[float | None]]) -> str:
-    head = f"| {metric}: after stage | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n"
-    body = "".join(f"| {r} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in vals) + " |\n"
-                   for r, vals in zip(rows, values))
-    return head + body
 
 
 def _heatmap(metric: str, rows: list[int], cols: list[str], values: list[list[float | None]]) -> Any:
