@@ -135,8 +135,8 @@ def read_pairs(folder: Path, root: Path, opts: SegReaderOptions, image_dir: str 
     images = folder / image_dir
     mask_dir = next((folder / d for d in mask_dirs if (folder / d).is_dir()), None)
     if mask_dir is None:
-        raise DataError(f"{folder}: found {image_dir}/ but no {' or '.join(f'{d}/' for d in mask_dirs)} "
-                        f"folder next to it")
+        wanted = "masks/ (or labels/)" if tuple(mask_dirs) == MASK_DIRS else " or ".join(f"{d}/" for d in mask_dirs)
+        raise DataError(f"{folder}: found {image_dir}/ but no {wanted} folder next to it")
     masks = {file_stem(p): p for p in walk(mask_dir, _suffixes(opts.dims), recursive=False, skipped=opts.skipped)[1]}
     items, extra = [], []
     for image in walk(images, _suffixes(opts.dims), recursive=False, skipped=opts.skipped)[1]:
