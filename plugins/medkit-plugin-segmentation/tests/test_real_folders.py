@@ -5,7 +5,6 @@ sizes, and progress lines during sliding-window evaluation."""
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from medkit_plugin_segmentation.patching import default_patch
-from medkit_plugin_segmentation.progress import WindowProgress, window_count
+from medkit_plugin_segmentation.progress import window_count
 from medkit_plugin_segmentation.readers import SegReaderOptions, read_segmentation
 
 SIZES = [(40, 36, 20), (48, 44, 24), (36, 40, 18), (44, 40, 22), (52, 48, 26)]
@@ -105,21 +104,3 @@ def test_sliding_window_evaluation_logs_progress(caplog: pytest.LogCaptureFixtur
     assert any(f"image 2/2 (v1), window {total}/{total}" in ln for ln in lines), lines
     assert all("windows/s" in ln for ln in lines) and any("left for this image" in ln for ln in lines)
     assert f"{2 * total} windows in" in lines[-1]
-
-
-def test_finetune_on_volumes_of_different_sizes_without_dataset_json(tmp_path: Path) -> None:
-    from medkit.finetune.config import FinetuneSelection, compose_finetune
-    from medkit.finetune.trainer import Finetuner
-    from medkit.registry import get_host
-
-    counts = _volumes(tmp_path / "data")
-    sel = FinetuneSelection(task="segmentation", modality="ct", data=str(tmp_path / "data"), scratch=True,
-                            preset="tiny", max_steps=2,
-                            overrides=["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3",
-                                       "trainer.batch_size=2", "trainer.val_every=2"])
-    results = Finetuner(compose_finetune(sel, host=get_host()), tmp_path / "run", components=get_host()).run()
-    assert results["steps"] == 2 and isinstance(results["test"]["dice"], float)
-    data = json.loads((tmp_path / "run" / "metrics.json").read_text())["notes"]["data"]
-    assert data["patch_size"] == [16, 32, 32]  # patch_3d's 16x192x192 clipped to the smallest 18x36x36
-    assert data["labels"]["voxels"] == {str(v): n for v, n in counts.items()}
-    assert data["labels"]["smallest_shape"] == [18, 36, 36]
