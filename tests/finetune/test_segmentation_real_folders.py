@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-#: (x, y, z) as stored; read as (z, x, y) after reorientation to RAS
-SIZES = [(40, 36, 20), (48, 44, 24), (36, 40, 18), (44, 40, 22), (52, 48, 26)]
+#: (x, y, z) as stored, read as (z, x, y) after reorientation to RAS; no two round up to the same
+#: multiple of 16, so whole images cannot be batched together
+SIZES = [(40, 36, 20), (70, 44, 24), (36, 40, 36), (44, 60, 22), (52, 48, 40)]
 
 
 def _volumes(root: Path) -> dict[int, int]:
@@ -52,8 +53,8 @@ def test_finetune_on_volumes_of_different_sizes(tmp_path: Path, dataset_json: bo
     results = Finetuner(compose_finetune(sel, host=get_host()), tmp_path / "run", components=get_host()).run()
     assert results["steps"] == 2 and isinstance(results["test"]["dice"], float)
     data = json.loads((tmp_path / "run" / "metrics.json").read_text())["notes"]["data"]
-    assert data["patch_size"] == [16, 32, 32]  # patch_3d's 16x192x192 clipped to the smallest 18x36x36
+    assert data["patch_size"] == [16, 32, 32]  # patch_3d's 16x192x192 clipped to the smallest 20x36x36
     assert data["labels"]["voxels"] == {str(v): n for v, n in counts.items()}
-    assert data["labels"]["smallest_shape"] == [18, 36, 36]
+    assert data["labels"]["smallest_shape"] == [20, 36, 36]
     assert results["class_names"] == (["background", "liver", "tumour"] if dataset_json
                                       else ["background", "class1", "class2"])

@@ -16,7 +16,7 @@ from medkit_plugin_segmentation.patching import default_patch
 from medkit_plugin_segmentation.progress import window_count
 from medkit_plugin_segmentation.readers import SegReaderOptions, read_segmentation
 
-SIZES = [(40, 36, 20), (48, 44, 24), (36, 40, 18), (44, 40, 22), (52, 48, 26)]
+SIZES = [(40, 36, 20), (70, 44, 24), (36, 40, 36), (44, 60, 22), (52, 48, 40)]
 
 
 def _nifti(path: Path, arr: np.ndarray) -> None:
