@@ -16,7 +16,8 @@ from medkit.cli.common import make_reporter
 @click.option("--from", "source", default=None,
               help="Pre-trained run directory (or hf-hub:ID) whose encoder is fine-tuned.")
 @click.option("--scratch", is_flag=True, help="Random init of the same architecture (the TFS baseline).")
-@click.option("--recipe", default=None, help="Named dataset recipe (see --list-recipes), e.g. lits.")
+@click.option("--recipe", default=None,
+              help="Named dataset recipe, e.g. lits (`--recipe list` or --list-recipes lists them).")
 @click.option("--modality", default=None, help="Modality of the data: report, xray, ct, mri, pathology.")
 @click.option("--backbone", default="medkit", show_default=True,
               help="medkit, timm:<model>, monai:<network>, or a released model: desd:PATH, pcrlv2-2d:PATH, "
@@ -30,7 +31,8 @@ from medkit.cli.common import make_reporter
 @click.option("--resume", type=click.Path(file_okay=False, exists=True), default=None,
               help="Continue an interrupted fine-tuning run where its last checkpoint left it.")
 @click.option("--show", is_flag=True, help="Print the recipe and the composed config, then exit.")
-@click.option("--list-recipes", is_flag=True, help="List the installed recipes, then exit.")
+@click.option("--list-recipes", is_flag=True,
+              help="List the installed recipes (task, modality, classes, data set), then exit.")
 @click.argument("overrides", nargs=-1)
 def finetune(task: str | None, data: str | None, source: str | None, scratch: bool, recipe: str | None,
              modality: str | None, backbone: str, preset: str | None, max_steps: int | None,
@@ -52,14 +54,13 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
     from medkit.engine.engine import load_config
     from medkit.api.errors import ConfigError
     from medkit.finetune.trainer import Finetuner
-    from medkit.finetune.config import (FinetuneSelection, FinetuneSettings, compose_finetune, describe_recipe,
-                                             recipe_names)
+    from medkit.finetune.config import FinetuneSelection, FinetuneSettings, compose_finetune, describe_recipe
+    from medkit.finetune.recipes import format_recipes
     from medkit.registry import get_host
 
     host = get_host()
-    if list_recipes:
-        for name in recipe_names(host):
-            click.echo(describe_recipe(name, host).splitlines()[0].replace("recipe ", ""))
+    if list_recipes or recipe == "list":
+        click.echo(format_recipes(host))
         return
     if resume:
         if any((task, data, source, scratch, recipe, modality, overrides, max_steps is not None)):
@@ -88,6 +89,9 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
                    f"(results: {target / 'metrics.json'})")
     shown = " ".join(f"{k}={v:.4f}" for k, v in results["test"].items() if "/" not in k)
     click.echo(f"test ({cfg['run']['task']}, best step {results['best_step']}): {shown}")
+    note = (results.get("notes") or {}).get("recipe", {}).get("note")
+    if note:
+        click.echo(f"note: {note}")
     click.echo(f"run directory: {target}")
 
 

@@ -44,6 +44,7 @@ from medkit.api.errors import CheckpointError, ConfigError
 from medkit.finetune.backbones import build_backbone
 from medkit.finetune.config import FinetuneSettings, resolve_data
 from medkit.finetune.leakage import check_pretraining_overlap
+from medkit.finetune.recipes import run_notes
 from medkit.api.progress import LogReporter, Reporter
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class FinetuneSession:
         fusion = _fusion_cnn(cfg, backbone, pretrained, host)
         self.model = self.task.build_model(backbone, self.class_names, **fusion).to(self.device)
         self.backbone = backbone
+        self.notes = run_notes(cfg, self.task, self.class_names, demo=not (data or run.get("data")), host=host)
         log.info("%s on %s: %s", run["task"], self.data,
                  ", ".join(f"{k} {len(v)}" for k, v in self.splits.items()))
 
@@ -296,7 +298,7 @@ class Finetuner:
                 "data": str(s.data), "class_names": s.class_names, "step": self.step,
                 "max_steps": self.settings.trainer.max_steps, "finished": finished,
                 "best_step": (self.best or {}).get("step"), "config_hash": config_hash(self.cfg),
-                "backbone_weights": _weights_record(s),
+                "backbone_weights": _weights_record(s), "notes": s.notes,
                 "versions": package_versions(), "files": files}
 
     # -- the run -------------------------------------------------------------------------------
@@ -389,7 +391,7 @@ class Finetuner:
                    "class_names": s.class_names, "best_step": self.best["step"] if self.best else None,
                    "val": self.best["metrics"] if self.best else {}, "test": _floats(test["metrics"]),
                    "test_score": float(test["score"]), "steps": self.step, "history": self.history,
-                   "pictures": [str(p.relative_to(self.run_dir)) for p in pictures]}
+                   "pictures": [str(p.relative_to(self.run_dir)) for p in pictures], "notes": s.notes}
         ck.atomic_write_json(self.run_dir / "metrics.json", results)
         ck.atomic_write_json(self.run_dir / "manifest.json", self._manifest(s, True))
         log.info("test (best step %s): %s", results["best_step"],

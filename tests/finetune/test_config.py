@@ -11,7 +11,7 @@ from medkit.finetune.config import FinetuneSelection, compose_finetune, load_rec
 from medkit.registry import get_host
 
 #: Table 1: learning rate, batch size, iterations.
-TABLE_1 = {"pudmed20k": (2e-4, 64, 14065), "chestxr": (5e-5, 32, 35840), "qata": (1e-4, 16, 25000),
+TABLE_1 = {"pubmed20k": (2e-4, 64, 14065), "chestxr": (5e-5, 32, 35840), "qata": (1e-4, 16, 25000),
            "ricord": (1e-5, 8, 9600), "lits": (1e-4, 2, 25000), "vs": (1e-4, 2, 25000), "la": (5e-5, 2, 25000),
            "nch": (1e-4, 32, 24990), "glas": (1e-4, 4, 25000)}
 
@@ -22,8 +22,8 @@ def test_all_nine_recipes_carry_table_1() -> None:
         r = load_recipe(name, get_host())
         assert (r["lr"], r["batch_size"], r["iterations"]) == (lr, bs, iters), name
         assert r["optimizer"] == "AdamW"
-    assert load_recipe("pubmed20k", get_host())["name"] == "pudmed20k"
-    assert [load_recipe(n, get_host())["num_classes"] for n in ("pudmed20k", "chestxr", "ricord", "nch")] == [5, 3, 2, 9]
+    assert load_recipe("pudmed20k", get_host())["name"] == "pubmed20k"  # the reference's spelling, an alias
+    assert [load_recipe(n, get_host())["num_classes"] for n in ("pubmed20k", "chestxr", "ricord", "nch")] == [5, 3, 2, 9]
 
 
 def test_defaults_follow_spec_8_1() -> None:

@@ -114,7 +114,7 @@ def test_recipe_show_and_list(medkit) -> None:
     assert "multilabel: true" in out and "- 192" in out and "lr: 0.0001" in out and "batch_size: 2" in out
     res = medkit("finetune", "--list-recipes")
     names = set(res.output.split())
-    assert {"pudmed20k", "chestxr", "qata", "ricord", "lits", "vs", "la", "nch", "glas"} <= names
+    assert {"pubmed20k", "chestxr", "qata", "ricord", "lits", "vs", "la", "nch", "glas"} <= names
 
 
 def test_one_line_errors(medkit, tmp_path: Path) -> None:

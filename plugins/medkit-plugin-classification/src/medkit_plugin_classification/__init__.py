@@ -18,7 +18,7 @@ def medkit_register_tasks(register: Callable[[Any], None]) -> None:
 
 @hookimpl
 def medkit_register_configs(store: Any) -> None:
-    # Recipes of supplement Table 1: pudmed20k (alias pubmed20k), chestxr, ricord, nch.
+    # Recipes of supplement Table 1: pubmed20k (alias pudmed20k), chestxr, ricord, nch.
     from medkit_plugin_classification.recipes import register_recipes
 
     register_recipes(store)

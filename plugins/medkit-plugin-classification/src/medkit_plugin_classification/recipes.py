@@ -7,7 +7,7 @@ from typing import Any
 #: One dict per dataset. ``iterations`` and ``batch_size`` and ``lr`` are Table 1's; ``epochs`` is
 #: what ``run_ds.sh`` sets; ``input_size`` is the patch size (text: tokens).
 RECIPES: dict[str, dict[str, Any]] = {
-    "pudmed20k": {
+    "pubmed20k": {
         "dataset": "PubMed 20k RCT", "task": "classification", "modality": "report", "dims": 1,
         "input_size": [112], "loss": "CE", "optimizer": "AdamW", "lr": 2e-4, "batch_size": 64,
         "iterations": 14065, "epochs": 5, "num_classes": 5,
@@ -38,7 +38,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "notes": "train NCT-CRC-HE-100K (20% per class as validation), test CRC-VAL-HE-7K",
     },
 }
-ALIASES = {"pubmed20k": "pudmed20k"}
+#: accepted names listed under their recipe (``pudmed20k``: the reference code's spelling)
+ALIASES = {"pudmed20k": "pubmed20k"}
 
 
 def register_recipes(store: Any) -> None:

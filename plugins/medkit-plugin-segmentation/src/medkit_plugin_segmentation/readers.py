@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,11 +19,15 @@ from medkit.api import (
     split_three, walk,
 )
 
+from medkit_plugin_segmentation.labels import LabelScan, report_labels, scan_labels
+
 log = logging.getLogger(__name__)
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 MASK_DIRS = ("masks", "labels", "mask", "label", "gt")
 MASK_SUFFIXES = ("", "_mask", "_seg", "_label", "_gt")
+#: nnU-Net's input-channel suffix of an image file name (``case_0000.nii.gz``: channel 0 of ``case``)
+CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
 
 
 @dataclass
@@ -40,6 +45,7 @@ class SegReaderOptions:
     num_classes: int | None = None
     on_error: str = "raise"
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    labels: LabelScan | None = None  #: what :func:`read_segmentation` found in the masks
 
 
 def ceil16(shape: Sequence[int]) -> tuple[int, ...]:
@@ -121,24 +127,36 @@ def _suffixes(dims: int) -> tuple[str, ...]:
     return NIFTI_SUFFIXES if dims == 3 else IMAGE_SUFFIXES
 
 
-def read_pairs(folder: Path, root: Path, opts: SegReaderOptions) -> list[Item]:
+def read_pairs(folder: Path, root: Path, opts: SegReaderOptions, image_dir: str = "images",
+               mask_dirs: Sequence[str] = MASK_DIRS) -> list[Item]:
     """``folder/images/<name>`` with ``folder/masks/<name>`` (or ``labels/``; the mask may end in
-    ``_mask``, ``_seg``, ``_label`` or ``_gt``)."""
-    image_dir = folder / "images"
-    mask_dir = next((folder / d for d in MASK_DIRS if (folder / d).is_dir()), None)
+    ``_mask``, ``_seg``, ``_label`` or ``_gt``); paired by file name, an image named with nnU-Net's
+    channel suffix (``case_0000``) goes with the mask ``case`` (other channels are left out, logged)."""
+    images = folder / image_dir
+    mask_dir = next((folder / d for d in mask_dirs if (folder / d).is_dir()), None)
     if mask_dir is None:
-        raise DataError(f"{folder}: found images/ but no masks/ (or labels/) folder next to it")
+        wanted = "masks/ (or labels/)" if tuple(mask_dirs) == MASK_DIRS else " or ".join(f"{d}/" for d in mask_dirs)
+        raise DataError(f"{folder}: found {image_dir}/ but no {wanted} folder next to it")
     masks = {file_stem(p): p for p in walk(mask_dir, _suffixes(opts.dims), recursive=False, skipped=opts.skipped)[1]}
-    items = []
-    for image in walk(image_dir, _suffixes(opts.dims), recursive=False, skipped=opts.skipped)[1]:
+    items, extra = [], []
+    for image in walk(images, _suffixes(opts.dims), recursive=False, skipped=opts.skipped)[1]:
         stem = file_stem(image)
         mask = next((masks[stem + s] for s in MASK_SUFFIXES if stem + s in masks), None)
+        channel = CHANNEL_SUFFIX.search(stem)
+        if mask is None and channel is not None and stem[:channel.start()] in masks:
+            if int(channel.group(1)) != 0:
+                extra.append(image.name)
+                continue
+            mask = masks[stem[:channel.start()]]
         if mask is None:
             _errors(opts).bad(str(image), f"no mask named {stem}.* in {mask_dir}; add it")
             continue
         item = _pair(image, mask, root, opts)
         if item is not None:
             items.append(item)
+    if extra:
+        log.warning("%s: %d file(s) of further input channels (%s%s) left out: medkit reads channel _0000 "
+                    "of each case", images, len(extra), ", ".join(extra[:3]), ", ..." if len(extra) > 3 else "")
     return items
 
 
@@ -202,22 +220,18 @@ def gather(data: Path, opts: SegReaderOptions) -> tuple[dict[str, list[Item]], d
         return {"all": items}, {"all": str(data / "dataset.json")}, names
     if (data / "images").is_dir():
         return {"all": read_pairs(data, data, opts)}, {"all": str(data / "images")}, None
+    if (data / "imagesTr").is_dir() and (data / "labelsTr").is_dir():  # MSD / nnU-Net without dataset.json
+        log.info("%s: no dataset.json; pairing imagesTr/ and labelsTr/ by file name, classes from the "
+                 "label values", data)
+        return ({"all": read_pairs(data, data, opts, "imagesTr", ("labelsTr",))}, {"all": str(data / "imagesTr")},
+                None)
     split_dirs = {SPLIT_ALIASES[p.name.lower()]: p for p in data.iterdir()
                   if p.is_dir() and p.name.lower() in SPLIT_ALIASES and (p / "images").is_dir()}
     if "train" in split_dirs:
         return ({s: read_pairs(p, data, opts) for s, p in split_dirs.items()},
                 {s: str(p / "images") for s, p in split_dirs.items()}, None)
-    raise DataError(f"{data}: the folder is empty for segmentation: expected images/ + masks/, "
-                    f"train|val|test/{{images,masks}}/, or an MSD/nnU-Net dataset.json")
-
-
-def scan_classes(items: Sequence[Item]) -> int:
-    """Number of classes = largest mask value + 1 (at least 2)."""
-    top = 1
-    for it in items:
-        mask = read_mask(it.source[1])
-        top = max(top, int(mask.max()) if mask.size else 0)
-    return top + 1
+    raise DataError(f"{data}: the folder is empty for segmentation: expected images/ + masks/ (or labels/), "
+                    f"imagesTr/ + labelsTr/, train|val|test/{{images,masks}}/, or an MSD/nnU-Net dataset.json")
 
 
 def read_segmentation(data: Path, opts: SegReaderOptions) -> dict[str, ItemDataset]:
@@ -234,16 +248,20 @@ def read_segmentation(data: Path, opts: SegReaderOptions) -> dict[str, ItemDatas
         for s in SPLITS:
             raw[s] = [pool[i] for i in idx[s]]
             origin.setdefault(s, origin["all"])
+    where = str(data)
+    scan = scan_labels([it for s in SPLITS for it in raw.get(s, [])], spacing=opts.spacing, where=where)
+    opts.labels = scan
     if opts.class_names:
         names = list(opts.class_names)
     if names is None:
-        n = int(opts.num_classes) if opts.num_classes else scan_classes(raw.get("train", []))
+        n = int(opts.num_classes) if opts.num_classes else max(scan.top, 1) + 1
         names = ["background", "foreground"] if n == 2 else ["background"] + [f"class{c}" for c in range(1, n)]
     if opts.num_classes is not None and len(names) != int(opts.num_classes):
         raise ConfigError(f"{data}: the data define {len(names)} classes ({', '.join(names)}) but "
                           f"task.num_classes is {opts.num_classes}")
     if len(names) < 2:
         raise ConfigError(f"{data}: segmentation needs background and at least one class, got {names}")
+    report_labels(scan, names, where)
     loader = SegLoader(opts)
     loader.class_names = list(names)
     splits = {s: ItemDataset(raw.get(s, []), loader, list(names), train=s == "train", name=s,

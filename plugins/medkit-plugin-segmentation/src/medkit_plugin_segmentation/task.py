@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence, cast
+from typing import Any, Iterable, Sequence, Sized, cast
 
 import torch
 from torch import nn
@@ -18,6 +18,8 @@ from medkit_plugin_segmentation.decoder import (FusionSegmentationModel, Segment
                                                 build_cnn, check_patch)
 from medkit_plugin_segmentation.metrics import (SegmentationMeter, channels_to_labels, labels_to_channels,
                                                 logits_to_channels)
+from medkit_plugin_segmentation.patching import choose_patch
+from medkit_plugin_segmentation.progress import WindowProgress, window_count
 from medkit_plugin_segmentation.readers import SegReaderOptions, ceil16, read_segmentation
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ class SegmentationTask:
         multilabel: sigmoid channels for the nested regions ``label >= c`` (LiTS: liver incl. tumour,
             tumour) with Dice + BCE, instead of softmax over classes with Dice + CE.
         patch_size: training crop and sliding-window tile (multiples of 16; ``None``: the whole
-            image, padded to a multiple of 16).
+            image, padded to a multiple of 16, when every image has the same size; otherwise the
+            tokenizer's base size clipped to the smallest image, logged).
         feature_size, norm_name, res_block: UNETR decoder settings (16, instance, residual).
         blocks: 0-based trunk blocks feeding the decoder (``None``: 1/3, 7/12, 10/12 and the last).
         fusion: a ``monai.networks.nets`` CNN (e.g. ``BasicUNet``) or ``desd:PATH`` (DeSD's pre-trained
@@ -62,6 +65,8 @@ class SegmentationTask:
     name = "segmentation"
     backbone_output = "maps"
     eval_batch_size = 1
+    #: seconds between two progress lines of sliding-window evaluation
+    progress_every_s = 10.0
 
     def __init__(self, dims: int, modality: str, num_classes: int | None = None,
                  class_names: list[str] | None = None, multilabel: bool = False,
@@ -102,6 +107,7 @@ class SegmentationTask:
         self.ce_loss = DiceCELoss(to_onehot_y=True, softmax=True)  # Dice + cross-entropy over classes
         self.dice_loss = DiceLoss(sigmoid=True)  # multilabel: per-channel sigmoid Dice ...
         self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE
+        self.data_summary: dict[str, Any] = {}  # label values and the patch chosen (recorded with the run)
 
     # -- data ----------------------------------------------------------------------------------
     def demo_data(self, root: Path) -> Path:
@@ -110,7 +116,10 @@ class SegmentationTask:
         return write_demo(Path(root), self.dims)
 
     def splits(self, data: Path, *, seed: int) -> dict[str, Any]:
-        return read_segmentation(Path(data), self.options)
+        splits = read_segmentation(Path(data), self.options)
+        if self.options.labels is not None:
+            self.data_summary = {"labels": self.options.labels.summary(splits["train"].class_names)}
+        return splits
 
     def out_channels(self, class_names: Sequence[str]) -> int:
         return len(class_names) - 1 if self.multilabel else len(class_names)
@@ -139,6 +148,7 @@ class SegmentationTask:
             raise ConfigError(f"task segmentation: the backbone takes {backbone.dims}D inputs but the "
                               f"{self.modality} data are {self.dims}D")
         k = self.out_channels(class_names)
+        self._default_patch(backbone)
         if getattr(backbone, "is_segmenter", False):
             return SegmentationModel(backbone, None, [], ())
         patch = check_patch(backbone.patch_size)
@@ -160,6 +170,14 @@ class SegmentationTask:
                                map_channels=channels, feature_size=self.feature_size, norm_name=self.norm_name,
                                res_block=self.res_block)
         return SegmentationModel(backbone, decoder, blocks, patch)
+
+    def _default_patch(self, backbone: Any) -> None:
+        """Without ``patch_size``, images of different sizes get one derived from the backbone's base
+        size and the smallest image (medkit_plugin_segmentation.patching)."""
+        scan = self.options.labels
+        if self.patch_size is None and scan is not None and scan.shapes:
+            self.patch_size = self.options.patch_size = choose_patch(scan.shapes, backbone, self.dims)
+        self.data_summary["patch_size"] = list(self.patch_size) if self.patch_size else None
 
     def collate(self, samples: Sequence[dict[str, Any]], backbone: Any) -> Batch:
         chans = int(backbone.in_chans)
@@ -193,13 +211,19 @@ class SegmentationTask:
         return LossOutput(loss, {"dice_ce": float(loss.detach())})
 
     # -- evaluation ----------------------------------------------------------------------------
-    def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    def predict(self, model: nn.Module, inputs: torch.Tensor, progress: WindowProgress | None = None,
+                image_id: str = "") -> torch.Tensor:
         """Logits of a whole image: sliding windows of ``patch_size`` (default: the image rounded up
-        to a multiple of 16), 50 % overlap by default, Gaussian importance blending."""
+        to a multiple of 16), 50 % overlap by default, Gaussian importance blending; ``progress``
+        counts the windows."""
         from monai.inferers import sliding_window_inference
 
         roi = self.patch_size or ceil16(inputs.shape[2:])
-        out = sliding_window_inference(inputs, roi, self.sw_batch_size, model, overlap=self.overlap,
+        net: Any = model
+        if progress is not None:
+            progress.start_image(image_id, window_count(inputs.shape[2:], roi, self.overlap) * int(inputs.shape[0]))
+            net = progress.counted(model)
+        out = sliding_window_inference(inputs, roi, self.sw_batch_size, net, overlap=self.overlap,
                                        mode="gaussian")
         return cast(torch.Tensor, out)  # the model returns one tensor, so does the inferer
 
@@ -208,8 +232,10 @@ class SegmentationTask:
                                   empty_value=self.empty_hd)
         examples: list[dict[str, Any]] = []
         n = len(class_names)
+        progress = WindowProgress(every_s=self.progress_every_s,
+                                  images=len(batches) if isinstance(batches, Sized) else None)
         for batch in batches:
-            logits = self.predict(model, batch.inputs)
+            logits = self.predict(model, batch.inputs, progress, ", ".join(batch.ids[:2]))
             pred = logits_to_channels(logits, multilabel=self.multilabel)
             labels = batch.labels
             assert labels is not None  # collate always sets them
@@ -222,6 +248,7 @@ class SegmentationTask:
                                      "gt": labels[i].cpu().numpy(),
                                      "pred": channels_to_labels(pred[i:i + 1], multilabel=self.multilabel)[0]
                                      .cpu().numpy()})
+        progress.finish()
         metrics = meter.result()
         return {"metrics": metrics, "score": metrics["dice"], "examples": examples}
 
