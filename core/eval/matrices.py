@@ -63,6 +63,8 @@ class Matrix:
     rows: list[list[float | None]]
     na: list[list[bool]] = field(default_factory=list)
     path: Path | None = None
+    #: ``counts[i][j]``: the held-out samples the cell rests on (probe queries), ``None`` if unknown.
+    counts: list[list[int | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.na:
@@ -150,8 +152,24 @@ def load_matrix(path: Path, metric: str | None = None) -> Matrix:
 
 
 def run_matrices(run_dir: Path) -> dict[str, Matrix]:
-    """Every matrix of a run, keyed by metric (``pretext_loss`` first)."""
-    return {metric: load_matrix(path, metric) for metric, path in matrix_files(run_dir).items()}
+    """Every matrix of a run, keyed by metric (``pretext_loss`` first), with the sample count of each
+    cell that ``eval.json`` records (:func:`attach_counts`)."""
+    from medkit.eval.records import read_evaluations
+
+    out = {metric: load_matrix(path, metric) for metric, path in matrix_files(run_dir).items()}
+    records = read_evaluations(Path(run_dir) / "metrics" / "eval.json") if out else []
+    for matrix in out.values():
+        attach_counts(matrix, records)
+    return out
+
+
+def attach_counts(matrix: Matrix, records: Sequence[Mapping[str, Any]]) -> Matrix:
+    """Fill ``matrix.counts`` from the records' ``counts`` (``{metric: {modality: n}}``) by stage."""
+    from medkit.eval.records import STAGE_KEY
+
+    by_stage = {int(r[STAGE_KEY]): r.get("counts", {}).get(matrix.metric, {}) for r in records}
+    matrix.counts = [[by_stage.get(a, {}).get(m) for m in matrix.modalities] for a in matrix.after]
+    return matrix
 
 
 def read_matrix(path: Path) -> tuple[list[str], list[list[float | None]]]:
