@@ -200,10 +200,13 @@ def _md(text: Any) -> str:
 
 
 def matrix_markdown(matrix: Matrix, *, digits: int = 4) -> str:
-    """The matrix as a markdown table: ``–`` not evaluated at that stage, ``n/a`` could not be."""
+    """The matrix as a markdown table: ``–`` not evaluated at that stage, ``n/a`` could not be; a cell
+    with a recorded sample count says it (``0.1250 (n=8)``)."""
     lines = ["| after stage | trained on | " + " | ".join(_md(m) for m in matrix.modalities) + " |",
              "|---|---|" + "---:|" * len(matrix.modalities)]
-    for a, stage, row, na in zip(matrix.after, matrix.stages, matrix.rows, matrix.na):
-        cells = [NOT_AVAILABLE if flag else fmt_value(v, digits) for v, flag in zip(row, na)]
+    counts = matrix.counts or [[None] * len(matrix.modalities) for _ in matrix.rows]
+    for a, stage, row, na, ns in zip(matrix.after, matrix.stages, matrix.rows, matrix.na, counts):
+        cells = [NOT_AVAILABLE if flag else fmt_value(v, digits) + (f" (n={n})" if n is not None and v is not None
+                                                                     else "") for v, flag, n in zip(row, na, ns)]
         lines.append(f"| {a} | {_md('+'.join(stage))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

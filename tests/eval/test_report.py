@@ -131,3 +131,6 @@ def test_probe_cells_record_and_show_their_sample_count(runs: dict[str, Path]) -
     ax = [a for a in heatmap_figure([acc]).axes if a.get_title()][0]
     cells = [t.get_text() for t in ax.texts]
     assert len(cells) == 4 and all("\nn=" in c for c in cells)
+    from medkit.eval.matrices import matrix_markdown
+
+    assert matrix_markdown(acc).count(" (n=") == 4  # report.md's table says it too
