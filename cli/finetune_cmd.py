@@ -132,6 +132,4 @@ def embed(run_dir: str, modality: tuple[str, ...], data: tuple[str, ...], max_sa
                               max_samples=max_samples,
                               method=method, out=Path(out) if out else None, seed=seed)
     click.echo(f"the model was trained on: {', '.join(result['trained_on']) or 'no finished stage'}")
-    for m in result["never_trained_on"]:
-        click.echo(f"warning: {m} was never trained on by this run; its points show untrained features", err=True)
     click.echo(f"t-SNE ({result['method']}) of {result['count']} samples: {result['png']}")
