@@ -107,3 +107,8 @@ def _fail_on_nonfinite(samples: dict[str, tuple[int, int]], files: list[str]) ->
         names = ", ".join(sorted(files) + sorted(samples))
         raise DataError(f"non-finite values (NaN/Inf) in {len(files) + len(samples)} file(s): {names}; "
                         f"fix or remove them before training")
+
+
+from medkit.cli.data_preview_cmd import preview  # noqa: E402  (its own module; registered on this group)
+
+data.add_command(preview)

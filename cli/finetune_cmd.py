@@ -135,4 +135,5 @@ def embed(run_dir: str, modality: tuple[str, ...], data: tuple[str, ...], max_sa
     result = embed_modalities(Path(run_dir), mods, parse_data(data, mods), components=get_host(),
                               max_samples=max_samples,
                               method=method, out=Path(out) if out else None, seed=seed)
+    click.echo(f"the model was trained on: {', '.join(result['trained_on']) or 'no finished stage'}")
     click.echo(f"t-SNE ({result['method']}) of {result['count']} samples: {result['png']}")

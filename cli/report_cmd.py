@@ -21,8 +21,9 @@ def report(run_dir: str, baseline: str | None) -> None:
       medkit report runs/my-run
     """
     from medkit.eval.report import write_report
+    from medkit.registry import get_host
 
-    out = write_report(Path(run_dir), baseline=Path(baseline) if baseline else None)
+    out = write_report(Path(run_dir), baseline=Path(baseline) if baseline else None, components=get_host())
     click.echo((out / "summary.txt").read_text(encoding="utf-8").rstrip())
     click.echo(f"report: {out / 'report.md'}")
 

@@ -118,6 +118,20 @@ class Image2DDataset(TrainViewMixin):
         """Summary lines for ``medkit data inspect`` (default: none)."""
         return []
 
+    def raw(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as read, before any transform (``medkit data preview``): the region's pixels
+        ``[H, W]`` or ``[H, W, C]`` (uint8 or the file's own type), its file and where in the file."""
+        entry = self.entries[index]
+        img = self._image(entry)
+        where = entry.id.partition("#")[2]
+        if entry.box is not None:
+            x0, y0, x1, y1 = (int(round(v)) for v in entry.box)
+            img = img.crop((x0, y0, x1, y1))
+            where = (where + " " if where else "") + f"px ({x0}, {y0})–({x1}, {y1})"
+        import numpy as np
+
+        return {"array": np.asarray(img), "file": entry.rel, "where": where}
+
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         """Sample ``index`` resized to ``input_size``²: un-augmented with ``seed=None`` or when not
         training, otherwise a RandomResizedCrop within the region + flip drawn only from ``seed``."""

@@ -90,6 +90,7 @@ class WindowedVolumeModality:
                            depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
                            finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
                            cache=self.cache, disk_cache=self._disk_cache(), on_error=self.on_error)
+        ds.orientation = self.orientation  # what WindowDataset.raw reorients a volume to
         log.info("%s: %d windows from %d volumes under %s (%d skipped)", self.name, len(ds), len(volumes),
                  data, len(skipped))
         return ds

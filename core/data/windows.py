@@ -184,6 +184,21 @@ class WindowDataset(TrainViewMixin):
         nbytes = 4 * math.prod(shape)
         return self._cache.max_items != 0 and 0 < nbytes <= self._cache.max_bytes
 
+    #: The axcodes :meth:`raw` reorients a volume to (the modality sets its own ``orientation``).
+    orientation = "RAS"
+
+    def raw(self, index: int) -> dict[str, Any]:
+        """The volume of window ``index`` as read (reoriented to the modality's ``orientation``, before
+        resampling, intensity windowing and resizing): ``{"array": [slices, X, Y] float32, "file",
+        "where"}`` (``medkit data preview``)."""
+        from medkit.data.volumes import load_volume
+
+        v, start = self._windows[index]
+        arr = load_volume(self.volumes[v], self.orientation)  # [X, Y, Z]
+        return {"array": arr.permute(2, 0, 1).numpy(), "file": self.volumes[v].id,
+                "where": f"window {self.ids[index].rpartition('#')[2]}: preprocessed slices {start}–"
+                         f"{start + self.depth - 1} of {self.depths[v]}"}
+
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         """Window ``index``; with ``train=True`` and an int ``seed``, seeded random flips."""
         if not 0 <= index < len(self):

@@ -60,7 +60,8 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int,
 
 
 def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options: ProbeOptions,
-                   not_evaluated: Mapping[str, str] | None = None, make_head: HeadFactory | None = None,
+                   not_evaluated: Mapping[str, str] | None = None,
+                   counts: dict[str, dict[str, int]] | None = None, make_head: HeadFactory | None = None,
                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]]]:
     """``({metric: {modality: value}}, {metric: {modality: reason}})`` after a stage.
 
@@ -73,7 +74,8 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
     A modality in ``not_evaluated`` (or ``ctx.not_evaluated``) is not evaluated at all:
     its cells are unavailable with the given reason, never computed on other data. A modality
     without held-out samples, or one that cannot be probed (no labels, one class, too few
-    samples), has unavailable cells with the reason (logged once per run).
+    samples), has unavailable cells with the reason (logged once per run). A ``counts`` dict
+    given gets ``{metric: {modality: held-out queries}}`` of every probe value.
     """
     skip = {**dict(ctx.not_evaluated), **dict(not_evaluated or {})}
     probes = probe_metrics(options)
@@ -119,13 +121,16 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
                         "no training samples to fit a decoder on" if not ctx.train_indices[m] else \
                         "the loss is not finite"
             if m in probed and reason is None:
-                got, reason = probe_modality(ctx, m, options)
+                sizes: dict[str, int] = {}
+                got, reason = probe_modality(ctx, m, options, counts=sizes)
                 bar.step()
                 if reason is not None:
                     skipped[m] = reason
                     log.info("%s: no kNN/linear probe (%s)", m, reason)
                 for k, v in got.items():
                     values[k][m] = v
+                    if counts is not None and "query" in sizes:
+                        counts.setdefault(k, {})[m] = sizes["query"]
         if m in probed and reason is not None:
             for k in probes:
                 missing[k][m] = reason
@@ -220,11 +225,12 @@ def evaluate_stage(ctx: RunContext, strategy: Any, *, eval_batches: int, probes:
         make_head: builds a fresh pretext head of a modality, for the refitted-decoder loss
             (``None``: that metric is not computed).
     """
+    counts: dict[str, dict[str, int]] = {}
     try:
         values, missing = evaluate_cells(ctx, strategy, max_batches=int(eval_batches), options=probes,
-                                         not_evaluated=not_evaluated, make_head=make_head)
+                                         not_evaluated=not_evaluated, counts=counts, make_head=make_head)
     finally:
         cache = getattr(ctx, "feature_cache", None)
         if cache is not None:  # the rows kept for the probes are read: free them
             cache.clear()
-    return evaluation_record(ctx.stage_index, list(ctx.stage), values, missing)
+    return evaluation_record(ctx.stage_index, list(ctx.stage), values, missing, counts)

@@ -63,6 +63,8 @@ class Matrix:
     rows: list[list[float | None]]
     na: list[list[bool]] = field(default_factory=list)
     path: Path | None = None
+    #: ``counts[i][j]``: the held-out samples the cell rests on (probe queries), ``None`` if unknown.
+    counts: list[list[int | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.na:
@@ -150,8 +152,24 @@ def load_matrix(path: Path, metric: str | None = None) -> Matrix:
 
 
 def run_matrices(run_dir: Path) -> dict[str, Matrix]:
-    """Every matrix of a run, keyed by metric (``pretext_loss`` first)."""
-    return {metric: load_matrix(path, metric) for metric, path in matrix_files(run_dir).items()}
+    """Every matrix of a run, keyed by metric (``pretext_loss`` first), with the sample count of each
+    cell that ``eval.json`` records (:func:`attach_counts`)."""
+    from medkit.eval.records import read_evaluations
+
+    out = {metric: load_matrix(path, metric) for metric, path in matrix_files(run_dir).items()}
+    records = read_evaluations(Path(run_dir) / "metrics" / "eval.json") if out else []
+    for matrix in out.values():
+        attach_counts(matrix, records)
+    return out
+
+
+def attach_counts(matrix: Matrix, records: Sequence[Mapping[str, Any]]) -> Matrix:
+    """Fill ``matrix.counts`` from the records' ``counts`` (``{metric: {modality: n}}``) by stage."""
+    from medkit.eval.records import STAGE_KEY
+
+    by_stage = {int(r[STAGE_KEY]): r.get("counts", {}).get(matrix.metric, {}) for r in records}
+    matrix.counts = [[by_stage.get(a, {}).get(m) for m in matrix.modalities] for a in matrix.after]
+    return matrix
 
 
 def read_matrix(path: Path) -> tuple[list[str], list[list[float | None]]]:
@@ -182,10 +200,13 @@ def _md(text: Any) -> str:
 
 
 def matrix_markdown(matrix: Matrix, *, digits: int = 4) -> str:
-    """The matrix as a markdown table: ``–`` not evaluated at that stage, ``n/a`` could not be."""
+    """The matrix as a markdown table: ``–`` not evaluated at that stage, ``n/a`` could not be; a cell
+    with a recorded sample count says it (``0.1250 (n=8)``)."""
     lines = ["| after stage | trained on | " + " | ".join(_md(m) for m in matrix.modalities) + " |",
              "|---|---|" + "---:|" * len(matrix.modalities)]
-    for a, stage, row, na in zip(matrix.after, matrix.stages, matrix.rows, matrix.na):
-        cells = [NOT_AVAILABLE if flag else fmt_value(v, digits) for v, flag in zip(row, na)]
+    counts = matrix.counts or [[None] * len(matrix.modalities) for _ in matrix.rows]
+    for a, stage, row, na, ns in zip(matrix.after, matrix.stages, matrix.rows, matrix.na, counts):
+        cells = [NOT_AVAILABLE if flag else fmt_value(v, digits) + (f" (n={n})" if n is not None and v is not None
+                                                                     else "") for v, flag, n in zip(row, na, ns)]
         lines.append(f"| {a} | {_md('+'.join(stage))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,10 +1,12 @@
 """The pictures of a run: stage-matrix heat maps and training-loss curves (matplotlib Agg, no pyplot).
 
-Rules every figure follows: one panel per metric, each with its own colour scale; a loss whose
-columns are different objectives is coloured per column (labelled so); brighter is always better;
-the split and the unit are written on the figure; cells without a value say ``n/a`` (could not be
-evaluated) or ``–`` (not evaluated at that stage); a colour bar over one single value shows that
-value, not a span of 1e-9.
+Rules every heat map follows: one panel per metric; a cell's colour is its change from the column's
+reference cell (outlined: the value right after the modality's own stage, else the first value), on a
+fixed scale per metric (:data:`FULL_SCALE`), never stretched to the data's span, so a difference below
+:data:`NO_CHANGE` is drawn as "no meaningful change" (grey) however the values sit; red is worse,
+blue is better; the span of every column and the unit are written on the figure; a probe cell says
+how many held-out queries it rests on (``n=``); cells without a value say ``n/a`` (could not be
+evaluated) or ``–`` (not evaluated at that stage).
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ from medkit.storage.files import atomic_write_bytes
 
 NOT_EVALUATED_MARK = "–"
 FOOTNOTE = (f"{NOT_AVAILABLE}: could not be evaluated (reason in eval.json / report.md)   "
-            f"{NOT_EVALUATED_MARK}: not evaluated at that stage   brighter = better")
-CMAP = "viridis"
+            f"{NOT_EVALUATED_MARK}: not evaluated at that stage   outlined: reference cell   "
+            "n: held-out queries of a probe cell")
+#: Diverging, reversed: 0 (worse) is red, 0.5 (no meaningful change) grey, 1 (better) blue.
+CMAP = "coolwarm_r"
+#: A change below this is "no meaningful change": absolute for a metric with a fixed range
+#: (accuracy, 0.01 = one point), relative to the reference value otherwise (a loss, 0.01 = 1 %).
+NO_CHANGE = {"absolute": 0.01, "relative": 0.01}
+#: The change at which the colour is fully red / blue (larger changes keep the end colour).
+FULL_SCALE = {"absolute": 0.25, "relative": 0.25}
 
 
 def new_figure(width: float, height: float) -> Any:
@@ -63,95 +72,114 @@ def text_colour(rgba: Sequence[float]) -> str:
     return "black" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "white"
 
 
-def _decimals(values: Sequence[float], span: float) -> int:
-    """The fewest decimals (at most 6) that write every tick value exactly (to 1e-6 of the span)."""
-    for d in range(0, 7):
-        if all(abs(round(v, d) - v) <= 1e-6 * span for v in values):
-            return d
-    return 6
+def change_kind(metric: str) -> str:
+    """``"absolute"`` for a metric with a fixed range (an accuracy), ``"relative"`` otherwise (a loss)."""
+    return "absolute" if metric_info(metric).value_range is not None else "relative"
 
 
-def colour_scale(matrix: Matrix, data: np.ndarray, per_column: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """Colour positions in [0, 1] (1 = best) of every cell and how the colour bar reads them."""
+def reference_rows(matrix: Matrix, data: np.ndarray) -> list[int | None]:
+    """Per column, the row of its reference cell: right after the modality's own stage when that row
+    has a value, else the column's first value (``None`` for a column without any)."""
+    from medkit.eval.metrics import own_stages
+
+    own = own_stages(matrix.modalities, matrix.stages)
+    out: list[int | None] = []
+    for j, m in enumerate(matrix.modalities):
+        finite = [i for i in range(data.shape[0]) if np.isfinite(data[i, j])]
+        i = own.get(m)
+        out.append(i if i is not None and i in finite else (finite[0] if finite else None))
+    return out
+
+
+def colour_scale(matrix: Matrix, data: np.ndarray) -> tuple[np.ndarray, list[int | None], dict[str, Any]]:
+    """Colour positions in [0, 1] of every cell (0.5 = no meaningful change, 1 = better by
+    :data:`FULL_SCALE` or more), the reference row of each column and how the colour bar reads them.
+
+    The position depends only on the cell's change from its reference, through a fixed scale: two
+    matrices whose values differ by less than the threshold get the same colours.
+    """
     info = metric_info(matrix.metric)
-    finite = np.isfinite(data)
+    kind = change_kind(matrix.metric)
+    threshold, full = NO_CHANGE[kind], FULL_SCALE[kind]
+    refs = reference_rows(matrix, data)
     pos = np.full(data.shape, np.nan)
-    if per_column:
-        for j in range(data.shape[1]):
-            col = data[finite[:, j], j]
-            if col.size == 0:
+    for j, r in enumerate(refs):
+        if r is None:
+            continue
+        ref = float(data[r, j])
+        for i in range(data.shape[0]):
+            if not np.isfinite(data[i, j]):
                 continue
-            lo, hi = float(col.min()), float(col.max())
-            span = hi - lo
-            rel = (data[:, j] - lo) / span if span > 0 else np.where(finite[:, j], 0.5, np.nan)
-            pos[:, j] = rel if info.higher_is_better else 1.0 - rel
-        return pos, {"ticks": [0.0, 1.0], "labels": ["worst in\ncolumn", "best in\ncolumn"],
-                     "label": "colour scaled per column\n(each modality's own loss)"}
-    if info.value_range is not None:
-        lo, hi = info.value_range
-    elif finite.any():
-        lo, hi = float(data[finite].min()), float(data[finite].max())
-    else:
-        lo, hi = 0.0, 1.0
-    unit = column_units(matrix.metric, matrix.modalities, None)[matrix.modalities[0]] if matrix.modalities else ""
-    bar: dict[str, Any] = {"label": f"{info.title} ({unit})"}
-    if hi - lo <= 1e-12 * max(1.0, abs(hi)):  # one value: colour it mid-scale, show the value itself
-        pos[finite] = 0.5
-        bar.update(ticks=[0.5], labels=[f"{lo:.4g}"], label=bar["label"] + "\nall cells equal")
-        return pos, bar
-    rel = (data - lo) / (hi - lo)
-    pos = rel if info.higher_is_better else 1.0 - rel
-    from matplotlib.ticker import MaxNLocator
-
-    span = hi - lo
-    values = [float(v) for v in MaxNLocator(5).tick_values(lo, hi) if lo - 1e-9 * span <= v <= hi + 1e-9 * span]
-    d = _decimals(values, span)  # nice ticks (0.62, 0.64, ...) with just the decimals they need
-    bar["ticks"] = [float((v - lo) / (hi - lo)) if info.higher_is_better else float(1 - (v - lo) / (hi - lo))
-                    for v in values]
-    bar["labels"] = [f"{v:.{d}f}" for v in values]
-    return pos, bar
+            delta = float(data[i, j]) - ref
+            if kind == "relative":
+                delta = delta / abs(ref) if ref != 0 else (0.0 if delta == 0 else np.sign(delta) * np.inf)
+            good = delta if info.higher_is_better else -delta
+            pos[i, j] = 0.5 if abs(good) < threshold else 0.5 + 0.5 * float(np.clip(good / full, -1.0, 1.0))
+    amount = (lambda v: f"{v:.0%}") if kind == "relative" else (lambda v: f"{v:g}")
+    labels = [f"{amount(full)} worse\nor more", f"{amount(full / 2)} worse",
+              f"no meaningful\nchange (< {amount(threshold)})", f"{amount(full / 2)} better",
+              f"{amount(full)} better\nor more"]
+    what = "relative to the reference value" if kind == "relative" else f"absolute ({info.unit})"
+    bar = {"ticks": [0.0, 0.25, 0.5, 0.75, 1.0], "labels": labels, "threshold": threshold, "kind": kind,
+           "label": f"change from the outlined reference cell,\n{what}; fixed scale"}
+    return pos, refs, bar
 
 
 def draw_heatmap(fig: Any, ax: Any, matrix: Matrix, *, objectives: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One matrix as an annotated heat map on ``ax``; returns the colour bar's ticks and labels."""
     import matplotlib
+    from matplotlib.patches import Rectangle
 
     info = metric_info(matrix.metric)
     data = np.array([[np.nan if v is None else v for v in r] for r in matrix.rows],
                     dtype=float).reshape(len(matrix.rows), len(matrix.modalities))  # [stages, modalities]
     units = column_units(matrix.metric, matrix.modalities, objectives)
-    per_column = info.per_objective and len(matrix.modalities) > 1
-    pos, bar = colour_scale(matrix, data, per_column)
-    cmap = matplotlib.colormaps[CMAP].with_extremes(bad="0.93")
+    pos, refs, bar = colour_scale(matrix, data)
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad="white")
     image = ax.imshow(np.ma.masked_invalid(pos), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     decimals = [cell_decimals(data[:, j]) for j in range(data.shape[1])]
+    counts = getattr(matrix, "counts", None) or []
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             if np.isfinite(data[i, j]):
-                ax.text(j, i, fmt_cell(data[i, j], decimals[j]), ha="center", va="center", fontsize=8,
+                n = counts[i][j] if i < len(counts) and j < len(counts[i]) else None
+                text = fmt_cell(data[i, j], decimals[j]) + (f"\nn={n}" if n is not None else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8 if n is None else 7,
                         color=text_colour(cmap(float(pos[i, j]))))
             else:
                 na = matrix.na[i][j] if i < len(matrix.na) else False
                 ax.text(j, i, NOT_AVAILABLE if na else NOT_EVALUATED_MARK, ha="center", va="center",
                         fontsize=8, color="0.2" if na else "0.45", style="italic" if na else "normal")
-    columns = [f"{m}\n{units[m]}" + (f"\n{_span(data[:, j])}" if per_column else "")
-               if info.per_objective else m for j, m in enumerate(matrix.modalities)]
+    for j, r in enumerate(refs):
+        if r is not None:
+            ax.add_patch(Rectangle((j - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.4))
+    columns = [(f"{m}\n{units[m]}" if info.per_objective else m) + f"\n{_span(data[:, j], bar)}"
+               for j, m in enumerate(matrix.modalities)]
     ax.set_xticks(range(len(matrix.modalities)), columns, fontsize=8)
     ax.set_yticks(range(len(matrix.rows)), matrix.row_labels(), fontsize=8)
     ax.set_xlabel(f"evaluated modality ({info.split})", fontsize=8)
     ax.set_title(f"{info.title} ({info.better})", fontsize=10)
     colorbar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
-    colorbar.set_ticks(bar["ticks"], labels=bar["labels"], fontsize=7)
+    colorbar.set_ticks(bar["ticks"], labels=bar["labels"], fontsize=6.5)
     colorbar.set_label(bar["label"], fontsize=7)
     return bar
 
 
-def _span(column: np.ndarray) -> str:
+def _span(column: np.ndarray, bar: Mapping[str, Any] | None = None) -> str:
+    """``span 7e-05`` (max − min of the column), with ``no meaningful change`` when the span is
+    below the scale's threshold (relative to the column's smallest magnitude for a relative scale)."""
     values = column[np.isfinite(column)]
     if values.size == 0:
         return NOT_AVAILABLE
     span = float(values.max() - values.min())
-    return ("one value" if values.size == 1 else "no change") if span == 0 else f"span {span:.2g}"
+    if span == 0:
+        return "one value" if values.size == 1 else "no change"
+    text = f"span {span:.2g}"
+    if bar is not None:
+        scale = float(np.abs(values).min()) if bar["kind"] == "relative" else 1.0
+        if span < bar["threshold"] * scale:
+            text += "\nno meaningful change"
+    return text
 
 
 def heatmap_figure(matrices: Sequence[Matrix], *, objectives: Mapping[str, str] | None = None,
@@ -179,71 +207,8 @@ def heatmap_png(path: Path, matrices: Matrix | Sequence[Matrix], *, objectives: 
     return save_png(heatmap_figure(items, objectives=objectives, title=title), path)
 
 
-# -- loss curves --------------------------------------------------------------------------------
-def _smooth(ys: Sequence[float], window: int) -> list[float]:
-    return [sum(ys[max(0, k - window + 1):k + 1]) / len(ys[max(0, k - window + 1):k + 1]) for k in range(len(ys))]
+# -- loss curves (their own module; re-exported here, where callers have always found them) -----
+from medkit.eval.loss_plot import loss_curves_figure, loss_curves_png  # noqa: E402  (after the helpers it uses)
 
-
-def loss_curves_figure(steps: Sequence[Mapping[str, Any]], *, objectives: Mapping[str, str] | None = None,
-                       window: int = 5) -> tuple[Any, dict[str, str]]:
-    """Training loss over all steps (stages laid end to end), one colour per modality, solid for
-    the current stage's data and dashed for rehearsed (buffer) data; one panel per loss unit
-    (modalities of different objectives never share a y axis); grey lines mark stage ends.
-
-    Returns the figure and the line style of each series (``{"ct (buffer)": "--"}``).
-    """
-    from medkit.eval.metric_info import objective_unit
-
-    last_step: dict[int, int] = {}
-    for r in steps:
-        last_step[int(r["stage"])] = max(last_step.get(int(r["stage"]), 0), int(r["step"]))
-    offset, total = {}, 0
-    for stage in sorted(last_step):
-        offset[stage] = total
-        total += last_step[stage]
-    series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-    for r in steps:
-        xs, ys = series.setdefault((str(r["modality"]), str(r.get("role", "current"))), ([], []))
-        xs.append(offset[int(r["stage"])] + int(r["step"]))
-        ys.append(float(r["loss"]))
-    mods = sorted({m for m, _ in series})
-    from matplotlib.ticker import MaxNLocator
-
-    unknown = "training loss (each modality's own objective)"
-    unit_of = {m: objective_unit((objectives or {}).get(m)) if objectives else unknown for m in mods}
-    units = sorted(set(unit_of.values())) or [unknown]
-    fig = new_figure(9.0, 1.2 + 2.8 * len(units))
-    axes = [fig.add_subplot(len(units), 1, 1)]
-    axes += [fig.add_subplot(len(units), 1, k + 1, sharex=axes[0]) for k in range(1, len(units))]
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    colours = {m: f"C{k % 10}" for k, m in enumerate(mods)}
-    styles: dict[str, str] = {}
-    for (m, role), (xs, ys) in sorted(series.items()):
-        key = f"{m} ({role})"
-        styles[key] = "-" if role == "current" else "--"
-        ax = axes[units.index(unit_of[m])]
-        ax.plot(xs, _smooth(ys, window), color=colours[m], linestyle=styles[key], linewidth=1.2, label=key)
-    buffered = any(role != "current" for _, role in series)
-    for k, (ax, unit) in enumerate(zip(axes, units)):
-        for stage in sorted(offset)[1:]:
-            ax.axvline(offset[stage] + 0.5, color="0.7", linewidth=0.8)
-        if k == 0:  # name each stage over its segment (a --from run starts at a later stage)
-            for stage in sorted(offset):
-                ax.text(offset[stage] + 0.5 + last_step[stage] / 2, 1.0, f"stage {stage}", fontsize=7,
-                        ha="center", va="bottom", color="0.4", transform=ax.get_xaxis_transform())
-        ax.set_ylabel(f"{unit}\n(moving mean of {window})", fontsize=8)
-        if ax.lines:
-            ax.legend(fontsize=7, loc="upper right")
-    axes[-1].set_xlabel("optimizer step (this run's stages end to end; grey lines: stage ends)")
-    title = "training loss per modality, on training batches"
-    axes[0].set_title(title + (" (dashed: rehearsal-buffer batches)" if buffered else ""), fontsize=10, pad=14)
-    fig.tight_layout()
-    return fig, styles
-
-
-def loss_curves_png(path: Path, steps: Sequence[Mapping[str, Any]], *,
-                    objectives: Mapping[str, str] | None = None, window: int = 5) -> dict[str, str]:
-    """Write :func:`loss_curves_figure` to ``path``; returns the line styles."""
-    fig, styles = loss_curves_figure(steps, objectives=objectives, window=window)
-    save_png(fig, path)
-    return styles
+__all__ = ["colour_scale", "draw_heatmap", "heatmap_figure", "heatmap_png", "loss_curves_figure",
+           "loss_curves_png", "new_figure", "save_png", "text_colour"]

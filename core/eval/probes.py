@@ -141,13 +141,16 @@ def probe_metrics(options: ProbeOptions) -> list[str]:
 
 
 def probe_modality(ctx: Any, modality: str, options: ProbeOptions | None = None,
-                   ) -> tuple[dict[str, float], str | None]:
+                   counts: dict[str, int] | None = None) -> tuple[dict[str, float], str | None]:
     """``({"knn_acc": a, "linear_acc": b}, None)`` for ``modality`` with the live encoder, or
     ``({}, reason)`` when its data cannot be probed. ``knn_k <= 0`` / ``linear_steps <= 0`` leaves
-    that probe out. Call it inside ``strategy.eval_context``."""
+    that probe out. Call it inside ``strategy.eval_context``. A ``counts`` dict given is filled
+    with ``{"train": memory samples, "query": held-out queries}`` (an accuracy's denominator)."""
     o = options or ProbeOptions()
     split = labelled_split(ctx.eval_sets[modality], ctx.train_indices[modality], ctx.val_indices[modality],
                            max_train=o.max_train, max_query=o.max_query)
+    if counts is not None:
+        counts.update(train=len(split.train), query=len(split.query))
     if split.reason is not None:
         return {}, split.reason
     mem = ctx.features(modality, split.train)  # [N, D]

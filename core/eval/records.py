@@ -38,7 +38,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def evaluation_record(stage_index: int, modalities: Sequence[str], metrics: Mapping[str, Mapping[str, float]],
-                      unavailable: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+                      unavailable: Mapping[str, Mapping[str, str]] | None = None,
+                      counts: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """The record of the evaluation after the engine's stage ``stage_index`` (0-based, as the engine
     counts); the record itself says ``after_stage = stage_index + 1``.
 
@@ -48,6 +49,8 @@ def evaluation_record(stage_index: int, modalities: Sequence[str], metrics: Mapp
         metrics: ``{metric: {modality: value}}``; a non-finite value is moved to ``unavailable``.
         unavailable: ``{metric: {modality: reason}}`` for cells that should hold a value but do not
             (no held-out sample, not evaluated after ``--from`` without ``--data``...).
+        counts: ``{metric: {modality: n}}``: the held-out samples a value rests on (a probe's
+            queries); kept as the record's ``counts`` for the values present.
     """
     values: dict[str, dict[str, float]] = {}
     missing: dict[str, dict[str, str]] = {k: dict(v) for k, v in (unavailable or {}).items()}
@@ -58,8 +61,12 @@ def evaluation_record(stage_index: int, modalities: Sequence[str], metrics: Mapp
                 missing.setdefault(metric, {}).setdefault(m, "the evaluation gave no finite value")
             else:
                 values[metric][m] = float(v)
-    return {STAGE_KEY: int(stage_index) + 1, "modalities": list(modalities), "metrics": values,
-            "unavailable": {k: v for k, v in missing.items() if v}}
+    out = {STAGE_KEY: int(stage_index) + 1, "modalities": list(modalities), "metrics": values,
+           "unavailable": {k: v for k, v in missing.items() if v}}
+    kept = {k: {m: int(n) for m, n in per.items() if m in values.get(k, {})} for k, per in (counts or {}).items()}
+    if any(kept.values()):
+        out["counts"] = {k: v for k, v in kept.items() if v}
+    return out
 
 
 def normalise_record(record: Mapping[str, Any], *, source: str = "eval.json") -> dict[str, Any]:
@@ -73,7 +80,7 @@ def normalise_record(record: Mapping[str, Any], *, source: str = "eval.json") ->
         raise CheckpointError(f"{source}: an evaluation record has neither {STAGE_KEY!r} nor 'stage' "
                               f"({sorted(record)}); the file is not a medkit eval.json")
     out = evaluation_record(number - 1, record.get("modalities", []), record.get("metrics", {}),
-                            record.get("unavailable"))
+                            record.get("unavailable"), record.get("counts"))
     return out
 
 

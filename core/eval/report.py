@@ -144,14 +144,16 @@ def _config_table(run: Mapping[str, Any]) -> str:
     return markdown_table(["key", "value"], summary)
 
 
-def write_report(run_dir: Path, *, baseline: Path | None = None) -> Path:
+def write_report(run_dir: Path, *, baseline: Path | None = None, components: Any | None = None) -> Path:
     """Write ``RUN_DIR/report/``: one heat map per matrix, loss curves, ``report.md`` (opening with
-    :func:`change_summary`) and ``metrics.json`` (strict JSON). A run directory that cannot be
-    written is a :class:`CheckpointError` naming it and the fix."""
+    :func:`change_summary`) and ``metrics.json`` (strict JSON); with ``components`` (the plugin
+    host), also a preview of what the model was fed for every modality it trained on
+    (:func:`medkit.eval.preview.run_previews`). A run directory that cannot be written is a
+    :class:`CheckpointError` naming it and the fix."""
     run = load_run(run_dir)
     out = Path(run_dir) / REPORT_DIR
     try:
-        return _write_report(run, out, Path(run_dir), baseline)
+        return _write_report(run, out, Path(run_dir), baseline, components)
     except OSError as exc:  # a read-only run directory (a received run, a shared or mounted copy)
         import errno
 
@@ -162,7 +164,8 @@ def write_report(run_dir: Path, *, baseline: Path | None = None) -> Path:
                               f"again") from exc
 
 
-def _write_report(run: dict[str, Any], out: Path, run_dir: Path, baseline: Path | None) -> Path:
+def _write_report(run: dict[str, Any], out: Path, run_dir: Path, baseline: Path | None,
+                  components: Any | None = None) -> Path:
     from medkit.eval.plots import heatmap_png, loss_curves_png
 
     out.mkdir(exist_ok=True)
@@ -189,6 +192,8 @@ def _write_report(run: dict[str, Any], out: Path, run_dir: Path, baseline: Path 
         loss_curves_png(out / "loss_curves.png", run["steps"], objectives=run["objectives"])
         parts += ["## Training loss", "", "Losses of the training batches (each modality's own objective).",
                   "", "![loss curves](loss_curves.png)", ""]
+    if components is not None:
+        parts += _preview_section(run, out, components)
     parts += ["## Continual-learning metrics", "",
               "Forgetting > 0 means worse than right after the modality's own stage; BWT/FWT > 0 "
               "means better (signs are flipped for the loss). Means over modalities are only given "
@@ -198,3 +203,18 @@ def _write_report(run: dict[str, Any], out: Path, run_dir: Path, baseline: Path 
     write_json(out / "metrics.json", {k: v.to_dict() for k, v in cl.items()})
     (out / "summary.txt").write_text("\n".join(summary) + "\n", encoding="utf-8")
     return out
+
+
+def _preview_section(run: Mapping[str, Any], out: Path, components: Any) -> list[str]:
+    """``## What the model was fed``: one preview per modality the run trained on."""
+    from medkit.eval.preview import run_previews
+
+    made = run_previews(run["config"], run["manifest"], out, components)
+    if not made:
+        return []
+    lines = ["## What the model was fed", "", "Samples of each modality the run trained on, read from the "
+             "folder it trained on with its options: as read, preprocessed and augmented (`medkit data "
+             "preview` draws the same for any folder).", ""]
+    for m, png, why in made:
+        lines += [f"![{m} preview]({png})", ""] if png else [f"- {m}: no preview ({why})", ""]
+    return lines

@@ -119,7 +119,23 @@ def pooled_features(encoder: Any, modality: str, tokenizer: str, dataset: Any, i
     return torch.cat(out)
 
 
-def scatter_png(y: np.ndarray, groups: Sequence[str], path: Path, *, title: str) -> Path:
+def trained_on(run_dir: Path, run_cfg: dict[str, Any]) -> list[str]:
+    """The modalities the run's finished stages trained on (its ``manifest.json``; without one, the
+    modalities its config names)."""
+    manifest_path = Path(run_dir) / "manifest.json"
+    if manifest_path.is_file():
+        from medkit.config.received import received_manifest
+
+        out: list[str] = []
+        for stage in received_manifest(manifest_path).get("stages", []):
+            if stage.get("status") == "done":
+                out += [m for m in stage.get("modalities", []) if m not in out]
+        return out
+    return list(run_cfg.get("run", {}).get("modalities", []))
+
+
+def scatter_png(y: np.ndarray, groups: Sequence[str], path: Path, *, title: str,
+                untrained: Sequence[str] = ()) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -130,7 +146,9 @@ def scatter_png(y: np.ndarray, groups: Sequence[str], path: Path, *, title: str)
     labels = np.asarray(groups)
     for i, name in enumerate(names):
         pts = y[labels == name]
-        ax.scatter(pts[:, 0], pts[:, 1], s=10, alpha=0.75, color=f"C{i % 10}", label=f"{name} ({len(pts)})")
+        never = ", never trained on" if name in untrained else ""
+        ax.scatter(pts[:, 0], pts[:, 1], s=10, alpha=0.75, color=f"C{i % 10}", label=f"{name} ({len(pts)}{never})",
+                   marker="x" if never else "o")
     ax.legend(fontsize=8, markerscale=2)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -157,6 +175,13 @@ def embed_modalities(run_dir: Path, modalities: Sequence[str], data: dict[str, s
         raise ConfigError(f"{run_dir} is not a pre-training run (medkit run); embed reads its encoder")
     if not modalities:
         raise ConfigError("select at least one modality with --modality")
+    trained = trained_on(run_dir, run_cfg)
+    untrained = [m for m in modalities if m not in trained]
+    if untrained:
+        log.warning("%s was trained on %s only; %s %s never seen in training: %s embedding shows the "
+                    "untrained tokenizer's features, not what the model learnt", run_dir.name,
+                    ", ".join(trained) or "no finished stage", ", ".join(untrained),
+                    "was" if len(untrained) == 1 else "were", "its" if len(untrained) == 1 else "their")
     uses = run_cfg["run"]["uses"]
     tok_of = {m: uses[m]["tokenizer"] if m in uses else modality_info(m, host)[1] for m in modalities}
     names = list(dict.fromkeys(tok_of.values()))
@@ -179,7 +204,10 @@ def embed_modalities(run_dir: Path, modalities: Sequence[str], data: dict[str, s
     x = torch.cat(feats)
     y, used = tsne(x, method=method, seed=seed)
     png = Path(out) if out else run_dir / "embed" / f"tsne-{'-'.join(modalities)}.png"
-    scatter_png(y, groups, png, title=f"{used} t-SNE of pooled embeddings — {run_dir.name}")
-    atomic_write_json(png.with_suffix(".json"), {"method": used, "run_dir": str(run_dir), "points": [
+    scatter_png(y, groups, png, title=f"{used} t-SNE of pooled embeddings — {run_dir.name}\ntrained on: "
+                f"{', '.join(trained) or 'no finished stage'}", untrained=untrained)
+    atomic_write_json(png.with_suffix(".json"), {"method": used, "run_dir": str(run_dir), "trained_on": trained,
+                                                 "never_trained_on": untrained, "points": [
         {"id": i, "modality": g, "x": float(a), "y": float(b)} for i, g, (a, b) in zip(ids, groups, y)]})
-    return {"png": str(png), "method": used, "count": int(len(groups))}
+    return {"png": str(png), "method": used, "count": int(len(groups)), "trained_on": trained,
+            "never_trained_on": untrained}

@@ -123,7 +123,7 @@ def card_metadata(*, arch: Mapping[str, Any], manifest: Mapping[str, Any], licen
 
 
 def render_heatmap(matrices: Mapping[str, Matrix], out: Path, *, objectives: Mapping[str, str] | None = None) -> Path:
-    """Every matrix in one PNG, one panel per metric with its own scale (:mod:`medkit.eval.plots`)."""
+    """Every matrix in one PNG, one panel per metric, the report's fixed change scale (:mod:`medkit.eval.plots`)."""
     from medkit.eval.plots import heatmap_png
 
     out = Path(out)

@@ -59,9 +59,23 @@ def write_error(path: Path, exc: OSError, *, existed: bool | None = None,
     return CheckpointError(f"cannot write {path}: {text}{f' ({name})' if name else ''}; {kept}; {fix}")
 
 
+def ordinary_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
+    umask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file beside ``path`` with the permissions of a plain ``open()`` under the umask, not
+    ``mkstemp``'s private 0600: every file medkit writes atomically reads like any other file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        os.fchmod(fd, ordinary_file_mode())
+    except OSError:  # a file system without POSIX modes: keep what mkstemp gave
+        pass
+    return fd, tmp
 
 
 def _same_inode(a: str | Path, b: str | Path) -> bool:

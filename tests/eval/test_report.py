@@ -54,6 +54,9 @@ def test_report_writes_pngs_and_markdown(runs: dict[str, Path]) -> None:
     assert lines[0].startswith("sequential run ") and "synth_a → synth_b" in lines[0]
     assert any(line.startswith("pretext loss, run's own decoder (lower is better): synth_a ") and "→" in line for line in lines[1:3])
     assert md.index("## What changed") < md.index("## Configuration")
+    # the pictures are files like report.md: one mode for all, that of a plain open() (today PNGs were 0600)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1, modes
     keep = os.environ.get("MEDKIT_PICTURES")
     if keep:
         import shutil
@@ -112,3 +115,22 @@ def test_loss_curves_distinguish_buffer_role(tmp_path: Path) -> None:
     styles = plot_losses(tmp_path / "loss.png", steps)
     assert styles == {"a (current)": "-", "a (buffer)": "--", "b (current)": "-"}
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_probe_cells_record_and_show_their_sample_count(runs: dict[str, Path]) -> None:
+    from medkit.eval.matrices import run_matrices
+    from medkit.eval.plots import heatmap_figure
+
+    records = json.loads((runs["sequential"] / "metrics" / "eval.json").read_text())
+    for record in records:
+        for metric in ("knn_acc", "linear_acc"):
+            counts = record["counts"][metric]
+            assert set(counts) == set(record["metrics"][metric]) and all(n > 0 for n in counts.values())
+    acc = run_matrices(runs["sequential"])["knn_acc"]
+    assert all(n is not None and n > 0 for row in acc.counts for n in row)
+    ax = [a for a in heatmap_figure([acc]).axes if a.get_title()][0]
+    cells = [t.get_text() for t in ax.texts]
+    assert len(cells) == 4 and all("\nn=" in c for c in cells)
+    from medkit.eval.matrices import matrix_markdown
+
+    assert matrix_markdown(acc).count(" (n=") == 4  # report.md's table says it too

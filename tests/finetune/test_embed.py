@@ -57,3 +57,19 @@ def test_embed_command(medkit, pretrained_run: Path, tmp_path: Path) -> None:
     points = json.loads(out.with_suffix(".json").read_text())
     assert points["method"] == "torch" and len(points["points"]) == 16
     assert {p["modality"] for p in points["points"]} == {"synth_a", "synth_2d"}
+
+
+def test_embed_names_what_the_run_trained_on_and_warns_about_the_rest(medkit, pretrained_run: Path, tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """``embed runs/real_ct --modality mri`` plotted a modality the run never saw without a word."""
+    from medkit.testing.synthetic import use_synthetic_host
+
+    use_synthetic_host()
+    out = tmp_path / "tsne.png"
+    res = medkit("embed", str(pretrained_run), "--modality", "synth_a,synth_b", "--max-samples", "4",
+                 "--method", "pca", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "the model was trained on: synth_a, synth_2d" in res.output
+    assert "synth_b was never seen in training" in res.output + caplog.text  # the warning, logged once
+    points = json.loads(out.with_suffix(".json").read_text())
+    assert points["trained_on"] == ["synth_a", "synth_2d"] and points["never_trained_on"] == ["synth_b"]

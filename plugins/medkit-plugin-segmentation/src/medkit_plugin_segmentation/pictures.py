@@ -20,6 +20,20 @@ def middle_slice(x: np.ndarray) -> np.ndarray:
     return x if x.ndim == 2 else x[x.shape[0] // 2]
 
 
+def metrics_title(metrics: dict[str, float], split: str, *, three_d: bool = False) -> str:
+    """The overlay figure's title: mean Dice and HD95 over the classes and, where the classes' values
+    differ, one more line per metric with each class's own (a mean HD95 of 134.5 driven by one
+    class says which)."""
+    lines = [f"{split} split: Dice {metrics['dice']:.3f}  HD95 {metrics['hd95']:.2f} voxels"
+             + (" (middle slice shown)" if three_d else "")]
+    for key, label, fmt in (("dice", "Dice", ".3f"), ("hd95", "HD95", ".2f")):
+        per = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{key}/")}
+        if len(per) > 1 and len({f"{v:{fmt}}" for v in per.values()}) > 1:
+            lines.append(f"{label} per class (the line above is their mean): "
+                         + ", ".join(f"{n} {v:{fmt}}" for n, v in per.items()))
+    return "\n".join(lines)
+
+
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB ``[H, W, 3]`` in [0, 1]: the grey image with every class > 0 tinted by its colour."""
     low, high = float(image.min()), float(image.max())
@@ -53,7 +67,7 @@ def overlays_png(examples: Sequence[dict[str, Any]], class_names: Sequence[str],
     fig.legend(handles=handles, loc="lower center", ncol=max(1, len(handles)), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.05, 1, 1 - 0.22 / (3.0 * rows + 0.8) * (title.count("\n") + 1)))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(Path(path), buf.getvalue())

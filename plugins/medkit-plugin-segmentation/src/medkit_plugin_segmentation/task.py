@@ -253,10 +253,7 @@ class SegmentationTask:
         return {"metrics": metrics, "score": metrics["dice"], "examples": examples}
 
     def pictures(self, evaluation: dict[str, Any], out_dir: Path, class_names: Sequence[str]) -> list[Path]:
-        from medkit_plugin_segmentation.pictures import overlays_png
+        from medkit_plugin_segmentation.pictures import metrics_title, overlays_png
 
-        m = evaluation["metrics"]
-        split = evaluation.get("split", "evaluation")
-        title = (f"{split} split: Dice {m['dice']:.3f}  HD95 {m['hd95']:.2f} voxels"
-                 + (" (middle slice shown)" if self.dims == 3 else ""))
+        title = metrics_title(evaluation["metrics"], evaluation.get("split", "evaluation"), three_d=self.dims == 3)
         return [overlays_png(evaluation["examples"], class_names, Path(out_dir) / "overlays.png", title=title)]
