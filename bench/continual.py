@@ -69,6 +69,7 @@ def base_overrides(args: argparse.Namespace, modalities: tuple[str, ...] = MODAL
             "trainer.eval_batches=8", "trainer.checkpoint_every=1000000", "trainer.log_every=1000000",
             "trainer.probe_unseen=true", f"trainer.probe_max_train={args.probe_train}",
             "trainer.probe_max_query=256", f"trainer.probe_linear_steps={args.probe_steps}",
+            f"trainer.probe_refit_steps={args.refit_steps}",
             f"objective.mae.norm_pix_loss={str(args.norm_pix).lower()}", f"optim.lr={args.lr}",
             *[f"modality.{m}.num_samples={args.samples}" for m in modalities], *args.override]
 
@@ -303,6 +304,8 @@ def main() -> None:
     p.add_argument("--patch", type=int, default=8, help="patch edge of patch_2d on the 32 × 32 images")
     p.add_argument("--probe-train", type=int, default=384)
     p.add_argument("--probe-steps", type=int, default=100)
+    p.add_argument("--refit-steps", type=int, default=100,
+                   help="steps of the fresh head behind refit_loss, the refitted-decoder loss (0: off)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--norm-pix", action="store_true", help="MAE's per-patch normalised targets (off: raw pixels)")
     p.add_argument("--override", action="append", default=[], help="extra KEY=VALUE for every run")

@@ -28,7 +28,8 @@ def test_continual_bench_runs_and_keeps_its_checks(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "continual.py"), "--steps", "6", "--seeds", "0,1",
          "--strategies", "sequential,packnet", "--samples", "96", "--val-fraction", "0.3",
-         "--probe-train", "48", "--probe-steps", "3", "--batch-size", "8", "--jobs", "1", "--out", str(out)],
+         "--probe-train", "48", "--probe-steps", "3", "--refit-steps", "2", "--batch-size", "8", "--jobs", "1",
+         "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = _strict((out / "continual.json").read_text(encoding="utf-8"))
