@@ -23,9 +23,11 @@ features), so on this data forgetting shows in the pretext loss, not in the prob
 * ``joint`` trains one stage of ``T × --steps`` steps: the same total compute as a continual run.
 * ``tfs`` trains nothing: the untrained encoder (the FWT baseline and a floor for accuracy).
 * ``ewc``'s λ is chosen by a documented rule: a sweep over ``--ewc-grid`` on the first two stages
-  with a seed that is not an evaluation seed (``--sweep-seed``); the λ with the lowest mean final
-  held-out pretext loss over those two modalities wins (ties: the smaller λ). Its default λ = 1 is
-  far too small for a minibatch-mean Fisher (issue 11), so the sweep replaces it.
+  with a seed that is not an evaluation seed (``--sweep-seed``), on *other* procedural objects than
+  every reported run's (``SWEEP_SOURCE_OFFSET``: no training or held-out sample of a reported run is
+  read); the λ with the lowest mean final refitted-decoder loss over those two modalities wins (ties:
+  the smaller λ) — a λ that freezes the encoder loses on the second modality, one that forgets on the
+  first. Its default λ = 1 is far too small for a minibatch-mean Fisher, so the sweep replaces it.
 
 Writes ``<out>/continual.json`` (every run's metrics, mean ± std per strategy, 95 % t-intervals of
 the forgetting of the first stage, wall time, ``uptime`` load before and after), ``continual.md``
@@ -58,7 +60,7 @@ from medkit.eval.records import json_safe  # noqa: E402  (strict JSON: null, nev
 
 MODALITIES = ("bench_fields", "bench_gratings", "bench_shapes")
 STRATEGIES = ("sequential", "joint", "rehearsal", "er", "ewc", "packnet", "cassle")
-METRICS = ("linear_acc", "knn_acc", "pretext_loss")
+METRICS = ("linear_acc", "knn_acc", "refit_loss", "pretext_loss")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -134,25 +136,41 @@ def run_all(jobs: list[dict[str, Any]], pool: Any) -> list[dict[str, Any]]:
     return list(pool.map(_run_job, jobs))
 
 
-def sweep_ewc(root: Path, args: argparse.Namespace, pool: Any = None) -> dict[str, Any]:
-    """λ with the lowest mean final held-out pretext loss on stages 1-2 with the sweep seed."""
+#: the sweep's data: other procedural objects (sources from here on) under other ids, so tuning reads
+#: no sample — training or held-out — of any reported run
+SWEEP_SOURCE_OFFSET = 100_000
+SWEEP_METRIC = "refit_loss"
+
+
+def sweep_jobs(root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The EWC λ sweep's runs: stages 1-2, the sweep seed, on data disjoint from the reported runs'."""
     grid = [float(x) for x in args.ewc_grid.split(",") if x]
-    jobs = [{"root": str(root / "sweep"), "strategy": "ewc", "seed": args.sweep_seed, "steps": args.steps,
-             "modalities": list(MODALITIES[:2]), "args": args, "extra": [f"strategy.lam={lam}"],
-             "tag": f"-lam{lam:g}"} for lam in grid]
+    data = [f"modality.{m}.source_offset={SWEEP_SOURCE_OFFSET}" for m in MODALITIES[:2]]
+    return [{"root": str(root / "sweep"), "strategy": "ewc", "seed": args.sweep_seed, "steps": args.steps,
+             "modalities": list(MODALITIES[:2]), "args": args, "extra": [f"strategy.lam={lam}", *data],
+             "tag": f"-lam{lam:g}", "lam": lam} for lam in grid]
+
+
+def sweep_ewc(root: Path, args: argparse.Namespace, pool: Any = None) -> dict[str, Any]:
+    """λ with the lowest mean final refitted-decoder loss of stages 1-2 on the sweep's own data."""
+    jobs = sweep_jobs(root, args)
+    grid = [j["lam"] for j in jobs]
     trials = []
-    for lam, rec in zip(grid, run_all(jobs, pool)):
+    for lam, rec in zip(grid, run_all([{k: v for k, v in j.items() if k != "lam"} for j in jobs], pool)):
         m = metrics_of(Path(rec["run_dir"]), None)
-        loss = m.get("pretext_loss") or {}
-        trials.append({"lam": lam, "final_pretext_loss": loss.get("final_mean"),
-                       "forgetting_first": loss.get("forgetting_first"),
+        chosen = m.get(SWEEP_METRIC) or {}
+        trials.append({"lam": lam, f"final_{SWEEP_METRIC}": chosen.get("final_mean"),
+                       "final_pretext_loss": (m.get("pretext_loss") or {}).get("final_mean"),
+                       "forgetting_first": chosen.get("forgetting_first"),
                        "final_linear_acc": (m.get("linear_acc") or {}).get("final_mean"), "wall_s": rec["wall_s"]})
-    best = min((t for t in trials if t["final_pretext_loss"] is not None),
-               key=lambda t: (round(t["final_pretext_loss"], 6), t["lam"]), default={"lam": 1.0})
-    return {"rule": "argmin over the grid of the mean final held-out pretext loss of stages 1-2 "
-                    f"({', '.join(MODALITIES[:2])}; the objective EWC protects, so it weighs stability "
-                    f"against plasticity), seed {args.sweep_seed} (not an evaluation seed); ties: the "
-                    "smaller λ", "grid": grid, "trials": trials, "lam": best["lam"]}
+    best = min((t for t in trials if t[f"final_{SWEEP_METRIC}"] is not None),
+               key=lambda t: (round(t[f"final_{SWEEP_METRIC}"], 6), t["lam"]), default={"lam": 1.0})
+    return {"rule": f"argmin over the grid of the mean final refitted-decoder loss ({SWEEP_METRIC}) of stages "
+                    f"1-2 ({', '.join(MODALITIES[:2])}): what the encoder still holds of the first modality "
+                    f"and what it learnt of the second, so a λ that stops learning loses on the second; "
+                    f"seed {args.sweep_seed}, on other procedural sources (from {SWEEP_SOURCE_OFFSET}) than "
+                    f"every reported run's, so no reported number's data is read; ties: the smaller λ",
+            "grid": grid, "trials": trials, "lam": best["lam"]}
 
 
 def summarise(values: list[float | None]) -> dict[str, Any]:

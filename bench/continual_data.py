@@ -98,12 +98,13 @@ class ProceduralDataset(TrainViewMixin):
     """The samples of one procedural modality; ``load(i, seed)`` flips horizontally when the train
     view's augmentation seed says so (a flip keeps every class)."""
 
-    def __init__(self, root: Path, train: bool, kind: str) -> None:
+    def __init__(self, root: Path, train: bool, kind: str, source_offset: int = 0) -> None:
         index = json.loads((Path(root) / "index.json").read_text())
         self.kind, self.train, self.root = kind, train, Path(root)
+        self.source_offset = int(source_offset)
         self.ids = list(index["ids"])
         n_cls = len(KINDS[kind])
-        self.sources = [f"{kind}/s{i // VIEWS_PER_SOURCE:04d}" for i in range(len(self.ids))]
+        self.sources = [f"{kind}/s{self.source_offset + i // VIEWS_PER_SOURCE:04d}" for i in range(len(self.ids))]
         self.labels = [(i // VIEWS_PER_SOURCE) % n_cls for i in range(len(self.ids))]
         self.class_names = list(KINDS[kind])
         self.skipped: list[tuple[str, str]] = []
@@ -113,7 +114,7 @@ class ProceduralDataset(TrainViewMixin):
 
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         src, view = divmod(index, VIEWS_PER_SOURCE)
-        x = render(self.kind, self.labels[index], src, view)
+        x = render(self.kind, self.labels[index], self.source_offset + src, view)
         if self.train and seed is not None and self.kind != "bench_fields":
             if torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5:
                 x = x.flip(-1)
@@ -121,21 +122,25 @@ class ProceduralDataset(TrainViewMixin):
 
 
 class ProceduralModality:
-    """A 2D modality (``patch_2d``, MAE) whose demo data is an index of ``num_samples`` ids."""
+    """A 2D modality (``patch_2d``, MAE) whose demo data is an index of ``num_samples`` ids.
+
+    ``source_offset`` renders other objects (sources ``offset..offset + n``) under other ids: data that
+    shares no sample with the default set, for tuning settings on data no reported number uses."""
 
     default_objective = "mae"
     default_tokenizer = "patch_2d"
     dims = 2
 
-    def __init__(self, name: str, num_samples: int = 480) -> None:
-        self.name, self.num_samples = name, int(num_samples)
+    def __init__(self, name: str, num_samples: int = 480, source_offset: int = 0) -> None:
+        self.name, self.num_samples, self.source_offset = name, int(num_samples), int(source_offset)
 
     def demo_data(self, root: Path) -> Path:
         from medkit.storage.files import atomic_write_text
 
         root = Path(root)
         index = root / "index.json"
-        text = json.dumps({"ids": [f"{self.name}/{i:04d}" for i in range(self.num_samples)]})
+        first = self.source_offset * VIEWS_PER_SOURCE
+        text = json.dumps({"ids": [f"{self.name}/{first + i:04d}" for i in range(self.num_samples)]})
         if not index.exists() or index.read_text() != text:
             atomic_write_text(index, text)
         return root
@@ -145,19 +150,19 @@ class ProceduralModality:
 
         if not (Path(data) / "index.json").exists():
             raise DataError(f"{data}: no index.json of procedural ids; let the bench write its demo data")
-        return ProceduralDataset(Path(data), train, self.name)
+        return ProceduralDataset(Path(data), train, self.name, self.source_offset)
 
 
-def make_shapes(num_samples: int = 480) -> ProceduralModality:
-    return ProceduralModality("bench_shapes", num_samples)
+def make_shapes(num_samples: int = 480, source_offset: int = 0) -> ProceduralModality:
+    return ProceduralModality("bench_shapes", num_samples, source_offset)
 
 
-def make_gratings(num_samples: int = 480) -> ProceduralModality:
-    return ProceduralModality("bench_gratings", num_samples)
+def make_gratings(num_samples: int = 480, source_offset: int = 0) -> ProceduralModality:
+    return ProceduralModality("bench_gratings", num_samples, source_offset)
 
 
-def make_fields(num_samples: int = 480) -> ProceduralModality:
-    return ProceduralModality("bench_fields", num_samples)
+def make_fields(num_samples: int = 480, source_offset: int = 0) -> ProceduralModality:
+    return ProceduralModality("bench_fields", num_samples, source_offset)
 
 
 @hookimpl

@@ -97,3 +97,32 @@ def test_mae_step_bench_runs_each_mode_against_its_own_ceiling(tmp_path: Path) -
     assert table[0].split()[:3] == ["case", "mode", "device"] and set(table[1]) == {"-"}
     assert [line.split()[1] for line in table[2:]] == ["fp32", "bf16", "bf16+compile"]
     assert "reference: none for these settings" in proc.stdout
+
+
+def test_the_ewc_sweep_reads_no_sample_of_a_reported_run(tmp_path: Path) -> None:
+    """λ is tuned on other procedural objects than every reported run's: no id, no source and no
+    image of the sweep's data is in the evaluation data (training or held-out)."""
+    import argparse
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import continual
+        import continual_data
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    args = argparse.Namespace(ewc_grid="1,100", sweep_seed=100, steps=5)
+    jobs = continual.sweep_jobs(tmp_path, args)
+    assert [j["lam"] for j in jobs] == [1.0, 100.0]
+    for m in continual.MODALITIES[:2]:
+        key = f"modality.{m}.source_offset="
+        offsets = {int(e.split("=")[1]) for j in jobs for e in j["extra"] if e.startswith(key)}
+        assert offsets == {continual.SWEEP_SOURCE_OFFSET}
+        reported = continual_data.ProceduralModality(m, 96)
+        sweep = continual_data.ProceduralModality(m, 96, source_offset=continual.SWEEP_SOURCE_OFFSET)
+        a = reported.dataset(reported.demo_data(tmp_path / "a" / m), train=False)
+        b = sweep.dataset(sweep.demo_data(tmp_path / "b" / m), train=False)
+        assert not set(a.ids) & set(b.ids) and not set(a.sources) & set(b.sources)
+        assert not any(torch.equal(a.load(i)["input"], b.load(i)["input"]) for i in range(len(a)))
+    assert "refit" in continual.sweep_ewc.__doc__
