@@ -87,7 +87,8 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
         view = getattr(out.train[m], "view", None)
         out.eval[m] = view(train=False) if callable(view) else modality.dataset(path, train=False)
         sources = sources_of(out.train[m])
-        root = getattr(out.train[m], "root", None) or (path.parent if path.is_file() else path)
+        root = getattr(out.train[m], "root", None) or \
+            (path.parent if isinstance(path, Path) and path.is_file() else path)
         keys = sample_keys(out.train[m], Path(root), groups)
         train, val, both = split_by_group(sources, keys.groups, keys.keys, val_fraction, seed, previous=kept.get(m))
         if both:
@@ -126,7 +127,7 @@ def report_keys(modality: str, keys: SampleKeys, n_sources: int) -> None:
                     keys.groups[0])
 
 
-def check_prepared_keys(dataset: Any, groups: GroupOptions, path: Path) -> None:
+def check_prepared_keys(dataset: Any, groups: GroupOptions, path: Path | str) -> None:
     """Refuse prepared data whose group keys were found with other options than the run's.
 
     Raises:

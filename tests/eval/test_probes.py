@@ -90,7 +90,7 @@ class _Ctx:
         self.modalities = {"a": None, "b": None, "text": None}
         self.not_evaluated: dict = {}
         self.evaluation = EvaluationState()
-        self.seed = 0
+        self.seed, self.batch_size, self.rank, self.stage_index = 0, 4, 0, 0
         labels = [i % 2 for i in range(24)]
         self.eval_sets = {"a": _DS(labels), "b": _DS(labels), "text": _DS(None)}
         self.train_indices = {m: list(range(20)) for m in self.modalities}
@@ -108,7 +108,7 @@ def test_evaluate_seen_probes_labelled_and_unseen_and_skips_unlabelled(
 
     import medkit.eval.evaluate as ev
 
-    monkeypatch.setattr(ev, "pretext_loss", lambda ctx, m, max_batches: 0.5)
+    monkeypatch.setattr(ev, "pretext_loss", lambda ctx, m, max_batches, **kw: 0.5)
     strategy = type("S", (), {"eval_context": lambda self, ctx, m: contextlib.nullcontext()})()
     ctx = _Ctx()
     with caplog.at_level(logging.INFO, logger="medkit.eval.evaluate"):
