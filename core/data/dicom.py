@@ -14,6 +14,7 @@ import torch
 from medkit.api.errors import DataError
 from medkit.data.cache import DiskCache, VolumeCache
 from medkit.data.checks import check_finite
+from medkit.data.dicom_codecs import decode_error
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,7 @@ def decode(path: Path, ds: Any | None = None) -> DicomPixels:
     try:
         stored = np.asarray(ds.pixel_array)
     except Exception as exc:  # missing codec, truncated data, bad tags...
-        raise DataError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc}); "
-                        f"compressed transfer syntaxes need a decoder (pylibjpeg, gdcm or Pillow with "
-                        f"OpenJPEG) — {_FIX}") from exc
+        raise decode_error(path, ds, exc, _FIX) from exc
     if np.iscomplexobj(stored):
         raise DataError(f"{path}: holds complex pixel values; expected a 2D grey image — {_FIX}")
     colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3 and stored.ndim == 3 and stored.shape[-1] == 3

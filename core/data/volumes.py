@@ -17,6 +17,8 @@ from medkit.data.walk import walk
 from medkit.data.dicom_geometry import file_affine, has_pixel_spacing, in_plane, slice_step
 from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
 from medkit.data.checks import attribute_warnings, check_nifti_file, check_nifti_geometry
+from medkit.data.dicom_codecs import check_decodable, missing_decoder_of
+from medkit.data.dicom_enhanced import enhanced_affine, enhanced_file, is_enhanced, read_enhanced
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,8 @@ def _header(path: Path) -> Any:
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DataError(f"{path}: {EXPECTED} with one grey channel, got SamplesPerPixel="
                         f"{ds.get('SamplesPerPixel')} (a colour image)")
+    if "Rows" in ds:
+        check_decodable(path, ds)  # at indexing, not mid-run: names the decoder to install
     return ds
 
 
@@ -178,6 +182,8 @@ def _dicom_file(path: Path, rel: str, axcodes: str, ds: Any) -> Volume:
     _require_spacing(path, ds, slices=frames > 1)
     affine = file_affine(ds)
     shape = (int(ds.Columns), int(ds.Rows), frames)
+    if frames > 1 and is_enhanced(ds):  # per-frame positions and orientation (functional groups)
+        affine, shape = enhanced_affine(path, ds)
     check_edges(path, shape)
     axis = slice_axis(affine, axcodes)
     return Volume(rel, "dicom", (str(path),), shape[axis], _spacing(affine, axis),
@@ -376,6 +382,10 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
                 pattern = "^(" + "|".join(re.escape(p) for p in vol.paths) + ")$"
                 reader = PydicomReader(fname_regex=pattern)
                 img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(where)
+            elif enhanced_file(where):
+                data_np, affine_np = read_enhanced(name, where)  # per-frame rescale and position
+                img = MetaTensor(torch.from_numpy(data_np)[None], affine=torch.from_numpy(affine_np),
+                                 meta={"space": "RAS"})
             else:
                 raw = LoadImage(reader=PydicomReader(), image_only=True, ensure_channel_first=True)(where)
                 data = raw.as_tensor()
@@ -392,6 +402,9 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     except DataError:
         raise
     except Exception as exc:
+        why = None if vol.kind == "nifti" else missing_decoder_of(vol.paths[0])
+        if why is not None:
+            raise DataError(f"{name}: {why}; or set on_error=skip") from exc
         raise DataError(f"{name}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
                         f"{EXPECTED}; re-export or remove it, or set on_error=skip") from exc
     attribute_warnings(name, caught)
@@ -400,3 +413,4 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     if arr.shape[-1] != vol.slices:
         log.debug("%s: header predicted %d slices, read %d", where, vol.slices, arr.shape[-1])
     return arr
+
