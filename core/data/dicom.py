@@ -13,7 +13,7 @@ import torch
 
 from medkit.api.errors import DataError
 from medkit.data.cache import DiskCache, VolumeCache
-from medkit.data.checks import check_finite
+from medkit.data.checks import check_finite, convert_all, warnings_of
 from medkit.data.dicom_codecs import decode_error
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ def decode(path: Path, ds: Any | None = None) -> DicomPixels:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = ds if ds is not None else pydicom.dcmread(str(path))
+        if ds is None:
+            with warnings_of(path):
+                ds = convert_all(pydicom.dcmread(str(path)))
     except Exception as exc:  # pydicom raises many types for a damaged file
         raise DataError(f"{path}: cannot read this file as DICOM ({type(exc).__name__}: {exc}); {_FIX}") from exc
     try:
