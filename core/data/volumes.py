@@ -268,7 +268,10 @@ def _dicom_folder(folder: Path, folder_id: str, files: list[Path], base: Path, a
             return None
 
     def belongs(what: str, where: Any, ds: Any) -> bool:
-        return attempt(what, lambda: check_dicom_modality(where, ds, modality, check=check_modality) or True)
+        def check() -> bool:
+            check_dicom_modality(where, ds, modality, check=check_modality)
+            return True
+        return bool(attempt(what, check))
 
     pairs = [(p, ds) for p in files if (ds := attempt(rel(p), lambda p=p: _header(p))) is not None]
     images = [(p, ds) for p, ds in pairs if "Rows" in ds and "Columns" in ds]
