@@ -129,3 +129,17 @@ def test_missing_decoder_is_named_when_indexing_a_volume(tmp_path: Path, monkeyp
     found, skipped = find_volumes(tmp_path, "RAS", on_error="skip")
     assert [v.id for v in found] == ["ect.dcm"]
     assert [s[0] for s in skipped] == ["ct_j2k.dcm"] and "pylibjpeg-openjpeg" in skipped[0][1]
+
+
+def test_xray_indexing_skips_an_undecodable_file_naming_the_decoder(tmp_path: Path, monkeypatch) -> None:
+    from PIL import Image
+
+    from medkit.registry import create
+
+    shutil.copy(FIXTURES / "JPEG-LL.dcm", tmp_path / "ll.dcm")
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(tmp_path / "ok.png")
+    _hide_decoders(monkeypatch, pydicom.uid.JPEGLosslessSV1, ("pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.0"))
+    ds = create("modality", "xray", input_size=32, check_modality=False, on_error="skip").dataset(tmp_path, train=False)
+    assert ds.ids == ["ok.png"] and len(ds.skipped) == 1
+    file, why = ds.skipped[0]
+    assert file == "ll.dcm" and "pylibjpeg-libjpeg" in why and "JPEG Lossless" in why
