@@ -54,6 +54,7 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
         ds = PreparedDataset(mod, root, read_manifest(root), train=False)
     click.echo(f"modality: {modality}  data: {root}")
     click.echo(f"samples: {len(ds)}")
+    indexed = len(list(getattr(ds, "skipped", []) or []))  # loading samples below may skip more
     shapes: dict[str, int] = {}
     words: list[int] = []
     lo, hi = float("inf"), float("-inf")
@@ -91,7 +92,9 @@ def inspect(modality: str, path: str | None, on_error: str, limit: int) -> None:
         summary = ", ".join(f"{names[k] if 0 <= k < len(names) else k}: {v}" for k, v in sorted(counts.items()))
         click.echo(f"labels: {summary}")
     skipped = list(getattr(ds, "skipped", []) or [])
-    click.echo(f"skipped: {len(skipped)}")
+    later = len(skipped) - indexed
+    click.echo(f"skipped: {len(skipped)}" + (f" ({indexed} while indexing, {later} when their pixels were read)"
+                                             if later > 0 else ""))
     for file, reason in skipped:
         click.echo(f"  {file}: {reason}")
     _fail_on_nonfinite(bad, [f for f, reason in skipped if "non-finite" in reason])

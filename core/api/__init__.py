@@ -87,6 +87,10 @@ _EXPORTS: dict[str, str] = {
     "SPLITS": "medkit.data.items", "Item": "medkit.data.items", "ItemDataset": "medkit.data.items",
     "check_splits": "medkit.data.items",
     "check_edges": "medkit.data.checks", "check_finite": "medkit.data.checks",
+    "warnings_of": "medkit.data.checks", "convert_all": "medkit.data.checks",
+    "check_dicom_modality": "medkit.data.dicom_checks",
+    "check_dicom_decodable": "medkit.data.dicom_codecs:check_decodable",
+    "dicom_decode_error": "medkit.data.dicom_codecs:decode_error",
     "decode_dicom": "medkit.data.dicom:decode", "dicom_file_key": "medkit.data.dicom:file_key",
     "cached_image": "medkit.data.dicom:cached",
     "demo_is_current": "medkit.data.demo", "mark_demo": "medkit.data.demo", "save_image": "medkit.data.demo",
@@ -113,17 +117,16 @@ __all__ = [
     "StageState", "StateDict", "Strategy", "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task",
     "TaskSpec", "Tokenizer", "TokenizerSpec", "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume",
     "WindowedVolumeModality", "all_gather_cat", "atomic_write_bytes", "atomic_write_text", "barrier",
-    "broadcast_", "cached_image", "check_edges", "check_finite", "check_on_error", "check_splits",
-    "clip_zscore", "collate", "components_of", "decode_dicom", "default_blocks", "demo_is_current",
-    "dicom_file_key", "encode_labels", "entry", "file_stem",
-    "flat_config", "gather_cat", "gather_tokens", "generator", "global_step",
-    "has_suffix", "header_shape", "hookimpl", "hu_window", "init_vit_weights", "interpolate_grid", "is_main_rank",
-    "load_into", "load_state_checked", "load_volume", "make_noise",
-    "mark_demo", "matrix_markdown", "matrix_tables", "normalize", "pad_depth",
-    "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind", "read_array",
-    "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "resize_to", "save_image",
-    "sincos_init", "split_keys", "split_three", "stage_marker", "stage_scalars", "stage_title",
-    "step_scalars", "track", "walk", "work_reporter", "world_size", "write_csv", "write_nifti_demo",
+    "broadcast_", "cached_image", "check_dicom_decodable", "check_dicom_modality", "check_edges", "check_finite",
+    "check_on_error", "check_splits", "clip_zscore", "collate", "components_of", "convert_all", "decode_dicom",
+    "default_blocks", "demo_is_current", "dicom_decode_error", "dicom_file_key", "encode_labels", "entry",
+    "file_stem", "flat_config", "gather_cat", "gather_tokens", "generator", "global_step", "has_suffix",
+    "header_shape", "hookimpl", "hu_window", "init_vit_weights", "interpolate_grid", "is_main_rank", "load_into",
+    "load_state_checked", "load_volume", "make_noise", "mark_demo", "matrix_markdown", "matrix_tables", "normalize",
+    "pad_depth", "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind",
+    "read_array", "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "resize_to", "save_image",
+    "sincos_init", "split_keys", "split_three", "stage_marker", "stage_scalars", "stage_title", "step_scalars",
+    "track", "walk", "warnings_of", "work_reporter", "world_size", "write_csv", "write_nifti_demo",
 ]
 
 
@@ -149,7 +152,10 @@ if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api
     from medkit.api.version import API_MAJOR as API_VERSION
     from medkit.api.version import MEDKIT_API_VERSION
     from medkit.data.cache import DEFAULT_CACHE_BYTES
-    from medkit.data.checks import check_edges, check_finite
+    from medkit.data.checks import check_edges, check_finite, convert_all, warnings_of
+    from medkit.data.dicom_checks import check_dicom_modality
+    from medkit.data.dicom_codecs import check_decodable as check_dicom_decodable
+    from medkit.data.dicom_codecs import decode_error as dicom_decode_error
     from medkit.data.demo import demo_is_current, mark_demo, save_image, write_csv
     from medkit.data.dicom import cached as cached_image
     from medkit.data.dicom import decode as decode_dicom

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -79,14 +80,21 @@ def raw_pixdim(path: Any, with_affine: bool = False) -> Any:
     return pixdim, affine
 
 
+#: Warning texts already shown, per file, in this process (indexing and reading see the same ones).
+_SHOWN: dict[str, set[str]] = {}
+
+
 def attribute_warnings(where: Any, caught: list[warnings.WarningMessage]) -> None:
     """Re-emit a reader's warnings (nibabel, pydicom) once each through medkit's log, naming the file
     (the libraries' own messages name none); other libraries' warnings (MONAI, torch deprecations)
     stay at debug level."""
-    shown: set[str] = set()
+    shown = _SHOWN.setdefault(str(where), set())
+    if len(_SHOWN) > 10_000:  # a bound for long processes; only repeats would be shown again
+        _SHOWN.clear()
+        shown = _SHOWN.setdefault(str(where), set())
     for w in caught:
         text = " ".join(str(w.message).split())
-        if text in shown:
+        if any(old in text for old in shown):  # shown for this file already (pydicom may prefix it)
             continue
         shown.add(text)
         about_the_file = any(lib in str(w.filename) for lib in ("nibabel", "pydicom")) \
@@ -107,3 +115,49 @@ def check_nifti_geometry(path: Any, affine: np.ndarray, pixdim: np.ndarray | Non
     if not (norms > 1e-6).all() or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
         raise DataError(f"{path}: its affine {affine[:3, :3].round(4).tolist()} is singular (an axis of zero "
                         f"length); fix the header's qform/sform or remove the file")
+
+
+class _Swallow(logging.Filter):
+    """Keeps the records a library logs while :func:`warnings_of` runs, so they are shown with the file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            self.texts.append(record.getMessage())
+            return False
+        return True
+
+
+@contextmanager
+def warnings_of(where: Any) -> Iterator[None]:
+    """Around one file's read: pydicom's and nibabel's warnings (Python warnings, and pydicom's own
+    log records, which repeat them without a file name) are held back, then logged once each through
+    :func:`attribute_warnings`, naming ``where``, even when the read fails."""
+    held = _Swallow()
+    lib = logging.getLogger("pydicom")
+    lib.addFilter(held)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                lib.removeFilter(held)
+                known = {" ".join(str(w.message).split()) for w in caught}
+                for text in held.texts:  # a record without its Python warning (pydicom's plain log calls)
+                    if " ".join(text.split()) not in known:
+                        caught.append(warnings.WarningMessage(text, UserWarning, lib.name + "/pydicom", 0))
+                attribute_warnings(where, caught)
+    finally:
+        lib.removeFilter(held)
+
+
+def convert_all(ds: Any) -> Any:
+    """Convert every element of a pydicom dataset now (pydicom converts raw values on first access
+    and warns then, e.g. "Invalid value for VR UI"): inside :func:`warnings_of`, those warnings name
+    the file instead of surfacing later without one. Returns ``ds``."""
+    ds.walk(lambda _ds, _elem: None)
+    return ds

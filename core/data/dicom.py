@@ -13,7 +13,8 @@ import torch
 
 from medkit.api.errors import DataError
 from medkit.data.cache import DiskCache, VolumeCache
-from medkit.data.checks import check_finite
+from medkit.data.checks import check_finite, convert_all, warnings_of
+from medkit.data.dicom_codecs import decode_error
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,15 @@ def decode(path: Path, ds: Any | None = None) -> DicomPixels:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = ds if ds is not None else pydicom.dcmread(str(path))
+        if ds is None:
+            with warnings_of(path):
+                ds = convert_all(pydicom.dcmread(str(path)))
     except Exception as exc:  # pydicom raises many types for a damaged file
         raise DataError(f"{path}: cannot read this file as DICOM ({type(exc).__name__}: {exc}); {_FIX}") from exc
     try:
         stored = np.asarray(ds.pixel_array)
     except Exception as exc:  # missing codec, truncated data, bad tags...
-        raise DataError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc}); "
-                        f"compressed transfer syntaxes need a decoder (pylibjpeg, gdcm or Pillow with "
-                        f"OpenJPEG) — {_FIX}") from exc
+        raise decode_error(path, ds, exc, _FIX) from exc
     if np.iscomplexobj(stored):
         raise DataError(f"{path}: holds complex pixel values; expected a 2D grey image — {_FIX}")
     colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3 and stored.ndim == 3 and stored.shape[-1] == 3

@@ -85,14 +85,15 @@ class WindowedVolumeModality:
 
     def dataset(self, data: Path, *, train: bool) -> WindowDataset:
         """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
-        volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error)
+        volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error, modality=self.name,
+                                        check_modality=getattr(self, "check_modality", True))
         ds = WindowDataset(self.name, Path(data), volumes, [self.window_slices(v) for v in volumes],
                            depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
                            finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
                            cache=self.cache, disk_cache=self._disk_cache(), on_error=self.on_error)
         ds.orientation = self.orientation  # what WindowDataset.raw reorients a volume to
-        log.info("%s: %d windows from %d volumes under %s (%d skipped)", self.name, len(ds), len(volumes),
-                 data, len(skipped))
+        log.info("%s: %d windows from %d volumes under %s (%d skipped while indexing)", self.name, len(ds),
+                 len(volumes), data, len(skipped))
         return ds
 
 

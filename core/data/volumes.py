@@ -17,6 +17,10 @@ from medkit.data.walk import walk
 from medkit.data.dicom_geometry import file_affine, has_pixel_spacing, in_plane, slice_step
 from medkit.data.checks import MIN_EDGE, check_edges, check_finite  # noqa: F401 - re-exported
 from medkit.data.checks import attribute_warnings, check_nifti_file, check_nifti_geometry
+from medkit.data.checks import convert_all, warnings_of
+from medkit.data.dicom_checks import check_dicom_modality, series_label
+from medkit.data.dicom_codecs import check_decodable, missing_decoder_of
+from medkit.data.dicom_enhanced import enhanced_affine, enhanced_file, is_enhanced, read_enhanced
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +63,11 @@ class Volume:
 
     @property
     def where(self) -> str:
-        """The file, or the folder and series UID of a DICOM series, for messages."""
+        """The file, or the folder, first file and series UID of a DICOM series, for messages."""
         if self.kind == "series":
-            return f"{os.path.dirname(self.paths[0])} (series {self.series})" if self.series \
-                else os.path.dirname(self.paths[0])
+            uid = f", UID {self.series}" if self.series else ""
+            return f"{os.path.dirname(self.paths[0])} (series {len(self.paths)} files from " \
+                   f"{os.path.basename(self.paths[0])}{uid})"
         return self.paths[0]
 
 
@@ -148,16 +153,16 @@ def _header(path: Path) -> Any:
     import pydicom
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        attribute_warnings(path, caught)
+        with warnings_of(path):  # pydicom's value warnings, named with the file, once each
+            ds = convert_all(pydicom.dcmread(str(path), stop_before_pixels=True))
     except Exception as exc:
         raise DataError(f"{path}: cannot read it as DICOM ({type(exc).__name__}: {exc}); {EXPECTED}; "
                         f"remove the file or set on_error=skip") from exc
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DataError(f"{path}: {EXPECTED} with one grey channel, got SamplesPerPixel="
                         f"{ds.get('SamplesPerPixel')} (a colour image)")
+    if "Rows" in ds:
+        check_decodable(path, ds)  # at indexing, not mid-run: names the decoder to install
     return ds
 
 
@@ -178,6 +183,8 @@ def _dicom_file(path: Path, rel: str, axcodes: str, ds: Any) -> Volume:
     _require_spacing(path, ds, slices=frames > 1)
     affine = file_affine(ds)
     shape = (int(ds.Columns), int(ds.Rows), frames)
+    if frames > 1 and is_enhanced(ds):  # per-frame positions and orientation (functional groups)
+        affine, shape = enhanced_affine(path, ds)
     check_edges(path, shape)
     axis = slice_axis(affine, axcodes)
     return Volume(rel, "dicom", (str(path),), shape[axis], _spacing(affine, axis),
@@ -188,7 +195,7 @@ def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcod
     """Single-frame slices of one series, ordered by InstanceNumber as MONAI's PydicomReader does;
     the slice gaps along the slice normal must be even (within :data:`SPACING_TOLERANCE`)."""
     uids = _uids(headers[0])
-    where = f"{folder} (series {uids['series']})" if uids["series"] else str(folder)
+    where = series_label(folder, files, headers[0])
     pairs = [(ds, p) for ds, p in zip(headers, files) if "InstanceNumber" in ds]
     if len(pairs) < len(files):
         log.warning("%s: %d slices have no InstanceNumber and are ignored", where, len(files) - len(pairs))
@@ -237,11 +244,13 @@ def _check_gaps(where: str, headers: list[Any], normal: np.ndarray) -> None:
 
 
 def _dicom_folder(folder: Path, folder_id: str, files: list[Path], base: Path, axcodes: str,
-                  on_error: str = "raise") -> tuple[list[Volume], list[tuple[str, str]]]:
+                  on_error: str = "raise", modality: str = "", check_modality: bool = True,
+                  ) -> tuple[list[Volume], list[tuple[str, str]]]:
     """Multi-frame files are volumes of their own; the single-frame images of a folder form one
     volume per SeriesInstanceUID (id: the folder when it holds one series, else
     ``<folder>/<SeriesInstanceUID>``); DICOM objects without an image (DICOMDIR, RTSTRUCT, SR, ...)
-    are ignored. A bad file or series is skipped with ``on_error="skip"``."""
+    are ignored. A bad file or series is skipped with ``on_error="skip"``; one whose Modality tag is
+    not ``modality``'s is refused (:func:`~medkit.data.dicom_checks.check_dicom_modality`)."""
     def rel(p: Path) -> str:
         return p.relative_to(base).as_posix()
 
@@ -258,6 +267,12 @@ def _dicom_folder(folder: Path, folder_id: str, files: list[Path], base: Path, a
             skipped.append((what, str(exc)))
             return None
 
+    def belongs(what: str, where: Any, ds: Any) -> bool:
+        def check() -> bool:
+            check_dicom_modality(where, ds, modality, check=check_modality)
+            return True
+        return bool(attempt(what, check))
+
     pairs = [(p, ds) for p in files if (ds := attempt(rel(p), lambda p=p: _header(p))) is not None]
     images = [(p, ds) for p, ds in pairs if "Rows" in ds and "Columns" in ds]
     for p, ds in pairs:
@@ -266,12 +281,19 @@ def _dicom_folder(folder: Path, folder_id: str, files: list[Path], base: Path, a
     single: dict[str, list[tuple[Path, Any]]] = {}
     for p, ds in images:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            if not belongs(rel(p), p, ds):
+                continue
             vol = attempt(rel(p), lambda p=p, ds=ds: _dicom_file(p, rel(p), axcodes, ds))
             out.extend([vol] if vol is not None else [])
         else:
             single.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((p, ds))
     for uid, members in sorted(single.items()):
         sid = folder_id if len(single) == 1 else f"{folder_id}/{uid or 'no-series-uid'}"
+        what = rel(members[0][0]) if len(members) == 1 else sid
+        where = members[0][0] if len(members) == 1 else series_label(folder, [p for p, _ in members],
+                                                                     members[0][1])
+        if not belongs(what, where, members[0][1]):
+            continue
         if len(members) == 1:
             p, ds = members[0]
             vol = attempt(rel(p), lambda p=p, ds=ds: _dicom_file(p, rel(p), axcodes, ds))
@@ -285,12 +307,14 @@ def _dicom_folder(folder: Path, folder_id: str, files: list[Path], base: Path, a
 
 
 # -- discovery ---------------------------------------------------------------------------------
-def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
-                 ) -> tuple[list[Volume], list[tuple[str, str]]]:
+def find_volumes(root: Path, axcodes: str, on_error: str = "raise", *, modality: str = "",
+                 check_modality: bool = True) -> tuple[list[Volume], list[tuple[str, str]]]:
     """Index every volume under ``root`` (a folder, a NIfTI file or a DICOM file) from headers.
 
     Only headers are read (nibabel's lazy header, pydicom with ``stop_before_pixels``), so a folder
-    is indexed without touching pixel data; :func:`load_volume` reads the pixels.
+    is indexed without touching pixel data; :func:`load_volume` reads the pixels. With ``modality``
+    (``"ct"``, ``"mri"``), a DICOM file or series whose Modality tag is another is refused unless
+    ``check_modality`` is false.
 
     Returns:
         (volumes sorted by id, skipped ``(file, reason)`` pairs when ``on_error="skip"``).
@@ -320,7 +344,7 @@ def find_volumes(root: Path, axcodes: str, on_error: str = "raise"
         series_id = folder.relative_to(base).as_posix()
         series_id = root.name if series_id == "." else series_id  # root itself is a series folder
         tasks.append((series_id, lambda f=folder, s=series_id, g=group:
-                      _dicom_folder(f, s, g, base, axcodes, on_error)))
+                      _dicom_folder(f, s, g, base, axcodes, on_error, modality, check_modality)))
     if not tasks:
         what = "is not a volume file" if root.is_file() else "is empty: found no .nii, .nii.gz or .dcm files"
         raise DataError(f"{root}: {what}; {EXPECTED}")
@@ -367,8 +391,7 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     where = os.path.dirname(vol.paths[0]) if vol.kind == "series" else vol.paths[0]
     name = vol.where
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings_of(name):  # the readers' warnings (and pydicom's log records), once, naming the file
             if vol.kind == "nifti":
                 img = load_nifti(where, dtype=np.float32)  # the reader fine-tuning uses too
                 img = img[:1]  # the first frame of a 4D file
@@ -376,6 +399,10 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
                 pattern = "^(" + "|".join(re.escape(p) for p in vol.paths) + ")$"
                 reader = PydicomReader(fname_regex=pattern)
                 img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(where)
+            elif enhanced_file(where):
+                data_np, affine_np = read_enhanced(name, where)  # per-frame rescale and position
+                img = MetaTensor(torch.from_numpy(data_np)[None], affine=torch.from_numpy(affine_np),
+                                 meta={"space": "RAS"})
             else:
                 raw = LoadImage(reader=PydicomReader(), image_only=True, ensure_channel_first=True)(where)
                 data = raw.as_tensor()
@@ -392,11 +419,14 @@ def load_volume(vol: Volume, axcodes: str) -> Any:
     except DataError:
         raise
     except Exception as exc:
+        why = None if vol.kind == "nifti" else missing_decoder_of(vol.paths[0])
+        if why is not None:
+            raise DataError(f"{name}: {why}; or set on_error=skip") from exc
         raise DataError(f"{name}: cannot read its pixel data ({type(exc).__name__}: {exc}); "
                         f"{EXPECTED}; re-export or remove it, or set on_error=skip") from exc
-    attribute_warnings(name, caught)
     arr = out.as_tensor()[0].to(torch.float32)
     check_finite(name, arr)
     if arr.shape[-1] != vol.slices:
         log.debug("%s: header predicted %d slices, read %d", where, vol.slices, arr.shape[-1])
     return arr
+

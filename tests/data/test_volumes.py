@@ -69,7 +69,7 @@ def test_one_series_in_a_folder_keeps_the_folder_as_id(tmp_path: Path) -> None:
 def test_uneven_slice_spacing_names_the_series_or_is_skipped(tmp_path: Path) -> None:
     bad = write_series(tmp_path / "dump", "CT_small.dcm", 5, gaps=[2.0, 2.0, 6.0, 2.0], prefix="U")
     good = write_series(tmp_path / "dump", "CT_small.dcm", 4, prefix="G", seed=3)
-    with pytest.raises(DataError, match=rf"dump \(series {bad}\): uneven slice spacing: the gap after slice 3"):
+    with pytest.raises(DataError, match=rf"dump \(series 5 files from U\d+, UID {bad}\): uneven slice spacing: the gap after slice 3"):
         find_volumes(tmp_path, "RAS")
     volumes, skipped = find_volumes(tmp_path, "RAS", on_error="skip")
     assert [v.series for v in volumes] == [good] and len(skipped) == 1 and bad in skipped[0][1]

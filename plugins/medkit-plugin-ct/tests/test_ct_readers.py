@@ -54,7 +54,7 @@ def test_ct_small_single_slice_file() -> None:
 
 
 def test_mr_small_single_slice_file() -> None:
-    ds = CTModality().dataset(_testdata("MR_small.dcm"), train=False)
+    ds = CTModality(check_modality=False).dataset(_testdata("MR_small.dcm"), train=False)  # an MR, accepted
     assert len(ds) == 1
     x = ds.load(0)["input"]
     assert x.shape == (1, 16, 192, 192) and x.std() > 0
@@ -91,8 +91,10 @@ def test_multiframe_dicom_file(tmp_path: Path) -> None:
 def test_two_series_in_one_folder_are_two_volumes(tmp_path: Path) -> None:
     shutil.copy(_testdata("CT_small.dcm"), tmp_path / "a.dcm")
     shutil.copy(_testdata("MR_small.dcm"), tmp_path / "b.dcm")
-    ds = CTModality().dataset(tmp_path, train=False)
+    ds = CTModality(check_modality=False).dataset(tmp_path, train=False)
     assert [v.id for v in ds.volumes] == ["a.dcm", "b.dcm"]  # one single-slice series each
+    skipping = CTModality(on_error="skip").dataset(tmp_path, train=False)  # the MR is refused as CT
+    assert [v.id for v in skipping.volumes] == ["a.dcm"] and skipping.skipped[0][0] == "b.dcm"
 
 
 def test_nibabel_anatomical() -> None:

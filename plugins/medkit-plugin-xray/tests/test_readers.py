@@ -74,14 +74,18 @@ def test_tiff_single_page_reads_and_multi_page_is_not_2d(tmp_path: Path) -> None
 
 
 # -- DICOM ------------------------------------------------------------------------------------
-def test_pydicom_ct_small_reads_as_a_2d_xray(tmp_path: Path) -> None:
+def test_pydicom_ct_small_is_refused_as_xray_unless_accepted(tmp_path: Path) -> None:
     from pydicom.data import get_testdata_file
 
     src = Path(get_testdata_file("CT_small.dcm"))
-    header = probe(src, "dicom")
+    with pytest.raises(DataError, match=r"CT_small\.dcm.*Modality CT.*modality\.xray\.check_modality=false"):
+        probe(src, "dicom")
+    header = probe(src, "dicom", check_modality=False)
     assert (header.width, header.height, header.view) == (128, 128, None)
     (tmp_path / "ct.dcm").write_bytes(src.read_bytes())
-    x = _xray().dataset(tmp_path, train=False).load(0)["input"]
+    with pytest.raises(DataError, match="--modality ct"):
+        _xray().dataset(tmp_path, train=False)
+    x = _xray(check_modality=False).dataset(tmp_path, train=False).load(0)["input"]
     assert x.shape == (3, 224, 224)
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0  # percentile-clipped, no window in the file
 

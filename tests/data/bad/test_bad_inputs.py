@@ -61,7 +61,10 @@ def with_nonfinite(value: float) -> np.ndarray:
     return vol
 
 
-def series(folder: Path, n: int, gaps: list[float] | None = None, same: bool = False) -> Path:
+_DCM = {"ct": "CT", "mri": "MR"}  # the DICOM Modality code of each medkit modality
+
+
+def series(folder: Path, n: int, gaps: list[float] | None = None, same: bool = False, modality: str = "CT") -> Path:
     from pydicom.data import get_testdata_file
 
     src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -71,6 +74,7 @@ def series(folder: Path, n: int, gaps: list[float] | None = None, same: bool = F
     for k in range(n):
         ds = src.copy()
         ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.InstanceNumber = uid, pydicom.uid.generate_uid(), k + 1
+        ds.Modality = modality  # the DICOM Modality the case's medkit modality reads
         ds.ImagePositionPatient = [0.0, 0.0, 0.0 if same else float(z[k])]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.save_as(folder / f"IM{k:03d}.dcm", enforce_file_format=True)
@@ -332,7 +336,8 @@ CASES = [
     _c("ct-5d-nifti", "ct", lambda r: nifti(r / "five.nii", np.ones((8, 8, 8, 2, 2), np.float32)), "five.nii"),
     _c("ct-empty-file", "ct", lambda r: text(r / "empty.nii", b""), "empty.nii"),
     _c("ct-garbage-nii", "ct", lambda r: text(r / "junk.nii.gz", b"not a nifti" * 50), "junk.nii.gz"),
-    *[_c(f"{m}-uneven-dicom-series", m, lambda r: series(r / "s1", 5, gaps=[2, 2, 6, 2]), "s1") for m in ("ct", "mri")],
+    *[_c(f"{m}-uneven-dicom-series", m, lambda r, m=m: series(r / "s1", 5, gaps=[2, 2, 6, 2], modality=_DCM[m]), "s1")
+      for m in ("ct", "mri")],
     _c("ct-duplicate-slice-positions", "ct", lambda r: series(r / "dup", 3, same=True), "dup"),
     _c("ct-dicom-truncated-header", "ct", lambda r: truncate(series(r / "s2", 1) / "IM000.dcm", 3000), "IM000.dcm"),
     _c("ct-dicom-truncated-pixels", "ct", lambda r: truncate(series(r / "s3", 1) / "IM000.dcm", 9000), "IM000.dcm",
@@ -394,7 +399,8 @@ CASES = [
     _c("report-latin1-skipped", "report", lambda r: (reports(r, 6), text(r / "latin.txt", "Befund: unauffällig".encode("latin-1"))),
        "latin.txt", how="skip"),
     # -- geometry, contradictory labels, non-regular files (issue 20)
-    *[_c(f"{m}-dicom-without-pixelspacing", m, lambda r: without(series(r / "s1", 3), "PixelSpacing"), "s1",
+    *[_c(f"{m}-dicom-without-pixelspacing", m,
+         lambda r, m=m: without(series(r / "s1", 3, modality=_DCM[m]), "PixelSpacing"), "s1",
          more=("PixelSpacing",)) for m in ("ct", "mri")],
     _c("ct-dicom-without-positions-or-thickness", "ct",
        lambda r: without(series(r / "s1", 3), "ImagePositionPatient", "SliceThickness", "SpacingBetweenSlices"), "s1",

@@ -42,6 +42,8 @@ class CTModality(WindowedVolumeModality):
             only the windows they need from there.
         on_error: ``"raise"`` (unreadable or non-3D file is a DataError) or ``"skip"`` (logged and
             listed in ``dataset.skipped``).
+        check_modality: refuse a DICOM file or series whose Modality tag names another modality
+            (e.g. a CT series in an MRI folder); ``false`` reads it anyway.
     """
 
     name = "ct"
@@ -51,7 +53,7 @@ class CTModality(WindowedVolumeModality):
                  input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
                  flip_prob: float = 0.5, cache_size: int | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool = False,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", check_modality: bool = True) -> None:
         if float(spacing) <= 0:
             raise ConfigError(f"modality ct: spacing must be > 0 mm, got {spacing!r}")
         try:
@@ -63,6 +65,7 @@ class CTModality(WindowedVolumeModality):
         self.set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
                                  orientation=orientation, flip_prob=flip_prob, cache_size=cache_size,
                                  cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error)
+        self.check_modality = bool(check_modality)
         self.spacing, self.window = float(spacing), (low, high)
 
     def demo_data(self, root: Path) -> Path:

@@ -44,6 +44,8 @@ class MRIModality(WindowedVolumeModality):
             keyed by the source files' contents and the preprocessing options; later runs read
             only the windows they need from there.
         on_error: ``"raise"`` (unreadable or non-3D file is a DataError) or ``"skip"``.
+        check_modality: refuse a DICOM file or series whose Modality tag names another modality
+            (e.g. a CT series in an MRI folder); ``false`` reads it anyway.
     """
 
     name = "mri"
@@ -54,7 +56,7 @@ class MRIModality(WindowedVolumeModality):
                  input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
                  flip_prob: float = 0.5, cache_size: int | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool = False,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", check_modality: bool = True) -> None:
         if spacing is not None and float(spacing) <= 0:
             raise ConfigError(f"modality mri: spacing must be > 0 mm or null, got {spacing!r}")
         if not 0.0 <= float(drop_fraction) < 0.5:
@@ -70,6 +72,7 @@ class MRIModality(WindowedVolumeModality):
         self.set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
                                  orientation=orientation, flip_prob=flip_prob, cache_size=cache_size,
                                  cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error)
+        self.check_modality = bool(check_modality)
         self.spacing = None if spacing is None else float(spacing)
         self.drop_fraction, self.percentiles, self.normalize = float(drop_fraction), (low, high), normalize
 

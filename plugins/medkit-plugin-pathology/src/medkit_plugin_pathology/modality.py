@@ -160,9 +160,14 @@ class PathologyModality(Image2DModality):
         return [entries[i] for i in kept]
 
     def nothing_left(self, index: Index, skipped: int) -> str:
+        background = index.stats.get("background", 0)
+        # lowering min_tissue only helps when tiles were dropped as background, not when every file
+        # was skipped (unreadable, smaller than one tile, tile_mpp finer than the slide): say so
+        advice = "lower modality.pathology.min_tissue or check the files" if background else \
+            "no tile was dropped as background, so min_tissue is not the cause: see each skipped file's reason"
         return (f"no tissue tile left ({index.stats.get('images', 0)} images, "
-                f"{index.stats.get('background', 0)} background tiles below min_tissue={self.min_tissue}, "
-                f"{skipped} files skipped); lower modality.pathology.min_tissue or check the files")
+                f"{background} background tiles below min_tissue={self.min_tissue}, "
+                f"{skipped} files skipped); {advice}")
 
     def read_image(self, entry: Entry2D) -> Image.Image:
         if entry.kind == "region":

@@ -29,6 +29,12 @@ TILE_CACHE_BYTES = 256 << 20
 _STRIP = 4096
 _FIX = "replace or remove the slide, or set modality.pathology.on_error=skip to skip such files"
 _TIFF_UNIT_UM = {"centimeter": 1e4, "inch": 25400.0, "millimeter": 1e3}
+#: How much finer than the slide's own µm/px a tile may be read (scanners round their nominal
+#: resolution: 0.2527 µm/px slides are read at tile_mpp 0.25) before the slide is refused.
+MPP_TOLERANCE = 0.1
+_SOURCE_NAMES = {"openslide.mpp-x": "OpenSlide property openslide.mpp-x",
+                 "tiff resolution": "TIFF tags tiff.XResolution / tiff.ResolutionUnit",
+                 "override": "modality.pathology.slide_mpp"}
 
 
 @dataclass(frozen=True)
@@ -132,16 +138,39 @@ def slide_info(path: Path, slide_mpp: float | None = None) -> SlideInfo:
             mpp, source = float(slide_mpp), "override"
         elif props.get("openslide.mpp-x") not in (None, ""):
             mpp, source = float(props["openslide.mpp-x"]), "openslide.mpp-x"
+            if vendor == "generic-tiff" and _tiff_mpp(props) is not None:
+                source = "tiff resolution"  # OpenSlide derives mpp-x of a plain TIFF from these tags
         else:
             mpp, source = _tiff_mpp(props), "tiff resolution"
         if mpp is None or not math.isfinite(mpp) or mpp <= 0:
             raise DataError(f"{path}: the slide's resolution (µm per pixel) is unknown: no openslide.mpp-x "
                             f"and no TIFF resolution with a unit; state it with "
                             f"modality.pathology.slide_mpp=<µm/px> (e.g. 0.25 at 40×, 0.5 at 20×)")
+        log.info("%s: %.4g µm per level-0 pixel, from %s", path, mpp, _SOURCE_NAMES.get(source, source))
         return SlideInfo(Path(path), vendor, tuple((int(w), int(h)) for w, h in slide.level_dimensions),
                          tuple(float(d) for d in slide.level_downsamples), mpp, source)
     finally:
         slide.close()
+
+
+def check_tile_mpp(path: Path, info: SlideInfo, tile_mpp: float) -> None:
+    """Refuse a ``tile_mpp`` finer than the slide's own resolution by more than :data:`MPP_TOLERANCE`:
+    every tile would be upsampled from fewer pixels than it has (a 300-pixel slide at 352.8 µm/px
+    read at 0.5 µm/px gives tiles of 1/700 of one pixel: solid colour).
+
+    Raises:
+        DataError: naming the slide, its µm/px and where that came from, and a setting to use.
+    """
+    if tile_mpp >= info.mpp * (1.0 - MPP_TOLERANCE):
+        return
+    suggest = float(f"{info.mpp:.3g}")
+    suggest = suggest if suggest >= info.mpp * (1.0 - MPP_TOLERANCE) else info.mpp
+    raise DataError(f"{path}: tile_mpp={tile_mpp:g} µm/px is finer than the slide's own resolution, "
+                    f"{info.mpp:.4g} µm/px ({_SOURCE_NAMES.get(info.mpp_source, info.mpp_source)}): every tile "
+                    f"would be upsampled {info.mpp / tile_mpp:.3g}× from pixels that are not there; set "
+                    f"modality.pathology.tile_mpp={suggest:g} (or coarser) for slides like this one, state the "
+                    f"right resolution with modality.pathology.slide_mpp if the header is wrong, or remove the "
+                    f"slide (on_error=skip skips it)")
 
 
 def best_level(info: SlideInfo, downsample: float) -> int:
@@ -198,6 +227,7 @@ def slide_tiles(path: Path, rel: str, *, tile_size: int = 512, tile_mpp: float =
         DataError: naming the slide (unreadable, unknown resolution, smaller than one tile).
     """
     info = slide_info(path, slide_mpp)
+    check_tile_mpp(path, info, tile_mpp)
     tile0 = max(1, int(round(tile_size * tile_mpp / info.mpp)))
     width, height = info.dimensions[0]
     if width < tile0 or height < tile0:

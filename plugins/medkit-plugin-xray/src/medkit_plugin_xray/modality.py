@@ -49,6 +49,8 @@ class XrayModality(Image2DModality):
         verify: decode every file while indexing (catches truncated files; slower).
         on_error: ``raise`` (stop at the first bad file) or ``skip`` (log it, record it in
             ``dataset.skipped``).
+        check_modality: refuse a DICOM whose Modality tag is not an X-ray's (CR, DX, DR, RG, MG, IO,
+            PX; e.g. a CT slice); ``false`` reads it anyway.
     """
 
     name = "xray"
@@ -57,10 +59,12 @@ class XrayModality(Image2DModality):
     def __init__(self, input_size: int = 224, frontal_only: bool = True, normalize: str = "none",
                  intensity: str = "auto", percentiles: tuple[float, float] = (0.5, 99.5),
                  crop_scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True,
-                 folder_labels: bool = False, verify: bool = False, on_error: str = "raise") -> None:
+                 folder_labels: bool = False, verify: bool = False, on_error: str = "raise",
+                 check_modality: bool = True) -> None:
         self.set_image_options(input_size=input_size, normalize=normalize, crop_scale=crop_scale,
                                hflip=hflip, folder_labels=folder_labels, on_error=on_error)
         self.frontal_only, self.verify = bool(frontal_only), bool(verify)
+        self.check_modality = bool(check_modality)
         self.intensity = self.choice(intensity, "intensity", INTENSITY_MODES)
         self.percentiles = self.pair(percentiles, "percentiles", 0.0, 100.0)
 
@@ -82,7 +86,7 @@ class XrayModality(Image2DModality):
         return {k: t for k, t in tables.items() if t is not None}
 
     def entries_of(self, path: Path, rel: str, kind: str, index: Index) -> list[Entry2D]:
-        header = probe(path, kind, verify=self.verify)
+        header = probe(path, kind, verify=self.verify, check_modality=self.check_modality)
         view = (index.tables["views"].get(rel) if "views" in index.tables else None) or header.view
         if self.frontal_only and is_frontal(view) is False:
             index.filtered.append((rel, f"view {view!r} is not frontal (frontal_only=True)"))

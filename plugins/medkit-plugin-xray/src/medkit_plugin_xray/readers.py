@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from medkit.api import DataError, check_edges, check_finite, raster_kind
+from medkit.api import DataError, check_edges, check_finite, convert_all, raster_kind, warnings_of
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 INTENSITY_MODES = ("auto", "percentile", "minmax", "dtype")
@@ -54,8 +54,9 @@ def not_2d(path: Path, got: str) -> DataError:
                      f"got {got}; 3D data belong to the ct or mri modality — {_FIX}")
 
 
-def probe(path: Path, kind: str, *, verify: bool = False) -> Header:
-    """Read the header of ``path`` (and decode it fully when ``verify``).
+def probe(path: Path, kind: str, *, verify: bool = False, check_modality: bool = True) -> Header:
+    """Read the header of ``path`` (and decode it fully when ``verify``); a DICOM whose Modality tag
+    is not an X-ray's (CT, MR, ...) is refused unless ``check_modality`` is false.
 
     Raises:
         DataError: naming the file, for unreadable files and for anything that is not one 2D image.
@@ -63,7 +64,7 @@ def probe(path: Path, kind: str, *, verify: bool = False) -> Header:
     if kind == "volume":
         raise not_2d(path, "a volume file (NIfTI/NRRD/MetaImage)")
     if kind == "dicom":
-        return _probe_dicom(path, verify)
+        return _probe_dicom(path, verify, check_modality)
     return _probe_raster(path, verify)
 
 
@@ -90,7 +91,8 @@ def _read_dicom(path: Path, *, pixels: bool) -> Any:
     import pydicom
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        with warnings_of(path):  # pydicom's value warnings, named with the file, once each
+            return convert_all(pydicom.dcmread(path, stop_before_pixels=not pixels))
     except Exception as exc:  # pydicom raises many types for a damaged file
         raise _unreadable(path, "DICOM", exc) from exc
 
@@ -105,9 +107,13 @@ def _check_dicom(path: Path, ds: Any) -> None:
         raise not_2d(path, f"a multi-frame DICOM with {frames} frames (a volume or cine)")
 
 
-def _probe_dicom(path: Path, verify: bool) -> Header:
+def _probe_dicom(path: Path, verify: bool, check_modality: bool = True) -> Header:
+    from medkit.api import check_dicom_decodable, check_dicom_modality
+
     ds = _read_dicom(path, pixels=verify)
+    check_dicom_modality(path, ds, "xray", check=check_modality)
     _check_dicom(path, ds)
+    check_dicom_decodable(path, ds, _FIX)  # at indexing: names the decoder package to install
     if verify:
         _dicom_pixels(path, ds)
     view = str(ds.get("ViewPosition", "") or "").strip() or None
@@ -157,11 +163,12 @@ def _raster_values(img: Image.Image) -> tuple[np.ndarray, float | None]:
 
 
 def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
+    from medkit.api import dicom_decode_error
+
     try:
         return np.asarray(ds.pixel_array)
-    except Exception as exc:  # missing codec, truncated data, bad tags...
-        raise DataError(f"{path}: cannot decode the DICOM pixel data ({type(exc).__name__}: {exc}); "
-                        f"compressed transfer syntaxes need pylibjpeg/gdcm installed — {_FIX}") from exc
+    except Exception as exc:  # missing codec (named with the package to install), truncated data, bad tags...
+        raise dicom_decode_error(path, ds, exc, _FIX) from exc
 
 
 def _first(value: Any) -> float | None:
