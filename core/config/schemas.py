@@ -28,7 +28,8 @@ class TrainerConfig:
     log_every: int = 10  #: steps between progress lines
     eval_batches: int = 4  #: held-out batches per modality for the pretext loss after each stage
     val_fraction: float = 0.1  #: share of each modality's samples held out (hash split)
-    num_workers: int = 0  #: DataLoader worker processes
+    #: DataLoader worker processes per rank; ``auto``: min(8, CPUs per rank - 1) (medkit.engine.workers)
+    num_workers: Union[int, str] = "auto"
     device: str = "auto"  #: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
     amp: Union[bool, str] = False  #: autocast precision (CPU and CUDA): false (fp32) or bf16 (true = bf16)
     grad_checkpointing: bool = False  #: recompute each encoder block's activations in backward (less memory)
@@ -129,6 +130,9 @@ def check_values(cfg: dict[str, Any], *, where: str = "") -> None:
         value = (cfg.get(section) or {}).get(leaf)
         if value is not None and value not in choices:
             raise ConfigError(f"{where}{key}={value}: choose one of {', '.join(choices)}")
+    workers = (cfg.get("trainer") or {}).get("num_workers")
+    if isinstance(workers, str) and workers.strip().lower() != "auto":
+        raise ConfigError(f"{where}trainer.num_workers={workers}: expected an integer >= 0 or auto")
     backend = (cfg.get("trainer") or {}).get("compile")
     if backend is not None and backend is not False:
         from medkit.models.build import compile_backend
