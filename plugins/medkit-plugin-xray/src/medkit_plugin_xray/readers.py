@@ -161,6 +161,9 @@ def read_grey(path: Path, kind: str, *, intensity: str = "auto",
                 # DCT scaling (1/2, 1/4, 1/8) decodes only what is needed, never below the asked size
                 img.draft("L", (math.ceil(img.width / factor), math.ceil(img.height / factor)))
             img.load()
+            factor = reduce_factor(img.size, min_side)
+            if factor > 1 and img.mode.startswith("I;16") and intensity in ("auto", "percentile"):
+                return _reduced_16bit(img, factor, percentiles)
             values, type_max = _raster_values(img)
             check_finite(path, values, "pixels")
     except DataError:
@@ -169,6 +172,17 @@ def read_grey(path: Path, kind: str, *, intensity: str = "auto",
         raise _unreadable(path, "a PNG/JPEG/TIFF image", exc) from exc
     return scale_to_unit(reduce_grey(values, min_side), intensity=intensity, percentiles=percentiles,
                          type_max=type_max, full=values)
+
+
+def _reduced_16bit(img: Image.Image, factor: int, percentiles: Sequence[float]) -> np.ndarray:
+    """A 16-bit image reduced and percentile-scaled without a full-size NumPy copy: Pillow converts
+    it to float32, box-averages it, and takes the regular sample the percentiles come from (nearest
+    neighbour on a grid as large as the result), so only small arrays reach NumPy. The same values as
+    :func:`reduce_grey` + :func:`scale_to_unit` up to the sampling grid's phase."""
+    full = img.convert("F")  # integers: always finite
+    values = np.asarray(full.reduce(factor))
+    sample = np.asarray(full.resize((values.shape[1], values.shape[0]), Image.Resampling.NEAREST))
+    return scale_to_unit(values, intensity="percentile", percentiles=percentiles, type_max=None, full=sample)
 
 
 def _raster_values(img: Image.Image) -> tuple[np.ndarray, float | None]:
@@ -269,8 +283,8 @@ def scale_to_unit(values: np.ndarray, *, intensity: str, percentiles: Sequence[f
         low, high = float(ref.min()), float(ref.max())
     else:
         ref = values
-        if full is not None and full.size > values.size:
-            k = max(1, round(math.sqrt(full.size / values.size)))
+        if full is not None:  # the full image, or a regular sample of it as large as values
+            k = max(1, round(math.sqrt(full.size / max(1, values.size))))
             ref = np.asarray(full[::k, ::k], dtype=np.float32)
         low, high = (float(v) for v in np.percentile(ref, [percentiles[0], percentiles[1]]))
     if not high > low:
