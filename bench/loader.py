@@ -118,23 +118,38 @@ def write_ct(root: Path, n: int, size: int, slices: int) -> None:
         nib.save(img, str(root / "ct" / f"ct{i:02d}.nii.gz"))
 
 
-def ensure_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    """Generate the inputs once per configuration (a stamp file says which)."""
+def ensure_inputs(args: argparse.Namespace, cases: list[str]) -> dict[str, Any]:
+    """Generate the inputs the ``cases`` need, once per configuration (a stamp file per group)."""
     sizes = {"xray": 1024 if args.small else 2048, "slide": 4096 if args.small else 8192,
-             "ct": (256, 100) if args.small else (512, 200)}
-    spec = {"sizes": sizes, "n_2d": args.n_2d, "n_slides": args.n_slides, "n_ct": args.n_ct, "version": 1}
+             "ct": [256, 100] if args.small else [512, 200]}
     root = Path(args.workdir) / ("small" if args.small else "full")
-    stamp = root / "inputs.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("spec") == spec:
-        return json.loads(stamp.read_text())
-    shutil.rmtree(root, ignore_errors=True)
-    t0 = time.perf_counter()
-    write_xray(root, args.n_2d, sizes["xray"])
-    codec = write_slides(root, args.n_slides, sizes["slide"])
-    write_ct(root, args.n_ct, *sizes["ct"])
-    info = {"spec": spec, "root": str(root), "tile_codec": codec, "generate_s": time.perf_counter() - t0}
-    stamp.write_text(json.dumps(info, indent=2))
+    groups = {"xray": (args.n_2d, lambda: write_xray(root, args.n_2d, sizes["xray"])),
+              "slides": (args.n_slides, lambda: write_slides(root, args.n_slides, sizes["slide"])),
+              "ct": (args.n_ct, lambda: write_ct(root, args.n_ct, *sizes["ct"]))}
+    wanted = {"xray" if c.startswith("xray") else "slides" if c == "pathology" else "ct" for c in cases}
+    info: dict[str, Any] = {"root": str(root), "sizes": sizes, "generate_s": 0.0,
+                            "tile_codec": "jpeg" if _has_imagecodecs() else "zlib"}
+    for group in sorted(wanted):
+        n, write = groups[group]
+        spec = {"size": sizes["xray" if group == "xray" else "slide" if group == "slides" else "ct"], "n": n,
+                "codec": info["tile_codec"], "version": 1}
+        stamp = root / f"{group}.json"
+        if stamp.is_file() and json.loads(stamp.read_text()) == spec:
+            continue
+        shutil.rmtree(root / {"xray": "png", "slides": "slides", "ct": "ct"}[group], ignore_errors=True)
+        t0 = time.perf_counter()
+        write()
+        info["generate_s"] += time.perf_counter() - t0
+        stamp.write_text(json.dumps(spec))
     return info
+
+
+def _has_imagecodecs() -> bool:
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # -- measurements --------------------------------------------------------------------------------
@@ -266,17 +281,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     before = load()
-    info = ensure_inputs(args)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    for case in cases:
+        if case not in CASES:
+            p.error(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+    info = ensure_inputs(args, cases)
     root = Path(info["root"])
-    ct_slices = info["spec"]["sizes"]["ct"][1]
+    ct_slices = info["sizes"]["ct"][1]
     VOLUME_SLICES[0] = int(ct_slices * 2.5)  # resampled to the default 1 mm
-    print(f"inputs under {root} (generated in {info['generate_s']:.0f}s; slide tiles: {info['tile_codec']})",
+    print(f"inputs under {root} (generated now: {info['generate_s']:.0f}s; slide tiles: {info['tile_codec']})",
           flush=True)
     rows: list[dict[str, Any]] = []
     paths = {s.strip() for s in args.paths.split(",")}
-    for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        if case not in CASES:
-            p.error(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+    for case in cases:
         data = root / MODALITY[case][1]
         cache_dir = Path(args.workdir) / "cache"
         todo: list[Callable[[], list[dict[str, Any]]]] = []
