@@ -14,8 +14,9 @@ process at one thread, for each case:
 A CT archive larger than the memory cache (``ct>cache``: ``cache_bytes`` of about 1.5 prepared
 volumes) shows what a shuffled window order costs with the modality's default disk cache setting.
 Rates are per CPU second of this one-thread process (``time.process_time``), so a loaded shared
-machine changes them less than wall time (which the JSON also has). Cores per GPU: ``--appetite`` samples/s (a ViT-B MAE step in bf16 on one H100-class GPU eats several
-thousand 2D samples/s) divided by the samples/s of one core. Only ``load`` is timed (collating 8
+machine changes them less than wall time (which the JSON also has). Cores per GPU: ``--appetite``
+samples/s (a ViT-B MAE step in bf16 on one H100-class GPU eats several thousand 2D samples/s)
+divided by the samples/s of one core. Only ``load`` is timed (collating 8
 samples is a stack). Files are in the page cache after generation: "cold" means medkit's caches.
 
     python bench/loader.py --small                   # a few minutes
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load  # noqa: E402
+from benchlib import load
 
 CASES = ("xray-png", "xray-jpeg", "xray-dicom", "pathology", "ct", "ct>cache")
 #: case -> (modality, data folder name)
@@ -297,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         data = root / MODALITY[case][1]
         cache_dir = Path(args.workdir) / "cache"
         todo: list[Callable[[], list[dict[str, Any]]]] = []
+        prepared_out = Path(args.workdir) / "prepared" / case
         if "folder" in paths:
-            todo.append(lambda: [folder_case(case, data, args, cache_dir)])
+            todo.append(lambda c=case, d=data, k=cache_dir: [folder_case(c, d, args, k)])
         if "prepared" in paths and case != "ct>cache":
-            todo.append(lambda: prepared_case(case, data, Path(args.workdir) / "prepared" / case, args, cache_dir))
+            todo.append(lambda c=case, d=data, k=cache_dir, o=prepared_out: prepared_case(c, d, o, args, k))
         for job in todo:
             try:
                 got = job()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load  # noqa: E402
+from benchlib import load
 
 
 def prepared_xray(args: argparse.Namespace) -> Path:
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "workers": workers,
            "workers_why": why, "batch": args.batch, "steps": args.steps, "samples_per_s_per_gpu": samples_s,
            "gpu_busy_share": busy / wall, "data_wait_share": wait / wall, "loader_only_samples_per_s": loader_rate,
-           "gflop_per_step": flops / 1e9, "tflops_while_busy": step_tflops, "tflops_overall": flops * args.steps / wall / 1e12,
+           "gflop_per_step": flops / 1e9, "tflops_while_busy": step_tflops,
+           "tflops_overall": flops * args.steps / wall / 1e12,
            "bf16_matmul_ceiling_tflops": ceiling / 1e3, "mfu_vs_ceiling": flops * args.steps / wall / 1e9 / ceiling,
            "prepared": str(data), "load_before": before, "load_after": load()}
     print(f"loader on {res['gpu']}: {workers} workers ({why})")
