@@ -17,6 +17,15 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _WORKER and os.environ.get("MEDKIT_DEMO_DIR"):
     os.environ["MEDKIT_DEMO_DIR"] = os.path.join(os.environ["MEDKIT_DEMO_DIR"], _WORKER)
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# trainer.num_workers=auto (the default) would give every test run a worker process per spare core:
+# tests load in the main process unless they ask for workers (medkit.engine.workers reads this)
+os.environ.setdefault("MEDKIT_NUM_WORKERS", "0")
+# 3D modalities default to disk_cache=auto (on when an archive exceeds the memory cache, as tests with
+# cache_bytes=0 do): their files go to a folder of this session, never to the user's ~/.cache
+if "MEDKIT_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["MEDKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="medkit-test-cache-")
 
 try:
     import torch

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# MAE step and DDP scaling on CUDA in bf16, for a machine with one or more GPUs; prints samples/s per GPU.
+# MAE step, DDP scaling and the data loader on CUDA in bf16, for a machine with one or more GPUs;
+# prints samples/s per GPU.
 #
 #   bench/gpu.sh                          # every visible GPU, batch 128 per GPU (MedCoSS's), demo data
 #   NGPU=4 BATCH=64 PRESET=base DATA=/data/xray bench/gpu.sh
@@ -8,7 +9,10 @@
 # (default base), DATA (the xray folder for the DDP run; default: medkit's built-in demo data),
 # STEPS (SHORT,LONG run lengths for the DDP difference, default 5,25), THREADS (CPU threads per
 # process, default 4), OUT (results folder, default bench/results), COMPILE=1 adds --compile to the
-# step bench. Results: $OUT/mae_step_gpu.json and $OUT/ddp_scaling_gpu.json.
+# step bench, LOADER_WORKERS (DataLoader workers feeding one GPU from prepared data, default auto),
+# LOADER_N / LOADER_SIZE (generated X-ray PNGs to prepare, default 512 of 2048²), LOADER_STEPS
+# (default 50), SKIP_LOADER=1 leaves the loader out. Results: $OUT/mae_step_gpu.json,
+# $OUT/ddp_scaling_gpu.json and $OUT/loader_gpu.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -42,7 +46,15 @@ if [ -n "${DATA:-}" ]; then DATA_FLAG=(--data "$DATA"); fi
   --modality xray ${DATA_FLAG[@]+"${DATA_FLAG[@]}"} --global-batch $((BATCH * NGPU)) --steps "$STEPS" \
   --out "$OUT/ddp_scaling_gpu.json"
 
-# 3. the summary: samples/s per GPU
+# 3. the loader: prepared X-ray shards, LOADER_WORKERS DataLoader workers, the bf16 MAE step on one GPU;
+#    samples/s per GPU, the GPU's busy share and the share of time spent waiting for data
+if [ "${SKIP_LOADER:-0}" != "1" ]; then
+  "$PY" bench/loader_gpu.py --device cuda --workers "${LOADER_WORKERS:-auto}" --batch "$BATCH" \
+    --n "${LOADER_N:-512}" --size "${LOADER_SIZE:-2048}" --steps "${LOADER_STEPS:-50}" --preset "$PRESET" \
+    --out "$OUT/loader_gpu.json"
+fi
+
+# 4. the summary: samples/s per GPU
 "$PY" - "$OUT/mae_step_gpu.json" "$OUT/ddp_scaling_gpu.json" <<'PYEOF'
 import json, sys
 step, ddp = (json.load(open(p)) for p in sys.argv[1:3])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import FrozenInstanceError, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -91,6 +91,9 @@ class RunContext:
         not_evaluated: ``{modality: reason}`` of modalities the engine cannot evaluate honestly (trained
             in an earlier run whose data this run does not have); read-only.
         evaluation: the evaluator's own bookkeeping (:class:`EvaluationState`).
+        batch_loader: loads index chunks as un-augmented batches in the run's DataLoader workers
+            (:class:`medkit.engine.chunks.ChunkLoader`; the engine sets it when
+            ``trainer.num_workers > 0``, ``None`` loads in the main process): use :meth:`load_batches`.
 
     The engine owns this object: strategies, objectives and observers read it and keep their own state
     on themselves (a strategy's :meth:`state_dict` is what survives), never by writing to it. Once built,
@@ -126,6 +129,7 @@ class RunContext:
     stage_state: StageState = field(default_factory=StageState)
     not_evaluated: Mapping[str, str] = field(default_factory=dict)
     evaluation: EvaluationState = field(default_factory=EvaluationState)
+    batch_loader: Any = None
 
     def __post_init__(self) -> None:
         self.not_evaluated = MappingProxyType(dict(self.not_evaluated))
@@ -193,6 +197,18 @@ class RunContext:
         tok = self.encoder.tokenizers[self.tokenizer_of[modality]]
         return collate(samples, modality, tok, role=role).to(self.device)
 
+    def load_batches(self, modality: str, chunks: Sequence[Sequence[int]], *, train: bool = False,
+                     role: str = "current") -> Iterator[Batch]:
+        """Un-augmented batches of the index ``chunks`` of ``modality``, in order, on the run's device:
+        decoded by the run's DataLoader workers when there are some (:attr:`batch_loader`), else here,
+        one :meth:`load_batch` per chunk; the batches are the same either way."""
+        if self.batch_loader is None:
+            for chunk in chunks:
+                yield self.load_batch(modality, chunk, train=train, role=role)
+            return
+        for batch in self.batch_loader(modality, chunks, train=train, role=role):
+            yield batch.to(self.device)
+
     @torch.no_grad()
     def features(self, modality: str, indices: Sequence[int], *, batch_size: int | None = None,
                  encoder: UniversalEncoder | None = None) -> torch.Tensor:
@@ -213,8 +229,8 @@ class RunContext:
         enc.eval()
         out = []
         try:
-            for k in range(0, len(indices), bs):
-                batch = self.load_batch(modality, indices[k:k + bs])
+            chunks = [indices[k:k + bs] for k in range(0, len(indices), bs)]
+            for batch in self.load_batches(modality, chunks):
                 out.append(self.encode(batch, encoder=enc).pooled().float().cpu())
         finally:
             enc.train(was_training)

@@ -32,7 +32,8 @@ class TrainerConfig:
     patient_column: Optional[str] = None
     #: folder level naming the patient for the held-out split (0 = first); null: not used
     group_folder_level: Optional[int] = None
-    num_workers: int = 0  #: DataLoader worker processes
+    #: DataLoader worker processes per rank; ``auto``: min(8, CPUs per rank - 1) (medkit.engine.workers)
+    num_workers: Union[int, str] = "auto"
     device: str = "auto"  #: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
     amp: Union[bool, str] = False  #: autocast precision (CPU and CUDA): false (fp32) or bf16 (true = bf16)
     grad_checkpointing: bool = False  #: recompute each encoder block's activations in backward (less memory)
@@ -137,6 +138,9 @@ def check_values(cfg: dict[str, Any], *, where: str = "") -> None:
         value = (cfg.get(section) or {}).get(leaf)
         if value is not None and value not in choices:
             raise ConfigError(f"{where}{key}={value}: choose one of {', '.join(choices)}")
+    workers = (cfg.get("trainer") or {}).get("num_workers")
+    if isinstance(workers, str) and workers.strip().lower() != "auto":
+        raise ConfigError(f"{where}trainer.num_workers={workers}: expected an integer >= 0 or auto")
     backend = (cfg.get("trainer") or {}).get("compile")
     if backend is not None and backend is not False:
         from medkit.models.build import compile_backend

@@ -45,13 +45,14 @@ class WindowedVolumeModality:
     default_objective = "mae"
 
     def set_window_options(self, *, depth: int, depth_stride: int, input_size: Any, orientation: str,
-                           flip_prob: float, cache_size: int | None, cache_bytes: int, disk_cache: bool,
-                           on_error: str) -> None:
+                           flip_prob: float, cache_size: int | None, cache_bytes: int,
+                           disk_cache: bool | str, on_error: str) -> None:
         """Check and keep the window options a subclass's ``__init__`` receives (part of the plugin
         contract): ``depth`` slices per window every ``depth_stride`` slices, resized to ``input_size``
         ``(D, H, W)`` after reorienting to ``orientation`` (3 axcodes); random flips with ``flip_prob``;
         decoded volumes kept in memory up to ``cache_size`` volumes / ``cache_bytes`` bytes and on disk
-        when ``disk_cache``; ``on_error`` (``"raise"`` or ``"skip"``) for unreadable files.
+        when ``disk_cache`` (``"auto"``: when the archive does not fit the memory cache,
+        :mod:`medkit.data.disk_auto`); ``on_error`` (``"raise"`` or ``"skip"``) for unreadable files.
 
         Raises:
             ConfigError: an option out of range, naming the modality.
@@ -65,7 +66,11 @@ class WindowedVolumeModality:
             raise ConfigError(f"{owner}: flip_prob must be in [0, 1], got {flip_prob!r}")
         check_on_error(on_error, owner)
         self.orientation = orientation.upper()
-        self.flip_prob, self.on_error, self.disk_cache = float(flip_prob), on_error, bool(disk_cache)
+        if isinstance(disk_cache, str) and disk_cache.strip().lower() != "auto":
+            raise ConfigError(f"{owner}: disk_cache must be true, false or auto, got {disk_cache!r}")
+        auto = isinstance(disk_cache, str)
+        self.flip_prob, self.on_error = float(flip_prob), on_error
+        self.disk_cache: bool | str = "auto" if auto else bool(disk_cache)
         self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size), owner=owner)
 
     def window_slices(self, vol: Volume) -> int:
@@ -80,8 +85,11 @@ class WindowedVolumeModality:
     def fingerprint(self) -> str:
         raise NotImplementedError
 
+    def _make_disk_cache(self) -> DiskCache:
+        return DiskCache(volume_cache_dir(), self.fingerprint())
+
     def _disk_cache(self) -> DiskCache | None:
-        return DiskCache(volume_cache_dir(), self.fingerprint()) if self.disk_cache else None
+        return self._make_disk_cache() if self.disk_cache is True else None
 
     def dataset(self, data: Path, *, train: bool) -> WindowDataset:
         """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
@@ -90,7 +98,8 @@ class WindowedVolumeModality:
         ds = WindowDataset(self.name, Path(data), volumes, [self.window_slices(v) for v in volumes],
                            depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
                            finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,
-                           cache=self.cache, disk_cache=self._disk_cache(), on_error=self.on_error)
+                           cache=self.cache, disk_cache=self._disk_cache(), on_error=self.on_error,
+                           auto_disk_cache=self._make_disk_cache if self.disk_cache == "auto" else None)
         ds.orientation = self.orientation  # what WindowDataset.raw reorients a volume to
         log.info("%s: %d windows from %d volumes under %s (%d skipped while indexing)", self.name, len(ds),
                  len(volumes), data, len(skipped))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data.cache import DiskCache, VolumeCache
+from medkit.data.disk_auto import auto_disk_cache
 from medkit.data.labels import UNLABELLED, encode_raw, parse_label, refuse_conflicts
 from medkit.data.transforms import resize as _resize
 
@@ -106,13 +107,18 @@ class WindowDataset(TrainViewMixin):
     Preprocessed volumes are kept in ``cache`` (an LRU bounded by bytes; pass one cache to the
     training and the evaluation dataset of a modality so that they share it) and, with a
     ``disk_cache``, written once to disk, from where later processes read only the window they need.
+    With ``auto_disk_cache`` (a factory of the disk cache) and no ``disk_cache``, the first volume
+    prepared decides: when all the volumes, prepared, would not fit ``cache``, the disk cache is
+    turned on (:func:`medkit.data.disk_auto.auto_disk_cache`), so that no window of a shuffled
+    archive larger than the memory cache prepares its whole volume again.
     """
 
     def __init__(self, modality: str, root: Path, volumes: Sequence[Volume], depths: Sequence[int], *,
                  depth: int, stride: int, prepare: Callable[[Volume], torch.Tensor],
                  finish: Callable[[torch.Tensor], torch.Tensor], train: bool, flip_prob: float,
                  skipped: list[tuple[str, str]], cache: VolumeCache | None = None,
-                 disk_cache: DiskCache | None = None, on_error: str = "raise") -> None:
+                 disk_cache: DiskCache | None = None, on_error: str = "raise",
+                 auto_disk_cache: Callable[[], DiskCache] | None = None) -> None:
         self.modality, self.root = modality, Path(root)
         self.volumes, self.depths = list(volumes), list(depths)
         self.depth, self.stride = depth, stride
@@ -123,6 +129,7 @@ class WindowDataset(TrainViewMixin):
         self._bad: set[int] = set()  # volumes whose pixels failed with on_error="skip"
         self._cache = cache if cache is not None else VolumeCache(owner=f"modality {modality}")
         self._disk = disk_cache
+        self._auto_disk = auto_disk_cache if disk_cache is None else None  # decided at the first preparation
         self._space = str(self.root.resolve())  # the cache may be shared by datasets of other roots
         self._windows = [(v, s) for v, d in enumerate(self.depths) for s in window_starts(d, depth, stride)]
         self.ids = [f"{self.volumes[v].id}#w{k}" for v, k in self._index_in_volume()]
@@ -163,6 +170,9 @@ class WindowDataset(TrainViewMixin):
             if not self._shape_ok(v, x.shape):
                 raise DataError(f"{vol.paths[0]}: preprocessing gave shape {tuple(x.shape)}, "
                                 f"expected [1, {self.depths[v]}, H, W]")
+            if self._auto_disk is not None:
+                factory, self._auto_disk = self._auto_disk, None
+                self._disk = auto_disk_cache(self.modality, self.depths, x.shape, self._cache, factory)
             if self._disk is not None:
                 self._disk.write(vol.paths, x)
         self._cache.put(key, x)

@@ -20,6 +20,7 @@ from medkit.api.progress import LogReporter, Reporter
 from medkit.api.protocols import Strategy
 from medkit.config.typed import RunSettings
 from medkit.engine import checkpoint as cp
+from medkit.engine.chunks import ChunkLoader
 from medkit.engine.continuation import not_evaluated_after_from
 from medkit.engine.chunk_plan import declared_chunks
 from medkit.data.groups import GroupOptions
@@ -31,6 +32,7 @@ from medkit.engine.plan import StepPlan
 from medkit.engine.schedule import adamw, lr_at, param_groups
 from medkit.engine.step import TrainStep
 from medkit.engine.steplog import StepLog
+from medkit.engine.workers import num_workers
 from medkit.eval.evaluate import evaluate_stage, want_probe_features
 from medkit.eval.matrices import write_matrices
 from medkit.eval.probes import ProbeOptions
@@ -67,6 +69,8 @@ class Engine:
         self.restored: cp.Restored | None = None
         self.recovered: Path | None = None
         self.loader: RunLoader | None = None  # one DataLoader (persistent workers) for the whole run
+        self.workers = num_workers(self.settings.trainer.num_workers)  # per rank; logs the number and why
+        self.chunks: ChunkLoader | None = None  # evaluation and feature passes, in as many workers
 
     # -- setup -------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -111,8 +115,17 @@ class Engine:
             config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=self.settings.trainer.batch_size,
             model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths),
-            feature_cache=FeatureCache(self.model.encoder))
+            feature_cache=FeatureCache(self.model.encoder), batch_loader=self._chunk_loader(sets, device, seed))
         return ctx
+
+    def _chunk_loader(self, sets: Any, device: torch.device, seed: int) -> ChunkLoader | None:
+        """The workers of the evaluation and the strategies' feature passes (none with 0 workers)."""
+        if self.workers == 0:
+            return None
+        tokenizers = {m: self.model.encoder.tokenizers[t] for m, t in self.model.tokenizer_of.items()}
+        self.chunks = ChunkLoader(sets.train, sets.eval, tokenizers, num_workers=self.workers,
+                                  pin_memory=device.type == "cuda", seed=seed)
+        return self.chunks
 
     def _previous_split(self) -> dict[str, Any] | None:
         """The split this run must keep: its own (resume) or that of the model it continues (--from)."""
@@ -230,6 +243,8 @@ class Engine:
             if self.loader is not None:
                 self.loader.close()
                 self.loader = None
+            if self.chunks is not None:
+                self.chunks.close()
         results = self._results()
         self.components.emit("run_end", run=info, results=results)
         return results
@@ -318,7 +333,7 @@ class Engine:
         ``trainer.num_workers > 0``, are spawned once and serve every stage)."""
         if self.loader is None:
             tokenizers = {m: ctx.encoder.tokenizers[t] for m, t in ctx.tokenizer_of.items()}
-            self.loader = RunLoader(ctx.train_sets, tokenizers, num_workers=self.settings.trainer.num_workers,
+            self.loader = RunLoader(ctx.train_sets, tokenizers, num_workers=self.workers,
                                     pin_memory=ctx.device.type == "cuda", seed=ctx.seed)
         return self.loader.stage(plan, start_step=ctx.step)
 

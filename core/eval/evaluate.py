@@ -46,8 +46,8 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int,
     head.eval()
     total, count = 0.0, 0
     try:
-        for k in range(0, len(indices), ctx.batch_size):
-            batch = ctx.load_batch(modality, indices[k:k + ctx.batch_size])
+        chunks = [indices[k:k + ctx.batch_size] for k in range(0, len(indices), ctx.batch_size)]
+        for batch in ctx.load_batches(modality, chunks):  # in the run's DataLoader workers, if any
             out = head(ctx.encoder, batch, generator=gen)
             total += float(out.loss) * len(batch)
             count += len(batch)

@@ -17,7 +17,7 @@ OLD_DEFAULTS = {
     "optim": {"lr": None, "blr": 1.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95],
               "warmup_fraction": 40 / 300, "min_lr": 0.0, "clip_grad": None},
     "trainer": {"max_steps": 1000, "batch_size": 8, "checkpoint_every": 50, "log_every": 10,
-                "eval_batches": 4, "val_fraction": 0.1, "num_workers": 0, "device": "auto", "amp": False,
+                "eval_batches": 4, "val_fraction": 0.1, "num_workers": "auto", "device": "auto", "amp": False,
                 "probe_knn_k": 5, "probe_linear_steps": 100, "probe_unseen": False, "probe_max_train": 256,
                 "probe_max_query": 128},
     "encoder": {"preset": "base", "depth": None, "embed_dim": None, "num_heads": None, "mlp_ratio": None,

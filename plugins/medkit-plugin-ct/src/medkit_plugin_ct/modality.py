@@ -39,7 +39,8 @@ class CTModality(WindowedVolumeModality):
         disk_cache: also write every preprocessed volume once (float32 safetensors, values
             unchanged) under ``$MEDKIT_CACHE_DIR/volumes`` (default ``~/.cache/medkit/volumes``),
             keyed by the source files' contents and the preprocessing options; later runs read
-            only the windows they need from there.
+            only the windows they need from there. ``auto`` (default): only when the archive,
+            prepared, does not fit the memory cache (then no window re-prepares its volume).
         on_error: ``"raise"`` (unreadable or non-3D file is a DataError) or ``"skip"`` (logged and
             listed in ``dataset.skipped``).
         check_modality: refuse a DICOM file or series whose Modality tag names another modality
@@ -52,7 +53,7 @@ class CTModality(WindowedVolumeModality):
                  depth: int = 16, depth_stride: int = 8,
                  input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
                  flip_prob: float = 0.5, cache_size: int | None = None,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool = False,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool | str = "auto",
                  on_error: str = "raise", check_modality: bool = True) -> None:
         if float(spacing) <= 0:
             raise ConfigError(f"modality ct: spacing must be > 0 mm, got {spacing!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from PIL import Image
@@ -104,7 +105,15 @@ class XrayModality(Image2DModality):
         return (f"no usable image left ({skipped} unreadable or not 2D, {len(index.filtered)} non-frontal); "
                 f"check the files or set frontal_only=false")
 
+    def work_side(self) -> int:
+        """The edge an image is reduced to at least before its intensity scaling: the smallest
+        RandomResizedCrop (``crop_scale[0]`` of the area) still has ``input_size`` source pixels
+        across, so no view is upsampled more than the reference's resize-then-crop already does."""
+        opts = self.options
+        return math.ceil(opts.input_size / math.sqrt(max(float(opts.crop_scale[0]), 1e-6)))
+
     def read_image(self, entry: Entry2D) -> Image.Image:
-        """Grey values in [0, 1] as a mode ``F`` image."""
+        """Grey values in [0, 1] as a mode ``F`` image, reduced to at least :meth:`work_side` pixels
+        per edge before the intensity scaling (a 2048² file for 224² views is scaled at 512²)."""
         return Image.fromarray(read_grey(entry.path, entry.kind, intensity=self.intensity,
-                                         percentiles=self.percentiles))
+                                         percentiles=self.percentiles, min_side=self.work_side()))

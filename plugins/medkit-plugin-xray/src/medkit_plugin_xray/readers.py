@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -122,9 +123,32 @@ def _probe_dicom(path: Path, verify: bool, check_modality: bool = True) -> Heade
 
 
 # -- pixels ---------------------------------------------------------------------------------------
+def reduce_factor(size: Sequence[int], min_side: int | None) -> int:
+    """The largest integer factor that keeps every edge of ``size`` at least ``min_side`` (1: none)."""
+    if not min_side:
+        return 1
+    return max(1, min(int(v) for v in size) // int(min_side))
+
+
+def reduce_grey(values: np.ndarray, min_side: int | None) -> np.ndarray:
+    """``values`` ``[H, W]`` as float32, box-averaged by :func:`reduce_factor` (Pillow's ``reduce``:
+    every source pixel counts once, so nothing aliases; a partial last row/column is averaged over
+    what it has)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    factor = reduce_factor(values.shape, min_side)
+    if factor == 1:
+        return values
+    return np.asarray(Image.fromarray(values).reduce(factor))
+
+
 def read_grey(path: Path, kind: str, *, intensity: str = "auto",
-              percentiles: Sequence[float] = (0.5, 99.5)) -> np.ndarray:
+              percentiles: Sequence[float] = (0.5, 99.5), min_side: int | None = None) -> np.ndarray:
     """Grey values of one X-ray as ``[H, W]`` float32 in [0, 1] (see the README for the scaling).
+
+    With ``min_side``, an image larger than needed is first reduced by the largest integer factor
+    that keeps both edges at least ``min_side`` pixels (:func:`reduce_grey`; a JPEG is decoded at
+    that scale by libjpeg's DCT scaling, Pillow's ``draft``), and the intensity scaling (percentiles
+    included) runs on the reduced image: a 2048² radiograph needed at 224² is scaled at 512².
 
     Raises:
         DataError: naming the file when it cannot be decoded or is not one 2D image.
@@ -132,34 +156,55 @@ def read_grey(path: Path, kind: str, *, intensity: str = "auto",
     if kind == "volume":
         raise not_2d(path, "a volume file (NIfTI/NRRD/MetaImage)")
     if kind == "dicom":
-        return _dicom_grey(path, intensity, percentiles)
+        return _dicom_grey(path, intensity, percentiles, min_side)
     try:
         with Image.open(path) as img:
             frames = int(getattr(img, "n_frames", 1)) if img.format == "TIFF" else 1
             if frames > 1:
                 raise not_2d(path, f"a multi-page TIFF with {frames} pages (a stack)")
+            factor = reduce_factor(img.size, min_side)
+            if factor > 1 and img.format == "JPEG" and img.mode in ("L", "RGB", "YCbCr"):
+                # DCT scaling (1/2, 1/4, 1/8) decodes only what is needed, never below the asked size
+                img.draft("L", (math.ceil(img.width / factor), math.ceil(img.height / factor)))
             img.load()
+            factor = reduce_factor(img.size, min_side)
+            if factor > 1 and img.mode.startswith("I;16") and intensity in ("auto", "percentile"):
+                return _reduced_16bit(img, factor, percentiles)
             values, type_max = _raster_values(img)
             check_finite(path, values, "pixels")
     except DataError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise _unreadable(path, "a PNG/JPEG/TIFF image", exc) from exc
-    return scale_to_unit(values, intensity=intensity, percentiles=percentiles, type_max=type_max)
+    return scale_to_unit(reduce_grey(values, min_side), intensity=intensity, percentiles=percentiles,
+                         type_max=type_max, full=values)
+
+
+def _reduced_16bit(img: Image.Image, factor: int, percentiles: Sequence[float]) -> np.ndarray:
+    """A 16-bit image reduced and percentile-scaled without a full-size NumPy copy: Pillow converts
+    it to float32, box-averages it, and takes the regular sample the percentiles come from (nearest
+    neighbour on a grid as large as the result), so only small arrays reach NumPy. The same values as
+    :func:`reduce_grey` + :func:`scale_to_unit` up to the sampling grid's phase."""
+    full = img.convert("F")  # integers: always finite
+    values = np.asarray(full.reduce(factor))
+    sample = np.asarray(full.resize((values.shape[1], values.shape[0]), Image.Resampling.NEAREST))
+    return scale_to_unit(values, intensity="percentile", percentiles=percentiles, type_max=None, full=sample)
 
 
 def _raster_values(img: Image.Image) -> tuple[np.ndarray, float | None]:
-    """Grey values and the maximum of their integer type (``None`` for float images)."""
+    """Grey values (float32) and the maximum of their integer type (``None`` for float images)."""
     mode = img.mode
     if mode.startswith("I;16"):
-        return np.asarray(img).astype(np.float64), 65535.0
+        return np.asarray(img).astype(np.float32), 65535.0
     if mode in ("I", "I;32"):
-        arr = np.asarray(img).astype(np.float64)
-        return arr, (65535.0 if arr.size and arr.min() >= 0 and arr.max() <= 65535 else None)
+        arr = np.asarray(img)
+        type_max = 65535.0 if arr.size and arr.min() >= 0 and arr.max() <= 65535 else None
+        return arr.astype(np.float32), type_max
     if mode == "F":
-        return np.asarray(img).astype(np.float64), None
+        return np.asarray(img).astype(np.float32), None
     # 1, L, P, RGB, RGBA, LA, CMYK, YCbCr...: 8-bit; colour goes to ITU-R 601-2 luma, alpha is dropped
-    return np.asarray(img.convert("L")).astype(np.float64), 255.0
+    grey = img if mode == "L" else img.convert("L")
+    return np.asarray(grey).astype(np.float32), 255.0
 
 
 def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
@@ -179,61 +224,76 @@ def _first(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _dicom_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.ndarray:
-    """Decoded once per process (a JPEG-2000 CR takes seconds), then served from the LRU."""
+def _dicom_grey(path: Path, intensity: str, percentiles: Sequence[float], min_side: int | None) -> np.ndarray:
+    """Decoded once per process (a JPEG-2000 CR takes seconds), then served from the LRU (which
+    holds the reduced image: 16 times more of them at 2048² → 512²)."""
     from medkit.api import cached_image as cached, dicom_file_key as file_key
 
     try:
-        key = file_key(path, "xray", intensity, tuple(float(p) for p in percentiles))
+        key = file_key(path, "xray", intensity, tuple(float(p) for p in percentiles), min_side)
     except OSError as exc:
         raise _unreadable(path, "DICOM", exc) from exc
-    return cached(key, lambda: _decode_grey(path, intensity, percentiles))
+    return cached(key, lambda: _decode_grey(path, intensity, percentiles, min_side))
 
 
-def _decode_grey(path: Path, intensity: str, percentiles: Sequence[float]) -> np.ndarray:
+def _decode_grey(path: Path, intensity: str, percentiles: Sequence[float], min_side: int | None = None
+                 ) -> np.ndarray:
     from medkit.api import decode_dicom as decode
 
     ds = _read_dicom(path, pixels=True)
     _check_dicom(path, ds)
     if intensity == "dtype":
-        stored = _dicom_pixels(path, ds).astype(np.float64)
+        stored = _dicom_pixels(path, ds)
         if stored.ndim != 2:
             raise not_2d(path, f"DICOM pixel data of shape {list(stored.shape)}")
+        stored = reduce_grey(stored, min_side)
         bits = int(ds.get("BitsStored", 16) or 16)
         low = -(2.0 ** (bits - 1)) if int(ds.get("PixelRepresentation", 0) or 0) == 1 else 0.0
         out = np.clip((stored - low) / (2.0 ** bits - 1.0), 0.0, 1.0)
     else:
         px = decode(path, ds)  # Modality LUT, then VOI LUT / window with VOILUTFunction (pydicom)
         if intensity == "auto" and px.voi is not None:
-            out = px.voi
+            out = reduce_grey(px.voi, min_side)  # the LUT ran at full resolution (it is not linear)
         else:
-            out = scale_to_unit(px.values, intensity=intensity, percentiles=percentiles, type_max=None)
+            out = scale_to_unit(reduce_grey(px.values, min_side), intensity=intensity, percentiles=percentiles,
+                                type_max=None, full=px.values)
     if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
         out = 1.0 - out  # MONOCHROME1: low values are white; flip so that bone is bright everywhere
     return out.astype(np.float32)
 
 
 def scale_to_unit(values: np.ndarray, *, intensity: str, percentiles: Sequence[float],
-                  type_max: float | None, window: tuple[float, float] | None = None) -> np.ndarray:
+                  type_max: float | None, window: tuple[float, float] | None = None,
+                  full: np.ndarray | None = None) -> np.ndarray:
     """Map intensities to [0, 1].
 
     ``auto``: 8-bit images are divided by 255; a DICOM window ``(center, width)`` maps linearly
     ``[c - w/2, c + w/2]`` → [0, 1]; anything else (16-bit, float, DICOM without a window) is clipped
     to its ``percentiles`` and rescaled. ``percentile`` and ``minmax`` apply to every file;
     ``dtype`` divides by the integer type's maximum (floats are clipped).
+
+    ``full``: the full-resolution image ``values`` was reduced from (:func:`reduce_grey`). The
+    range is then taken from it, not from the box-averaged pixels (whose noise is smaller, so
+    their percentiles move inwards): min/max over all of it, percentiles over a regular grid of
+    as many pixels as ``values`` has (every ``k``-th row and column, an unbiased sample).
     """
     if intensity not in INTENSITY_MODES:
         raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
-    values = values.astype(np.float64)
+    values = values.astype(np.float32, copy=False)  # float32 throughout: half the memory traffic of float64
     if intensity == "dtype" or (intensity == "auto" and type_max == 255.0):
         scaled = values / type_max if type_max else values
-        return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+        return np.clip(scaled, 0.0, 1.0).astype(np.float32, copy=False)
     if intensity == "auto" and window is not None:
         low, high = window[0] - window[1] / 2.0, window[0] + window[1] / 2.0
     elif intensity == "minmax":
-        low, high = float(values.min()), float(values.max())
+        ref = values if full is None else full
+        low, high = float(ref.min()), float(ref.max())
     else:
-        low, high = (float(v) for v in np.percentile(values, [percentiles[0], percentiles[1]]))
+        ref = values
+        if full is not None:  # the full image, or a regular sample of it as large as values
+            k = max(1, round(math.sqrt(full.size / max(1, values.size))))
+            ref = np.asarray(full[::k, ::k], dtype=np.float32)
+        low, high = (float(v) for v in np.percentile(ref, [percentiles[0], percentiles[1]]))
     if not high > low:
         return np.zeros(values.shape, np.float32)  # a constant image carries no contrast
-    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32, copy=False)
