@@ -102,10 +102,10 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
         report_keys(m, keys, len(set(sources)))
         log.info("%s: %d training / %d held-out samples (%d / %d sources) from %s", m, len(train), len(val),
                  len(out.split["modalities"][m]["train"]), len(out.split["modalities"][m]["val"]), path)
-        if ids and not val:  # said now, not as n/a in the matrices at the end of the run
+        if sources and not val:  # said now, not as n/a in the matrices at the end of the run
             log.warning("%s: NO HELD-OUT SAMPLE: all %d samples (%d sources) of %s are in training, so this "
                         "modality's held-out loss and probes will read n/a; add data (two or more sources, e.g. "
-                        "slides, volumes or patients) or raise trainer.val_fraction", m, len(ids),
+                        "slides, volumes or patients) or raise trainer.val_fraction", m, len(sources),
                         len(set(sources)), path)
     return out
 
