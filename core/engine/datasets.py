@@ -9,7 +9,7 @@ from typing import Any
 
 from medkit.api.collectives import barrier
 from medkit.api.errors import ConfigError
-from medkit.data.demo import demo_root
+from medkit.data.demo import demo_root, is_demo_path
 from medkit.data.prepared import is_prepared
 from medkit.data.split import sources_of, split_by_source
 
@@ -84,6 +84,8 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
         out.train_indices[m], out.val_indices[m] = train, val
         out.split["modalities"][m] = {"data": str(path), "train": sorted({sources[i] for i in train}),
                                       "val": sorted({sources[i] for i in val})}
+        # what the model card states: sample counts and whether this is the built-in demo data
+        out.split["modalities"][m].update(samples={"train": len(train), "val": len(val)}, demo=is_demo_path(path))
         log.info("%s: %d training / %d held-out samples (%d / %d sources) from %s", m, len(train), len(val),
                  len(out.split["modalities"][m]["train"]), len(out.split["modalities"][m]["val"]), path)
     return out
