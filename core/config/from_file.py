@@ -125,12 +125,24 @@ def merge_file_values(cfg: Any, values: Mapping[str, Any], source: str) -> Any:
                 log.info("%s: %s.%s not used (not selected in this run)", source, section, ",".join(skipped))
             value = {k: v for k, v in value.items() if k in have}
         kept[section] = value
+    from medkit.config.overrides import expected_type
+
     for key in _dict_leaves(kept):
         head, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(cfg, head) if head else cfg
         if parent is None or not OmegaConf.is_dict(parent) or leaf not in parent:
             raise ConfigError(f"{source}: no config key {key!r} (see `medkit config show` for the keys)")
-    try:
-        return OmegaConf.merge(cfg, OmegaConf.create(kept))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from exc
+        value = kept
+        for part in key.split("."):
+            value = value[part]
+        single: dict[str, Any] = {}
+        node = single
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        try:  # key by key, so that a refusal names the key and the type it expects
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(single))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{source}: {key} expects {expected_type(parent._get_node(leaf))}, got "
+                              f"{value!r}") from exc
+    return cfg
