@@ -97,6 +97,7 @@ def doc_commands(pages: list[Path] | None = None) -> list[DocCommand]:
     pages = pages or [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     found: list[DocCommand] = []
     for page in pages:
+        name = f"docs/{page.name}" if page.parent == REPO / "docs" else page.name
         code = _code_lines(page.read_text(encoding="utf-8"))
         i = 0
         while i < len(code):
@@ -122,7 +123,7 @@ def doc_commands(pages: list[Path] | None = None) -> list[DocCommand]:
                     parts[-1].append(t)
             for argv in parts:
                 if argv and argv[0] == "medkit":
-                    found.append(DocCommand(page.name if page.parent != REPO / "docs" else f"docs/{page.name}", n, " ".join(argv), full,
+                    found.append(DocCommand(name, n, " ".join(argv), full,
                                             nxt if nxt.startswith("error:") else None))
     return found
 
