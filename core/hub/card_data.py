@@ -31,7 +31,8 @@ def read_data_summary(run_dir: Path) -> dict[str, dict[str, Any]]:
     for m, entry in (modalities or {}).items():
         if not isinstance(entry, dict):
             continue
-        samples = entry.get("samples") if isinstance(entry.get("samples"), dict) else {}
+        given = entry.get("samples")
+        samples: dict[str, Any] = given if isinstance(given, dict) else {}
         demo = entry.get("demo")
         out[str(m)] = {
             "demo": demo if isinstance(demo, bool) else None,
