@@ -43,14 +43,14 @@ AS_WRITTEN = [
     "medkit run --modality ct --preset tiny --max-steps 4 --nproc-per-node 2 --run-dir runs/ct-ddp",
     "medkit config show --modality ct --preset tiny",
     "medkit data inspect --modality ct",
-    "medkit run --from runs/ct --modality pathology --strategy rehearsal --max-steps 20 --run-dir runs/ct-path",
+    "medkit run --from runs/ct --modality pathology --strategy rehearsal --max-steps 10 --run-dir runs/ct-path",
     "medkit report runs/ct",
     "medkit compare runs/seq runs/rehearsal runs/ewc",
     "medkit finetune --task classification --scratch --preset tiny --max-steps 20 --run-dir runs/ft-cls",
     "medkit evaluate runs/ft-cls",
     "medkit embed runs/ct --modality ct --modality mri",
     "medkit push runs/ct --repo-id me/medkit-ct --license cc-by-4.0",
-    "medkit run --from hf-hub:me/medkit-ct --modality mri --strategy rehearsal --max-steps 20 --run-dir runs/ct-mri",
+    "medkit run --from hf-hub:me/medkit-ct --modality mri --strategy rehearsal --max-steps 10 --run-dir runs/ct-mri",
     "medkit convert medcoss checkpoint-299.pth runs/official",
     "medkit run --config runs/ct/config.yaml --max-steps 2 --run-dir runs/ct-b trainer.batch_size=4",
     "medkit config show --config runs/ct/config.yaml --modality xray",
@@ -70,25 +70,28 @@ class DocCommand:
     refusal: str | None  # the ``error:`` line the page shows under it
 
 
-def _code_lines(text: str) -> list[tuple[int, str, bool]]:
-    """``(line number, code line, block marked full size)`` of every fenced or indented code block."""
-    out: list[tuple[int, str, bool]] = []
+def _code_lines(text: str) -> list[tuple[int, str, bool, int]]:
+    """``(line number, code line, block marked full size, block number)`` of every fenced or indented
+    code block."""
+    out: list[tuple[int, str, bool, int]] = []
     fenced = marked = False
-    lines = text.splitlines()
-    for n, line in enumerate(lines, 1):
+    block = 0
+    for n, line in enumerate(text.splitlines(), 1):
         if BLOCK_MARK.match(line.strip()):
             marked = True
             continue
         if line.lstrip().startswith("```"):
             fenced = not fenced
+            block += 1
             if not fenced:
                 marked = False
             continue
         if fenced:
-            out.append((n, line, marked))
+            out.append((n, line, marked, block))
         elif line.startswith("    ") and line.strip():
-            out.append((n, line.strip(), marked))
+            out.append((n, line.strip(), marked, block))
         elif line.strip() and not line.startswith("<!--"):
+            block += 1
             marked = False  # prose ends an indented block (and a marker not followed by a block)
     return out
 
@@ -103,11 +106,11 @@ def doc_commands(pages: list[Path] | None = None) -> list[DocCommand]:
         code = _code_lines(page.read_text(encoding="utf-8"))
         i = 0
         while i < len(code):
-            n, line, marked = code[i]
+            n, line, marked, block = code[i]
             while line.rstrip().endswith("\\") and i + 1 < len(code):
                 i += 1
                 line = line.rstrip()[:-1] + " " + code[i][1].strip()
-            nxt = code[i + 1][1].strip() if i + 1 < len(code) else ""
+            nxt = code[i + 1][1].strip() if i + 1 < len(code) and code[i + 1][3] == block else ""
             i += 1
             line = line.strip()
             line = line[2:] if line.startswith("$ ") else line
@@ -126,7 +129,7 @@ def doc_commands(pages: list[Path] | None = None) -> list[DocCommand]:
             for argv in parts:
                 if argv and argv[0] == "medkit":
                     found.append(DocCommand(name, n, " ".join(argv), full,
-                                            nxt if nxt.startswith("error:") else None))
+                                            nxt if nxt.startswith("error:") and not full else None))
     return found
 
 
@@ -148,11 +151,11 @@ def test_the_parser_sees_markers_chains_and_refusals(tmp_path: Path) -> None:
     page = tmp_path / "p.md"
     page.write_text("text\n\n```bash\nmedkit a --x 1  # full size: yours\nmedkit b \\\n  --y 2 ; medkit c\n```\n\n"
                     "<!-- medkit commands below: full size (weights) -->\n\n    medkit d\n    medkit e\n\nprose\n\n"
-                    "    medkit f\n\n```\n$ medkit g\nerror: no\n```\n")
+                    "    medkit f\n\n```\n$ medkit g\nerror: no\n```\n\n```\nmedkit h\n```\n```\nerror: other\n```\n")
     got = {c.text: (c.full_size, c.refusal) for c in doc_commands([page])}
     assert got == {"medkit a --x 1": (True, None), "medkit b --y 2": (False, None), "medkit c": (False, None),
                    "medkit d": (True, None), "medkit e": (True, None), "medkit f": (False, None),
-                   "medkit g": (False, "error: no")}
+                   "medkit g": (False, "error: no"), "medkit h": (False, None)}
 
 
 def _prepare(text: str, cwd: Path, env: dict[str, str]) -> None:
