@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -51,10 +50,9 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
       medkit finetune --recipe lits --show
       medkit finetune --resume runs/finetune-lits
     """
-    from medkit.engine.engine import load_config
     from medkit.api.errors import ConfigError
-    from medkit.finetune.trainer import Finetuner
     from medkit.finetune.config import FinetuneSelection, FinetuneSettings, compose_finetune, describe_recipe
+    from medkit.finetune.launch import execute_finetune, plan_finetune
     from medkit.finetune.recipes import format_recipes
     from medkit.registry import get_host
 
@@ -66,24 +64,23 @@ def finetune(task: str | None, data: str | None, source: str | None, scratch: bo
         if any((task, data, source, scratch, recipe, modality, overrides, max_steps is not None)):
             raise ConfigError(f"--resume continues {resume} exactly as its config.yaml says; drop the other "
                               f"options")
-        cfg, target = load_config(Path(resume)), Path(resume)
+        cfg, target = plan_finetune(None, host=host, resume=resume)
     else:
         sel = FinetuneSelection(task=task, modality=modality, data=data, source=source, scratch=scratch,
                                 recipe=recipe, backbone=backbone, preset=preset, max_steps=max_steps,
                                 seed=seed, overrides=list(overrides))
-        cfg = compose_finetune(sel, host=host, require_source=not show)
         if show:
             from medkit.config.compose import to_yaml
 
+            cfg = compose_finetune(sel, host=host, require_source=False)
             if recipe:
                 click.echo(describe_recipe(recipe, host))
                 click.echo("")
             click.echo(to_yaml(cfg), nl=False)
             return
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = Path(run_dir or f"runs/finetune-{stamp}-{cfg['run']['task']}-{cfg['run']['modality']}")
+        cfg, target = plan_finetune(sel, host=host, run_dir=run_dir)
     reporter = make_reporter(FinetuneSettings.of(cfg).trainer.log_every)
-    results = Finetuner(cfg, target, reporter=reporter, resume=bool(resume), components=host).run()
+    results = execute_finetune(cfg, target, resume=bool(resume), host=host, reporter=reporter)
     if results.get("already_finished"):
         click.echo(f"{target} already finished at step {results.get('steps')}; nothing to resume "
                    f"(results: {target / 'metrics.json'})")

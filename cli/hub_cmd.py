@@ -38,13 +38,14 @@ def strategy_publishable(name: str) -> list[str]:
 @click.option("--repo-id", required=True, help="Hub repository, USER/NAME (created if needed).")
 @click.option("--private", is_flag=True, help="Create the repository private (ignored if it exists).")
 @click.option("--revision", default=None, help="Branch to commit to (created from main if needed).")
-@click.option("--license", "license_", default="apache-2.0", show_default=True,
-              help="Licence identifier for the model card (a Hub licence id, or 'other').")
+@click.option("--license", "license_", default=None,
+              help="Licence identifier for the model card (a Hub licence id, or 'other'); none by default: "
+                   "the card then states that no licence was chosen.")
 @click.option("--include-strategy-state", is_flag=True,
               help="Also publish the strategy state the run's strategy declares publishable (teacher "
                    "weights, masks); buffer ids, cached features and Fisher information are never published.")
 @click.option("-m", "--message", default=None, help="Commit message.")
-def push(run_dir: str, repo_id: str, private: bool, revision: str | None, license_: str,
+def push(run_dir: str, repo_id: str, private: bool, revision: str | None, license_: str | None,
          include_strategy_state: bool, message: str | None) -> None:
     """Upload RUN_DIR's model, config, tokenizer assets and a model card to the Hub.
 

@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from medkit.cli.common import default_run_dir, make_reporter, make_selection, selection_options
+from medkit.cli.common import make_reporter, selection_options
 
 
 def _argv_without(argv: list[str], option: str) -> list[str]:
@@ -79,10 +80,13 @@ def _relaunch(nproc: int, run_dir: str, *, nnodes: int = 1, node_rank: int = 0, 
 @click.option("--master-addr", default="127.0.0.1", show_default=True,
               help="Address of the rendezvous (a machine every node reaches; c10d rendezvous).")
 @click.option("--master-port", type=int, default=29500, show_default=True, help="Port of the rendezvous.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A YAML config (a run's saved config.yaml, or your own) to start from; the options and "
+                   "OVERRIDES above apply on top of it. Interpolations (${...}) and tags are refused.")
 def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset: str,
         max_steps: int | None, seed: int, overrides: tuple[str, ...], run_dir: str | None,
         resume: str | None, from_ref: str | None, nproc_per_node: int, nnodes: int, node_rank: int,
-        master_addr: str, master_port: int) -> None:
+        master_addr: str, master_port: int, config_file: str | None) -> None:
     """Pre-train the shared encoder, one stage per modality (OVERRIDES are KEY=VALUE, e.g.
     optim.lr=1e-4 strategy.buffer_ratio=0.1).
 
@@ -97,38 +101,24 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
       medkit run --resume runs/my-run
       medkit run --resume runs/my-run optim.lr=5e-5 trainer.max_steps=2000
       medkit run --from runs/my-run --modality pathology --strategy rehearsal
+      medkit run --config runs/my-run/config.yaml --run-dir runs/again trainer.max_steps=50
       medkit run --modality ct --nproc-per-node 4 --nnodes 2 --node-rank 0 --master-addr node0 --run-dir /shared/r
     """
-    from medkit.config.compose import compose
-    from medkit.config.overrides import apply_resume_overrides
-    from medkit.engine.engine import Engine, load_config
+    from medkit.engine.launch import RunOptions, execute_run, plan_run
     from medkit.api.errors import ConfigError
     from medkit.registry import get_host
 
-    if resume and from_ref:
-        raise ConfigError("--resume and --from do not mix: --resume continues an interrupted run, --from "
-                          "adds stages to a finished one")
-    if resume:
-        ctx = click.get_current_context()
-        given = [f"--{name}" for name in ("modality", "data", "strategy", "preset", "seed")
-                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-        if given:
-            raise ConfigError(f"--resume continues {resume} with the modalities, data, strategy, preset and seed "
-                              f"of its config.yaml; drop {', '.join(given)}")
-        safe = list(overrides) + ([f"trainer.max_steps={max_steps}"] if max_steps is not None else [])
-        cfg = apply_resume_overrides(load_config(Path(resume)), safe, source=str(Path(resume) / "config.yaml"))
-        target = Path(resume)
-    elif from_ref:
-        from medkit.engine.continuation import compose_continuation
-        from medkit.hub.hub import resolve_checkpoint
+    ctx = click.get_current_context()
 
-        sel = make_selection(modality, strategy, data, preset, max_steps, seed, overrides)
-        cfg = compose_continuation(from_ref, resolve_checkpoint(from_ref), sel, host=get_host())
-        target = Path(run_dir or default_run_dir(strategy, sel.modalities))
-    else:
-        cfg = compose(make_selection(modality, strategy, data, preset, max_steps, seed, overrides),
-                      host=get_host())
-        target = Path(run_dir or default_run_dir(strategy, cfg["run"]["modalities"]))
+    def given(name: str, value: Any) -> Any:
+        """``value`` where the command line gave it, else ``None`` (the --config file or the default)."""
+        return value if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE else None
+
+    opts = RunOptions(modality=modality, strategy=given("strategy", strategy), data=data,
+                      preset=given("preset", preset), max_steps=max_steps, seed=given("seed", seed),
+                      overrides=overrides, run_dir=run_dir, resume=resume, from_ref=from_ref,
+                      config_file=config_file)
+    cfg, target = plan_run(opts, host=get_host())
     if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
         if nnodes > 1 and not (run_dir or resume):
             raise ConfigError("--nnodes > 1: give every node the same --run-dir (on storage all nodes share)")
@@ -139,6 +129,6 @@ def run(modality: tuple[str, ...], strategy: str, data: tuple[str, ...], preset:
     from medkit.config.typed import trainer_config
 
     reporter = make_reporter(trainer_config(cfg).log_every)
-    Engine(cfg, target, components=get_host(), reporter=reporter, resume=bool(resume)).run()
+    execute_run(cfg, target, resume=bool(resume), host=get_host(), reporter=reporter)
     if int(os.environ.get("RANK", "0")) == 0 and not os.environ.get("MEDKIT_LAUNCHED"):
         click.echo(f"run directory: {target}")

@@ -72,7 +72,7 @@ def test_readme_commands_are_extracted():
     assert ["medkit", "plugins", "list"] in medkit and ["medkit", "doctor"] in medkit
     assert any(c[:3] == ["medkit", "run", "--modality"] and "optim.lr=1e-4" in c for c in medkit), \
         "a continued (backslash) line is joined"
-    assert ["medkit", "evaluate", "runs/finetune-x"] in medkit, "a ';' chain is split"
+    assert ["medkit", "evaluate", "runs/ft-cls"] in medkit, "a ';' chain is split"
     for argv in commands:
         handled = (argv[0] == "medkit" or skip_reason(argv) is not None or is_checkout_install(argv)
                    or " ".join(argv).startswith(VENV_STEPS))
@@ -258,16 +258,30 @@ def fake_hub_env(tmp_path: Path) -> Any:
                "HF_HUB_DISABLE_XET": "1"}  # the fake Hub speaks LFS, not Xet
 
 
+def _needed(argv: list[str], commands: list[list[str]]) -> bool:
+    """Whether a later full-size command refers to the run directory ``argv`` makes."""
+    if "--run-dir" not in argv:
+        return False
+    made = argv[argv.index("--run-dir") + 1]
+    return any(made in c for c in commands if c is not argv)
+
+
 @pytest.mark.slow
 def test_every_medkit_command_of_the_readme_runs(tmp_path, fake_hub_env):
+    """The README's full-size commands, scaled down (tests/test_doc_commands.py runs the others as
+    written), with the runs they refer to made first."""
+    from .test_doc_commands import AS_WRITTEN
+
     cwd = tmp_path / "work"
     cwd.mkdir()
     adapt = Adapter(cwd, tmp_path / "demo")
     env = {**fake_hub_env, "MEDKIT_DEMO_DIR": str(tmp_path / "demo"), "OMP_NUM_THREADS": "1"}
     failures = []
     ran = 0
-    for argv in readme_commands():
-        if argv[0] != "medkit":
+    medkit = [c for c in readme_commands() if c[0] == "medkit"]
+    full = [c for c in medkit if " ".join(c) not in AS_WRITTEN]
+    for argv in medkit:
+        if " ".join(argv) in AS_WRITTEN and not _needed(argv, full):
             continue
         args = adapt(argv)
         out = run_cli(*args, env=env, cwd=cwd, timeout=900)
@@ -275,5 +289,5 @@ def test_every_medkit_command_of_the_readme_runs(tmp_path, fake_hub_env):
         if out.returncode != 0:
             failures.append(f"{' '.join(argv)}\n  ran as: medkit {' '.join(args)}\n  "
                             f"{out.stderr.strip()[-1500:]}")
-    assert ran >= 20
+    assert ran >= 5
     assert not failures, "README commands that fail:\n" + "\n".join(failures)

@@ -38,6 +38,9 @@ class Selection:
     seed: int = 0
     max_steps: int | None = None
     overrides: list[str] = field(default_factory=list)
+    #: values of a config file (``run --config FILE``), merged before ``overrides``; ``base_source`` names it
+    base: dict[str, Any] = field(default_factory=dict)
+    base_source: str = ""
 
 
 def parse_modalities(values: Sequence[str]) -> list[str]:
@@ -132,6 +135,10 @@ def compose(sel: Selection, *, host: ConfigHost) -> dict[str, Any]:
     cfg.tokenizer = tokenizer_cfg
     cfg.objective = objective_cfg
     OmegaConf.set_struct(cfg, True)
+    if sel.base:
+        from medkit.config.from_file import merge_file_values
+
+        cfg = merge_file_values(cfg, sel.base, sel.base_source)
     cfg = apply_overrides(cfg, sel.overrides)
     try:
         plain = strip_targets(OmegaConf.to_container(cfg, resolve=True))

@@ -20,6 +20,16 @@ def demo_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "medkit" / "demo"
 
 
+def is_demo_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in the built-in demo data folder (:func:`demo_root`): synthetic data a
+    run read because no ``--data`` was given (or was pointed at the demo folder)."""
+    try:
+        Path(path).resolve().relative_to(demo_root().resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def demo_is_current(root: Path, version: int) -> bool:
     """Whether ``root`` holds a complete demo of ``version`` (its marker file says so)."""
     marker = Path(root) / MARKER

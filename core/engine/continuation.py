@@ -75,8 +75,10 @@ def load_origin(origin: dict[str, Any], model: Any, strategy: Any, name: str, *,
 
     src = Path(origin["path"])
     report = load_pretrained_weights(model, src)
-    log.info("continuing %s: %d earlier stage(s) %s; fresh: %s", origin["ref"], len(origin["stages"]),
-             origin["stages"], ", ".join(report["new"]) or "nothing")
+    new = [p.rstrip(".") for p in report["new"]]
+    log.info("continuing %s: %d earlier stage(s) %s; %s", origin["ref"], len(origin["stages"]), origin["stages"],
+             f"newly initialised (not in that model): {', '.join(new)}" if new else
+             "every weight of this model comes from it (no part starts from random initialisation)")
     state = src / "strategy" / "state.json"
     if state.exists() and origin.get("strategy") == name:
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from medkit.api.collectives import barrier
 from medkit.api.errors import ConfigError
-from medkit.data.demo import demo_root
+from medkit.data.demo import demo_root, is_demo_path
 from medkit.data.prepared import is_prepared
 from medkit.data.groups import GroupOptions, SampleKeys, sample_keys
 from medkit.data.remote import is_url, normalise
@@ -100,6 +100,9 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
                                       "val": sorted({sources[i] for i in val}), **split_record(keys, train, val,
                                                                                               groups)}
         report_keys(m, keys, len(set(sources)))
+        # what the model card states: sample counts and whether this is the built-in demo data
+        out.split["modalities"][m].update(samples={"train": len(train), "val": len(val)},
+                                          demo=isinstance(path, Path) and is_demo_path(path))
         log.info("%s: %d training / %d held-out samples (%d / %d sources) from %s", m, len(train), len(val),
                  len(out.split["modalities"][m]["train"]), len(out.split["modalities"][m]["val"]), path)
         if sources and not val:  # said now, not as n/a in the matrices at the end of the run

@@ -171,8 +171,9 @@ class Engine:
         load_model_state(self.model, found / "model.safetensors")
         self.strategy.load_state_dict(ck.load_tensors(found / "checkpoint" / "strategy.safetensors"),
                                       ck.read_json(found / "checkpoint" / "strategy.json"))
-        log.info("resuming %s at stage %d, step %d (generation %s)", self.run_dir, restored.stage + 1,
-                 restored.step, found.name)
+        if not restored.finished:  # a finished run says so in _run, not "resuming ... at stage N+1"
+            log.info("resuming %s at stage %d, step %d (generation %s)", self.run_dir, restored.stage + 1,
+                     restored.step, found.name)
         return restored
 
     def _continue_from(self) -> int:
@@ -225,7 +226,8 @@ class Engine:
         if self.resume:
             self.restored = self._restore()
             if self.restored.finished:
-                log.info("%s is already finished (%d stages); nothing to resume", self.run_dir, len(ctx.stages))
+                log.info("%s is already complete (all %d stage(s) done); nothing to resume", self.run_dir,
+                         len(ctx.stages))
                 return self._results()
             start_stage, start_step = self.restored.stage, self.restored.step
         elif cfg["run"].get("from"):

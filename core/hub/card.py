@@ -35,8 +35,11 @@ HUB_PREFIX = "hf-hub:"
 Provider = Callable[[str, str], "str | None"]
 
 
-def check_license(license: str) -> str:
-    """A Hub licence identifier, or a :class:`ConfigError` that lists how to fix it."""
+def check_license(license: str | None) -> str | None:
+    """A Hub licence identifier (``None``: the publisher chose none), or a :class:`ConfigError` that
+    lists how to fix it."""
+    if license is None:
+        return None
     value = license.strip().lower()
     if value not in HUB_LICENSES:
         import difflib
@@ -98,7 +101,7 @@ def eval_results(matrices: Mapping[str, Matrix], *, objectives: Mapping[str, str
     return out
 
 
-def card_metadata(*, arch: Mapping[str, Any], manifest: Mapping[str, Any], license: str,
+def card_metadata(*, arch: Mapping[str, Any], manifest: Mapping[str, Any], license: str | None,
                   matrices: Mapping[str, Matrix] | None = None, repo_id: str | None = None) -> Any:
     """The card's ``huggingface_hub.ModelCardData``: library, licence, tags, ``base_model``,
     ``model-index`` (with ``matrices`` and ``repo_id``) and a ``medkit`` section (what the run trained)."""
@@ -150,17 +153,23 @@ def _usage(repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str, Any], p
     return lines
 
 
-def render_card(*, repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str, Any], license: str,
+def render_card(*, repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str, Any], license: str | None,
                 matrices: Mapping[str, Matrix], heatmap: str | None, strategy_files: Sequence[str],
                 provider: Provider | None = None,
-                unavailable: Mapping[str, Mapping[str, str]] | None = None) -> str:
+                unavailable: Mapping[str, Mapping[str, str]] | None = None,
+                data_summary: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The full ``README.md`` text: ``ModelCardData`` front matter + markdown body.
 
     Args:
         provider: ``provider(kind, name)`` → distribution, for the install line (the caller passes
             the plugin registry's answer; without it the card names only ``medkit``).
         unavailable: ``{metric: {modality: reason}}`` of cells that could not be evaluated.
+        data_summary: per modality, the demo flag and sample counts
+            (:func:`medkit.hub.card_data.read_data_summary`) for the "Training data" section.
+        license: the licence the publisher chose; ``None``: the card claims none.
     """
+    from medkit.hub.card_data import data_section, license_line
+
     from huggingface_hub import ModelCard
 
     meta = card_metadata(arch=arch, manifest=manifest, license=license, matrices=matrices, repo_id=repo_id)
@@ -194,6 +203,8 @@ def render_card(*, repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str,
           for i, s in enumerate(stages)], "",
         f"Strategy `{info['strategy']}`, seed {manifest.get('seed', '?')}, "
         f"{manifest.get('world_size', 1)} process(es).", "",
+        *data_section(stages, data_summary or {}, base=base),
+        *license_line(check_license(license)),
         "## Results", "",
     ]
     if not matrices:

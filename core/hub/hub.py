@@ -329,17 +329,19 @@ def _in_model_order(state: dict[str, Any], model: Model) -> dict[str, Any]:
     return dict(sorted(state.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
-def load_pretrained(ref: str | os.PathLike[str], *, create: Create, with_heads: bool = True) -> Model:
+def load_pretrained(ref: str | os.PathLike[str], *, create: Create, with_heads: bool = True,
+                    resolved: Path | None = None) -> Model:
     """Rebuild the encoder (and pretext heads) of ``ref`` by registered names and load its weights
     (``create``: ``PluginHost.create``; :func:`medkit.load_pretrained` passes the installed plugins').
 
     Components are created by their registered names in ``config.json``; a name whose plugin is not
     installed is a :class:`PluginError` naming the distribution to install. Weights that do not fit
     the architecture are a :class:`CheckpointError` naming the first mismatching key and shapes.
-    The model is returned in ``eval()`` mode.
+    The model is returned in ``eval()`` mode. ``resolved``: the folder :func:`resolve_checkpoint`
+    already gave for ``ref`` (not fetched again).
     """
     text = os.fspath(ref)
-    root = resolve_checkpoint(ref)
+    root = resolve_checkpoint(ref) if resolved is None else Path(resolved)
     cfg = pretrained_config(root)
     model = _build(cfg, root, text, with_heads, create)
     state = ck.load_tensors(root / MODEL_FILE)

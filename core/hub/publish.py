@@ -139,7 +139,7 @@ def sanitize_manifest(manifest: dict[str, Any]) -> tuple[dict[str, Any], list[st
     return scrub_paths(manifest, "", removed), removed
 
 
-def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "apache-2.0",
+def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str | None = None,
                  include_strategy_state: bool = False, provider: Any = None,
                  publishable: Publishable | None = None, host: Any) -> dict[str, Path]:
     """Write the generated files into ``staging`` and return ``{path in repository: local file}``.
@@ -233,9 +233,11 @@ def prepare_push(run_dir: Path, staging: Path, *, repo_id: str, license: str = "
         public_manifest["published"]["strategy_state"] = strategy_note
     ck.atomic_write_json(staging / "manifest.json", public_manifest)
     files["manifest.json"] = staging / "manifest.json"
+    from medkit.hub.card_data import read_data_summary
+
     card = render_card(repo_id=repo_id, arch=arch, manifest=public_manifest, license=license, matrices=matrices,
                        heatmap="matrix.png" if heatmap is not None else None, strategy_files=strategy_files,
-                       provider=provider, unavailable=unavailable)
+                       provider=provider, unavailable=unavailable, data_summary=read_data_summary(run_dir))
     ck.atomic_write_text(staging / "README.md", card)
     files["README.md"] = staging / "README.md"
     return files

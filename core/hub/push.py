@@ -35,7 +35,7 @@ class PushResult:
 
 
 def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False, revision: str | None = None,
-         license: str = "apache-2.0", include_strategy_state: bool = False,
+         license: str | None = None, include_strategy_state: bool = False,
          commit_message: str | None = None, components: Components, provider: Any = None,
          publishable: Any = None) -> PushResult:
     """Upload a run's model, architecture, tokenizer assets, sanitised manifest/config and model card.
@@ -54,7 +54,7 @@ def push(run_dir: str | os.PathLike[str], repo_id: str, *, private: bool = False
                      components=components, provider=provider, publishable=publishable)
 
 
-def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str,
+def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, license: str | None,
           include_strategy_state: bool, commit_message: str | None, components: Components,
           provider: Any = None, publishable: Any = None) -> PushResult:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi

@@ -123,7 +123,8 @@ def test_resume_cleans_what_a_crash_left_and_a_finished_run_stays_as_it_is(tmp_p
     with caplog.at_level("INFO"):
         Engine(load_config(run), run, components=get_host(), reporter=NullReporter(), resume=True).run()
     assert not staging.exists() and not uncommitted.exists() and unknown.is_dir()
-    assert "already finished" in caplog.text
+    assert "is already complete (all 1 stage(s) done); nothing to resume" in caplog.text
+    assert "resuming" not in caplog.text, "a finished run is not announced as resumed at a stage past its last"
     assert (run / "current").resolve() == current
     assert {p.name: p.read_bytes() for p in (run / "metrics").iterdir()} == before
 

@@ -63,6 +63,8 @@ def test_continue_a_local_run_with_its_buffers(tmp_path: Path, monkeypatch: pyte
     _medkit("run", "--from", str(first), "--modality", "pathology", "--strategy", "rehearsal",
             "--max-steps", "12", "--run-dir", str(second), *SMALL, *buffer)
     assert "restored the rehearsal state" in caplog.text
+    assert "newly initialised (not in that model): encoder.tokenizers.patch_2d, heads.pathology" in caplog.text
+    assert "fresh:" not in caplog.text
     steps = _steps(second)
     replayed = [s for s in steps if s["role"] == "buffer"]
     assert replayed and {s["modality"] for s in replayed} == {"ct"}, "earlier stages' buffers are rehearsed"
