@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "Components": "medkit.api.components", "components_of": "medkit.api.components",
     # batches
     "Sample": "medkit.api.batch", "Batch": "medkit.api.batch", "Source": "medkit.api.batch",
-    "collate": "medkit.api.batch", "TrainViewMixin": "medkit.api.batch",
+    "collate": "medkit.api.batch", "TrainViewMixin": "medkit.api.views",
     # the run, as strategies and observers see it
     "RunContext": "medkit.api.context", "StageState": "medkit.api.context", "LossOutput": "medkit.api.context",
     "RunInfo": "medkit.api.events", "StageInfo": "medkit.api.events",
@@ -135,7 +135,8 @@ __getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS, __all__, "the plugin c
 
 
 if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api.py keeps both in step)
-    from medkit.api.batch import Batch, Sample, Source, TrainViewMixin, collate
+    from medkit.api.batch import Batch, Sample, Source, collate
+    from medkit.api.views import TrainViewMixin
     from medkit.api.collectives import all_gather_cat, barrier, broadcast_, gather_cat, rank, world_size
     from medkit.api.components import Components, components_of
     from medkit.api.context import LossOutput, RunContext, StageState

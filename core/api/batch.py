@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
 
 from medkit.api.errors import DataError
+from medkit.api.views import TrainViewMixin as TrainViewMixin  # its home is torch-free
 
 #: One sample as a modality's dataset returns it: ``{"input": tensor or str, "id": str,
 #: "label": int (optional)}``. Images are ``[C, H, W]`` or ``[C, D, H, W]``; text is a ``str``.
 Sample = dict[str, Any]
-
-
-class TrainViewMixin:
-    """Gives a dataset ``view(train)``: the same index with augmentation on or off, without reading
-    the folder again (the engine needs both views of every modality)."""
-
-    train: bool
-
-    def view(self, train: bool) -> Any:
-        other = copy.copy(self)
-        other.train = bool(train)
-        return other
 
 
 @dataclass

@@ -88,7 +88,7 @@ def _push(run_dir: Path, repo_id: str, *, private: bool, revision: str | None, l
             ops: list[Any] = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(src))
                               for p, src in sorted(files.items())]
             ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-            with transfer(f"pushed {repo_id}@{branch}") as counts:  # huggingface_hub's bars on, then the rate
+            with transfer(f"upload to {repo_id}@{branch}") as counts:  # huggingface_hub's bars on, then the rate
                 counts.update(files=len(files), bytes=size_of(Path(src) for src in files.values()))
                 info = api.create_commit(repo_id, operations=ops, revision=branch, repo_type="model",
                                          commit_message=commit_message or f"medkit push of {run_dir.name}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medkit.api.batch import TrainViewMixin
+from medkit.api.views import TrainViewMixin  # torch-free: the plugin imports in milliseconds
 from medkit.api.hookspecs import hookimpl as _hookimpl
 
 MEDKIT_API_VERSION = "1.1"

@@ -249,7 +249,7 @@ def test_unreadable_inputs_are_listed_with_reasons_never_dropped_silently(demo, 
 
 
 def test_prepare_preprocesses_each_volume_once_even_without_a_cache(demo, tmp_path):
-    mod = _modality("ct", cache_bytes=0)
+    mod = _modality("ct", cache_bytes=0, disk_cache=False)
     calls: list[str] = []
     real = mod.prepare
     mod.prepare = lambda vol: (calls.append(vol.id), real(vol))[1]
