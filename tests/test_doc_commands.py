@@ -43,6 +43,7 @@ AS_WRITTEN = [
     "medkit run --modality ct --preset tiny --max-steps 4 --nproc-per-node 2 --run-dir runs/ct-ddp",
     "medkit config show --modality ct --preset tiny",
     "medkit data inspect --modality ct",
+    "medkit data preview --modality xray --samples 2 --out runs/preview",
     "medkit run --from runs/ct --modality pathology --strategy rehearsal --max-steps 10 --run-dir runs/ct-path",
     "medkit report runs/ct",
     "medkit compare runs/seq runs/rehearsal runs/ewc",

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from medkit.api.batch import Batch, collate
+from medkit.engine.loader import shutdown_workers
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,4 @@ class ChunkLoader:
 
     def close(self) -> None:
         """Shut the persistent workers down (idempotent)."""
-        it = getattr(self.loader, "_iterator", None)
-        if it is not None:
-            shutdown = getattr(it, "_shutdown_workers", None)
-            if callable(shutdown):
-                shutdown()
-            self.loader._iterator = None
+        shutdown_workers(self.loader)

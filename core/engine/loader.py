@@ -109,9 +109,15 @@ class RunLoader:
 
     def close(self) -> None:
         """Shut the persistent workers down (idempotent)."""
-        it = getattr(self.loader, "_iterator", None)
-        if it is not None:
-            shutdown = getattr(it, "_shutdown_workers", None)
-            if callable(shutdown):
-                shutdown()
-            self.loader._iterator = None
+        shutdown_workers(self.loader)
+
+
+def shutdown_workers(loader: torch.utils.data.DataLoader) -> None:
+    """Stop a DataLoader's persistent workers now (idempotent). torch has no public call for it:
+    they otherwise live until the loader is garbage-collected."""
+    it = getattr(loader, "_iterator", None)
+    if it is not None:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
+        loader._iterator = None
