@@ -39,17 +39,17 @@ def _order(indices: Sequence[int], steps: int, batch_size: int, seed: int) -> li
     """``steps`` minibatches walking seeded permutations of ``indices`` (a new one per pass)."""
     out: list[list[int]] = []
     pool: list[int] = []
-    epoch = 0
+    cursor, epoch = 0, 0
     while len(out) < steps:
         batch: list[int] = []
         while len(batch) < batch_size:
-            if not pool:
+            if cursor == len(pool):
                 perm = torch.randperm(len(indices), generator=torch.Generator().manual_seed(_key(seed, epoch)))
-                pool = [indices[int(j)] for j in perm]
+                pool, cursor = [indices[int(j)] for j in perm], 0
                 epoch += 1
-            take = min(batch_size - len(batch), len(pool))
-            batch += pool[:take]
-            pool = pool[take:]
+            take = min(batch_size - len(batch), len(pool) - cursor)
+            batch += pool[cursor:cursor + take]
+            cursor += take
         out.append(batch)
     return out
 
