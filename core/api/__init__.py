@@ -49,7 +49,7 @@ _EXPORTS: dict[str, str] = {
     "stage_marker": "medkit.api.tracking", "stage_title": "medkit.api.tracking",
     "flat_config": "medkit.api.tracking", "global_step": "medkit.api.tracking",
     "is_main_rank": "medkit.api.tracking", "matrix_tables": "medkit.api.tracking",
-    "matrix_markdown": "medkit.api.tracking",
+    "matrix_markdown": "medkit.api.tracking", "observer_hooks": "medkit.api.tracking",
     "BaseStrategy": "medkit.strategies.base",
     # collectives (one process or torchrun)
     "gather_cat": "medkit.api.collectives", "all_gather_cat": "medkit.api.collectives",
@@ -108,23 +108,22 @@ _EXPORTS: dict[str, str] = {
 #: the contract, sorted (tests/api/test_public_api.py: the same names as ``_EXPORTS``)
 __all__ = [
     "API_VERSION", "BackboneSpec", "BaseStrategy", "Batch", "Block", "CheckpointError", "ComponentSpec",
-    "Components", "ConfigError", "DEFAULT_CACHE_BYTES", "DataError", "EncoderOutput", "Entry2D",
-    "ExternalBackbone", "Family", "FlatPositions", "IMAGE_SUFFIXES", "Image2DDataset", "Image2DModality",
-    "Index", "Item", "ItemDataset", "KINDS",
-    "LogReporter", "LossOutput", "MEDKIT_API_VERSION", "Masking", "MedkitError",
-    "Modality", "ModalitySpec", "NIFTI_SUFFIXES", "Objective", "ObjectiveSpec", "OnError", "PluginError",
-    "Reporter", "RunContext", "RunInfo", "SPLITS", "Sample", "SampleDataset", "Source", "StageInfo",
-    "StageState", "StateDict", "Strategy", "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task",
-    "TaskSpec", "Tokenizer", "TokenizerSpec", "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume",
-    "WindowedVolumeModality", "all_gather_cat", "atomic_write_bytes", "atomic_write_text", "barrier",
-    "broadcast_", "cached_image", "check_dicom_decodable", "check_dicom_modality", "check_edges", "check_finite",
-    "check_on_error", "check_splits", "clip_zscore", "collate", "components_of", "convert_all", "decode_dicom",
-    "default_blocks", "demo_is_current", "dicom_decode_error", "dicom_file_key", "encode_labels", "entry",
-    "file_stem", "flat_config", "gather_cat", "gather_tokens", "generator", "global_step", "has_suffix",
-    "header_shape", "hookimpl", "hu_window", "init_vit_weights", "interpolate_grid", "is_main_rank", "load_into",
-    "load_state_checked", "load_volume", "make_noise", "mark_demo", "matrix_markdown", "matrix_tables", "normalize",
-    "pad_depth", "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind",
-    "read_array", "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "resize_to", "save_image",
+    "Components", "ConfigError", "DEFAULT_CACHE_BYTES", "DataError", "EncoderOutput", "Entry2D", "ExternalBackbone",
+    "Family", "FlatPositions", "IMAGE_SUFFIXES", "Image2DDataset", "Image2DModality", "Index", "Item",
+    "ItemDataset", "KINDS", "LogReporter", "LossOutput", "MEDKIT_API_VERSION", "Masking", "MedkitError", "Modality",
+    "ModalitySpec", "NIFTI_SUFFIXES", "Objective", "ObjectiveSpec", "OnError", "PluginError", "Reporter",
+    "RunContext", "RunInfo", "SPLITS", "Sample", "SampleDataset", "Source", "StageInfo", "StageState", "StateDict",
+    "Strategy", "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task", "TaskSpec", "Tokenizer", "TokenizerSpec",
+    "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume", "WindowedVolumeModality", "all_gather_cat",
+    "atomic_write_bytes", "atomic_write_text", "barrier", "broadcast_", "cached_image", "check_dicom_decodable",
+    "check_dicom_modality", "check_edges", "check_finite", "check_on_error", "check_splits", "clip_zscore",
+    "collate", "components_of", "convert_all", "decode_dicom", "default_blocks", "demo_is_current",
+    "dicom_decode_error", "dicom_file_key", "encode_labels", "entry", "file_stem", "flat_config", "gather_cat",
+    "gather_tokens", "generator", "global_step", "has_suffix", "header_shape", "hookimpl", "hu_window",
+    "init_vit_weights", "interpolate_grid", "is_main_rank", "load_into", "load_state_checked", "load_volume",
+    "make_noise", "mark_demo", "matrix_markdown", "matrix_tables", "normalize", "observer_hooks", "pad_depth",
+    "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind", "read_array",
+    "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "resize_to", "save_image",
     "sincos_init", "split_keys", "split_three", "stage_marker", "stage_scalars", "stage_title", "step_scalars",
     "track", "walk", "warnings_of", "work_reporter", "world_size", "write_csv", "write_nifti_demo",
 ]
@@ -147,7 +146,7 @@ if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api
     from medkit.api.protocols import Modality, Objective, SampleDataset, Strategy, Task, Tokenizer
     from medkit.api.randomness import per_sample_rand
     from medkit.api.tracking import (flat_config, global_step, is_main_rank, matrix_markdown, matrix_tables,
-                                     stage_marker, stage_scalars, stage_title, step_scalars)
+                                     observer_hooks, stage_marker, stage_scalars, stage_title, step_scalars)
     from medkit.api.specs import (KINDS, BackboneSpec, ComponentSpec, ModalitySpec, ObjectiveSpec, StrategySpec,
                                   TaskSpec, TokenizerSpec)
     from medkit.api.version import API_MAJOR as API_VERSION

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 #: the step record's keys that are not a loss term of one modality (logged once, for the whole step)
 RUN_WIDE = ("loss", "lr")
@@ -129,3 +130,45 @@ def matrix_markdown(metric: str, rows: list[int], cols: list[str], values: list[
     body = "".join(f"| {r} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in vals) + " |\n"
                    for r, vals in zip(rows, values))
     return head + body
+
+
+def observer_hooks(enabled: Callable[[], bool], logger: str) -> tuple[Callable[..., None], ...]:
+    """The five run-event hooks of an experiment-logger plugin, each forwarding to the function of the
+    same name (``run_start``, ``stage_start``, ``step_end``, ``stage_end``, ``run_end``) in the module
+    ``logger`` while ``enabled()``. ``logger`` is imported on the first event only, so loading the
+    plugin stays cheap. A plugin's hook module binds them to the hook names::
+
+        (medkit_on_run_start, medkit_on_stage_start, medkit_on_step_end, medkit_on_stage_end,
+         medkit_on_run_end) = observer_hooks(enabled, "my_plugin.logger")
+    """
+    from medkit.api.hookspecs import hookimpl
+
+    def target() -> Any:
+        return importlib.import_module(logger)
+
+    @hookimpl
+    def medkit_on_run_start(run: Any) -> None:
+        if enabled():
+            target().run_start(run)
+
+    @hookimpl
+    def medkit_on_stage_start(run: Any, stage: Any) -> None:
+        if enabled():
+            target().stage_start(run, stage)
+
+    @hookimpl
+    def medkit_on_step_end(run: Any, stage: Any, step: int, metrics: dict[str, float], modality: str) -> None:
+        if enabled():
+            target().step_end(run, stage, step, metrics, modality)
+
+    @hookimpl
+    def medkit_on_stage_end(run: Any, stage: Any, metrics: dict[str, float]) -> None:
+        if enabled():
+            target().stage_end(run, stage, metrics)
+
+    @hookimpl
+    def medkit_on_run_end(run: Any, results: dict[str, Any]) -> None:
+        if enabled():
+            target().run_end(run, results)
+
+    return medkit_on_run_start, medkit_on_stage_start, medkit_on_step_end, medkit_on_stage_end, medkit_on_run_end
