@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medkit.api import ConfigError
-from medkit_plugin_medcoss import kmeans
+from medkit_plugin_medcoss import distances, kmeans, lloyd
 from medkit_plugin_medcoss.buffer import select_buffer
 from medkit_plugin_medcoss.store import FeatureStore
 
@@ -74,7 +74,7 @@ def test_chunked_distances_equal_the_direct_computation() -> None:
 
 
 def test_distance_blocks_over_centroids_keep_the_first_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kmeans, "MAX_BLOCK", 6)  # 3 rows → blocks of 2 centroids
+    monkeypatch.setattr(distances, "MAX_BLOCK", 6)  # 3 rows → blocks of 2 centroids (read where _nearest is)
     x = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 0.0]])
     c = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [5.0, 5.0], [9.0, 1.0], [9.0, -1.0]])
     out = kmeans.assign(x, c, batch=3)
@@ -93,9 +93,9 @@ def test_select_nearest_known_answer() -> None:
 def test_empty_cluster_moves_to_the_farthest_row() -> None:
     data = torch.tensor([[0.0], [1.0], [10.0]])
     centroids = torch.tensor([[0.5], [100.0]])
-    labels, sq, sums, counts, far = kmeans._lloyd_pass(data, centroids, batch=2)
+    labels, sq, sums, counts, far = lloyd._lloyd_pass(data, centroids, batch=2)
     assert counts.tolist() == [3, 0] and far.tolist()[0] == 2
-    new = kmeans._update(data, centroids, sums, counts, far)
+    new = lloyd._update(data, centroids, sums, counts, far)
     assert torch.allclose(new, torch.tensor([[11.0 / 3.0], [10.0]]))
 
 
