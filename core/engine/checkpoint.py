@@ -13,6 +13,7 @@ import torch
 
 from medkit.api.context import RunContext
 from medkit.engine.generations import Generation, GenerationStore
+from medkit.engine.ordered import reduce_record
 from medkit.eval.records import normalise_evaluations
 from medkit.models.build import MODEL_METADATA, TOKENIZER_ASSETS, Model, architecture
 from medkit.storage import files as ck
@@ -75,6 +76,7 @@ def manifest(cfg: dict[str, Any], ctx: RunContext, record: RunRecord, *, stage: 
         "config_hash": config_digest(cfg), "versions": package_versions(dists),
         "data": data_paths, "seed": cfg["run"]["seed"], "world_size": world_size, "files": files,
         "resume_overrides": list(cfg["run"].get("resume_overrides", [])),
+        "reduce": reduce_record(cfg.get("trainer") or {}, world_size),
     }
 
 

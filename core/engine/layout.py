@@ -13,7 +13,7 @@ import torch
 from medkit.api.errors import ConfigError
 from medkit.config.typed import RunSettings
 from medkit.engine.distributed import DataParallelStep, World, broadcast_parameters
-from medkit.engine.ordered import OrderedReduce, check_layout, group_size
+from medkit.engine.ordered import OrderedReduce, check_layout, group_size, reduce_record
 from medkit.engine.step import TrainStep
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,10 @@ def keep_global_batch(run_dir: Path, current: Path | None, settings: RunSettings
         return settings, cfg
     from medkit.config.received import received_manifest
 
-    before = int(received_manifest(current / "manifest.json").get("world_size", 1))
+    saved = received_manifest(current / "manifest.json")
+    before = int(saved.get("world_size", 1))
     now = world.world_size
+    _same_reduction(run_dir, saved.get("reduce"), cfg, before, world)
     if before == now:
         return settings, cfg
     global_batch = settings.trainer.batch_size * before
@@ -64,6 +66,17 @@ def keep_global_batch(run_dir: Path, current: Path | None, settings: RunSettings
                     "so this resume will not be bit-identical to a run on %d process(es) (only close to it); "
                     "trainer.reduce=ordered gives the same bits on any world size", run_dir, trainer.reduce, before)
     return settings, cfg
+
+
+def _same_reduction(run_dir: Path, saved: Any, cfg: dict[str, Any], before: int, world: World) -> None:
+    """Warn when the resume reduces gradients otherwise than the run did (``trainer.reduce`` or the
+    group size changed by an override): the steps after it are then not the run's bits."""
+    if not isinstance(saved, dict) or not world.is_main:
+        return
+    now = reduce_record({**cfg["trainer"], "batch_size": cfg["trainer"]["batch_size"] * before}, 1)
+    if saved != now:
+        log.warning("%s ran with the gradient reduction %s and resumes with %s: the result will not be "
+                    "bit-identical to an uninterrupted run", run_dir, saved, now)
 
 
 def ordered_groups(settings: RunSettings, world: World) -> int | None:
