@@ -25,10 +25,11 @@ class TrainerConfig:
     checkpoint_every: int = 50  #: steps between mid-stage checkpoints
     keep_checkpoints: int = 2  #: committed checkpoint generations kept (the older ones are fallbacks)
     accum_steps: int = 1  #: micro-batches each step's batch_size samples are split into (accumulation)
-    #: gradient reduction: ``ordered`` (a fixed tree over fixed groups: the same bits on any number of
-    #: processes; trainer.accum_steps is then unused) or ``allreduce`` (DDP's, faster, not bit-identical
-    #: across world sizes); see medkit.engine.ordered
-    reduce: str = "ordered"
+    #: gradient reduction: ``allreduce`` (DDP's bucketed all-reduce: fast, but the bits depend on the
+    #: number of processes) or ``ordered`` (fixed groups summed by one fixed tree: the same bits on any
+    #: number of processes, at a cost that falls with the group size; trainer.accum_steps is then
+    #: unused); see medkit.engine.ordered and docs/checkpoints.md
+    reduce: str = "allreduce"
     #: samples per reduction group under ``reduce=ordered``; 0: the global batch over the largest power
     #: of two up to 8 that divides it
     reduce_group: int = 0

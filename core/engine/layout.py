@@ -45,7 +45,7 @@ def keep_global_batch(run_dir: Path, current: Path | None, settings: RunSettings
     saved = received_manifest(current / "manifest.json")
     before = int(saved.get("world_size", 1))
     now = world.world_size
-    _same_reduction(run_dir, saved.get("reduce"), cfg, before, world)
+    _same_reduction(run_dir, saved.get("reduce"), settings, before, world)
     if before == now:
         return settings, cfg
     global_batch = settings.trainer.batch_size * before
@@ -68,12 +68,13 @@ def keep_global_batch(run_dir: Path, current: Path | None, settings: RunSettings
     return settings, cfg
 
 
-def _same_reduction(run_dir: Path, saved: Any, cfg: dict[str, Any], before: int, world: World) -> None:
+def _same_reduction(run_dir: Path, saved: Any, settings: RunSettings, before: int, world: World) -> None:
     """Warn when the resume reduces gradients otherwise than the run did (``trainer.reduce`` or the
     group size changed by an override): the steps after it are then not the run's bits."""
     if not isinstance(saved, dict) or not world.is_main:
         return
-    now = reduce_record({**cfg["trainer"], "batch_size": cfg["trainer"]["batch_size"] * before}, 1)
+    tr = settings.trainer
+    now = reduce_record(tr.reduce, tr.reduce_group, tr.batch_size * before)
     if saved != now:
         log.warning("%s ran with the gradient reduction %s and resumes with %s: the result will not be "
                     "bit-identical to an uninterrupted run", run_dir, saved, now)

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 #: ``trainer.reduce`` values: the fixed-order tree or DDP's bucketed all-reduce.
 REDUCE_MODES = ("ordered", "allreduce")
-#: ``trainer.reduce``'s default (the schema's, :class:`medkit.config.schemas.TrainerConfig`).
-DEFAULT_MODE = "ordered"
 #: Groups per global batch when ``trainer.reduce_group`` is 0: the largest power of two up to
 #: this that divides the global batch (so world sizes 1, 2, 4 and 8 split it into whole blocks).
 DEFAULT_GROUPS = 8
@@ -239,11 +237,9 @@ class OrderedReduce:
         return Reduced(loss=loss, losses=losses, parts=parts, described=described)
 
 
-def reduce_record(trainer: dict[str, Any], world_size: int) -> dict[str, Any]:
-    """What a manifest records of the reduction: ``{"mode", "group"}`` (the group size only for
-    ``ordered``, where it decides the bits)."""
-    mode = str(trainer.get("reduce", DEFAULT_MODE))
+def reduce_record(mode: str, reduce_group: int, global_batch: int) -> dict[str, Any]:
+    """What a manifest records of the reduction (``trainer.reduce``, ``trainer.reduce_group``):
+    ``{"mode"}``, and for ``ordered`` the ``"group"`` size that decides the bits."""
     if mode != "ordered":
         return {"mode": mode}
-    return {"mode": mode, "group": group_size(int(trainer.get("batch_size", 1)) * int(world_size),
-                                              int(trainer.get("reduce_group", 0) or 0))}
+    return {"mode": mode, "group": group_size(global_batch, reduce_group)}
