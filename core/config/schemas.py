@@ -25,6 +25,14 @@ class TrainerConfig:
     checkpoint_every: int = 50  #: steps between mid-stage checkpoints
     keep_checkpoints: int = 2  #: committed checkpoint generations kept (the older ones are fallbacks)
     accum_steps: int = 1  #: micro-batches each step's batch_size samples are split into (accumulation)
+    #: gradient reduction: ``allreduce`` (DDP's bucketed all-reduce: fast, but the bits depend on the
+    #: number of processes) or ``ordered`` (fixed groups summed by one fixed tree: the same bits on any
+    #: number of processes, at a cost that falls with the group size; trainer.accum_steps is then
+    #: unused); see medkit.engine.ordered and docs/checkpoints.md
+    reduce: str = "allreduce"
+    #: samples per reduction group under ``reduce=ordered``; 0: the global batch over the largest power
+    #: of two up to 8 that divides it
+    reduce_group: int = 0
     log_every: int = 10  #: steps between progress lines
     eval_batches: int = 4  #: held-out batches per modality for the pretext loss after each stage
     val_fraction: float = 0.1  #: share of each modality's samples held out (hash split)
@@ -81,7 +89,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "trainer.keep_checkpoints": (1, None, True), "trainer.accum_steps": (1, None, True),
     "trainer.eval_batches": (0, None, True), "trainer.val_fraction": (0, 1, False),
     "trainer.num_workers": (0, None, True), "trainer.probe_knn_k": (0, None, True),
-    "trainer.group_folder_level": (0, None, True),
+    "trainer.group_folder_level": (0, None, True), "trainer.reduce_group": (0, None, True),
     "trainer.probe_linear_steps": (0, None, True), "trainer.probe_max_train": (0, None, True),
     "trainer.probe_max_query": (0, None, True), "trainer.probe_refit_steps": (0, None, True),
     "trainer.probe_refit_lr": (0, None, True),
@@ -90,7 +98,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "encoder.depth": (1, None, True), "encoder.embed_dim": (1, None, True), "encoder.num_heads": (1, None, True),
     "encoder.mlp_ratio": (0, None, True), "encoder.drop_path": (0, 1, False),
 }
-_CHOICES: dict[str, tuple[str, ...]] = {"trainer.probe_knn_vote": ("weighted", "majority")}
+_CHOICES: dict[str, tuple[str, ...]] = {"trainer.probe_knn_vote": ("weighted", "majority"),
+                                        "trainer.reduce": ("ordered", "allreduce")}
 
 
 def defaults(section: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 
 from medkit.api.context import RunContext
 from medkit.engine.generations import Generation, GenerationStore
+from medkit.engine.ordered import reduce_record
 from medkit.eval.records import normalise_evaluations
 from medkit.models.build import MODEL_METADATA, TOKENIZER_ASSETS, Model, architecture
 from medkit.storage import files as ck
@@ -75,7 +76,16 @@ def manifest(cfg: dict[str, Any], ctx: RunContext, record: RunRecord, *, stage: 
         "config_hash": config_digest(cfg), "versions": package_versions(dists),
         "data": data_paths, "seed": cfg["run"]["seed"], "world_size": world_size, "files": files,
         "resume_overrides": list(cfg["run"].get("resume_overrides", [])),
+        "reduce": _reduction(cfg, world_size),
     }
+
+
+def _reduction(cfg: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """The manifest's ``reduce``: how this run sums gradients (:func:`medkit.engine.ordered.reduce_record`)."""
+    from medkit.config.typed import trainer_config
+
+    tr = trainer_config(cfg)
+    return reduce_record(tr.reduce, tr.reduce_group, tr.batch_size * world_size)
 
 
 def write_tokenizers(gen: Generation, model: Model) -> None:

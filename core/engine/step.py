@@ -109,6 +109,10 @@ class TrainStep:
         after_backward / after_optimizer_step: the strategy points (PackNet masks gradients, then
             re-imposes frozen weights).
         describe: names the samples of a batch for the non-finite-loss error.
+        reducer: the fixed-order backward (``trainer.reduce=ordered``,
+            :class:`medkit.engine.ordered.OrderedReduce`): the micro-batches are then this rank's
+            reduction groups, reduced with every rank's in one fixed order; default: none (the
+            micro-batches' mean loss, reduced by ``forward``'s wrapper).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, params: Sequence[torch.nn.Parameter],
@@ -117,7 +121,7 @@ class TrainStep:
                  no_sync: Callable[[], Any] | None = None,
                  after_backward: Callable[[], None] | None = None,
                  after_optimizer_step: Callable[[], None] | None = None,
-                 describe: Callable[[Batch], str] | None = None) -> None:
+                 describe: Callable[[Batch], str] | None = None, reducer: Any = None) -> None:
         self.optimizer, self.params, self.device = optimizer, list(params), device
         self.clip_grad = float(clip_grad) if clip_grad else None
         self.amp_dtype = amp_dtype(amp)
@@ -127,6 +131,7 @@ class TrainStep:
         self.no_sync = no_sync or nullcontext
         self.after_backward, self.after_optimizer_step = after_backward, after_optimizer_step
         self.describe = describe or (lambda b: f"{b.modality} batch {', '.join(b.ids[:4])}")
+        self.reducer = reducer
 
     def set_lr(self, lr: float) -> None:
         for g in self.optimizer.param_groups:
@@ -148,6 +153,10 @@ class TrainStep:
         if lr is not None:
             self.set_lr(lr)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.reducer is not None:
+            done = self.reducer.backward(self, loss_fn, micro, check_finite=check_finite, sync=sync)
+            self._update()
+            return StepResult(loss=done.loss, losses=done.losses, parts=done.parts, described=done.described)
         total = torch.zeros((), device=self.device)
         losses, parts, described = [], [], []
         for k, batch in enumerate(micro):
@@ -164,6 +173,11 @@ class TrainStep:
             losses.append(loss.detach() if check_finite else torch.zeros((), device=loss.device))
             parts.append({name: v.detach() if isinstance(v, torch.Tensor) else v for name, v in out.metrics.items()})
             described.append(self.describe(batch) if check_finite and not sync else "")
+        self._update()
+        return StepResult(loss=total / len(micro), losses=torch.stack(losses), parts=parts, described=described)
+
+    def _update(self) -> None:
+        """After the backward: the strategy point, clipping, the optimizer step, the strategy point."""
         if self.after_backward is not None:
             self.after_backward()
         if self.clip_grad:
@@ -171,4 +185,3 @@ class TrainStep:
         self.optimizer.step()
         if self.after_optimizer_step is not None:
             self.after_optimizer_step()
-        return StepResult(loss=total / len(micro), losses=torch.stack(losses), parts=parts, described=described)

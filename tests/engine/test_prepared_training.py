@@ -20,7 +20,8 @@ from medkit.testing.faults import CommitPoints
 
 SMALL = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
          "trainer.eval_batches=1", "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0",
-         "trainer.checkpoint_every=2", "modality.xray.input_size=64"]
+         "trainer.checkpoint_every=2", "modality.xray.input_size=64",
+         "trainer.reduce=ordered"]  # the same bits on any world size (not the default: it costs time)
 STEPS = 6
 
 from tests.data.test_prepare import _fork  # noqa: E402  (one fork-and-report helper for both files)
@@ -34,6 +35,7 @@ def _train(run: Path, data: Path | None = None, *, kill_at: int | None = None, l
         from medkit.engine.engine import Engine, load_config
         from medkit.registry import get_host
 
+        torch.set_num_threads(1)  # one thread, as each rank of a multi-process resume runs
         points = CommitPoints(run, kill_at=kill_at, log_file=log).install()
         host = get_host()
         if resume:
@@ -111,8 +113,8 @@ def test_resume_from_prepared_data_is_bit_identical(runs, tmp_path):
 
 @pytest.mark.slow
 def test_resume_from_prepared_data_under_two_processes(runs, tmp_path):
-    """Killed with one process, resumed with two (gloo): the same steps, the weights of the
-    one-process run to the all-reduce's float tolerance."""
+    """Killed with one process, resumed with two (gloo): the same steps, logged losses and weights
+    as the one-process run, to the bit (trainer.reduce=ordered)."""
     from tests.conftest import run_cli
 
     n = [o["n"] for o in runs["ops"] if o["op"] == "symlink"][1]
@@ -123,7 +125,5 @@ def test_resume_from_prepared_data_under_two_processes(runs, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads((run / "manifest.json").read_text())["world_size"] == 2
     got, want = _state(run), runs["prep"]
-    assert [(s["stage"], s["step"]) for s in got["steps"]] == [(s["stage"], s["step"]) for s in want["steps"]]
-    worst = max(float((got["weights"][k] - want["weights"][k]).abs().max()) for k in want["weights"]
-                if want["weights"][k].is_floating_point())
-    assert worst < 2e-5, f"resumed under 2 processes differs by {worst:.2e}"
+    assert got["steps"] == want["steps"] and got["split"] == want["split"]
+    assert not _same_weights(got["weights"], want["weights"])
