@@ -15,7 +15,7 @@ from medkit.data.dicom_checks import check_dicom_modality, series_label
 from medkit.data.dicom_codecs import check_decodable
 from medkit.data.dicom_enhanced import enhanced_affine, is_enhanced
 from medkit.data.dicom_geometry import file_affine, has_pixel_spacing, in_plane, slice_step
-from medkit.data.volume_types import EXPECTED, Volume, axis_spacing, dicom_uids, slice_axis
+from medkit.data.volume_types import EXPECTED, Volume, axis_spacing, dicom_uids, oriented_shape, slice_axis
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def _dicom_file(path: Path, rel: str, axcodes: str, ds: Any) -> Volume:
     check_edges(path, shape)
     axis = slice_axis(affine, axcodes)
     return Volume(rel, "dicom", (str(path),), shape[axis], axis_spacing(affine, axis),
-                  affine=tuple(float(v) for v in affine.ravel()), **dicom_uids(ds))
+                  affine=tuple(float(v) for v in affine.ravel()), shape=oriented_shape(affine, shape, axcodes),
+                  **dicom_uids(ds))
 
 
 def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcodes: str) -> Volume:
@@ -113,7 +114,8 @@ def _series(folder: Path, rel: str, files: list[Path], headers: list[Any], axcod
     axis = slice_axis(affine, axcodes)
     # MONAI globs the folder itself: keep its spelling of each path so our regex selects them
     paths = tuple(os.path.join(str(folder), p.name) for _, p in pairs)
-    return Volume(rel, "series", paths, shape[axis], axis_spacing(affine, axis), **uids)
+    return Volume(rel, "series", paths, shape[axis], axis_spacing(affine, axis),
+                  shape=oriented_shape(affine, shape, axcodes), **uids)
 
 
 def _check_gaps(where: str, headers: list[Any], normal: np.ndarray) -> None:

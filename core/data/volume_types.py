@@ -30,6 +30,9 @@ class Volume:
         patient: DICOM PatientID (for patient-level splits), ``None`` when unknown (NIfTI).
         study: DICOM StudyInstanceUID, ``None`` when unknown.
         series: DICOM SeriesInstanceUID, ``None`` for NIfTI.
+        shape: voxels along each axis once reoriented (``(X, Y, Z)``, ``Z`` the slice axis), for
+            the upsampling check; ``None`` when not known.
+        description: DICOM SeriesDescription, for messages; ``None`` when absent (NIfTI).
     """
 
     id: str
@@ -42,6 +45,8 @@ class Volume:
     patient: str | None = None
     study: str | None = None
     series: str | None = None
+    shape: tuple[int, int, int] | None = None
+    description: str | None = None
 
     @property
     def where(self) -> str:
@@ -57,13 +62,15 @@ class Uids(TypedDict):
     patient: str | None
     study: str | None
     series: str | None
+    description: str | None
 
 
 def dicom_uids(ds: Any) -> Uids:
     def text(key: str) -> str | None:
         value = str(ds.get(key, "") or "").strip()
         return value or None
-    return {"patient": text("PatientID"), "study": text("StudyInstanceUID"), "series": text("SeriesInstanceUID")}
+    return {"patient": text("PatientID"), "study": text("StudyInstanceUID"), "series": text("SeriesInstanceUID"),
+            "description": " ".join((text("SeriesDescription") or "").split()) or None}
 
 
 def slice_axis(affine: np.ndarray, axcodes: str) -> int:
@@ -74,6 +81,18 @@ def slice_axis(affine: np.ndarray, axcodes: str) -> int:
     world = nib.orientations.axcodes2ornt(tuple(axcodes))[2, 0]
     hits = np.nonzero(src[:, 0] == world)[0]
     return int(hits[0]) if len(hits) else 2
+
+
+def oriented_shape(affine: np.ndarray, shape: tuple[int, ...], axcodes: str) -> tuple[int, int, int]:
+    """``shape`` (3 array axes) in the order MONAI's ``Orientation(axcodes)`` gives them."""
+    import nibabel as nib
+
+    src = nib.orientations.io_orientation(np.asarray(affine, dtype=float))
+    out = []
+    for i, world in enumerate(nib.orientations.axcodes2ornt(tuple(axcodes))[:, 0]):
+        hits = np.nonzero(src[:, 0] == world)[0]
+        out.append(int(shape[int(hits[0]) if len(hits) else i]))
+    return out[0], out[1], out[2]
 
 
 def axis_spacing(affine: np.ndarray, axis: int) -> float:

@@ -23,7 +23,7 @@ from medkit.data.dicom_codecs import missing_decoder_of
 from medkit.data.dicom_enhanced import enhanced_file, read_enhanced
 from medkit.data.volume_dicom import SPACING_TOLERANCE, dicom_folder, is_dicom_file  # noqa: F401 - re-exported
 from medkit.data.volume_types import (
-    EXPECTED, IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, Volume, axis_spacing, slice_axis,
+    EXPECTED, IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, Volume, axis_spacing, oriented_shape, slice_axis,
 )
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def _nifti(path: Path, rel: str, axcodes: str) -> Volume:
     if frames > 1:
         log.info("%s: 4D NIfTI with %d frames; using the first frame only", path, frames)
     axis = slice_axis(affine, axcodes)
-    return Volume(rel, "nifti", (str(path),), shape[axis], axis_spacing(affine, axis), frames)
+    return Volume(rel, "nifti", (str(path),), shape[axis], axis_spacing(affine, axis), frames,
+                  shape=oriented_shape(affine, shape[:3], axcodes))
 
 
 # -- discovery ---------------------------------------------------------------------------------

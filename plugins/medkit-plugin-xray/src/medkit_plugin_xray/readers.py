@@ -25,6 +25,7 @@ class Header:
     width: int
     height: int
     view: str | None  # DICOM ViewPosition, None when absent
+    description: str | None = None  # DICOM SeriesDescription, None when absent
 
 
 def file_kind(path: Path) -> str | None:
@@ -119,7 +120,8 @@ def _probe_dicom(path: Path, verify: bool, check_modality: bool = True) -> Heade
         _dicom_pixels(path, ds)
     view = str(ds.get("ViewPosition", "") or "").strip() or None
     check_edges(path, (int(ds.Columns), int(ds.Rows)), "image")
-    return Header("dicom", int(ds.Columns), int(ds.Rows), view)
+    description = " ".join(str(ds.get("SeriesDescription", "") or "").split()) or None
+    return Header("dicom", int(ds.Columns), int(ds.Rows), view, description)
 
 
 # -- pixels ---------------------------------------------------------------------------------------
