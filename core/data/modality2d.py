@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -56,6 +56,9 @@ class Entry2D:
             modality's :meth:`Image2DModality.read_image` returns the region itself (a whole-slide
             tile read at its pyramid level), so ``box`` is ``None`` and decoded images are cached
             per sample, not per file.
+        dicom: the DICOM identifiers (PatientID, StudyInstanceUID, SeriesInstanceUID,
+            SOPInstanceUID) read while indexing, so the split keys need no second header read;
+            ``None`` when not a DICOM or not known.
     """
 
     id: str
@@ -64,6 +67,7 @@ class Entry2D:
     source: str
     box: tuple[float, float, float, float] | None = None
     kind: str = ""
+    dicom: Mapping[str, str] | None = None
 
 
 @dataclass

@@ -101,7 +101,7 @@ class XrayModality(Image2DModality):
         if self.upsampled(index, rel, where, (header.width, header.height)):
             return []
         patient = index.tables["patients"].get(rel) if "patients" in index.tables else None
-        return [Entry2D(rel, rel, path, patient or rel, kind=header.kind)]
+        return [Entry2D(rel, rel, path, patient or rel, kind=header.kind, dicom=header.uids)]
 
     def select(self, entries: list[Entry2D], index: Index) -> list[Entry2D]:
         if index.filtered:
