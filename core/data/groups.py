@@ -137,7 +137,8 @@ def units_of(dataset: Any) -> tuple[list[int], list[Unit]] | None:
     from medkit.data.windows import WindowDataset
 
     if isinstance(dataset, Image2DDataset) and len(dataset.entries) == len(sources):
-        of = [add(e.rel, lambda e=e, s=s: Unit(e.rel, (str(e.path),), s)) for e, s in zip(dataset.entries, sources)]
+        of = [add(e.rel, lambda e=e, s=s: Unit(e.rel, (str(e.path),), s, dicom=_entry_uids(e)))
+              for e, s in zip(dataset.entries, sources)]
     elif isinstance(dataset, WindowDataset):
         by_id = {v.id: v for v in dataset.volumes}
         if not all(s in by_id for s in sources):
@@ -160,6 +161,12 @@ def _volume_uids(vol: Any) -> dict[str, str] | None:
         return None
     uids = {"PatientID": vol.patient, "StudyInstanceUID": vol.study, "SeriesInstanceUID": vol.series}
     return {k: str(v) for k, v in uids.items() if v}
+
+
+def _entry_uids(entry: Any) -> dict[str, str] | None:
+    """A 2D entry's DICOM identifiers read while indexing (``Entry2D.dicom``), ``None`` if unknown."""
+    known = getattr(entry, "dicom", None)
+    return None if known is None else {k: str(v) for k, v in known.items() if v}
 
 
 def _is_dicom(path: Path) -> bool:

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -21,6 +21,7 @@ from medkit.api.errors import ConfigError, DataError
 from medkit.data.image2d import NORMALIZE_MODES, make_view, normalize, to_tensor
 from medkit.data.labels import encode_labels, parse_label
 from medkit.data.tables import Table, read_table
+from medkit.data.upsample import check_max_upsample, record_skip, upsample_factor, upsample_reason
 from medkit.data.walk import OnError, check_on_error, walk
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Image2DOptions:
     hflip: bool = True
     folder_labels: bool = False
     on_error: str = "raise"
+    max_upsample: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class Entry2D:
             modality's :meth:`Image2DModality.read_image` returns the region itself (a whole-slide
             tile read at its pyramid level), so ``box`` is ``None`` and decoded images are cached
             per sample, not per file.
+        dicom: the DICOM identifiers (PatientID, StudyInstanceUID, SeriesInstanceUID,
+            SOPInstanceUID) read while indexing, so the split keys need no second header read;
+            ``None`` when not a DICOM or not known.
     """
 
     id: str
@@ -62,6 +67,7 @@ class Entry2D:
     source: str
     box: tuple[float, float, float, float] | None = None
     kind: str = ""
+    dicom: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -72,6 +78,8 @@ class Index:
     tables: dict[str, Table] = field(default_factory=dict)
     filtered: list[tuple[str, str]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    #: the dataset's skipped files (:meth:`Image2DModality.upsampled` adds to it whatever ``on_error``)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Image2DDataset(TrainViewMixin):
@@ -182,14 +190,30 @@ class Image2DModality:
 
     # -- options -------------------------------------------------------------------------------
     def set_image_options(self, *, input_size: int, normalize: str, crop_scale: Any, hflip: bool,
-                          folder_labels: bool, on_error: str) -> None:
-        """Validate and keep the shared options as :attr:`options`."""
+                          folder_labels: bool, on_error: str, max_upsample: float | None = None) -> None:
+        """Validate and keep the shared options as :attr:`options` (``max_upsample``: see
+        :meth:`upsampled`; ``None``, the default, sets no limit)."""
         if int(input_size) < 1:
             raise ConfigError(f"modality {self.name}: input_size must be a positive int, got {input_size!r}")
         self.options = Image2DOptions(
             input_size=int(input_size), normalize=self.choice(normalize, "normalize", NORMALIZE_MODES),
             crop_scale=self.pair(crop_scale, "crop_scale", 0.0, 1.0), hflip=bool(hflip),
-            folder_labels=bool(folder_labels), on_error=check_on_error(on_error, f"modality {self.name}"))
+            folder_labels=bool(folder_labels), on_error=check_on_error(on_error, f"modality {self.name}"),
+            max_upsample=check_max_upsample(max_upsample, f"modality {self.name}"))
+
+    def upsampled(self, index: Index, rel: str, where: str, size: tuple[int, int]) -> bool:
+        """Whether an image of ``size`` (width, height) would be upsampled to ``input_size``² more than
+        ``max_upsample`` times (:mod:`medkit.data.upsample`); such an image is recorded in
+        ``index.skipped`` with the reason, whatever ``on_error`` says. ``where``: the file (and the
+        DICOM series) for the message."""
+        limit, side = self.options.max_upsample, self.options.input_size
+        factor = upsample_factor(size, (side, side))
+        if limit is None or factor <= limit:
+            return False
+        sizes = f"its {size[0]}×{size[1]} pixels resized to {side}×{side} (input_size)"
+        reason = upsample_reason(self.name, where, sizes, factor, limit)
+        record_skip(f"modality {self.name}", index.skipped, rel, reason)
+        return True
 
     def pair(self, value: Any, name: str, low: float, high: float) -> tuple[float, float]:
         """``value`` as ``(a, b)`` with ``low <= a < b <= high``, else a :class:`ConfigError`."""
@@ -262,7 +286,7 @@ class Image2DModality:
         if not files:
             raise DataError(f"{self.name} data folder {root} is empty; expected {self.files} (see the "
                             f"medkit-plugin-{self.name} README for the layout)")
-        index = Index(root, self.side_tables(root))
+        index = Index(root, self.side_tables(root), skipped=errors.skipped)
         entries: list[Entry2D] = []
         candidates = 0
         for path in files:

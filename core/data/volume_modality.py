@@ -9,12 +9,14 @@ from typing import Any
 
 import torch
 
-from medkit.api.errors import ConfigError
+from medkit.api.errors import ConfigError, DataError
 from medkit.data.cache import DiskCache, VolumeCache, volume_cache_dir
 from medkit.data.demo import write_csv
+from medkit.data.upsample import DEFAULT_MAX_UPSAMPLE_3D, check_max_upsample, record_skip, upsample_factor
+from medkit.data.upsample import upsample_reason
 from medkit.data.volumes import Volume, find_volumes
 from medkit.data.walk import check_on_error
-from medkit.data.windows import WindowDataset
+from medkit.data.windows import WindowDataset, resampled_slices
 from medkit.storage.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -46,13 +48,16 @@ class WindowedVolumeModality:
 
     def set_window_options(self, *, depth: int, depth_stride: int, input_size: Any, orientation: str,
                            flip_prob: float, cache_size: int | None, cache_bytes: int,
-                           disk_cache: bool | str, on_error: str) -> None:
+                           disk_cache: bool | str, on_error: str,
+                           max_upsample: float | None = DEFAULT_MAX_UPSAMPLE_3D) -> None:
         """Check and keep the window options a subclass's ``__init__`` receives (part of the plugin
         contract): ``depth`` slices per window every ``depth_stride`` slices, resized to ``input_size``
         ``(D, H, W)`` after reorienting to ``orientation`` (3 axcodes); random flips with ``flip_prob``;
         decoded volumes kept in memory up to ``cache_size`` volumes / ``cache_bytes`` bytes and on disk
         when ``disk_cache`` (``"auto"``: when the archive does not fit the memory cache,
-        :mod:`medkit.data.disk_auto`); ``on_error`` (``"raise"`` or ``"skip"``) for unreadable files.
+        :mod:`medkit.data.disk_auto`); ``on_error`` (``"raise"`` or ``"skip"``) for unreadable files;
+        volumes upsampled more than ``max_upsample`` times on an axis are skipped (``None``: no
+        limit; :mod:`medkit.data.upsample`).
 
         Raises:
             ConfigError: an option out of range, naming the modality.
@@ -71,6 +76,7 @@ class WindowedVolumeModality:
         auto = isinstance(disk_cache, str)
         self.flip_prob, self.on_error = float(flip_prob), on_error
         self.disk_cache: bool | str = "auto" if auto else bool(disk_cache)
+        self.max_upsample = check_max_upsample(max_upsample, owner)
         self.cache = VolumeCache(int(cache_bytes), None if cache_size is None else int(cache_size), owner=owner)
 
     def window_slices(self, vol: Volume) -> int:
@@ -85,6 +91,38 @@ class WindowedVolumeModality:
     def fingerprint(self) -> str:
         raise NotImplementedError
 
+    def upsampling(self, vol: Volume) -> tuple[float, str]:
+        """How many times ``vol`` is upsampled on its worst axis by :meth:`prepare` (in-plane to
+        ``input_size[1:]``, along the slices to the modality's ``spacing`` when it has one), and its
+        own and trained sizes in words."""
+        target = getattr(self, "spacing", None)
+        depth = resampled_slices(vol.slices, vol.spacing, target)
+        x, y = vol.shape[:2] if vol.shape is not None else self.input_size[1:]
+        h, w = self.input_size[1:]
+        factor = upsample_factor((x, y, vol.slices), (h, w, depth))
+        along = f"{vol.slices} slices {vol.spacing:.3g} mm apart" + \
+            (f" to {depth} at {target:g} mm" if target is not None else "")
+        return factor, f"{x}×{y} voxels in-plane resized to {h}×{w}, {along}"
+
+    def drop_upsampled(self, volumes: list[Volume], skipped: list[tuple[str, str]]) -> list[Volume]:
+        """``volumes`` without those upsampled beyond :attr:`max_upsample` (each added to ``skipped``)."""
+        limit = getattr(self, "max_upsample", None)  # a subclass that never called set_window_options
+        if limit is None:
+            return volumes
+        kept = []
+        for vol in volumes:
+            factor, sizes = self.upsampling(vol)
+            if factor <= limit:
+                kept.append(vol)
+                continue
+            where = vol.where + (f', series "{vol.description}"' if vol.description else "")
+            record_skip(f"modality {self.name}", skipped, vol.id,
+                        upsample_reason(self.name, where, sizes, factor, limit))
+        if volumes and not kept:
+            raise DataError(f"modality {self.name}: every one of the {len(volumes)} volumes is upsampled beyond "
+                            f"max_upsample={limit:g} (first: {skipped[-len(volumes)][1]})")
+        return kept
+
     def _make_disk_cache(self) -> DiskCache:
         return DiskCache(volume_cache_dir(), self.fingerprint())
 
@@ -95,6 +133,7 @@ class WindowedVolumeModality:
         """Index ``data`` from headers (no pixels are read) into windows of ``depth`` slices."""
         volumes, skipped = find_volumes(Path(data), self.orientation, self.on_error, modality=self.name,
                                         check_modality=getattr(self, "check_modality", True))
+        volumes = self.drop_upsampled(volumes, skipped)
         ds = WindowDataset(self.name, Path(data), volumes, [self.window_slices(v) for v in volumes],
                            depth=self.depth, stride=self.depth_stride, prepare=self.prepare,
                            finish=self.finish, train=train, flip_prob=self.flip_prob, skipped=skipped,

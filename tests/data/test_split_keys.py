@@ -25,7 +25,7 @@ def _dicom(path: Path, patient: str | None, seed: int, *, uid_seed: str | None =
     import pydicom
     from medkit_plugin_xray.demo import write_dicom
 
-    pixels = (np.random.default_rng(seed).random((40, 40)) * 4000).astype(np.uint16)
+    pixels = (np.random.default_rng(seed).random((64, 64)) * 4000).astype(np.uint16)  # within max_upsample 4
     write_dicom(path, pixels, uid_seed=uid_seed or path.name)
     ds = pydicom.dcmread(path)
     if patient is None:
@@ -81,7 +81,7 @@ def test_without_patient_id_the_study_then_the_file_is_the_group(tmp_path: Path)
     (data / "b.png").parent.mkdir(exist_ok=True)
     from PIL import Image
 
-    Image.fromarray((np.random.default_rng(2).random((40, 40)) * 255).astype(np.uint8)).save(data / "b.png")
+    Image.fromarray((np.random.default_rng(2).random((64, 64)) * 255).astype(np.uint8)).save(data / "b.png")
     keys = sample_keys(create("modality", "xray").dataset(data, train=True), data)
     assert keys.kinds == ["study", "source"] and keys.keys[0].startswith("study:") and keys.keys[1] == "b.png"
 
@@ -138,7 +138,7 @@ def _pngs(data: Path, n: int) -> list[str]:
     data.mkdir(parents=True, exist_ok=True)
     names = []
     for k in range(n):
-        Image.fromarray((np.random.default_rng(k).random((40, 40)) * 255).astype(np.uint8)).save(data / f"im{k}.png")
+        Image.fromarray((np.random.default_rng(k).random((64, 64)) * 255).astype(np.uint8)).save(data / f"im{k}.png")
         names.append(f"im{k}.png")
     return names
 

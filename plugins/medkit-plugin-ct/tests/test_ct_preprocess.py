@@ -35,7 +35,7 @@ def test_window_count_and_values_end_to_end(tmp_path: Path) -> None:
     data = np.full((8, 8, 40), -512.0)
     data[:, :, :20] = 2048.0  # clipped to 1024 -> 1.0
     _nifti(tmp_path / "v.nii.gz", data)
-    ds = CTModality().dataset(tmp_path, train=False)
+    ds = CTModality(max_upsample=None).dataset(tmp_path, train=False)
     assert ds.ids == [f"v.nii.gz#w{k}" for k in range(4)]
     first, last = ds.load(0)["input"], ds.load(3)["input"]
     assert first.shape == last.shape == (1, 16, 192, 192)
@@ -45,14 +45,14 @@ def test_window_count_and_values_end_to_end(tmp_path: Path) -> None:
 
 def test_slice_axis_is_resampled_to_spacing(tmp_path: Path) -> None:
     _nifti(tmp_path / "thick.nii", np.zeros((8, 8, 20)), spacing=(0.7, 0.7, 2.0))
-    assert len(CTModality().dataset(tmp_path, train=False)) == 4  # 20 x 2 mm -> 40 slices
-    assert len(CTModality(spacing=2.0).dataset(tmp_path, train=False)) == 1  # 20 slices
-    assert len(CTModality(depth_stride=16).dataset(tmp_path, train=False)) == 2
+    assert len(CTModality(max_upsample=None).dataset(tmp_path, train=False)) == 4  # 20 x 2 mm -> 40 slices
+    assert len(CTModality(max_upsample=None, spacing=2.0).dataset(tmp_path, train=False)) == 1  # 20 slices
+    assert len(CTModality(max_upsample=None, depth_stride=16).dataset(tmp_path, train=False)) == 2
 
 
 def test_short_volume_is_padded_with_air(tmp_path: Path) -> None:
     _nifti(tmp_path / "short.nii", np.full((8, 8, 6), 0.0))
-    ds = CTModality().dataset(tmp_path, train=False)
+    ds = CTModality(max_upsample=None).dataset(tmp_path, train=False)
     x = ds.load(0)["input"]
     assert len(ds) == 1
     assert (x[:, :5] == -1.0).all() and (x[:, 11:] == -1.0).all()
@@ -64,7 +64,7 @@ def test_orientation_is_ras(tmp_path: Path) -> None:
     data[:, :, :20] = 1024.0  # bright at the start of the file's third axis
     affine = np.diag([1.0, 1.0, -1.0, 1.0])  # ... which points inferior: LPI-like storage
     nib.save(nib.Nifti1Image(data.astype(np.float32), affine), tmp_path / "flipped.nii")
-    ds = CTModality().dataset(tmp_path, train=False)
+    ds = CTModality(max_upsample=None).dataset(tmp_path, train=False)
     assert float(ds.load(0)["input"].mean()) < -0.9  # after RAS the bright half is superior (last)
     assert float(ds.load(3)["input"].mean()) > 0.9
 
@@ -72,12 +72,12 @@ def test_orientation_is_ras(tmp_path: Path) -> None:
 def test_seeded_flips(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     _nifti(tmp_path / "r.nii", rng.uniform(-1000, 1000, (8, 8, 16)))
-    plain = CTModality().dataset(tmp_path, train=False)
+    plain = CTModality(max_upsample=None).dataset(tmp_path, train=False)
     base = plain.load(0)["input"]
     assert torch.equal(plain.load(0, seed=3)["input"], base)  # train=False never augments
-    every = CTModality(flip_prob=1.0).dataset(tmp_path, train=True)
+    every = CTModality(max_upsample=None, flip_prob=1.0).dataset(tmp_path, train=True)
     assert torch.equal(every.load(0, seed=3)["input"], torch.flip(base, [1, 2, 3]))
-    train = CTModality().dataset(tmp_path, train=True)
+    train = CTModality(max_upsample=None).dataset(tmp_path, train=True)
     assert torch.equal(train.load(0)["input"], base)  # seed=None: un-augmented view
     for seed in range(6):
         draws = torch.rand(3, generator=torch.Generator().manual_seed(seed))
@@ -89,7 +89,7 @@ def test_seeded_flips(tmp_path: Path) -> None:
 def test_input_size_and_cache_bound(tmp_path: Path) -> None:
     for i in range(3):
         _nifti(tmp_path / f"v{i}.nii", np.full((8, 8, 24), 100.0 * i))
-    ds = CTModality(input_size=(8, 32, 48), cache_size=1).dataset(tmp_path, train=False)
+    ds = CTModality(max_upsample=None, input_size=(8, 32, 48), cache_size=1).dataset(tmp_path, train=False)
     assert len(ds) == 6
     for i in range(len(ds)):
         assert ds.load(i)["input"].shape == (1, 8, 32, 48)
@@ -100,7 +100,7 @@ def test_labels_csv(tmp_path: Path) -> None:
     for name in ("a.nii", "b.nii", "c.nii"):
         _nifti(tmp_path / name, np.zeros((4, 4, 16)))
     (tmp_path / "labels.csv").write_text("id,label\na.nii,tumour\nb.nii,healthy\n")
-    ds = CTModality().dataset(tmp_path, train=False)
+    ds = CTModality(max_upsample=None).dataset(tmp_path, train=False)
     assert ds.class_names == ["healthy", "tumour"]
     assert ds.labels == [1, 0, -1]
     assert ds.load(0)["label"] == 1
@@ -121,14 +121,14 @@ def test_disk_cache_gives_identical_values(tmp_path: Path, monkeypatch: pytest.M
     data = tmp_path / "data"
     data.mkdir()
     _nifti(data / "v.nii", np.random.default_rng(0).uniform(-1000, 1000, (8, 8, 24)), spacing=(1, 1, 1.5))
-    plain = CTModality(input_size=(16, 32, 32)).dataset(data, train=False)
+    plain = CTModality(max_upsample=None, input_size=(16, 32, 32)).dataset(data, train=False)
     ref = [plain.load(i)["input"] for i in range(len(plain))]
-    first = CTModality(input_size=(16, 32, 32), disk_cache=True).dataset(data, train=False)
+    first = CTModality(max_upsample=None, input_size=(16, 32, 32), disk_cache=True).dataset(data, train=False)
     assert all(torch.equal(first.load(i)["input"], ref[i]) for i in range(len(first)))
     assert len(list((tmp_path / "cache" / "volumes").rglob("*.safetensors"))) == 1
-    later = CTModality(input_size=(16, 32, 32), disk_cache=True)
+    later = CTModality(max_upsample=None, input_size=(16, 32, 32), disk_cache=True)
     later.prepare = lambda vol: pytest.fail("a disk-cached volume was preprocessed again")
     again = later.dataset(data, train=False)
     assert all(torch.equal(again.load(i)["input"], ref[i]) for i in range(len(again)))
-    CTModality(input_size=(16, 32, 32), window=(-500.0, 500.0), disk_cache=True).dataset(data, train=False).load(0)
+    CTModality(max_upsample=None, input_size=(16, 32, 32), window=(-500.0, 500.0), disk_cache=True).dataset(data, train=False).load(0)
     assert len(list((tmp_path / "cache" / "volumes").rglob("*.safetensors"))) == 2  # other options, other file

@@ -114,7 +114,7 @@ def test_nibabel_4d_uses_first_frame(caplog: pytest.LogCaptureFixture) -> None:
 def test_4d_nifti_reads_frame_zero(tmp_path: Path) -> None:
     data = np.stack([np.full((6, 6, 16), 512.0), np.full((6, 6, 16), -512.0)], axis=-1)
     nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), tmp_path / "t.nii.gz")
-    x = CTModality().dataset(tmp_path, train=False).load(0)["input"]
+    x = CTModality(max_upsample=None).dataset(tmp_path, train=False).load(0)["input"]
     assert torch.allclose(x, torch.full_like(x, 0.5), atol=1e-6)
 
 
@@ -122,8 +122,8 @@ def test_unreadable_file_raises_or_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "broken.nii.gz").write_bytes(b"this is not a nifti file at all" * 10)
     shutil.copy(NIB_DATA / "anatomical.nii", tmp_path / "good.nii")
     with pytest.raises(DataError, match="broken.nii.gz"):
-        CTModality().dataset(tmp_path, train=False)
-    ds = CTModality(on_error="skip").dataset(tmp_path, train=False)
+        CTModality(max_upsample=None).dataset(tmp_path, train=False)
+    ds = CTModality(max_upsample=None, on_error="skip").dataset(tmp_path, train=False)
     assert [f for f, _ in ds.skipped] == ["broken.nii.gz"]
     assert "NIfTI" in ds.skipped[0][1]
     assert len(ds) == 5 and all(i.startswith("good.nii#") for i in ds.ids)
@@ -154,7 +154,7 @@ def test_indexing_reads_headers_only(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "cut.nii")
     raw = (tmp_path / "cut.nii").read_bytes()
     (tmp_path / "cut.nii").write_bytes(raw[:400])  # header intact, pixel data truncated
-    ds = CTModality().dataset(tmp_path, train=False)
+    ds = CTModality(max_upsample=None).dataset(tmp_path, train=False)
     assert len(ds) == 4
     with pytest.raises(DataError, match="cut.nii"):
         ds.load(0)

@@ -43,7 +43,7 @@ def test_trim_and_window_count_known_answer(tmp_path: Path) -> None:
     data[:, :, :5] = 1000.0  # the 10 % dropped at the bottom
     data[:, :, 5:] = np.arange(45)[None, None, :]
     _nifti(tmp_path / "v.nii", data)
-    ds = MRIModality().dataset(tmp_path, train=False)
+    ds = MRIModality(max_upsample=None).dataset(tmp_path, train=False)
     # 50 slices, 5 dropped at each end -> 40 -> windows 0, 8, 16, 24
     assert ds.ids == [f"v.nii#w{k}" for k in range(4)]
     vol = ds.volume(0)
@@ -54,16 +54,16 @@ def test_trim_and_window_count_known_answer(tmp_path: Path) -> None:
 
 def test_spacing_option_resamples_the_slice_axis(tmp_path: Path) -> None:
     _nifti(tmp_path / "v.nii", np.random.default_rng(0).normal(size=(8, 8, 20)), spacing=(1, 1, 2.0))
-    assert len(MRIModality(drop_fraction=0.0).dataset(tmp_path, train=False)) == 1  # 20 native
-    assert len(MRIModality(drop_fraction=0.0, spacing=1.0).dataset(tmp_path, train=False)) == 4  # 40
+    assert len(MRIModality(max_upsample=None, drop_fraction=0.0).dataset(tmp_path, train=False)) == 1  # 20 native
+    assert len(MRIModality(max_upsample=None, drop_fraction=0.0, spacing=1.0).dataset(tmp_path, train=False)) == 4  # 40
 
 
 def test_volume_normalisation_shares_one_scale(tmp_path: Path) -> None:
     data = np.random.default_rng(1).normal(100.0, 10.0, (8, 8, 40))
     data[:, :, 20:] += 500.0
     _nifti(tmp_path / "v.nii", data)
-    per_volume = MRIModality(drop_fraction=0.0, normalize="volume").dataset(tmp_path, train=False)
-    per_window = MRIModality(drop_fraction=0.0).dataset(tmp_path, train=False)
+    per_volume = MRIModality(max_upsample=None, drop_fraction=0.0, normalize="volume").dataset(tmp_path, train=False)
+    per_window = MRIModality(max_upsample=None, drop_fraction=0.0).dataset(tmp_path, train=False)
     assert float(per_volume.load(0)["input"].mean()) < -0.5 < 0.5 < float(per_volume.load(3)["input"].mean())
     for i in (0, 3):
         assert abs(float(per_window.load(i)["input"].mean())) < 1e-4
@@ -71,8 +71,8 @@ def test_volume_normalisation_shares_one_scale(tmp_path: Path) -> None:
 
 def test_seeded_flips(tmp_path: Path) -> None:
     _nifti(tmp_path / "r.nii", np.random.default_rng(0).normal(size=(8, 8, 20)))
-    base = MRIModality(drop_fraction=0.0).dataset(tmp_path, train=False).load(0)["input"]
-    train = MRIModality(drop_fraction=0.0).dataset(tmp_path, train=True)
+    base = MRIModality(max_upsample=None, drop_fraction=0.0).dataset(tmp_path, train=False).load(0)["input"]
+    train = MRIModality(max_upsample=None, drop_fraction=0.0).dataset(tmp_path, train=True)
     for seed in range(5):
         draws = torch.rand(3, generator=torch.Generator().manual_seed(seed))
         dims = [d + 1 for d in range(3) if draws[d] < 0.5]

@@ -77,7 +77,7 @@ def test_nibabel_4d_uses_first_frame(caplog: pytest.LogCaptureFixture) -> None:
 def test_4d_nifti_reads_frame_zero(tmp_path: Path) -> None:
     data = np.stack([np.full((6, 6, 16), 5.0), np.full((6, 6, 16), 100.0)], axis=-1)
     nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), tmp_path / "t.nii.gz")
-    vol = MRIModality(drop_fraction=0.0, normalize="window").dataset(tmp_path, train=False).volume(0)
+    vol = MRIModality(max_upsample=None, drop_fraction=0.0, normalize="window").dataset(tmp_path, train=False).volume(0)
     assert torch.allclose(vol, torch.full_like(vol, 5.0))
 
 
@@ -85,8 +85,8 @@ def test_unreadable_file_raises_or_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "garbage.nii.gz").write_bytes(bytes(range(256)) * 4)
     shutil.copy(NIB_DATA / "anatomical.nii", tmp_path / "ok.nii")
     with pytest.raises(DataError, match="garbage.nii.gz"):
-        MRIModality().dataset(tmp_path, train=False)
-    ds = MRIModality(on_error="skip").dataset(tmp_path, train=False)
+        MRIModality(max_upsample=None).dataset(tmp_path, train=False)
+    ds = MRIModality(max_upsample=None, on_error="skip").dataset(tmp_path, train=False)
     assert [f for f, _ in ds.skipped] == ["garbage.nii.gz"]
     assert ds.ids == ["ok.nii#w0"]
 

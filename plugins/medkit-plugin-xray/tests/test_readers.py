@@ -19,6 +19,7 @@ from medkit_plugin_xray.readers import probe, read_grey
 
 
 def _xray(**kw):
+    kw.setdefault("max_upsample", None)  # tiny synthetic images; the limit itself: test_upsample.py
     return create("modality", "xray", **kw)
 
 

@@ -92,7 +92,7 @@ def png(path: Path, size: tuple[int, int] = (64, 64), colour=PINK, mode: str = "
 def float_tiff(path: Path, value: float) -> Path:
     from PIL import Image
 
-    arr = np.full((32, 32), 0.5, np.float32)
+    arr = np.full((64, 64), 0.5, np.float32)  # 64 px: within xray's max_upsample of 4 for 224
     arr[3, 3] = value
     Image.fromarray(arr, mode="F").save(path)
     return path
@@ -102,7 +102,7 @@ def xray_dicom(path: Path, **kw) -> Path:
     from medkit_plugin_xray.demo import write_dicom
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.arange(32 * 32 * kw.get("frames", 1), dtype=np.uint16).reshape(-1, 32, 32) * 3
+    pixels = np.arange(64 * 64 * kw.get("frames", 1), dtype=np.uint16).reshape(-1, 64, 64) * 3
     return write_dicom(path, pixels if kw.get("frames", 1) > 1 else pixels[0], **kw)
 
 

@@ -45,6 +45,10 @@ class CTModality(WindowedVolumeModality):
             listed in ``dataset.skipped``).
         check_modality: refuse a DICOM file or series whose Modality tag names another modality
             (e.g. a CT series in an MRI folder); ``false`` reads it anyway.
+        max_upsample: skip (with a reason naming the file) a volume that would be upsampled more
+            than this many times on an axis: in-plane to ``input_size[1:]``, or along the slices to
+            ``spacing``; ``null`` keeps every volume. 8 keeps 5 mm clinical slices at 1 mm and 64²
+            matrices in a 192² window, and refuses 10 mm slabs and volumes under 24 voxels across.
     """
 
     name = "ct"
@@ -54,7 +58,7 @@ class CTModality(WindowedVolumeModality):
                  input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
                  flip_prob: float = 0.5, cache_size: int | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool | str = "auto",
-                 on_error: str = "raise", check_modality: bool = True) -> None:
+                 on_error: str = "raise", check_modality: bool = True, max_upsample: float | None = 8.0) -> None:
         if float(spacing) <= 0:
             raise ConfigError(f"modality ct: spacing must be > 0 mm, got {spacing!r}")
         try:
@@ -65,7 +69,8 @@ class CTModality(WindowedVolumeModality):
             raise ConfigError(f"modality ct: window needs low < high, got {window!r}")
         self.set_window_options(depth=depth, depth_stride=depth_stride, input_size=input_size,
                                  orientation=orientation, flip_prob=flip_prob, cache_size=cache_size,
-                                 cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error)
+                                 cache_bytes=cache_bytes, disk_cache=disk_cache, on_error=on_error,
+                                 max_upsample=max_upsample)
         self.check_modality = bool(check_modality)
         self.spacing, self.window = float(spacing), (low, high)
 

@@ -52,6 +52,10 @@ class XrayModality(Image2DModality):
             ``dataset.skipped``).
         check_modality: refuse a DICOM whose Modality tag is not an X-ray's (CR, DX, DR, RG, MG, IO,
             PX; e.g. a CT slice); ``false`` reads it anyway.
+        max_upsample: skip (with a reason naming the file) an image whose shorter side would be
+            upsampled more than this many times to ``input_size``; ``null`` keeps every image. 4
+            keeps every real radiograph (and 224-320 px downsampled sets) and refuses thumbnails
+            under a quarter of ``input_size`` (56 px for 224).
     """
 
     name = "xray"
@@ -61,9 +65,10 @@ class XrayModality(Image2DModality):
                  intensity: str = "auto", percentiles: tuple[float, float] = (0.5, 99.5),
                  crop_scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True,
                  folder_labels: bool = False, verify: bool = False, on_error: str = "raise",
-                 check_modality: bool = True) -> None:
+                 check_modality: bool = True, max_upsample: float | None = 4.0) -> None:
         self.set_image_options(input_size=input_size, normalize=normalize, crop_scale=crop_scale,
-                               hflip=hflip, folder_labels=folder_labels, on_error=on_error)
+                               hflip=hflip, folder_labels=folder_labels, on_error=on_error,
+                               max_upsample=max_upsample)
         self.frontal_only, self.verify = bool(frontal_only), bool(verify)
         self.check_modality = bool(check_modality)
         self.intensity = self.choice(intensity, "intensity", INTENSITY_MODES)
@@ -92,8 +97,11 @@ class XrayModality(Image2DModality):
         if self.frontal_only and is_frontal(view) is False:
             index.filtered.append((rel, f"view {view!r} is not frontal (frontal_only=True)"))
             return []
+        where = str(path) + (f', series "{header.description}"' if header.description else "")
+        if self.upsampled(index, rel, where, (header.width, header.height)):
+            return []
         patient = index.tables["patients"].get(rel) if "patients" in index.tables else None
-        return [Entry2D(rel, rel, path, patient or rel, kind=header.kind)]
+        return [Entry2D(rel, rel, path, patient or rel, kind=header.kind, dicom=header.uids)]
 
     def select(self, entries: list[Entry2D], index: Index) -> list[Entry2D]:
         if index.filtered:
@@ -102,8 +110,8 @@ class XrayModality(Image2DModality):
         return entries
 
     def nothing_left(self, index: Index, skipped: int) -> str:
-        return (f"no usable image left ({skipped} unreadable or not 2D, {len(index.filtered)} non-frontal); "
-                f"check the files or set frontal_only=false")
+        return (f"no usable image left ({skipped} skipped: unreadable, not 2D or upsampled beyond max_upsample; "
+                f"{len(index.filtered)} non-frontal); check the files or set frontal_only=false")
 
     def work_side(self) -> int:
         """The edge an image is reduced to at least before its intensity scaling: the smallest

@@ -14,6 +14,8 @@ from medkit.api import DataError, check_edges, check_finite, convert_all, raster
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 INTENSITY_MODES = ("auto", "percentile", "minmax", "dtype")
+#: The DICOM identifiers the split keys need (read once, while probing the header).
+UID_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 _FIX = "replace or remove the file, or set modality.xray.on_error=skip to skip such files"
 
 
@@ -25,6 +27,8 @@ class Header:
     width: int
     height: int
     view: str | None  # DICOM ViewPosition, None when absent
+    description: str | None = None  # DICOM SeriesDescription, None when absent
+    uids: dict[str, str] | None = None  # DICOM PatientID, Study/Series/SOPInstanceUID (for the split keys)
 
 
 def file_kind(path: Path) -> str | None:
@@ -119,7 +123,9 @@ def _probe_dicom(path: Path, verify: bool, check_modality: bool = True) -> Heade
         _dicom_pixels(path, ds)
     view = str(ds.get("ViewPosition", "") or "").strip() or None
     check_edges(path, (int(ds.Columns), int(ds.Rows)), "image")
-    return Header("dicom", int(ds.Columns), int(ds.Rows), view)
+    description = " ".join(str(ds.get("SeriesDescription", "") or "").split()) or None
+    uids = {t: str(ds.get(t, "") or "").strip() for t in UID_TAGS}
+    return Header("dicom", int(ds.Columns), int(ds.Rows), view, description, {k: v for k, v in uids.items() if v})
 
 
 # -- pixels ---------------------------------------------------------------------------------------
