@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 
 def _first(value: Any) -> float | None:
@@ -58,7 +57,7 @@ def linear_window(ds: Any) -> tuple[float, float] | None:
 
 def reduce_windowed(stored: np.ndarray, bounds: tuple[float, float], factor: int) -> np.ndarray:
     """The linear window ``bounds`` (:func:`linear_window`) of ``stored`` ``[H, W]`` in [0, 1],
-    box-averaged by ``factor`` (Pillow's ``reduce``), in float32.
+    box-averaged by ``factor`` (as Pillow's ``reduce``), in float32.
 
     The window is an affine map clipped at both ends, and a box average commutes with an affine
     map: so the full-resolution pixels are only clipped to ``bounds`` (one pass), averaged, and the
@@ -66,10 +65,15 @@ def reduce_windowed(stored: np.ndarray, bounds: tuple[float, float], factor: int
     (what windowing at full resolution and then reducing gives), up to float32 rounding — the
     clipping at the window's edges is kept exact, not approximated.
     """
+    import torch
+    import torch.nn.functional as F
+
     low, high = bounds
-    values = stored.astype(np.float32)  # integers up to 2**24 exactly
-    np.clip(values, np.float32(low), np.float32(high), out=values)
+    values = torch.from_numpy(stored.astype(np.float32))  # integers up to 2**24 exactly
+    values.clamp_(low, high)
     if factor > 1:
-        values = np.asarray(Image.fromarray(values).reduce(factor))
-    out = (values - np.float32(low)) * np.float32(1.0 / (high - low))
-    return np.clip(out, 0.0, 1.0, out=out)
+        # Pillow's ``reduce`` (a partial last block is averaged over what it has) in torch: the
+        # same averages without the two full-size copies ``Image.fromarray`` makes of a float image
+        values = F.avg_pool2d(values[None, None], factor, ceil_mode=True)[0, 0]
+    out = values.sub_(low).mul_(1.0 / (high - low)).clamp_(0.0, 1.0)
+    return out.numpy()
