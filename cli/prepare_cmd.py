@@ -31,13 +31,16 @@ def _shard(value: str) -> tuple[int, int]:
               help="Samples per part: the unit of work, of --shard and of resuming a killed prepare.")
 @click.option("--store", type=click.Choice(["auto", "float32"]), default="auto", show_default=True,
               help="auto: uint8/uint16/float16 where that loses nothing training uses; float32: exact.")
+@click.option("--canvas", type=click.Choice(["view", "region"]), default="view", show_default=True,
+              help="2D: view: store the un-augmented input_size² view (training crops and flips it, as the "
+                   "reference); region: store the decoded region (training crops it as the folder path does).")
 @click.option("--max-side", type=int, default=0, show_default=True,
-              help="2D: store images resized to at most this many pixels on the longer side (0: as decoded; "
-                   "e.g. 2× input_size); training crops from the stored image.")
+              help="2D with --canvas region: store regions resized to at most this many pixels on the longer "
+                   "side (0: as decoded; e.g. 2× input_size).")
 @click.option("--merge", is_flag=True, help="Join the parts of every shard into OUT (ARGS: other shard folders).")
 @click.argument("args", nargs=-1)
 def prepare(modality: str | None, data: str | None, out: str, workers: int, shard: str, part_size: int,
-            store: str, max_side: int, merge: bool, args: tuple[str, ...]) -> None:
+            store: str, canvas: str, max_side: int, merge: bool, args: tuple[str, ...]) -> None:
     """Run every deterministic preprocessing step of a modality once and write litdata shards with a
     manifest (ARGS: KEY=VALUE config overrides such as modality.ct.spacing=1.5; they must match the
     run that trains on the output).
@@ -61,7 +64,8 @@ def prepare(modality: str | None, data: str | None, out: str, workers: int, shar
         mod, tokenizer = _modality(modality, args)
         root = Path(data) if data else _demo(mod, modality)
         summary = runtime.prepare(mod, root, Path(out), workers=workers, shard=_shard(shard),
-                                  part_size=part_size, store=store, max_side=max_side, tokenizer=tokenizer,
+                                  part_size=part_size, store=store, max_side=max_side, canvas=canvas,
+                                  tokenizer=tokenizer,
                                   groups=_group_options(modality, args))
     click.echo(f"prepared: {summary.out}  parts written: {summary.written}, reused: {summary.reused}")
     if summary.finished:

@@ -50,14 +50,23 @@ def _jsonable(value: Any) -> Any:
     return None
 
 
-def preprocessing_config(modality: Any) -> dict[str, Any]:
+def preprocessing_config(modality: Any, storage: dict[str, Any] | None = None) -> dict[str, Any]:
     """The options of ``modality`` that change what :func:`medkit.data.prepare.prepare` writes.
 
     A modality may define ``preprocessing_config()`` itself. A windowed 3D modality's are its
     ``fingerprint()`` (what its disk cache is keyed by), ``input_size`` and ``depth_stride``; a 2D
     modality's are its public data attributes (readers, filters, tiling) and ``folder_labels``,
-    without the load-time options of :data:`LOAD_TIME_KEYS` (crops, flips, normalisation).
+    without the load-time options of :data:`LOAD_TIME_KEYS` (crops, flips, normalisation). With a
+    ``storage`` whose 2D ``canvas`` is ``view`` (the samples are stored at ``input_size``²), the
+    stored size joins them as ``input_size``.
     """
+    out = _own_config(modality)
+    if (storage or {}).get("canvas") == "view":
+        out["input_size"] = int(modality.options.input_size)
+    return out
+
+
+def _own_config(modality: Any) -> dict[str, Any]:
     own = getattr(modality, "preprocessing_config", None)
     if callable(own):
         return dict(own())
@@ -132,7 +141,7 @@ def check_config(manifest: dict[str, Any], modality: Any, where: str) -> None:
     Raises:
         ConfigError: one line naming the first key that differs, both values and the fix.
     """
-    made, now = manifest.get("preprocessing", {}), preprocessing_config(modality)
+    made, now = manifest.get("preprocessing", {}), preprocessing_config(modality, manifest.get("storage"))
     name = now.get("modality") or manifest.get("modality")
     if manifest.get("modality") != getattr(modality, "name", None):
         raise ConfigError(f"{where} was prepared for modality {manifest.get('modality')!r}, not "

@@ -13,6 +13,7 @@ from PIL import Image
 from medkit.api.batch import TrainViewMixin
 from medkit.api.errors import DataError
 from medkit.data import remote
+from medkit.data.canvas2d import canvas_sample
 from medkit.data.prepare_text import check_tokenizer, token_sample
 from medkit.data.prepared import PartReader, check_config, read_manifest
 
@@ -137,6 +138,8 @@ class PreparedDataset(TrainViewMixin):
         if self.kind == "image2d":
             from medkit.data.modality2d import sample_of
 
+            if "box" not in item:  # a view canvas (medkit prepare's default): crop + flip in torch
+                return canvas_sample(self.modality, np.asarray(item["x"]), self.ids[index], label, seed)
             img, box = decode_image(item)
             return sample_of(self.modality, img, box, self.ids[index], label, seed)
         from medkit.data.windows import seeded_flips

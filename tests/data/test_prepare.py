@@ -57,10 +57,10 @@ def _fork(fn: Callable[[], None]) -> int:
 
 @pytest.mark.parametrize("name", ["xray", "ct"])
 def test_prepared_float32_samples_equal_the_folder_path_bit_for_bit(demo, tmp_path, name):
-    """One data path: stored with --store float32, a prepared sample is the folder path's sample,
-    augmented or not, for the same seed."""
+    """One data path: stored with --store float32 (2D: --canvas region), a prepared sample is the
+    folder path's sample, augmented or not, for the same seed."""
     mod = _modality(name)
-    prepare(mod, demo[name], tmp_path / "p", part_size=16, store="float32")
+    prepare(mod, demo[name], tmp_path / "p", part_size=16, store="float32", canvas="region")
     from medkit.data.prepared_dataset import open_prepared
 
     folder, prep = mod.dataset(demo[name], train=True), open_prepared(mod, tmp_path / "p", train=True)
@@ -78,14 +78,15 @@ def test_prepared_float32_samples_equal_the_folder_path_bit_for_bit(demo, tmp_pa
 
 
 def test_auto_storage_is_small_and_close(demo, tmp_path):
-    """``auto`` keeps [0, 1] grey as uint16 and 3D windows as float16, within their rounding."""
+    """``auto`` keeps [0, 1] grey as uint16 and 3D windows as float16, within their rounding (2D
+    with --canvas region, where training crops the stored region as the folder path crops the file)."""
     from litdata import StreamingDataset
 
     from medkit.data.prepared_dataset import open_prepared
 
     for name, dtype, tol in (("xray", np.uint16, 1e-4), ("ct", np.float16, 1e-3)):
         mod = _modality(name)
-        prepare(mod, demo[name], tmp_path / name, part_size=64)
+        prepare(mod, demo[name], tmp_path / name, part_size=64, canvas="region")
         part = read_manifest(tmp_path / name)["parts"][0]["dir"]
         assert StreamingDataset(str(tmp_path / name / part))[0]["x"].dtype == dtype
         folder, prep = mod.dataset(demo[name], train=True), open_prepared(mod, tmp_path / name, train=True)
@@ -214,8 +215,8 @@ def test_max_side_stores_2d_images_smaller_and_is_part_of_the_part_key(demo, tmp
     from medkit.data.prepared_dataset import open_prepared
 
     mod = _modality("xray", input_size=32)
-    prepare(mod, demo["xray"], tmp_path / "x", part_size=64)
-    small = prepare(mod, demo["xray"], tmp_path / "x", part_size=64, max_side=48)
+    prepare(mod, demo["xray"], tmp_path / "x", part_size=64, canvas="region")
+    small = prepare(mod, demo["xray"], tmp_path / "x", part_size=64, canvas="region", max_side=48)
     assert small.written == 1 and small.reused == 0, "another max_side writes the parts again"
     part = tmp_path / "x" / read_manifest(tmp_path / "x")["parts"][0]["dir"]
     assert max(StreamingDataset(str(part))[0]["x"].shape) == 48
@@ -227,6 +228,8 @@ def test_max_side_stores_2d_images_smaller_and_is_part_of_the_part_key(demo, tmp
     assert float((plain - folder.load(2)["input"]).abs().mean()) < 0.02
     with pytest.raises(MedkitError, match="--max-side resizes 2D images"):
         prepare(_modality("ct"), demo["ct"], tmp_path / "c", max_side=48)
+    with pytest.raises(MedkitError, match="--canvas region"):
+        prepare(mod, demo["xray"], tmp_path / "v", max_side=48)  # the default view canvas has its own size
 
 
 def test_unreadable_inputs_are_listed_with_reasons_never_dropped_silently(demo, tmp_path):

@@ -22,7 +22,7 @@ from medkit.registry import create
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("prep-remote")
     mod = create("modality", "xray", on_error="skip")
-    prepare(mod, Path(mod.demo_data(root / "demo")), root / "prepared", part_size=16, max_side=64)
+    prepare(mod, Path(mod.demo_data(root / "demo")), root / "prepared", part_size=16, canvas="region", max_side=64)
     return root / "prepared"
 
 

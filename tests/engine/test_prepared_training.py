@@ -67,11 +67,12 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> lis
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """An uninterrupted run from a prepared (float32) copy of the demo folder, with the commit
-    points it made."""
+    """An uninterrupted run from a prepared copy of the demo folder as ``medkit prepare`` writes it
+    by default (uint16 canvases of the run's input_size², cropped in torch at load), with the
+    commit points it made."""
     root = tmp_path_factory.mktemp("prep-train")
     demo = Path(create("modality", "xray").demo_data(root / "demo"))
-    prepare(create("modality", "xray", on_error="skip"), demo, root / "prepared", part_size=8, store="float32")
+    prepare(create("modality", "xray", on_error="skip", input_size=64), demo, root / "prepared", part_size=8)
     log = root / "ops.jsonl"
     assert _train(root / "prep", root / "prepared", log=log) == 0
     ops = [json.loads(x) for x in log.read_text().splitlines()]
@@ -85,7 +86,8 @@ def test_training_from_prepared_data_is_the_folder_run(runs, tmp_path):
     chunk-aware order is then the folder path's); prepared in many chunks, the same split and a
     chunk-aware order; DataLoader workers reading the shards give the same weights."""
     one = tmp_path / "one-chunk"
-    prepare(create("modality", "xray", on_error="skip"), runs["demo"], one, part_size=256, store="float32")
+    prepare(create("modality", "xray", on_error="skip"), runs["demo"], one, part_size=256, store="float32",
+            canvas="region")
     assert _train(tmp_path / "folder", runs["demo"]) == 0
     assert _train(tmp_path / "one", one) == 0
     assert _train(tmp_path / "workers", runs["prepared"], extra=("trainer.num_workers=2",)) == 0

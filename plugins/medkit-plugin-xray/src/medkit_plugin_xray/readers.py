@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from medkit.api import DataError, check_edges, check_finite, convert_all, raster_kind, warnings_of
+from medkit_plugin_xray.dicom_window import linear_window, reduce_windowed
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 INTENSITY_MODES = ("auto", "percentile", "minmax", "dtype")
@@ -222,14 +223,6 @@ def _dicom_pixels(path: Path, ds: Any) -> np.ndarray:
         raise dicom_decode_error(path, ds, exc, _FIX) from exc
 
 
-def _first(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = value[0] if len(value) else None
-    return None if value is None else float(value)
-
-
 def _dicom_grey(path: Path, intensity: str, percentiles: Sequence[float], min_side: int | None) -> np.ndarray:
     """Decoded once per process (a JPEG-2000 CR takes seconds), then served from the LRU (which
     holds the reduced image: 16 times more of them at 2048² → 512²)."""
@@ -256,10 +249,20 @@ def _decode_grey(path: Path, intensity: str, percentiles: Sequence[float], min_s
         bits = int(ds.get("BitsStored", 16) or 16)
         low = -(2.0 ** (bits - 1)) if int(ds.get("PixelRepresentation", 0) or 0) == 1 else 0.0
         out = np.clip((stored - low) / (2.0 ** bits - 1.0), 0.0, 1.0)
+    elif intensity == "auto" and (bounds := linear_window(ds)) is not None:
+        # a linear window: reduced first, windowed on the reduced image (exact; see reduce_windowed)
+        stored = _dicom_pixels(path, ds)
+        if stored.ndim != 2:
+            raise not_2d(path, f"DICOM pixel data of shape {list(stored.shape)}")
+        if np.iscomplexobj(stored):
+            raise DataError(f"{path}: holds complex pixel values; expected a 2D grey image — {_FIX}")
+        if stored.dtype.kind == "f":
+            check_finite(path, stored, "pixels")
+        out = reduce_windowed(stored, bounds, reduce_factor(stored.shape, min_side))
     else:
         px = decode(path, ds)  # Modality LUT, then VOI LUT / window with VOILUTFunction (pydicom)
         if intensity == "auto" and px.voi is not None:
-            out = reduce_grey(px.voi, min_side)  # the LUT ran at full resolution (it is not linear)
+            out = reduce_grey(px.voi, min_side)  # a VOI LUT or sigmoid: at full resolution (not linear)
         else:
             out = scale_to_unit(reduce_grey(px.values, min_side), intensity=intensity, percentiles=percentiles,
                                 type_max=None, full=px.values)
