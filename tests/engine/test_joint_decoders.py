@@ -105,7 +105,7 @@ def test_dimension_checkpoint_resumes_bit_identically_and_continues_with_from(tm
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDKIT_DEMO_DIR", str(tmp_path / "demo"))
     torch.set_num_threads(1)
-    cfg = _cfg("dimension", extra=("trainer.checkpoint_every=3",))
+    cfg = _cfg("dimension", extra=("trainer.checkpoint_every=3", "trainer.probe_refit_steps=2"))
     full = _run(tmp_path / "full", cfg)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "cut", cfg, stop_at=5)
@@ -115,7 +115,20 @@ def test_dimension_checkpoint_resumes_bit_identically_and_continues_with_from(tm
     a, b = load_tensors(full / "model.safetensors"), load_tensors(cut / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(k.startswith("heads.synth_a.") for k in a) and not any(k.startswith("heads.synth_b.") for k in a)
-    assert json.loads((full / "config.json").read_text())["shared_heads"] == {"synth_b": "synth_a"}
+    arch = json.loads((full / "config.json").read_text())
+    assert arch["shared_heads"] == {"synth_b": "synth_a"}
+    refit = json.loads((full / "metrics" / "eval.json").read_text())[0]["metrics"]["refit_loss"]
+    assert set(refit) == set(MODS), "the refitted-decoder loss is measured per modality"
+
+    from medkit.config.received import reemit_architecture
+    from medkit.hub.card import render_card
+    from medkit.registry import get_host
+
+    pushed, _ = reemit_architecture(arch, "config.json", get_host())  # what `medkit push` uploads
+    assert pushed["shared_heads"] == {"synth_b": "synth_a"}
+    card = render_card(repo_id="me/x", arch=pushed, manifest={}, license=None, matrices={}, heatmap=None,
+                       strategy_files=[])
+    assert "synth_b shares the head of synth_a" in card
 
     from medkit import load_pretrained
 
@@ -125,7 +138,6 @@ def test_dimension_checkpoint_resumes_bit_identically_and_continues_with_from(tm
 
     from medkit.engine.continuation import load_origin
     from medkit.models.build import build_model
-    from medkit.registry import get_host
 
     per_modality = build_model(_cfg("modality"), create=get_host().create)  # --from into separate heads
     origin = {"ref": str(full), "path": str(full), "stages": [list(MODS)], "strategy": "joint"}
