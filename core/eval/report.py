@@ -130,6 +130,14 @@ def metrics_markdown(cl: Mapping[str, CLMetrics]) -> str:
             + ("\n\n" + "\n".join(notes) if notes else ""))
 
 
+def _chance_label(matrix: Matrix) -> str:
+    """What a probe cell's ``(n=..., chance ...)`` means, where the matrix records chance levels."""
+    if not any(c is not None for row in matrix.chance for c in row):
+        return ""
+    return (" `n`: held-out queries; `chance`: the chance level, their majority-class rate (the accuracy "
+            "of always answering the commonest class), which the probe must beat to show anything.")
+
+
 def _config_table(run: Mapping[str, Any]) -> str:
     cfg, manifest = run["config"], run["manifest"]
     enc = cfg.get("encoder", {})
@@ -185,7 +193,7 @@ def _write_report(run: dict[str, Any], out: Path, run_dir: Path, baseline: Path 
         units = cl[metric].units if metric in cl else {}
         parts += [f"## {info.title} ({info.better})", "", f"Measured on the {info.split}; unit: "
                   + ("; ".join(f"{m}: {u}" for m, u in units.items()) if info.per_objective else info.unit)
-                  + f". `–`: not evaluated at that stage; `{NA}`: could not be evaluated.", "",
+                  + f". `–`: not evaluated at that stage; `{NA}`: could not be evaluated." + _chance_label(matrix), "",
                   matrix_markdown(matrix), "", *unavailable_notes(run["evaluations"], metric), "",
                   f"![{metric}]({png})", ""]
     if run["steps"]:
