@@ -121,11 +121,11 @@ def metrics_markdown(cl: Mapping[str, CLMetrics]) -> str:
         for mod in m.final:
             per.append([metric, mod, m.units.get(mod, ""), fmt_value(m.final.get(mod)),
                         fmt_value(m.forgetting_first_per.get(mod)), fmt_value(m.forgetting_max_per.get(mod)),
-                        fmt_value(m.fwt_per.get(mod))])
+                        fmt_value(m.fwt_per.get(mod)), fmt_value(m.chance.get(mod), 2)])
     table = markdown_table(["metric", "better", "final mean", "forgetting (first)", "forgetting (max)",
                             "BWT", "FWT"], rows)
     per_table = markdown_table(["metric", "modality", "unit", "final", "forgetting (first)", "forgetting (max)",
-                                "FWT term"], per)
+                                "FWT term", "chance (final)"], per)
     return (table + "\n\nPer modality:\n\n" + per_table
             + ("\n\n" + "\n".join(notes) if notes else ""))
 

@@ -76,6 +76,11 @@ def test_every_probe_accuracy_has_its_chance_level_in_the_record_and_the_report(
     table = matrix_markdown(run_matrices(run)["knn_acc"])
     assert table.count(", chance 0.") == 3, table
     assert "chance" not in matrix_markdown(run_matrices(run)["pretext_loss"]), "a loss has no chance level"
+    from medkit.eval.metrics import run_metrics
+
+    cl = run_metrics(run)
+    assert cl["knn_acc"].chance == records[-1]["chance"]["knn_acc"] and cl["pretext_loss"].chance == {}
+    assert cl["linear_acc"].to_dict()["chance"] == records[-1]["chance"]["linear_acc"], "metrics.json carries it"
 
 
 def test_chance_is_kept_for_present_values_only_and_survives_normalising() -> None:
