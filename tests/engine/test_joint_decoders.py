@@ -136,6 +136,11 @@ def test_dimension_checkpoint_resumes_bit_identically_and_continues_with_from(tm
     assert model.heads["synth_b"] is model.heads["synth_a"]
     assert torch.equal(model.heads["synth_b"].state_dict()["decoder_pos_embed"], a["heads.synth_a.decoder_pos_embed"])
 
+    from medkit.finetune.backbones import load_encoder
+
+    encoder = load_encoder(full, ["patch_3d"], defaults={}, create=get_host().create)  # what fine-tuning loads
+    assert all(torch.equal(v, a[f"encoder.{k}"]) for k, v in encoder.state_dict().items())
+
     from medkit.engine.continuation import load_origin
     from medkit.models.build import build_model
 
