@@ -160,3 +160,21 @@ def test_decoders_for_another_strategy_or_value_is_refused() -> None:
         from medkit.strategies.reference import make_joint
 
         make_joint("dimensions")
+
+
+def test_from_between_shared_and_separate_heads_keeps_the_owner_and_reports_what_is_unused() -> None:
+    from medkit.models.sharing import adopt_heads, by_dimension
+
+    uses = {m: {"tokenizer": "patch_3d" if m != "synth_2d" else "patch_2d", "objective": "mae"} for m in MODS}
+    assert by_dimension(uses) == {"synth_b": "synth_a"}
+    t = {m: torch.full((2,), float(i)) for i, m in enumerate(MODS)}
+    separate = {f"heads.{m}.w": v for m, v in t.items()}
+    state, filled, unused = adopt_heads(separate, uses, {}, {"synth_b": "synth_a"})
+    assert set(state) == {"heads.synth_a.w", "heads.synth_2d.w"} and torch.equal(state["heads.synth_a.w"], t["synth_a"])
+    assert unused == {"heads.synth_b."} and filled == set(MODS), "synth_b's own head is reported unused"
+    only_alias = {"heads.synth_b.w": t["synth_b"]}  # the checkpoint trained synth_b only
+    state, filled, unused = adopt_heads(only_alias, {"synth_b": uses["synth_b"]}, {}, {"synth_b": "synth_a"})
+    assert state == {"heads.synth_a.w": t["synth_b"]} and "synth_a" in filled and not unused
+    shared = {"heads.synth_a.w": t["synth_a"], "heads.synth_2d.w": t["synth_2d"]}
+    state, _, unused = adopt_heads(shared, uses, {"synth_b": "synth_a"}, {})
+    assert torch.equal(state["heads.synth_b.w"], t["synth_a"]) and not unused, "separate heads start from the shared"
