@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 #: 2D default: a factor of 4 keeps any real radiograph (≥ 512 px; downsampled public sets such as
 #: 224-320 px CheXpert-small) and refuses thumbnails under a quarter of ``input_size`` (< 56 px for 224).
 DEFAULT_MAX_UPSAMPLE_2D = 4.0
-#: 3D default: clinical CT is often reconstructed at 5 mm slices, resampled to the 1 mm reference
-#: spacing (5×), and small in-plane matrices (64² MRI in a 192² window, 3×) are real too; 8 keeps
-#: both and refuses 10 mm slabs at 1 mm or volumes under 24 voxels across for 192.
-DEFAULT_MAX_UPSAMPLE_3D = 8.0
+#: 3D default: clinical CT is reconstructed at up to 5 mm (10 mm in older head CT) slices, resampled
+#: to the 1 mm reference spacing (5-10×), and small in-plane matrices (64² MRI in a 192² window, 3×)
+#: are real too; 10 keeps them all and refuses thicker slabs and volumes under 20 voxels across.
+DEFAULT_MAX_UPSAMPLE_3D = 10.0
 
 
 def check_max_upsample(value: Any, owner: str) -> float | None:

@@ -93,13 +93,14 @@ class WindowedVolumeModality:
 
     def upsampling(self, vol: Volume) -> tuple[float, str]:
         """How many times ``vol`` is upsampled on its worst axis by :meth:`prepare` (in-plane to
-        ``input_size[1:]``, along the slices to the modality's ``spacing`` when it has one), and its
+        ``input_size[1:]``, along the slices to the modality's ``spacing`` when it has one and the
+        volume more than one slice: a lone slice has no resolution along them to exceed), and its
         own and trained sizes in words."""
         target = getattr(self, "spacing", None)
         depth = resampled_slices(vol.slices, vol.spacing, target)
         x, y = vol.shape[:2] if vol.shape is not None else self.input_size[1:]
         h, w = self.input_size[1:]
-        factor = upsample_factor((x, y, vol.slices), (h, w, depth))
+        factor = upsample_factor((x, y, vol.slices), (h, w, depth if vol.slices > 1 else 1))
         along = f"{vol.slices} slices {vol.spacing:.3g} mm apart" + \
             (f" to {depth} at {target:g} mm" if target is not None else "")
         return factor, f"{x}×{y} voxels in-plane resized to {h}×{w}, {along}"

@@ -69,30 +69,31 @@ def test_a_thumbnail_xray_is_skipped_naming_file_size_factor_and_setting(tmp_pat
         create("modality", "xray", max_upsample=0.5)
 
 
-def test_a_16_pixel_ct_series_and_a_10_mm_slab_are_skipped_a_5_mm_ct_is_kept(tmp_path: Path, caplog) -> None:
+def test_a_16_pixel_ct_series_and_a_12_mm_slab_are_skipped_a_5_mm_ct_is_kept(tmp_path: Path, caplog) -> None:
     from medkit_plugin_ct.modality import CTModality
     from medkit_plugin_mri.modality import MRIModality
 
     data = tmp_path / "ct"
     _smartscore(data / "CT5N")
     _nifti(data / "thick5mm.nii.gz", (64, 64, 12), (0.8, 0.8, 5.0))  # 5× along z, 3× in-plane: kept
-    _nifti(data / "slab10mm.nii.gz", (256, 256, 6), (0.8, 0.8, 10.0))  # 10× along z
+    _nifti(data / "slab12mm.nii.gz", (256, 256, 6), (0.8, 0.8, 12.0))  # 12× along z
+    _nifti(data / "one_slice.nii.gz", (256, 256, 1), (0.8, 0.8, 20.0))  # a lone slice: in-plane only
     with caplog.at_level(logging.INFO):
         ds = CTModality().dataset(data, train=False)
-    assert [v.id for v in ds.volumes] == ["thick5mm.nii.gz"]
+    assert [v.id for v in ds.volumes] == ["one_slice.nii.gz", "thick5mm.nii.gz"]
     reasons = dict(ds.skipped)
-    assert sorted(reasons) == ["CT5N", "slab10mm.nii.gz"]
+    assert sorted(reasons) == ["CT5N", "slab12mm.nii.gz"]
     series = reasons["CT5N"]
     assert 'series "SmartScore - Gated 0.5 sec"' in series and "CT5N" in series
     assert "16×16 voxels in-plane resized to 192×192" in series and "upsampled 12.0×" in series
-    assert "modality.ct.max_upsample=8" in series
-    assert "6 slices 10 mm apart to 60 at 1 mm: upsampled 10.0×" in reasons["slab10mm.nii.gz"]
+    assert "modality.ct.max_upsample=10" in series
+    assert "6 slices 12 mm apart to 72 at 1 mm: upsampled 12.0×" in reasons["slab12mm.nii.gz"]
     start = [r.getMessage() for r in caplog.records if "windows from" in r.getMessage()]
     assert start and start[-1].endswith("(2 skipped while indexing)")  # the run's start agrees with the list
     # MRI keeps the native slices (spacing null): the slab is not upsampled along z there
     mri = MRIModality(check_modality=False).dataset(data, train=False)
-    assert sorted(v.id for v in mri.volumes) == ["slab10mm.nii.gz", "thick5mm.nii.gz"]
-    assert len(CTModality(max_upsample=None).dataset(data, train=False).volumes) == 3
+    assert sorted(v.id for v in mri.volumes) == ["one_slice.nii.gz", "slab12mm.nii.gz", "thick5mm.nii.gz"]
+    assert len(CTModality(max_upsample=None).dataset(data, train=False).volumes) == 4
 
 
 def test_data_inspect_lists_every_upsampled_skip_in_its_count(tmp_path: Path) -> None:

@@ -49,8 +49,9 @@ class MRIModality(WindowedVolumeModality):
             (e.g. a CT series in an MRI folder); ``false`` reads it anyway.
         max_upsample: skip (with a reason naming the file) a volume that would be upsampled more
             than this many times on an axis: in-plane to ``input_size[1:]``, or along the slices to
-            ``spacing``; ``null`` keeps every volume. 8 keeps 5 mm clinical slices at 1 mm and 64²
-            matrices in a 192² window, and refuses 10 mm slabs and volumes under 24 voxels across.
+            ``spacing`` (volumes of more than one slice); ``null`` keeps every volume. 10 keeps
+            5-10 mm clinical slices at 1 mm and 64² matrices in a 192² window, and refuses thicker
+            slabs and volumes under 20 voxels across.
     """
 
     name = "mri"
@@ -61,7 +62,7 @@ class MRIModality(WindowedVolumeModality):
                  input_size: tuple[int, int, int] = (16, 192, 192), orientation: str = "RAS",
                  flip_prob: float = 0.5, cache_size: int | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, disk_cache: bool | str = "auto",
-                 on_error: str = "raise", check_modality: bool = True, max_upsample: float | None = 8.0) -> None:
+                 on_error: str = "raise", check_modality: bool = True, max_upsample: float | None = 10.0) -> None:
         if spacing is not None and float(spacing) <= 0:
             raise ConfigError(f"modality mri: spacing must be > 0 mm or null, got {spacing!r}")
         if not 0.0 <= float(drop_fraction) < 0.5:

@@ -110,8 +110,9 @@ class XrayModality(Image2DModality):
         return entries
 
     def nothing_left(self, index: Index, skipped: int) -> str:
+        first = f"; first skipped: {index.skipped[0][1]}" if index.skipped else ""
         return (f"no usable image left ({skipped} skipped: unreadable, not 2D or upsampled beyond max_upsample; "
-                f"{len(index.filtered)} non-frontal); check the files or set frontal_only=false")
+                f"{len(index.filtered)} non-frontal); check the files or set frontal_only=false{first}")
 
     def work_side(self) -> int:
         """The edge an image is reduced to at least before its intensity scaling: the smallest
