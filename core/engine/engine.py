@@ -203,8 +203,7 @@ class Engine(StageLoop):
             if self.recovered is None:
                 raise CheckpointError(f"{self.run_dir} has no committed checkpoint to resume from (it stopped "
                                       f"before its first one); start it again without --resume")
-            self.settings, self.cfg = keep_global_batch(self.run_dir, self.recovered, self.settings, self.cfg,
-                                                        self.world)
+            self._keep_global_batch()
         ctx = self._build()
         set_trunk_options(self.model.encoder, self.settings.trainer)  # trainer.grad_checkpointing, trainer.compile
         ctx.step_factory = step_factory(self.model.modules(), self.settings, self.world, ctx.device)
@@ -236,6 +235,11 @@ class Engine(StageLoop):
         results = self._results()
         self.components.emit("run_end", run=info, results=results)
         return results
+
+    def _keep_global_batch(self) -> None:
+        """Resume under another world size with the run's global batch (:func:`medkit.engine.layout.keep_global_batch`:
+        new settings and config objects, the given ones unchanged)."""
+        self.settings, self.cfg = keep_global_batch(self.run_dir, self.recovered, self.settings, self.cfg, self.world)
 
     def _results(self) -> dict[str, Any]:
         matrix = stage_results(self.record.evaluations)

@@ -42,6 +42,8 @@ DEFAULT_GROUPS = 8
 _GROUP_DRAW = 1 << 30
 
 T = TypeVar("T")
+#: One gradient per parameter (``None``: the parameter got none).
+Grads = list["torch.Tensor | None"]
 
 
 def group_size(global_batch: int, reduce_group: int = 0) -> int:
@@ -109,6 +111,18 @@ def tree_sum(lo: int, hi: int, node: Callable[[int, int], T | None], add: Callab
     return add(left, tree_sum(mid, hi, node, add))
 
 
+def add_grads(a: Grads, b: Grads) -> Grads:
+    """``a + b`` per parameter (a ``None`` adds nothing): one tree node from its two halves."""
+    both = [i for i, (x, y) in enumerate(zip(a, b)) if x is not None and y is not None]
+    out = [x if y is None else y for x, y in zip(a, b)]
+    if both:
+        left = [x for x, y in zip(a, b) if x is not None and y is not None]
+        right = [y for x, y in zip(a, b) if x is not None and y is not None]
+        for i, s in zip(both, torch._foreach_add(left, right)):
+            out[i] = s
+    return out
+
+
 def gather_rows(rows: torch.Tensor, world_size: int) -> torch.Tensor:
     """``rows`` ``[k, ...]`` of every rank stacked in rank order, ``[world_size · k, ...]`` (the same
     ``k`` on every rank); the rows themselves in one process."""
@@ -146,20 +160,16 @@ class OrderedReduce:
         self.sizes = [p.numel() for p in self.params]
 
     # -- one group -----------------------------------------------------------------------------
-    def _flat_grad(self, device: torch.device) -> torch.Tensor:
-        """The parameters' gradients as one fp32 vector, then one presence count per parameter
-        (a gradient that is ``None`` adds zeros and no count); the gradients are cleared."""
-        pieces = []
-        for p in self.params:
-            g = p.grad
-            pieces.append(torch.zeros(p.numel(), device=device) if g is None else g.detach().reshape(-1).float())
-        pieces.append(torch.tensor([0.0 if p.grad is None else 1.0 for p in self.params], device=device))
+    def _take_grads(self) -> Grads:
+        """The parameters' gradients as they are (``None`` where a parameter got none), cleared
+        from the parameters for the next group."""
+        grads = [None if p.grad is None else p.grad.detach() for p in self.params]
         for p in self.params:
             p.grad = None
-        return torch.cat(pieces)
+        return grads
 
     def _group(self, step: Any, loss_fn: Callable[[Batch], Any], batch: Batch, *, check: bool,
-               outputs: list[tuple[torch.Tensor, dict[str, Any], str]]) -> torch.Tensor:
+               outputs: list[tuple[torch.Tensor, dict[str, Any], str]]) -> Grads:
         batch = batch.to(step.device)
         devices = [step.device] if step.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -174,7 +184,7 @@ class OrderedReduce:
                 raise _nonfinite_error(float(loss.detach()), step.describe(batch), "")
             loss.backward()
         outputs.append((loss.detach(), dict(out.metrics), step.describe(batch)))
-        return self._flat_grad(step.device)
+        return self._take_grads()
 
     # -- the step ------------------------------------------------------------------------------
     def backward(self, step: Any, loss_fn: Callable[[Batch], Any], groups: Sequence[Batch], *,
@@ -193,34 +203,48 @@ class OrderedReduce:
         outputs: list[tuple[torch.Tensor, dict[str, Any], str]] = []
         pending = iter(groups)
 
-        def leaf(lo: int, hi: int) -> torch.Tensor | None:  # a leaf runs its group when the tree reaches it
+        def leaf(lo: int, hi: int) -> Grads | None:  # a leaf runs its group when the tree reaches it
             if hi - lo != 1:
                 return None
             return self._group(step, loss_fn, next(pending), check=check_finite and sync, outputs=outputs)
 
-        mine = node_cover(0, self.total, first, first + self.per_rank)
-        sums = torch.stack([tree_sum(lo, hi, leaf, torch.add) for lo, hi in mine])  # [k, P + n_params]
-        width = max(len(node_cover(0, self.total, r * self.per_rank, (r + 1) * self.per_rank))
-                    for r in range(self.world_size))
-        if len(mine) < width:  # every rank sends as many rows (node counts differ for odd layouts)
-            sums = torch.cat([sums, sums.new_zeros(width - len(mine), sums.shape[1])])
-        rows = gather_rows(sums, self.world_size)
-        known: dict[tuple[int, int], torch.Tensor] = {}
-        for r in range(self.world_size):
-            for j, node in enumerate(node_cover(0, self.total, r * self.per_rank, (r + 1) * self.per_rank)):
-                known[node] = rows[r * width + j]
-        total = tree_sum(0, self.total, lambda lo, hi: known.get((lo, hi)), torch.add)
-        self._write_grads(total)
+        mine = {node: tree_sum(*node, leaf, add_grads)
+                for node in node_cover(0, self.total, first, first + self.per_rank)}
+        known = mine if self.world_size == 1 else self._exchange(mine, step.device)
+        total = tree_sum(0, self.total, lambda lo, hi: known.get((lo, hi)), add_grads)
+        scale = 1.0 / self.total
+        for p, g in zip(self.params, total):
+            # in the parameter's own memory layout (a channels-last position table stays one), as
+            # autograd leaves a gradient: the optimizer's foreach kernels then see what they always do
+            p.grad = None if g is None else torch.mul(g, scale, out=torch.empty_like(p))
         return self._reduce_outputs(outputs, first)
 
-    def _write_grads(self, total: torch.Tensor) -> None:
-        scale = 1.0 / self.total
-        offset = 0
-        present = total[sum(self.sizes):].tolist()  # one host sync for every parameter's presence
-        for i, (p, n) in enumerate(zip(self.params, self.sizes)):
-            if present[i] > 0:
-                p.grad = (total[offset:offset + n] * scale).reshape(p.shape).to(p.dtype)
-            offset += n
+    def _exchange(self, mine: dict[tuple[int, int], Grads], device: torch.device) -> dict[tuple[int, int], Grads]:
+        """Every rank's node sums, from one ``all_gather`` of flat rows (each node's gradients, zeros
+        for ``None``, then one presence flag per parameter; every rank sends as many rows)."""
+        covers = [node_cover(0, self.total, r * self.per_rank, (r + 1) * self.per_rank) for r in range(self.world_size)]
+        width = max(len(c) for c in covers)
+        dtype = self.params[0].dtype
+        rows = []
+        nothing: Grads = [None] * len(self.params)
+        sent: list[Grads] = [*mine.values(), *[nothing] * (width - len(mine))]
+        for grads in sent:
+            pieces = [torch.zeros(p.numel(), dtype=dtype, device=device) if g is None else g.reshape(-1)
+                      for p, g in zip(self.params, grads)]
+            pieces.append(torch.tensor([g is not None for g in grads], dtype=dtype, device=device))
+            rows.append(torch.cat(pieces))
+        every = gather_rows(torch.stack(rows), self.world_size)
+        present = every[:, sum(self.sizes):].tolist()  # one host read of every node's presence flags
+        known: dict[tuple[int, int], Grads] = {}
+        for r, cover in enumerate(covers):
+            for j, node in enumerate(cover):
+                row, flags, offset = every[r * width + j], present[r * width + j], 0
+                got: Grads = []
+                for p, n, flag in zip(self.params, self.sizes, flags):
+                    got.append(row[offset:offset + n].view(p.shape) if flag else None)
+                    offset += n
+                known[node] = got
+        return known
 
     def _reduce_outputs(self, outputs: list[tuple[torch.Tensor, dict[str, Any], str]], first: int) -> Reduced:
         names = sorted(outputs[0][1]) if outputs else []

@@ -82,6 +82,8 @@ class _Step:
 def _model_and_batch() -> tuple[torch.nn.Module, Batch]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    # a channels-last table, like the tokenizers' position tables: its gradient keeps that layout
+    model.table = torch.nn.Parameter(torch.randn(1, 4, 2, 2).to(memory_format=torch.channels_last))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(16, 16, generator=g) * torch.logspace(-3, 3, 16)
     batch = Batch(modality="m", inputs=x, ids=[str(i) for i in range(16)], seeds=list(range(100, 116)))
@@ -91,7 +93,7 @@ def _model_and_batch() -> tuple[torch.nn.Module, Batch]:
 def _loss(model: torch.nn.Module) -> Any:
     def fn(b: Batch) -> LossOutput:
         noise = torch.rand(len(b))  # a batch-level draw from the global RNG: seeded per group
-        out = model(b.inputs)
+        out = model(b.inputs) + model.table.reshape(1, 4, 4).mean(-1)
         value = (out.pow(2).mean(dim=1) * (1 + noise)).mean()
         return LossOutput(value, {"noise": noise.mean()})
     return fn
@@ -103,6 +105,7 @@ def _reduce(rank: int, world: int) -> dict[str, Any]:
     per = 8 // world  # 8 groups of 2 samples
     mine = batch.split(8)[rank * per:(rank + 1) * per]
     out = OrderedReduce(params, rank=rank, world_size=world, groups_per_rank=per).backward(_Step(), _loss(model), mine)
+    assert all(p.grad.stride() == p.stride() for p in params)  # each gradient in its parameter's layout
     return {"grads": [p.grad.clone() for p in params], "loss": out.loss, "losses": out.losses,
             "noise": [float(p["noise"]) for p in out.parts]}
 
