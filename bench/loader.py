@@ -9,7 +9,8 @@ process at one thread, for each case:
 * folder, cold: a fresh modality (empty caches) loads every sample once, in the step plan's order
   (training view: seeded crop/flip); warm: the same dataset, the same samples again;
 * ``prepare``: ``medkit.data.prepare.prepare`` of the folder, samples written per second;
-* prepared, cold / warm: the prepared folder read in the step plan's order, and in index order.
+* prepared, cold / warm: the prepared folder read in the step plan's order, and in index order
+  (``--epochs K``: K passes, each with other seeds, so that fast reads are timed over more samples).
 
 A CT archive larger than the memory cache (``ct>cache``: ``cache_bytes`` of about 1.5 prepared
 volumes) shows what a shuffled window order costs with the modality's default disk cache setting.
@@ -231,7 +232,9 @@ def prepared_case(case: str, data: Path, out: Path, args: argparse.Namespace, ca
     n = len(open_prepared(modality, out, train=False))
     rows = [{"case": case, "path": "prepare", "samples_total": n,
              "cold": {"samples": n, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "per_s": n / cpu}}]
-    for how, order in (("plan order", plan_order(n)), ("index order", [(i, i) for i in range(n)])):
+    epochs = max(1, int(getattr(args, "epochs", 1)))  # later epochs: the plan's order again, new seeds
+    for how, order in (("plan order", [(i, s + e * 1_000_003) for e in range(epochs) for i, s in plan_order(n)]),
+                       ("index order", [(i, i + e * n) for e in range(epochs) for i in range(n)])):
         ds = open_prepared(make_modality(case, cache_dir), out, train=True)  # fresh reader: cold
         cold = timed(ds.load, order, args.budget_s)
         warm = timed(ds.load, order[: cold["samples"]], args.budget_s)
@@ -272,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-slides", type=int, default=2, help="pathology slides")
     p.add_argument("--n-ct", type=int, default=4, help="CT volumes")
     p.add_argument("--budget-s", type=float, default=30.0, help="most CPU seconds per measurement")
+    p.add_argument("--epochs", type=int, default=1,
+                   help="epochs of prepared reading per measurement (more samples: steadier rates)")
     p.add_argument("--appetite", type=float, default=3000.0, help="samples/s one GPU consumes (cores per GPU)")
     p.add_argument("--workdir", default="/tmp/medkit-bench-loader", help="generated inputs, prepared folders")
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
