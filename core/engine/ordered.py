@@ -171,7 +171,8 @@ class OrderedReduce:
     def _group(self, step: Any, loss_fn: Callable[[Batch], Any], batch: Batch, *, check: bool,
                outputs: list[tuple[torch.Tensor, dict[str, Any], str]]) -> Grads:
         batch = batch.to(step.device)
-        devices = [step.device] if step.device.type == "cuda" else []
+        cuda = step.device.type == "cuda"
+        devices = [torch.cuda.current_device() if step.device.index is None else step.device.index] if cuda else []
         with torch.random.fork_rng(devices=devices):
             if batch.seeds:  # batch-level draws of the loss (mixup partners...) belong to the group
                 torch.manual_seed(sample_key(int(batch.seeds[0]), _GROUP_DRAW) % (2**63))
