@@ -12,20 +12,17 @@ test_doc_commands_data.py), so that pytest-xdist's ``--dist loadfile`` spreads t
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shlex
-import subprocess
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, run_cli_in_process
 
 FULL_SIZE = "full size"
 BLOCK_MARK = re.compile(r"^<!-- medkit commands below: full size\b")
@@ -228,35 +225,6 @@ def fake_hub(tmp_path: Path) -> Iterator[dict[str, str]]:
                "HF_HUB_ETAG_TIMEOUT": "120", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1"}
 
 
-def run_in_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``medkit ARGS`` through click's ``CliRunner`` in ``cwd`` with ``env``, on a fresh plugin host and
-    config store; the logging set up by the CLI is taken down after (its handler writes to the runner's
-    stream)."""
-    from click.testing import CliRunner
-
-    import medkit.config.compose as config
-    from medkit.cli.main import cli
-    from medkit.registry import reset_host
-
-    root = logging.getLogger()
-    handlers, level, formatwarning = list(root.handlers), root.level, warnings.formatwarning
-    before = os.getcwd()
-    reset_host()
-    config._STORE = None
-    try:
-        os.chdir(cwd)
-        result = CliRunner().invoke(cli, args, env=env, prog_name="medkit")
-    finally:
-        os.chdir(before)
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        warnings.formatwarning = formatwarning
-        logging.captureWarnings(False)
-        reset_host()
-        config._STORE = None
-    return subprocess.CompletedProcess(["medkit", *args], result.exit_code, result.stdout, result.stderr)
-
-
 def run_as_written(texts: list[str], tmp_path: Path, env: dict[str, str]) -> None:
     """Each command of ``texts``, exactly as the page writes it, in one scratch folder (so later commands
     find the runs earlier ones made); a documented refusal must print the page's ``error:`` line. The
@@ -271,7 +239,7 @@ def run_as_written(texts: list[str], tmp_path: Path, env: dict[str, str]) -> Non
         start = time.monotonic()
         args = shlex.split(text)[1:]
         if text in IN_PROCESS or text in refusals:
-            out = run_in_process(args, env, cwd)
+            out = run_cli_in_process(*args, env=env, cwd=cwd)
         else:
             out = run_cli(*args, env=env, cwd=cwd, timeout=TIME_LIMIT)
         took[text] = round(time.monotonic() - start, 1)
