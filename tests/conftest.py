@@ -51,6 +51,40 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
                           text=True, env=full_env, cwd=str(cwd) if cwd else None, timeout=timeout)
 
 
+def run_cli_in_process(*args: str, env: dict[str, str] | None = None,
+                       cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``medkit ARGS`` in this process through click's ``CliRunner`` (the CLI's code path without a new
+    process importing torch and loading every plugin), on a fresh plugin host and config store; the
+    logging the CLI sets up is taken down after (its handler writes to the runner's stream)."""
+    import logging
+    import warnings
+
+    from click.testing import CliRunner
+
+    import medkit.config.compose as config
+    from medkit.cli.main import cli
+    from medkit.registry import reset_host
+
+    root = logging.getLogger()
+    handlers, level, formatwarning = list(root.handlers), root.level, warnings.formatwarning
+    before = os.getcwd()
+    reset_host()
+    config._STORE = None
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(cli, list(args), env=env, prog_name="medkit")
+    finally:
+        os.chdir(before)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        warnings.formatwarning = formatwarning
+        logging.captureWarnings(False)
+        reset_host()
+        config._STORE = None
+    return subprocess.CompletedProcess(["medkit", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def finishes(fn: Any, timeout: float, blocked: str) -> BaseException | None:
     """Run ``fn`` in a daemon thread and return what it raised (``None`` if nothing); fail the test
     with ``blocked`` if it is still running after ``timeout`` s (it hangs on a FIFO, say)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, run_cli_in_process
 
 SMALL = ["encoder.depth=1", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.eval_batches=1",
          "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0", "trainer.batch_size=4"]
@@ -131,7 +131,7 @@ def test_a_saved_config_with_overrides_on_top(api_run: Path, tmp_path: Path) -> 
 def test_a_hand_written_config_file(tmp_path: Path) -> None:
     own = tmp_path / "mine.yaml"
     own.write_text("run:\n  modalities: [ct]\n  strategy: ewc\nencoder:\n  preset: tiny\ntrainer:\n  max_steps: 7\n")
-    out = run_cli("config", "show", "--config", str(own), "optim.lr=0.01")
+    out = run_cli_in_process("config", "show", "--config", str(own), "optim.lr=0.01")
     assert out.returncode == 0, out.stderr
     assert "  strategy: ewc\n" in out.stdout
     assert "  max_steps: 7\n" in out.stdout and "  lr: 0.01\n" in out.stdout and "  preset: tiny\n" in out.stdout
@@ -147,7 +147,7 @@ def test_a_hand_written_config_file(tmp_path: Path) -> None:
 def test_run_config_refuses_what_the_gate_refuses(tmp_path: Path, text: str, says: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
-    out = run_cli("run", "--config", str(bad), "--run-dir", str(tmp_path / "never"))
+    out = run_cli_in_process("run", "--config", str(bad), "--run-dir", str(tmp_path / "never"))
     errors = [line for line in out.stderr.splitlines() if "error:" in line]
     assert out.returncode == 1 and len(errors) == 1, out.stderr
     assert says in errors[0] and "bad.yaml" in errors[0], errors[0]
@@ -157,7 +157,7 @@ def test_run_config_refuses_what_the_gate_refuses(tmp_path: Path, text: str, say
 def test_config_show_prints_the_presets_values() -> None:
     from medkit.models.encoder import PRESETS
 
-    out = run_cli("config", "show", "--modality", "ct", "--preset", "tiny")
+    out = run_cli_in_process("config", "show", "--modality", "ct", "--preset", "tiny")
     assert out.returncode == 0, out.stderr
     encoder = out.stdout.split("\nencoder:\n", 1)[1].split("\n", 10)
     assert not [line for line in encoder if line.strip().endswith(": null") and line.split(":")[0].strip() in

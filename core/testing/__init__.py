@@ -27,6 +27,10 @@ _EXPORTS: dict[str, str] = {
     "TaskContract": "medkit.testing.tasks", "tiny_backbone": "medkit.testing.tasks",
     # synthetic data and runs of the real engine on it
     "run_synthetic": "medkit.testing.synthetic", "use_synthetic_host": "medkit.testing.synthetic",
+    # real runs in a subprocess with one logger plugin installed from its source tree
+    "plugin_run_env": "medkit.testing.logged_runs", "run_two_stages": "medkit.testing.logged_runs",
+    "step_rows": "medkit.testing.logged_runs", "expected_curves": "medkit.testing.logged_runs",
+    "NOT_TERMS": "medkit.testing.logged_runs",
     # fault injection at file-system commit points
     "CommitPoints": "medkit.testing.faults",
     # the process-wide plugin host
@@ -47,10 +51,11 @@ _EXPORTS: dict[str, str] = {
 #: the testing surface, sorted (tests/api/test_testing_namespace.py: the same names as ``_EXPORTS``)
 __all__ = [
     "COMPONENTS_KEY", "CommitPoints", "Engine", "IMAGENET_MEAN", "IMAGENET_STD", "ModalityContract",
-    "MonaiBackbone", "NullReporter", "ObjectiveContract", "PluginHost", "Selection", "StepPlan",
+    "MonaiBackbone", "NOT_TERMS", "NullReporter", "ObjectiveContract", "PluginHost", "Selection", "StepPlan",
     "StrategyContract", "TaskContract", "TokenizerContract", "compose", "count_parameters", "create",
-    "get_host", "load_config", "load_tensors", "read_labels", "read_matrix", "reset_host", "run_synthetic",
-    "tiny_backbone", "use_synthetic_host", "window_starts",
+    "expected_curves", "get_host", "load_config", "load_tensors", "plugin_run_env", "read_labels", "read_matrix",
+    "reset_host", "run_synthetic", "run_two_stages", "step_rows", "tiny_backbone", "use_synthetic_host",
+    "window_starts",
 ]
 
 
@@ -73,5 +78,6 @@ if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_testing_na
     from medkit.storage.tensors import load_tensors
     from medkit.testing.contracts import ModalityContract, ObjectiveContract, StrategyContract, TokenizerContract
     from medkit.testing.faults import CommitPoints
+    from medkit.testing.logged_runs import NOT_TERMS, expected_curves, plugin_run_env, run_two_stages, step_rows
     from medkit.testing.synthetic import run_synthetic, use_synthetic_host
     from medkit.testing.tasks import TaskContract, tiny_backbone

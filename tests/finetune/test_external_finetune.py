@@ -11,8 +11,11 @@ import pytest
 
 from medkit.registry import get_host
 
+#: Steps per run: a few, each logged with a finite loss (the point is that it finishes and trains).
+STEPS = 3
 #: One validation and one checkpoint per run, few evaluation samples: the point is that it finishes.
-QUICK = ["trainer.batch_size=2", "trainer.val_every=5", "trainer.checkpoint_every=5", "trainer.max_eval_samples=4"]
+QUICK = ["trainer.batch_size=2", f"trainer.val_every={STEPS}", f"trainer.checkpoint_every={STEPS}",
+         "trainer.max_eval_samples=4"]
 TINY = ["encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3"]
 #: (id, backbone, task, modality, extra overrides): the acceptance command and its 2D / pathology kin.
 CASES = [
@@ -35,7 +38,7 @@ def _cli(*args: str) -> Any:
 
 @pytest.fixture(scope="module")
 def runs(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every case of :data:`CASES` fine-tuned for 5 steps (once per module)."""
+    """Every case of :data:`CASES` fine-tuned for :data:`STEPS` steps (once per module)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -49,7 +52,7 @@ def runs(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
                 continue
             run = root / case
             res = _cli("finetune", "--task", task, "--modality", modality, "--backbone", f"{name}:{releases[name]}",
-                       "--preset", "tiny", "--max-steps", "5", "--run-dir", str(run), *QUICK, *extra)
+                       "--preset", "tiny", "--max-steps", str(STEPS), "--run-dir", str(run), *QUICK, *extra)
             out[case] = (res, run)
     finally:
         torch.set_num_threads(threads)
@@ -67,12 +70,12 @@ def test_finetune_with_a_released_backbone_finishes_on_demo_data(case: str, runs
     assert res.exit_code == 0, res.output
     metrics = json.loads((run / "metrics.json").read_text())
     keys = ("acc", "auc", "f1") if task == "classification" else ("dice", "hd95")
-    assert metrics["steps"] == 5 and all(isinstance(metrics["test"][k], float) for k in keys)
+    assert metrics["steps"] == STEPS and all(isinstance(metrics["test"][k], float) for k in keys)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["finished"] and manifest["backbone"] == f"{name}:{releases[name].resolve()}"
     assert manifest["backbone_weights"]["coverage"] == 1.0 and manifest["backbone_weights"]["family"] == name
     steps = [json.loads(ln) for ln in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
-    assert len(steps) == 5 and all(s["loss"] == s["loss"] for s in steps)  # finite, trained
+    assert len(steps) == STEPS and all(s["loss"] == s["loss"] for s in steps)  # finite, trained
 
 
 @pytest.mark.slow

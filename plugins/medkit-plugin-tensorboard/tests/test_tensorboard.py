@@ -3,44 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from medkit.testing import NOT_TERMS, plugin_run_env, run_two_stages
+
 SRC = Path(__file__).resolve().parents[1] / "src"
-NOT_TERMS = {"stage", "step", "modality", "role", "loss", "lr", "time_s", "data_s"}
-SMALL = ["encoder.depth=1", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
-         "trainer.eval_batches=1", "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0"]
-
-
-def _dist(root: Path, dist: str, ep: str, module: str) -> None:
-    info = root / f"{dist.replace('-', '_')}-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[medkit]\n{ep} = {module}\n")
 
 
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
     """The plugin and the synthetic modalities installed (entry points) for a subprocess run."""
-    site = tmp_path / "site"
-    _dist(site, "medkit-plugin-tensorboard", "tensorboard", "medkit_plugin_tensorboard")
-    _dist(site, "medkit-synthetic", "synthetic", "medkit.testing.synthetic")
-    path = os.pathsep.join([str(site), str(SRC), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "MEDKIT_DEMO_DIR": str(tmp_path / "demo"),
-            "OMP_NUM_THREADS": "1"}
+    return plugin_run_env(tmp_path, "medkit-plugin-tensorboard", "tensorboard", "medkit_plugin_tensorboard", SRC)
 
 
 def _run(run_dir: Path, env: dict[str, str], steps: int = 3, strategy: str = "sequential",
          extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "medkit.cli.main", "run", "--modality", "synth_a,synth_b",
-                           "--strategy", strategy, "--preset", "tiny", "--max-steps", str(steps),
-                           "--run-dir", str(run_dir), *SMALL, *extra], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return run_two_stages(run_dir, env, strategy=strategy, steps=steps, extra=extra)
 
 
 def _accumulator(run_dir: Path):

@@ -5,63 +5,28 @@ stage boundaries, the matrices and the config."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from medkit.testing import expected_curves, plugin_run_env, run_two_stages, step_rows
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 STEPS = 6
-SMALL = ["encoder.depth=1", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.batch_size=4",
-         "trainer.eval_batches=1", "trainer.probe_linear_steps=0", "trainer.probe_knn_k=0", "trainer.log_every=2"]
-NOT_TERMS = {"stage", "step", "modality", "role", "loss", "lr", "time_s", "data_s"}
-
-
-def _dist(root: Path, dist: str, ep: str, module: str) -> None:
-    info = root / f"{dist.replace('-', '_')}-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[medkit]\n{ep} = {module}\n")
+#: logged every second step, so that the test sees what ``log_every`` keeps
+EXTRA = ("trainer.log_every=2",)
 
 
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
     """The plugin and the synthetic modalities installed (entry points) for a subprocess run."""
-    site = tmp_path / "site"
-    _dist(site, "medkit-plugin-wandb", "wandb", "medkit_plugin_wandb")
-    _dist(site, "medkit-synthetic", "synthetic", "medkit.testing.synthetic")
-    path = os.pathsep.join([str(site), str(SRC), os.environ.get("PYTHONPATH", "")])
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     home = tmp_path / "wandb-home"  # nothing of this test lands in the user's own W&B folders
-    return {**clean, "PYTHONPATH": path, "MEDKIT_DEMO_DIR": str(tmp_path / "demo"), "OMP_NUM_THREADS": "1",
-            "MEDKIT_TENSORBOARD": "0", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-            "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_CACHE_DIR": str(home / "cache"),
-            "WANDB_DATA_DIR": str(home / "data"), "WANDB_ARTIFACT_DIR": str(home / "artifacts")}
-
-
-def _run(run_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "medkit.cli.main", "run", "--modality", "synth_a,synth_b",
-                           "--strategy", "rehearsal", "--preset", "tiny", "--max-steps", str(STEPS),
-                           "--run-dir", str(run_dir), *SMALL], capture_output=True, text=True, env=env,
-                          timeout=600)
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics" / "steps.jsonl").read_text().splitlines()]
-
-
-def _expected(rows: list[dict]) -> dict[str, dict[int, float]]:
-    """``{tag: {global step: value}}`` the run must have logged, from ``metrics/steps.jsonl``."""
-    out: dict[str, dict[int, float]] = {}
-    for r in rows:
-        at = (r["stage"] - 1) * STEPS + r["step"]
-        tags = {"train/loss": r["loss"], "train/lr": r["lr"], f"train/{r['modality']}/loss": r["loss"]}
-        tags.update({f"train/{r['modality']}/{k}": v for k, v in r.items() if k not in NOT_TERMS})
-        for tag, value in tags.items():
-            out.setdefault(tag, {})[at] = value
-    return out
+    return plugin_run_env(tmp_path, "medkit-plugin-wandb", "wandb", "medkit_plugin_wandb", SRC, drop_prefix="WANDB_",
+                          MEDKIT_TENSORBOARD="0", WANDB_MODE="offline", WANDB_SILENT="true",
+                          WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
+                          WANDB_DATA_DIR=str(home / "data"), WANDB_ARTIFACT_DIR=str(home / "artifacts"))
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -78,13 +43,13 @@ def _records(run_dir: Path) -> list[dict]:
 def test_the_offline_run_holds_per_modality_losses_stages_matrices_and_config(tmp_path: Path,
                                                                              env: dict[str, str]) -> None:
     run_dir = tmp_path / "run"
-    out = _run(run_dir, env)
+    out = run_two_stages(run_dir, env, strategy="rehearsal", steps=STEPS, extra=EXTRA)
     assert out.returncode == 0, out.stderr[-3000:]
     records = _records(run_dir)
     history = [r["history"]["item"] for r in records if r.get("type") == "history"]
-    rows = _rows(run_dir)
+    rows = step_rows(run_dir)
     assert any(r["role"] == "buffer" for r in rows), "the plan rehearsed no buffer step: the test proves nothing"
-    expected = _expected(rows)
+    expected = expected_curves(rows, STEPS)
     assert "train/synth_a/distill" in expected and "train/synth_b/mae" in expected
     logged: dict[str, dict[int, float]] = {}
     for item in history:
