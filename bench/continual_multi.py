@@ -78,7 +78,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
               ("input_size=[8,32,32]", "depth=8", "depth_stride=8", "disk_cache=false")],
             "modality.mri.drop_fraction=0.0",
             f"trainer.batch_size={args.batch_size}", f"trainer.val_fraction={args.val_fraction}",
-            "trainer.num_workers=0", "trainer.eval_batches=4", "trainer.checkpoint_every=1000000",
+            "trainer.num_workers=0", "trainer.eval_batches=2", "trainer.checkpoint_every=1000000",
             "trainer.log_every=1000000",
             "trainer.probe_unseen=true", f"trainer.probe_max_train={args.probe_train}",
             "trainer.probe_max_query=128", f"trainer.probe_linear_steps={args.probe_steps}",
@@ -182,13 +182,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablations", default=",".join(ABLATIONS))
     p.add_argument("--no-joint-shared", action="store_true", help="leave out the joint_shared row")
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--steps", type=int, default=60, help="optimizer steps per stage (joint: T × this)")
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps per stage (joint: T × this)")
     p.add_argument("--sources", type=int, default=200, help="sources per modality")
     p.add_argument("--val-fraction", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--probe-train", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--probe-train", type=int, default=96)
     p.add_argument("--probe-steps", type=int, default=20)
-    p.add_argument("--refit-steps", type=int, default=20)
+    p.add_argument("--refit-steps", type=int, default=10)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--override", action="append", default=[], help="extra KEY=VALUE for every run")
     p.add_argument("--ewc-grid", default="1e2,1e4,1e6")

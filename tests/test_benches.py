@@ -128,6 +128,7 @@ def test_the_ewc_sweep_reads_no_sample_of_a_reported_run(tmp_path: Path) -> None
     assert "refit" in continual.sweep_ewc.__doc__
 
 
+@pytest.mark.slow
 def test_continual_multi_quick_writes_strict_json_and_the_promised_table(tmp_path: Path) -> None:
     """bench/continual_multi.py --quick: the report, xray, ct and mri plugins read the procedural files; the
     JSON is strict (no NaN/Infinity) and holds every promised row × metric × column, the chance and ceiling
