@@ -139,6 +139,9 @@ def compose(sel: Selection, *, host: ConfigHost) -> dict[str, Any]:
         from medkit.config.from_file import merge_file_values
 
         cfg = merge_file_values(cfg, sel.base, sel.base_source)
+    from medkit.models.sharing import refuse_decoders_elsewhere
+
+    refuse_decoders_elsewhere(sel.strategy, strategy_node, sel.overrides)  # a clearer word than "no key"
     cfg = apply_overrides(cfg, sel.overrides)
     try:
         plain = strip_targets(OmegaConf.to_container(cfg, resolve=True))

@@ -130,7 +130,8 @@ _USES = _map_of(_USE)
 _SECTIONS = _map_of(_MAPPING)  # tokenizer.<name>, objective.<name>, modality.<name>
 
 ARCHITECTURE = _fields({"library": _STR, "format": _is(int), "encoder": _MAPPING, "uses": _USES,
-                        "tokenizer": _SECTIONS, "objective": _SECTIONS, "trunk": _map_of(_is(int, float, str, bool))})
+                        "tokenizer": _SECTIONS, "objective": _SECTIONS, "trunk": _map_of(_is(int, float, str, bool)),
+                        "shared_heads": _map_of(_STR)})  # {alias: owner}: modalities sharing one pretext head
 PRETRAIN_CONFIG = _fields({
     "run": _fields({"modalities": _list_of(_STR), "strategy": _STR, "seed": _is(int), "uses": _USES,
                     "data": _map_of(_OPT_STR, optional=True), "new_modalities": _list_of(_STR, optional=True),
@@ -284,7 +285,7 @@ RUN_KEYS = ("modalities", "strategy", "seed", "data", "uses", "from", "new_modal
 MANIFEST_KEYS = ("format", "strategy", "from", "modalities", "stages", "stages_done", "current", "finished",
                  "config_hash", "versions", "data", "seed", "world_size", "files", "resume_overrides")
 STAGE_KEYS = ("index", "modalities", "status", "steps", "mix", "source")
-ARCHITECTURE_KEYS = ("library", "format", "encoder", "uses", "tokenizer", "objective", "trunk")
+ARCHITECTURE_KEYS = ("library", "format", "encoder", "uses", "tokenizer", "objective", "trunk", "shared_heads")
 
 
 def _schema_fields(kind: str, name: str, host: Any) -> tuple[Any, list[str]]:

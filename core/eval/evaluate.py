@@ -62,6 +62,7 @@ def pretext_loss(ctx: RunContext, modality: str, *, max_batches: int,
 def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options: ProbeOptions,
                    not_evaluated: Mapping[str, str] | None = None,
                    counts: dict[str, dict[str, int]] | None = None, make_head: HeadFactory | None = None,
+                   chance: dict[str, dict[str, float]] | None = None,
                    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]]]:
     """``({metric: {modality: value}}, {metric: {modality: reason}})`` after a stage.
 
@@ -75,7 +76,8 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
     its cells are unavailable with the given reason, never computed on other data. A modality
     without held-out samples, or one that cannot be probed (no labels, one class, too few
     samples), has unavailable cells with the reason (logged once per run). A ``counts`` dict
-    given gets ``{metric: {modality: held-out queries}}`` of every probe value.
+    given gets ``{metric: {modality: held-out queries}}`` of every probe value, a ``chance`` dict
+    ``{metric: {modality: the queries' majority-class rate}}`` (the probe's chance level).
     """
     skip = {**dict(ctx.not_evaluated), **dict(not_evaluated or {})}
     probes = probe_metrics(options)
@@ -122,7 +124,8 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
                         "the loss is not finite"
             if m in probed and reason is None:
                 sizes: dict[str, int] = {}
-                got, reason = probe_modality(ctx, m, options, counts=sizes)
+                rate: dict[str, float] = {}
+                got, reason = probe_modality(ctx, m, options, counts=sizes, chance=rate)
                 bar.step()
                 if reason is not None:
                     skipped[m] = reason
@@ -131,6 +134,8 @@ def evaluate_cells(ctx: RunContext, strategy: Any, *, max_batches: int, options:
                     values[k][m] = v
                     if counts is not None and "query" in sizes:
                         counts.setdefault(k, {})[m] = sizes["query"]
+                    if chance is not None and "query" in rate:
+                        chance.setdefault(k, {})[m] = rate["query"]
         if m in probed and reason is not None:
             for k in probes:
                 missing[k][m] = reason
@@ -226,11 +231,13 @@ def evaluate_stage(ctx: RunContext, strategy: Any, *, eval_batches: int, probes:
             (``None``: that metric is not computed).
     """
     counts: dict[str, dict[str, int]] = {}
+    chance: dict[str, dict[str, float]] = {}
     try:
         values, missing = evaluate_cells(ctx, strategy, max_batches=int(eval_batches), options=probes,
-                                         not_evaluated=not_evaluated, counts=counts, make_head=make_head)
+                                         not_evaluated=not_evaluated, counts=counts, make_head=make_head,
+                                         chance=chance)
     finally:
         cache = getattr(ctx, "feature_cache", None)
         if cache is not None:  # the rows kept for the probes are read: free them
             cache.clear()
-    return evaluation_record(ctx.stage_index, list(ctx.stage), values, missing, counts)
+    return evaluation_record(ctx.stage_index, list(ctx.stage), values, missing, counts, chance=chance)

@@ -65,6 +65,9 @@ class Matrix:
     path: Path | None = None
     #: ``counts[i][j]``: the held-out samples the cell rests on (probe queries), ``None`` if unknown.
     counts: list[list[int | None]] = field(default_factory=list)
+    #: ``chance[i][j]``: the chance level of a probe cell (its queries' majority-class rate), ``None``
+    #: if unknown or not a probe.
+    chance: list[list[float | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.na:
@@ -164,11 +167,14 @@ def run_matrices(run_dir: Path) -> dict[str, Matrix]:
 
 
 def attach_counts(matrix: Matrix, records: Sequence[Mapping[str, Any]]) -> Matrix:
-    """Fill ``matrix.counts`` from the records' ``counts`` (``{metric: {modality: n}}``) by stage."""
+    """Fill ``matrix.counts`` and ``matrix.chance`` from the records' ``counts`` (``{metric: {modality:
+    n}}``) and ``chance`` (``{metric: {modality: rate}}``) by stage."""
     from medkit.eval.records import STAGE_KEY
 
     by_stage = {int(r[STAGE_KEY]): r.get("counts", {}).get(matrix.metric, {}) for r in records}
     matrix.counts = [[by_stage.get(a, {}).get(m) for m in matrix.modalities] for a in matrix.after]
+    rates = {int(r[STAGE_KEY]): r.get("chance", {}).get(matrix.metric, {}) for r in records}
+    matrix.chance = [[rates.get(a, {}).get(m) for m in matrix.modalities] for a in matrix.after]
     return matrix
 
 
@@ -201,12 +207,19 @@ def _md(text: Any) -> str:
 
 def matrix_markdown(matrix: Matrix, *, digits: int = 4) -> str:
     """The matrix as a markdown table: ``–`` not evaluated at that stage, ``n/a`` could not be; a cell
-    with a recorded sample count says it (``0.1250 (n=8)``)."""
+    with a recorded sample count and chance level says them (``0.8125 (n=16, chance 0.50)``)."""
     lines = ["| after stage | trained on | " + " | ".join(_md(m) for m in matrix.modalities) + " |",
              "|---|---|" + "---:|" * len(matrix.modalities)]
     counts = matrix.counts or [[None] * len(matrix.modalities) for _ in matrix.rows]
-    for a, stage, row, na, ns in zip(matrix.after, matrix.stages, matrix.rows, matrix.na, counts):
-        cells = [NOT_AVAILABLE if flag else fmt_value(v, digits) + (f" (n={n})" if n is not None and v is not None
-                                                                     else "") for v, flag, n in zip(row, na, ns)]
+    chance = matrix.chance or [[None] * len(matrix.modalities) for _ in matrix.rows]
+    for a, stage, row, na, ns, cs in zip(matrix.after, matrix.stages, matrix.rows, matrix.na, counts, chance):
+        cells = [NOT_AVAILABLE if flag else fmt_value(v, digits) + _note(v, n, c)
+                 for v, flag, n, c in zip(row, na, ns, cs)]
         lines.append(f"| {a} | {_md('+'.join(stage))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _note(value: float | None, n: int | None, chance: float | None) -> str:
+    """`` (n=16, chance 0.50)`` after a cell's value: what it rests on and what it must beat."""
+    parts = ([f"n={n}"] if n is not None else []) + ([f"chance {chance:.2f}"] if chance is not None else [])
+    return f" ({', '.join(parts)})" if parts and value is not None else ""

@@ -49,6 +49,9 @@ class CLMetrics:
     units: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    #: a probe's chance level per modality in the last row (its held-out queries' majority-class
+    #: rate, ``eval.json``'s ``chance``): what ``final`` must beat; empty for losses and older runs
+    chance: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (strict JSON: no NaN)."""
@@ -209,4 +212,6 @@ def run_metrics(run_dir: Path, *, baseline_run: Path | None = None) -> dict[str,
         out[metric] = continual_metrics(metric, matrix.modalities, matrix.stages, matrix.rows, baseline=base,
                                         baseline_name=None if base is None else f"{baseline_run}",
                                         objectives=objectives)
+        if matrix.chance:
+            out[metric].chance = {m: float(c) for m, c in zip(matrix.modalities, matrix.chance[-1]) if c is not None}
     return out

@@ -61,6 +61,15 @@ def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, query: torch.T
     return float((pred == query_labels.long()).double().mean())
 
 
+def chance_level(labels: Sequence[int] | torch.Tensor) -> float:
+    """The majority-class rate of ``labels``: the accuracy of a probe that always answers the
+    commonest class of these queries (what an accuracy on them must beat); NaN without labels."""
+    values = [int(v) for v in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
+    if not values:
+        return float("nan")
+    return max(values.count(c) for c in set(values)) / len(values)
+
+
 def linear_probe_accuracy(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Tensor,
                           query_labels: torch.Tensor, *, steps: int = 100, seed: int = 0,
                           weight_decay: float = 1e-4) -> float:
@@ -141,16 +150,21 @@ def probe_metrics(options: ProbeOptions) -> list[str]:
 
 
 def probe_modality(ctx: Any, modality: str, options: ProbeOptions | None = None,
-                   counts: dict[str, int] | None = None) -> tuple[dict[str, float], str | None]:
+                   counts: dict[str, int] | None = None,
+                   chance: dict[str, float] | None = None) -> tuple[dict[str, float], str | None]:
     """``({"knn_acc": a, "linear_acc": b}, None)`` for ``modality`` with the live encoder, or
     ``({}, reason)`` when its data cannot be probed. ``knn_k <= 0`` / ``linear_steps <= 0`` leaves
     that probe out. Call it inside ``strategy.eval_context``. A ``counts`` dict given is filled
-    with ``{"train": memory samples, "query": held-out queries}`` (an accuracy's denominator)."""
+    with ``{"train": memory samples, "query": held-out queries}`` (an accuracy's denominator), a
+    ``chance`` dict with ``{"query": the held-out queries' majority-class rate}`` (:func:`chance_level`:
+    the accuracy both probes must beat)."""
     o = options or ProbeOptions()
     split = labelled_split(ctx.eval_sets[modality], ctx.train_indices[modality], ctx.val_indices[modality],
                            max_train=o.max_train, max_query=o.max_query)
     if counts is not None:
         counts.update(train=len(split.train), query=len(split.query))
+    if chance is not None and split.query_labels:
+        chance["query"] = chance_level(split.query_labels)
     if split.reason is not None:
         return {}, split.reason
     mem = ctx.features(modality, split.train)  # [N, D]

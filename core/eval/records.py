@@ -1,7 +1,9 @@
 """The per-stage evaluation records (``metrics/eval.json``): one numbering (1-based), strict JSON.
 
 A record is ``{"after_stage": i, "modalities": [...], "metrics": {metric: {modality: value}},
-"unavailable": {metric: {modality: reason}}}``: ``after_stage`` counts stages from 1, as
+"unavailable": {metric: {modality: reason}}}``, with, for probe accuracies, ``"counts"`` (held-out
+queries) and ``"chance"`` (their majority-class rate) in the same ``{metric: {modality: ...}}`` shape:
+``after_stage`` counts stages from 1, as
 ``matrix*.csv`` and every report do. Runs written before this numbering hold ``{"stage": i - 1}``;
 :func:`normalise_evaluations` reads both.
 """
@@ -39,7 +41,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 def evaluation_record(stage_index: int, modalities: Sequence[str], metrics: Mapping[str, Mapping[str, float]],
                       unavailable: Mapping[str, Mapping[str, str]] | None = None,
-                      counts: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+                      counts: Mapping[str, Mapping[str, int]] | None = None, *,
+                      chance: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
     """The record of the evaluation after the engine's stage ``stage_index`` (0-based, as the engine
     counts); the record itself says ``after_stage = stage_index + 1``.
 
@@ -51,6 +54,8 @@ def evaluation_record(stage_index: int, modalities: Sequence[str], metrics: Mapp
             (no held-out sample, not evaluated after ``--from`` without ``--data``...).
         counts: ``{metric: {modality: n}}``: the held-out samples a value rests on (a probe's
             queries); kept as the record's ``counts`` for the values present.
+        chance: ``{metric: {modality: rate}}``: a probe's chance level, the majority-class rate of
+            its held-out queries; kept as the record's ``chance`` for the values present.
     """
     values: dict[str, dict[str, float]] = {}
     missing: dict[str, dict[str, str]] = {k: dict(v) for k, v in (unavailable or {}).items()}
@@ -66,6 +71,10 @@ def evaluation_record(stage_index: int, modalities: Sequence[str], metrics: Mapp
     kept = {k: {m: int(n) for m, n in per.items() if m in values.get(k, {})} for k, per in (counts or {}).items()}
     if any(kept.values()):
         out["counts"] = {k: v for k, v in kept.items() if v}
+    rates = {k: {m: float(r) for m, r in per.items() if m in values.get(k, {}) and r is not None
+                 and math.isfinite(float(r))} for k, per in (chance or {}).items()}
+    if any(rates.values()):
+        out["chance"] = {k: v for k, v in rates.items() if v}
     return out
 
 
@@ -80,7 +89,7 @@ def normalise_record(record: Mapping[str, Any], *, source: str = "eval.json") ->
         raise CheckpointError(f"{source}: an evaluation record has neither {STAGE_KEY!r} nor 'stage' "
                               f"({sorted(record)}); the file is not a medkit eval.json")
     out = evaluation_record(number - 1, record.get("modalities", []), record.get("metrics", {}),
-                            record.get("unavailable"), record.get("counts"))
+                            record.get("unavailable"), record.get("counts"), chance=record.get("chance"))
     return out
 
 

@@ -121,13 +121,21 @@ def metrics_markdown(cl: Mapping[str, CLMetrics]) -> str:
         for mod in m.final:
             per.append([metric, mod, m.units.get(mod, ""), fmt_value(m.final.get(mod)),
                         fmt_value(m.forgetting_first_per.get(mod)), fmt_value(m.forgetting_max_per.get(mod)),
-                        fmt_value(m.fwt_per.get(mod))])
+                        fmt_value(m.fwt_per.get(mod)), fmt_value(m.chance.get(mod), 2)])
     table = markdown_table(["metric", "better", "final mean", "forgetting (first)", "forgetting (max)",
                             "BWT", "FWT"], rows)
     per_table = markdown_table(["metric", "modality", "unit", "final", "forgetting (first)", "forgetting (max)",
-                                "FWT term"], per)
+                                "FWT term", "chance (final)"], per)
     return (table + "\n\nPer modality:\n\n" + per_table
             + ("\n\n" + "\n".join(notes) if notes else ""))
+
+
+def _chance_label(matrix: Matrix) -> str:
+    """What a probe cell's ``(n=..., chance ...)`` means, where the matrix records chance levels."""
+    if not any(c is not None for row in matrix.chance for c in row):
+        return ""
+    return (" `n`: held-out queries; `chance`: the chance level, their majority-class rate (the accuracy "
+            "of always answering the commonest class), which the probe must beat to show anything.")
 
 
 def _config_table(run: Mapping[str, Any]) -> str:
@@ -185,7 +193,7 @@ def _write_report(run: dict[str, Any], out: Path, run_dir: Path, baseline: Path 
         units = cl[metric].units if metric in cl else {}
         parts += [f"## {info.title} ({info.better})", "", f"Measured on the {info.split}; unit: "
                   + ("; ".join(f"{m}: {u}" for m, u in units.items()) if info.per_objective else info.unit)
-                  + f". `–`: not evaluated at that stage; `{NA}`: could not be evaluated.", "",
+                  + f". `–`: not evaluated at that stage; `{NA}`: could not be evaluated." + _chance_label(matrix), "",
                   matrix_markdown(matrix), "", *unavailable_notes(run["evaluations"], metric), "",
                   f"![{metric}]({png})", ""]
     if run["steps"]:

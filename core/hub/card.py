@@ -134,6 +134,12 @@ def render_heatmap(matrices: Mapping[str, Matrix], out: Path, *, objectives: Map
     return heatmap_png(out, list(matrices.values()), objectives=objectives)
 
 
+def _shared_note(arch: Mapping[str, Any]) -> str:
+    """Which modalities share another's pretext head (``config.json``'s ``shared_heads``), in words."""
+    shared = arch.get("shared_heads") or {}
+    return "".join(f"; {_cell(a)} shares the head of {_cell(o)}" for a, o in shared.items())
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -191,8 +197,9 @@ def render_card(*, repo_id: str, arch: Mapping[str, Any], manifest: Mapping[str,
         "| modality | tokenizer | pretext objective |", "|---|---|---|",
         *[f"| {_cell(m)} | `{u['tokenizer']}` | `{u['objective']}` |" for m, u in arch.get("uses", {}).items()], "",
         "`model.safetensors` holds the encoder (`encoder.*`, tokenizers under `encoder.tokenizers.<name>.*`) "
-        "and one pretext head per modality (`heads.<modality>.*`); `config.json` is all that is needed to "
-        "rebuild them, through medkit's plugin registry (no code is imported from the repository).", "",
+        "and one pretext head per modality (`heads.<modality>.*`" + _shared_note(arch) + "); `config.json` is "
+        "all that is needed to rebuild them, through medkit's plugin registry (no code is imported from the "
+        "repository).", "",
         "## Usage", "", *_usage(repo_id, arch, manifest, provider),
         "```python", "import medkit", "",
         f'model = medkit.load_pretrained("hf-hub:{repo_id}")  # encoder + pretext heads, in eval mode',

@@ -16,6 +16,7 @@ from medkit.storage import files as ck
 from medkit.api.components import Create
 from medkit.api.errors import CheckpointError, ConfigError, PluginError
 from medkit.hub.transfer import size_of, transfer
+from medkit.models.sharing import SHARED_KEY, check_recorded
 
 if TYPE_CHECKING:
     from medkit.models.build import Model
@@ -294,6 +295,8 @@ def pretrained_config(root: str | os.PathLike[str]) -> dict[str, Any]:
     arch = read_architecture(root)
     cfg = {"run": {"uses": copy.deepcopy(arch["uses"])}, "encoder": copy.deepcopy(arch["encoder"]),
            "tokenizer": copy.deepcopy(arch["tokenizer"]), "objective": copy.deepcopy(arch["objective"])}
+    if SHARED_KEY in arch:  # modalities whose pretext head is one module (joint, strategy.decoders=dimension)
+        cfg["run"][SHARED_KEY] = check_recorded(arch[SHARED_KEY], arch["uses"], where=str(Path(root) / ARCH_FILE))
     try:
         shape = trunk_shape(cfg)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -347,8 +350,8 @@ def load_pretrained(ref: str | os.PathLike[str], *, create: Create, with_heads: 
     state = ck.load_tensors(root / MODEL_FILE)
     if not with_heads:
         state = {k: v for k, v in state.items() if not k.startswith("heads.")}
-    ck.load_state_checked(model.modules(), _in_model_order(state, model), source=f"{text} ({root / MODEL_FILE})",
-                          strict=True)
+    ck.load_state_checked(model.modules(), model.full_state(_in_model_order(state, model)),
+                          source=f"{text} ({root / MODEL_FILE})", strict=True)
     model.modules().eval()
     return model
 
@@ -363,12 +366,15 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
     Returns:
         ``{"new": [...], "dropped": [...]}``: model key prefixes left fresh, checkpoint prefixes unused.
     """
+    from medkit.models.sharing import adopt_heads
+
     root = Path(root)
     arch = read_architecture(root)
-    state = ck.load_tensors(root / MODEL_FILE)
+    source_shared = check_recorded(arch.get(SHARED_KEY) or {}, arch["uses"], where=str(root / ARCH_FILE))
+    state, source_heads, merged = adopt_heads(ck.load_tensors(root / MODEL_FILE), arch["uses"], source_shared,
+                                              model.shared)
     source_tokenizers = {u["tokenizer"] for u in arch["uses"].values()}
-    source_heads = set(arch["uses"])
-    fresh = {f"heads.{m}." for m in model.heads if m not in source_heads}
+    fresh = {f"heads.{m}." for m in model.heads if m not in source_heads and m not in model.shared}
     fresh |= {f"encoder.tokenizers.{t}." for t in model.encoder.tokenizers if t not in source_tokenizers}
     dropped = {f"heads.{m}." for m in source_heads if m not in model.heads}
     own = model.state_dict()
@@ -382,9 +388,9 @@ def load_pretrained_weights(model: Model, root: str | os.PathLike[str]) -> dict[
     if unexpected:
         raise CheckpointError(f"{root / MODEL_FILE}: unexpected key {unexpected[0]} (and "
                               f"{len(unexpected) - 1} more); the checkpoint does not match this architecture")
-    ck.load_state_checked(model.modules(), _in_model_order(state, model), source=str(root / MODEL_FILE),
-                          strict=False)
-    return {"new": sorted(fresh), "dropped": sorted(dropped)}
+    ck.load_state_checked(model.modules(), model.full_state(_in_model_order(state, model)),
+                          source=str(root / MODEL_FILE), strict=False)
+    return {"new": sorted(fresh), "dropped": sorted(dropped | merged)}
 
 
 # -- pushing ------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -14,6 +14,7 @@ from medkit.storage.files import (atomic_link, atomic_write_json, load_state_che
                                      save_tensors)
 from medkit.models.encoder import UniversalEncoder, compiled_block_call, resolve_trunk
 from medkit.models.options import encoder_options
+from medkit.models.sharing import SHARED_KEY, drop_aliases, expand_aliases, shared_heads
 from medkit.api.components import Create
 from medkit.api.errors import ConfigError
 
@@ -33,12 +34,21 @@ class Model:
     heads: nn.ModuleDict  # modality -> objective module
     tokenizer_of: dict[str, str]
     objective_of: dict[str, str]
+    #: ``{alias: owner}``: modalities whose head *is* another modality's (one module, one set of
+    #: parameters); empty with one head per modality
+    shared: dict[str, str] = field(default_factory=dict)
 
     def modules(self) -> nn.ModuleDict:
         return nn.ModuleDict({"encoder": self.encoder, "heads": self.heads})
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.modules().state_dict())
+        """What ``model.safetensors`` holds: a shared head once, under its owner's name."""
+        return drop_aliases(self.modules().state_dict(), self.shared)
+
+    def full_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` (as :meth:`state_dict` writes it) with every shared head's other names filled in,
+        as ``modules().load_state_dict`` expects."""
+        return expand_aliases(state, self.shared)
 
 
 def trunk_shape(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -84,12 +94,17 @@ def build_model(cfg: dict[str, Any], *, create: Create, modalities: Sequence[str
                                layer_scale_init=enc_cfg.layer_scale_init, final_norm=bool(enc_cfg.final_norm),
                                legacy=legacy)
     heads = nn.ModuleDict()
+    shared = {a: o for a, o in shared_heads(cfg).items() if a in modalities and o in modalities}
     if with_heads:
-        for m in modalities:
-            heads[m] = build_head(cfg, m, encoder, create=create)
+        built: dict[str, nn.Module] = {}
+        for m in modalities:  # an alias gets its owner's very module (one set of parameters)
+            owner = shared.get(m, m)
+            if owner not in built:
+                built[owner] = build_head(cfg, owner, encoder, create=create)
+            heads[m] = built[owner]
     return Model(encoder=encoder, heads=heads,
                  tokenizer_of={m: uses[m]["tokenizer"] for m in modalities},
-                 objective_of={m: uses[m]["objective"] for m in modalities})
+                 objective_of={m: uses[m]["objective"] for m in modalities}, shared=shared)
 
 
 def build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder, *, create: Create) -> nn.Module:
@@ -101,9 +116,14 @@ def build_head(cfg: dict[str, Any], modality: str, encoder: UniversalEncoder, *,
 
 
 def architecture(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``config.json``: what rebuilds the encoder, tokenizers and heads with no other file."""
-    return {"format": 1, "library": "medkit", "encoder": cfg["encoder"], "trunk": trunk_shape(cfg),
+    """``config.json``: what rebuilds the encoder, tokenizers and heads with no other file (and, where
+    modalities share a pretext head, which: ``shared_heads``, ``{alias: owner}``)."""
+    arch = {"format": 1, "library": "medkit", "encoder": cfg["encoder"], "trunk": trunk_shape(cfg),
             "uses": cfg["run"]["uses"], "tokenizer": cfg["tokenizer"], "objective": cfg["objective"]}
+    shared = shared_heads(cfg)
+    if shared:
+        arch[SHARED_KEY] = shared
+    return arch
 
 
 def save_model(model: Model, run_dir: Path, cfg: dict[str, Any], *, path: Path | None = None,
@@ -129,7 +149,7 @@ def save_model(model: Model, run_dir: Path, cfg: dict[str, Any], *, path: Path |
 
 def load_model_state(model: Model, path: Path, *, strict: bool = True) -> None:
     """Load ``model.safetensors`` into ``model`` (mismatches name the first key and shapes)."""
-    load_state_checked(model.modules(), load_tensors(path), source=str(path), strict=strict)
+    load_state_checked(model.modules(), model.full_state(load_tensors(path)), source=str(path), strict=strict)
 
 
 def compile_backend(value: Any, *, where: str = "") -> str | None:
