@@ -45,10 +45,10 @@ VOL_SHAPE = (32, 32, 16)  # X, Y, Z (slices); two windows of 8 slices
 DEV_OFFSET = 900_000  # development sources: difficulty chosen here, never in a reported run
 SWEEP_OFFSET = 100_000  # EWC λ sweep's sources: disjoint from every reported run's
 
-TOPIC_RATE = 0.18
-GRATING_AMP = 0.07
-CT_TEXTURE = 0.5
-MRI_TEXTURE = 0.5
+TOPIC_RATE = 0.08
+GRATING_AMP = 0.06
+CT_TEXTURE = 0.18
+MRI_TEXTURE = 0.18
 
 COMMON = ("the there is no seen noted with and of in on at for lung lungs chest heart size normal stable "
           "mild small right left upper lower lobe base field view image study prior compared change new "
