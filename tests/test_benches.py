@@ -1,5 +1,6 @@
-"""bench/continual.py at toy size: it runs end to end, writes strict JSON, and keeps its own checks
-(PackNet's first stage is bit-identical, so its forgetting is exactly 0; the split is by source)."""
+"""The benchmarks at toy size: bench/continual.py and bench/continual_multi.py --quick run end to end,
+write strict JSON and keep their checks (PackNet's first stage is bit-identical, so its forgetting is
+exactly 0; the split is by source; the multi-dimension table has every promised row and column)."""
 
 from __future__ import annotations
 
