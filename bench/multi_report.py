@@ -250,6 +250,15 @@ def findings(runs: list[dict[str, Any]], rows: set[str]) -> list[dict[str, Any]]
     return out
 
 
+def ablations(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each MedCoSS ablation row − ``rehearsal`` (forward order, seed-paired) in the final metrics."""
+    out: dict[str, Any] = {}
+    for row in sorted({r["row"] for r in runs if r["row"].startswith("rehearsal_")}):
+        out[row] = {m: paired(runs, row, "rehearsal", lambda r, m=m: _get(r, m, "final_mean"), orders=("forward",))
+                    for m in (*PROBES, "refit_loss")}
+    return out
+
+
 def build(done: list[dict[str, Any]], args: argparse.Namespace, sweep: dict[str, Any]) -> dict[str, Any]:
     """The result document: runs with their values, the table, the ceilings and the findings."""
     import json
@@ -272,7 +281,8 @@ def build(done: list[dict[str, Any]], args: argparse.Namespace, sweep: dict[str,
             "val_fraction": args.val_fraction, "batch_size": args.batch_size, "probe_train": args.probe_train,
             "probe_steps": args.probe_steps, "refit_steps": args.refit_steps, "lr": args.lr, "quick": args.quick,
             "held_out": held_out, "chance": CHANCE, "ewc_sweep": sweep, "ceiling": single_ceiling(runs),
-            "table": table(runs), "findings": findings(runs, rows), "runs": runs}
+            "table": table(runs), "findings": findings(runs, rows), "ablations_vs_rehearsal": ablations(runs),
+            "runs": runs}
 
 
 def _f(s: dict[str, Any] | None, digits: int = 3) -> str:
@@ -312,6 +322,11 @@ def markdown(result: dict[str, Any]) -> str:
     for key, row in result["table"].items():
         per = row["linear_acc"]["final_per"]
         lines.append(f"| {key} | " + " | ".join(_f(per.get(m)) for m in ("report", "xray", "ct", "mri")) + " |")
+    if result.get("ablations_vs_rehearsal"):
+        lines += ["", "## MedCoSS ablations − MedCoSS (forward order, seed-paired, 95 % t-intervals)", "",
+                  "| ablation | Δ linear final | Δ kNN final | Δ refit final (rel) |", "|---|---|---|---|"]
+        for row, d in result["ablations_vs_rehearsal"].items():
+            lines.append(f"| {row} | {_ci(d['linear_acc'])} | {_ci(d['knn_acc'])} | {_ci(d['refit_loss'])} |")
     lines += ["", "## The paper's findings, tested (seed-paired differences, 95 % t-intervals)", ""]
     for f in result["findings"]:
         lines += [f"### {f['finding']}", "", f"**Verdict: {f['verdict']}.**", ""]
