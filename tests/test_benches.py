@@ -1,5 +1,6 @@
-"""bench/continual.py at toy size: it runs end to end, writes strict JSON, and keeps its own checks
-(PackNet's first stage is bit-identical, so its forgetting is exactly 0; the split is by source)."""
+"""The benchmarks at toy size: bench/continual.py and bench/continual_multi.py --quick run end to end,
+write strict JSON and keep their checks (PackNet's first stage is bit-identical, so its forgetting is
+exactly 0; the split is by source; the multi-dimension table has every promised row and column)."""
 
 from __future__ import annotations
 
@@ -126,3 +127,44 @@ def test_the_ewc_sweep_reads_no_sample_of_a_reported_run(tmp_path: Path) -> None
         assert not set(a.ids) & set(b.ids) and not set(a.sources) & set(b.sources)
         assert not any(torch.equal(a.load(i)["input"], b.load(i)["input"]) for i in range(len(a)))
     assert "refit" in continual.sweep_ewc.__doc__
+
+
+@pytest.mark.slow
+def test_continual_multi_quick_writes_strict_json_and_the_promised_table(tmp_path: Path) -> None:
+    """bench/continual_multi.py --quick: the report, xray, ct and mri plugins read the procedural files; the
+    JSON is strict (no NaN/Infinity) and holds every promised row × metric × column, the chance and ceiling
+    beside the probes, and each of the paper's findings with a verdict."""
+    out = tmp_path / "multi"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "continual_multi.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = _strict((out / "continual_multi.json").read_text(encoding="utf-8"))
+    assert isinstance(result, dict)
+    modalities = {"report", "xray", "ct", "mri"}
+    expected = {"tfs@forward", "sequential@forward", "sequential@reverse", *(f"single_{m}@single" for m in modalities)}
+    assert set(result["table"]) == expected
+    for key, row in result["table"].items():
+        assert row["seeds"] == [0, 1], key
+        for metric in ("linear_acc", "knn_acc", "refit_loss", "pretext_loss"):
+            cols = row[metric]
+            assert {"final_mean", "forgetting", "bwt", "fwt", "final_per"} <= set(cols), (key, metric)
+            assert set(cols["final_per"]) == ({key.split("@")[0][7:]} if key.startswith("single_") else modalities)
+            if metric in ("linear_acc", "knn_acc"):
+                assert ("plasticity" in cols) != key.startswith("single_"), (key, metric)
+                for s in cols["final_per"].values():
+                    assert s["n"] == 2 and 0.0 <= s["mean"] <= 1.0, (key, metric)
+    assert result["chance"] == 0.25 and set(result["ceiling"]) == modalities
+    assert all(result["ceiling"][m]["linear_acc"]["n"] == 2 for m in modalities)
+    # the split is by source, with held-out sources for every modality
+    assert set(result["held_out"]) == modalities and all(v["sources"] > 0 for v in result["held_out"].values())
+    run = next(r for r in result["runs"] if r["row"] == "sequential" and r["order"] == "reverse")
+    assert run["values"]["linear_acc"]["modalities"] == ["mri", "ct", "xray", "report"]
+    split = json.loads((Path(run["run_dir"]) / "metrics" / "split.json").read_text())["modalities"]
+    for mod, sides in split.items():
+        assert sides["val"] and not set(sides["train"]) & set(sides["val"]), mod
+    verdicts = {"supported", "contradicted", "not resolved at this size"}
+    assert len(result["findings"]) == 4
+    assert all(f["verdict"] in verdicts or f["verdict"].startswith("not tested") for f in result["findings"])
+    md = (out / "continual_multi.md").read_text(encoding="utf-8")
+    assert md.startswith("# Continual benchmark over 1D/2D/3D") and "| ceiling |" in md
