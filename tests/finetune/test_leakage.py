@@ -23,7 +23,8 @@ def pretrained_on_folder(medkit: Any, tmp_path: Path) -> tuple[Path, Path]:
     run = tmp_path / "pre"
     res = medkit("run", "--modality", "xray", "--strategy", "sequential", "--preset", "tiny", "--max-steps", "2",
                  "--data", f"xray={data}", "--run-dir", str(run), "trainer.probe_linear_steps=0",
-                 "trainer.probe_knn_k=0")
+                 "trainer.probe_knn_k=0",
+                 "modality.xray.max_upsample=null")  # the classification demo's images are 32 px
     assert res.exit_code == 0, res.output
     return data, run
 
