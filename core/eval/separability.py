@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
 from medkit.api.components import Components
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.eval.probes import chance_level, knn_accuracy, linear_probe_accuracy
+from medkit.models.features import pooled_features
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def modality_separability(run_dir: str | Path, *, components: Components,
             if len(idx) < MIN_PER_MODALITY:
                 short.append(m)
                 continue
-            feats[m] = _pooled(encoder, m, tok, ds, idx, batch_size)
+            feats[m] = pooled_features(encoder, m, tok, ds, idx, batch_size)
         if short:
             out["groups"][tok] = {"modalities": mods, "samples": samples,
                                   "reason": f"fewer than {MIN_PER_MODALITY} {split} samples of {', '.join(short)}"}
@@ -189,17 +190,3 @@ def _indices(ds: Any, record: Mapping[str, Any] | None, split: str, cap: int) ->
     if cap > 0 and len(idx) > cap:
         idx = [idx[(j * len(idx)) // cap] for j in range(cap)]
     return idx
-
-
-@torch.no_grad()
-def _pooled(encoder: Any, modality: str, tokenizer: str, ds: Any, indices: Sequence[int],
-            batch_size: int) -> torch.Tensor:
-    """Eval-mode pooled features ``[N, D]`` (mean over non-padding patch tokens) of ``indices``."""
-    from medkit.api.batch import collate
-
-    tok = encoder.tokenizers[tokenizer]
-    out = []
-    for k in range(0, len(indices), batch_size):
-        batch = collate([ds.load(int(i), seed=None) for i in indices[k:k + batch_size]], modality, tok)
-        out.append(encoder(tokenizer, batch.inputs, batch.attention_mask).pooled().float())
-    return torch.cat(out)

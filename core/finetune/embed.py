@@ -21,6 +21,7 @@ import torch
 from medkit.api.components import Components
 from medkit.storage.files import atomic_write_bytes, atomic_write_json
 from medkit.api.errors import ConfigError
+from medkit.models.features import pooled_features as pooled_features  # re-exported: its first home
 
 log = logging.getLogger(__name__)
 METHODS = ("auto", "sklearn", "torch", "pca")
@@ -103,20 +104,6 @@ def tsne(x: torch.Tensor, *, method: str = "auto", seed: int = 0) -> tuple[np.nd
                 x.double().numpy())
             return np.asarray(y), "sklearn"
     return tsne_torch(x, seed=seed).numpy(), "torch"
-
-
-@torch.no_grad()
-def pooled_features(encoder: Any, modality: str, tokenizer: str, dataset: Any, indices: Sequence[int],
-                    batch_size: int = 16) -> torch.Tensor:
-    """Eval-mode pooled features ``[N, D]`` of ``dataset`` samples ``indices``."""
-    from medkit.api.batch import collate
-
-    tok = encoder.tokenizers[tokenizer]
-    out = []
-    for k in range(0, len(indices), batch_size):
-        batch = collate([dataset.load(int(i), seed=None) for i in indices[k:k + batch_size]], modality, tok)
-        out.append(encoder(tokenizer, batch.inputs, batch.attention_mask).pooled().float())
-    return torch.cat(out)
 
 
 def trained_on(run_dir: Path, run_cfg: dict[str, Any]) -> list[str]:
