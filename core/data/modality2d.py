@@ -21,8 +21,8 @@ from medkit.api.errors import ConfigError, DataError
 from medkit.data.image2d import NORMALIZE_MODES, make_view, normalize, to_tensor
 from medkit.data.labels import encode_labels, parse_label
 from medkit.data.tables import Table, read_table
-from medkit.data.upsample import check_max_upsample, record_skip, upsample_factor, upsample_reason
-from medkit.data.walk import OnError, check_on_error, walk
+from medkit.data.upsample import check_max_upsample, upsample_factor, upsample_reason
+from medkit.data.walk import OnError, check_on_error, record_skip, walk
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,10 @@ belong at this size), and ``modality.<name>.max_upsample`` (``null``: no limit) 
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Sequence
 
 from medkit.api.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 #: 2D default: a factor of 4 keeps any real radiograph (≥ 512 px; downsampled public sets such as
 #: 224-320 px CheXpert-small) and refuses thumbnails under a quarter of ``input_size`` (< 56 px for 224).
@@ -50,9 +47,3 @@ def upsample_reason(modality: str, where: str, sizes: str, factor: float, limit:
     return (f"{where}: {sizes}: upsampled {factor:.1f}×, beyond modality.{modality}.max_upsample={limit:g} "
             f"(it holds too little detail for this size); remove it, train at a smaller size, or set "
             f"modality.{modality}.max_upsample={math.ceil(factor * 10) / 10:g} (null: no limit) to keep it")
-
-
-def record_skip(owner: str, skipped: list[tuple[str, str]], what: str, reason: str) -> None:
-    """Log a skip the way :class:`~medkit.data.walk.OnError` does and add it to ``skipped``."""
-    log.warning("%s: skipping %s: %s", owner, what, reason)
-    skipped.append((what, reason))

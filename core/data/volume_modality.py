@@ -12,10 +12,9 @@ import torch
 from medkit.api.errors import ConfigError, DataError
 from medkit.data.cache import DiskCache, VolumeCache, volume_cache_dir
 from medkit.data.demo import write_csv
-from medkit.data.upsample import DEFAULT_MAX_UPSAMPLE_3D, check_max_upsample, record_skip, upsample_factor
-from medkit.data.upsample import upsample_reason
+from medkit.data.upsample import DEFAULT_MAX_UPSAMPLE_3D, check_max_upsample, upsample_factor, upsample_reason
 from medkit.data.volumes import Volume, find_volumes
-from medkit.data.walk import check_on_error
+from medkit.data.walk import check_on_error, record_skip
 from medkit.data.windows import WindowDataset, resampled_slices
 from medkit.storage.files import atomic_write_bytes
 

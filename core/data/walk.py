@@ -128,5 +128,11 @@ class OnError:
         self._record(where, reason)
 
     def _record(self, where: str, reason: str) -> None:
-        log.warning("%s: skipping %s: %s", self.owner, where, reason)
-        self.skipped.append((where, reason))
+        record_skip(self.owner, self.skipped, where, reason)
+
+
+def record_skip(owner: str, skipped: list[tuple[str, str]], where: str, reason: str) -> None:
+    """Log a skipped file or row and add ``(where, reason)`` to ``skipped``: what :class:`OnError`
+    does with ``skip``, for skips no ``on_error`` setting can turn into errors."""
+    log.warning("%s: skipping %s: %s", owner, where, reason)
+    skipped.append((where, reason))
