@@ -17,32 +17,36 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the augmented views.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="preview", show_default=True,
               help="Folder for the PNGs (one preview_<modality>.png each).")
-def preview(modalities: tuple[str, ...], paths: tuple[str, ...], samples: int, seed: int, out: str) -> None:
+@click.argument("overrides", nargs=-1)
+def preview(modalities: tuple[str, ...], paths: tuple[str, ...], samples: int, seed: int, out: str,
+            overrides: tuple[str, ...]) -> None:
     """Draw what the model is fed: for each modality a PNG with one row as read, one preprocessed
     and one augmented, the file and the transform under every panel (2D as images, 3D as three
-    orthogonal slices, reports as text, tiles with their place in the slide).
+    orthogonal slices, reports as text, tiles with their place in the slide). OVERRIDES:
+    KEY=VALUE config overrides such as modality.xray.input_size=64, as a run would be given; a
+    folder written by medkit prepare is previewed only with the config it was prepared with.
 
     \b
-    Example:
+    Examples:
       medkit data preview --modality xray --modality ct --out preview
+      medkit data preview --modality xray --data /data/cxr-prepared modality.xray.input_size=64
     """
     from medkit.api.errors import ConfigError
-    from medkit.data.demo import demo_root
-    from medkit.data.prepared import is_prepared
+    from medkit.cli.common import make_selection
+    from medkit.config.compose import compose
+    from medkit.data.open_data import open_eval_dataset
     from medkit.eval.preview import preview_png
-    from medkit.registry import create
+    from medkit.registry import create, get_host
 
     if len(paths) > len(modalities):
         raise ConfigError(f"--data given {len(paths)} times for {len(modalities)} --modality; give one "
                           f"folder per modality, in the same order")
+    cfg = compose(make_selection(modalities, "sequential", (), "base", None, 0, overrides), host=get_host())
     for k, name in enumerate(modalities):
-        mod = create("modality", name)
-        root = Path(paths[k]) if k < len(paths) else mod.demo_data(demo_root() / name)
-        dataset = None
-        if is_prepared(root):  # a medkit prepare folder: its samples, as training streams them
-            from medkit.data.prepared_dataset import open_prepared
-
-            dataset = open_prepared(mod, root, train=False)
-        png = preview_png(Path(out) / f"preview_{name}.png", name, mod, root, samples=samples, seed=seed,
+        mod = create("modality", name, **dict(cfg["modality"].get(name, {})))
+        # a medkit prepare folder: its samples as training streams them, if prepared with this config
+        dataset, root = open_eval_dataset(mod, name, paths[k] if k < len(paths) else None, who="medkit data preview",
+                                          hint="give an existing folder to --data")
+        png = preview_png(Path(out) / f"preview_{name}.png", name, mod, Path(root), samples=samples, seed=seed,
                           dataset=dataset)
         click.echo(f"{name}: {png}")

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from medkit.api.collectives import barrier
-from medkit.api.errors import ConfigError
 from medkit.data.demo import demo_root, is_demo_path
-from medkit.data.prepared import is_prepared
 from medkit.data.groups import GroupOptions, SampleKeys, sample_keys
-from medkit.data.remote import is_url, normalise
+from medkit.data.open_data import check_prepared_keys as check_prepared_keys  # re-exported: its first home
+from medkit.data.open_data import data_location, open_data
+from medkit.data.remote import is_url
 from medkit.data.split import sources_of, split_by_group
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,8 @@ def data_paths(cfg: dict[str, Any], modalities: dict[str, Any], *, is_main: bool
     paths: dict[str, str] = {}
     for name, modality in modalities.items():
         given = cfg["run"]["data"].get(name)
-        if given and is_url(given):  # prepared data streamed by litdata (s3://, gs://, local:, …)
-            paths[name] = normalise(given)
-            continue
-        if given:
-            path = Path(normalise(given))
-            if not path.exists():
-                raise ConfigError(f"--data for modality {name!r}: {path} does not exist")
-            paths[name] = str(path.resolve())
+        if given:  # a folder, file or URL (prepared data streamed by litdata: s3://, gs://, local:, …)
+            paths[name] = data_location(modality, name, given, who="--data")
             continue
         root = demo_root() / name
         if is_main:
@@ -77,13 +71,7 @@ def build_datasets(modalities: dict[str, Any], paths: dict[str, str], *, val_fra
     kept = (previous or {}).get("modalities", {})
     for m, modality in modalities.items():
         path = paths[m] if is_url(paths[m]) else Path(paths[m])
-        if is_prepared(path):  # a folder written by ``medkit prepare``: its manifest lists the samples
-            from medkit.data.prepared_dataset import open_prepared
-
-            out.train[m] = open_prepared(modality, path, train=True)
-            check_prepared_keys(out.train[m], groups, path)
-        else:
-            out.train[m] = modality.dataset(path, train=True)
+        out.train[m] = open_data(modality, path, train=True, groups=groups)  # a prepared folder: checked
         view = getattr(out.train[m], "view", None)
         out.eval[m] = view(train=False) if callable(view) else modality.dataset(path, train=False)
         sources = sources_of(out.train[m])
@@ -134,19 +122,3 @@ def report_keys(modality: str, keys: SampleKeys, n_sources: int) -> None:
                     "patient, set trainer.patient_column or trainer.group_folder_level", modality, n_sources,
                     keys.groups[0])
 
-
-def check_prepared_keys(dataset: Any, groups: GroupOptions, path: Path | str) -> None:
-    """Refuse prepared data whose group keys were found with other options than the run's.
-
-    Raises:
-        ConfigError: naming the folder and both settings.
-    """
-    made = getattr(dataset, "key_options", None)
-    if made is not None and dict(made) != groups.as_dict():
-        def said(options: dict[str, Any]) -> str:
-            column, level = options.get("patient_column"), options.get("folder_level")
-            return (f"trainer.patient_column={'null' if column is None else column}, "
-                    f"trainer.group_folder_level={'null' if level is None else level}")
-        raise ConfigError(f"prepared data {path}: its split keys were found with {said(dict(made))}, this run "
-                          f"has {said(groups.as_dict())}; prepare it again with this run's overrides, or run "
-                          f"with the ones it was prepared with")

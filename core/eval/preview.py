@@ -178,12 +178,14 @@ def preview_png(path: Path, modality_name: str, modality: Any, root: Path, *, sa
                 seed: int = 0, dataset: Any | None = None) -> Path:
     """Write the preview of ``modality`` (a created modality object) reading ``root`` to ``path``.
 
-    ``dataset`` is an already opened evaluation-view dataset of ``root`` (a prepared folder's, say);
-    without it the modality indexes ``root``. Samples are spread evenly over the dataset.
+    ``dataset`` is an already opened evaluation-view dataset of ``root``; without it ``root`` is
+    opened by :func:`medkit.data.open_data.open_data` (a prepared folder from its shards, checked
+    against ``modality``'s preprocessing config). Samples are spread evenly over the dataset.
     """
+    from medkit.data.open_data import open_data
     from medkit.eval.plots import save_png
 
-    eval_ds = dataset if dataset is not None else modality.dataset(Path(root), train=False)
+    eval_ds = dataset if dataset is not None else open_data(modality, root, train=False)
     view = getattr(eval_ds, "view", None)
     train_ds = view(True) if callable(view) else modality.dataset(Path(root), train=True)
     n = len(eval_ds)
@@ -214,23 +216,15 @@ def run_previews(cfg: Mapping[str, Any], manifest: Mapping[str, Any], out: Path,
     modality whose plugin is not installed gives no picture and the reason, never a failed report.
     """
     from medkit.api.errors import MedkitError
-    from medkit.data.demo import demo_root
+    from medkit.data.open_data import open_eval_dataset
 
     given = dict((cfg.get("run") or {}).get("data") or {})
     done: list[tuple[str, str | None, str]] = []
     for m in trained_modalities(manifest):
         try:
             modality = components.create("modality", m, **dict((cfg.get("modality") or {}).get(m) or {}))
-            root = Path(given[m]).expanduser() if given.get(m) else modality.demo_data(demo_root() / m)
-            if not Path(root).exists():
-                raise FileNotFoundError(f"{root} (the folder the run read) no longer exists")
-            dataset = None
-            from medkit.data.prepared import is_prepared
-
-            if is_prepared(Path(root)):
-                from medkit.data.prepared_dataset import open_prepared
-
-                dataset = open_prepared(modality, root, train=False)
+            dataset, root = open_eval_dataset(modality, m, given.get(m), who="report",
+                                              hint="the folder the run read has been moved or deleted")
             name = f"preview_{m}.png"
             preview_png(out / name, m, modality, Path(root), samples=samples, seed=seed, dataset=dataset)
             done.append((m, name, ""))

@@ -157,22 +157,13 @@ def _split_record(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _eval_dataset(components: Components, cfg: Mapping[str, Any], modality: str, path: str | None) -> Any:
-    """The un-augmented dataset of ``modality`` at ``path`` (a prepared folder or the plugin's reader)."""
-    from medkit.data.demo import demo_root
-    from medkit.data.prepared import is_prepared
+    """The un-augmented dataset of ``modality`` at ``path`` (else its demo data), built with the run's
+    options: a prepared folder from its shards (checked against them) or the plugin's reader."""
+    from medkit.data.open_data import open_eval_dataset
 
     plugin = components.create("modality", modality, **dict(cfg.get("modality", {}).get(modality, {})))
-    if not path:
-        path = str(plugin.demo_data(demo_root() / modality))
-        log.info("%s: no data folder given or recorded, using the built-in demo data at %s", modality, path)
-    if is_prepared(Path(path)):
-        from medkit.data.prepared_dataset import open_prepared
-
-        return open_prepared(plugin, Path(path), train=True).view(train=False)
-    if not Path(path).exists():
-        raise ConfigError(f"modality separability: the data of {modality!r} at {path} are not here; pass "
-                          f"data={{{modality!r}: FOLDER}}")
-    return plugin.dataset(Path(path), train=False)
+    return open_eval_dataset(plugin, modality, path, who="modality separability",
+                             hint=f"pass data={{{modality!r}: FOLDER}}")[0]
 
 
 def _indices(ds: Any, record: Mapping[str, Any] | None, split: str, cap: int) -> list[int]:

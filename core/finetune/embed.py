@@ -151,8 +151,13 @@ def embed_modalities(run_dir: Path, modalities: Sequence[str], data: dict[str, s
                      max_samples: int = 200, method: str = "auto", out: Path | None = None,
                      seed: int = 0, components: Components) -> dict[str, Any]:
     """Embed up to ``max_samples`` evenly spaced samples of every modality with the pre-trained
-    encoder of ``run_dir``; write the t-SNE PNG and a JSON of its points."""
-    from medkit.data.demo import demo_root
+    encoder of ``run_dir``; write the t-SNE PNG and a JSON of its points.
+
+    ``data`` maps a modality to its folder (else its demo data is embedded); a folder written by
+    ``medkit prepare`` is read from its shards, with the run's modality options, and refused when
+    it was prepared with other preprocessing options than the run's.
+    """
+    from medkit.data.open_data import open_eval_dataset
     from medkit.finetune.backbones import load_encoder, modality_info, pretrain_config
     from medkit.finetune.config import component_defaults
     host = components  # the plugin host the caller hands in
@@ -178,11 +183,8 @@ def embed_modalities(run_dir: Path, modalities: Sequence[str], data: dict[str, s
     feats, groups, ids = [], [], []
     for m in modalities:
         modality = host.create("modality", m, **dict(run_cfg.get("modality", {}).get(m, {})))
-        path = data.get(m)
-        if path is None:
-            path = str(modality.demo_data(demo_root() / m))
-            log.info("%s: no --data given, embedding the built-in demo data at %s", m, path)
-        ds = modality.dataset(Path(path), train=False)
+        # a prepared folder is read from its shards, refused if prepared with other options than the run's
+        ds, _ = open_eval_dataset(modality, m, data.get(m), who="medkit embed")
         n = min(len(ds), int(max_samples))
         idx = sorted(set(np.linspace(0, len(ds) - 1, n).round().astype(int).tolist())) if n else []
         feats.append(pooled_features(encoder, m, tok_of[m], ds, idx))
