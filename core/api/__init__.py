@@ -83,6 +83,7 @@ _EXPORTS: dict[str, str] = {
     "check_on_error": "medkit.data.walk", "has_suffix": "medkit.data.walk",
     "parse_label": "medkit.data.labels", "encode_labels": "medkit.data.labels",
     "split_three": "medkit.data.split",
+    "check_max_upsample": "medkit.data.upsample", "screen_upsampled": "medkit.data.finetune_upsample",
     "Table": "medkit.data.tables", "read_table": "medkit.data.tables",
     "SPLITS": "medkit.data.items", "Item": "medkit.data.items", "ItemDataset": "medkit.data.items",
     "check_splits": "medkit.data.items",
@@ -116,16 +117,16 @@ __all__ = [
     "Strategy", "StrategySpec", "TASK_NORMALIZE_MODES", "Table", "Task", "TaskSpec", "Tokenizer", "TokenizerSpec",
     "Tokens", "TrainViewMixin", "UniversalEncoder", "Volume", "WindowedVolumeModality", "all_gather_cat",
     "atomic_write_bytes", "atomic_write_text", "barrier", "broadcast_", "cached_image", "check_dicom_decodable",
-    "check_dicom_modality", "check_edges", "check_finite", "check_on_error", "check_splits", "clip_zscore",
-    "collate", "components_of", "convert_all", "decode_dicom", "default_blocks", "demo_is_current",
+    "check_dicom_modality", "check_edges", "check_finite", "check_max_upsample", "check_on_error", "check_splits",
+    "clip_zscore", "collate", "components_of", "convert_all", "decode_dicom", "default_blocks", "demo_is_current",
     "dicom_decode_error", "dicom_file_key", "encode_labels", "entry", "file_stem", "flat_config", "gather_cat",
     "gather_tokens", "generator", "global_step", "has_suffix", "header_shape", "hookimpl", "hu_window",
     "init_vit_weights", "interpolate_grid", "is_main_rank", "load_into", "load_state_checked", "load_volume",
     "make_noise", "mark_demo", "matrix_markdown", "matrix_tables", "normalize", "observer_hooks", "pad_depth",
     "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind", "read_array",
     "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "resize_to", "save_image",
-    "sincos_init", "split_keys", "split_three", "stage_marker", "stage_scalars", "stage_title", "step_scalars",
-    "track", "walk", "warnings_of", "work_reporter", "world_size", "write_csv", "write_nifti_demo",
+    "screen_upsampled", "sincos_init", "split_keys", "split_three", "stage_marker", "stage_scalars", "stage_title",
+    "step_scalars", "track", "walk", "warnings_of", "work_reporter", "world_size", "write_csv", "write_nifti_demo",
 ]
 
 
@@ -165,7 +166,9 @@ if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api
     from medkit.data.labels import encode_labels, parse_label
     from medkit.data.modality2d import Entry2D, Image2DDataset, Image2DModality, Index
     from medkit.data.readers import IMAGE_SUFFIXES, NIFTI_SUFFIXES, file_stem, header_shape, read_array, read_mask
+    from medkit.data.finetune_upsample import screen_upsampled
     from medkit.data.split import split_three
+    from medkit.data.upsample import check_max_upsample
     from medkit.data.tables import Table, read_table
     from medkit.data.transforms import (TASK_NORMALIZE_MODES, clip_zscore, generator, hu_window, normalize,
                                         random_flips, resize)

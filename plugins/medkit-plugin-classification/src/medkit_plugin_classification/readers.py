@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 from medkit.api import (
     ConfigError, DataError, IMAGE_SUFFIXES, Item, ItemDataset, NIFTI_SUFFIXES, OnError, SPLITS, check_splits,
-    generator, normalize, parse_label, random_flips, read_array, relative_id, resize, split_three, walk,
+    generator, normalize, parse_label, random_flips, read_array, relative_id, resize, screen_upsampled, split_three,
+    walk,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class ReaderOptions:
     class_names: list[str] | None = None
     num_classes: int | None = None
     on_error: str = "raise"
+    max_upsample: float | None = None  # None: keep every image (one warning names those stretched far)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file:line, reason) left out
 
 
@@ -242,6 +244,12 @@ def read_classification(data: Path, opts: ReaderOptions) -> dict[str, ItemDatase
         raise ConfigError(f"{data}: found {len(classes)} classes ({', '.join(classes)}) but task.num_classes "
                           f"is {opts.num_classes}; fix the data or the setting (or set task.class_names)")
     index = {c: i for i, c in enumerate(classes)}
+    if opts.dims > 1:  # images stretched far beyond their own size: kept with a warning, unless limited
+        kept = {id(it) for it in screen_upsampled(
+            [it for name in SPLITS for it in raw.get(name, [])], lambda it: Path(it.source),
+            owner="task classification", dims=opts.dims, input_size=opts.input_size, spacing=opts.spacing,
+            limit=opts.max_upsample, skipped=opts.skipped)}
+        raw = {name: [it for it in raw.get(name, []) if id(it) in kept] for name in SPLITS}
     loader = Loader(opts)
     splits = {}
     for name in SPLITS:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from medkit.api import (
-    Batch, ConfigError, DataError, LossOutput, TASK_NORMALIZE_MODES as NORMALIZE_MODES, check_on_error,
+    Batch, ConfigError, DataError, LossOutput, TASK_NORMALIZE_MODES as NORMALIZE_MODES, check_max_upsample,
+    check_on_error,
 )
 
 from medkit_plugin_classification.heads import Classifier, build_head, resolve_head
@@ -52,6 +53,10 @@ class ClassificationTask:
         val_fraction, test_fraction: automatic split sizes when the data carry no split.
         label_smoothing: cross-entropy label smoothing.
         on_error: ``raise`` or ``skip`` malformed rows and missing files.
+        max_upsample: skip an image or volume that ``input_size`` (and ``spacing``) would stretch
+            more than this many times on an axis. ``None`` (the default) keeps every labelled
+            file and logs one warning naming those stretched more than pre-training allows (4×
+            in 2D, 10× in 3D) with their factors.
     """
 
     name = "classification"
@@ -63,7 +68,8 @@ class ClassificationTask:
                  class_names: list[str] | None = None, input_size: list[int] | None = None,
                  normalize: str = "auto", clip: list[float] | None = None, augment: bool = True,
                  val_fraction: float = 0.2, test_fraction: float = 0.2, label_smoothing: float = 0.0,
-                 on_error: str = "raise", spacing: list[float] | None = None) -> None:
+                 on_error: str = "raise", spacing: list[float] | None = None,
+                 max_upsample: float | None = None) -> None:
         if int(dims) not in (1, 2, 3):
             raise ConfigError(f"task classification: dims must be 1, 2 or 3, got {dims}")
         if normalize not in NORMALIZE_MODES:
@@ -83,7 +89,8 @@ class ClassificationTask:
             spacing=_floats(spacing, 3, "spacing"),  # type: ignore[arg-type]  # length n checked
             val_fraction=float(val_fraction), test_fraction=float(test_fraction),
             class_names=list(class_names) if class_names else None,
-            num_classes=None if num_classes is None else int(num_classes), on_error=on_error)
+            num_classes=None if num_classes is None else int(num_classes), on_error=on_error,
+            max_upsample=check_max_upsample(max_upsample, "task classification"))
 
     # -- data ----------------------------------------------------------------------------------
     def demo_data(self, root: Path) -> Path:

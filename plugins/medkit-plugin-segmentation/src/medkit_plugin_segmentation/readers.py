@@ -16,7 +16,7 @@ import torch
 from medkit.api import (
     ConfigError, DataError, IMAGE_SUFFIXES, Item, ItemDataset, NIFTI_SUFFIXES, OnError, SPLITS, check_splits,
     file_stem, generator, header_shape, normalize, random_flips, read_array, read_mask, relative_id,
-    split_three, walk,
+    screen_upsampled, split_three, walk,
 )
 
 from medkit_plugin_segmentation.labels import LabelScan, report_labels, scan_labels
@@ -44,6 +44,7 @@ class SegReaderOptions:
     class_names: list[str] | None = None
     num_classes: int | None = None
     on_error: str = "raise"
+    max_upsample: float | None = None  # None: keep every pair (one warning names images stretched far)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     labels: LabelScan | None = None  #: what :func:`read_segmentation` found in the masks
 
@@ -248,6 +249,11 @@ def read_segmentation(data: Path, opts: SegReaderOptions) -> dict[str, ItemDatas
         for s in SPLITS:
             raw[s] = [pool[i] for i in idx[s]]
             origin.setdefault(s, origin["all"])
+    if opts.spacing is not None:  # resampled far finer than their voxels: kept with a warning, unless limited
+        kept = {id(it) for it in screen_upsampled(
+            [it for s in SPLITS for it in raw.get(s, [])], lambda it: Path(it.source[0]), owner="task segmentation",
+            dims=opts.dims, input_size=None, spacing=opts.spacing, limit=opts.max_upsample, skipped=opts.skipped)}
+        raw = {s: [it for it in raw.get(s, []) if id(it) in kept] for s in SPLITS}
     where = str(data)
     scan = scan_labels([it for s in SPLITS for it in raw.get(s, [])], spacing=opts.spacing, where=where)
     opts.labels = scan

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from medkit.api import (
-    Batch, ConfigError, DataError, LossOutput, TASK_NORMALIZE_MODES as NORMALIZE_MODES, check_on_error,
+    Batch, ConfigError, DataError, LossOutput, TASK_NORMALIZE_MODES as NORMALIZE_MODES, check_max_upsample,
+    check_on_error,
 )
 
 from medkit_plugin_segmentation.decoder import (FusionSegmentationModel, SegmentationModel, UNETRDecoder,
@@ -60,6 +61,9 @@ class SegmentationTask:
         val_fraction, test_fraction: automatic split sizes when the data carry no split.
         max_pictures: examples drawn in the overlay picture.
         on_error: ``raise`` or ``skip`` unpaired images and mismatched masks at indexing.
+        max_upsample: skip a pair whose image ``spacing`` would resample more than this many times
+            finer than its voxels on an axis. ``None`` (the default) keeps every labelled pair and
+            logs one warning naming the images resampled more than 10× (pre-training's limit).
     """
 
     name = "segmentation"
@@ -76,7 +80,8 @@ class SegmentationTask:
                  normalize: str = "auto", clip: list[float] | None = None, fg_fraction: float = 0.5,
                  augment: bool = True, hd_percentile: float = 95.0, empty_hd: float = 500.0,
                  val_fraction: float = 0.2, test_fraction: float = 0.2, max_pictures: int = 4,
-                 on_error: str = "raise", spacing: list[float] | None = None) -> None:
+                 on_error: str = "raise", spacing: list[float] | None = None,
+                 max_upsample: float | None = None) -> None:
         from monai.losses import DiceCELoss, DiceLoss
 
         if int(dims) not in (2, 3):
@@ -103,7 +108,8 @@ class SegmentationTask:
             fg_fraction=float(fg_fraction), augment=bool(augment), val_fraction=float(val_fraction),
             test_fraction=float(test_fraction), class_names=list(class_names) if class_names else None,
             num_classes=None if num_classes is None else int(num_classes),
-            on_error=check_on_error(on_error, "task segmentation"))
+            on_error=check_on_error(on_error, "task segmentation"),
+            max_upsample=check_max_upsample(max_upsample, "task segmentation"))
         self.ce_loss = DiceCELoss(to_onehot_y=True, softmax=True)  # Dice + cross-entropy over classes
         self.dice_loss = DiceLoss(sigmoid=True)  # multilabel: per-channel sigmoid Dice ...
         self.bce_loss = nn.BCEWithLogitsLoss()  # ... plus BCE
