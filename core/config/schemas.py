@@ -27,11 +27,11 @@ class TrainerConfig:
     accum_steps: int = 1  #: micro-batches each step's batch_size samples are split into (accumulation)
     #: gradient reduction: ``allreduce`` (DDP's bucketed all-reduce: fast, but the bits depend on the
     #: number of processes) or ``ordered`` (fixed groups summed by one fixed tree: the same bits on any
-    #: number of processes, at a cost that falls with the group size; trainer.accum_steps is then
-    #: unused); see medkit.engine.ordered and docs/checkpoints.md
+    #: number of processes, at a cost that falls with the group size; trainer.accum_steps then cuts
+    #: each step into micro-batches of whole groups); see medkit.engine.ordered and docs/checkpoints.md
     reduce: str = "allreduce"
-    #: samples per reduction group under ``reduce=ordered``; 0: the global batch over the largest power
-    #: of two up to 8 that divides it
+    #: samples per reduction group under ``reduce=ordered``; 0: the global batch (with accum_steps:
+    #: a micro-batch of it) over the largest power of two up to 8 that divides it
     reduce_group: int = 0
     log_every: int = 10  #: steps between progress lines
     eval_batches: int = 4  #: held-out batches per modality for the pretext loss after each stage

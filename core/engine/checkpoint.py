@@ -85,7 +85,7 @@ def _reduction(cfg: dict[str, Any], world_size: int) -> dict[str, Any]:
     from medkit.config.typed import trainer_config
 
     tr = trainer_config(cfg)
-    return reduce_record(tr.reduce, tr.reduce_group, tr.batch_size * world_size)
+    return reduce_record(tr.reduce, tr.reduce_group, tr.batch_size * world_size, tr.accum_steps)
 
 
 def write_tokenizers(gen: Generation, model: Model) -> None:

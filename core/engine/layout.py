@@ -74,7 +74,7 @@ def _same_reduction(run_dir: Path, saved: Any, settings: RunSettings, before: in
     if not isinstance(saved, dict) or not world.is_main:
         return
     tr = settings.trainer
-    now = reduce_record(tr.reduce, tr.reduce_group, tr.batch_size * before)
+    now = reduce_record(tr.reduce, tr.reduce_group, tr.batch_size * before, tr.accum_steps)
     if saved != now:
         log.warning("%s ran with the gradient reduction %s and resumes with %s: the result will not be "
                     "bit-identical to an uninterrupted run", run_dir, saved, now)
@@ -87,12 +87,12 @@ def ordered_groups(settings: RunSettings, world: World) -> int | None:
     if tr.reduce != "ordered":
         return None
     global_batch = tr.batch_size * world.world_size
-    group = group_size(global_batch, tr.reduce_group)
+    group = group_size(global_batch, tr.reduce_group, tr.accum_steps)
     per_rank = check_layout(global_batch, group, world.world_size)
     if tr.accum_steps > 1 and world.is_main:
-        log.info("trainer.reduce=ordered runs each step as %d group(s) of %d samples per process; "
-                 "trainer.accum_steps=%d is not used (trainer.reduce_group sets the memory of a step)",
-                 per_rank, group, tr.accum_steps)
+        log.info("trainer.reduce=ordered with trainer.accum_steps=%d: each step runs as %d group(s) of %d samples "
+                 "per process, the groups of %d micro-batches of %d samples", tr.accum_steps, per_rank, group,
+                 tr.accum_steps, global_batch // tr.accum_steps)
     return per_rank
 
 

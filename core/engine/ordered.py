@@ -46,23 +46,37 @@ T = TypeVar("T")
 Grads = list["torch.Tensor | None"]
 
 
-def group_size(global_batch: int, reduce_group: int = 0) -> int:
-    """Samples per reduction group: ``reduce_group``, or (0) the global batch over the largest power
-    of two up to :data:`DEFAULT_GROUPS` that divides it. A function of the global batch alone, so a
-    resume under another world size keeps it.
+def group_size(global_batch: int, reduce_group: int = 0, accum_steps: int = 1) -> int:
+    """Samples per reduction group: ``reduce_group``, or (0) the default group of a batch: the batch
+    over the largest power of two up to :data:`DEFAULT_GROUPS` that divides it.
+
+    With ``accum_steps`` = k > 1 a step is k accumulated micro-batches of ``global_batch / k``
+    samples and the groups are theirs (the default group of a micro-batch, or ``reduce_group``
+    when it divides one): k micro-batches of whole groups are just more groups in the same fixed
+    tree, so accumulation changes only the group size, and only where it is the default. A
+    function of the global batch and ``accum_steps`` alone, so a resume under another world size
+    keeps it.
 
     Raises:
-        ConfigError: ``reduce_group`` does not divide the global batch.
+        ConfigError: ``reduce_group`` does not divide the global batch (or a micro-batch), or
+            ``accum_steps`` does not divide the global batch.
     """
+    accum = int(accum_steps)
+    if accum > 1 and global_batch % accum:
+        raise ConfigError(f"trainer.accum_steps={accum} does not divide the global batch of {global_batch} samples "
+                          f"under trainer.reduce=ordered; choose a divisor of {global_batch}")
+    micro = global_batch // max(accum, 1)
     if reduce_group:
-        if reduce_group < 1 or global_batch % reduce_group:
-            raise ConfigError(f"trainer.reduce_group={reduce_group} does not divide the global batch of "
-                              f"{global_batch} samples; choose a divisor of {global_batch} (or 0 for the default)")
+        if reduce_group < 1 or micro % reduce_group:
+            what = f"the global batch of {global_batch}" if accum <= 1 else \
+                f"the micro-batch of {micro} (the global batch of {global_batch} over trainer.accum_steps={accum})"
+            raise ConfigError(f"trainer.reduce_group={reduce_group} does not divide {what} samples; choose a "
+                              f"divisor of {micro} (or 0 for the default)")
         return int(reduce_group)
     groups = 1
-    while groups * 2 <= DEFAULT_GROUPS and global_batch % (groups * 2) == 0:
+    while groups * 2 <= DEFAULT_GROUPS and micro % (groups * 2) == 0:
         groups *= 2
-    return global_batch // groups
+    return micro // groups
 
 
 def check_layout(global_batch: int, group: int, world_size: int) -> int:
@@ -262,9 +276,9 @@ class OrderedReduce:
         return Reduced(loss=loss, losses=losses, parts=parts, described=described)
 
 
-def reduce_record(mode: str, reduce_group: int, global_batch: int) -> dict[str, Any]:
-    """What a manifest records of the reduction (``trainer.reduce``, ``trainer.reduce_group``):
-    ``{"mode"}``, and for ``ordered`` the ``"group"`` size that decides the bits."""
+def reduce_record(mode: str, reduce_group: int, global_batch: int, accum_steps: int = 1) -> dict[str, Any]:
+    """What a manifest records of the reduction (``trainer.reduce``, ``trainer.reduce_group``,
+    ``trainer.accum_steps``): ``{"mode"}``, and for ``ordered`` the ``"group"`` size that decides the bits."""
     if mode != "ordered":
         return {"mode": mode}
-    return {"mode": mode, "group": group_size(global_batch, reduce_group)}
+    return {"mode": mode, "group": group_size(global_batch, reduce_group, accum_steps)}
