@@ -118,7 +118,10 @@ class PretrainedModel(Model):
 
     @staticmethod
     def _read(path: Path, plugin: Any) -> list[dict[str, Any]]:
-        ds = plugin.dataset(path, train=False)  # the evaluation view: deterministic transforms only
+        from medkit.data.open_data import open_data
+
+        # the evaluation view (deterministic transforms only); a prepared folder from its shards, checked
+        ds = open_data(plugin, path, train=False)
         return [ds.load(i, seed=None) for i in range(len(ds))]
 
     def preprocess(self, x: Any, modality: str) -> torch.Tensor | list[str]:

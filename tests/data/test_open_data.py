@@ -73,3 +73,15 @@ def test_data_preview_of_a_prepared_folder_takes_the_config_it_was_prepared_with
     done = CliRunner().invoke(cli, [*args, "modality.xray.input_size=32"])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "preview_xray.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_python_api_preprocesses_a_prepared_folder_as_its_source(prepared: dict[str, Path]) -> None:
+    """``load_pretrained(...).preprocess(folder)`` handed a prepared folder to the folder reader."""
+    from medkit.finetune.pretrained import PretrainedModel
+
+    mod = create("modality", "xray", input_size=32)
+    shards, folder = PretrainedModel._read(prepared["p32"], mod), PretrainedModel._read(prepared["demo"], mod)
+    assert [s["id"] for s in shards] == [s["id"] for s in folder] and len(shards) > 1
+    assert max(float((a["input"] - b["input"]).abs().max()) for a, b in zip(shards, folder)) < 1e-4
+    with pytest.raises(ConfigError, match=r"modality\.xray\.input_size=32"):
+        PretrainedModel._read(prepared["p32"], create("modality", "xray"))
