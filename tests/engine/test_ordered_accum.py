@@ -46,3 +46,35 @@ def test_accumulated_steps_are_bit_identical_to_the_same_groups_in_one_step(tmp_
     a, b = (load_tensors(runs[n] / "model.safetensors") for n in ("accum", "groups"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _steps(runs["accum"]) == _steps(runs["groups"])
+
+
+@pytest.mark.slow
+def test_accumulated_ordered_steps_are_the_same_bits_on_two_processes(tmp_path):
+    """1 process × 16 samples and 2 × 8, both with accum_steps=2: the group (1 sample, the default
+    of a micro-batch of 8) is a function of the global batch and accum_steps, so the tree is the same."""
+    import os
+
+    import torch
+
+    from medkit.storage.files import load_tensors
+    from tests.conftest import make_dist, run_cli
+
+    make_dist(tmp_path / "site", "medkit-synthetic", "medkit_synth",
+              "from medkit.testing.synthetic import *  # noqa\n"
+              "from medkit.testing.synthetic import medkit_register_modalities, MEDKIT_API_VERSION\n")
+    env = {"PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:{tmp_path / 'site'}".lstrip(":"),
+           "MEDKIT_DEMO_DIR": str(tmp_path / "demo"), "OMP_NUM_THREADS": "1"}
+    common = ["run", "--modality", "synth_a", "--strategy", "sequential", "--preset", "tiny", "--max-steps", "3",
+              "encoder.depth=2", "encoder.embed_dim=48", "encoder.num_heads=3", "trainer.eval_batches=1",
+              "trainer.checkpoint_every=1000", "trainer.reduce=ordered", "trainer.accum_steps=2"]
+    one = run_cli(*common, "--run-dir", str(tmp_path / "one"), "trainer.batch_size=16", env=env, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_cli(*common, "--run-dir", str(tmp_path / "two"), "trainer.batch_size=8", "--nproc-per-node", "2",
+                  env=env, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for run, world in (("one", 1), ("two", 2)):
+        manifest = json.loads((tmp_path / run / "manifest.json").read_text())
+        assert manifest["world_size"] == world and manifest["reduce"] == {"mode": "ordered", "group": 1}
+    a, b = (load_tensors(tmp_path / run / "model.safetensors") for run in ("one", "two"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == [], "1×16 and 2×8 differ"
+    assert _steps(tmp_path / "one") == _steps(tmp_path / "two")
