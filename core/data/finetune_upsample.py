@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+from medkit.api.errors import DataError
 from medkit.data.readers import NIFTI_SUFFIXES, ORIENTATION, has_suffix, header_shape
 from medkit.data.upsample import DEFAULT_MAX_UPSAMPLE_2D, DEFAULT_MAX_UPSAMPLE_3D, upsample_factor
 from medkit.data.walk import record_skip
@@ -79,7 +80,11 @@ def screen_upsampled(items: Sequence[T], path_of: Callable[[T], Path], *, owner:
     over: list[tuple[str, float, str]] = []
     for item in items:
         path = path_of(item)
-        factor, words = finetune_upsampling(path, input_size=input_size, spacing=spacing)
+        try:
+            factor, words = finetune_upsampling(path, input_size=input_size, spacing=spacing)
+        except (DataError, OSError, ValueError):  # unreadable: loading it says so, under task.on_error
+            kept.append(item)
+            continue
         if factor > bar:
             over.append((str(path), factor, words))
             if limit is not None:

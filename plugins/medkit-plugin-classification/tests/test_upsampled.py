@@ -60,3 +60,11 @@ def test_the_task_option_is_checked_and_reaches_the_reader() -> None:
     assert ClassificationTask(dims=2, modality="xray").options.max_upsample is None
     with pytest.raises(ConfigError, match="task classification: max_upsample"):
         ClassificationTask(dims=2, modality="xray", max_upsample=0.5)
+
+
+def test_an_unreadable_header_is_left_to_the_loader(tmp_path: Path) -> None:
+    """The screen reads headers; a file it cannot read is kept, for loading to report under on_error."""
+    _folder(tmp_path)
+    (tmp_path / "a" / "garbage.png").write_bytes(b"not an image")
+    splits = read_classification(tmp_path, ReaderOptions(dims=2, input_size=(64, 64)))
+    assert len(_ids(splits)) == 13
