@@ -136,15 +136,17 @@ class PreparedDataset(TrainViewMixin):
         if self.kind == "text":
             return token_sample(item, self.ids[index], label)
         if self.kind == "image2d":
+            if "box" not in item:  # a view canvas (medkit prepare's default): crop + flip in torch
+                return canvas_sample(self.modality, item["x"], self.ids[index], label, seed)
             from medkit.data.modality2d import sample_of
 
-            if "box" not in item:  # a view canvas (medkit prepare's default): crop + flip in torch
-                return canvas_sample(self.modality, np.asarray(item["x"]), self.ids[index], label, seed)
             img, box = decode_image(item)
             return sample_of(self.modality, img, box, self.ids[index], label, seed)
         from medkit.data.windows import seeded_flips
 
-        x = torch.from_numpy(np.asarray(item["x"])).to(torch.float32)  # litdata hands out its own copy
+        # a new float32 tensor (float16 storage converts, float32 storage is copied): the item may
+        # be a view of the mapped chunk, which nothing may write to
+        x = torch.from_numpy(np.asarray(item["x"])).to(torch.float32, copy=True)
         if seed is not None:
             x = seeded_flips(x, seed, self.modality.flip_prob).to(torch.float32)
         sample: dict[str, Any] = {"input": x.contiguous(), "id": self.ids[index]}
