@@ -100,3 +100,28 @@ def test_a_damaged_chunk_is_refused_naming_the_file(tmp_path):
     assert local is not None
     with pytest.raises(DataError, match=chunk.name):
         local[0]
+
+
+def test_prepared_ct_windows_are_the_stored_window_converted_then_flipped(tmp_path):
+    """A 3D sample: the stored float16 window as float32, flipped by seeded_flips with the sample's
+    seed (bit for bit, every flip combination met), in a tensor that owns its memory."""
+    import torch
+
+    from medkit.data.prepare import prepare
+    from medkit.data.prepared_dataset import open_prepared
+    from medkit.data.windows import flip_dims, seeded_flips
+    from medkit.registry import create
+
+    mod = create("modality", "ct", input_size=[16, 32, 32])
+    prepare(mod, Path(mod.demo_data(tmp_path / "demo")), tmp_path / "p", part_size=64)
+    ds = open_prepared(mod, tmp_path / "p", train=True)
+    seen = set()
+    for i, seed in [(i, 1000 + 31 * i + r) for r in range(3) for i in range(0, len(ds), 3)] + [(0, None)]:
+        stored = torch.from_numpy(np.array(ds.reader.read(i)["x"]))
+        want = stored.to(torch.float32) if seed is None else seeded_flips(stored.to(torch.float32), seed, mod.flip_prob)
+        got = ds.load(i, seed)["input"]
+        assert got.dtype == torch.float32 and got.is_contiguous() and torch.equal(got, want), (i, seed)
+        got.add_(1.0)  # the sample owns its memory: the stored item is unchanged
+        assert torch.equal(torch.from_numpy(np.array(ds.reader.read(i)["x"])), stored)
+        seen.add(tuple(flip_dims(seed, mod.flip_prob)) if seed is not None else None)
+    assert len(seen) >= 6, seen
