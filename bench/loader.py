@@ -227,18 +227,24 @@ def timed(load_one: Callable[[int, int], Any], order: list[tuple[int, int]], bud
 
 
 class _Batches:
-    """Item ``k``: the samples ``order[8k:8k+8]`` loaded and stacked (a step's batch, as a worker builds it)."""
+    """Item ``k``: the samples ``order[8k:8k+8]`` loaded and collated by the modality's default
+    tokenizer (``medkit.api.batch.collate``), as a training worker builds a step's batch."""
 
     def __init__(self, ds: Any, order: list[tuple[int, int]], batch: int = 8) -> None:
+        from medkit.registry import create
+
         self.ds, self.order, self.batch = ds, order, batch
+        self.name = ds.modality.name
+        self.tokenizer = create("tokenizer", "patch_3d" if self.name == "ct" else "patch_2d", embed_dim=8)
 
     def __len__(self) -> int:
         return math.ceil(len(self.order) / self.batch)
 
     def __getitem__(self, k: int) -> Any:
-        import torch
+        from medkit.api.batch import collate
 
-        return torch.stack([self.ds.load(i, s)["input"] for i, s in self.order[k * self.batch:(k + 1) * self.batch]])
+        samples = [self.ds.load(i, s) for i, s in self.order[k * self.batch:(k + 1) * self.batch]]
+        return collate(samples, self.name, self.tokenizer).inputs
 
 
 def _one_thread(_: int) -> None:
