@@ -24,8 +24,9 @@ What the columns are:
   time from ``getrusage``, ``RUSAGE_SELF`` + ``RUSAGE_CHILDREN``; workers count once they have exited,
   which they have when a measurement ends), i.e. per core, at one thread per process. On a shared
   machine other processes do not add to it; what they still change is the speed of each CPU second
-  (a busy sibling hyper-thread, shared caches and memory bandwidth), by up to ~±30% on this
-  project's 2-core build machine.
+  (a busy sibling hyper-thread of the host, shared caches and memory bandwidth): by ~30% between
+  runs on this project's 2-core build machine, up to ~2× in one measurement when its host is
+  saturated. Compare rows of one run, or interleave runs.
 * ``/s wall``: samples per wall-clock second of the same measurement, what a GPU would be fed; on a
   quiet machine and without workers equal to ``/s/core``, lower when the machine is shared.
 * ``cores/GPU``: ``--appetite`` samples/s (a ViT-B MAE step in bf16 on one H100-class GPU eats several
