@@ -14,11 +14,26 @@ process at one thread, for each case:
 
 A CT archive larger than the memory cache (``ct>cache``: ``cache_bytes`` of about 1.5 prepared
 volumes) shows what a shuffled window order costs with the modality's default disk cache setting.
-Rates are per CPU second of this one-thread process (``time.process_time``), so a loaded shared
-machine changes them less than wall time (which the JSON also has). Cores per GPU: ``--appetite``
-samples/s (a ViT-B MAE step in bf16 on one H100-class GPU eats several thousand 2D samples/s)
-divided by the samples/s of one core. Only ``load`` is timed (collating 8
-samples is a stack). Files are in the page cache after generation: "cold" means medkit's caches.
+Only ``load`` is timed (collating 8 samples is a stack), except with ``--workers N``, where prepared
+reading goes through a torch ``DataLoader`` with N worker processes, each item a collated batch of 8
+(what training does), and the main process receives the batches.
+
+What the columns are:
+
+* ``/s/core``: samples per CPU second of the loading process and its worker processes (user + system
+  time from ``getrusage``, ``RUSAGE_SELF`` + ``RUSAGE_CHILDREN``; workers count once they have exited,
+  which they have when a measurement ends), i.e. per core, at one thread per process. On a shared
+  machine other processes do not add to it; what they still change is the speed of each CPU second
+  (a busy sibling hyper-thread of the host, shared caches and memory bandwidth): by ~30% between
+  runs on this project's 2-core build machine, up to ~2× in one measurement when its host is
+  saturated. Compare rows of one run, or interleave runs.
+* ``/s wall``: samples per wall-clock second of the same measurement, what a GPU would be fed; on a
+  quiet machine and without workers equal to ``/s/core``, lower when the machine is shared.
+* ``cores/GPU``: ``--appetite`` samples/s (a ViT-B MAE step in bf16 on one H100-class GPU eats several
+  thousand 2D samples/s) divided by ``/s/core``.
+
+"cold" is a fresh modality or reader (empty medkit caches, the files in the page cache after
+generation), "warm" the same samples again. The JSON has every figure, ``cpu_s`` and ``wall_s``.
 
     python bench/loader.py --small                   # a few minutes
     python bench/loader.py --cases xray-png,ct --budget-s 60
@@ -32,6 +47,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import sys
 import time
@@ -186,20 +202,71 @@ def plan_order(n: int, seed: int = 0, batch: int = 8) -> list[tuple[int, int]]:
     return out[:n]
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have exited (its
+    DataLoader workers, once shut down)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def rates(done: int, cpu: float, wall: float) -> dict[str, Any]:
+    return {"samples": done, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
+            "per_s": done / cpu if cpu > 0 else float("nan"), "wall_per_s": done / wall if wall > 0 else float("nan")}
+
+
 def timed(load_one: Callable[[int, int], Any], order: list[tuple[int, int]], budget_s: float) -> dict[str, Any]:
-    """Load ``order`` until done or ``budget_s`` CPU seconds have passed. ``per_s``: samples per CPU
-    second of this (one-thread) process, i.e. per core, whatever else the machine runs; ``wall_s``
-    for reference (equal on a quiet machine, longer on a loaded one)."""
-    t0, c0 = time.perf_counter(), time.process_time()
+    """Load ``order`` in this process until done or ``budget_s`` CPU seconds have passed:
+    :func:`rates` per CPU second (``per_s``) and per wall second (``wall_per_s``)."""
+    t0, c0 = time.perf_counter(), cpu_seconds()
     done = 0
     for i, seed in order:
         load_one(i, seed)
         done += 1
-        if time.process_time() - c0 > budget_s:
+        if cpu_seconds() - c0 > budget_s:
             break
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-    return {"samples": done, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
-            "per_s": done / cpu if cpu > 0 else float("nan")}
+    return rates(done, cpu_seconds() - c0, time.perf_counter() - t0)
+
+
+class _Batches:
+    """Item ``k``: the samples ``order[8k:8k+8]`` loaded and collated by the modality's default
+    tokenizer (``medkit.api.batch.collate``), as a training worker builds a step's batch."""
+
+    def __init__(self, ds: Any, order: list[tuple[int, int]], batch: int = 8) -> None:
+        from medkit.registry import create
+
+        self.ds, self.order, self.batch = ds, order, batch
+        self.name = ds.modality.name
+        self.tokenizer = create("tokenizer", "patch_3d" if self.name == "ct" else "patch_2d", embed_dim=8)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch)
+
+    def __getitem__(self, k: int) -> Any:
+        from medkit.api.batch import collate
+
+        samples = [self.ds.load(i, s) for i, s in self.order[k * self.batch:(k + 1) * self.batch]]
+        return collate(samples, self.name, self.tokenizer).inputs
+
+
+def _one_thread(_: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int) -> dict[str, Any]:
+    """All of ``order`` through a ``DataLoader`` with ``workers`` processes: :func:`rates` over the
+    CPU seconds of this process and the workers (counted after they are shut down)."""
+    import torch
+
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    loader = torch.utils.data.DataLoader(_Batches(ds, order), batch_size=None, num_workers=workers,
+                                         worker_init_fn=_one_thread)
+    it = iter(loader)
+    done = sum(int(b.shape[0]) for b in it)
+    it._shutdown_workers()  # joins the workers, so that RUSAGE_CHILDREN has their time
+    del it, loader
+    return rates(done, cpu_seconds() - c0, time.perf_counter() - t0)
 
 
 def folder_case(case: str, data: Path, args: argparse.Namespace, cache_dir: Path) -> dict[str, Any]:
@@ -226,18 +293,22 @@ def prepared_case(case: str, data: Path, out: Path, args: argparse.Namespace, ca
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     modality = make_modality(case, cache_dir)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     prepare(modality, data, out, workers=1)  # in this process: its CPU time is prepare's
-    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    cpu, wall = cpu_seconds() - c0, time.perf_counter() - t0
     n = len(open_prepared(modality, out, train=False))
-    rows = [{"case": case, "path": "prepare", "samples_total": n,
-             "cold": {"samples": n, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "per_s": n / cpu}}]
+    rows = [{"case": case, "path": "prepare", "samples_total": n, "cold": rates(n, cpu, wall)}]
     epochs = max(1, int(getattr(args, "epochs", 1)))  # later epochs: the plan's order again, new seeds
     for how, order in (("plan order", [(i, s + e * 1_000_003) for e in range(epochs) for i, s in plan_order(n)]),
                        ("index order", [(i, i + e * n) for e in range(epochs) for i in range(n)])):
         ds = open_prepared(make_modality(case, cache_dir), out, train=True)  # fresh reader: cold
-        cold = timed(ds.load, order, args.budget_s)
-        warm = timed(ds.load, order[: cold["samples"]], args.budget_s)
+        if args.workers > 0:
+            cold = timed_workers(ds, order, args.workers)
+            warm = timed_workers(ds, order, args.workers)
+            how += f", {args.workers} workers"
+        else:
+            cold = timed(ds.load, order, args.budget_s)
+            warm = timed(ds.load, order[: cold["samples"]], args.budget_s)
         rows.append({"case": case, "path": f"prepared, {how}", "samples_total": n, "cold": cold, "warm": warm})
     return rows
 
@@ -250,19 +321,21 @@ def with_cores(row: dict[str, Any], appetite: float) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]], appetite: float) -> str:
-    head = (f"{'case':<11}{'path':<22}{'samples':>8}{'cold /s/core':>13}{'warm /s/core':>13}"
-            f"{f'cores/GPU @{appetite:g}/s':>24}")
+    head = (f"{'case':<11}{'path':<33}{'samples':>8}{'cold /s/core':>13}{'cold /s wall':>13}"
+            f"{'warm /s/core':>13}{'warm /s wall':>13}{f'cores/GPU @{appetite:g}/s':>24}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['case']:<11}{r.get('path', ''):<22} failed: {r['error']}")
+            lines.append(f"{r['case']:<11}{r.get('path', ''):<33} failed: {r['error']}")
             continue
         cold, warm = r["cold"], r.get("warm")
         cores = f"{cold.get('cores_per_gpu', float('nan')):.1f}"
         if warm:
             cores += f" / {warm.get('cores_per_gpu', float('nan')):.1f}"
-        lines.append(f"{r['case']:<11}{r['path']:<22}{cold['samples']:>8}{cold['per_s']:>13.1f}"
-                     f"{(warm['per_s'] if warm else float('nan')):>13.1f}{cores:>24}")
+        nan = float("nan")
+        lines.append(f"{r['case']:<11}{r['path']:<33}{cold['samples']:>8}{cold['per_s']:>13.1f}"
+                     f"{cold.get('wall_per_s', nan):>13.1f}{(warm['per_s'] if warm else nan):>13.1f}"
+                     f"{(warm.get('wall_per_s', nan) if warm else nan):>13.1f}{cores:>24}")
     return "\n".join(lines)
 
 
@@ -277,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=30.0, help="most CPU seconds per measurement")
     p.add_argument("--epochs", type=int, default=1,
                    help="epochs of prepared reading per measurement (more samples: steadier rates)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="prepared reading through a DataLoader with this many worker processes, all of "
+                        "--epochs (no --budget-s); 0: in this process")
     p.add_argument("--appetite", type=float, default=3000.0, help="samples/s one GPU consumes (cores per GPU)")
     p.add_argument("--workdir", default="/tmp/medkit-bench-loader", help="generated inputs, prepared folders")
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -47,14 +48,57 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
 
 
+def _generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``: this thread's one, re-seeded (``manual_seed`` resets
+    its whole state, cached normal samples included), so that a sample makes no new generator."""
+    gen = getattr(_local, "gen", None)
+    if gen is None:
+        gen = _local.gen = torch.Generator()
+    return gen.manual_seed(int(seed))
+
+
+_local = threading.local()
+
+
+def _draw(seed: int, size: int, crop_scale: Any) -> tuple[int, int, int, int, bool]:
+    """``(top, left, height, width, flip)`` in pixels of an ``size``² canvas, drawn from ``seed``
+    with :func:`~medkit.data.image2d.make_view`'s generator calls in its order: the crop of
+    :func:`~medkit.data.image2d.random_resized_crop_params`, then the flip's draw (made even where
+    flips are off, as there)."""
+    gen = _generator(seed)
+    top, left, h, w = random_resized_crop_params(gen, size, crop_scale)
+    flip = float(torch.rand((), generator=gen, dtype=torch.float64)) < 0.5
+    return (int(round(top * size)), int(round(left * size)), int(round(h * size)), int(round(w * size)), flip)
+
+
+def _view(crop: np.ndarray, size: int) -> torch.Tensor:
+    """The crop ``[h, w]`` or ``[h, w, 3]`` of a stored canvas resized to ``[1, C, size, size]``
+    float32 in [0, 1] (not yet clamped for float canvases). One pass per step: the integer →
+    float conversion and the scaling to [0, 1] are one numpy ufunc call (the same float32
+    products as converting first), the resize one torch call on a tensor sharing numpy's memory."""
+    if crop.dtype == np.uint8:  # torch resizes uint8 in integers, rounded, as Pillow does for mode L/RGB
+        # HWC contiguous: as [1, C, h, w] it has channels-last strides, what torch's vectorised
+        # uint8 kernel wants for 3 channels (for one channel both layouts are the same)
+        x = torch.from_numpy(np.ascontiguousarray(crop))
+        x = x[None, None] if crop.ndim == 2 else x.permute(2, 0, 1)[None]
+        return _resize(x, size).to(torch.float32).mul_(1.0 / 255.0)
+    chw = crop[None] if crop.ndim == 2 else crop.transpose(2, 0, 1)
+    if crop.dtype == np.uint16:
+        y = np.multiply(chw, np.float32(1.0 / _U16), dtype=np.float32, order="C")
+    else:
+        y = np.array(chw, dtype=np.float32, order="C")  # a copy: the stored item stays as read
+    return _resize(torch.from_numpy(y)[None], size)
+
+
 def canvas_sample(modality: Any, arr: np.ndarray, sample_id: str, label: int | None,
                   seed: int | None) -> dict[str, Any]:
     """The sample of a stored ``view`` canvas ``arr`` (``[S, S]`` or ``[S, S, 3]``; uint8, uint16
     or float32; ``S = input_size``): the canvas itself with ``seed=None``, otherwise a
     RandomResizedCrop of it + a horizontal flip, drawn from ``seed`` exactly as
     :func:`~medkit.data.image2d.make_view` draws them (the same generator calls in the same order).
-    On an ``S``² canvas the crop falls on whole pixels, so it is cut out and resized in one torch
-    call, with no PIL image and no float64 on the way.
+    On an ``S``² canvas the crop falls on whole pixels, so it is cut out (a numpy view) and
+    resized in one torch call, with no PIL image and no float64 on the way. ``arr`` is only read
+    (it may view a mapped chunk).
 
     Raises:
         DataError: a canvas of another size or dtype than this run's (a run checks the stored size
@@ -65,25 +109,14 @@ def canvas_sample(modality: Any, arr: np.ndarray, sample_id: str, label: int | N
     if arr.shape[:2] != (size, size) or arr.dtype not in (np.uint8, np.uint16, np.float32):
         raise DataError(f"prepared 2D canvas of shape {list(arr.shape)} and dtype {arr.dtype} is not the "
                         f"{size}² canvas modality.{modality.name}.input_size={size} asks for; prepare the data again")
-    x = torch.from_numpy(arr)  # litdata hands out its own (writable) copy
-    x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)  # [C, S, S], a view
     flip = False
     if seed is not None:
-        gen = torch.Generator().manual_seed(int(seed))
-        top, left, h, w = random_resized_crop_params(gen, size, opts.crop_scale)
-        flip = float(torch.rand((), generator=gen, dtype=torch.float64)) < 0.5 and opts.hflip
-        t, lft = int(round(top * size)), int(round(left * size))
-        x = x[:, t:t + int(round(h * size)), lft:lft + int(round(w * size))]
-    if x.dtype == torch.uint8:  # torch resizes uint8 in integers, rounded, as Pillow does for mode L/RGB
-        # channels-last: torch's vectorised uint8 kernel wants it for 3 channels
-        y = _resize(x.unsqueeze(0).contiguous(memory_format=torch.channels_last if x.shape[0] == 3
-                                              else torch.contiguous_format), size)[0]
-        y = y.to(torch.float32).mul_(1.0 / 255.0)
-    else:
-        y = x.to(torch.float32)
-        if arr.dtype == np.uint16:
-            y = y.mul_(1.0 / _U16)
-        y = _resize(y.unsqueeze(0), size)[0].clamp_(0.0, 1.0)
+        top, left, h, w, flip = _draw(seed, size, opts.crop_scale)
+        flip = flip and bool(opts.hflip)
+        arr = arr[top:top + h, left:left + w]
+    y = _view(arr, size)[0]  # [C, S, S], a new tensor
+    if arr.dtype != np.uint8:  # the bicubic overshoot of float data, as to_tensor clamps it
+        y = y.clamp_(0.0, 1.0)
     if flip:
         y = y.flip(-1)
     if y.shape[0] != modality.channels:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from medkit.api.errors import ConfigError, DataError
 from medkit.data import remote
+from medkit.data.prepared_chunks import MAPPED_PARTS, LocalPart
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +188,11 @@ def check_part_format(part: str | Path, content: dict[str, Any] | None = None) -
 class PartReader:
     """Random access by global sample index over the litdata parts of a prepared folder.
 
-    Each part is a litdata ``StreamingDataset``, opened on first use in the process that reads
-    (DataLoader workers open their own; nothing open is ever pickled). ``root`` may be a URL
-    litdata streams from; its chunks are cached under :func:`medkit.data.remote.cache_dir`.
+    Each part is opened on first use in the process that reads (DataLoader workers open their own;
+    nothing open is ever pickled): a local part in the plain layout ``medkit prepare`` writes as a
+    :class:`~medkit.data.prepared_chunks.LocalPart` (items are views of its mapped chunks: copy
+    before writing), any other as a litdata ``StreamingDataset``. ``root`` may be a URL litdata
+    streams from; its chunks are cached under :func:`medkit.data.remote.cache_dir`.
     """
 
     def __init__(self, root: str | Path, parts: list[dict[str, Any]]) -> None:
@@ -198,6 +202,7 @@ class PartReader:
         for p in parts:
             self.starts.append(self.starts[-1] + int(p["count"]))
         self._open: dict[int, Any] = {}
+        self._mapped: OrderedDict[int, None] = OrderedDict()  # the parts read from their mapped chunks, oldest first
         self._recorded = [p.get("chunk_sizes") for p in parts]  # None in manifests written before they were
         self._chunk_sizes: list[int] | None = None
 
@@ -234,13 +239,24 @@ class PartReader:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_open"] = {}
+        state["_open"], state["_mapped"] = {}, OrderedDict()
         return state
 
     def _part(self, k: int) -> Any:
         ds = self._open.get(k)
-        if ds is None:
-            check_part_format(self.dirs[k])
+        if isinstance(ds, LocalPart):
+            self._mapped.move_to_end(k)
+        elif ds is None:
+            index = read_part_index(self.dirs[k])  # refuses leaf formats other than arrays and scalars
+            if not remote.is_url(self.root):
+                # the plain layout medkit writes is read from the mapped chunks, without litdata's
+                # per-item layers and copy (medkit.data.prepared_chunks); anything else by litdata
+                ds = LocalPart.open(self.dirs[k], index)
+                if ds is not None:
+                    self._open[k], self._mapped[k] = ds, None
+                    while len(self._mapped) > MAPPED_PARTS:  # a mapped chunk holds a file descriptor
+                        del self._open[self._mapped.popitem(last=False)[0]]
+                    return ds
             from litdata import StreamingDataset
 
             extra: dict[str, Any] = {}

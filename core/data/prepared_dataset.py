@@ -136,18 +136,22 @@ class PreparedDataset(TrainViewMixin):
         if self.kind == "text":
             return token_sample(item, self.ids[index], label)
         if self.kind == "image2d":
+            if "box" not in item:  # a view canvas (medkit prepare's default): crop + flip in torch
+                return canvas_sample(self.modality, item["x"], self.ids[index], label, seed)
             from medkit.data.modality2d import sample_of
 
-            if "box" not in item:  # a view canvas (medkit prepare's default): crop + flip in torch
-                return canvas_sample(self.modality, np.asarray(item["x"]), self.ids[index], label, seed)
             img, box = decode_image(item)
             return sample_of(self.modality, img, box, self.ids[index], label, seed)
-        from medkit.data.windows import seeded_flips
+        from medkit.data.windows import flip_dims
 
-        x = torch.from_numpy(np.asarray(item["x"])).to(torch.float32)  # litdata hands out its own copy
-        if seed is not None:
-            x = seeded_flips(x, seed, self.modality.flip_prob).to(torch.float32)
-        sample: dict[str, Any] = {"input": x.contiguous(), "id": self.ids[index]}
+        arr = np.asarray(item["x"])  # [C, D, H, W], may view the mapped chunk: never written to
+        dims = [] if seed is None else flip_dims(seed, self.modality.flip_prob)
+        if dims:  # flipped at the stored (float16) size: numpy copies through reversed strides
+            arr = np.ascontiguousarray(arr[tuple(slice(None, None, -1) if d in dims else slice(None)
+                                                 for d in range(arr.ndim))])
+        # float32 (exact from float16) in a tensor of its own: a copy where nothing was flipped
+        x = torch.from_numpy(arr).to(torch.float32, copy=not dims)
+        sample: dict[str, Any] = {"input": x, "id": self.ids[index]}
         if label is not None:
             sample["label"] = int(label)
         return sample

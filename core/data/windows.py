@@ -55,11 +55,17 @@ def pad_depth(x: torch.Tensor, depth: int, value: float) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, 0, before, missing - before), value=value)
 
 
+def flip_dims(seed: int, prob: float) -> list[int]:
+    """The dims of ``[C, D, H, W]`` that :func:`seeded_flips` flips for ``seed``: each spatial axis
+    with probability ``prob``, drawn from ``seed`` alone."""
+    flips = (torch.rand(3, generator=torch.Generator().manual_seed(int(seed))) < prob).tolist()  # in float32
+    return [axis + 1 for axis in range(3) if flips[axis]]
+
+
 def seeded_flips(x: torch.Tensor, seed: int, prob: float) -> torch.Tensor:
     """Flip each of the three spatial axes of ``[C, D, H, W]`` with probability ``prob``, drawn from
-    ``seed`` alone."""
-    draws = torch.rand(3, generator=torch.Generator().manual_seed(int(seed)))
-    dims = [axis + 1 for axis in range(3) if draws[axis] < prob]
+    ``seed`` alone (:func:`flip_dims`)."""
+    dims = flip_dims(seed, prob)
     return torch.flip(x, dims) if dims else x
 
 

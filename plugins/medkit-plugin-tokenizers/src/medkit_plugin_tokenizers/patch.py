@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
 from medkit.api import ConfigError, DataError, FlatPositions, Tokens, interpolate_grid, sincos_init
 
@@ -143,7 +144,9 @@ class PatchTokenizer(nn.Module):
                 raise DataError(f"{where}: got {_shape(x)}, expected {list(first[1])} like sample "
                                 f"{first[0]!r}; every sample of a batch must have the same size")
             stacked.append(x.to(torch.float32))
-        return {"inputs": torch.stack(stacked)}  # [B, C, *S]
+        # torch.stack through torch's default_collate: in a DataLoader worker it stacks straight
+        # into shared memory, so sending the batch does not copy it once more (a CT batch is ~20 MB)
+        return {"inputs": default_collate(stacked)}  # [B, C, *S]
 
     # -- positions -----------------------------------------------------------------------
     def position_table(self, grid: Sequence[int]) -> torch.Tensor:
