@@ -58,6 +58,8 @@ OPTIMS = ("auto", "fused", "foreach", "loop")
 MODES = ("fp32", "bf16", "fp32+compile", "bf16+compile")
 #: The official ``Unified_Model``'s fp32 step (s, median): one core, batch 8, base preset, CPU.
 REFERENCE_S = {"2d": 3.11, "3d": 2.59}
+#: The reference's step counts as like for like when its FLOPs are within this fraction of medkit's.
+FLOP_TOLERANCE = 0.05
 REFERENCE_NOTE = ("official MedCoSS Unified_Model fp32 step: a recorded figure (one core, batch 8, a quiet "
                   "machine; 2D 3.11 s, 3D 2.59 s), not measured in this run: the reference model is not a "
                   "dependency, so this bench cannot build it; 'x ref' means something only on a quiet machine "
@@ -189,6 +191,12 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     rss_built = status_mb("VmRSS")
     dtype = amp_dtype(bf16)  # trainer.amp: None (fp32) or bf16
     gen = torch.Generator(device=device).manual_seed(0)
+    ref_step = ref_facts = None
+    if args.reference_repo and mode == "fp32":  # the authors' step on the same inputs, interleaved below
+        from medcoss_reference import build_reference_step
+
+        torch.manual_seed(0)
+        ref_step, _, ref_facts = build_reference_step(args.reference_repo, case, batch.inputs, args.mask_ratio)
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
@@ -205,16 +213,32 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
+    ref_flops = 0
+    if ref_step is not None:
+        ref_step()  # its first step: lazy optimizer state
+        with FlopCounterMode(display=False) as counter:
+            ref_step()
+        ref_flops = counter.get_total_flops()
     for _ in range(args.warmup):
         step()
-    reps = []
-    for _ in range(args.reps):
+        if ref_step is not None:
+            ref_step()
+    reps, ref_reps = [], []
+    for i in range(args.reps):
         ceiling = matmul_ceiling(args.ceiling_n, dtype or torch.float32, device, args.ceiling_seconds)
-        t0 = time.perf_counter()
-        loss = step()
-        dt = time.perf_counter() - t0
-        reps.append({"step_s": dt, "gflops": flops / dt / 1e9, "ceiling_gflops": ceiling,
-                     "pct_of_ceiling": 100.0 * flops / dt / 1e9 / ceiling, "loss": loss})
+        # medkit and the reference alternate which goes first, so neither always follows the ceiling
+        order = (step, ref_step) if i % 2 == 0 else (ref_step, step)
+        for fn in order:
+            if fn is None:
+                continue
+            t0 = time.perf_counter()
+            loss = fn()
+            sync(device)
+            dt = time.perf_counter() - t0
+            n = flops if fn is step else ref_flops
+            (reps if fn is step else ref_reps).append(
+                {"step_s": dt, "gflops": n / dt / 1e9, "ceiling_gflops": ceiling,
+                 "pct_of_ceiling": 100.0 * n / dt / 1e9 / ceiling, "loss": loss, "first": fn is order[0]})
     out = {"case": case, "mode": mode, "modality": CASES[case][0], "device": str(device), "threads": args.threads,
            "batch": args.batch, "preset": args.preset, "amp": bf16, "compile": compiled, "optim": optim_kind,
            "compile_backend": args.compile_backend if compiled else None,
@@ -222,15 +246,26 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
            "params": sum(p.numel() for p in modules.parameters()), "gflop_per_step": flops / 1e9,
            "first_step_s": first_s, "reps": reps, "mmap_threshold": args.mmap_threshold if mmap_set else None,
            "rss_after_import_mb": rss_torch, "rss_after_build_mb": rss_built, "peak_rss_mb": peak_rss_mb()}
+    if ref_step is not None:
+        out["reference_measured"] = (ref_facts or {}) | {"gflop_per_step": ref_flops / 1e9, "reps": ref_reps}
     if device.type == "cuda":
         out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
         out["gpu"] = torch.cuda.get_device_name(device)
     return out
 
 
-def reference_for(r: dict[str, Any], given: dict[str, float]) -> dict[str, Any] | None:
-    """The reference's fp32 step for row ``r``: a figure given with ``--reference-s``, else the
-    recorded one where the row has its settings (base, batch 8, one thread, CPU), else ``None``."""
+def reference_for(r: dict[str, Any], given: dict[str, float],
+                  measured: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The reference's fp32 step for row ``r``: measured in this run (``--reference-repo``: the fp32
+    worker of the same case timed it interleaved with medkit's step), else a figure given with
+    ``--reference-s``, else the recorded one where the row has its settings (base, batch 8, one
+    thread, CPU), else ``None``."""
+    if r["case"] in measured:
+        m = measured[r["case"]]
+        ratio = m["gflop_per_step"] / r["gflop_per_step"] if r["gflop_per_step"] else float("nan")
+        return {"step_s": statistics.median(x["step_s"] for x in m["reps"]), "source": "measured in this run",
+                "gflop_per_step": m["gflop_per_step"], "flop_ratio": ratio,
+                "like_for_like": abs(ratio - 1.0) <= FLOP_TOLERANCE}
     if r["case"] in given:
         return {"step_s": given[r["case"]], "source": "given (--reference-s)"}
     recorded = (r["preset"], r["batch"], r["threads"], r["device"]) == ("base", 8, 1, "cpu")
@@ -298,6 +333,9 @@ def parser() -> argparse.ArgumentParser:
                    help="torch.compile backend of the +compile modes (aot_eager: no C++ compiler, for checking)")
     p.add_argument("--optim", choices=OPTIMS, default="auto",
                    help="AdamW implementation (auto: the engine's, fused where torch has it)")
+    p.add_argument("--reference-repo", default="",
+                   help="a checkout of the authors' code (git clone https://github.com/yeerwen/MedCoSS): time "
+                        "their fp32 step interleaved with medkit's, in the fp32 worker")
     p.add_argument("--reference-s", default="",
                    help="the reference's fp32 step in s per case, measured elsewhere (e.g. 2d=3.11,3d=2.59)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (each after a ceiling measurement)")
@@ -345,30 +383,52 @@ def main(argv: list[str] | None = None) -> int:
         if c not in CASES:
             parser().error(f"unknown case {c!r}; choose from {', '.join(CASES)}")
     modes, given = chosen_modes(args), given_references(args.reference_s)
+    if args.reference_repo:
+        from medcoss_reference import ReferenceRepoError, check_repo
+
+        if args.preset != "base" or "fp32" not in modes:
+            parser().error("--reference-repo times the authors' ViT-B step beside medkit's fp32 step: "
+                           "use it with --preset base and the fp32 mode")
+        try:
+            check_repo(args.reference_repo)
+        except ReferenceRepoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     before = load()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case in cases:
         for mode in modes:
-            row = run_case(case, mode, args, argv)
-            if "error" not in row:
-                row["reference"] = reference_for(row, given)
-            rows.append(row)
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            rows.append(run_case(case, mode, args, argv))
+    measured = {r["case"]: r["reference_measured"] for r in rows if "reference_measured" in r}
+    for row in rows:
+        if "error" not in row:
+            row["reference"] = reference_for(row, given, measured)
+        print(table([row]).splitlines()[-1], flush=True)
     after = load()
     print()
     print(table(rows))
     compared = [r["reference"]["source"] for r in rows if r.get("reference")]
-    if "recorded" in compared:
+    if measured:
+        for case, m in measured.items():
+            ref = next(r["reference"] for r in rows if r["case"] == case and r.get("reference"))
+            print(f"\nreference {case}: the official MedCoSS Unified_Model's fp32 step from {m['repo']}, timed in "
+                  f"this run interleaved with medkit's fp32 step ({len(m['reps'])} reps each, median "
+                  f"{ref['step_s']:.3f} s); {m['gflop_per_step']:.0f} GFLOP against medkit's "
+                  f"{ref['gflop_per_step'] / ref['flop_ratio']:.0f} ("
+                  + ("like for like" if ref["like_for_like"] else "NOT like for like: the FLOPs differ")
+                  + (f"; shims: {', '.join(m['shims'])}" if m["shims"] else "") + ")")
+    elif "recorded" in compared:
         print(f"\nreference: {REFERENCE_NOTE}")
     elif not compared:
         print("\nreference: none for these settings (the recorded figures are for base, batch 8, one thread, "
-              "CPU; give --reference-s to compare)")
+              "CPU; give --reference-repo or --reference-s to compare)")
     print(f"load before {before}, after {after}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = [r | {"median": summarise(r)} if "error" not in r else r for r in rows]
     out.write_text(json.dumps({"config": vars(args) | {"worker": None}, "host": host_info(), "modes": modes,
-                               "reference_note": REFERENCE_NOTE, "load_before": before, "load_after": after,
+                               "reference_note": ("measured in this run (--reference-repo)" if measured
+                                                  else REFERENCE_NOTE), "load_before": before, "load_after": after,
                                "results": summary}, indent=2, allow_nan=False) + "\n")
     print(f"wrote {out}")
     return 0

@@ -160,7 +160,9 @@ class _GeluLinear(torch.autograd.Function):
             grad_h = torch.ops.aten.gelu_backward(grad.matmul(w).to(h.dtype), h)
         if ctx.needs_input_grad[1]:
             a = F.gelu(h).reshape(-1, h.shape[-1]).to(grad.dtype)  # [T, hidden]
-            grad_w = a.t().mm(g2).t().to(weight.dtype)
+            # [out, hidden], laid out like the weight (as nn.Linear's backward computes it): a
+            # transposed result would be copied into the weight's layout when accumulated
+            grad_w = g2.t().mm(a).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0).to(weight.dtype)
         return grad_h, grad_w, grad_b
