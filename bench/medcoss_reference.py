@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import statistics
 import sys
 import types
 from pathlib import Path
@@ -51,6 +52,15 @@ REQUIRED: dict[str, str] = {
 #: case -> the ``modality`` and ``task`` their engine passes with the batch
 MODALITIES: dict[str, tuple[str, str]] = {"2d": ("2D image", "2D_xray"), "3d": ("3D image", "3D_CT")}
 UPSTREAM = "https://github.com/yeerwen/MedCoSS"
+#: Without a checkout: the official ``Unified_Model``'s fp32 step (s, median), one core, batch 8, base
+#: preset, CPU, measured interleaved with medkit's fp32 step on another machine (an AMX Xeon).
+REFERENCE_S = {"2d": 3.11, "3d": 2.59}
+REFERENCE_NOTE = ("official MedCoSS Unified_Model fp32 step: a recorded figure (one core, batch 8, a quiet "
+                  "machine; 2D 3.11 s, 3D 2.59 s), not measured in this run (give --reference-repo with a "
+                  "checkout of the authors' code to measure it here); 'x ref' means something only on a quiet "
+                  "machine like that one")
+#: The reference's step counts as like for like when its FLOPs are within this fraction of medkit's.
+FLOP_TOLERANCE = 0.05
 
 
 class ReferenceRepoError(MedkitError):
@@ -114,7 +124,7 @@ def load_reference(repo: str | Path) -> tuple[Any, Any, list[str]]:
     try:
         unimodel = importlib.import_module("model.Unimodel")
         misc = importlib.import_module("util.misc")
-    except Exception as exc:  # noqa: BLE001 - any import failure of their code is reported as one line
+    except Exception as exc:
         raise ReferenceRepoError(f"--reference-repo {repo}: importing the authors' model failed: "
                                  f"{type(exc).__name__}: {exc}") from exc
     finally:
@@ -167,3 +177,42 @@ def build_reference_step(repo: str | Path, case: str, inputs: Any, mask_ratio: f
     facts = {"repo": str(check_repo(repo)), "shims": shims, "optimizer": "torch.optim.AdamW (default implementation)",
              "params": sum(p.numel() for p in params)}
     return step, model, facts
+
+
+# -- the comparison bench/mae_step.py prints ---------------------------------------------------------
+def reference_for(r: dict[str, Any], given: dict[str, float],
+                  measured: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The reference's fp32 step for a bench row ``r``: measured in this run (``--reference-repo``: the
+    fp32 worker of the same case timed it interleaved with medkit's step; its FLOPs against the row's),
+    else a figure given with ``--reference-s``, else the recorded one where the row has its settings
+    (base, batch 8, one thread, CPU), else ``None``."""
+    if r["case"] in measured:
+        m = measured[r["case"]]
+        ratio = m["gflop_per_step"] / r["gflop_per_step"] if r["gflop_per_step"] else float("inf")
+        return {"step_s": statistics.median(x["step_s"] for x in m["reps"]), "source": "measured in this run",
+                "cpu_s": statistics.median(x["cpu_s"] for x in m["reps"]),
+                "gflop_per_step": m["gflop_per_step"], "flop_ratio": ratio,
+                "like_for_like": abs(ratio - 1.0) <= FLOP_TOLERANCE}
+    if r["case"] in given:
+        return {"step_s": given[r["case"]], "source": "given (--reference-s)"}
+    recorded = (r["preset"], r["batch"], r["threads"], r["device"]) == ("base", 8, 1, "cpu")
+    if recorded and r["case"] in REFERENCE_S:
+        return {"step_s": REFERENCE_S[r["case"]], "source": "recorded"}
+    return None
+
+
+def describe_measured(rows: list[dict[str, Any]], measured: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per case whose reference was measured in this run: where from, its medians, and whether
+    its FLOPs match medkit's (like for like)."""
+    lines = []
+    for case, m in measured.items():
+        ref = next(r["reference"] for r in rows if r["case"] == case and r.get("reference"))
+        lines.append(
+            f"reference {case}: the official MedCoSS Unified_Model's fp32 step from {m['repo']}, timed in this run "
+            f"interleaved with medkit's fp32 step ({len(m['reps'])} reps each, median {ref['step_s']:.3f} s wall, "
+            f"{ref['cpu_s']:.3f} s CPU); {m['gflop_per_step']:.0f} GFLOP against medkit's "
+            f"{ref['gflop_per_step'] / ref['flop_ratio']:.0f} ("
+            + ("like for like" if ref["like_for_like"] else "NOT like for like: the FLOPs differ by more than "
+               f"{FLOP_TOLERANCE:.0%}")
+            + (f"; shims: {', '.join(m['shims'])}" if m["shims"] else "") + ")")
+    return lines
