@@ -34,14 +34,14 @@ checkout the bench compares with a recorded figure (one core, batch 8, base: 2D 
 measured on another machine) and says so; ``--reference-s 2d=S,3d=S`` gives figures measured
 elsewhere. With a checkout, the fp32 row's peak RSS holds both models.
 
-Measured here (a two-core Xeon at 2.8 GHz without AMX, shared with other jobs: load 4–5), medians of 5
-interleaved reps, one thread:
+Measured here (a two-core Xeon at 2.8 GHz without AMX, shared with other jobs: load 4.3–4.8), medians
+of 5 interleaved reps, one thread, batch 8:
 
     python bench/mae_step.py --cases 2d,3d --modes fp32 --reps 5 --reference-repo ../MedCoSS
 
-    case  medkit s (CPU)  reference s (CPU)  x cpu   x ref (wall)   GFLOP medkit / ref
-    2d    4.557           5.590              1.23    1.76           450 / 450
-    3d    3.572           4.092              1.15    0.83           356 / 356
+    case  medkit s CPU (wall)  reference s CPU (wall)  x cpu  x ref (wall)  GFLOP medkit / reference
+    2d    4.32 (6.59)          5.03 (7.62)             1.16   1.16          450 / 450
+    3d    3.54 (8.12)          4.22 (9.04)             1.19   1.11          356 / 356
 
     python bench/mae_step.py --threads 1 --reps 5                       # fp32, bf16, bf16+compile, both cases
     python bench/mae_step.py --cases 2d --modes bf16 --reps 3           # one mode
