@@ -130,8 +130,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # [B, H, N, hd] each
+        # [B, H, N, hd] views of the [B, N, 3C] projection (timm's reshape-permute-unbind, same strides):
+        # through split the backward writes the three gradients into [B, N, 3C] with one copy, where
+        # unbind's backward stacks them and the reshape copies them again
+        q, k, v = (t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2) for t in self.qkv(x).split(c, dim=-1))
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
