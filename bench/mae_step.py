@@ -34,14 +34,14 @@ checkout the bench compares with a recorded figure (one core, batch 8, base: 2D 
 measured on another machine) and says so; ``--reference-s 2d=S,3d=S`` gives figures measured
 elsewhere. With a checkout, the fp32 row's peak RSS holds both models.
 
-Measured here (a two-core Xeon at 2.8 GHz without AMX, shared with other jobs: load 4.3–4.8), medians
-of 5 interleaved reps, one thread, batch 8:
+Measured here (a two-core Xeon at 2.8 GHz without AMX, shared with other jobs: load 2.6–3.0), medians
+of 5 interleaved reps, one thread, batch 8 (every medkit rep was faster than every reference rep):
 
     python bench/mae_step.py --cases 2d,3d --modes fp32 --reps 5 --reference-repo ../MedCoSS
 
-    case  medkit s CPU (wall)  reference s CPU (wall)  x cpu  x ref (wall)  GFLOP medkit / reference
-    2d    4.32 (6.59)          5.03 (7.62)             1.16   1.16          450 / 450
-    3d    3.54 (8.12)          4.22 (9.04)             1.19   1.11          356 / 356
+    case  medkit s wall (CPU)  reference s wall (CPU)  x ref (wall)  x cpu  GFLOP medkit / reference
+    2d    4.15 (4.06)          4.84 (4.71)             1.17          1.16   450 / 450
+    3d    3.27 (3.20)          3.94 (3.83)             1.20          1.20   356 / 356
 
     python bench/mae_step.py --threads 1 --reps 5                       # fp32, bf16, bf16+compile, both cases
     python bench/mae_step.py --cases 2d --modes bf16 --reps 3           # one mode
