@@ -77,7 +77,6 @@ OPTIMS = ("auto", "fused", "foreach", "loop")
 MODES = ("fp32", "bf16", "fp32+compile", "bf16+compile")
 
 
-
 def host_info() -> dict[str, Any]:
     """Python, machine and CPU model, for the JSON."""
     cpu = platform.processor()
@@ -389,14 +388,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     before = load()
     rows: list[dict[str, Any]] = []
+    measured: dict[str, dict[str, Any]] = {}  # case -> the reference's step timed by that case's fp32 worker
     for case in cases:
         for mode in modes:
-            rows.append(run_case(case, mode, args, argv))
-    measured = {r["case"]: r["reference_measured"] for r in rows if "reference_measured" in r}
-    for row in rows:
-        if "error" not in row:
-            row["reference"] = reference_for(row, given, measured)
-        print(table([row]).splitlines()[-1], flush=True)
+            row = run_case(case, mode, args, argv)
+            if "reference_measured" in row:
+                measured[case] = row["reference_measured"]
+            rows.append(row)
+            for r in rows:  # a row run before its case's fp32 row gets the measured reference now
+                if "error" not in r:
+                    r["reference"] = reference_for(r, given, measured)
+            print(table([row]).splitlines()[-1], flush=True)
     after = load()
     print()
     print(table(rows))
