@@ -19,16 +19,35 @@ for ``--ceiling-seconds``, same threads: fp32 for ``fp32``, bf16 for ``bf16``), 
 so ceiling and step see the same machine load; the table gives medians over repetitions, and
 ``first s`` is the first step (with compilation, for a compiled mode).
 
-The reference is the official MedCoSS ``Unified_Model``'s fp32 step. It is not a dependency, so this
-bench cannot build it: it compares with a recorded figure (one core, batch 8, base: 2D 3.11 s, 3D
-2.59 s, the median of interleaved runs with medkit's own fp32 step, on the machine where they were
-measured) and says so; ``--reference-s 2d=S,3d=S`` gives figures measured elsewhere. A comparison
-is printed only for the recorded settings (base, batch 8, one thread, CPU) or given figures.
+The reference is the official MedCoSS ``Unified_Model``'s fp32 step. It is no dependency of medkit:
+with ``--reference-repo PATH`` (a checkout of the authors' code, ``git clone
+https://github.com/yeerwen/MedCoSS``) the fp32 worker imports their model from that folder
+(:mod:`medcoss_reference`, which documents the step and the few shims their code needs under today's
+torch), builds it as their pre-training script does and times its step (forward, backward, their
+gradient scaler and torch's default AdamW) on the same batch, in the same process and thread count,
+alternating with medkit's step rep by rep (each rep: the ceiling, then both steps, the first of them
+swapped every rep); both steps' FLOPs are counted, and the comparison is called like for like where
+they agree within 5 %. A folder that is not their code is refused in one line. Besides wall time each
+step's CPU time (``time.process_time``) is kept, and ``x cpu`` is the speed-up by it: on a machine
+shared with other jobs a one-thread step's CPU time moves far less than its wall time. Without a
+checkout the bench compares with a recorded figure (one core, batch 8, base: 2D 3.11 s, 3D 2.59 s,
+measured on another machine) and says so; ``--reference-s 2d=S,3d=S`` gives figures measured
+elsewhere. With a checkout, the fp32 row's peak RSS holds both models.
+
+Measured here (a two-core Xeon at 2.8 GHz without AMX, shared with other jobs: load 2.6–3.0), medians
+of 5 interleaved reps, one thread, batch 8 (every medkit rep was faster than every reference rep):
+
+    python bench/mae_step.py --cases 2d,3d --modes fp32 --reps 5 --reference-repo ../MedCoSS
+
+    case  medkit s wall (CPU)  reference s wall (CPU)  x ref (wall)  x cpu  GFLOP medkit / reference
+    2d    4.15 (4.06)          4.84 (4.71)             1.17          1.16   450 / 450
+    3d    3.27 (3.20)          3.94 (3.83)             1.20          1.20   356 / 356
 
     python bench/mae_step.py --threads 1 --reps 5                       # fp32, bf16, bf16+compile, both cases
     python bench/mae_step.py --cases 2d --modes bf16 --reps 3           # one mode
     python bench/mae_step.py --device cuda --amp --batch 128 --reps 10  # bf16 on CUDA (see bench/gpu.sh)
     python bench/mae_step.py --cases 2d --mmap-threshold 1048576        # RSS with a fixed glibc threshold
+    python bench/mae_step.py --modes fp32 --reference-repo ../MedCoSS   # the authors' step, same run
 
 ``--amp`` / ``--compile`` are shorthands for one mode (``bf16``, ``bf16+compile``, ``fp32+compile``).
 Writes JSON (default ``bench/results/mae_step.json``) with every repetition, the host, and the
@@ -41,7 +60,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,25 +68,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load, peak_rss_mb, status_mb  # noqa: E402
+from benchlib import load, peak_rss_mb, status_mb
+from medcoss_reference import REFERENCE_NOTE, describe_measured, reference_for
 
 #: case -> (modality, per-sample input shape)
 CASES: dict[str, tuple[str, tuple[int, ...]]] = {"2d": ("xray", (3, 224, 224)), "3d": ("ct", (1, 16, 192, 192))}
 OPTIMS = ("auto", "fused", "foreach", "loop")
 MODES = ("fp32", "bf16", "fp32+compile", "bf16+compile")
-#: The official ``Unified_Model``'s fp32 step (s, median): one core, batch 8, base preset, CPU.
-REFERENCE_S = {"2d": 3.11, "3d": 2.59}
-REFERENCE_NOTE = ("official MedCoSS Unified_Model fp32 step: a recorded figure (one core, batch 8, a quiet "
-                  "machine; 2D 3.11 s, 3D 2.59 s), not measured in this run: the reference model is not a "
-                  "dependency, so this bench cannot build it; 'x ref' means something only on a quiet machine "
-                  "like that one")
-
-
-# -- process measurements ------------------------------------------------------------------
-
-
-
-
 
 
 def host_info() -> dict[str, Any]:
@@ -189,6 +195,12 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     rss_built = status_mb("VmRSS")
     dtype = amp_dtype(bf16)  # trainer.amp: None (fp32) or bf16
     gen = torch.Generator(device=device).manual_seed(0)
+    ref_step = ref_facts = None
+    if args.reference_repo and mode == "fp32":  # the authors' step on the same inputs, interleaved below
+        from medcoss_reference import build_reference_step
+
+        torch.manual_seed(0)
+        ref_step, _, ref_facts = build_reference_step(args.reference_repo, case, batch.inputs, args.mask_ratio)
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
@@ -205,16 +217,32 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
+    ref_flops = 0
+    if ref_step is not None:
+        ref_step()  # its first step: lazy optimizer state
+        with FlopCounterMode(display=False) as counter:
+            ref_step()
+        ref_flops = counter.get_total_flops()
     for _ in range(args.warmup):
         step()
-    reps = []
-    for _ in range(args.reps):
+        if ref_step is not None:
+            ref_step()
+    reps, ref_reps = [], []
+    for i in range(args.reps):
         ceiling = matmul_ceiling(args.ceiling_n, dtype or torch.float32, device, args.ceiling_seconds)
-        t0 = time.perf_counter()
-        loss = step()
-        dt = time.perf_counter() - t0
-        reps.append({"step_s": dt, "gflops": flops / dt / 1e9, "ceiling_gflops": ceiling,
-                     "pct_of_ceiling": 100.0 * flops / dt / 1e9 / ceiling, "loss": loss})
+        # medkit and the reference alternate which goes first, so neither always follows the ceiling
+        order = (step, ref_step) if i % 2 == 0 else (ref_step, step)
+        for fn in order:
+            if fn is None:
+                continue
+            t0, c0 = time.perf_counter(), time.process_time()
+            loss = fn()
+            sync(device)
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            n = flops if fn is step else ref_flops
+            (reps if fn is step else ref_reps).append(
+                {"step_s": dt, "cpu_s": cpu, "gflops": n / dt / 1e9, "ceiling_gflops": ceiling,
+                 "pct_of_ceiling": 100.0 * n / dt / 1e9 / ceiling, "loss": loss, "first": fn is order[0]})
     out = {"case": case, "mode": mode, "modality": CASES[case][0], "device": str(device), "threads": args.threads,
            "batch": args.batch, "preset": args.preset, "amp": bf16, "compile": compiled, "optim": optim_kind,
            "compile_backend": args.compile_backend if compiled else None,
@@ -222,39 +250,35 @@ def worker(case: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
            "params": sum(p.numel() for p in modules.parameters()), "gflop_per_step": flops / 1e9,
            "first_step_s": first_s, "reps": reps, "mmap_threshold": args.mmap_threshold if mmap_set else None,
            "rss_after_import_mb": rss_torch, "rss_after_build_mb": rss_built, "peak_rss_mb": peak_rss_mb()}
+    if ref_step is not None:
+        out["reference_measured"] = (ref_facts or {}) | {"gflop_per_step": ref_flops / 1e9, "reps": ref_reps}
     if device.type == "cuda":
         out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
         out["gpu"] = torch.cuda.get_device_name(device)
     return out
 
 
-def reference_for(r: dict[str, Any], given: dict[str, float]) -> dict[str, Any] | None:
-    """The reference's fp32 step for row ``r``: a figure given with ``--reference-s``, else the
-    recorded one where the row has its settings (base, batch 8, one thread, CPU), else ``None``."""
-    if r["case"] in given:
-        return {"step_s": given[r["case"]], "source": "given (--reference-s)"}
-    recorded = (r["preset"], r["batch"], r["threads"], r["device"]) == ("base", 8, 1, "cpu")
-    if recorded and r["case"] in REFERENCE_S:
-        return {"step_s": REFERENCE_S[r["case"]], "source": "recorded"}
-    return None
-
-
 def summarise(r: dict[str, Any]) -> dict[str, Any]:
-    """Medians over the repetitions of a worker's result (and the speed-up over the reference, if any)."""
-    med = {k: statistics.median(x[k] for x in r["reps"]) for k in ("step_s", "gflops", "ceiling_gflops",
+    """Medians over the repetitions of a worker's result, and the speed-up over the reference if any:
+    by wall time, and by the process's CPU time where the reference was measured in this run (on a
+    machine shared with other jobs, the CPU time of a one-thread step is the steadier measure)."""
+    med = {k: statistics.median(x[k] for x in r["reps"]) for k in ("step_s", "cpu_s", "gflops", "ceiling_gflops",
                                                                    "pct_of_ceiling")}
     ref = r.get("reference")
     return med | {"samples_per_s": r["batch"] / med["step_s"], "min_step_s": min(x["step_s"] for x in r["reps"]),
-                  "speedup_vs_reference": ref["step_s"] / med["step_s"] if ref else None}
+                  "speedup_vs_reference": ref["step_s"] / med["step_s"] if ref else None,
+                  "cpu_speedup_vs_reference": ref["cpu_s"] / med["cpu_s"] if ref and "cpu_s" in ref else None}
 
 
 COLUMNS = (("case", "<5"), ("mode", "<13"), ("device", ">7"), ("thr", ">4"), ("optim", ">8"), ("GFLOP", ">7"),
-           ("s/step", ">8"), ("min s", ">8"), ("first s", ">8"), ("GFLOP/s", ">8"), ("ceiling", ">8"),
-           ("ceil", ">5"), ("% ceil", ">7"), ("samp/s", ">7"), ("ref s", ">6"), ("x ref", ">6"), ("RSS MiB", ">8"))
+           ("s/step", ">8"), ("cpu s", ">8"), ("min s", ">8"), ("first s", ">8"), ("GFLOP/s", ">8"), ("ceiling", ">8"),
+           ("ceil", ">5"), ("% ceil", ">7"), ("samp/s", ">7"), ("ref s", ">6"), ("x ref", ">6"), ("x cpu", ">6"),
+           ("RSS MiB", ">8"))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """One line per case × mode; ``ceil`` is the ceiling's dtype, ``ref s`` the reference's fp32 step."""
+    """One line per case × mode; ``ceil`` is the ceiling's dtype, ``ref s`` the reference's fp32 step, ``x ref``
+    its speed-up by wall time and ``x cpu`` by CPU time (only where it was measured in this run)."""
     head = "".join(f"{name:{fmt}}" for name, fmt in COLUMNS)
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -263,10 +287,12 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         s, ref = summarise(r), r.get("reference")
         cells = [r["case"], r["mode"], r["device"], r["threads"], r["optim"], f"{r['gflop_per_step']:.0f}",
-                 f"{s['step_s']:.3f}", f"{s['min_step_s']:.3f}", f"{r['first_step_s']:.2f}", f"{s['gflops']:.1f}",
-                 f"{s['ceiling_gflops']:.1f}", r["ceiling_dtype"], f"{s['pct_of_ceiling']:.1f}",
+                 f"{s['step_s']:.3f}", f"{s['cpu_s']:.3f}", f"{s['min_step_s']:.3f}", f"{r['first_step_s']:.2f}",
+                 f"{s['gflops']:.1f}", f"{s['ceiling_gflops']:.1f}", r["ceiling_dtype"], f"{s['pct_of_ceiling']:.1f}",
                  f"{s['samples_per_s']:.2f}", f"{ref['step_s']:.2f}" if ref else "n/a",
-                 f"{s['speedup_vs_reference']:.2f}" if ref else "n/a", f"{r['peak_rss_mb']:.0f}"]
+                 f"{s['speedup_vs_reference']:.2f}" if ref else "n/a",
+                 f"{s['cpu_speedup_vs_reference']:.2f}" if s["cpu_speedup_vs_reference"] else "n/a",
+                 f"{r['peak_rss_mb']:.0f}"]
         lines.append("".join(f"{str(c):{fmt}}" for c, (_, fmt) in zip(cells, COLUMNS)))
     return "\n".join(lines)
 
@@ -293,11 +319,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--modes", default="fp32,bf16,bf16+compile", help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--amp", action="store_true", help="only bf16 (with --compile: only bf16+compile)")
-    p.add_argument("--compile", action="store_true", help="only the compiled mode (fp32+compile, or bf16+compile with --amp)")
+    p.add_argument("--compile", action="store_true",
+                   help="only the compiled mode (fp32+compile, or bf16+compile with --amp)")
     p.add_argument("--compile-backend", default="inductor",
                    help="torch.compile backend of the +compile modes (aot_eager: no C++ compiler, for checking)")
     p.add_argument("--optim", choices=OPTIMS, default="auto",
                    help="AdamW implementation (auto: the engine's, fused where torch has it)")
+    p.add_argument("--reference-repo", default="",
+                   help="a checkout of the authors' code (git clone https://github.com/yeerwen/MedCoSS): time "
+                        "their fp32 step interleaved with medkit's, in the fp32 worker")
     p.add_argument("--reference-s", default="",
                    help="the reference's fp32 step in s per case, measured elsewhere (e.g. 2d=3.11,3d=2.59)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (each after a ceiling measurement)")
@@ -345,30 +375,49 @@ def main(argv: list[str] | None = None) -> int:
         if c not in CASES:
             parser().error(f"unknown case {c!r}; choose from {', '.join(CASES)}")
     modes, given = chosen_modes(args), given_references(args.reference_s)
+    if args.reference_repo:
+        from medcoss_reference import ReferenceRepoError, check_repo
+
+        if args.preset != "base" or "fp32" not in modes:
+            parser().error("--reference-repo times the authors' ViT-B step beside medkit's fp32 step: "
+                           "use it with --preset base and the fp32 mode")
+        try:
+            check_repo(args.reference_repo)
+        except ReferenceRepoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     before = load()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    measured: dict[str, dict[str, Any]] = {}  # case -> the reference's step timed by that case's fp32 worker
     for case in cases:
         for mode in modes:
             row = run_case(case, mode, args, argv)
-            if "error" not in row:
-                row["reference"] = reference_for(row, given)
+            if "reference_measured" in row:
+                measured[case] = row["reference_measured"]
             rows.append(row)
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for r in rows:  # a row run before its case's fp32 row gets the measured reference now
+                if "error" not in r:
+                    r["reference"] = reference_for(r, given, measured)
+            print(table([row]).splitlines()[-1], flush=True)
     after = load()
     print()
     print(table(rows))
     compared = [r["reference"]["source"] for r in rows if r.get("reference")]
-    if "recorded" in compared:
+    if measured:
+        for line in describe_measured(rows, measured):
+            print(f"\n{line}")
+    elif "recorded" in compared:
         print(f"\nreference: {REFERENCE_NOTE}")
     elif not compared:
         print("\nreference: none for these settings (the recorded figures are for base, batch 8, one thread, "
-              "CPU; give --reference-s to compare)")
+              "CPU; give --reference-repo or --reference-s to compare)")
     print(f"load before {before}, after {after}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = [r | {"median": summarise(r)} if "error" not in r else r for r in rows]
     out.write_text(json.dumps({"config": vars(args) | {"worker": None}, "host": host_info(), "modes": modes,
-                               "reference_note": REFERENCE_NOTE, "load_before": before, "load_after": after,
+                               "reference_note": ("measured in this run (--reference-repo)" if measured
+                                                  else REFERENCE_NOTE), "load_before": before, "load_after": after,
                                "results": summary}, indent=2, allow_nan=False) + "\n")
     print(f"wrote {out}")
     return 0

@@ -130,8 +130,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # [B, H, N, hd] each
+        # [B, H, N, hd] views of the [B, N, 3C] projection (timm's reshape-permute-unbind, same strides):
+        # through split the backward writes the three gradients into [B, N, 3C] with one copy, where
+        # unbind's backward stacks them and the reshape copies them again
+        q, k, v = (t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2) for t in self.qkv(x).split(c, dim=-1))
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
@@ -160,7 +162,9 @@ class _GeluLinear(torch.autograd.Function):
             grad_h = torch.ops.aten.gelu_backward(grad.matmul(w).to(h.dtype), h)
         if ctx.needs_input_grad[1]:
             a = F.gelu(h).reshape(-1, h.shape[-1]).to(grad.dtype)  # [T, hidden]
-            grad_w = a.t().mm(g2).t().to(weight.dtype)
+            # [out, hidden], laid out like the weight (as nn.Linear's backward computes it): a
+            # transposed result would be copied into the weight's layout when accumulated
+            grad_w = g2.t().mm(a).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0).to(weight.dtype)
         return grad_h, grad_w, grad_b
