@@ -27,10 +27,11 @@ and its linear probe ≥ chance + 0.15 on every modality (development sources fr
 60, 120 and 240 steps per stage (probes 256 samples / 100 L-BFGS iterations) the report and CT
 probes clear chance + 0.15 but the X-ray and MRI probes stay at chance and the refitted-decoder
 loss of every image modality stays at 0.99–1.01 of the random encoder's
-(``bench/continual_multi_sizing.json``). Timed on this machine under its usual load, 60 steps per stage with
-a 10-step refit is the largest budget whose full run fits 45 minutes with a 30 % margin, so the
-defaults are: 200 sources per modality (``val_fraction`` 0.35: 60–65 held out), batch 16, 60 steps
-per stage at lr 3e-3, probes on up to 256 training samples and 128 queries with 100 L-BFGS
+(``bench/continual_multi_sizing.json``). Timed on this machine under its usual load (load
+average 4-5), 60 steps per stage with a 10-step refit was the largest budget of the final grid
+whose full run fitted 45 minutes with a 30 % margin (it then took 21 minutes), so the defaults
+are: 200 sources per modality (``val_fraction`` 0.35: 60–65 held out), batch 16, 60 steps per
+stage at lr 3e-3, probes on up to 256 training samples and 128 queries with 100 L-BFGS
 iterations, refit 10 steps. The evaluation keeps decoded samples in memory
 (``trainer.eval_cache_mb``) and prepared volumes on disk, which changes no number.
 
