@@ -19,6 +19,22 @@ Rows (each ``--seeds`` seeds × both orders unless said):
 * MedCoSS ablations (first order only): random selection, no mixup, no distillation
   (``buffer_loss=pretext``), buffer ratio 1 % and 10 % (5 % is the default ``rehearsal`` row).
 
+**Size (the defaults), chosen on development sources only** by :mod:`multi_size`'s rule, fixed before
+any sizing run and reading only single-modality SSL and the random encoder (never a strategy): the
+first budget at which single-modality SSL's refitted-decoder loss is ≤ 0.9 × the random encoder's
+and its linear probe ≥ chance + 0.15 on every modality (development sources from 900 000, seed
+900); else the largest budget whose full run fits the 45-minute limit. No budget tried passes: at
+60, 120 and 240 steps per stage (probes 256 samples / 100 L-BFGS iterations) the report and CT
+probes clear chance + 0.15 but the X-ray and MRI probes stay at chance and the refitted-decoder
+loss of every image modality stays at 0.99–1.01 of the random encoder's
+(``bench/continual_multi_sizing.json``). Timed on this machine under its usual load (load
+average 4-5), 60 steps per stage with a 10-step refit was the largest budget of the final grid
+whose full run fitted 45 minutes with a 30 % margin (it then took 21 minutes), so the defaults
+are: 200 sources per modality (``val_fraction`` 0.35: 60–65 held out), batch 16, 60 steps per
+stage at lr 3e-3, probes on up to 256 training samples and 128 queries with 100 L-BFGS
+iterations, refit 10 steps. The evaluation keeps decoded samples in memory
+(``trainer.eval_cache_mb``) and prepared volumes on disk, which changes no number.
+
 Metrics: held-out refit_loss (fresh decoder on the frozen encoder), linear_acc, knn_acc and the
 run's own stale decoder's pretext_loss, after every stage, turned into final, forgetting, BWT, FWT
 and plasticity by :mod:`multi_report`, which also tests the paper's findings with seed-paired
@@ -54,7 +70,8 @@ STRATEGIES = ("sequential", "rehearsal", "er", "ewc", "packnet", "cassle", "join
 ABLATIONS = {"rehearsal_random": ["strategy.selection=random"], "rehearsal_nomixup": ["strategy.mixup=false"],
              "rehearsal_nodistill": ["strategy.buffer_loss=pretext"],
              "rehearsal_ratio1": ["strategy.buffer_ratio=0.01"], "rehearsal_ratio10": ["strategy.buffer_ratio=0.1"]}
-QUICK = {"steps": 2, "sources": 12, "val_fraction": 0.34, "batch_size": 4, "probe_train": 16, "probe_steps": 2,
+QUICK = {"steps": 2, "sources": 12, "val_fraction": 0.34, "batch_size": 4, "probe_train": 16, "probe_query": 32,
+         "probe_steps": 2,
          "refit_steps": 2, "seeds": "0,1", "strategies": "sequential", "ablations": "",
          "ewc_grid": ""}
 TOKENIZERS = {"report": "text_1d", "xray": "patch_2d", "ct": "patch_3d", "mri": "patch_3d"}
@@ -75,15 +92,24 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             "tokenizer.text_1d.max_length=48",
             "modality.xray.input_size=32", "modality.xray.hflip=false", "modality.xray.crop_scale=[0.5,1.0]",
             *[f"modality.{m}.{k}" for m in ("ct", "mri") for k in
-              ("input_size=[8,32,32]", "depth=8", "depth_stride=8", "disk_cache=false")],
+              ("input_size=[8,32,32]", "depth=8", "depth_stride=8", "disk_cache=true")],
             "modality.mri.drop_fraction=0.0",
             f"trainer.batch_size={args.batch_size}", f"trainer.val_fraction={args.val_fraction}",
             "trainer.num_workers=0", "trainer.eval_batches=2", "trainer.checkpoint_every=1000000",
-            "trainer.log_every=1000000",
+            "trainer.log_every=1000000", "trainer.eval_cache_mb=512",
             "trainer.probe_unseen=true", f"trainer.probe_max_train={args.probe_train}",
-            "trainer.probe_max_query=128", f"trainer.probe_linear_steps={args.probe_steps}",
+            f"trainer.probe_max_query={args.probe_query}", f"trainer.probe_linear_steps={args.probe_steps}",
             f"trainer.probe_refit_steps={args.refit_steps}", "objective.mae.norm_pix_loss=false",
             f"optim.lr={args.lr}", *args.override]
+
+
+def bench_env(out: Path) -> None:
+    """Environment every run inherits (spawned workers too): no TensorBoard event files, and the
+    prepared-volume disk cache under ``out`` (each CT / MRI volume is resampled once for all runs,
+    not once per run; the cache is keyed by the file's hash and the preparation's settings, so a
+    cached volume is the tensor preparing it again would give)."""
+    os.environ["MEDKIT_TENSORBOARD"] = "0"
+    os.environ["MEDKIT_CACHE_DIR"] = str(out.resolve() / "cache")
 
 
 def write_data(root: Path, sources: int, offset: int = 0) -> dict[str, str]:
@@ -123,6 +149,23 @@ def _init(threads: int) -> None:
 
 def run_all(jobs: list[dict[str, Any]], pool: Any) -> list[dict[str, Any]]:
     return [run_one(j) for j in jobs] if pool is None else list(pool.map(run_one, jobs))
+
+
+def make_pool(args: argparse.Namespace) -> Any:
+    """``--jobs`` spawned worker processes (``None`` for one job: runs in this process), each with
+    ``cpus // jobs`` torch threads; this process gets the same."""
+    import torch
+
+    jobs_n = max(1, int(args.jobs))
+    threads = max(1, (os.cpu_count() or 1) // jobs_n)
+    torch.set_num_threads(threads)
+    if jobs_n == 1:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(jobs_n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                               initargs=(threads,))
 
 
 def joint_shared_available() -> bool:
@@ -182,13 +225,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablations", default=",".join(ABLATIONS))
     p.add_argument("--no-joint-shared", action="store_true", help="leave out the joint_shared row")
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps per stage (joint: T × this)")
-    p.add_argument("--sources", type=int, default=120, help="sources per modality")
-    p.add_argument("--val-fraction", type=float, default=0.45)
+    p.add_argument("--steps", type=int, default=60, help="optimizer steps per stage (joint: T × this)")
+    p.add_argument("--sources", type=int, default=200, help="sources per modality")
+    p.add_argument("--val-fraction", type=float, default=0.35)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--probe-train", type=int, default=64)
-    p.add_argument("--probe-steps", type=int, default=20)
-    p.add_argument("--refit-steps", type=int, default=8)
+    p.add_argument("--probe-train", type=int, default=256)
+    p.add_argument("--probe-query", type=int, default=128)
+    p.add_argument("--probe-steps", type=int, default=100)
+    p.add_argument("--refit-steps", type=int, default=10)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--override", action="append", default=[], help="extra KEY=VALUE for every run")
     p.add_argument("--ewc-grid", default="1e2,1e4,1e6")
@@ -205,9 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     import multi_sweep
 
     args = parse(argv)
-    os.environ["MEDKIT_TENSORBOARD"] = "0"  # no event files (and their figures) per run; spawned runs inherit it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    bench_env(out)
     load_before, t0 = uptime(), time.perf_counter()
     data = write_data(out / "data", args.sources)
     import torch
@@ -220,13 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         print("joint_shared: this joint strategy has no decoders=dimension option; row left out", file=sys.stderr)
     if args.no_joint_shared:
         args.strategies = ",".join(s for s in args.strategies.split(",") if s != "joint_shared")
-    pool = None
-    if jobs_n > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(jobs_n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                   initargs=(threads,))
+    pool = make_pool(args)
     try:
         sweep = {"lam": None, "rule": "not run", "trials": []}
         if "ewc" in args.strategies.split(","):

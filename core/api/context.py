@@ -56,6 +56,35 @@ class EvaluationState:
     not_evaluated_logged: set[str] = field(default_factory=set)
 
 
+class SampleMemo:
+    """Un-augmented samples kept in memory for later readers, up to ``max_bytes`` of tensor data.
+
+    An un-augmented load (``seed=None``) is a pure function of the index, so the evaluation after
+    every stage (probes, refitted decoders) can reuse what an earlier stage read instead of decoding
+    the same files again; the batches are the same either way. Samples past the budget are loaded
+    every time, never evicted: the memo only ever saves work.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.used, self.hits, self.misses = int(max_bytes), 0, 0, 0
+        self._rows: dict[tuple[str, int], Any] = {}
+
+    def get(self, modality: str, index: int, load: Any) -> Any:
+        """Sample ``index`` of ``modality``: the kept one, else ``load()`` (kept while under budget)."""
+        key = (modality, int(index))
+        if key in self._rows:
+            self.hits += 1
+            return self._rows[key]
+        self.misses += 1
+        sample = load()
+        size = sum(v.element_size() * v.nelement() for v in sample.values() if isinstance(v, torch.Tensor)) \
+            + sum(len(v) for v in sample.values() if isinstance(v, str))
+        if self.used + size <= self.max_bytes:
+            self._rows[key] = sample
+            self.used += size
+        return sample
+
+
 #: The fields the engine moves on during a run (through :meth:`RunContext.begin_stage`, its step counter,
 #: the stage's optimizer); every other field is fixed once the context is built.
 ENGINE_OWNED = frozenset({"stage_index", "step", "max_steps", "optimizer", "step_factory", "stage_state"})
@@ -94,6 +123,9 @@ class RunContext:
         batch_loader: loads index chunks as un-augmented batches in the run's DataLoader workers
             (:class:`medkit.engine.chunks.ChunkLoader`; the engine sets it when
             ``trainer.num_workers > 0``, ``None`` loads in the main process): use :meth:`load_batches`.
+        sample_memo: un-augmented samples (of ``eval_sets``, training and held-out indices) kept across stages by
+            :meth:`load_batch` (:class:`SampleMemo`; the engine sets it when
+            ``trainer.eval_cache_mb > 0``, ``None`` keeps nothing).
 
     The engine owns this object: strategies, objectives and observers read it and keep their own state
     on themselves (a strategy's :meth:`state_dict` is what survives), never by writing to it. Once built,
@@ -130,6 +162,7 @@ class RunContext:
     not_evaluated: Mapping[str, str] = field(default_factory=dict)
     evaluation: EvaluationState = field(default_factory=EvaluationState)
     batch_loader: Any = None
+    sample_memo: SampleMemo | None = None
 
     def __post_init__(self) -> None:
         self.not_evaluated = MappingProxyType(dict(self.not_evaluated))
@@ -193,7 +226,11 @@ class RunContext:
                    train: bool = False, role: str = "current") -> Batch:
         """Load samples ``indices`` of ``modality`` as one batch on the run's device."""
         ds = (self.train_sets if train else self.eval_sets)[modality]
-        samples = [ds.load(i, seed=None if seed is None else seed + k) for k, i in enumerate(indices)]
+        memo = self.sample_memo if not train and seed is None else None
+        if memo is not None:
+            samples = [memo.get(modality, i, lambda i=i: ds.load(i, seed=None)) for i in indices]
+        else:
+            samples = [ds.load(i, seed=None if seed is None else seed + k) for k, i in enumerate(indices)]
         tok = self.encoder.tokenizers[self.tokenizer_of[modality]]
         return collate(samples, modality, tok, role=role).to(self.device)
 

@@ -57,6 +57,9 @@ class TrainerConfig:
     probe_max_query: int = _PROBE["probe_max_query"]
     probe_refit_steps: int = _PROBE["probe_refit_steps"]  #: steps of the fresh head behind refit_loss (0: off)
     probe_refit_lr: float = _PROBE["probe_refit_lr"]
+    #: MiB of un-augmented samples the evaluation keeps across stages, so probes and refitted decoders
+    #: decode each file once per run (0: none; the results are the same either way)
+    eval_cache_mb: int = 0
 
 
 @dataclass
@@ -92,7 +95,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "trainer.group_folder_level": (0, None, True), "trainer.reduce_group": (0, None, True),
     "trainer.probe_linear_steps": (0, None, True), "trainer.probe_max_train": (0, None, True),
     "trainer.probe_max_query": (0, None, True), "trainer.probe_refit_steps": (0, None, True),
-    "trainer.probe_refit_lr": (0, None, True),
+    "trainer.probe_refit_lr": (0, None, True), "trainer.eval_cache_mb": (0, None, True),
     "optim.lr": (0, None, True), "optim.blr": (0, None, True), "optim.weight_decay": (0, None, True),
     "optim.warmup_fraction": (0, 1, True), "optim.min_lr": (0, None, True), "optim.clip_grad": (0, None, True),
     "encoder.depth": (1, None, True), "encoder.embed_dim": (1, None, True), "encoder.num_heads": (1, None, True),

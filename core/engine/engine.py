@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from medkit.api.components import Components
-from medkit.api.context import RunContext
+from medkit.api.context import RunContext, SampleMemo
 from medkit.api.errors import CheckpointError, ConfigError
 from medkit.api.events import RunInfo
 from medkit.api.features import FeatureCache
@@ -116,7 +116,8 @@ class Engine(StageLoop):
             config=dict(cfg["strategy"]), device=device, seed=seed, rank=self.world.rank,
             world_size=self.world.world_size, batch_size=self.settings.trainer.batch_size,
             model=self.model.modules(), reporter=self.reporter, data_paths=dict(self.data_paths),
-            feature_cache=FeatureCache(self.model.encoder), batch_loader=self._chunk_loader(sets, device, seed))
+            feature_cache=FeatureCache(self.model.encoder), batch_loader=self._chunk_loader(sets, device, seed),
+            sample_memo=SampleMemo(mb << 20) if (mb := int(self.settings.trainer.eval_cache_mb)) > 0 else None)
         return ctx
 
     def _chunk_loader(self, sets: Any, device: torch.device, seed: int) -> ChunkLoader | None:

@@ -43,7 +43,7 @@ def test_defaults_are_the_previous_ones() -> None:
     # keys the runtime read with a default but no schema listed (so they could not be set)
     new = {"probe_knn_vote": "weighted", "keep_checkpoints": 2, "accum_steps": 1, "grad_checkpointing": False,
            "compile": False, "probe_refit_steps": 100, "probe_refit_lr": 1e-3, "patient_column": None,
-           "group_folder_level": None, "reduce": "allreduce", "reduce_group": 0}
+           "group_folder_level": None, "reduce": "allreduce", "reduce_group": 0, "eval_cache_mb": 0}
     assert {k: v for k, v in defaults("trainer").items() if k not in OLD_DEFAULTS["trainer"]} == new
 
 
