@@ -54,9 +54,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import continual_data  # noqa: E402
+import continual_data
 
-from medkit.eval.records import json_safe  # noqa: E402  (strict JSON: null, never NaN)
+from medkit.eval.records import json_safe
 
 MODALITIES = ("bench_fields", "bench_gratings", "bench_shapes")
 STRATEGIES = ("sequential", "joint", "rehearsal", "er", "ewc", "packnet", "cassle")
@@ -393,12 +393,14 @@ def main() -> None:
               "samples": args.samples, "val_fraction": args.val_fraction, "held_out": held_out,
               "batch_size": args.batch_size, "strategies": strategies, "ewc_sweep": sweep,
               "wall_s": wall, "runs_wall_s": sum(r["wall_s"] or 0.0 for r in runs),
-              "reused_runs": sum(bool(r.get("reused")) for r in runs), "load_before": load_before, "load_after": uptime(),
+              "reused_runs": sum(bool(r.get("reused")) for r in runs), "load_before": load_before,
+              "load_after": uptime(),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "jobs": jobs_n, "torch_threads_per_run": threads},
               "command": " ".join([sys.executable, *sys.argv]), "table": table,
               "versus_sequential": versus_sequential(runs, strategies), "checks": checks, "runs": runs}
-    (out / "continual.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    (out / "continual.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n",
+                                        encoding="utf-8")
     md = markdown(result)
     (out / "continual.md").write_text(md, encoding="utf-8")
     plot(result, out / "continual_matrices.png")

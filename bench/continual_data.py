@@ -89,7 +89,8 @@ def render(kind: str, label: int, source: int, view: int) -> torch.Tensor:
                     for sy in (-1, 1) for sx in (-1, 1))
         if u[3] < 0.5 and label in (0, 1):
             f = 1 - f
-        x = (contrast * f)[None].expand(3, -1, -1) * torch.tensor([1.0, 0.8 + 0.2 * float(u[4]), 0.6 + 0.4 * float(u[5])])[:, None, None]
+        tint = torch.tensor([1.0, 0.8 + 0.2 * float(u[4]), 0.6 + 0.4 * float(u[5])])
+        x = (contrast * f)[None].expand(3, -1, -1) * tint[:, None, None]
         sigma = NOISE
     return (x + sigma * torch.randn(3, SIZE, SIZE, generator=noise_g)).float()
 
@@ -115,9 +116,9 @@ class ProceduralDataset(TrainViewMixin):
     def load(self, index: int, seed: int | None = None) -> dict[str, Any]:
         src, view = divmod(index, VIEWS_PER_SOURCE)
         x = render(self.kind, self.labels[index], self.source_offset + src, view)
-        if self.train and seed is not None and self.kind != "bench_fields":
-            if torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5:
-                x = x.flip(-1)
+        if (self.train and seed is not None and self.kind != "bench_fields"
+                and torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5):
+            x = x.flip(-1)
         return {"input": x, "id": self.ids[index], "label": self.labels[index]}
 
 

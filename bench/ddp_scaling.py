@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load  # noqa: E402
+from benchlib import load
 
 #: Fields of a ``steps.jsonl`` record that are not timings.
 _NOT_TIME = {"stage", "step", "loss", "lr", "modality", "role"}

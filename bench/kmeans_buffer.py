@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load, peak_rss_mb as peak_mb, rss_mb, status_mb as _status_mb  # noqa: E402
+from benchlib import load, peak_rss_mb as peak_mb, rss_mb
 
 METHODS = ("torch", "torch-minibatch", "sklearn", "sklearn-seeded", "faiss")
 

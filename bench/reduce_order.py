@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load  # noqa: E402
+from benchlib import load
 
 #: preset -> (input size of the 2D X-ray samples, global batch default)
 PRESETS: dict[str, tuple[int, int]] = {"tiny": (64, 16), "small": (224, 8)}

@@ -1,5 +1,6 @@
 """The lint and type gate: ruff and mypy, configured in ``pyproject.toml``, report nothing on the runtime
-(``core/``, ``registry/``, ``cli/``) and every plugin's ``src/`` (the README's test command runs them)."""
+(``core/``, ``registry/``, ``cli/``) and every plugin's ``src/`` (the README's test command runs them);
+ruff also checks the benchmark scripts (``bench/``)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def test_ruff_reports_nothing() -> None:
-    out = _run(["ruff", "check", "--no-cache", "--output-format", "concise", *CHECKED])
+    out = _run(["ruff", "check", "--no-cache", "--output-format", "concise", *CHECKED, "bench"])
     assert out.returncode == 0, f"ruff check found problems (fix them, or a noqa naming its rule and why):\n" \
                                 f"{out.stdout}{out.stderr}"
 
