@@ -42,6 +42,7 @@ and plasticity by :mod:`multi_report`, which also tests the paper's findings wit
 
     python bench/continual_multi.py --quick --out /tmp/cm    # CI size, < 40 s on one core
     python bench/continual_multi.py --jobs 2                 # full size
+    python bench/continual_multi.py --jobs 2 --data-variant v2   # full size on the v2 data (data_v2/, runs_v2/)
 """
 
 from __future__ import annotations
@@ -112,9 +113,15 @@ def bench_env(out: Path) -> None:
     os.environ["MEDKIT_CACHE_DIR"] = str(out.resolve() / "cache")
 
 
-def write_data(root: Path, sources: int, offset: int = 0) -> dict[str, str]:
-    """The four modalities' files under ``root`` (once); ``{modality: folder}``."""
-    return {m: str(multi_data.write_modality(m, root / m, sources, offset)) for m in MODALITIES}
+def variant_dir(out: Path, name: str, variant: str) -> Path:
+    """``out / name`` for the default data variant ``v1`` (the documented layout), ``out / name_<variant>``
+    otherwise, so that data and runs of two variants never mix."""
+    return out / (name if multi_data.check_variant(variant) == "v1" else f"{name}_{variant}")
+
+
+def write_data(root: Path, sources: int, offset: int = 0, variant: str = "v1") -> dict[str, str]:
+    """The four modalities' files (data ``variant``) under ``root`` (once); ``{modality: folder}``."""
+    return {m: str(multi_data.write_modality(m, root / m, sources, offset, variant)) for m in MODALITIES}
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +247,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="bench/results/continual_multi")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--fresh", action="store_true", help="rerun runs whose results are already there")
+    p.add_argument("--data-variant", default="v1", choices=multi_data.DATA_VARIANTS,
+                   help="procedural data variant (bench/multi_data.py): v1 the documented data, v2 class cue dominant;"
+                        " a variant other than v1 writes its data and runs under folders named after it")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(**QUICK)  # toy size; options given explicitly still win
     return p.parse_args(argv)
@@ -253,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     bench_env(out)
     load_before, t0 = uptime(), time.perf_counter()
-    data = write_data(out / "data", args.sources)
+    data = write_data(variant_dir(out, "data", args.data_variant), args.sources, variant=args.data_variant)
+    runs = variant_dir(out, "runs", args.data_variant)
     import torch
 
     jobs_n = max(1, int(args.jobs))
@@ -268,9 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sweep = {"lam": None, "rule": "not run", "trials": []}
         if "ewc" in args.strategies.split(","):
-            sweep_data = write_data(out / "sweep_data", args.sources, multi_data.SWEEP_OFFSET)
-            sweep = multi_sweep.sweep(out / "runs" / "sweep", args, sweep_data, lambda js: run_all(js, pool))
-        done = run_all(plan(args, out / "runs", data, sweep["lam"]), pool)
+            sweep_data = write_data(variant_dir(out, "sweep_data", args.data_variant), args.sources,
+                                    multi_data.SWEEP_OFFSET, args.data_variant)
+            sweep = multi_sweep.sweep(runs / "sweep", args, sweep_data, lambda js: run_all(js, pool))
+        done = run_all(plan(args, runs, data, sweep["lam"]), pool)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -283,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
                    "command": " ".join([Path(sys.executable).name, *sys.argv]),
                    "difficulty": {"topic_rate": multi_data.TOPIC_RATE, "grating_amp": multi_data.GRATING_AMP,
                                   "ct_texture": multi_data.CT_TEXTURE, "mri_texture": multi_data.MRI_TEXTURE,
-                                  "dev_offset": multi_data.DEV_OFFSET}})
+                                  "dev_offset": multi_data.DEV_OFFSET, "data_variant": args.data_variant}})
     (out / "continual_multi.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n",
                                               encoding="utf-8")
     md = multi_report.markdown(result)

@@ -14,6 +14,7 @@ size are the other options, as given (the bench's defaults). Each budget costs o
 single-modality run per modality. Writes ``size.json`` (every budget's numbers, the rule, the choice).
 
     python bench/multi_size.py --grid 60:3e-3,120:3e-3,180:3e-3 --out /tmp/size
+    python bench/multi_size.py --data-variant v2 --only xray,ct,mri --out /tmp/size   # the v2 data
 """
 
 from __future__ import annotations
@@ -89,11 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cm.bench_env(out)
     t0 = time.perf_counter()
-    data = cm.write_data(out / "dev_data", args.sources, multi_data.DEV_OFFSET)
+    data = cm.write_data(cm.variant_dir(out, "dev_data", args.data_variant), args.sources, multi_data.DEV_OFFSET,
+                         args.data_variant)
+    runs = cm.variant_dir(out, "runs", args.data_variant)
     grid = [(int(s), float(lr)) for s, lr in (g.split(":") for g in grid_arg.split(",") if g)]
     tfs = {"row": "tfs", "strategy": "tfs", "order": "size", "seed": SEED, "modalities": cm.ORDERS["forward"],
-           "steps": 1, "extra": [], "data": data, "args": args, "run_dir": str(out / "runs" / "tfs")}
-    jobs = [tfs] + [j for steps, lr in grid for j in budget_jobs(out / "runs", args, data, steps, lr)]
+           "steps": 1, "extra": [], "data": data, "args": args, "run_dir": str(runs / "tfs")}
+    jobs = [tfs] + [j for steps, lr in grid for j in budget_jobs(runs, args, data, steps, lr)]
     pool = cm.make_pool(args)
     try:
         done = cm.run_all(jobs, pool)
@@ -103,12 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     walls = {r["run_dir"]: r.get("wall_s") for r in done}
     budgets = []
     for steps, lr in grid:
-        dirs = {m: str(out / "runs" / f"steps{steps}-lr{lr:g}" / f"single_{m}") for m in MODS}
+        dirs = {m: str(runs / f"steps{steps}-lr{lr:g}" / f"single_{m}") for m in MODS}
         b = evaluate({"steps": steps, "lr": lr, "run_dirs": dirs}, Path(tfs["run_dir"]))
         b["wall_s"] = {m: walls.get(d) for m, d in dirs.items()}
         budgets.append(b)
     chosen = next((b for b in budgets if b["passes"]), budgets[-1] if budgets else None)
-    result = {"rule": RULE, "grid": grid_arg, "seed": SEED, "sources": args.sources,
+    result = {"rule": RULE, "data_variant": args.data_variant, "grid": grid_arg, "seed": SEED, "sources": args.sources,
               "val_fraction": args.val_fraction, "batch_size": args.batch_size, "probe_train": args.probe_train,
               "probe_steps": args.probe_steps, "refit_steps": args.refit_steps, "probe_query": args.probe_query,
               "budgets": budgets, "tfs_wall_s": walls.get(tfs["run_dir"]),

@@ -129,6 +129,46 @@ def test_the_ewc_sweep_reads_no_sample_of_a_reported_run(tmp_path: Path) -> None
     assert "refit" in continual.sweep_ewc.__doc__
 
 
+# sha256 over (relative path, bytes) of every file write_modality(m, root, 2, offset=5) writes, computed
+# from bench/multi_data.py before the data variants were added: the default data must never change.
+V1_HASHES = {
+    "report": "4c377a4a71b1864718c9c9d4409625d6b590ffaf7e05135b5d28482e670dd520",
+    "xray": "de5892391b2de842fb1fb2fe8d4e3a586bd9df267563e204227eb60d965d1a87",
+    "ct": "35fbe1025f3714e2f87df27dc6315f0e9fe2785038533fd8bb3b1ca3c6264a80",
+    "mri": "d17a81f9de44e8d5cc728465dd099e7b43354b83289d33166d85aae01a25828f",
+}
+
+
+def _tree_hash(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_multi_data_v1_is_unchanged_and_v2_differs_deterministically(tmp_path: Path) -> None:
+    """bench/multi_data.py: the default variant v1 writes the same bytes it always did; v2 writes other
+    images and volumes (reports are shared), the same bytes twice; an unknown variant is refused."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import multi_data
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    for m, want in V1_HASHES.items():
+        assert _tree_hash(multi_data.write_modality(m, tmp_path / "v1" / m, 2, offset=5)) == want, m
+        assert _tree_hash(multi_data.write_modality(m, tmp_path / "v1b" / m, 2, 5, "v1")) == want, m
+        a = _tree_hash(multi_data.write_modality(m, tmp_path / "v2" / m, 2, 5, "v2"))
+        b = _tree_hash(multi_data.write_modality(m, tmp_path / "v2b" / m, 2, 5, "v2"))
+        assert a == b, m
+        assert (a == want) == (m == "report"), m
+    with pytest.raises(ValueError, match="variant"):
+        multi_data.write_modality("xray", tmp_path / "v3", 2, 5, "v3")
+
+
 @pytest.mark.slow
 def test_continual_multi_quick_writes_strict_json_and_the_promised_table(tmp_path: Path) -> None:
     """bench/continual_multi.py --quick: the report, xray, ct and mri plugins read the procedural files; the
