@@ -50,10 +50,11 @@ image modality, and (2) ``python bench/multi_size.py --data-variant v2 --grid 60
 (refitted-decoder loss ≤ 0.9 × the random encoder's and linear probe ≥ chance + 0.15) on each
 image modality. Constants are changed only when a development result misses the rule, never to
 move a number that already meets it; the values tried and their numbers are in
-``bench/continual_multi_sizing_v2.json``. At the values here part (1) holds (xray 0.60, ct 0.82, mri
-0.80; the first MRI values, width 1.5 stretched 1.2–3.5, gave 0.93) and part (2) does not: the
-X-ray and CT linear probes clear chance + 0.15 (0.648 and 0.578 at 60 steps), the MRI probe stays
-at chance, and no image modality's refitted-decoder loss falls below 0.99 of the random encoder's.
+``bench/continual_multi_sizing_v2.json``. At the values here part (1) holds (xray 0.60, ct 0.83, mri
+0.81) and part (2) does not: at 120 steps the X-ray, CT and MRI linear probes clear chance + 0.15
+(0.625, 0.492, 0.406), but no image modality's refitted-decoder loss falls below 0.99 of the random
+encoder's. Earlier values (MRI width 1.5 stretched 1.2–3.5: raw-feature score 0.93; MRI width 2.5
+and CT widths 0.8–3.4: MRI probe at chance) missed the rule and were changed.
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ V2_GRATING_AMP = 0.3
 V2_ANGLE_JITTER = 20.0  # degrees, normal, per patient; class centres are 45° apart
 V2_XRAY_NOISE = 0.02
 V2_TEXTURE = 0.9
-V2_CT_SIGMAS = (0.8, 1.3, 2.1, 3.4)
+V2_CT_SIGMAS = (1.6, 2.6, 4.2, 6.8)
 V2_CT_JITTER = 0.2  # σ of the log-normal factor on the CT texture width
-V2_MRI_BASE = 2.5
+V2_MRI_BASE = 5.0
 V2_MRI_STRETCH = (1.0, 2.5)
 
 COMMON = ("the there is no seen noted with and of in on at for lung lungs chest heart size normal stable "
