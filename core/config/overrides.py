@@ -14,13 +14,15 @@ from typing import Any, Sequence, cast
 
 from medkit.api.errors import ConfigError
 
-#: What ``medkit run --resume RUN KEY=VALUE`` may change: the schedule's length and learning rate,
-#: how often it checkpoints, logs and evaluates, the loader's workers, and how the encoder's blocks
-#: run (recomputed activations: the same gradients; compiled: the same to float tolerance). Everything else would
-#: change what the finished stages already trained with (the model, the data, the strategy).
+#: What ``medkit run --resume RUN KEY=VALUE`` may change: the schedule's length and learning rate, how often it
+#: checkpoints, logs and evaluates (and how much the evaluation keeps in memory: the same numbers), the loader's
+#: workers, and how the encoder's blocks run (recomputed activations: the same gradients; compiled: the same to
+#: float tolerance). Everything else would change what the finished stages already trained with (the model, the
+#: data, the strategy).
 SAFE_RESUME_OVERRIDES: tuple[str, ...] = (
     "optim.lr", "optim.min_lr", "trainer.max_steps", "trainer.checkpoint_every", "trainer.num_workers",
-    "trainer.log_every", "trainer.eval_batches", "trainer.grad_checkpointing", "trainer.compile")
+    "trainer.log_every", "trainer.eval_batches", "trainer.eval_cache_mb", "trainer.grad_checkpointing",
+    "trainer.compile")
 #: Where the applied resume overrides are recorded in the config handed to the engine.
 RESUME_OVERRIDES_KEY = ("run", "resume_overrides")
 
