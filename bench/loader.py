@@ -228,24 +228,28 @@ def timed(load_one: Callable[[int, int], Any], order: list[tuple[int, int]], bud
 
 
 class _Batches:
-    """Item ``k``: the samples ``order[8k:8k+8]`` loaded and collated by the modality's default
-    tokenizer (``medkit.api.batch.collate``), as a training worker builds a step's batch."""
+    """Item ``k``: the samples ``order[8k:8k+8]`` loaded and collated by the engine's
+    :class:`~medkit.engine.loader.StepSamples` with the modality's default tokenizer, as a training
+    worker builds a step's batch (into the loader's reused shared-memory segments)."""
 
-    def __init__(self, ds: Any, order: list[tuple[int, int]], batch: int = 8) -> None:
+    def __init__(self, ds: Any, order: list[tuple[int, int]], slots: Any = None, batch: int = 8) -> None:
+        from medkit.engine.loader import StepSamples
         from medkit.registry import create
 
-        self.ds, self.order, self.batch = ds, order, batch
+        self.order, self.batch = order, batch
         self.name = ds.modality.name
-        self.tokenizer = create("tokenizer", "patch_3d" if self.name == "ct" else "patch_2d", embed_dim=8)
+        tokenizer = create("tokenizer", "patch_3d" if self.name == "ct" else "patch_2d", embed_dim=8)
+        self.steps = StepSamples({self.name: ds}, {self.name: tokenizer}, slots)
 
     def __len__(self) -> int:
         return math.ceil(len(self.order) / self.batch)
 
     def __getitem__(self, k: int) -> Any:
-        from medkit.api.batch import collate
+        from medkit.engine.loader import StepItem
 
-        samples = [self.ds.load(i, s) for i, s in self.order[k * self.batch:(k + 1) * self.batch]]
-        return collate(samples, self.name, self.tokenizer).inputs
+        part = self.order[k * self.batch:(k + 1) * self.batch]
+        return self.steps[StepItem(step=k, modality=self.name, role="current", indices=tuple(i for i, _ in part),
+                                   seeds=tuple(s for _, s in part))]
 
 
 def _one_thread(_: int) -> None:
@@ -259,11 +263,16 @@ def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int) -> dict[s
     CPU seconds of this process and the workers (counted after they are shut down)."""
     import torch
 
+    from medkit.engine.loader import received
+    from medkit.engine.shm_slots import SharedSlots
+
     t0, c0 = time.perf_counter(), cpu_seconds()
-    loader = torch.utils.data.DataLoader(_Batches(ds, order), batch_size=None, num_workers=workers,
+    slots = SharedSlots(workers)
+    loader = torch.utils.data.DataLoader(_Batches(ds, order, slots), batch_size=None, num_workers=workers,
                                          worker_init_fn=_one_thread)
     it = iter(loader)
-    done = sum(int(b.shape[0]) for b in it)
+    # each batch as a CPU training step receives it (Batch.to: grey sent as one channel made whole)
+    done = sum(len(b.to("cpu")) for b in received(it, slots))
     it._shutdown_workers()  # joins the workers, so that RUSAGE_CHILDREN has their time
     del it, loader
     return rates(done, cpu_seconds() - c0, time.perf_counter() - t0)

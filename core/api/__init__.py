@@ -38,7 +38,8 @@ _EXPORTS: dict[str, str] = {
     "Components": "medkit.api.components", "components_of": "medkit.api.components",
     # batches
     "Sample": "medkit.api.batch", "Batch": "medkit.api.batch", "Source": "medkit.api.batch",
-    "collate": "medkit.api.batch", "TrainViewMixin": "medkit.api.views",
+    "collate": "medkit.api.batch", "stack_inputs": "medkit.api.batch",
+    "TrainViewMixin": "medkit.api.views",
     # the run, as strategies and observers see it
     "RunContext": "medkit.api.context", "StageState": "medkit.api.context", "LossOutput": "medkit.api.context",
     "RunInfo": "medkit.api.events", "StageInfo": "medkit.api.events",
@@ -125,8 +126,9 @@ __all__ = [
     "make_noise", "mark_demo", "matrix_markdown", "matrix_tables", "normalize", "observer_hooks", "pad_depth",
     "parse_label", "per_sample_rand", "random_flips", "random_masking", "rank", "raster_kind", "read_array",
     "read_mask", "read_table", "relative_id", "resampled_slices", "resize", "resize_to", "save_image",
-    "screen_upsampled", "sincos_init", "split_keys", "split_three", "stage_marker", "stage_scalars", "stage_title",
-    "step_scalars", "track", "walk", "warnings_of", "work_reporter", "world_size", "write_csv", "write_nifti_demo",
+    "screen_upsampled", "sincos_init", "split_keys", "split_three", "stack_inputs", "stage_marker",
+    "stage_scalars", "stage_title", "step_scalars", "track", "walk", "warnings_of", "work_reporter", "world_size",
+    "write_csv", "write_nifti_demo",
 ]
 
 
@@ -135,7 +137,7 @@ __getattr__, __dir__ = _lazy_exports(globals(), _EXPORTS, __all__, "the plugin c
 
 
 if TYPE_CHECKING:  # the same names for type checkers (tests/api/test_public_api.py keeps both in step)
-    from medkit.api.batch import Batch, Sample, Source, collate
+    from medkit.api.batch import Batch, Sample, Source, collate, stack_inputs
     from medkit.api.views import TrainViewMixin
     from medkit.api.collectives import all_gather_cat, barrier, broadcast_, gather_cat, rank, world_size
     from medkit.api.components import Components, components_of

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -59,16 +61,86 @@ class Batch:
 
     def pin_memory(self) -> Batch:
         """The batch in page-locked memory (a ``DataLoader`` with ``pin_memory=True`` calls this),
-        so :meth:`to` with ``non_blocking`` really overlaps the copy to the GPU."""
+        so :meth:`to` with ``non_blocking`` really overlaps the copy to the GPU. Grey inputs sent as
+        one channel (:func:`stack_inputs`) are pinned as one channel and stay a view."""
         pin = (lambda t: None if t is None else t.pin_memory())
-        return replace(self, inputs=self.inputs.pin_memory(), attention_mask=pin(self.attention_mask),
-                       labels=pin(self.labels))
+        return replace(self, inputs=_on_compact(self.inputs, lambda t: t.pin_memory(), contiguous=False),
+                       attention_mask=pin(self.attention_mask), labels=pin(self.labels))
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device``. Grey inputs sent as one channel (:func:`stack_inputs`) are
+        moved as one channel and made the contiguous ``[B, C, *S]`` there (on the CPU too), so
+        what the model sees does not depend on how the batch travelled."""
         move = (lambda t: None if t is None else t.to(device, non_blocking=True))
-        return replace(self, inputs=self.inputs.to(device, non_blocking=True),
+        return replace(self, inputs=_on_compact(self.inputs, lambda t: t.to(device, non_blocking=True)),
                        attention_mask=move(self.attention_mask),
                        labels=move(self.labels))
+
+
+def _is_compact(t: torch.Tensor) -> bool:
+    """``[B, C, *S]`` whose channels are one channel repeated as a view (stride 0)."""
+    return t.ndim >= 3 and int(t.shape[1]) > 1 and t.stride(1) == 0
+
+
+def _on_compact(t: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], contiguous: bool = True) -> torch.Tensor:
+    """``fn(t)``, applied to one channel of a compact ``t`` and expanded again after (contiguous
+    when ``contiguous``)."""
+    if not _is_compact(t):
+        return fn(t)
+    out = fn(t[:, :1]).expand(t.shape)
+    return out.contiguous() if contiguous else out
+
+
+class _Stacking(threading.local):
+    alloc: Callable[[tuple[int, ...], torch.dtype], torch.Tensor | None] | None = None
+    compact: bool = False
+
+
+_stacking = _Stacking()
+
+
+@contextlib.contextmanager
+def stacking_into(alloc: Callable[[tuple[int, ...], torch.dtype], torch.Tensor | None],
+                  compact: bool) -> Iterator[None]:
+    """While active (in this thread), :func:`stack_inputs` writes into ``alloc(shape, dtype)``
+    (``None``: a new tensor) and, with ``compact``, keeps grey batches at one channel. The engine's
+    DataLoader workers use it; a consumer of such batches must move them with :meth:`Batch.to`."""
+    before = (_stacking.alloc, _stacking.compact)
+    _stacking.alloc, _stacking.compact = alloc, bool(compact)
+    try:
+        yield
+    finally:
+        _stacking.alloc, _stacking.compact = before
+
+
+def stack_inputs(tensors: Sequence[torch.Tensor], channels: int | None = None) -> torch.Tensor:
+    """Stack samples ``[c, *S]`` of one size and dtype into ``[B, C, *S]``, ``C = channels`` (a
+    1-channel sample is repeated; ``None``: ``c``): what a tokenizer's ``collate`` stacks image
+    inputs with. In the engine's DataLoader workers the batch goes into a reused shared-memory
+    buffer, and a batch of grey samples stays one channel, repeated as a view (it crosses to the
+    main process at a third of the size; :meth:`Batch.to` makes it whole). Elsewhere it is
+    ``torch.stack`` (in a plain DataLoader worker, through torch's ``default_collate``, which
+    stacks into shared memory). The values are the same on every path.
+    """
+    from torch.utils.data import default_collate
+
+    if not tensors:
+        raise DataError("stack_inputs: no samples to stack")
+    first = tensors[0]
+    c = int(first.shape[0]) if channels is None else int(channels)
+    grey = c > 1 and all(int(t.shape[0]) == 1 for t in tensors)
+    alloc = _stacking.alloc
+    if grey and _stacking.compact:
+        parts: Sequence[torch.Tensor] = tensors
+    else:
+        parts = [t.expand(c, *t.shape[1:]) if int(t.shape[0]) != c else t for t in tensors]
+    if alloc is None:
+        out = default_collate(list(parts))
+    else:
+        shape = (len(parts), *(int(v) for v in parts[0].shape))
+        buf = alloc(shape, first.dtype)
+        out = torch.stack(list(parts)) if buf is None else torch.stack(list(parts), out=buf)
+    return out.expand(out.shape[0], c, *out.shape[2:]) if grey and _stacking.compact else out
 
 
 def collate(samples: Sequence[Sample], modality: str, tokenizer: Any, role: str = "current") -> Batch:

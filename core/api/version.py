@@ -9,7 +9,7 @@ from medkit.api.errors import PluginError
 #: The version of the contract :mod:`medkit.api` exports, ``"major.minor"``. The minor grows when names
 #: are added (a plugin written for 1.0 runs on 1.1); the major grows when a name is removed or changes
 #: meaning (a plugin written for another major is refused at load).
-MEDKIT_API_VERSION = "1.3"
+MEDKIT_API_VERSION = "1.4"
 API_MAJOR, API_MINOR = (int(x) for x in MEDKIT_API_VERSION.split("."))
 
 

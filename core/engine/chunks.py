@@ -8,7 +8,8 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from medkit.api.batch import Batch, collate
-from medkit.engine.loader import shutdown_workers
+from medkit.engine.loader import received, shutdown_workers
+from medkit.engine.shm_slots import SharedSlots
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,20 @@ class ChunkSamples(torch.utils.data.Dataset):
     ``collate`` only stacks or tokenises). Item :class:`ChunkItem` → its un-augmented :class:`Batch`,
     exactly what :meth:`medkit.api.context.RunContext.load_batch` builds in the main process."""
 
-    def __init__(self, train_sets: dict[str, Any], eval_sets: dict[str, Any], tokenizers: dict[str, Any]) -> None:
+    def __init__(self, train_sets: dict[str, Any], eval_sets: dict[str, Any], tokenizers: dict[str, Any],
+                 slots: SharedSlots | None = None) -> None:
         self.train_sets, self.eval_sets, self.tokenizers = train_sets, eval_sets, tokenizers
+        self.slots = slots or SharedSlots(0)
 
     def __len__(self) -> int:  # the sampler decides; a map-style dataset must still answer
         return 0
 
-    def __getitem__(self, item: ChunkItem) -> Batch:
+    def __getitem__(self, item: ChunkItem) -> tuple[Batch, list[int]]:
         ds = (self.train_sets if item.train else self.eval_sets)[item.modality]
         samples = [ds.load(i, seed=None) for i in item.indices]
-        return collate(samples, item.modality, self.tokenizers[item.modality], role=item.role)
+        with self.slots.stacking() as taken:  # in a worker: into a reused shared segment
+            batch = collate(samples, item.modality, self.tokenizers[item.modality], role=item.role)
+        return batch, taken
 
 
 class ChunkLoader:
@@ -74,8 +79,9 @@ class ChunkLoader:
             raise ValueError(f"ChunkLoader needs num_workers >= 1, got {num_workers}")
         self.num_workers = int(num_workers)
         self.sampler = ItemSampler()
+        self.slots = SharedSlots(self.num_workers)
         self.loader = torch.utils.data.DataLoader(
-            ChunkSamples(train_sets, eval_sets, tokenizers), batch_size=None, sampler=self.sampler,
+            ChunkSamples(train_sets, eval_sets, tokenizers, self.slots), batch_size=None, sampler=self.sampler,
             num_workers=self.num_workers, persistent_workers=True, pin_memory=pin_memory,
             generator=torch.Generator().manual_seed(int(seed)))
 
@@ -86,7 +92,7 @@ class ChunkLoader:
         if not items:
             return iter(())
         self.sampler.items = items
-        return iter(self.loader)
+        return received(iter(self.loader), self.slots)
 
     def close(self) -> None:
         """Shut the persistent workers down (idempotent)."""

@@ -10,6 +10,7 @@ import torch
 
 from medkit.api.batch import Batch, collate
 from medkit.engine.plan import StepPlan
+from medkit.engine.shm_slots import SharedSlots
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,28 @@ class StepSamples(torch.utils.data.Dataset):
     ``collate`` only stacks or tokenises; it reads no trained weight). Item ``StepItem`` → the
     step's :class:`Batch`, with the per-sample seeds the plan gave it."""
 
-    def __init__(self, datasets: dict[str, Any], tokenizers: dict[str, Any]) -> None:
+    def __init__(self, datasets: dict[str, Any], tokenizers: dict[str, Any], slots: SharedSlots | None = None) -> None:
         self.datasets, self.tokenizers = datasets, tokenizers
+        self.slots = slots or SharedSlots(0)
 
     def __len__(self) -> int:  # the sampler decides; a map-style dataset must still answer
         return 0
 
-    def __getitem__(self, item: StepItem) -> Batch:
+    def __getitem__(self, item: StepItem) -> tuple[Batch, list[int]]:
         ds = self.datasets[item.modality]
         samples = [ds.load(j, seed=s) for j, s in zip(item.indices, item.seeds)]
-        batch = collate(samples, item.modality, self.tokenizers[item.modality], role=item.role)
+        with self.slots.stacking() as taken:  # in a worker: into a reused shared segment
+            batch = collate(samples, item.modality, self.tokenizers[item.modality], role=item.role)
         batch.seeds = list(item.seeds)
-        return batch
+        return batch, taken
+
+
+def received(batches: Iterator[tuple[Batch, list[int]]], slots: SharedSlots) -> Iterator[Batch]:
+    """The batches of a loader over :class:`StepSamples` or ``ChunkSamples``, telling ``slots``
+    which shared segments each one holds (they are reused once nothing refers to them)."""
+    for batch, taken in batches:
+        slots.received(taken, batch.inputs)
+        yield batch
 
 
 class RunLoader:
@@ -95,8 +106,9 @@ class RunLoader:
                  worker_init_fn: Callable[[int], None] | None = None) -> None:
         self.sampler = PlanSampler()
         self.num_workers = int(num_workers)
+        self.slots = SharedSlots(self.num_workers)
         self.loader = torch.utils.data.DataLoader(
-            StepSamples(datasets, tokenizers), batch_size=None, sampler=self.sampler,
+            StepSamples(datasets, tokenizers, self.slots), batch_size=None, sampler=self.sampler,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=pin_memory,
             generator=torch.Generator().manual_seed(int(seed)), worker_init_fn=worker_init_fn)
 
@@ -105,7 +117,7 @@ class RunLoader:
         self.sampler.set_plan(plan, start_step)
         if len(self.sampler) == 0:
             return iter(())
-        return iter(self.loader)
+        return received(iter(self.loader), self.slots)
 
     def close(self) -> None:
         """Shut the persistent workers down (idempotent)."""

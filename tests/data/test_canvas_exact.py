@@ -133,6 +133,6 @@ def test_prepared_batches_are_bit_identical_to_the_first_implementation(tmp_path
     plan = StepPlan([Source("xray", list(range(len(ds))))], batch_size=8, max_steps=6, seed=7, stage=0)
     for s in range(len(plan)):
         _, indices, seeds = plan.step(s)
-        got = steps[StepItem(step=s, modality="xray", role="current", indices=tuple(indices), seeds=tuple(seeds))]
+        got = steps[StepItem(step=s, modality="xray", role="current", indices=tuple(indices), seeds=tuple(seeds))][0]
         want = torch.stack([_canvas_before(mod, stored[i], k) for i, k in zip(indices, seeds)])
         assert torch.equal(got.inputs, want), f"step {s}"

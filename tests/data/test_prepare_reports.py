@@ -39,7 +39,7 @@ def _batches(dataset, train_indices, tokenizer, chunk_sizes=None, steps=6):
     sampler = PlanSampler()
     sampler.set_plan(plan)
     samples = StepSamples({"report": dataset}, {"report": tokenizer})
-    return [samples[item] for item in sampler]
+    return [samples[item][0] for item in sampler]
 
 
 def test_training_batches_from_prepared_reports_are_the_folder_ones(reports):

@@ -88,7 +88,7 @@ def test_chunks_loaded_by_two_workers_equal_the_main_process_ones(tmp_path: Path
     sets = {"m": _Table()}
     main = ChunkSamples(sets, {"m": _Table()}, {"m": _Stack()})
     chunks = [[0, 3, 5], [7], [], [10, 2, 1, 4]]
-    expected = [original(main, item) for item in _items(chunks)]
+    expected = [original(main, item)[0] for item in _items(chunks)]
     loader = ChunkLoader(sets, {"m": _Table()}, {"m": _Stack()}, num_workers=2)
     try:
         for _ in range(2):  # the persistent workers serve a second call

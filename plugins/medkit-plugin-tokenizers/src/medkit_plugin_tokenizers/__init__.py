@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from medkit.api import TokenizerSpec, hookimpl
 
-MEDKIT_API_VERSION = "1.1"
+MEDKIT_API_VERSION = "1.4"
 
 
 @hookimpl

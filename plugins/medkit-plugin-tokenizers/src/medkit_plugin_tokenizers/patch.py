@@ -8,9 +8,8 @@ from typing import Any, Callable, Sequence, cast
 
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 
-from medkit.api import ConfigError, DataError, FlatPositions, Tokens, interpolate_grid, sincos_init
+from medkit.api import ConfigError, DataError, FlatPositions, Tokens, interpolate_grid, sincos_init, stack_inputs
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +135,15 @@ class PatchTokenizer(nn.Module):
                     or int(x.shape[0]) not in (1, self.in_chans) or not self._spatial_ok(x.shape[1:]):
                 raise DataError(f"{where}: got {_shape(x)}, expected {self.expected()}; fix the "
                                 f"modality's preprocessing (crop/pad/resize) or tokenizer.{self.name} settings")
-            if x.shape[0] != self.in_chans:
-                x = x.expand(self.in_chans, *x.shape[1:])  # grey → in_chans copies
             if first is None:
-                first = (sid, tuple(x.shape))
-            elif tuple(x.shape) != first[1]:
-                raise DataError(f"{where}: got {_shape(x)}, expected {list(first[1])} like sample "
-                                f"{first[0]!r}; every sample of a batch must have the same size")
+                first = (sid, tuple(x.shape[1:]))
+            elif tuple(x.shape[1:]) != first[1]:
+                raise DataError(f"{where}: got {_shape(x)}, expected [C, {', '.join(map(str, first[1]))}] like "
+                                f"sample {first[0]!r}; every sample of a batch must have the same size")
             stacked.append(x.to(torch.float32))
-        # torch.stack through torch's default_collate: in a DataLoader worker it stacks straight
-        # into shared memory, so sending the batch does not copy it once more (a CT batch is ~20 MB)
-        return {"inputs": default_collate(stacked)}  # [B, C, *S]
+        # grey samples are repeated to in_chans; in medkit's DataLoader workers the batch goes into
+        # a reused shared-memory buffer and grey crosses as one channel (Batch.to makes it whole)
+        return {"inputs": stack_inputs(stacked, channels=self.in_chans)}  # [B, C, *S]
 
     # -- positions -----------------------------------------------------------------------
     def position_table(self, grid: Sequence[int]) -> torch.Tensor:
