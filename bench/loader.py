@@ -15,8 +15,12 @@ process at one thread, for each case:
 A CT archive larger than the memory cache (``ct>cache``: ``cache_bytes`` of about 1.5 prepared
 volumes) shows what a shuffled window order costs with the modality's default disk cache setting.
 Only ``load`` is timed (collating 8 samples is a stack), except with ``--workers N``, where prepared
-reading goes through a torch ``DataLoader`` with N worker processes, each item a collated batch of 8
-(what training does), and the main process receives the batches.
+reading goes through a torch ``DataLoader`` with N worker processes, each item a batch of 8 built by
+the engine's own ``StepSamples`` (load, collate into the loader's reused shared-memory segments), and
+the main process receives each batch as a CPU training step does (``Batch.to``). There "cold" is the
+whole pass, starting and stopping the workers included, and "warm" its steady state: each worker's
+CPU time from its first batch to its last (reported with the batches) plus the main process's time
+on the same batches.
 
 What the columns are:
 
@@ -239,7 +243,8 @@ class _Batches:
         self.order, self.batch = order, batch
         self.name = ds.modality.name
         tokenizer = create("tokenizer", "patch_3d" if self.name == "ct" else "patch_2d", embed_dim=8)
-        self.steps = StepSamples({self.name: ds}, {self.name: tokenizer}, slots)
+        # code before the shared segments (a before/after run through PYTHONPATH) takes no slots
+        self.steps = StepSamples({self.name: ds}, {self.name: tokenizer}, *([slots] if slots is not None else []))
 
     def __len__(self) -> int:
         return math.ceil(len(self.order) / self.batch)
@@ -258,24 +263,78 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int) -> dict[str, Any]:
-    """All of ``order`` through a ``DataLoader`` with ``workers`` processes: :func:`rates` over the
-    CPU seconds of this process and the workers (counted after they are shut down)."""
+def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """All of ``order`` through a ``DataLoader`` with ``workers`` processes, the main process
+    receiving each batch as a CPU training step does (``Batch.to``). Returns :func:`rates` twice:
+    over the whole pass (starting and stopping the workers included; CPU seconds of this process
+    and the workers, counted after they are shut down), and in the steady state: from each
+    worker's first batch to its last (each worker reports its own CPU time with its batches), plus
+    this process's time over the same batches."""
     import torch
 
-    from medkit.engine.loader import received
-    from medkit.engine.shm_slots import SharedSlots
+    try:
+        from medkit.engine.loader import received
+        from medkit.engine.shm_slots import SharedSlots
+    except ImportError:  # code before the shared segments: a fresh segment per batch
+        SharedSlots = None
+
+        def received(items: Any, _: Any) -> Any:
+            return (b if not isinstance(b, tuple) else b[0] for b in items)
 
     t0, c0 = time.perf_counter(), cpu_seconds()
-    slots = SharedSlots(workers)
-    loader = torch.utils.data.DataLoader(_Batches(ds, order, slots), batch_size=None, num_workers=workers,
+    slots = SharedSlots(workers) if SharedSlots is not None else None
+    loader = torch.utils.data.DataLoader(_Timed(_Batches(ds, order, slots)), batch_size=None, num_workers=workers,
                                          worker_init_fn=_one_thread)
     it = iter(loader)
-    # each batch as a CPU training step receives it (Batch.to: grey sent as one channel made whole)
-    done = sum(len(b.to("cpu")) for b in received(it, slots))
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    counted, main_s, t1 = 0, 0.0, 0.0
+
+    def unwrap(items: Any) -> Any:
+        for (item, wid, wcpu) in items:
+            unwrap.wid, unwrap.wcpu = wid, wcpu  # type: ignore[attr-defined]
+            yield item
+
+    done = 0
+    for batch in received(unwrap(it), slots):
+        wid, wcpu = unwrap.wid, unwrap.wcpu  # type: ignore[attr-defined]
+        m0 = cpu_seconds()
+        n = len(batch.to("cpu"))  # what a CPU training step does with it (grey made whole)
+        done += n
+        if wid not in first:
+            first[wid] = wcpu
+            if len(first) == workers:
+                t1 = time.perf_counter()
+            continue
+        last[wid] = wcpu
+        counted += n
+        main_s += cpu_seconds() - m0
+    t2 = time.perf_counter()
     it._shutdown_workers()  # joins the workers, so that RUSAGE_CHILDREN has their time
     del it, loader
-    return rates(done, cpu_seconds() - c0, time.perf_counter() - t0)
+    whole = rates(done, cpu_seconds() - c0, time.perf_counter() - t0)
+    workers_s = sum(last[w] - first[w] for w in last)
+    steady = rates(counted, workers_s + main_s, t2 - t1)
+    steady.update(workers_cpu_s=round(workers_s, 3), main_cpu_s=round(main_s, 3))
+    return whole, steady
+
+
+class _Timed:
+    """``(item, worker id, the worker's CPU seconds so far)`` of a dataset read in a worker."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, k: int) -> Any:
+        import torch
+
+        item = self.inner[k]
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        info = torch.utils.data.get_worker_info()
+        return item, (0 if info is None else info.id), own.ru_utime + own.ru_stime
 
 
 def folder_case(case: str, data: Path, args: argparse.Namespace, cache_dir: Path) -> dict[str, Any]:
@@ -311,9 +370,8 @@ def prepared_case(case: str, data: Path, out: Path, args: argparse.Namespace, ca
     for how, order in (("plan order", [(i, s + e * 1_000_003) for e in range(epochs) for i, s in plan_order(n)]),
                        ("index order", [(i, i + e * n) for e in range(epochs) for i in range(n)])):
         ds = open_prepared(make_modality(case, cache_dir), out, train=True)  # fresh reader: cold
-        if args.workers > 0:
-            cold = timed_workers(ds, order, args.workers)
-            warm = timed_workers(ds, order, args.workers)
+        if args.workers > 0:  # cold: the whole pass, workers started and stopped; warm: steady state
+            cold, warm = timed_workers(ds, order, args.workers)
             how += f", {args.workers} workers"
         else:
             cold = timed(ds.load, order, args.budget_s)

@@ -115,7 +115,8 @@ def stacking_into(alloc: Callable[[tuple[int, ...], torch.dtype], torch.Tensor |
 
 def stack_inputs(tensors: Sequence[torch.Tensor], channels: int | None = None) -> torch.Tensor:
     """Stack samples ``[c, *S]`` of one size and dtype into ``[B, C, *S]``, ``C = channels`` (a
-    1-channel sample is repeated; ``None``: ``c``): what a tokenizer's ``collate`` stacks image
+    1-channel sample is repeated; ``None``: ``c``; a grey sample may also be one channel repeated
+    ``C`` times as a view, ``x.expand(C, ...)``): what a tokenizer's ``collate`` stacks image
     inputs with. In the engine's DataLoader workers the batch goes into a reused shared-memory
     buffer, and a batch of grey samples stays one channel, repeated as a view (it crosses to the
     main process at a third of the size; :meth:`Batch.to` makes it whole). Elsewhere it is
@@ -128,18 +129,16 @@ def stack_inputs(tensors: Sequence[torch.Tensor], channels: int | None = None) -
         raise DataError("stack_inputs: no samples to stack")
     first = tensors[0]
     c = int(first.shape[0]) if channels is None else int(channels)
-    grey = c > 1 and all(int(t.shape[0]) == 1 for t in tensors)
+    # grey: one channel, or c channels that are one repeated as a view (stride 0)
+    grey = c > 1 and all(int(t.shape[0]) == 1 or (int(t.shape[0]) == c and t.stride(0) == 0) for t in tensors)
     alloc = _stacking.alloc
     if grey and _stacking.compact:
-        parts: Sequence[torch.Tensor] = tensors
+        parts: Sequence[torch.Tensor] = [t[:1] for t in tensors]
     else:
         parts = [t.expand(c, *t.shape[1:]) if int(t.shape[0]) != c else t for t in tensors]
-    if alloc is None:
-        out = default_collate(list(parts))
-    else:
-        shape = (len(parts), *(int(v) for v in parts[0].shape))
-        buf = alloc(shape, first.dtype)
-        out = torch.stack(list(parts)) if buf is None else torch.stack(list(parts), out=buf)
+    buf = None if alloc is None else alloc((len(parts), *(int(v) for v in parts[0].shape)), first.dtype)
+    # no buffer given: default_collate's torch.stack (into new shared memory in a DataLoader worker)
+    out = default_collate(list(parts)) if buf is None else torch.stack(list(parts), out=buf)
     return out.expand(out.shape[0], c, *out.shape[2:]) if grey and _stacking.compact else out
 
 

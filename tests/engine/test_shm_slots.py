@@ -82,6 +82,9 @@ def test_grey_crosses_as_one_channel_and_batch_to_makes_it_whole(monkeypatch: py
     assert got.is_contiguous() and torch.equal(got, whole)
     halves = Batch(modality="xray", inputs=sent).split(2)
     assert torch.equal(torch.cat([h.to("cpu").inputs for h in halves]), whole)
+    with slots.stacking():  # grey samples repeated as views (a prepared canvas's) cross as one channel too
+        viewed = stack_inputs([x.expand(3, 8, 8) for x in samples], channels=3)
+    assert viewed.stride(1) == 0 and torch.equal(Batch(modality="xray", inputs=viewed).to("cpu").inputs, whole)
     colour = [torch.rand(3, 8, 8) for _ in range(2)]  # not grey: stacked whole
     with slots.stacking():
         out = stack_inputs(colour, channels=3)
