@@ -263,7 +263,8 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int,
+                  batch: int = 8) -> tuple[dict[str, Any], dict[str, Any]]:
     """All of ``order`` through a ``DataLoader`` with ``workers`` processes, the main process
     receiving each batch as a CPU training step does (``Batch.to``). Returns :func:`rates` twice:
     over the whole pass (starting and stopping the workers included; CPU seconds of this process
@@ -283,8 +284,8 @@ def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int) -> tuple[
 
     t0, c0 = time.perf_counter(), cpu_seconds()
     slots = SharedSlots(workers) if SharedSlots is not None else None
-    loader = torch.utils.data.DataLoader(_Timed(_Batches(ds, order, slots)), batch_size=None, num_workers=workers,
-                                         worker_init_fn=_one_thread)
+    loader = torch.utils.data.DataLoader(_Timed(_Batches(ds, order, slots, batch)), batch_size=None,
+                                         num_workers=workers, worker_init_fn=_one_thread)
     it = iter(loader)
     first: dict[int, float] = {}
     last: dict[int, float] = {}
@@ -371,8 +372,8 @@ def prepared_case(case: str, data: Path, out: Path, args: argparse.Namespace, ca
                        ("index order", [(i, i + e * n) for e in range(epochs) for i in range(n)])):
         ds = open_prepared(make_modality(case, cache_dir), out, train=True)  # fresh reader: cold
         if args.workers > 0:  # cold: the whole pass, workers started and stopped; warm: steady state
-            cold, warm = timed_workers(ds, order, args.workers)
-            how += f", {args.workers} workers"
+            cold, warm = timed_workers(ds, order, args.workers, args.batch)
+            how += f", {args.workers} workers" + (f", batch {args.batch}" if args.batch != 8 else "")
         else:
             cold = timed(ds.load, order, args.budget_s)
             warm = timed(ds.load, order[: cold["samples"]], args.budget_s)
@@ -420,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0,
                    help="prepared reading through a DataLoader with this many worker processes, all of "
                         "--epochs (no --budget-s); 0: in this process")
+    p.add_argument("--batch", type=int, default=8,
+                   help="with --workers: samples per batch a worker sends (the transfer's cost is per batch)")
     p.add_argument("--appetite", type=float, default=3000.0, help="samples/s one GPU consumes (cores per GPU)")
     p.add_argument("--workdir", default="/tmp/medkit-bench-loader", help="generated inputs, prepared folders")
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")

@@ -82,7 +82,7 @@ def received(batches: Iterator[tuple[Batch, list[int]]], slots: SharedSlots) -> 
     """The batches of a loader over :class:`StepSamples` or ``ChunkSamples``, telling ``slots``
     which shared segments each one holds (they are reused once nothing refers to them)."""
     for batch, taken in batches:
-        slots.received(taken, batch.inputs)
+        slots.received(taken, (batch.inputs, batch.attention_mask, batch.labels))
         yield batch
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -56,7 +56,7 @@ class SharedSlots:
         n = max(0, int(workers)) * self.per_worker
         self.flags: torch.Tensor | None = torch.zeros(n, dtype=torch.int32).share_memory_() if n else None
         self._storages: dict[int, torch.UntypedStorage] = {}  # worker side: slot → its segment
-        self._held: list[tuple[int, Any]] = []  # main side: (slot, weak reference to the storage)
+        self._held: list[tuple[list[int], list[Any]]] = []  # main side: (slots, weak refs to the item's storages)
 
     def __getstate__(self) -> dict[str, Any]:  # a spawned worker starts with no segment of its own
         state = dict(self.__dict__)
@@ -100,29 +100,30 @@ class SharedSlots:
             raise
 
     # -- main side ---------------------------------------------------------------------------
-    def received(self, slots: list[int], inputs: torch.Tensor) -> None:
-        """The main process got an item built in ``slots``, whose inputs are ``inputs``: the slots
-        stay in use while anything refers to that memory. Releases the slots of earlier items that
-        nothing refers to any longer."""
+    def received(self, slots: list[int], tensors: Sequence[torch.Tensor | None]) -> None:
+        """The main process got an item built in ``slots``, whose tensors are ``tensors``: the
+        slots stay in use while anything refers to the memory of any of them. Releases the slots of
+        earlier items that nothing refers to any longer."""
         if self.flags is None:
             return
+        held = [t for t in tensors if t is not None]
         if slots:
-            if inputs.is_pinned():  # the pin thread copied it: the segment itself is gone already
+            if held and all(t.is_pinned() for t in held):  # the pin thread copied them: the segments are gone
                 for k in slots:
                     self.flags[k] = _FREE
             else:
-                ref = StorageWeakRef(inputs.untyped_storage())
-                self._held += [(k, ref) for k in slots]
+                self._held.append((list(slots), [StorageWeakRef(t.untyped_storage()) for t in held]))
         self.release()
 
     def release(self) -> None:
-        """Free the slots whose memory no tensor of this process refers to any longer."""
+        """Free the slots of items whose memory no tensor of this process refers to any longer."""
         if self.flags is None:
             return
         keep = []
-        for k, ref in self._held:
-            if ref.expired():
-                self.flags[k] = _FREE
+        for slots, refs in self._held:
+            if all(ref.expired() for ref in refs):
+                for k in slots:
+                    self.flags[k] = _FREE
             else:
-                keep.append((k, ref))
+                keep.append((slots, refs))
         self._held = keep

@@ -37,14 +37,14 @@ def test_a_slot_is_reused_only_once_nothing_refers_to_its_batch(monkeypatch: pyt
     with slots.stacking() as first:
         a = _in_main(stack_inputs(_grey(0.0), channels=3))
     assert first == [0] and a.stride(1) == 0
-    slots.received(first, a)
+    slots.received(first, [a])
     with slots.stacking() as second:
         b = _in_main(stack_inputs(_grey(10.0), channels=3))
-    slots.received(second, b)
+    slots.received(second, [b])
     assert second == [1], "slot 0 is still held by `a`"
     with slots.stacking() as third:  # both held: a new segment, as torch would make
         c = stack_inputs(_grey(20.0), channels=3)
-    slots.received(third, c)
+    slots.received(third, [c])
     assert third == []
     assert torch.equal(a, torch.stack(_grey(0.0)).expand(3, 3, 4, 4)), "a held batch was overwritten"
     view = b[1:]  # a view keeps the segment in use
@@ -55,6 +55,28 @@ def test_a_slot_is_reused_only_once_nothing_refers_to_its_batch(monkeypatch: pyt
     assert fourth == [0]
     assert torch.equal(view, torch.stack(_grey(10.0))[1:].expand(2, 3, 4, 4))
     assert torch.equal(d, torch.stack(_grey(30.0)).expand(3, 3, 4, 4))
+
+
+def test_an_item_stacked_in_two_slots_holds_both_while_any_of_its_tensors_lives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_worker(monkeypatch)
+    slots = SharedSlots(1, per_worker=2)
+    with slots.stacking() as taken:  # e.g. a tokenizer that stacks its inputs and a mask
+        inputs = _in_main(stack_inputs(_grey(0.0), channels=3))
+        mask = _in_main(stack_inputs([torch.full((1, 2), float(k)) for k in range(3)]))
+    assert taken == [0, 1]
+    slots.received(taken, [inputs, mask])
+    del inputs
+    slots.release()
+    with slots.stacking() as next_item:  # the mask still lives: neither slot is free
+        stack_inputs(_grey(5.0), channels=3)
+    assert next_item == []
+    assert mask.flatten().tolist() == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    del mask
+    slots.release()
+    with slots.stacking() as after:
+        stack_inputs(_grey(5.0), channels=3)
+    assert after == [0]
 
 
 def test_a_failed_item_gives_its_slots_back(monkeypatch: pytest.MonkeyPatch) -> None:
