@@ -14,6 +14,7 @@ main process keeps for long (or one lost with an abandoned iterator) never block
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any, Iterator, Sequence
 
@@ -27,6 +28,8 @@ from medkit.api.batch import stacking_into
 SLOTS_PER_WORKER = 4
 
 _FREE, _USED = 0, 1
+
+log = logging.getLogger(__name__)
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -56,6 +59,7 @@ class SharedSlots:
         n = max(0, int(workers)) * self.per_worker
         self.flags: torch.Tensor | None = torch.zeros(n, dtype=torch.int32).share_memory_() if n else None
         self._storages: dict[int, torch.UntypedStorage] = {}  # worker side: slot → its segment
+        self._warned = False
         self._held: list[tuple[list[int], list[Any]]] = []  # main side: (slots, weak refs to the item's storages)
 
     def __getstate__(self) -> dict[str, Any]:  # a spawned worker starts with no segment of its own
@@ -86,7 +90,18 @@ class SharedSlots:
                 k = min(fits, key=lambda j: self._storages[j].nbytes())
             else:  # a new segment (in an empty slot, or replacing one too small)
                 k = next((j for j in free if j not in self._storages), free[0])
-                self._storages[k] = torch.UntypedStorage._new_shared(nbytes)
+                self._storages.pop(k, None)
+                try:
+                    self._storages[k] = torch.UntypedStorage._new_shared(nbytes)
+                except RuntimeError as err:  # /dev/shm full: give back the idle segments, let torch try
+                    for j in free:
+                        self._storages.pop(j, None)
+                    if not self._warned:
+                        self._warned = True
+                        log.warning("DataLoader worker %d: no shared memory for a %d-byte batch segment (%s); "
+                                    "keeping none idle from now on (a container needs a larger --shm-size "
+                                    "or --ipc=host)", info.id, nbytes, str(err).splitlines()[0])
+                    return None
             flags[k] = _USED
             taken.append(k)
             return torch.empty(0, dtype=dtype).set_(self._storages[k], 0, shape, _contiguous_strides(shape))

@@ -90,6 +90,32 @@ def test_a_failed_item_gives_its_slots_back(monkeypatch: pytest.MonkeyPatch) -> 
     assert taken == [0]
 
 
+def test_no_shared_memory_for_a_segment_falls_back_to_torch_and_keeps_none_idle(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _as_worker(monkeypatch)
+    slots = SharedSlots(1, per_worker=2)
+    with slots.stacking() as first:
+        a = _in_main(stack_inputs(_grey(0.0), channels=3))
+    slots.received(first, [a])
+    del a
+    slots.release()  # slot 0 is idle now, and too small for what comes next
+
+    original = torch.UntypedStorage._new_shared
+
+    def full(nbytes: int, **kwargs: Any) -> Any:  # full for a kept segment; torch's own (after the
+        if kwargs:                                 # idle one was given back) still fits
+            return original(nbytes, **kwargs)
+        raise RuntimeError("unable to write to file </torch_1_2_3>: No space left on device (28)")
+
+    monkeypatch.setattr(torch.UntypedStorage, "_new_shared", full)
+    big = [torch.full((1, 8, 8), float(k)) for k in range(3)]
+    with caplog.at_level("WARNING"), slots.stacking() as taken:
+        out = stack_inputs(big, channels=3)
+    assert taken == [] and slots._storages == {}, "the idle segment should have been given back"
+    assert torch.equal(out, torch.stack(big).expand(3, 3, 8, 8))
+    assert "--shm-size" in caplog.text
+
+
 def test_grey_crosses_as_one_channel_and_batch_to_makes_it_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     samples = [torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(k)) for k in range(4)]
     whole = stack_inputs(samples, channels=3)  # outside a worker: torch.stack of the repeated samples
