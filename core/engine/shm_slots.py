@@ -99,8 +99,9 @@ class SharedSlots:
                     if not self._warned:
                         self._warned = True
                         log.warning("DataLoader worker %d: no shared memory for a %d-byte batch segment (%s); "
-                                    "keeping none idle from now on (a container needs a larger --shm-size "
-                                    "or --ipc=host)", info.id, nbytes, str(err).splitlines()[0])
+                                    "gave back its idle segments and lets torch allocate this batch (a "
+                                    "container needs a larger --shm-size, or --ipc=host)", info.id, nbytes,
+                                    str(err).splitlines()[0])
                     return None
             flags[k] = _USED
             taken.append(k)
