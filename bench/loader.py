@@ -291,14 +291,16 @@ def timed_workers(ds: Any, order: list[tuple[int, int]], workers: int,
     last: dict[int, float] = {}
     counted, main_s, t1 = 0, 0.0, 0.0
 
-    def unwrap(items: Any) -> Any:
-        for (item, wid, wcpu) in items:
-            unwrap.wid, unwrap.wcpu = wid, wcpu  # type: ignore[attr-defined]
+    meta: list[tuple[int, float]] = []  # (worker id, its CPU seconds) of the item being received
+
+    def items(timed: Any) -> Any:
+        for item, wid, wcpu in timed:
+            meta.append((wid, wcpu))
             yield item
 
     done = 0
-    for batch in received(unwrap(it), slots):
-        wid, wcpu = unwrap.wid, unwrap.wcpu  # type: ignore[attr-defined]
+    for batch in received(items(it), slots):
+        wid, wcpu = meta.pop()
         m0 = cpu_seconds()
         n = len(batch.to("cpu"))  # what a CPU training step does with it (grey made whole)
         done += n

@@ -32,14 +32,6 @@ _FREE, _USED = 0, 1
 log = logging.getLogger(__name__)
 
 
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= int(n)
-    return tuple(reversed(strides))
-
-
 class SharedSlots:
     """The reusable segments of one DataLoader's workers.
 
@@ -81,8 +73,9 @@ class SharedSlots:
         flags = self.flags
 
         def alloc(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
-            nbytes = math.prod(shape) * dtype.itemsize
-            free = [k for k in range(first, first + self.per_worker) if int(flags[k]) == _FREE and k not in taken]
+            numel = math.prod(shape)
+            nbytes = numel * dtype.itemsize
+            free = [k for k in range(first, first + self.per_worker) if int(flags[k]) == _FREE]
             if not free:
                 return None  # every segment is still in use: a fresh one, as torch would
             fits = [k for k in free if k in self._storages and self._storages[k].nbytes() >= nbytes]
@@ -105,7 +98,8 @@ class SharedSlots:
                     return None
             flags[k] = _USED
             taken.append(k)
-            return torch.empty(0, dtype=dtype).set_(self._storages[k], 0, shape, _contiguous_strides(shape))
+            # the segment as a flat tensor of dtype, its first numel values viewed as shape
+            return torch.empty(0, dtype=dtype).set_(self._storages[k])[:numel].view(shape)
 
         try:
             with stacking_into(alloc, self.compact):
